@@ -1,0 +1,140 @@
+// Elementwise kernels: unary ops, binary ops with numpy-style broadcasting, and scalar forms.
+// One thread per output element; the op is a uniform switch (every thread takes the same branch), so a
+// family costs one pipeline per entry point instead of one per op.
+//#include "common/index.wgsl"
+
+const WG: u32 = 256u;
+
+struct UnaryParams {
+    n: u32,
+    op: u32,
+    alpha: f32,   // slope for leaky_relu
+    _pad: u32,
+}
+
+struct BinaryParams {
+    n: u32,
+    rank: u32,
+    op: u32,
+    contiguous: u32,                 // 1: a, b and out share one shape, skip the index math
+    shape: array<vec4<u32>, 2>,      // output shape, up to rank 8
+    a_strides: array<vec4<u32>, 2>,  // element strides of a, 0 along broadcast axes
+    b_strides: array<vec4<u32>, 2>,
+}
+
+struct ScalarParams {
+    n: u32,
+    op: u32,
+    reverse: u32,  // 1: out = op(s, a) instead of op(a, s)
+    _pad: u32,
+    s: f32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
+}
+
+// tanh written through exp so large |x| gives +-1 on every driver (some return NaN for builtin tanh).
+fn stable_tanh(x: f32) -> f32 {
+    let e = exp(-2.0 * abs(x));
+    return sign(x) * (1.0 - e) / (1.0 + e);
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+fn unary_op(op: u32, x: f32, alpha: f32) -> f32 {
+    switch op {
+        case 0u: { return -x; }
+        case 1u: { return abs(x); }
+        case 2u: { return exp(x); }
+        case 3u: { return log(x); }
+        case 4u: { return sqrt(x); }
+        case 5u: { return inverseSqrt(x); }
+        case 6u: { return 1.0 / x; }
+        case 7u: { return sin(x); }
+        case 8u: { return cos(x); }
+        case 9u: { return stable_tanh(x); }
+        case 10u: { return sigmoid(x); }
+        case 11u: { return max(x, 0.0); }
+        case 12u: { return 0.5 * x * (1.0 + stable_tanh(0.7978845608 * (x + 0.044715 * x * x * x))); }
+        case 13u: { return x * sigmoid(x); }
+        case 14u: { return x * x; }
+        case 15u: { return sign(x); }
+        case 16u: { return select(alpha * x, x, x > 0.0); }
+        default: { return x; }
+    }
+}
+
+fn binary_op(op: u32, a: f32, b: f32) -> f32 {
+    switch op {
+        case 0u: { return a + b; }
+        case 1u: { return a - b; }
+        case 2u: { return a * b; }
+        case 3u: { return a / b; }
+        case 4u: { return max(a, b); }
+        case 5u: { return min(a, b); }
+        case 6u: { return pow(a, b); }
+        case 7u: { return select(0.0, 1.0, a > b); }
+        case 8u: { return select(0.0, 1.0, a < b); }
+        case 9u: { return select(0.0, 1.0, a == b); }
+        default: { return a; }
+    }
+}
+
+@group(0) @binding(0) var<uniform> up: UnaryParams;
+@group(0) @binding(1) var<storage, read> ux: array<f32>;
+@group(0) @binding(2) var<storage, read_write> uout: array<f32>;
+
+@compute @workgroup_size(256)
+fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= up.n { return; }
+    uout[i] = unary_op(up.op, ux[i], up.alpha);
+}
+
+@group(0) @binding(0) var<uniform> bp: BinaryParams;
+@group(0) @binding(1) var<storage, read> ba: array<f32>;
+@group(0) @binding(2) var<storage, read> bb: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bout: array<f32>;
+
+@compute @workgroup_size(256)
+fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= bp.n { return; }
+    if bp.contiguous == 1u {
+        bout[i] = binary_op(bp.op, ba[i], bb[i]);
+        return;
+    }
+    // Walk the output index from the last axis outwards, accumulating each operand's offset.
+    var rem = i;
+    var ia = 0u;
+    var ib = 0u;
+    for (var d = bp.rank; d > 0u; d--) {
+        let ax = d - 1u;
+        let extent = dim8(bp.shape, ax);
+        let c = rem % extent;
+        rem = rem / extent;
+        ia += c * dim8(bp.a_strides, ax);
+        ib += c * dim8(bp.b_strides, ax);
+    }
+    bout[i] = binary_op(bp.op, ba[ia], bb[ib]);
+}
+
+@group(0) @binding(0) var<uniform> sp: ScalarParams;
+@group(0) @binding(1) var<storage, read> sx: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sout: array<f32>;
+
+@compute @workgroup_size(256)
+fn scalar(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= sp.n { return; }
+    if sp.reverse == 1u {
+        sout[i] = binary_op(sp.op, sp.s, sx[i]);
+    } else {
+        sout[i] = binary_op(sp.op, sx[i], sp.s);
+    }
+}

@@ -1,0 +1,693 @@
+//! The wgpu engine: device creation with the adapter's own limits, a pipeline cache (one pipeline per
+//! entry point, made on first use), a storage-buffer pool reused across steps, batched eager work, and
+//! prepared recordings replayed with one submission.
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::device::{Counters, Dispatch, Store};
+use crate::error::{Error, Result};
+use crate::kernels::{BindingKind, EntryInfo, Kernel};
+
+pub(crate) type RawBuffer = wgpu::Buffer;
+
+pub(crate) struct Pipe {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    params_size: u64,
+}
+
+/// Free storage buffers by size class. A class is the requested size rounded up to one of four steps
+/// per power of two (at most 19% slack), so buffers of nearby sizes are shared.
+#[derive(Default)]
+struct Pool {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+}
+
+fn size_class(bytes: u64) -> u64 {
+    let bytes = bytes.max(256);
+    let top = 63 - bytes.leading_zeros() as u64; // floor(log2)
+    let step = 1u64 << top.saturating_sub(2);
+    bytes.div_ceil(step) * step
+}
+
+enum Op {
+    Dispatch {
+        pipe: Arc<Pipe>,
+        params: Vec<u8>,
+        d: Dispatch,
+    },
+    Copy {
+        src: wgpu::Buffer,
+        dst: wgpu::Buffer,
+        bytes: u64,
+    },
+}
+
+pub(crate) struct GpuEngine {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub timestamps: bool,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipes: Mutex<HashMap<(&'static str, &'static str), Arc<Pipe>>>,
+    pool: Mutex<Pool>,
+    pending: Mutex<Vec<Op>>,
+    arena: Mutex<Option<wgpu::Buffer>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    counters: Arc<Counters>,
+}
+
+/// A recording prepared on the GPU: everything a replay needs, made once.
+pub(crate) struct Prepared {
+    pipes: Vec<Arc<Pipe>>,
+    bind_groups: Vec<wgpu::BindGroup>,
+    groups: Vec<[u32; 3]>,
+    _uniform: Option<wgpu::Buffer>,
+    timer: Option<(wgpu::QuerySet, wgpu::Buffer)>,
+}
+
+impl GpuEngine {
+    pub fn from_adapter(adapter: &wgpu::Adapter, counters: Arc<Counters>) -> Result<GpuEngine> {
+        let mut features = wgpu::Features::empty();
+        if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        // The adapter's own limits, not wgpu's conservative defaults: large buffers and workgroup
+        // memory are what make kernels fast on real GPUs.
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("tigel"),
+            required_features: features,
+            required_limits: limits,
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| {
+            Error::DeviceRequest(format!(
+                "{} ({:?}): {e}",
+                adapter.get_info().name,
+                adapter.get_info().backend
+            ))
+        })?;
+        Ok(GpuEngine::new(device, queue, adapter.get_info(), counters))
+    }
+
+    pub fn new(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        counters: Arc<Counters>,
+    ) -> GpuEngine {
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(e.to_string())
+        }));
+        let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        GpuEngine {
+            limits: device.limits(),
+            device,
+            queue,
+            info,
+            timestamps,
+            modules: Mutex::default(),
+            pipes: Mutex::default(),
+            pool: Mutex::default(),
+            pending: Mutex::default(),
+            arena: Mutex::default(),
+            errors,
+            counters,
+        }
+    }
+
+    pub fn max_buffer_bytes(&self) -> u64 {
+        self.limits
+            .max_buffer_size
+            .min(self.limits.max_storage_buffer_binding_size as u64)
+    }
+
+    fn take_errors(&self) -> Result<()> {
+        let mut e = self.errors.lock().unwrap();
+        if e.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Gpu(std::mem::take(&mut *e).join("; ")))
+        }
+    }
+
+    pub fn alloc(&self, bytes: u64) -> Result<wgpu::Buffer> {
+        let max = self.max_buffer_bytes();
+        if bytes > max {
+            let limit_name = if self.limits.max_buffer_size
+                < self.limits.max_storage_buffer_binding_size as u64
+            {
+                "max_buffer_size"
+            } else {
+                "max_storage_buffer_binding_size"
+            };
+            return Err(Error::LimitExceeded {
+                what: format!("a buffer of {bytes} bytes"),
+                requested: bytes,
+                limit_name,
+                limit: max,
+            });
+        }
+        let class = size_class(bytes).min(max.max(bytes));
+        if let Some(b) = self
+            .pool
+            .lock()
+            .unwrap()
+            .free
+            .get_mut(&class)
+            .and_then(|v| v.pop())
+        {
+            return Ok(b);
+        }
+        self.counters
+            .buffers_created
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_allocated
+            .fetch_add(class, Ordering::Relaxed);
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tigel storage"),
+            size: class,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// Returns a buffer to the pool. Safe to reuse at once: every use of it is already submitted or
+    /// still pending behind it in queue order (pending dispatches hold their buffers alive).
+    pub fn release(&self, b: wgpu::Buffer) {
+        self.pool
+            .lock()
+            .unwrap()
+            .free
+            .entry(b.size())
+            .or_default()
+            .push(b);
+    }
+
+    pub fn write(&self, raw: &wgpu::Buffer, bytes: &[u8]) -> Result<()> {
+        // queue.write_buffer lands before the next submission's commands: submit what is pending
+        // first, so the write cannot overtake work issued before it.
+        self.flush()?;
+        self.queue.write_buffer(raw, 0, bytes);
+        Ok(())
+    }
+
+    pub fn fill_words(&self, raw: &wgpu::Buffer, words: usize, value: u32) {
+        let _ = self.write(raw, bytemuck::cast_slice(&vec![value; words]));
+    }
+
+    fn module(&self, shader: &'static str) -> Result<wgpu::ShaderModule> {
+        let mut m = self.modules.lock().unwrap();
+        if let Some(x) = m.get(shader) {
+            return Ok(x.clone());
+        }
+        let info = crate::kernels::shader(shader)
+            .ok_or_else(|| Error::Other(format!("no shader `{shader}`")))?;
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader),
+                source: wgpu::ShaderSource::Wgsl(info.source.into()),
+            });
+        m.insert(shader, module.clone());
+        Ok(module)
+    }
+
+    /// Checks an entry point against the adapter's limits (before wgpu would reject it).
+    pub fn check_entry(&self, k: &Kernel, info: &EntryInfo) -> Result<()> {
+        let l = &self.limits;
+        let [x, y, z] = info.workgroup_size;
+        let checks: [(&str, u64, &'static str, u64); 5] = [
+            (
+                "workgroup size x",
+                x as u64,
+                "max_compute_workgroup_size_x",
+                l.max_compute_workgroup_size_x as u64,
+            ),
+            (
+                "workgroup size y",
+                y as u64,
+                "max_compute_workgroup_size_y",
+                l.max_compute_workgroup_size_y as u64,
+            ),
+            (
+                "invocations per workgroup",
+                (x * y * z) as u64,
+                "max_compute_invocations_per_workgroup",
+                l.max_compute_invocations_per_workgroup as u64,
+            ),
+            (
+                "workgroup memory (bytes)",
+                info.workgroup_memory as u64,
+                "max_compute_workgroup_storage_size",
+                l.max_compute_workgroup_storage_size as u64,
+            ),
+            (
+                "storage buffers",
+                (info.bindings.len() - 1) as u64,
+                "max_storage_buffers_per_shader_stage",
+                l.max_storage_buffers_per_shader_stage as u64,
+            ),
+        ];
+        for (what, v, limit_name, limit) in checks {
+            if v > limit {
+                return Err(Error::LimitExceeded {
+                    what: format!("kernel {}: {what}", k.name()),
+                    requested: v,
+                    limit_name,
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn pipe(&self, k: &'static Kernel) -> Result<Arc<Pipe>> {
+        if let Some(p) = self.pipes.lock().unwrap().get(&(k.shader, k.entry)) {
+            return Ok(p.clone());
+        }
+        let info = k.info()?;
+        self.check_entry(k, info)?;
+        let module = self.module(k.shader)?;
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = info
+            .bindings
+            .iter()
+            .map(|b| wgpu::BindGroupLayoutEntry {
+                binding: b.binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match b.kind {
+                        BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
+                        BindingKind::StorageRead => {
+                            wgpu::BufferBindingType::Storage { read_only: true }
+                        }
+                        BindingKind::StorageReadWrite => {
+                            wgpu::BufferBindingType::Storage { read_only: false }
+                        }
+                    },
+                    // Params live in one shared uniform buffer per batch, addressed by dynamic offset.
+                    has_dynamic_offset: b.kind == BindingKind::Uniform,
+                    min_binding_size: NonZeroU64::new(b.size as u64),
+                },
+                count: None,
+            })
+            .collect();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(k.entry),
+                entries: &entries,
+            });
+        let pl = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(k.entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(k.entry),
+                layout: Some(&pl),
+                module: &module,
+                entry_point: Some(k.entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("creating pipeline {}: {e}", k.name())));
+        }
+        let p = Arc::new(Pipe {
+            pipeline,
+            layout,
+            params_size: info.bindings[0].size as u64,
+        });
+        self.pipes
+            .lock()
+            .unwrap()
+            .insert((k.shader, k.entry), p.clone());
+        Ok(p)
+    }
+
+    pub fn enqueue(&self, d: Dispatch) -> Result<()> {
+        let pipe = self.pipe(d.kernel)?;
+        let mut params = d.params.clone();
+        params.resize(pipe.params_size as usize, 0);
+        self.pending
+            .lock()
+            .unwrap()
+            .push(Op::Dispatch { pipe, params, d });
+        Ok(())
+    }
+
+    fn align(&self) -> u64 {
+        self.limits.min_uniform_buffer_offset_alignment as u64
+    }
+
+    /// Packs params at aligned offsets into one uniform buffer's worth of bytes.
+    fn pack_params<'a>(&self, params: impl Iterator<Item = &'a [u8]>) -> (Vec<u8>, Vec<u32>) {
+        let align = self.align();
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::new();
+        for p in params {
+            let off = (bytes.len() as u64).div_ceil(align) * align;
+            bytes.resize(off as usize, 0);
+            offsets.push(off as u32);
+            bytes.extend_from_slice(p);
+        }
+        (bytes, offsets)
+    }
+
+    fn bind_group(&self, pipe: &Pipe, uniform: &wgpu::Buffer, d: &Dispatch) -> wgpu::BindGroup {
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: uniform,
+                offset: 0,
+                size: NonZeroU64::new(pipe.params_size),
+            }),
+        }];
+        for (i, b) in d.buffers.iter().enumerate() {
+            let Store::Gpu(raw) = &b.inner.store else {
+                unreachable!("validated: GPU buffers only")
+            };
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: raw,
+                    offset: 0,
+                    size: NonZeroU64::new(b.words().max(1) as u64 * 4),
+                }),
+            });
+        }
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipe.layout,
+            entries: &entries,
+        })
+    }
+
+    fn uniform_buffer(&self, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tigel params"),
+            size: bytes.max(256).div_ceil(256) * 256,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Encodes pending eager work (and optionally a prepared recording after it) into one command
+    /// buffer and submits it once.
+    fn submit(&self, rec: Option<&Prepared>) -> Result<()> {
+        let ops = std::mem::take(&mut *self.pending.lock().unwrap());
+        if ops.is_empty() && rec.is_none() {
+            return Ok(());
+        }
+        let (bytes, offsets) = self.pack_params(ops.iter().filter_map(|o| match o {
+            Op::Dispatch { params, .. } => Some(&params[..]),
+            Op::Copy { .. } => None,
+        }));
+        let mut arena_guard = self.arena.lock().unwrap();
+        if !bytes.is_empty() {
+            if arena_guard
+                .as_ref()
+                .is_none_or(|a| a.size() < bytes.len() as u64)
+            {
+                *arena_guard = Some(self.uniform_buffer((bytes.len() as u64).next_power_of_two()));
+            }
+            self.queue
+                .write_buffer(arena_guard.as_ref().unwrap(), 0, &bytes);
+        }
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("tigel step"),
+            });
+        let mut i = 0;
+        let mut k = 0;
+        while i < ops.len() {
+            // One compute pass per run of consecutive dispatches; copies sit between passes.
+            if let Op::Copy { src, dst, bytes } = &ops[i] {
+                enc.copy_buffer_to_buffer(src, 0, dst, 0, *bytes);
+                i += 1;
+                continue;
+            }
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            while let Some(Op::Dispatch { pipe, d, .. }) = ops.get(i) {
+                let arena = arena_guard.as_ref().unwrap();
+                let bg = self.bind_group(pipe, arena, d);
+                pass.set_pipeline(&pipe.pipeline);
+                pass.set_bind_group(0, &bg, &[offsets[k]]);
+                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                k += 1;
+                i += 1;
+            }
+        }
+        if let Some(p) = rec {
+            self.encode_prepared(&mut enc, p, false);
+        }
+        drop(arena_guard);
+        self.queue.submit([enc.finish()]);
+        self.counters.submissions.fetch_add(1, Ordering::Relaxed);
+        self.take_errors()
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        self.submit(None)
+    }
+
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        self.take_errors()
+    }
+
+    pub fn download(&self, raw: &wgpu::Buffer, words: usize) -> Result<PendingRead> {
+        let bytes = (words.max(1) * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tigel readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.pending.lock().unwrap().push(Op::Copy {
+            src: raw.clone(),
+            dst: staging.clone(),
+            bytes,
+        });
+        self.flush()?;
+        Ok(PendingRead::start(self.device.clone(), staging, words))
+    }
+
+    pub fn prepare(&self, dispatches: &[Dispatch]) -> Result<Prepared> {
+        let pipes = dispatches
+            .iter()
+            .map(|d| self.pipe(d.kernel))
+            .collect::<Result<Vec<_>>>()?;
+        let padded: Vec<Vec<u8>> = dispatches
+            .iter()
+            .zip(&pipes)
+            .map(|(d, p)| {
+                let mut v = d.params.clone();
+                v.resize(p.params_size as usize, 0);
+                v
+            })
+            .collect();
+        let (bytes, offsets) = self.pack_params(padded.iter().map(|v| &v[..]));
+        let uniform = (!bytes.is_empty()).then(|| {
+            let u = self.uniform_buffer(bytes.len() as u64);
+            self.queue.write_buffer(&u, 0, &bytes);
+            u
+        });
+        // Bind groups take the uniform at a fixed offset each, so replay needs no dynamic offsets
+        // beyond these.
+        let bind_groups = dispatches
+            .iter()
+            .zip(&pipes)
+            .zip(&offsets)
+            .map(|((d, p), &off)| {
+                let u = uniform.as_ref().unwrap();
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: u,
+                        offset: off as u64,
+                        size: NonZeroU64::new(p.params_size),
+                    }),
+                }];
+                for (i, b) in d.buffers.iter().enumerate() {
+                    let Store::Gpu(raw) = &b.inner.store else {
+                        unreachable!()
+                    };
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: i as u32 + 1,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: raw,
+                            offset: 0,
+                            size: NonZeroU64::new(b.words().max(1) as u64 * 4),
+                        }),
+                    });
+                }
+                self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &p.layout,
+                    entries: &entries,
+                })
+            })
+            .collect();
+        let timer = self.timestamps.then(|| {
+            let qs = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("tigel timer"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tigel timer resolve"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            (qs, resolve)
+        });
+        self.take_errors()?;
+        Ok(Prepared {
+            pipes,
+            bind_groups,
+            groups: dispatches.iter().map(|d| d.groups).collect(),
+            _uniform: uniform,
+            timer,
+        })
+    }
+
+    fn encode_prepared(&self, enc: &mut wgpu::CommandEncoder, p: &Prepared, timed: bool) {
+        let timestamp_writes = match (&p.timer, timed) {
+            (Some((qs, _)), true) => Some(wgpu::ComputePassTimestampWrites {
+                query_set: qs,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            }),
+            _ => None,
+        };
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("tigel recording"),
+            timestamp_writes,
+        });
+        for ((pipe, bg), g) in p.pipes.iter().zip(&p.bind_groups).zip(&p.groups) {
+            pass.set_pipeline(&pipe.pipeline);
+            // The offset is baked into the bind group; the layout still declares a dynamic offset.
+            pass.set_bind_group(0, bg, &[0]);
+            pass.dispatch_workgroups(g[0], g[1], g[2]);
+        }
+    }
+
+    pub fn replay(&self, p: &Prepared, _timed: Option<()>) -> Result<()> {
+        self.submit(Some(p))
+    }
+
+    /// One timed replay: submit, wait, and read the pass's two timestamps.
+    pub fn replay_timed(&self, p: &Prepared) -> Result<f64> {
+        self.flush()?;
+        let (qs, resolve) = p
+            .timer
+            .as_ref()
+            .ok_or_else(|| Error::Other("no timestamp queries on this adapter".into()))?;
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("tigel timed"),
+            });
+        self.encode_prepared(&mut enc, p, true);
+        enc.resolve_query_set(qs, 0..2, resolve, 0);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tigel timer readback"),
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        enc.copy_buffer_to_buffer(resolve, 0, &staging, 0, 16);
+        self.queue.submit([enc.finish()]);
+        self.counters.submissions.fetch_add(1, Ordering::Relaxed);
+        let ts: Vec<u64> =
+            bytemuck::cast_vec(PendingRead::start(self.device.clone(), staging, 4).wait()?);
+        self.take_errors()?;
+        let period_ns = self.queue.get_timestamp_period() as f64;
+        Ok(ts[1].saturating_sub(ts[0]) as f64 * period_ns * 1e-9)
+    }
+}
+
+/// A buffer copy on its way to the host.
+pub(crate) struct PendingRead {
+    device: wgpu::Device,
+    staging: wgpu::Buffer,
+    words: usize,
+    // 0: in flight, 1: mapped, 2: failed
+    state: Arc<AtomicU8>,
+}
+
+impl PendingRead {
+    fn start(device: wgpu::Device, staging: wgpu::Buffer, words: usize) -> PendingRead {
+        let state = Arc::new(AtomicU8::new(0));
+        let s = state.clone();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            s.store(if r.is_ok() { 1 } else { 2 }, Ordering::Release)
+        });
+        PendingRead {
+            device,
+            staging,
+            words,
+            state,
+        }
+    }
+
+    pub fn poll(&mut self) -> Result<bool> {
+        if self.state.load(Ordering::Acquire) == 0 {
+            self.device
+                .poll(wgpu::PollType::Poll)
+                .map_err(|e| Error::Gpu(e.to_string()))?;
+        }
+        match self.state.load(Ordering::Acquire) {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(Error::Gpu("buffer map failed".into())),
+        }
+    }
+
+    pub fn wait(self) -> Result<Vec<u32>> {
+        while self.state.load(Ordering::Acquire) == 0 {
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Gpu(e.to_string()))?;
+        }
+        if self.state.load(Ordering::Acquire) != 1 {
+            return Err(Error::Gpu("buffer map failed".into()));
+        }
+        let out = {
+            let view = self
+                .staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu(e.to_string()))?;
+            bytemuck::cast_slice::<u8, u32>(&view)[..self.words].to_vec()
+        };
+        self.staging.unmap();
+        Ok(out)
+    }
+}

@@ -1,0 +1,15 @@
+//! tigel: train generative models on any GPU through hand-written WGSL compute shaders, with a CPU
+//! backend that mirrors every kernel.
+//!
+//! Layers, bottom up: `kernels` (the registry build.rs makes from shaders/), `device` (the wgpu and CPU
+//! engines), `tensor`, `ops` (one file per kernel family).
+
+pub mod device;
+pub mod error;
+pub mod kernels;
+pub mod ops;
+pub mod tensor;
+
+pub use device::{BackendChoice, Buffer, Device, Dispatch, Recording};
+pub use error::{Error, Result};
+pub use tensor::{DType, Tensor};

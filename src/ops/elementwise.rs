@@ -1,0 +1,261 @@
+//! Elementwise ops: unary, binary with numpy-style broadcasting, and scalar forms.
+//! Kernels: shaders/elementwise.wgsl; CPU twins: device/cpu/elementwise.rs.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{launch_1d, u32_of, want_dtype};
+use crate::device::cpu;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::kernels::Kernel;
+use crate::tensor::{DType, Tensor};
+
+pub const MAX_RANK: usize = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct UnaryParams {
+    pub n: u32,
+    pub op: u32,
+    pub alpha: f32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct BinaryParams {
+    pub n: u32,
+    pub rank: u32,
+    pub op: u32,
+    pub contiguous: u32,
+    pub shape: [u32; MAX_RANK],
+    pub a_strides: [u32; MAX_RANK],
+    pub b_strides: [u32; MAX_RANK],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct ScalarParams {
+    pub n: u32,
+    pub op: u32,
+    pub reverse: u32,
+    pub _pad: u32,
+    pub s: f32,
+    pub _pad1: [u32; 3],
+}
+
+pub static UNARY: Kernel = Kernel {
+    shader: "elementwise",
+    entry: "unary",
+    cpu: cpu::elementwise::unary,
+};
+pub static BINARY: Kernel = Kernel {
+    shader: "elementwise",
+    entry: "binary",
+    cpu: cpu::elementwise::binary,
+};
+pub static SCALAR: Kernel = Kernel {
+    shader: "elementwise",
+    entry: "scalar",
+    cpu: cpu::elementwise::scalar,
+};
+
+/// Unary ops; the discriminant is the shader's op code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unary {
+    Neg = 0,
+    Abs = 1,
+    Exp = 2,
+    Log = 3,
+    Sqrt = 4,
+    Rsqrt = 5,
+    Recip = 6,
+    Sin = 7,
+    Cos = 8,
+    Tanh = 9,
+    Sigmoid = 10,
+    Relu = 11,
+    /// GELU, tanh approximation (as GPT-2).
+    Gelu = 12,
+    Silu = 13,
+    Square = 14,
+    Sign = 15,
+    /// Leaky ReLU; its slope is the `alpha` argument of `unary_with`.
+    LeakyRelu = 16,
+}
+
+impl Unary {
+    pub const ALL: [Unary; 17] = [
+        Unary::Neg,
+        Unary::Abs,
+        Unary::Exp,
+        Unary::Log,
+        Unary::Sqrt,
+        Unary::Rsqrt,
+        Unary::Recip,
+        Unary::Sin,
+        Unary::Cos,
+        Unary::Tanh,
+        Unary::Sigmoid,
+        Unary::Relu,
+        Unary::Gelu,
+        Unary::Silu,
+        Unary::Square,
+        Unary::Sign,
+        Unary::LeakyRelu,
+    ];
+}
+
+/// Binary ops; the discriminant is the shader's op code. Comparisons give 1.0 or 0.0; `Pow` is defined
+/// for a positive base (as WGSL's pow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    Add = 0,
+    Sub = 1,
+    Mul = 2,
+    Div = 3,
+    Max = 4,
+    Min = 5,
+    Pow = 6,
+    Greater = 7,
+    Less = 8,
+    Equal = 9,
+}
+
+impl Binary {
+    pub const ALL: [Binary; 10] = [
+        Binary::Add,
+        Binary::Sub,
+        Binary::Mul,
+        Binary::Div,
+        Binary::Max,
+        Binary::Min,
+        Binary::Pow,
+        Binary::Greater,
+        Binary::Less,
+        Binary::Equal,
+    ];
+}
+
+pub fn unary(dev: &Device, op: Unary, x: &Tensor) -> Result<Tensor> {
+    unary_with(dev, op, x, 0.01)
+}
+
+pub fn unary_with(dev: &Device, op: Unary, x: &Tensor, alpha: f32) -> Result<Tensor> {
+    want_dtype("unary", x, DType::F32)?;
+    let out = Tensor::empty(dev, &x.shape, DType::F32)?;
+    let n = x.numel();
+    let p = UnaryParams {
+        n: u32_of("unary", "elements", n)?,
+        op: op as u32,
+        alpha,
+        _pad: 0,
+    };
+    launch_1d(dev, &UNARY, &p, &[&x.buf, &out.buf], n)?;
+    Ok(out)
+}
+
+/// Output shape and per-operand element strides (0 along broadcast axes) under numpy's rules: shapes
+/// are aligned at the last axis, and an axis of extent 1 stretches to match the other.
+pub fn broadcast(
+    op: &'static str,
+    a: &[usize],
+    b: &[usize],
+) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+    let rank = a.len().max(b.len());
+    if rank > MAX_RANK {
+        return Err(Error::invalid(
+            op,
+            format!("rank {rank} is over the supported {MAX_RANK}"),
+        ));
+    }
+    let pad = |s: &[usize]| -> Vec<usize> {
+        std::iter::repeat_n(1, rank - s.len())
+            .chain(s.iter().copied())
+            .collect()
+    };
+    let (pa, pb) = (pad(a), pad(b));
+    let mut out = vec![0; rank];
+    for d in 0..rank {
+        out[d] = match (pa[d], pb[d]) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: a.to_vec(),
+                    rhs: b.to_vec(),
+                    hint: format!(" (axis {d} from the left after aligning: {} vs {}; broadcasting needs equal extents or 1)", pa[d], pb[d]),
+                })
+            }
+        };
+    }
+    let strides = |s: &[usize]| -> Vec<usize> {
+        let mut st = vec![0; rank];
+        let mut acc = 1;
+        for d in (0..rank).rev() {
+            st[d] = if s[d] == 1 && out[d] != 1 { 0 } else { acc };
+            acc *= s[d];
+        }
+        st
+    };
+    let (sa, sb) = (strides(&pa), strides(&pb));
+    Ok((out, sa, sb))
+}
+
+fn pack8(op: &'static str, v: &[usize]) -> Result<[u32; MAX_RANK]> {
+    let mut o = [0u32; MAX_RANK];
+    for (i, &x) in v.iter().enumerate() {
+        o[i] = u32_of(op, "extent", x)?;
+    }
+    Ok(o)
+}
+
+pub fn binary(dev: &Device, op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    want_dtype("binary", a, DType::F32)?;
+    want_dtype("binary", b, DType::F32)?;
+    let (shape, sa, sb) = broadcast("binary", &a.shape, &b.shape)?;
+    let out = Tensor::empty(dev, &shape, DType::F32)?;
+    let n = out.numel();
+    let p = BinaryParams {
+        n: u32_of("binary", "elements", n)?,
+        rank: shape.len() as u32,
+        op: op as u32,
+        contiguous: (a.shape == b.shape) as u32,
+        shape: pack8("binary", &shape)?,
+        a_strides: pack8("binary", &sa)?,
+        b_strides: pack8("binary", &sb)?,
+    };
+    launch_1d(dev, &BINARY, &p, &[&a.buf, &b.buf, &out.buf], n)?;
+    Ok(out)
+}
+
+/// `op(x, s)`, or `op(s, x)` when `reverse`.
+pub fn scalar(dev: &Device, op: Binary, x: &Tensor, s: f32, reverse: bool) -> Result<Tensor> {
+    want_dtype("scalar", x, DType::F32)?;
+    let out = Tensor::empty(dev, &x.shape, DType::F32)?;
+    let n = x.numel();
+    let p = ScalarParams {
+        n: u32_of("scalar", "elements", n)?,
+        op: op as u32,
+        reverse: reverse as u32,
+        s,
+        ..Default::default()
+    };
+    launch_1d(dev, &SCALAR, &p, &[&x.buf, &out.buf], n)?;
+    Ok(out)
+}
+
+pub fn add(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(dev, Binary::Add, a, b)
+}
+pub fn sub(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(dev, Binary::Sub, a, b)
+}
+pub fn mul(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(dev, Binary::Mul, a, b)
+}
+pub fn div(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(dev, Binary::Div, a, b)
+}

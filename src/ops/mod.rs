@@ -1,0 +1,44 @@
+//! Ops on tensors: shape checks, output allocation and the dispatch of one kernel each. Each family
+//! file holds the `#[repr(C)]` params structs (twins of the WGSL structs, sizes checked by a test),
+//! the `Kernel` definitions tying entry points to CPU twins, and the functions users call.
+
+pub mod elementwise;
+
+use crate::device::{Device, Dispatch};
+use crate::error::{Error, Result};
+use crate::kernels::{groups_1d, Kernel};
+use crate::tensor::{DType, Tensor};
+
+pub(crate) fn want_dtype(op: &'static str, t: &Tensor, want: DType) -> Result<()> {
+    if t.dtype != want {
+        return Err(Error::DType {
+            op,
+            got: t.dtype.name(),
+            want: want.name(),
+        });
+    }
+    Ok(())
+}
+
+/// Dispatches a 1-D kernel over `n` elements (one invocation each).
+pub(crate) fn launch_1d<P: bytemuck::Pod>(
+    dev: &Device,
+    k: &'static Kernel,
+    p: &P,
+    bufs: &[&crate::device::Buffer],
+    n: usize,
+) -> Result<()> {
+    let wg = k.workgroup_size()[0];
+    dev.dispatch(Dispatch::new(
+        k,
+        p,
+        bufs,
+        groups_1d(n, wg, dev.max_groups_per_dim()),
+    ))
+}
+
+/// u32 fields of params structs; shapes over u32 are refused with a clear error.
+pub(crate) fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v)
+        .map_err(|_| Error::invalid(op, format!("{what} = {v} does not fit in 32 bits")))
+}
