@@ -18,19 +18,14 @@ struct Composed {
 }
 
 fn compose(path: &Path, root: &Path, seen: &mut HashSet<PathBuf>, out: &mut Composed) {
-    let src = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| fail(&format!("{}: cannot read: {e}", path.display())));
+    let src = std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{}: cannot read: {e}", path.display())));
     println!("cargo:rerun-if-changed={}", path.display());
     for (i, line) in src.lines().enumerate() {
         if let Some(rest) = line.trim().strip_prefix("//#include") {
             let name = rest.trim().trim_matches('"');
             let inc = root.join(name);
             if !inc.is_file() {
-                fail(&format!(
-                    "{}:{}: included file `{name}` not found under shaders/",
-                    path.display(),
-                    i + 1
-                ));
+                fail(&format!("{}:{}: included file `{name}` not found under shaders/", path.display(), i + 1));
             }
             // Include-once: a snippet used by two snippets of one family is composed a single time.
             if seen.insert(inc.clone()) {
@@ -84,24 +79,14 @@ fn main() {
     reg.push_str("pub static SHADERS: &[ShaderInfo] = &[\n");
     for path in &families {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
-        let mut c = Composed {
-            text: String::new(),
-            origin: Vec::new(),
-        };
+        let mut c = Composed { text: String::new(), origin: Vec::new() };
         compose(path, &root, &mut HashSet::new(), &mut c);
 
         let module = match naga::front::wgsl::parse_str(&c.text) {
             Ok(m) => m,
             Err(e) => {
-                let at = e
-                    .location(&c.text)
-                    .map(|l| origin_of(&c, l.offset as usize))
-                    .unwrap_or_default();
-                fail(&format!(
-                    "{at}: {}\n{}",
-                    e.message(),
-                    e.emit_to_string(&c.text)
-                ));
+                let at = e.location(&c.text).map(|l| origin_of(&c, l.offset as usize)).unwrap_or_default();
+                fail(&format!("{at}: {}\n{}", e.message(), e.emit_to_string(&c.text)));
             }
         };
         let info = match naga::valid::Validator::new(
@@ -112,15 +97,8 @@ fn main() {
         {
             Ok(i) => i,
             Err(e) => {
-                let at = e
-                    .location(&c.text)
-                    .map(|l| origin_of(&c, l.offset as usize))
-                    .unwrap_or_default();
-                fail(&format!(
-                    "{at}: {}\n{}",
-                    e.as_inner(),
-                    e.emit_to_string(&c.text)
-                ));
+                let at = e.location(&c.text).map(|l| origin_of(&c, l.offset as usize)).unwrap_or_default();
+                fail(&format!("{at}: {}\n{}", e.as_inner(), e.emit_to_string(&c.text)));
             }
         };
         let mut layouter = naga::proc::Layouter::default();
@@ -131,18 +109,11 @@ fn main() {
 
         writeln!(reg, "    ShaderInfo {{").unwrap();
         writeln!(reg, "        name: {name:?},").unwrap();
-        writeln!(
-            reg,
-            "        source: include_str!(concat!(env!(\"OUT_DIR\"), \"/shaders/{name}.wgsl\")),"
-        )
-        .unwrap();
+        writeln!(reg, "        source: include_str!(concat!(env!(\"OUT_DIR\"), \"/shaders/{name}.wgsl\")),").unwrap();
         writeln!(reg, "        entries: &[").unwrap();
         for (i, ep) in module.entry_points.iter().enumerate() {
             if ep.stage != naga::ShaderStage::Compute {
-                fail(&format!(
-                    "shaders/{name}.wgsl: entry point `{}` is not a compute shader",
-                    ep.name
-                ));
+                fail(&format!("shaders/{name}.wgsl: entry point `{}` is not a compute shader", ep.name));
             }
             let fi = info.get_entry_point(i);
             let mut bindings = Vec::new();
@@ -158,34 +129,38 @@ fn main() {
                 }
                 let Some(rb) = &var.binding else { continue };
                 if rb.group != 0 {
-                    fail(&format!("shaders/{name}.wgsl: `{}` uses group {}; tigel kernels bind everything in group 0", var.name.as_deref().unwrap_or("?"), rb.group));
+                    fail(&format!(
+                        "shaders/{name}.wgsl: `{}` uses group {}; tigel kernels bind everything in group 0",
+                        var.name.as_deref().unwrap_or("?"),
+                        rb.group
+                    ));
                 }
                 let kind = match var.space {
                     naga::AddressSpace::Uniform => "Uniform",
-                    naga::AddressSpace::Storage { access }
-                        if access.contains(naga::StorageAccess::STORE) =>
-                    {
+                    naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => {
                         "StorageReadWrite"
                     }
                     naga::AddressSpace::Storage { .. } => "StorageRead",
-                    other => fail(&format!(
-                        "shaders/{name}.wgsl: unsupported binding space {other:?}"
-                    )),
+                    other => fail(&format!("shaders/{name}.wgsl: unsupported binding space {other:?}")),
                 };
-                bindings.push((
-                    rb.binding,
-                    var.name.clone().unwrap_or_default(),
-                    kind,
-                    layouter[var.ty].size,
-                ));
+                bindings.push((rb.binding, var.name.clone().unwrap_or_default(), kind, layouter[var.ty].size));
             }
             bindings.sort_by_key(|b| b.0);
             for (i, b) in bindings.iter().enumerate() {
                 if b.0 as usize != i {
-                    fail(&format!("shaders/{name}.wgsl: entry point `{}` binds {:?}; bindings must be 0..N with no gaps", ep.name, bindings.iter().map(|b| b.0).collect::<Vec<_>>()));
+                    fail(&format!(
+                        "shaders/{name}.wgsl: entry point `{}` binds {:?}; bindings must be 0..N with no gaps",
+                        ep.name,
+                        bindings.iter().map(|b| b.0).collect::<Vec<_>>()
+                    ));
                 }
             }
-            writeln!(reg, "            EntryInfo {{ name: {:?}, workgroup_size: {:?}, workgroup_memory: {wg_mem}, bindings: &[", ep.name, ep.workgroup_size).unwrap();
+            writeln!(
+                reg,
+                "            EntryInfo {{ name: {:?}, workgroup_size: {:?}, workgroup_memory: {wg_mem}, bindings: &[",
+                ep.name, ep.workgroup_size
+            )
+            .unwrap();
             for (binding, vname, kind, size) in &bindings {
                 writeln!(reg, "                BindingInfo {{ binding: {binding}, name: {vname:?}, kind: BindingKind::{kind}, size: {size} }},").unwrap();
             }

@@ -11,37 +11,19 @@ pub enum Error {
     UnknownBackend(String),
 
     #[error("no {wanted} adapter found{filter}; adapters seen: {seen}")]
-    AdapterNotFound {
-        wanted: String,
-        filter: String,
-        seen: String,
-    },
+    AdapterNotFound { wanted: String, filter: String, seen: String },
 
     #[error("{what} needs {requested}, over this device's limit {limit_name} = {limit}")]
-    LimitExceeded {
-        what: String,
-        requested: u64,
-        limit_name: &'static str,
-        limit: u64,
-    },
+    LimitExceeded { what: String, requested: u64, limit_name: &'static str, limit: u64 },
 
     #[error("{op}: shapes do not match: {lhs:?} and {rhs:?}{hint}")]
-    ShapeMismatch {
-        op: &'static str,
-        lhs: Vec<usize>,
-        rhs: Vec<usize>,
-        hint: String,
-    },
+    ShapeMismatch { op: &'static str, lhs: Vec<usize>, rhs: Vec<usize>, hint: String },
 
     #[error("{op}: {msg}")]
     InvalidArgument { op: &'static str, msg: String },
 
     #[error("{op}: dtype {got} where {want} is required")]
-    DType {
-        op: &'static str,
-        got: &'static str,
-        want: &'static str,
-    },
+    DType { op: &'static str, got: &'static str, want: &'static str },
 
     #[error("GPU device request failed: {0}")]
     DeviceRequest(String),
@@ -62,9 +44,6 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::InvalidArgument {
-            op,
-            msg: msg.into(),
-        }
+        Error::InvalidArgument { op, msg: msg.into() }
     }
 }

@@ -24,12 +24,7 @@ pub fn numel(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| {
-            Error::invalid(
-                "shape",
-                format!("{shape:?} has more elements than fit in memory"),
-            )
-        })
+        .ok_or_else(|| Error::invalid("shape", format!("{shape:?} has more elements than fit in memory")))
 }
 
 #[derive(Clone)]
@@ -49,11 +44,7 @@ impl Tensor {
     /// A tensor with unspecified contents (every op writes all of its output).
     pub fn empty(dev: &Device, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let n = numel(shape)?;
-        Ok(Tensor {
-            buf: dev.alloc(n)?,
-            shape: shape.to_vec(),
-            dtype,
-        })
+        Ok(Tensor { buf: dev.alloc(n)?, shape: shape.to_vec(), dtype })
     }
 
     pub fn from_f32(dev: &Device, shape: &[usize], data: &[f32]) -> Result<Tensor> {
@@ -61,10 +52,7 @@ impl Tensor {
         if n != data.len() {
             return Err(Error::invalid(
                 "tensor",
-                format!(
-                    "shape {shape:?} holds {n} elements, data has {}",
-                    data.len()
-                ),
+                format!("shape {shape:?} holds {n} elements, data has {}", data.len()),
             ));
         }
         Ok(Tensor {
@@ -79,10 +67,7 @@ impl Tensor {
         if n != data.len() {
             return Err(Error::invalid(
                 "tensor",
-                format!(
-                    "shape {shape:?} holds {n} elements, data has {}",
-                    data.len()
-                ),
+                format!("shape {shape:?} holds {n} elements, data has {}", data.len()),
             ));
         }
         Ok(Tensor {
@@ -110,11 +95,7 @@ impl Tensor {
                 hint: " (element counts differ)".into(),
             });
         }
-        Ok(Tensor {
-            buf: self.buf.clone(),
-            shape: shape.to_vec(),
-            dtype: self.dtype,
-        })
+        Ok(Tensor { buf: self.buf.clone(), shape: shape.to_vec(), dtype: self.dtype })
     }
 
     pub fn to_f32(&self, dev: &Device) -> Result<Vec<f32>> {

@@ -91,12 +91,8 @@ fn broadcast_matches_a_direct_reference() {
     let (sa, sb) = (vec![4usize, 1, 3], vec![5usize, 1]);
     let a = rng.vec(12, -1.0, 1.0);
     let b = rng.vec(5, -1.0, 1.0);
-    let out = ew::sub(
-        &cpu,
-        &Tensor::from_f32(&cpu, &sa, &a).unwrap(),
-        &Tensor::from_f32(&cpu, &sb, &b).unwrap(),
-    )
-    .unwrap();
+    let out =
+        ew::sub(&cpu, &Tensor::from_f32(&cpu, &sa, &a).unwrap(), &Tensor::from_f32(&cpu, &sb, &b).unwrap()).unwrap();
     assert_eq!(out.shape, vec![4, 5, 3]);
     let got = out.to_f32(&cpu).unwrap();
     for i in 0..4 {
@@ -119,18 +115,9 @@ fn scalar_forms_match_cpu_twin() {
             let x = rng.vec(n, 0.1, 3.0);
             let s = rng.uniform(0.5, 2.0);
             let f = |d: &Device| {
-                ew::scalar(d, op, &Tensor::from_f32(d, &[n], &x).unwrap(), s, reverse)
-                    .unwrap()
-                    .to_f32(d)
-                    .unwrap()
+                ew::scalar(d, op, &Tensor::from_f32(d, &[n], &x).unwrap(), s, reverse).unwrap().to_f32(d).unwrap()
             };
-            assert_close(
-                &format!("{op:?} reverse={reverse}"),
-                &f(&gpu),
-                &f(&cpu),
-                2e-5,
-                2e-5,
-            );
+            assert_close(&format!("{op:?} reverse={reverse}"), &f(&gpu), &f(&cpu), 2e-5, 2e-5);
         }
     }
 }

@@ -36,10 +36,7 @@ impl BackendChoice {
     fn wgpu_backends(self) -> wgpu::Backends {
         match self {
             BackendChoice::Auto => {
-                wgpu::Backends::VULKAN
-                    | wgpu::Backends::METAL
-                    | wgpu::Backends::DX12
-                    | wgpu::Backends::GL
+                wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12 | wgpu::Backends::GL
             }
             BackendChoice::Vulkan => wgpu::Backends::VULKAN,
             BackendChoice::Metal => wgpu::Backends::METAL,
@@ -84,11 +81,7 @@ fn rank(info: &wgpu::AdapterInfo) -> u32 {
         wgpu::DeviceType::Other => 10,
         wgpu::DeviceType::Cpu => 0,
     };
-    t + if info.backend == wgpu::Backend::Gl {
-        0
-    } else {
-        1
-    }
+    t + if info.backend == wgpu::Backend::Gl { 0 } else { 1 }
 }
 
 /// What `tigel info` prints about one adapter.
@@ -129,11 +122,7 @@ pub(crate) fn summarize(a: &wgpu::Adapter) -> AdapterSummary {
         device_type: device_type_str(info.device_type),
         driver: info.driver.clone(),
         driver_info: info.driver_info.clone(),
-        features: a
-            .features()
-            .iter_names()
-            .map(|(n, _)| n.to_string())
-            .collect(),
+        features: a.features().iter_names().map(|(n, _)| n.to_string()).collect(),
         limits: key_limits(&a.limits()),
     }
 }
@@ -142,38 +131,14 @@ pub(crate) fn summarize(a: &wgpu::Adapter) -> AdapterSummary {
 pub fn key_limits(l: &wgpu::Limits) -> Vec<(&'static str, u64)> {
     vec![
         ("max_buffer_size", l.max_buffer_size),
-        (
-            "max_storage_buffer_binding_size",
-            l.max_storage_buffer_binding_size as u64,
-        ),
-        (
-            "max_storage_buffers_per_shader_stage",
-            l.max_storage_buffers_per_shader_stage as u64,
-        ),
-        (
-            "max_uniform_buffer_binding_size",
-            l.max_uniform_buffer_binding_size as u64,
-        ),
-        (
-            "max_compute_workgroup_storage_size",
-            l.max_compute_workgroup_storage_size as u64,
-        ),
-        (
-            "max_compute_invocations_per_workgroup",
-            l.max_compute_invocations_per_workgroup as u64,
-        ),
-        (
-            "max_compute_workgroup_size_x",
-            l.max_compute_workgroup_size_x as u64,
-        ),
-        (
-            "max_compute_workgroups_per_dimension",
-            l.max_compute_workgroups_per_dimension as u64,
-        ),
-        (
-            "min_uniform_buffer_offset_alignment",
-            l.min_uniform_buffer_offset_alignment as u64,
-        ),
+        ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size as u64),
+        ("max_storage_buffers_per_shader_stage", l.max_storage_buffers_per_shader_stage as u64),
+        ("max_uniform_buffer_binding_size", l.max_uniform_buffer_binding_size as u64),
+        ("max_compute_workgroup_storage_size", l.max_compute_workgroup_storage_size as u64),
+        ("max_compute_invocations_per_workgroup", l.max_compute_invocations_per_workgroup as u64),
+        ("max_compute_workgroup_size_x", l.max_compute_workgroup_size_x as u64),
+        ("max_compute_workgroups_per_dimension", l.max_compute_workgroups_per_dimension as u64),
+        ("min_uniform_buffer_offset_alignment", l.min_uniform_buffer_offset_alignment as u64),
     ]
 }
 
@@ -196,46 +161,27 @@ pub fn adapters(choice: BackendChoice) -> Vec<wgpu::Adapter> {
 
 /// Summaries of every adapter wgpu sees on any backend.
 pub fn list_adapters() -> Vec<AdapterSummary> {
-    adapters(BackendChoice::Auto)
-        .iter()
-        .map(summarize)
-        .collect()
+    adapters(BackendChoice::Auto).iter().map(summarize).collect()
 }
 
 pub(crate) enum Chosen {
-    Cpu {
-        note: String,
-    },
-    Gpu {
-        adapter: wgpu::Adapter,
-        note: String,
-    },
+    Cpu { note: String },
+    Gpu { adapter: wgpu::Adapter, note: String },
 }
 
 pub(crate) fn choose(choice: BackendChoice, filter: Option<&str>) -> Result<Chosen> {
     if choice == BackendChoice::Cpu {
-        return Ok(Chosen::Cpu {
-            note: format!(
-                "backend: cpu ({} threads), as asked",
-                rayon::current_num_threads()
-            ),
-        });
+        return Ok(Chosen::Cpu { note: format!("backend: cpu ({} threads), as asked", rayon::current_num_threads()) });
     }
     let all = adapters(choice);
     let seen = if all.is_empty() {
         "none".to_string()
     } else {
-        all.iter()
-            .map(|a| summarize(a).label())
-            .collect::<Vec<_>>()
-            .join(", ")
+        all.iter().map(|a| summarize(a).label()).collect::<Vec<_>>().join(", ")
     };
-    let matches_filter = |a: &wgpu::Adapter| {
-        filter.is_none_or(|f| a.get_info().name.to_lowercase().contains(&f.to_lowercase()))
-    };
-    let filter_txt = filter
-        .map(|f| format!(" matching TIGEL_ADAPTER=`{f}`"))
-        .unwrap_or_default();
+    let matches_filter =
+        |a: &wgpu::Adapter| filter.is_none_or(|f| a.get_info().name.to_lowercase().contains(&f.to_lowercase()));
+    let filter_txt = filter.map(|f| format!(" matching TIGEL_ADAPTER=`{f}`")).unwrap_or_default();
 
     let mut candidates: Vec<wgpu::Adapter> = all
         .into_iter()

@@ -34,16 +34,8 @@ fn size_class(bytes: u64) -> u64 {
 }
 
 enum Op {
-    Dispatch {
-        pipe: Arc<Pipe>,
-        params: Vec<u8>,
-        d: Dispatch,
-    },
-    Copy {
-        src: wgpu::Buffer,
-        dst: wgpu::Buffer,
-        bytes: u64,
-    },
+    Dispatch { pipe: Arc<Pipe>, params: Vec<u8>, d: Dispatch },
+    Copy { src: wgpu::Buffer, dst: wgpu::Buffer, bytes: u64 },
 }
 
 pub(crate) struct GpuEngine {
@@ -88,11 +80,7 @@ impl GpuEngine {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| {
-            Error::DeviceRequest(format!(
-                "{} ({:?}): {e}",
-                adapter.get_info().name,
-                adapter.get_info().backend
-            ))
+            Error::DeviceRequest(format!("{} ({:?}): {e}", adapter.get_info().name, adapter.get_info().backend))
         })?;
         Ok(GpuEngine::new(device, queue, adapter.get_info(), counters))
     }
@@ -105,9 +93,7 @@ impl GpuEngine {
     ) -> GpuEngine {
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = errors.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            sink.lock().unwrap().push(e.to_string())
-        }));
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().unwrap().push(e.to_string())));
         let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         GpuEngine {
             limits: device.limits(),
@@ -126,9 +112,7 @@ impl GpuEngine {
     }
 
     pub fn max_buffer_bytes(&self) -> u64 {
-        self.limits
-            .max_buffer_size
-            .min(self.limits.max_storage_buffer_binding_size as u64)
+        self.limits.max_buffer_size.min(self.limits.max_storage_buffer_binding_size as u64)
     }
 
     fn take_errors(&self) -> Result<()> {
@@ -143,9 +127,7 @@ impl GpuEngine {
     pub fn alloc(&self, bytes: u64) -> Result<wgpu::Buffer> {
         let max = self.max_buffer_bytes();
         if bytes > max {
-            let limit_name = if self.limits.max_buffer_size
-                < self.limits.max_storage_buffer_binding_size as u64
-            {
+            let limit_name = if self.limits.max_buffer_size < self.limits.max_storage_buffer_binding_size as u64 {
                 "max_buffer_size"
             } else {
                 "max_storage_buffer_binding_size"
@@ -158,28 +140,15 @@ impl GpuEngine {
             });
         }
         let class = size_class(bytes).min(max.max(bytes));
-        if let Some(b) = self
-            .pool
-            .lock()
-            .unwrap()
-            .free
-            .get_mut(&class)
-            .and_then(|v| v.pop())
-        {
+        if let Some(b) = self.pool.lock().unwrap().free.get_mut(&class).and_then(|v| v.pop()) {
             return Ok(b);
         }
-        self.counters
-            .buffers_created
-            .fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .bytes_allocated
-            .fetch_add(class, Ordering::Relaxed);
+        self.counters.buffers_created.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_allocated.fetch_add(class, Ordering::Relaxed);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("tigel storage"),
             size: class,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }))
     }
@@ -187,13 +156,7 @@ impl GpuEngine {
     /// Returns a buffer to the pool. Safe to reuse at once: every use of it is already submitted or
     /// still pending behind it in queue order (pending dispatches hold their buffers alive).
     pub fn release(&self, b: wgpu::Buffer) {
-        self.pool
-            .lock()
-            .unwrap()
-            .free
-            .entry(b.size())
-            .or_default()
-            .push(b);
+        self.pool.lock().unwrap().free.entry(b.size()).or_default().push(b);
     }
 
     pub fn write(&self, raw: &wgpu::Buffer, bytes: &[u8]) -> Result<()> {
@@ -213,14 +176,11 @@ impl GpuEngine {
         if let Some(x) = m.get(shader) {
             return Ok(x.clone());
         }
-        let info = crate::kernels::shader(shader)
-            .ok_or_else(|| Error::Other(format!("no shader `{shader}`")))?;
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(shader),
-                source: wgpu::ShaderSource::Wgsl(info.source.into()),
-            });
+        let info = crate::kernels::shader(shader).ok_or_else(|| Error::Other(format!("no shader `{shader}`")))?;
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(shader),
+            source: wgpu::ShaderSource::Wgsl(info.source.into()),
+        });
         m.insert(shader, module.clone());
         Ok(module)
     }
@@ -230,18 +190,8 @@ impl GpuEngine {
         let l = &self.limits;
         let [x, y, z] = info.workgroup_size;
         let checks: [(&str, u64, &'static str, u64); 5] = [
-            (
-                "workgroup size x",
-                x as u64,
-                "max_compute_workgroup_size_x",
-                l.max_compute_workgroup_size_x as u64,
-            ),
-            (
-                "workgroup size y",
-                y as u64,
-                "max_compute_workgroup_size_y",
-                l.max_compute_workgroup_size_y as u64,
-            ),
+            ("workgroup size x", x as u64, "max_compute_workgroup_size_x", l.max_compute_workgroup_size_x as u64),
+            ("workgroup size y", y as u64, "max_compute_workgroup_size_y", l.max_compute_workgroup_size_y as u64),
             (
                 "invocations per workgroup",
                 (x * y * z) as u64,
@@ -290,12 +240,8 @@ impl GpuEngine {
                 ty: wgpu::BindingType::Buffer {
                     ty: match b.kind {
                         BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
-                        BindingKind::StorageRead => {
-                            wgpu::BufferBindingType::Storage { read_only: true }
-                        }
-                        BindingKind::StorageReadWrite => {
-                            wgpu::BufferBindingType::Storage { read_only: false }
-                        }
+                        BindingKind::StorageRead => wgpu::BufferBindingType::Storage { read_only: true },
+                        BindingKind::StorageReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
                     },
                     // Params live in one shared uniform buffer per batch, addressed by dynamic offset.
                     has_dynamic_offset: b.kind == BindingKind::Uniform,
@@ -307,39 +253,25 @@ impl GpuEngine {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let layout = self
             .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(k.entry),
-                entries: &entries,
-            });
-        let pl = self
-            .device
-            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(k.entry),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(k.entry),
-                layout: Some(&pl),
-                module: &module,
-                entry_point: Some(k.entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(k.entry), entries: &entries });
+        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(k.entry),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(k.entry),
+            layout: Some(&pl),
+            module: &module,
+            entry_point: Some(k.entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("creating pipeline {}: {e}", k.name())));
         }
-        let p = Arc::new(Pipe {
-            pipeline,
-            layout,
-            params_size: info.bindings[0].size as u64,
-        });
-        self.pipes
-            .lock()
-            .unwrap()
-            .insert((k.shader, k.entry), p.clone());
+        let p = Arc::new(Pipe { pipeline, layout, params_size: info.bindings[0].size as u64 });
+        self.pipes.lock().unwrap().insert((k.shader, k.entry), p.clone());
         Ok(p)
     }
 
@@ -347,10 +279,7 @@ impl GpuEngine {
         let pipe = self.pipe(d.kernel)?;
         let mut params = d.params.clone();
         params.resize(pipe.params_size as usize, 0);
-        self.pending
-            .lock()
-            .unwrap()
-            .push(Op::Dispatch { pipe, params, d });
+        self.pending.lock().unwrap().push(Op::Dispatch { pipe, params, d });
         Ok(())
     }
 
@@ -382,9 +311,7 @@ impl GpuEngine {
             }),
         }];
         for (i, b) in d.buffers.iter().enumerate() {
-            let Store::Gpu(raw) = &b.inner.store else {
-                unreachable!("validated: GPU buffers only")
-            };
+            let Store::Gpu(raw) = &b.inner.store else { unreachable!("validated: GPU buffers only") };
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -423,20 +350,12 @@ impl GpuEngine {
         }));
         let mut arena_guard = self.arena.lock().unwrap();
         if !bytes.is_empty() {
-            if arena_guard
-                .as_ref()
-                .is_none_or(|a| a.size() < bytes.len() as u64)
-            {
+            if arena_guard.as_ref().is_none_or(|a| a.size() < bytes.len() as u64) {
                 *arena_guard = Some(self.uniform_buffer((bytes.len() as u64).next_power_of_two()));
             }
-            self.queue
-                .write_buffer(arena_guard.as_ref().unwrap(), 0, &bytes);
+            self.queue.write_buffer(arena_guard.as_ref().unwrap(), 0, &bytes);
         }
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("tigel step"),
-            });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tigel step") });
         let mut i = 0;
         let mut k = 0;
         while i < ops.len() {
@@ -446,10 +365,7 @@ impl GpuEngine {
                 i += 1;
                 continue;
             }
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: None,
-            });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
             while let Some(Op::Dispatch { pipe, d, .. }) = ops.get(i) {
                 let arena = arena_guard.as_ref().unwrap();
                 let bg = self.bind_group(pipe, arena, d);
@@ -474,9 +390,7 @@ impl GpuEngine {
     }
 
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(e.to_string()))?;
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
         self.take_errors()
     }
 
@@ -488,20 +402,13 @@ impl GpuEngine {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.pending.lock().unwrap().push(Op::Copy {
-            src: raw.clone(),
-            dst: staging.clone(),
-            bytes,
-        });
+        self.pending.lock().unwrap().push(Op::Copy { src: raw.clone(), dst: staging.clone(), bytes });
         self.flush()?;
         Ok(PendingRead::start(self.device.clone(), staging, words))
     }
 
     pub fn prepare(&self, dispatches: &[Dispatch]) -> Result<Prepared> {
-        let pipes = dispatches
-            .iter()
-            .map(|d| self.pipe(d.kernel))
-            .collect::<Result<Vec<_>>>()?;
+        let pipes = dispatches.iter().map(|d| self.pipe(d.kernel)).collect::<Result<Vec<_>>>()?;
         let padded: Vec<Vec<u8>> = dispatches
             .iter()
             .zip(&pipes)
@@ -534,9 +441,7 @@ impl GpuEngine {
                     }),
                 }];
                 for (i, b) in d.buffers.iter().enumerate() {
-                    let Store::Gpu(raw) = &b.inner.store else {
-                        unreachable!()
-                    };
+                    let Store::Gpu(raw) = &b.inner.store else { unreachable!() };
                     entries.push(wgpu::BindGroupEntry {
                         binding: i as u32 + 1,
                         resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -586,10 +491,8 @@ impl GpuEngine {
             }),
             _ => None,
         };
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("tigel recording"),
-            timestamp_writes,
-        });
+        let mut pass =
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("tigel recording"), timestamp_writes });
         for ((pipe, bg), g) in p.pipes.iter().zip(&p.bind_groups).zip(&p.groups) {
             pass.set_pipeline(&pipe.pipeline);
             // The offset is baked into the bind group; the layout still declares a dynamic offset.
@@ -605,15 +508,10 @@ impl GpuEngine {
     /// One timed replay: submit, wait, and read the pass's two timestamps.
     pub fn replay_timed(&self, p: &Prepared) -> Result<f64> {
         self.flush()?;
-        let (qs, resolve) = p
-            .timer
-            .as_ref()
-            .ok_or_else(|| Error::Other("no timestamp queries on this adapter".into()))?;
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("tigel timed"),
-            });
+        let (qs, resolve) =
+            p.timer.as_ref().ok_or_else(|| Error::Other("no timestamp queries on this adapter".into()))?;
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tigel timed") });
         self.encode_prepared(&mut enc, p, true);
         enc.resolve_query_set(qs, 0..2, resolve, 0);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -625,8 +523,7 @@ impl GpuEngine {
         enc.copy_buffer_to_buffer(resolve, 0, &staging, 0, 16);
         self.queue.submit([enc.finish()]);
         self.counters.submissions.fetch_add(1, Ordering::Relaxed);
-        let ts: Vec<u64> =
-            bytemuck::cast_vec(PendingRead::start(self.device.clone(), staging, 4).wait()?);
+        let ts: Vec<u64> = bytemuck::cast_vec(PendingRead::start(self.device.clone(), staging, 4).wait()?);
         self.take_errors()?;
         let period_ns = self.queue.get_timestamp_period() as f64;
         Ok(ts[1].saturating_sub(ts[0]) as f64 * period_ns * 1e-9)
@@ -646,22 +543,15 @@ impl PendingRead {
     fn start(device: wgpu::Device, staging: wgpu::Buffer, words: usize) -> PendingRead {
         let state = Arc::new(AtomicU8::new(0));
         let s = state.clone();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            s.store(if r.is_ok() { 1 } else { 2 }, Ordering::Release)
-        });
-        PendingRead {
-            device,
-            staging,
-            words,
-            state,
-        }
+        staging
+            .slice(..)
+            .map_async(wgpu::MapMode::Read, move |r| s.store(if r.is_ok() { 1 } else { 2 }, Ordering::Release));
+        PendingRead { device, staging, words, state }
     }
 
     pub fn poll(&mut self) -> Result<bool> {
         if self.state.load(Ordering::Acquire) == 0 {
-            self.device
-                .poll(wgpu::PollType::Poll)
-                .map_err(|e| Error::Gpu(e.to_string()))?;
+            self.device.poll(wgpu::PollType::Poll).map_err(|e| Error::Gpu(e.to_string()))?;
         }
         match self.state.load(Ordering::Acquire) {
             0 => Ok(false),
@@ -672,19 +562,13 @@ impl PendingRead {
 
     pub fn wait(self) -> Result<Vec<u32>> {
         while self.state.load(Ordering::Acquire) == 0 {
-            self.device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| Error::Gpu(e.to_string()))?;
+            self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
         }
         if self.state.load(Ordering::Acquire) != 1 {
             return Err(Error::Gpu("buffer map failed".into()));
         }
         let out = {
-            let view = self
-                .staging
-                .slice(..)
-                .get_mapped_range()
-                .map_err(|e| Error::Gpu(e.to_string()))?;
+            let view = self.staging.slice(..).get_mapped_range().map_err(|e| Error::Gpu(e.to_string()))?;
             bytemuck::cast_slice::<u8, u32>(&view)[..self.words].to_vec()
         };
         self.staging.unmap();

@@ -91,12 +91,7 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    pub fn new<P: bytemuck::Pod>(
-        kernel: &'static Kernel,
-        params: &P,
-        buffers: &[&Buffer],
-        groups: [u32; 3],
-    ) -> Self {
+    pub fn new<P: bytemuck::Pod>(kernel: &'static Kernel, params: &P, buffers: &[&Buffer], groups: [u32; 3]) -> Self {
         Dispatch {
             kernel,
             params: bytemuck::bytes_of(params).to_vec(),
@@ -109,10 +104,7 @@ impl Dispatch {
 impl Device {
     /// The CPU backend: every kernel runs as its CPU twin, multi-threaded with rayon.
     pub fn cpu() -> Device {
-        Device::cpu_with_note(format!(
-            "backend: cpu ({} threads)",
-            rayon::current_num_threads()
-        ))
+        Device::cpu_with_note(format!("backend: cpu ({} threads)", rayon::current_num_threads()))
     }
 
     fn cpu_with_note(note: String) -> Device {
@@ -129,9 +121,7 @@ impl Device {
     /// Chooses a backend (see `BackendChoice`), honouring `TIGEL_ADAPTER=substring`. The returned
     /// device's `note()` says which adapter was taken and why.
     pub fn new(choice: BackendChoice) -> Result<Device> {
-        let filter = std::env::var("TIGEL_ADAPTER")
-            .ok()
-            .filter(|s| !s.is_empty());
+        let filter = std::env::var("TIGEL_ADAPTER").ok().filter(|s| !s.is_empty());
         match adapter::choose(choice, filter.as_deref())? {
             adapter::Chosen::Cpu { note } => Ok(Device::cpu_with_note(note)),
             adapter::Chosen::Gpu { adapter, note } => {
@@ -161,16 +151,9 @@ impl Device {
     /// Builds a tigel device on a `wgpu::Device` and `wgpu::Queue` that the application already owns
     /// (for example beside its own rendering). tigel uses the limits and features the device was
     /// created with, and never blocks on work it did not submit itself except inside `wait`/downloads.
-    pub fn from_wgpu(
-        device: wgpu::Device,
-        queue: wgpu::Queue,
-        info: wgpu::AdapterInfo,
-    ) -> Result<Device> {
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Result<Device> {
         let counters = Arc::new(Counters::default());
-        let note = format!(
-            "backend: {:?} on application device `{}`",
-            info.backend, info.name
-        );
+        let note = format!("backend: {:?} on application device `{}`", info.backend, info.name);
         let engine = gpu::GpuEngine::new(device, queue, info, counters.clone());
         Ok(Device {
             inner: Arc::new(DeviceInner {
@@ -265,10 +248,7 @@ impl Device {
                         limit: self.max_buffer_bytes(),
                     });
                 }
-                self.inner
-                    .counters
-                    .buffers_created
-                    .fetch_add(1, Ordering::Relaxed);
+                self.inner.counters.buffers_created.fetch_add(1, Ordering::Relaxed);
                 let fill = if poison { POISON } else { 0 };
                 Store::Cpu(RwLock::new(vec![fill; words.max(1)]))
             }
@@ -280,13 +260,7 @@ impl Device {
                 Store::Gpu(raw)
             }
         };
-        Ok(Buffer {
-            inner: Arc::new(BufInner {
-                words,
-                store,
-                device: Arc::downgrade(&self.inner),
-            }),
-        })
+        Ok(Buffer { inner: Arc::new(BufInner { words, store, device: Arc::downgrade(&self.inner) }) })
     }
 
     /// A buffer holding `data`.
@@ -295,10 +269,7 @@ impl Device {
         if bytes.len() % 4 != 0 {
             return Err(Error::invalid(
                 "upload",
-                format!(
-                    "{} bytes is not a whole number of 32-bit words",
-                    bytes.len()
-                ),
+                format!("{} bytes is not a whole number of 32-bit words", bytes.len()),
             ));
         }
         let buf = self.alloc(bytes.len() / 4)?;
@@ -312,11 +283,7 @@ impl Device {
         if bytes.len() > buf.words() * 4 || bytes.len() % 4 != 0 {
             return Err(Error::invalid(
                 "write",
-                format!(
-                    "{} bytes do not fit a buffer of {} words",
-                    bytes.len(),
-                    buf.words()
-                ),
+                format!("{} bytes do not fit a buffer of {} words", bytes.len(), buf.words()),
             ));
         }
         match (&self.inner.engine, &buf.inner.store) {
@@ -333,10 +300,7 @@ impl Device {
     /// Issues one dispatch. On the CPU backend it runs now; on a GPU it is batched until the next flush.
     pub fn dispatch(&self, d: Dispatch) -> Result<()> {
         self.validate(&d)?;
-        self.inner
-            .counters
-            .dispatches
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.counters.dispatches.fetch_add(1, Ordering::Relaxed);
         match &self.inner.engine {
             Engine::Cpu => run_cpu(&d),
             Engine::Gpu(g) => g.enqueue(d),
@@ -357,10 +321,7 @@ impl Device {
             Engine::Cpu => Ok(()),
             Engine::Gpu(g) => {
                 g.flush()?;
-                self.inner
-                    .counters
-                    .blocking_waits
-                    .fetch_add(1, Ordering::Relaxed);
+                self.inner.counters.blocking_waits.fetch_add(1, Ordering::Relaxed);
                 g.wait()
             }
         }
@@ -376,15 +337,9 @@ impl Device {
             }),
             (Engine::Gpu(g), Store::Gpu(raw)) => {
                 let p = g.download(raw, buf.words())?;
-                Ok(Download {
-                    state: DownloadState::Gpu(p),
-                    counters: self.inner.counters.clone(),
-                })
+                Ok(Download { state: DownloadState::Gpu(p), counters: self.inner.counters.clone() })
             }
-            _ => Err(Error::invalid(
-                "download",
-                "buffer belongs to another device",
-            )),
+            _ => Err(Error::invalid("download", "buffer belongs to another device")),
         }
     }
 
@@ -412,17 +367,11 @@ impl Device {
 
     /// Runs a recording: on a GPU, one command buffer and one submission, no wait.
     pub fn replay(&self, rec: &Recording) -> Result<()> {
-        self.inner
-            .counters
-            .dispatches
-            .fetch_add(rec.dispatches.len() as u64, Ordering::Relaxed);
+        self.inner.counters.dispatches.fetch_add(rec.dispatches.len() as u64, Ordering::Relaxed);
         match (&self.inner.engine, &rec.gpu) {
             (Engine::Cpu, _) => rec.dispatches.iter().try_for_each(run_cpu),
             (Engine::Gpu(g), Some(p)) => g.replay(p, None),
-            _ => Err(Error::invalid(
-                "replay",
-                "recording was made on another device",
-            )),
+            _ => Err(Error::invalid("replay", "recording was made on another device")),
         }
     }
 
@@ -431,10 +380,7 @@ impl Device {
     pub fn replay_timed(&self, rec: &Recording) -> Result<Option<f64>> {
         match (&self.inner.engine, &rec.gpu) {
             (Engine::Gpu(g), Some(p)) if g.timestamps => {
-                self.inner
-                    .counters
-                    .dispatches
-                    .fetch_add(rec.dispatches.len() as u64, Ordering::Relaxed);
+                self.inner.counters.dispatches.fetch_add(rec.dispatches.len() as u64, Ordering::Relaxed);
                 g.replay_timed(p).map(Some)
             }
             _ => Ok(None),
@@ -448,12 +394,7 @@ impl Device {
         if d.buffers.len() != storage.len() {
             return Err(Error::invalid(
                 "dispatch",
-                format!(
-                    "{} takes {} buffers, got {}",
-                    d.kernel.name(),
-                    storage.len(),
-                    d.buffers.len()
-                ),
+                format!("{} takes {} buffers, got {}", d.kernel.name(), storage.len(), d.buffers.len()),
             ));
         }
         if d.params.len() < info.bindings[0].size as usize {
@@ -471,11 +412,7 @@ impl Device {
             if !b.inner.device.ptr_eq(&Arc::downgrade(&self.inner)) {
                 return Err(Error::invalid(
                     "dispatch",
-                    format!(
-                        "{}: buffer `{}` belongs to another device",
-                        d.kernel.name(),
-                        binfo.name
-                    ),
+                    format!("{}: buffer `{}` belongs to another device", d.kernel.name(), binfo.name),
                 ));
             }
         }
@@ -488,12 +425,7 @@ impl Device {
                 if i != j && Arc::ptr_eq(&b.inner, &c.inner) {
                     return Err(Error::invalid(
                         "dispatch",
-                        format!(
-                            "{}: output `{}` is also bound as binding {}",
-                            d.kernel.name(),
-                            bi.name,
-                            j + 1
-                        ),
+                        format!("{}: output `{}` is also bound as binding {}", d.kernel.name(), bi.name, j + 1),
                     ));
                 }
             }
@@ -502,11 +434,7 @@ impl Device {
         for (axis, &n) in d.groups.iter().enumerate() {
             if n > max {
                 return Err(Error::LimitExceeded {
-                    what: format!(
-                        "{} with workgroups {:?} (axis {axis})",
-                        d.kernel.name(),
-                        d.groups
-                    ),
+                    what: format!("{} with workgroups {:?} (axis {axis})", d.kernel.name(), d.groups),
                     requested: n as u64,
                     limit_name: "max_compute_workgroups_per_dimension",
                     limit: max as u64,

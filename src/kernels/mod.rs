@@ -51,11 +51,7 @@ pub fn shader(name: &str) -> Option<&'static ShaderInfo> {
 
 /// Size in bytes naga computes for struct `name` in shader family `shader`.
 pub fn struct_size(shader_name: &str, name: &str) -> Option<u32> {
-    shader(shader_name)?
-        .structs
-        .iter()
-        .find(|s| s.0 == name)
-        .map(|s| s.1)
+    shader(shader_name)?.structs.iter().find(|s| s.0 == name).map(|s| s.1)
 }
 
 /// Read-only inputs and read-write outputs of one dispatch, each in binding order, as 32-bit words.
@@ -107,24 +103,15 @@ impl Kernel {
 
     /// The registry entry for this kernel, checked against the binding convention.
     pub fn info(&self) -> Result<&'static EntryInfo> {
-        let s = shader(self.shader)
-            .ok_or_else(|| Error::Other(format!("no shader family `{}` was built", self.shader)))?;
-        let e = s
-            .entries
-            .iter()
-            .find(|e| e.name == self.entry)
-            .ok_or_else(|| {
-                Error::Other(format!(
-                    "shaders/{}.wgsl has no entry point `{}`",
-                    self.shader, self.entry
-                ))
+        let s =
+            shader(self.shader).ok_or_else(|| Error::Other(format!("no shader family `{}` was built", self.shader)))?;
+        let e =
+            s.entries.iter().find(|e| e.name == self.entry).ok_or_else(|| {
+                Error::Other(format!("shaders/{}.wgsl has no entry point `{}`", self.shader, self.entry))
             })?;
         match e.bindings.first() {
             Some(b) if b.kind == BindingKind::Uniform => Ok(e),
-            _ => Err(Error::Other(format!(
-                "{}: binding 0 must be the uniform params struct",
-                self.name()
-            ))),
+            _ => Err(Error::Other(format!("{}: binding 0 must be the uniform params struct", self.name()))),
         }
     }
 

@@ -44,21 +44,9 @@ pub struct ScalarParams {
     pub _pad1: [u32; 3],
 }
 
-pub static UNARY: Kernel = Kernel {
-    shader: "elementwise",
-    entry: "unary",
-    cpu: cpu::elementwise::unary,
-};
-pub static BINARY: Kernel = Kernel {
-    shader: "elementwise",
-    entry: "binary",
-    cpu: cpu::elementwise::binary,
-};
-pub static SCALAR: Kernel = Kernel {
-    shader: "elementwise",
-    entry: "scalar",
-    cpu: cpu::elementwise::scalar,
-};
+pub static UNARY: Kernel = Kernel { shader: "elementwise", entry: "unary", cpu: cpu::elementwise::unary };
+pub static BINARY: Kernel = Kernel { shader: "elementwise", entry: "binary", cpu: cpu::elementwise::binary };
+pub static SCALAR: Kernel = Kernel { shader: "elementwise", entry: "scalar", cpu: cpu::elementwise::scalar };
 
 /// Unary ops; the discriminant is the shader's op code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,35 +133,19 @@ pub fn unary_with(dev: &Device, op: Unary, x: &Tensor, alpha: f32) -> Result<Ten
     want_dtype("unary", x, DType::F32)?;
     let out = Tensor::empty(dev, &x.shape, DType::F32)?;
     let n = x.numel();
-    let p = UnaryParams {
-        n: u32_of("unary", "elements", n)?,
-        op: op as u32,
-        alpha,
-        _pad: 0,
-    };
+    let p = UnaryParams { n: u32_of("unary", "elements", n)?, op: op as u32, alpha, _pad: 0 };
     launch_1d(dev, &UNARY, &p, &[&x.buf, &out.buf], n)?;
     Ok(out)
 }
 
 /// Output shape and per-operand element strides (0 along broadcast axes) under numpy's rules: shapes
 /// are aligned at the last axis, and an axis of extent 1 stretches to match the other.
-pub fn broadcast(
-    op: &'static str,
-    a: &[usize],
-    b: &[usize],
-) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+pub fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
     let rank = a.len().max(b.len());
     if rank > MAX_RANK {
-        return Err(Error::invalid(
-            op,
-            format!("rank {rank} is over the supported {MAX_RANK}"),
-        ));
+        return Err(Error::invalid(op, format!("rank {rank} is over the supported {MAX_RANK}")));
     }
-    let pad = |s: &[usize]| -> Vec<usize> {
-        std::iter::repeat_n(1, rank - s.len())
-            .chain(s.iter().copied())
-            .collect()
-    };
+    let pad = |s: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, rank - s.len()).chain(s.iter().copied()).collect() };
     let (pa, pb) = (pad(a), pad(b));
     let mut out = vec![0; rank];
     for d in 0..rank {
@@ -186,7 +158,10 @@ pub fn broadcast(
                     op,
                     lhs: a.to_vec(),
                     rhs: b.to_vec(),
-                    hint: format!(" (axis {d} from the left after aligning: {} vs {}; broadcasting needs equal extents or 1)", pa[d], pb[d]),
+                    hint: format!(
+                        " (axis {d} from the left after aligning: {} vs {}; broadcasting needs equal extents or 1)",
+                        pa[d], pb[d]
+                    ),
                 })
             }
         };

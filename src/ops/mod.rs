@@ -11,11 +11,7 @@ use crate::tensor::{DType, Tensor};
 
 pub(crate) fn want_dtype(op: &'static str, t: &Tensor, want: DType) -> Result<()> {
     if t.dtype != want {
-        return Err(Error::DType {
-            op,
-            got: t.dtype.name(),
-            want: want.name(),
-        });
+        return Err(Error::DType { op, got: t.dtype.name(), want: want.name() });
     }
     Ok(())
 }
@@ -29,16 +25,10 @@ pub(crate) fn launch_1d<P: bytemuck::Pod>(
     n: usize,
 ) -> Result<()> {
     let wg = k.workgroup_size()[0];
-    dev.dispatch(Dispatch::new(
-        k,
-        p,
-        bufs,
-        groups_1d(n, wg, dev.max_groups_per_dim()),
-    ))
+    dev.dispatch(Dispatch::new(k, p, bufs, groups_1d(n, wg, dev.max_groups_per_dim())))
 }
 
 /// u32 fields of params structs; shapes over u32 are refused with a clear error.
 pub(crate) fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v)
-        .map_err(|_| Error::invalid(op, format!("{what} = {v} does not fit in 32 bits")))
+    u32::try_from(v).map_err(|_| Error::invalid(op, format!("{what} = {v} does not fit in 32 bits")))
 }

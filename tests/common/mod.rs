@@ -16,9 +16,7 @@ pub fn gpu() -> Option<Device> {
         }
         Err(e) => {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "CI=true but no {name} adapter: {e}. Install mesa-vulkan-drivers for lavapipe."
-                );
+                panic!("CI=true but no {name} adapter: {e}. Install mesa-vulkan-drivers for lavapipe.");
             }
             eprintln!("skipped: no {name} adapter ({e})");
             None
@@ -34,15 +32,9 @@ pub fn cpu() -> Device {
 
 /// A fresh seed per run (printed, so a failure can be replayed with TIGEL_TEST_SEED).
 pub fn seed() -> u64 {
-    let s = std::env::var("TIGEL_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let s = std::env::var("TIGEL_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
     eprintln!("TIGEL_TEST_SEED={s}");
     s
 }
@@ -83,11 +75,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
             continue;
         }
         let err = (g - w).abs();
-        let excess = if err.is_nan() {
-            f32::INFINITY
-        } else {
-            err - (atol + rtol * w.abs())
-        };
+        let excess = if err.is_nan() { f32::INFINITY } else { err - (atol + rtol * w.abs()) };
         if excess > worst.1 {
             worst = (i, excess);
         }

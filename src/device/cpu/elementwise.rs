@@ -131,11 +131,7 @@ pub fn scalar(args: &mut CpuArgs) {
     let out = args.f32_out(0);
     par_chunks(&mut out[..p.n as usize], |s, ch| {
         for (o, &v) in ch.iter_mut().zip(&x[s..]) {
-            *o = if p.reverse == 1 {
-                binary_op(p.op, p.s, v)
-            } else {
-                binary_op(p.op, v, p.s)
-            };
+            *o = if p.reverse == 1 { binary_op(p.op, p.s, v) } else { binary_op(p.op, v, p.s) };
         }
     });
 }

@@ -14,8 +14,6 @@ pub fn par_chunks<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync + S
     if out.len() <= CHUNK {
         f(0, out);
     } else {
-        out.par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(c, ch)| f(c * CHUNK, ch));
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, ch)| f(c * CHUNK, ch));
     }
 }
