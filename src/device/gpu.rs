@@ -13,6 +13,13 @@ use crate::kernels::{BindingKind, EntryInfo, Kernel};
 
 pub(crate) type RawBuffer = wgpu::Buffer;
 
+fn raw_of(b: &crate::device::Buffer) -> &wgpu::Buffer {
+    match &b.inner.store {
+        Store::Gpu(raw) => raw,
+        Store::Cpu(_) => unreachable!("dispatches are validated to hold this device's buffers"),
+    }
+}
+
 pub(crate) struct Pipe {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
@@ -33,8 +40,11 @@ fn size_class(bytes: u64) -> u64 {
     bytes.div_ceil(step) * step
 }
 
+/// Eager work waiting for the next submission. Dispatches hold raw wgpu buffers, not tigel `Buffer`s:
+/// a tensor dropped while its dispatch is pending goes back to the pool at once, and a later dispatch
+/// that reuses the memory comes after it in the same command stream, so the GPU orders the two.
 enum Op {
-    Dispatch { pipe: Arc<Pipe>, params: Vec<u8>, d: Dispatch },
+    Dispatch { pipe: Arc<Pipe>, params: Vec<u8>, buffers: Vec<(wgpu::Buffer, u64)>, groups: [u32; 3] },
     Copy { src: wgpu::Buffer, dst: wgpu::Buffer, bytes: u64 },
 }
 
@@ -277,9 +287,10 @@ impl GpuEngine {
 
     pub fn enqueue(&self, d: Dispatch) -> Result<()> {
         let pipe = self.pipe(d.kernel)?;
-        let mut params = d.params.clone();
+        let mut params = d.params;
         params.resize(pipe.params_size as usize, 0);
-        self.pending.lock().unwrap().push(Op::Dispatch { pipe, params, d });
+        let buffers = d.buffers.iter().map(|b| (raw_of(b).clone(), b.words().max(1) as u64 * 4)).collect();
+        self.pending.lock().unwrap().push(Op::Dispatch { pipe, params, buffers, groups: d.groups });
         Ok(())
     }
 
@@ -301,23 +312,29 @@ impl GpuEngine {
         (bytes, offsets)
     }
 
-    fn bind_group(&self, pipe: &Pipe, uniform: &wgpu::Buffer, d: &Dispatch) -> wgpu::BindGroup {
+    /// A bind group: params at `offset` of `uniform`, then the storage buffers (buffer, bytes).
+    fn bind_group(
+        &self,
+        pipe: &Pipe,
+        uniform: &wgpu::Buffer,
+        offset: u64,
+        buffers: &[(wgpu::Buffer, u64)],
+    ) -> wgpu::BindGroup {
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: uniform,
-                offset: 0,
+                offset,
                 size: NonZeroU64::new(pipe.params_size),
             }),
         }];
-        for (i, b) in d.buffers.iter().enumerate() {
-            let Store::Gpu(raw) = &b.inner.store else { unreachable!("validated: GPU buffers only") };
+        for (i, (raw, bytes)) in buffers.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: raw,
                     offset: 0,
-                    size: NonZeroU64::new(b.words().max(1) as u64 * 4),
+                    size: NonZeroU64::new(*bytes),
                 }),
             });
         }
@@ -366,12 +383,12 @@ impl GpuEngine {
                 continue;
             }
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-            while let Some(Op::Dispatch { pipe, d, .. }) = ops.get(i) {
+            while let Some(Op::Dispatch { pipe, buffers, groups, .. }) = ops.get(i) {
                 let arena = arena_guard.as_ref().unwrap();
-                let bg = self.bind_group(pipe, arena, d);
+                let bg = self.bind_group(pipe, arena, 0, buffers);
                 pass.set_pipeline(&pipe.pipeline);
                 pass.set_bind_group(0, &bg, &[offsets[k]]);
-                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
                 k += 1;
                 i += 1;
             }
@@ -424,38 +441,14 @@ impl GpuEngine {
             self.queue.write_buffer(&u, 0, &bytes);
             u
         });
-        // Bind groups take the uniform at a fixed offset each, so replay needs no dynamic offsets
-        // beyond these.
+        // Each bind group takes the uniform at its own fixed offset; replay passes a dynamic offset of 0.
         let bind_groups = dispatches
             .iter()
             .zip(&pipes)
             .zip(&offsets)
             .map(|((d, p), &off)| {
-                let u = uniform.as_ref().unwrap();
-                let mut entries = vec![wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: u,
-                        offset: off as u64,
-                        size: NonZeroU64::new(p.params_size),
-                    }),
-                }];
-                for (i, b) in d.buffers.iter().enumerate() {
-                    let Store::Gpu(raw) = &b.inner.store else { unreachable!() };
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: i as u32 + 1,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: raw,
-                            offset: 0,
-                            size: NonZeroU64::new(b.words().max(1) as u64 * 4),
-                        }),
-                    });
-                }
-                self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: None,
-                    layout: &p.layout,
-                    entries: &entries,
-                })
+                let bufs: Vec<_> = d.buffers.iter().map(|b| (raw_of(b).clone(), b.words().max(1) as u64 * 4)).collect();
+                self.bind_group(p, uniform.as_ref().expect("every kernel has params"), off as u64, &bufs)
             })
             .collect();
         let timer = self.timestamps.then(|| {

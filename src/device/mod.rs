@@ -122,7 +122,12 @@ impl Device {
     /// device's `note()` says which adapter was taken and why.
     pub fn new(choice: BackendChoice) -> Result<Device> {
         let filter = std::env::var("TIGEL_ADAPTER").ok().filter(|s| !s.is_empty());
-        match adapter::choose(choice, filter.as_deref())? {
+        Device::select(choice, filter.as_deref())
+    }
+
+    /// Like `new`, with the adapter-name filter given explicitly (a case-insensitive substring).
+    pub fn select(choice: BackendChoice, adapter_filter: Option<&str>) -> Result<Device> {
+        match adapter::choose(choice, adapter_filter)? {
             adapter::Chosen::Cpu { note } => Ok(Device::cpu_with_note(note)),
             adapter::Chosen::Gpu { adapter, note } => {
                 let counters = Arc::new(Counters::default());
