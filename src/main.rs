@@ -1,4 +1,70 @@
-fn main() {
-    let d = tigel::Device::from_env().unwrap();
-    eprintln!("{}", d.note());
+//! The `tigel` command line.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tigel", version, about = "Train generative models on any GPU through hand-written WGSL kernels")]
+struct Cli {
+    /// auto, vulkan, metal, dx12, gl or cpu (default: $TIGEL_BACKEND, else auto). `auto` takes a hardware
+    /// GPU when there is one, else the CPU backend; software adapters only when named.
+    #[arg(long, global = true)]
+    backend: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The adapters wgpu sees, the one --backend (default auto) chooses, its features and key limits.
+    Info {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs each kernel family on every backend here and checks it against the CPU backend.
+    Demo {
+        /// Matrix size for the matmul check.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+    },
+    /// Benchmarks (kernels: GFLOP/s or GB/s per kernel family, validated before timing).
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Kernel throughput at a few sizes per family.
+    Kernels {
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Fewer sizes and repeats.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Info { json } => cmd::info::run(cli.backend.as_deref(), json),
+        Cmd::Demo { size } => cmd::demo::run(cli.backend.as_deref(), size),
+        Cmd::Bench { what: BenchWhat::Kernels { json, quick } } => {
+            cmd::bench::kernels(cli.backend.as_deref(), json.as_deref(), quick)
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -210,6 +210,16 @@ impl Device {
         self.gpu().map(|g| &g.info)
     }
 
+    /// The limits the GPU device was created with (None on the CPU backend).
+    pub fn gpu_limits(&self) -> Option<wgpu::Limits> {
+        self.gpu().map(|g| g.limits.clone())
+    }
+
+    /// Names of the features the GPU device was created with.
+    pub fn gpu_features(&self) -> Vec<String> {
+        self.gpu().map(|g| g.device.features().iter_names().map(|(n, _)| n.to_string()).collect()).unwrap_or_default()
+    }
+
     pub fn has_timestamps(&self) -> bool {
         self.gpu().is_some_and(|g| g.timestamps)
     }

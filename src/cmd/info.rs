@@ -1,0 +1,48 @@
+//! `tigel info`
+
+use tigel::device::adapter::{key_limits, list_adapters};
+use tigel::{BackendChoice, Device, Result};
+
+/// Lists adapters and describes the device `--backend` would give (auto when not given).
+pub fn run(backend: Option<&str>, json: bool) -> Result<()> {
+    let adapters = list_adapters();
+    let auto = match backend {
+        Some(b) => Device::new(b.parse::<BackendChoice>()?)?,
+        None => Device::from_env()?,
+    };
+    let limits = auto.gpu_limits().map(|l| key_limits(&l));
+    let features = auto.gpu_features();
+    if json {
+        let v = serde_json::json!({
+            "tigel_version": env!("CARGO_PKG_VERSION"),
+            "adapters": adapters.iter().map(|a| a.to_json()).collect::<Vec<_>>(),
+            "chosen": {
+                "backend": auto.backend_name(),
+                "name": auto.name(),
+                "note": auto.note(),
+                "features": features,
+                "limits": limits.map(|l| l.into_iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>()),
+            },
+            "cpu_threads": rayon::current_num_threads(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+        return Ok(());
+    }
+    println!("tigel {}", env!("CARGO_PKG_VERSION"));
+    println!("adapters wgpu sees:");
+    if adapters.is_empty() {
+        println!("  (none)");
+    }
+    for a in &adapters {
+        println!("  {:<44} {:<7} {:<10} {} {}", a.name, a.backend, a.device_type, a.driver, a.driver_info);
+    }
+    println!("cpu backend: {} threads", rayon::current_num_threads());
+    println!("chosen: {}", auto.note());
+    if let Some(l) = limits {
+        println!("  features: {}", if features.is_empty() { "(none)".into() } else { features.join(", ") });
+        for (k, v) in l {
+            println!("  {k:<40} {v}");
+        }
+    }
+    Ok(())
+}
