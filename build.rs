@@ -40,16 +40,31 @@ fn compose(path: &Path, root: &Path, seen: &mut HashSet<PathBuf>, out: &mut Comp
 }
 
 fn fail(msg: &str) -> ! {
-    // Cargo shows panics from build scripts with their message; keep it to the point.
+    // Cargo prints a failing build script's stderr; exit rather than panic so the message appears once.
     eprintln!("error: {msg}");
-    panic!("shader build failed: {msg}");
+    std::process::exit(1);
+}
+
+/// An error and its chain of causes, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Maps a byte offset in the composed text to "file:line: " of the original source.
 fn origin_of(c: &Composed, offset: usize) -> String {
     let line = c.text[..offset.min(c.text.len())].matches('\n').count();
     match c.origin.get(line) {
-        Some((p, l)) => format!("{}:{}", p.display(), l),
+        Some((p, l)) => {
+            let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
+            format!("{}:{}", p.strip_prefix(&manifest).unwrap_or(p).display(), l)
+        }
         None => "<end of shader>".to_string(),
     }
 }
@@ -86,7 +101,11 @@ fn main() {
             Ok(m) => m,
             Err(e) => {
                 let at = e.location(&c.text).map(|l| origin_of(&c, l.offset as usize)).unwrap_or_default();
-                fail(&format!("{at}: {}\n{}", e.message(), e.emit_to_string(&c.text)));
+                fail(&format!(
+                    "{at}: {}\n(the report below numbers lines of the composed shader)\n{}",
+                    e.message(),
+                    e.emit_to_string(&c.text)
+                ));
             }
         };
         let info = match naga::valid::Validator::new(
@@ -98,7 +117,11 @@ fn main() {
             Ok(i) => i,
             Err(e) => {
                 let at = e.location(&c.text).map(|l| origin_of(&c, l.offset as usize)).unwrap_or_default();
-                fail(&format!("{at}: {}\n{}", e.as_inner(), e.emit_to_string(&c.text)));
+                fail(&format!(
+                    "{at}: {}\n(the report below numbers lines of the composed shader)\n{}",
+                    chain(e.as_inner()),
+                    e.emit_to_string(&c.text)
+                ));
             }
         };
         let mut layouter = naga::proc::Layouter::default();
