@@ -174,3 +174,58 @@ fn embeds_in_an_application_owned_wgpu_device() {
     queue.write_buffer(&own, 0, &[0u8; 16]);
     queue.submit([]);
 }
+
+/// A chain of eager ops captured once: intermediates dropped inside the capture share memory, the
+/// replay recomputes from the current input, and the memory plan is known before the first replay.
+#[test]
+fn capture_plans_memory_and_replays_with_new_inputs() {
+    let mut devs = vec![cpu()];
+    devs.extend(gpu());
+    let mut rng = Rng::new(seed());
+    let n = 100_000;
+    let x0 = rng.vec(n, -2.0, 2.0);
+    let x1 = rng.vec(n, -2.0, 2.0);
+    let mut outs = Vec::new();
+    for d in &devs {
+        let x = Tensor::from_f32(d, &[n], &x0).unwrap();
+        let (y, rec) = d
+            .capture(|| {
+                let mut t = ew::unary(d, Unary::Tanh, &x)?;
+                for _ in 0..6 {
+                    t = ew::scalar(d, ew::Binary::Mul, &t, 1.1, false)?; // the previous `t` dies here
+                }
+                ew::unary(d, Unary::Exp, &t)
+            })
+            .unwrap();
+        // 8 tensors of 400 kB were made, at most 2 are live at once.
+        let bytes = (n * 4) as u64;
+        assert_eq!(rec.planned_peak_bytes, 2 * bytes, "{}", d.name());
+        assert!(rec.allocated_bytes as f64 <= 1.2 * rec.planned_peak_bytes as f64, "{}", rec.allocated_bytes);
+        assert!(matches!(d.write(&x.buf, &x0), Ok(())));
+        // Nothing ran during the capture: y is only written by replays.
+        d.replay(&rec).unwrap();
+        let first = y.to_f32(d).unwrap();
+        d.write(&x.buf, &x1).unwrap();
+        d.replay(&rec).unwrap();
+        let second = y.to_f32(d).unwrap();
+        let want = |x: &[f32]| -> Vec<f32> { x.iter().map(|v| (v.tanh() * 1.1f32.powi(6)).exp()).collect() };
+        assert_close("replay 1", &first, &want(&x0), 1e-4, 1e-4);
+        assert_close("replay 2", &second, &want(&x1), 1e-4, 1e-4);
+        outs.push(second);
+    }
+    if outs.len() == 2 {
+        assert_close("gpu vs cpu", &outs[1], &outs[0], 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn uploads_and_downloads_inside_a_capture_are_errors() {
+    let d = Device::cpu();
+    let x = Tensor::from_f32(&d, &[2], &[1.0, 2.0]).unwrap();
+    let r = d.capture(|| Tensor::from_f32(&d, &[1], &[1.0]));
+    assert!(r.unwrap_err().to_string().contains("uploads cannot be captured"));
+    let r = d.capture(|| x.to_f32(&d));
+    assert!(r.unwrap_err().to_string().contains("downloads cannot be captured"));
+    // The device is usable again afterwards.
+    assert_eq!(x.to_f32(&d).unwrap(), vec![1.0, 2.0]);
+}

@@ -1,43 +1,20 @@
 //! The wgpu engine: device creation with the adapter's own limits, a pipeline cache (one pipeline per
-//! entry point, made on first use), a storage-buffer pool reused across steps, batched eager work, and
-//! prepared recordings replayed with one submission.
+//! entry point, made on first use), batched eager work, and prepared recordings replayed with one
+//! submission. Buffer pooling is the device layer's (device/mod.rs), shared with the CPU engine.
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::device::{Counters, Dispatch, Store};
+use crate::device::{Counters, Raw, RawDispatch};
 use crate::error::{Error, Result};
 use crate::kernels::{BindingKind, EntryInfo, Kernel};
-
-pub(crate) type RawBuffer = wgpu::Buffer;
-
-fn raw_of(b: &crate::device::Buffer) -> &wgpu::Buffer {
-    match &b.inner.store {
-        Store::Gpu(raw) => raw,
-        Store::Cpu(_) => unreachable!("dispatches are validated to hold this device's buffers"),
-    }
-}
 
 pub(crate) struct Pipe {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
     params_size: u64,
-}
-
-/// Free storage buffers by size class. A class is the requested size rounded up to one of four steps
-/// per power of two (at most 19% slack), so buffers of nearby sizes are shared.
-#[derive(Default)]
-struct Pool {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
-}
-
-fn size_class(bytes: u64) -> u64 {
-    let bytes = bytes.max(256);
-    let top = 63 - bytes.leading_zeros() as u64; // floor(log2)
-    let step = 1u64 << top.saturating_sub(2);
-    bytes.div_ceil(step) * step
 }
 
 /// Eager work waiting for the next submission. Dispatches hold raw wgpu buffers, not tigel `Buffer`s:
@@ -56,7 +33,6 @@ pub(crate) struct GpuEngine {
     pub timestamps: bool,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipes: Mutex<HashMap<(&'static str, &'static str), Arc<Pipe>>>,
-    pool: Mutex<Pool>,
     pending: Mutex<Vec<Op>>,
     arena: Mutex<Option<wgpu::Buffer>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -113,7 +89,6 @@ impl GpuEngine {
             timestamps,
             modules: Mutex::default(),
             pipes: Mutex::default(),
-            pool: Mutex::default(),
             pending: Mutex::default(),
             arena: Mutex::default(),
             errors,
@@ -134,39 +109,22 @@ impl GpuEngine {
         }
     }
 
-    pub fn alloc(&self, bytes: u64) -> Result<wgpu::Buffer> {
-        let max = self.max_buffer_bytes();
-        if bytes > max {
-            let limit_name = if self.limits.max_buffer_size < self.limits.max_storage_buffer_binding_size as u64 {
-                "max_buffer_size"
-            } else {
-                "max_storage_buffer_binding_size"
-            };
-            return Err(Error::LimitExceeded {
-                what: format!("a buffer of {bytes} bytes"),
-                requested: bytes,
-                limit_name,
-                limit: max,
-            });
+    pub fn max_buffer_limit_name(&self) -> &'static str {
+        if self.limits.max_buffer_size < self.limits.max_storage_buffer_binding_size as u64 {
+            "max_buffer_size"
+        } else {
+            "max_storage_buffer_binding_size"
         }
-        let class = size_class(bytes).min(max.max(bytes));
-        if let Some(b) = self.pool.lock().unwrap().free.get_mut(&class).and_then(|v| v.pop()) {
-            return Ok(b);
-        }
-        self.counters.buffers_created.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes_allocated.fetch_add(class, Ordering::Relaxed);
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("tigel storage"),
-            size: class,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        }))
     }
 
-    /// Returns a buffer to the pool. Safe to reuse at once: every use of it is already submitted or
-    /// still pending behind it in queue order (pending dispatches hold their buffers alive).
-    pub fn release(&self, b: wgpu::Buffer) {
-        self.pool.lock().unwrap().free.entry(b.size()).or_default().push(b);
+    /// A new storage buffer of `bytes` (the device layer has checked the limits and pools the result).
+    pub fn create_buffer(&self, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tigel storage"),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
     }
 
     pub fn write(&self, raw: &wgpu::Buffer, bytes: &[u8]) -> Result<()> {
@@ -175,10 +133,6 @@ impl GpuEngine {
         self.flush()?;
         self.queue.write_buffer(raw, 0, bytes);
         Ok(())
-    }
-
-    pub fn fill_words(&self, raw: &wgpu::Buffer, words: usize, value: u32) {
-        let _ = self.write(raw, bytemuck::cast_slice(&vec![value; words]));
     }
 
     fn module(&self, shader: &'static str) -> Result<wgpu::ShaderModule> {
@@ -285,11 +239,11 @@ impl GpuEngine {
         Ok(p)
     }
 
-    pub fn enqueue(&self, d: Dispatch) -> Result<()> {
+    pub fn enqueue(&self, d: RawDispatch) -> Result<()> {
         let pipe = self.pipe(d.kernel)?;
-        let mut params = d.params;
+        let mut params = d.params.clone();
         params.resize(pipe.params_size as usize, 0);
-        let buffers = d.buffers.iter().map(|b| (raw_of(b).clone(), b.words().max(1) as u64 * 4)).collect();
+        let buffers = gpu_buffers(&d);
         self.pending.lock().unwrap().push(Op::Dispatch { pipe, params, buffers, groups: d.groups });
         Ok(())
     }
@@ -424,7 +378,7 @@ impl GpuEngine {
         Ok(PendingRead::start(self.device.clone(), staging, words))
     }
 
-    pub fn prepare(&self, dispatches: &[Dispatch]) -> Result<Prepared> {
+    pub fn prepare(&self, dispatches: &[RawDispatch]) -> Result<Prepared> {
         let pipes = dispatches.iter().map(|d| self.pipe(d.kernel)).collect::<Result<Vec<_>>>()?;
         let padded: Vec<Vec<u8>> = dispatches
             .iter()
@@ -447,8 +401,7 @@ impl GpuEngine {
             .zip(&pipes)
             .zip(&offsets)
             .map(|((d, p), &off)| {
-                let bufs: Vec<_> = d.buffers.iter().map(|b| (raw_of(b).clone(), b.words().max(1) as u64 * 4)).collect();
-                self.bind_group(p, uniform.as_ref().expect("every kernel has params"), off as u64, &bufs)
+                self.bind_group(p, uniform.as_ref().expect("every kernel has params"), off as u64, &gpu_buffers(d))
             })
             .collect();
         let timer = self.timestamps.then(|| {
@@ -494,7 +447,7 @@ impl GpuEngine {
         }
     }
 
-    pub fn replay(&self, p: &Prepared, _timed: Option<()>) -> Result<()> {
+    pub fn replay(&self, p: &Prepared) -> Result<()> {
         self.submit(Some(p))
     }
 
@@ -521,6 +474,17 @@ impl GpuEngine {
         let period_ns = self.queue.get_timestamp_period() as f64;
         Ok(ts[1].saturating_sub(ts[0]) as f64 * period_ns * 1e-9)
     }
+}
+
+/// The (buffer, bytes bound) pairs of a dispatch.
+fn gpu_buffers(d: &RawDispatch) -> Vec<(wgpu::Buffer, u64)> {
+    d.buffers
+        .iter()
+        .map(|(raw, words)| match raw {
+            Raw::Gpu(b) => (b.clone(), (*words).max(1) as u64 * 4),
+            Raw::Cpu(_) => unreachable!("validated: GPU buffers on the GPU engine"),
+        })
+        .collect()
 }
 
 /// A buffer copy on its way to the host.

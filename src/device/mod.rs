@@ -7,13 +7,20 @@
 //! dispatches are batched and submitted together at the next `flush` (or any download); a `Recording`
 //! is a fixed list of dispatches prepared once (pipelines, bind groups, uniform data) and replayed with a
 //! single queue submission each time, which is how training steps run.
+//!
+//! Memory: buffers come from a pool of size classes on both engines. `Device::capture` runs ordinary
+//! eager code once with dispatches recorded instead of run and allocations served from a pool private to
+//! the capture: a tensor dropped during the capture frees its memory for later tensors of the same
+//! capture (the recording's order makes that safe), so the capture's own buffers are the memory plan of
+//! the step, and its peak is known before the first replay.
 
 pub mod adapter;
 pub mod cpu;
 pub mod gpu;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::kernels::{BindingKind, Kernel};
@@ -66,6 +73,64 @@ pub(crate) struct DeviceInner {
     pub poison: AtomicBool,
     pub counters: Arc<Counters>,
     pub note: String,
+    pools: Mutex<Pools>,
+}
+
+impl DeviceInner {
+    fn new(engine: Engine, counters: Arc<Counters>, note: String) -> Arc<DeviceInner> {
+        Arc::new(DeviceInner { engine, poison: AtomicBool::new(false), counters, note, pools: Mutex::default() })
+    }
+}
+
+/// The memory behind a `Buffer`, shareable without keeping the `Buffer` (and so its pool slot) alive.
+#[derive(Clone)]
+pub(crate) enum Raw {
+    Cpu(Arc<RwLock<Vec<u32>>>),
+    Gpu(wgpu::Buffer),
+}
+
+impl Raw {
+    fn capacity(&self) -> u64 {
+        match self {
+            Raw::Cpu(v) => v.read().unwrap().len() as u64 * 4,
+            Raw::Gpu(b) => b.size(),
+        }
+    }
+}
+
+/// A dispatch as the engines run it: raw buffers with their lengths in words, plus handles on the
+/// buffers that must outlive it (those not owned by the capture or recording that holds it).
+pub(crate) struct RawDispatch {
+    pub kernel: &'static Kernel,
+    pub params: Vec<u8>,
+    pub buffers: Vec<(Raw, usize)>,
+    pub groups: [u32; 3],
+    _keep: Vec<Buffer>,
+}
+
+/// Size classes: the byte count rounded up to one of four steps per power of two (at most 19% slack),
+/// so buffers of nearby sizes share a free list.
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    let bytes = bytes.max(256);
+    let top = 63 - bytes.leading_zeros() as u64;
+    let step = 1u64 << top.saturating_sub(2);
+    bytes.div_ceil(step) * step
+}
+
+#[derive(Default)]
+struct Pools {
+    free: HashMap<u64, Vec<Raw>>,
+    capture: Option<Capture>,
+    next_capture: u64,
+}
+
+struct Capture {
+    id: u64,
+    free: HashMap<u64, Vec<Raw>>,
+    owned: Vec<Raw>,
+    dispatches: Vec<RawDispatch>,
+    live: u64,
+    peak: u64,
 }
 
 /// A compute device: cheap to clone, shareable across threads.
@@ -108,14 +173,7 @@ impl Device {
     }
 
     fn cpu_with_note(note: String) -> Device {
-        Device {
-            inner: Arc::new(DeviceInner {
-                engine: Engine::Cpu,
-                poison: AtomicBool::new(false),
-                counters: Arc::default(),
-                note,
-            }),
-        }
+        Device { inner: DeviceInner::new(Engine::Cpu, Arc::default(), note) }
     }
 
     /// Chooses a backend (see `BackendChoice`), honouring `TIGEL_ADAPTER=substring`. The returned
@@ -132,14 +190,7 @@ impl Device {
             adapter::Chosen::Gpu { adapter, note } => {
                 let counters = Arc::new(Counters::default());
                 let engine = gpu::GpuEngine::from_adapter(&adapter, counters.clone())?;
-                Ok(Device {
-                    inner: Arc::new(DeviceInner {
-                        engine: Engine::Gpu(engine),
-                        poison: AtomicBool::new(false),
-                        counters,
-                        note,
-                    }),
-                })
+                Ok(Device { inner: DeviceInner::new(Engine::Gpu(engine), counters, note) })
             }
         }
     }
@@ -160,14 +211,7 @@ impl Device {
         let counters = Arc::new(Counters::default());
         let note = format!("backend: {:?} on application device `{}`", info.backend, info.name);
         let engine = gpu::GpuEngine::new(device, queue, info, counters.clone());
-        Ok(Device {
-            inner: Arc::new(DeviceInner {
-                engine: Engine::Gpu(engine),
-                poison: AtomicBool::new(false),
-                counters,
-                note,
-            }),
-        })
+        Ok(Device { inner: DeviceInner::new(Engine::Gpu(engine), counters, note) })
     }
 
     /// One line saying which backend and adapter this device runs on, and why it was chosen.
@@ -252,30 +296,57 @@ impl Device {
     /// A buffer of `words` 32-bit words. Contents are unspecified (poison when poisoning is on).
     pub fn alloc(&self, words: usize) -> Result<Buffer> {
         let bytes = (words.max(1) * 4) as u64;
-        let poison = self.inner.poison.load(Ordering::Relaxed);
-        let store = match &self.inner.engine {
-            Engine::Cpu => {
-                if bytes > self.max_buffer_bytes() {
-                    return Err(Error::LimitExceeded {
-                        what: format!("a buffer of {words} words"),
-                        requested: bytes,
-                        limit_name: "cpu max buffer",
-                        limit: self.max_buffer_bytes(),
-                    });
-                }
-                self.inner.counters.buffers_created.fetch_add(1, Ordering::Relaxed);
-                let fill = if poison { POISON } else { 0 };
-                Store::Cpu(RwLock::new(vec![fill; words.max(1)]))
+        let max = self.max_buffer_bytes();
+        if bytes > max {
+            let limit_name = match &self.inner.engine {
+                Engine::Cpu => "cpu_max_buffer_bytes",
+                Engine::Gpu(g) => g.max_buffer_limit_name(),
+            };
+            return Err(Error::LimitExceeded {
+                what: format!("a buffer of {words} words ({bytes} bytes)"),
+                requested: bytes,
+                limit_name,
+                limit: max,
+            });
+        }
+        let class = size_class(bytes).min(max);
+        let mut pools = self.inner.pools.lock().unwrap();
+        let (raw, stamp) = match pools.capture.as_mut() {
+            Some(c) => {
+                let raw = match c.free.get_mut(&class).and_then(|v| v.pop()) {
+                    Some(r) => r,
+                    None => {
+                        let r = self.create_raw(class);
+                        c.owned.push(r.clone());
+                        r
+                    }
+                };
+                c.live += bytes;
+                c.peak = c.peak.max(c.live);
+                (raw, c.id)
             }
-            Engine::Gpu(g) => {
-                let raw = g.alloc(bytes)?;
-                if poison {
-                    g.fill_words(&raw, words.max(1), POISON);
-                }
-                Store::Gpu(raw)
-            }
+            None => match pools.free.get_mut(&class).and_then(|v| v.pop()) {
+                Some(r) => (r, 0),
+                None => (self.create_raw(class), 0),
+            },
         };
-        Ok(Buffer { inner: Arc::new(BufInner { words, store, device: Arc::downgrade(&self.inner) }) })
+        let capturing = pools.capture.is_some();
+        drop(pools);
+        let buf =
+            Buffer { inner: Arc::new(BufInner { words, raw, class, stamp, device: Arc::downgrade(&self.inner) }) };
+        if self.inner.poison.load(Ordering::Relaxed) && !capturing {
+            self.write(&buf, &vec![POISON; words.max(1)])?;
+        }
+        Ok(buf)
+    }
+
+    fn create_raw(&self, class: u64) -> Raw {
+        self.inner.counters.buffers_created.fetch_add(1, Ordering::Relaxed);
+        self.inner.counters.bytes_allocated.fetch_add(class, Ordering::Relaxed);
+        match &self.inner.engine {
+            Engine::Cpu => Raw::Cpu(Arc::new(RwLock::new(vec![0; (class / 4) as usize]))),
+            Engine::Gpu(g) => Raw::Gpu(g.create_buffer(class)),
+        }
     }
 
     /// A buffer holding `data`.
@@ -292,67 +363,103 @@ impl Device {
         Ok(buf)
     }
 
+    fn capturing(&self) -> bool {
+        self.inner.pools.lock().unwrap().capture.is_some()
+    }
+
     /// Overwrites the start of `buf` with `data`, in order with the work already issued.
     pub fn write<T: bytemuck::Pod>(&self, buf: &Buffer, data: &[T]) -> Result<()> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        if bytes.len() > buf.words() * 4 || bytes.len() % 4 != 0 {
+        if bytes.len() > buf.words().max(1) * 4 || bytes.len() % 4 != 0 {
             return Err(Error::invalid(
                 "write",
                 format!("{} bytes do not fit a buffer of {} words", bytes.len(), buf.words()),
             ));
         }
-        match (&self.inner.engine, &buf.inner.store) {
-            (Engine::Cpu, Store::Cpu(v)) => {
+        if self.capturing() {
+            return Err(Error::invalid(
+                "write",
+                "uploads cannot be captured: make inputs and constants before capture",
+            ));
+        }
+        self.check_owner("write", buf)?;
+        match (&self.inner.engine, &buf.inner.raw) {
+            (Engine::Cpu, Raw::Cpu(v)) => {
                 let mut v = v.write().unwrap();
                 bytemuck::cast_slice_mut::<u32, u8>(&mut v)[..bytes.len()].copy_from_slice(bytes);
                 Ok(())
             }
-            (Engine::Gpu(g), Store::Gpu(raw)) => g.write(raw, bytes),
+            (Engine::Gpu(g), Raw::Gpu(raw)) => g.write(raw, bytes),
             _ => Err(Error::invalid("write", "buffer belongs to another device")),
         }
     }
 
-    /// Issues one dispatch. On the CPU backend it runs now; on a GPU it is batched until the next flush.
-    pub fn dispatch(&self, d: Dispatch) -> Result<()> {
-        self.validate(&d)?;
-        self.inner.counters.dispatches.fetch_add(1, Ordering::Relaxed);
-        match &self.inner.engine {
-            Engine::Cpu => run_cpu(&d),
-            Engine::Gpu(g) => g.enqueue(d),
+    fn check_owner(&self, op: &'static str, b: &Buffer) -> Result<()> {
+        if b.inner.device.ptr_eq(&Arc::downgrade(&self.inner)) {
+            Ok(())
+        } else {
+            Err(Error::invalid(op, "buffer belongs to another device"))
         }
     }
 
-    /// Submits batched work (no-op on the CPU backend). Never waits.
+    /// Issues one dispatch. On the CPU backend it runs now; on a GPU it is batched until the next flush.
+    /// During a capture it is recorded instead.
+    pub fn dispatch(&self, d: Dispatch) -> Result<()> {
+        self.validate(&d)?;
+        let capture = self.inner.pools.lock().unwrap().capture.as_ref().map(|c| c.id);
+        if let Some(id) = capture {
+            // Converted outside the lock: it may drop the last handle on a buffer, whose release locks.
+            let rd = to_raw(d, Some(id));
+            if let Some(c) = self.inner.pools.lock().unwrap().capture.as_mut() {
+                c.dispatches.push(rd);
+            }
+            return Ok(());
+        }
+        self.inner.counters.dispatches.fetch_add(1, Ordering::Relaxed);
+        let rd = to_raw(d, None);
+        match &self.inner.engine {
+            Engine::Cpu => {
+                run_cpu(&rd);
+                Ok(())
+            }
+            Engine::Gpu(g) => g.enqueue(rd),
+        }
+    }
+
+    /// Submits batched work (no-op on the CPU backend and during a capture). Never waits.
     pub fn flush(&self) -> Result<()> {
         match &self.inner.engine {
-            Engine::Cpu => Ok(()),
-            Engine::Gpu(g) => g.flush(),
+            Engine::Gpu(g) if !self.capturing() => g.flush(),
+            _ => Ok(()),
         }
     }
 
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
         match &self.inner.engine {
-            Engine::Cpu => Ok(()),
-            Engine::Gpu(g) => {
+            Engine::Gpu(g) if !self.capturing() => {
                 g.flush()?;
                 self.inner.counters.blocking_waits.fetch_add(1, Ordering::Relaxed);
                 g.wait()
             }
+            _ => Ok(()),
         }
     }
 
     /// Starts reading `buf` back. The copy is ordered after all work issued so far; the returned handle
     /// is polled with `ready()` or waited on with `wait()`.
     pub fn download(&self, buf: &Buffer) -> Result<Download> {
-        match (&self.inner.engine, &buf.inner.store) {
-            (Engine::Cpu, Store::Cpu(v)) => Ok(Download {
-                state: DownloadState::Ready(v.read().unwrap()[..buf.words()].to_vec()),
-                counters: self.inner.counters.clone(),
-            }),
-            (Engine::Gpu(g), Store::Gpu(raw)) => {
-                let p = g.download(raw, buf.words())?;
-                Ok(Download { state: DownloadState::Gpu(p), counters: self.inner.counters.clone() })
+        if self.capturing() {
+            return Err(Error::invalid("download", "downloads cannot be captured: read results after replay"));
+        }
+        self.check_owner("download", buf)?;
+        let counters = self.inner.counters.clone();
+        match (&self.inner.engine, &buf.inner.raw) {
+            (Engine::Cpu, Raw::Cpu(v)) => {
+                Ok(Download { state: DownloadState::Ready(v.read().unwrap()[..buf.words()].to_vec()), counters })
+            }
+            (Engine::Gpu(g), Raw::Gpu(raw)) => {
+                Ok(Download { state: DownloadState::Gpu(g.download(raw, buf.words())?), counters })
             }
             _ => Err(Error::invalid("download", "buffer belongs to another device")),
         }
@@ -373,20 +480,61 @@ impl Device {
         for d in &dispatches {
             self.validate(d)?;
         }
+        let raw = dispatches.into_iter().map(|d| to_raw(d, None)).collect();
+        self.finish_recording(raw, Vec::new(), 0)
+    }
+
+    /// Runs `f` once with every dispatch recorded rather than run and every allocation served from a
+    /// pool private to this capture, and returns `f`'s result with the recording. Tensors that `f`
+    /// drops free their memory for later tensors of the capture; tensors it returns stay valid and are
+    /// written by each replay. Uploads and downloads inside `f` are errors.
+    pub fn capture<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Recording)> {
+        self.flush()?;
+        {
+            let mut pools = self.inner.pools.lock().unwrap();
+            if pools.capture.is_some() {
+                return Err(Error::invalid("capture", "a capture is already running on this device"));
+            }
+            pools.next_capture += 1;
+            let id = pools.next_capture;
+            pools.capture =
+                Some(Capture { id, free: HashMap::new(), owned: Vec::new(), dispatches: Vec::new(), live: 0, peak: 0 });
+        }
+        let out = f();
+        let c = self.inner.pools.lock().unwrap().capture.take().expect("capture state");
+        let out = out?;
+        let rec = self.finish_recording(c.dispatches, c.owned, c.peak)?;
+        Ok((out, rec))
+    }
+
+    fn finish_recording(&self, dispatches: Vec<RawDispatch>, owned: Vec<Raw>, peak: u64) -> Result<Recording> {
         let gpu = match &self.inner.engine {
             Engine::Cpu => None,
             Engine::Gpu(g) => Some(g.prepare(&dispatches)?),
         };
-        Ok(Recording { dispatches, gpu })
+        let allocated = owned.iter().map(Raw::capacity).sum();
+        Ok(Recording {
+            dispatches,
+            gpu,
+            _owned: owned,
+            planned_peak_bytes: peak,
+            allocated_bytes: allocated,
+            device: Arc::downgrade(&self.inner),
+        })
     }
 
     /// Runs a recording: on a GPU, one command buffer and one submission, no wait.
     pub fn replay(&self, rec: &Recording) -> Result<()> {
+        if !rec.device.ptr_eq(&Arc::downgrade(&self.inner)) {
+            return Err(Error::invalid("replay", "recording was made on another device"));
+        }
         self.inner.counters.dispatches.fetch_add(rec.dispatches.len() as u64, Ordering::Relaxed);
         match (&self.inner.engine, &rec.gpu) {
-            (Engine::Cpu, _) => rec.dispatches.iter().try_for_each(run_cpu),
-            (Engine::Gpu(g), Some(p)) => g.replay(p, None),
-            _ => Err(Error::invalid("replay", "recording was made on another device")),
+            (Engine::Gpu(g), Some(p)) => g.replay(p),
+            _ => {
+                rec.dispatches.iter().for_each(run_cpu);
+                Ok(())
+            }
         }
     }
 
@@ -463,45 +611,59 @@ impl Device {
     }
 }
 
-fn run_cpu(d: &Dispatch) -> Result<()> {
-    let info = d.kernel.info()?;
+/// Converts a validated dispatch to raw form. Buffers stamped with `capture` belong to that capture
+/// (its recording owns their memory); any other buffer is kept alive by the dispatch itself.
+fn to_raw(d: Dispatch, capture: Option<u64>) -> RawDispatch {
+    let buffers = d.buffers.iter().map(|b| (b.inner.raw.clone(), b.words())).collect();
+    let keep = d.buffers.into_iter().filter(|b| capture.is_none_or(|id| b.inner.stamp != id)).collect();
+    RawDispatch { kernel: d.kernel, params: d.params, buffers, groups: d.groups, _keep: keep }
+}
+
+fn run_cpu(d: &RawDispatch) {
+    let info = d.kernel.info().expect("validated");
     let mut reads = Vec::new();
     let mut writes = Vec::new();
-    for (b, bi) in d.buffers.iter().zip(&info.bindings[1..]) {
-        let Store::Cpu(v) = &b.inner.store else {
-            return Err(Error::invalid("dispatch", "GPU buffer on the CPU backend"));
-        };
+    for ((raw, words), bi) in d.buffers.iter().zip(&info.bindings[1..]) {
+        let Raw::Cpu(v) = raw else { unreachable!("validated: CPU buffers on the CPU backend") };
         match bi.kind {
-            BindingKind::StorageReadWrite => writes.push(v.write().unwrap()),
-            _ => reads.push(v.read().unwrap()),
+            BindingKind::StorageReadWrite => writes.push((v.write().unwrap(), (*words).max(1))),
+            _ => reads.push((v.read().unwrap(), (*words).max(1))),
         }
     }
     let mut args = crate::kernels::CpuArgs {
         params: &d.params,
-        ins: reads.iter().map(|g| &g[..]).collect(),
-        outs: writes.iter_mut().map(|g| &mut g[..]).collect(),
+        ins: reads.iter().map(|(g, n)| &g[..*n]).collect(),
+        outs: writes.iter_mut().map(|(g, n)| &mut g[..*n]).collect(),
     };
     (d.kernel.cpu)(&mut args);
-    Ok(())
-}
-
-pub(crate) enum Store {
-    Cpu(RwLock<Vec<u32>>),
-    Gpu(gpu::RawBuffer),
 }
 
 pub(crate) struct BufInner {
     words: usize,
-    pub(crate) store: Store,
+    pub(crate) raw: Raw,
+    class: u64,
+    /// The capture that allocated this buffer (0: none).
+    stamp: u64,
     device: std::sync::Weak<DeviceInner>,
 }
 
 impl Drop for BufInner {
     fn drop(&mut self) {
-        if let (Store::Gpu(raw), Some(dev)) = (&self.store, self.device.upgrade()) {
-            if let Engine::Gpu(g) = &dev.engine {
-                g.release(raw.clone());
+        let Some(dev) = self.device.upgrade() else { return };
+        let mut pools = dev.pools.lock().unwrap();
+        if self.stamp == 0 {
+            // Safe to reuse at once: every use of this memory is already submitted or pending ahead of
+            // any later use in queue order (pending work holds raw handles, not this buffer).
+            pools.free.entry(self.class).or_default().push(self.raw.clone());
+            return;
+        }
+        match pools.capture.as_mut() {
+            Some(c) if c.id == self.stamp => {
+                c.live -= (self.words.max(1) * 4) as u64;
+                c.free.entry(self.class).or_default().push(self.raw.clone());
             }
+            // The capture ended: its recording owns this memory; it is freed with the recording.
+            _ => {}
         }
     }
 }
@@ -527,10 +689,24 @@ impl Buffer {
     }
 }
 
-/// A prepared list of dispatches (see `Device::record`).
+/// A prepared list of dispatches (see `Device::record` and `Device::capture`).
 pub struct Recording {
-    pub(crate) dispatches: Vec<Dispatch>,
-    pub(crate) gpu: Option<gpu::Prepared>,
+    dispatches: Vec<RawDispatch>,
+    gpu: Option<gpu::Prepared>,
+    /// Memory allocated inside the capture: freed with the recording, never returned to the pool, since
+    /// tensors that the capture returned may still use it.
+    _owned: Vec<Raw>,
+    /// Largest sum of live tensor sizes during the capture (bytes).
+    pub planned_peak_bytes: u64,
+    /// Bytes of buffers the capture allocated (size classes and reuse gaps included).
+    pub allocated_bytes: u64,
+    device: std::sync::Weak<DeviceInner>,
+}
+
+impl std::fmt::Debug for Recording {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Recording({} dispatches, planned peak {} B)", self.dispatches.len(), self.planned_peak_bytes)
+    }
 }
 
 impl Recording {
