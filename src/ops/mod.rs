@@ -3,11 +3,16 @@
 //! the `Kernel` definitions tying entry points to CPU twins, and the functions users call.
 
 pub mod elementwise;
+pub mod layout;
 
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::{groups_1d, Kernel};
 use crate::tensor::{DType, Tensor};
+
+/// Every kernel of every family (tests and tools walk this list).
+pub static ALL_KERNELS: &[&Kernel] =
+    &[&layout::COPY, &layout::FILL, &layout::PERMUTE, &layout::TRANSPOSE_TILED, &layout::REGION];
 
 pub(crate) fn want_dtype(op: &'static str, t: &Tensor, want: DType) -> Result<()> {
     if t.dtype != want {
