@@ -3,11 +3,23 @@
 //! the `Kernel` definitions tying entry points to CPU twins, and the functions users call.
 
 pub mod elementwise;
+pub mod reduce;
+pub mod softmax;
 
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::{groups_1d, Kernel};
 use crate::tensor::{DType, Tensor};
+
+/// Every kernel the ops dispatch (for warming pipelines and checking entry points against a device).
+pub static ALL_KERNELS: &[&Kernel] = &[
+    &elementwise::UNARY,
+    &elementwise::BINARY,
+    &elementwise::SCALAR,
+    &reduce::REDUCE_ROWS,
+    &reduce::REDUCE_STRIDED,
+    &softmax::SOFTMAX_ROWS,
+];
 
 pub(crate) fn want_dtype(op: &'static str, t: &Tensor, want: DType) -> Result<()> {
     if t.dtype != want {
