@@ -1,17 +1,67 @@
-//! Every `#[repr(C)]` params struct has the size naga computes for its WGSL twin.
+//! Every `#[repr(C)]` params struct has the size naga computes for its WGSL twin, and every WGSL entry
+//! point has a `Kernel` (and so a CPU twin) in `ops::ALL_KERNELS`.
+use std::mem::size_of;
+use tigel::kernels::{struct_size, SHADERS};
+
+macro_rules! check {
+    ($family:literal, $($ty:ident),+) => {
+        $(
+            assert_eq!(
+                size_of::<$ty>() as u32,
+                struct_size($family, stringify!($ty)).unwrap_or_else(|| panic!("no struct {} in {}.wgsl", stringify!($ty), $family)),
+                "{}::{} differs from its WGSL twin",
+                $family,
+                stringify!($ty)
+            );
+        )+
+    };
+}
+
+#[test]
+fn params_elementwise_match_naga() {
+    use tigel::ops::elementwise::*;
+    check!("elementwise", UnaryParams, BinaryParams, ScalarParams);
+}
 
 #[test]
 fn params_layout_match_naga() {
     use tigel::ops::layout::*;
-    assert_eq!(std::mem::size_of::<CopyParams>() as u32, tigel::kernels::struct_size("layout", "CopyParams").unwrap());
-    assert_eq!(std::mem::size_of::<FillParams>() as u32, tigel::kernels::struct_size("layout", "FillParams").unwrap());
-    assert_eq!(
-        std::mem::size_of::<PermuteParams>() as u32,
-        tigel::kernels::struct_size("layout", "PermuteParams").unwrap()
-    );
-    assert_eq!(std::mem::size_of::<TileParams>() as u32, tigel::kernels::struct_size("layout", "TileParams").unwrap());
-    assert_eq!(
-        std::mem::size_of::<RegionParams>() as u32,
-        tigel::kernels::struct_size("layout", "RegionParams").unwrap()
-    );
+    check!("layout", CopyParams, FillParams, PermuteParams, TileParams, RegionParams);
+}
+
+#[test]
+fn params_reduce_match_naga() {
+    use tigel::ops::reduce::*;
+    check!("reduce", ReduceParams);
+}
+
+#[test]
+fn params_softmax_match_naga() {
+    use tigel::ops::softmax::*;
+    check!("softmax", SoftmaxParams);
+}
+
+#[test]
+fn params_rng_match_naga() {
+    use tigel::ops::rng::*;
+    check!("rng", RngParams);
+}
+
+#[test]
+fn params_matmul_match_naga() {
+    use tigel::ops::matmul::*;
+    check!("matmul", MatmulParams);
+}
+
+#[test]
+fn every_entry_point_has_a_kernel_with_a_cpu_twin() {
+    let listed: Vec<(&str, &str)> = tigel::ops::ALL_KERNELS.iter().map(|k| (k.shader, k.entry)).collect();
+    for s in SHADERS {
+        for e in s.entries {
+            assert!(listed.contains(&(s.name, e.name)), "{}::{} has no Kernel in ops::ALL_KERNELS", s.name, e.name);
+        }
+    }
+    for k in tigel::ops::ALL_KERNELS {
+        k.info().unwrap_or_else(|e| panic!("{}: {e}", k.name()));
+    }
 }

@@ -4,15 +4,37 @@
 
 pub mod elementwise;
 pub mod layout;
+pub mod matmul;
+pub mod reduce;
+pub mod rng;
+pub mod softmax;
 
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::{groups_1d, Kernel};
 use crate::tensor::{DType, Tensor};
 
-/// Every kernel of every family (tests and tools walk this list).
-pub static ALL_KERNELS: &[&Kernel] =
-    &[&layout::COPY, &layout::FILL, &layout::PERMUTE, &layout::TRANSPOSE_TILED, &layout::REGION];
+/// Every kernel of every family (tests check that each WGSL entry point is here; tools walk it).
+pub static ALL_KERNELS: &[&Kernel] = &[
+    &elementwise::UNARY,
+    &elementwise::BINARY,
+    &elementwise::SCALAR,
+    &layout::COPY,
+    &layout::FILL,
+    &layout::PERMUTE,
+    &layout::TRANSPOSE_TILED,
+    &layout::REGION,
+    &matmul::MATMUL_TILED,
+    &matmul::MATMUL_TILED_VEC4,
+    &matmul::MATMUL_SMALL,
+    &reduce::REDUCE_ROWS,
+    &reduce::REDUCE_STRIDED,
+    &rng::BITS,
+    &rng::UNIFORM,
+    &rng::NORMAL,
+    &rng::PER_ELEMENT,
+    &softmax::SOFTMAX_ROWS,
+];
 
 pub(crate) fn want_dtype(op: &'static str, t: &Tensor, want: DType) -> Result<()> {
     if t.dtype != want {

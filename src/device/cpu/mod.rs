@@ -2,7 +2,12 @@
 //! running a whole dispatch on the host with rayon. Each file reads side by side with its shader.
 
 pub mod elementwise;
+pub mod gemm;
 pub mod layout;
+pub mod matmul;
+pub mod reduce;
+pub mod rng;
+pub mod softmax;
 
 use rayon::prelude::*;
 

@@ -1,0 +1,79 @@
+// Softmax and log-softmax along the last axis, numerically stable: the row max is subtracted before exp,
+// so the largest term is exp(0) = 1, nothing overflows and the sum is at least 1.
+//
+// One workgroup per row (rows fold into y past the per-dimension limit, as kernels::groups_1d with one
+// row per workgroup). Three passes over the row, each thread striding by the workgroup size:
+//   1. row max: per-thread max, then a tree reduction in workgroup memory;
+//   2. sum of exp(x - max): per-thread sums, then a tree reduction;
+//   3. write exp(x - max) / sum, or x - max - log(sum) for log-softmax.
+// Inputs are expected finite (WGSL comparisons with NaN are implementation-defined).
+//#include "common/index.wgsl"
+
+const WG: u32 = 256u;
+
+struct SoftmaxParams {
+    rows: u32,
+    len: u32,   // row length, >= 1
+    log: u32,   // 1: log-softmax
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> sp: SoftmaxParams;
+@group(0) @binding(1) var<storage, read> sx: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sout: array<f32>;
+
+var<workgroup> red: array<f32, WG>;
+
+@compute @workgroup_size(256)
+fn softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let row = flat_id(wid, nwg, 0u, 1u);
+    if row >= sp.rows { return; }  // uniform: the whole workgroup leaves together
+    let base = row * sp.len;
+    let len = sp.len;
+
+    // Pass 1: every thread starts from the row's first element, so threads past the end of a short row
+    // hold a real value and no -inf sentinel is needed.
+    var m = sx[base];
+    for (var k = lid; k < len; k += WG) {
+        m = max(m, sx[base + k]);
+    }
+    red[lid] = m;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if lid < s {
+            red[lid] = max(red[lid], red[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    m = red[0];
+    // Everyone has read the max before pass 2 reuses the scratch array.
+    workgroupBarrier();
+
+    // Pass 2.
+    var acc = 0.0;
+    for (var k = lid; k < len; k += WG) {
+        acc += exp(sx[base + k] - m);
+    }
+    red[lid] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if lid < s {
+            red[lid] = red[lid] + red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let sum = red[0];
+
+    // Pass 3.
+    if sp.log == 1u {
+        let ls = log(sum);
+        for (var k = lid; k < len; k += WG) {
+            sout[base + k] = (sx[base + k] - m) - ls;
+        }
+    } else {
+        for (var k = lid; k < len; k += WG) {
+            sout[base + k] = exp(sx[base + k] - m) / sum;
+        }
+    }
+}
