@@ -3,11 +3,16 @@
 //! the `Kernel` definitions tying entry points to CPU twins, and the functions users call.
 
 pub mod elementwise;
+pub mod rng;
 
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::{groups_1d, Kernel};
 use crate::tensor::{DType, Tensor};
+
+/// Every kernel of every family (for tests and tools that walk them all).
+pub static ALL_KERNELS: &[&Kernel] =
+    &[&elementwise::UNARY, &elementwise::BINARY, &elementwise::SCALAR, &rng::BITS, &rng::UNIFORM, &rng::NORMAL];
 
 pub(crate) fn want_dtype(op: &'static str, t: &Tensor, want: DType) -> Result<()> {
     if t.dtype != want {

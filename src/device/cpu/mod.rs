@@ -2,6 +2,7 @@
 //! running a whole dispatch on the host with rayon. Each file reads side by side with its shader.
 
 pub mod elementwise;
+pub mod rng;
 
 use rayon::prelude::*;
 
