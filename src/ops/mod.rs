@@ -11,8 +11,15 @@ use crate::kernels::{groups_1d, Kernel};
 use crate::tensor::{DType, Tensor};
 
 /// Every kernel of every family (for tests and tools that walk them all).
-pub static ALL_KERNELS: &[&Kernel] =
-    &[&elementwise::UNARY, &elementwise::BINARY, &elementwise::SCALAR, &rng::BITS, &rng::UNIFORM, &rng::NORMAL];
+pub static ALL_KERNELS: &[&Kernel] = &[
+    &elementwise::UNARY,
+    &elementwise::BINARY,
+    &elementwise::SCALAR,
+    &rng::BITS,
+    &rng::UNIFORM,
+    &rng::NORMAL,
+    &rng::PER_ELEMENT,
+];
 
 pub(crate) fn want_dtype(op: &'static str, t: &Tensor, want: DType) -> Result<()> {
     if t.dtype != want {
