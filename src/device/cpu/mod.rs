@@ -2,6 +2,8 @@
 //! running a whole dispatch on the host with rayon. Each file reads side by side with its shader.
 
 pub mod elementwise;
+pub mod gemm;
+pub mod matmul;
 
 use rayon::prelude::*;
 
