@@ -1,0 +1,269 @@
+// Batched matrix multiply: C[b] = alpha * op(A[b]) * op(B[b]) (+ C[b] when accumulate), every matrix
+// row-major, op = identity or transpose per operand. op(A) is M x K (stored [M,K], or [K,M] when
+// trans_a), op(B) is K x N (stored [K,N], or [N,K] when trans_b), C is M x N. Batch strides are in
+// elements; a stride of 0 reuses one matrix for the whole batch (a weight shared by every sample).
+//
+// Three entry points share one params struct; src/ops/matmul.rs (`choose_kernel`) picks one:
+//   matmul_tiled       64x64 C tile per workgroup, 16x16 threads with a 4x4 register block each,
+//                      K in steps of 16 through workgroup memory; any M, N, K (loads zero-fill).
+//   matmul_tiled_vec4  the same tiling with vec4 global loads and stores; needs the contiguous
+//                      dimension of each stored operand and N to be multiples of 4.
+//   matmul_small       one thread per element of C, for shapes where a 64x64 tile would mostly idle.
+//#include "common/index.wgsl"
+
+const TM: u32 = 64u;  // rows of C per workgroup
+const TN: u32 = 64u;  // columns of C per workgroup
+// Depth of one shared-memory step (a multiple of 16: the vec4 loads give each thread TK/16 vec4s).
+// 32 (unpadded, the whole 16 KiB WebGPU default) measured no faster on lavapipe; 16 keeps the tiles at
+// 8.5 KiB so more workgroups fit on a GPU core.
+const TK: u32 = 16u;
+// Row pitch of the shared tiles in vec4s: 16 vec4 hold 64 values, the extra one staggers rows across
+// memory banks so the transposing stores of a tile load do not all hit one bank.
+const PITCH: u32 = 17u;
+const SMALL_WG: u32 = 256u;
+
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    trans_a: u32,     // 1: A is stored [K,M]
+    trans_b: u32,     // 1: B is stored [N,K]
+    accumulate: u32,  // 1: C += alpha*A*B; 0: C = alpha*A*B (C is not read)
+    alpha: f32,
+    stride_a: u32,    // elements between batch matrices of A; 0 broadcasts
+    stride_b: u32,
+    stride_c: u32,
+    _pad: u32,
+}
+
+// Shared tiles, k-major: as_[kk*PITCH + i/4][i%4] = op(A)[m0+i, k0+kk], bs likewise for op(B)[k0+kk, n0+j],
+// so a thread reads its 4 rows (or 4 columns) for one kk as a single vec4.
+var<workgroup> as_: array<vec4<f32>, TK * PITCH>;
+var<workgroup> bs: array<vec4<f32>, TK * PITCH>;
+
+// The 4x4 block of C one thread accumulates: rI[j] = C[m0 + 4ty + I, n0 + 4tx + j] before alpha.
+// Named vectors rather than an array keep constant register indices on every driver (software
+// rasterisers spill dynamically indexed arrays to memory).
+struct Acc {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
+}
+
+// acc += the product of the two shared tiles, for this thread's block.
+fn multiply_tiles(acc_in: Acc, tx: u32, ty: u32) -> Acc {
+    var acc = acc_in;
+    for (var kk = 0u; kk < TK; kk++) {
+        let av = as_[kk * PITCH + ty];
+        let bv = bs[kk * PITCH + tx];
+        acc.r0 += av.x * bv;
+        acc.r1 += av.y * bv;
+        acc.r2 += av.z * bv;
+        acc.r3 += av.w * bv;
+    }
+    return acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul_tiled: scalar loads
+
+@group(0) @binding(0) var<uniform> p: MatmulParams;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let m0 = wid.y * TM;
+    let n0 = wid.x * TN;
+    let tx = lid3.x;  // columns n0 + 4*tx .. +3
+    let ty = lid3.y;  // rows m0 + 4*ty .. +3
+    let base_a = wid.z * p.stride_a;
+    let base_b = wid.z * p.stride_b;
+    // Element strides of op(A) and op(B) as stored: op(A)[i, kk] = a[base_a + i*sa.x + kk*sa.y].
+    let sa = select(vec2<u32>(p.k, 1u), vec2<u32>(1u, p.m), p.trans_a == 1u);
+    let sb = select(vec2<u32>(p.n, 1u), vec2<u32>(1u, p.k), p.trans_b == 1u);
+
+    var acc = Acc();
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        // Each tile holds 64*TK values, TK/4 per thread. Consecutive threads walk the stored operand's
+        // contiguous dimension so global reads coalesce: along kk when A is [M,K], along i when A is
+        // [K,M] (likewise for B). Out-of-range values load as 0, so partial tiles add nothing.
+        for (var t = 0u; t < TK / 4u; t++) {
+            let e = lid + t * 256u;
+            var i = e / TK;
+            var kk = e % TK;
+            if p.trans_a == 1u {
+                i = e % TM;
+                kk = e / TM;
+            }
+            var v = 0.0;
+            if m0 + i < p.m && k0 + kk < p.k {
+                v = a[base_a + (m0 + i) * sa.x + (k0 + kk) * sa.y];
+            }
+            as_[kk * PITCH + i / 4u][i % 4u] = v;
+
+            var j = e % TN;
+            var kb = e / TN;
+            if p.trans_b == 1u {
+                j = e / TK;
+                kb = e % TK;
+            }
+            var w = 0.0;
+            if k0 + kb < p.k && n0 + j < p.n {
+                w = b[base_b + (k0 + kb) * sb.x + (n0 + j) * sb.y];
+            }
+            bs[kb * PITCH + j / 4u][j % 4u] = w;
+        }
+        workgroupBarrier();
+        acc = multiply_tiles(acc, tx, ty);
+        workgroupBarrier();
+    }
+
+    let base_c = wid.z * p.stride_c;
+    let row = m0 + 4u * ty;
+    let col = n0 + 4u * tx;
+    store_row(base_c, row, col, acc.r0);
+    store_row(base_c, row + 1u, col, acc.r1);
+    store_row(base_c, row + 2u, col, acc.r2);
+    store_row(base_c, row + 3u, col, acc.r3);
+}
+
+// C[row, col..col+3] = alpha*v (+ C), the row and each column bounds-checked.
+fn store_row(base_c: u32, row: u32, col: u32, v: vec4<f32>) {
+    if row >= p.m { return; }
+    for (var j = 0u; j < 4u; j++) {
+        if col + j >= p.n { return; }
+        let at = base_c + row * p.n + col + j;
+        // The old C is read only when accumulating: a fresh output may hold anything (even NaN).
+        var old = 0.0;
+        if p.accumulate == 1u { old = c[at]; }
+        c[at] = p.alpha * v[j] + old;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul_tiled_vec4: the same tiling, global memory as vec4 (indices and strides below are in vec4s).
+// Preconditions (checked by the op layer): the stored row length of A (K, or M when trans_a), of B
+// (N, or K when trans_b) and N are multiples of 4, so a vec4 never straddles a row or the bounds.
+
+@group(0) @binding(0) var<uniform> p4: MatmulParams;
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> c4: array<vec4<f32>>;
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let m0 = wid.y * TM;
+    let n0 = wid.x * TN;
+    let tx = lid3.x;
+    let ty = lid3.y;
+    let base_a = wid.z * (p4.stride_a / 4u);
+    let base_b = wid.z * (p4.stride_b / 4u);
+
+    var acc = Acc();
+    for (var k0 = 0u; k0 < p4.k; k0 += TK) {
+        // Each tile holds 16*TK vec4s, TK/16 per thread.
+        for (var t = 0u; t < TK / 16u; t++) {
+            let e = lid + t * 256u;
+            if p4.trans_a == 1u {
+                // A stored [K,M]: the vec4 holds rows i..i+3 of one kk; lands whole in the k-major tile.
+                let iv = e % 16u;
+                let kk = e / 16u;
+                var v = vec4<f32>(0.0);
+                if k0 + kk < p4.k && m0 + 4u * iv < p4.m {
+                    v = a4[base_a + (k0 + kk) * (p4.m / 4u) + m0 / 4u + iv];
+                }
+                as_[kk * PITCH + iv] = v;
+            } else {
+                // A stored [M,K]: the vec4 holds kk..kk+3 of one row; scattered over four tile rows.
+                let kv = e % (TK / 4u);
+                let i = e / (TK / 4u);
+                var v = vec4<f32>(0.0);
+                if m0 + i < p4.m && k0 + 4u * kv < p4.k {
+                    v = a4[base_a + (m0 + i) * (p4.k / 4u) + k0 / 4u + kv];
+                }
+                for (var q = 0u; q < 4u; q++) {
+                    as_[(4u * kv + q) * PITCH + i / 4u][i % 4u] = v[q];
+                }
+            }
+            if p4.trans_b == 1u {
+                // B stored [N,K]: the vec4 holds kk..kk+3 of one column j.
+                let kv = e % (TK / 4u);
+                let j = e / (TK / 4u);
+                var w = vec4<f32>(0.0);
+                if n0 + j < p4.n && k0 + 4u * kv < p4.k {
+                    w = b4[base_b + (n0 + j) * (p4.k / 4u) + k0 / 4u + kv];
+                }
+                for (var q = 0u; q < 4u; q++) {
+                    bs[(4u * kv + q) * PITCH + j / 4u][j % 4u] = w[q];
+                }
+            } else {
+                // B stored [K,N]: the vec4 holds columns j..j+3 of one kk.
+                let jv = e % 16u;
+                let kk = e / 16u;
+                var w = vec4<f32>(0.0);
+                if k0 + kk < p4.k && n0 + 4u * jv < p4.n {
+                    w = b4[base_b + (k0 + kk) * (p4.n / 4u) + n0 / 4u + jv];
+                }
+                bs[kk * PITCH + jv] = w;
+            }
+        }
+        workgroupBarrier();
+        acc = multiply_tiles(acc, tx, ty);
+        workgroupBarrier();
+    }
+
+    let col = n0 + 4u * tx;
+    if col >= p4.n { return; }
+    let base_c = wid.z * (p4.stride_c / 4u) + col / 4u;
+    let row = m0 + 4u * ty;
+    store_row4(base_c, row, acc.r0);
+    store_row4(base_c, row + 1u, acc.r1);
+    store_row4(base_c, row + 2u, acc.r2);
+    store_row4(base_c, row + 3u, acc.r3);
+}
+
+fn store_row4(base_c: u32, row: u32, v: vec4<f32>) {
+    if row >= p4.m { return; }
+    let at = base_c + row * (p4.n / 4u);
+    var old = vec4<f32>(0.0);
+    if p4.accumulate == 1u { old = c4[at]; }
+    c4[at] = p4.alpha * v + old;
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul_small: one thread per element of C over a flat 1-D grid (x, folded into y; see
+// kernels::groups_1d), batch in z. Vector-like shapes (M or N of 1) keep every thread busy.
+
+@group(0) @binding(0) var<uniform> ps: MatmulParams;
+@group(0) @binding(1) var<storage, read> sa_: array<f32>;
+@group(0) @binding(2) var<storage, read> sb_: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sc: array<f32>;
+
+@compute @workgroup_size(256)
+fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let e = flat_id(wid, nwg, lid, SMALL_WG);
+    if e >= ps.m * ps.n { return; }
+    let row = e / ps.n;
+    let col = e % ps.n;
+    let sa = select(vec2<u32>(ps.k, 1u), vec2<u32>(1u, ps.m), ps.trans_a == 1u);
+    let sb = select(vec2<u32>(ps.n, 1u), vec2<u32>(1u, ps.k), ps.trans_b == 1u);
+    var ia = wid.z * ps.stride_a + row * sa.x;
+    var ib = wid.z * ps.stride_b + col * sb.y;
+    var acc = 0.0;
+    for (var kk = 0u; kk < ps.k; kk++) {
+        acc += sa_[ia] * sb_[ib];
+        ia += sa.y;
+        ib += sb.x;
+    }
+    let at = wid.z * ps.stride_c + e;
+    var old = 0.0;
+    if ps.accumulate == 1u { old = sc[at]; }
+    sc[at] = ps.alpha * acc + old;
+}

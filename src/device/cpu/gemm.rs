@@ -1,0 +1,686 @@
+//! Multi-threaded fp32 matrix multiply (SGEMM) for the CPU backend.
+//!
+//! Scheme (BLIS / GotoBLAS):
+//!
+//! ```text
+//! for jc in 0..n step NC            // B panel columns        (panel lives in L3)
+//!   for pc in 0..k step KC          // shared dimension       (one rank-KC update)
+//!     pack B[pc.., jc..] -> Bp      // KC x NC, NR-column slivers, zero padded; shared by threads
+//!     for ic in 0..m step mc        // PARALLEL over row blocks (rayon), disjoint rows of C
+//!       pack A[ic.., pc..] -> Ap    // mc x KC, MR-row slivers, zero padded; per-thread buffer (L2)
+//!       for jr in 0..nc step NR     // one B sliver (KC x NR) stays in L1 ...
+//!         for ir in 0..mc step MR   // ... while the A slivers stream from L2
+//!           micro-kernel: C[ir.., jr..] (+)= Ap sliver * Bp sliver   (MR x NR register tile)
+//! ```
+//!
+//! Packing reads A and B through arbitrary (row, column) strides, so transposed operands cost
+//! nothing extra: after packing every micro-kernel sees the same contiguous layout.
+//! Edge tiles are packed with zero padding; the kernel computes a full MR x NR tile and only the
+//! valid part is written back. Tiny problems skip all of this and use a direct loop.
+//!
+//! The micro-kernel is 6x16 with AVX2+FMA (12 ymm accumulators + 2 for B + 1 broadcast of A =
+//! 15 of the 16 ymm registers), selected once at run time with `is_x86_feature_detected!`; a
+//! portable scalar kernel with the same packing is the fallback (other CPUs / architectures).
+
+use rayon::prelude::*;
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+/// Strided view of a row-major-or-transposed matrix: element (i, j) is at data[i * rs + j * cs].
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block sizes, chosen for AMD EPYC Zen 3 (32 KiB L1d, 512 KiB L2 per core, shared L3):
+// * MR x NR = 6 x 16: the largest register tile that fits the 16 ymm registers (see header);
+//   12 independent FMA chains cover the 2 FMA pipes x 4-cycle latency (>= 8 needed), and each
+//   k step does 12 FMAs for 2 loads + 6 broadcasts, well within the 2-3 loads/cycle budget.
+// * KC = 256: one B sliver is KC x NR x 4 B = 16 KiB, half of L1d, leaving room for the A
+//   sliver (6 KiB) and C lines; long enough to amortise loading/storing the C tile.
+// * MC = 144: the packed A block is MC x KC x 4 B = 144 KiB, well inside the 512 KiB L2 with
+//   room for the B sliver stream. (Effective mc is then balanced over the threads.)
+// * NC = 4080: the packed B panel is KC x NC x 4 B ~ 4 MiB, sized for the shared L3; in
+//   practice n <= NC for the model's shapes, so B is packed once per KC step.
+// ---------------------------------------------------------------------------------------------
+const MR: usize = 6;
+const NR: usize = 16;
+const KC: usize = 256;
+const MC: usize = 144;
+const NC: usize = 4080;
+
+/// Below this many multiply-adds (m*n*k) the direct loop wins: packing/threading overhead dominates.
+const SMALL_WORK: usize = 32 * 32 * 32;
+/// Below this many multiply-adds one thread is used (rayon fork/join costs several µs).
+const PAR_WORK: usize = 64 * 64 * 64;
+
+/// Which micro-kernel to run on packed panels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    Scalar,
+    /// Invariant: only constructed after `is_x86_feature_detected!` confirmed avx2 and fma.
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+}
+
+fn detect_kernel() -> Kernel {
+    static KERNEL: OnceLock<Kernel> = OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Kernel::Avx2Fma;
+            }
+        }
+        Kernel::Scalar
+    })
+}
+
+/// How `sgemm_with` computes the product (overridable in tests).
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    Direct,
+    Packed(Kernel),
+}
+
+/// C (m x n, row stride ldc, column stride 1) = A (m x k) * B (k x n), plus the old C when `accumulate`.
+/// Any rs/cs combination must work (covers A, B transposed or not). Panics (assert!) only on slices too short for the given shape/strides.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool) {
+    let work = m.saturating_mul(n).saturating_mul(k);
+    let path = if work < SMALL_WORK { Path::Direct } else { Path::Packed(detect_kernel()) };
+    sgemm_with(path, m, n, k, a, b, c, ldc, accumulate);
+}
+
+/// Asserts that every element (i, j), i < rows, j < cols, of a strided view lies inside `len`.
+fn check_view(what: &str, len: usize, rows: usize, cols: usize, rs: usize, cs: usize) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let last = (rows - 1).checked_mul(rs).zip((cols - 1).checked_mul(cs)).and_then(|(x, y)| x.checked_add(y));
+    assert!(
+        matches!(last, Some(l) if l < len),
+        "sgemm: {what} slice of length {len} too short for {rows}x{cols} with strides ({rs}, {cs})"
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sgemm_with(
+    path: Path,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    check_view("A", a.data.len(), m, k, a.rs, a.cs);
+    check_view("B", b.data.len(), k, n, b.rs, b.cs);
+    check_view("C", c.len(), m, n, ldc, 1);
+    // Rows of C must not overlap: threads write disjoint row blocks.
+    assert!(m <= 1 || ldc >= n, "sgemm: ldc ({ldc}) < n ({n})");
+    if m == 0 || n == 0 {
+        return;
+    }
+    // With one row the row stride is irrelevant; normalising keeps the chunking below simple.
+    let ldc = if m == 1 { n } else { ldc };
+    if k == 0 {
+        if !accumulate {
+            for row in c.chunks_mut(ldc).take(m) {
+                row[..n].fill(0.0);
+            }
+        }
+        return;
+    }
+    match path {
+        Path::Direct => gemm_direct(m, n, k, a, b, c, ldc, accumulate),
+        Path::Packed(kernel) => gemm_packed(kernel, m, n, k, a, b, c, ldc, accumulate),
+    }
+}
+
+/// Plain triple loop for tiny problems; i-p-j order so the inner loop runs along rows of B and C.
+#[allow(clippy::too_many_arguments)]
+fn gemm_direct(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool) {
+    for i in 0..m {
+        let row = &mut c[i * ldc..i * ldc + n];
+        if !accumulate {
+            row.fill(0.0);
+        }
+        for p in 0..k {
+            let aip = a.data[i * a.rs + p * a.cs];
+            let brow = p * b.rs;
+            if b.cs == 1 {
+                for (cj, &bj) in row.iter_mut().zip(&b.data[brow..brow + n]) {
+                    *cj += aip * bj;
+                }
+            } else {
+                for (j, cj) in row.iter_mut().enumerate() {
+                    *cj += aip * b.data[brow + j * b.cs];
+                }
+            }
+        }
+    }
+}
+
+// ----------------------------------------- buffers -------------------------------------------
+
+thread_local! {
+    // Packing buffers, reused across calls. `take`/`set` instead of RefCell borrows: if this
+    // thread re-enters sgemm (e.g. a rayon worker steals another sgemm job while waiting), the
+    // nested call simply finds an empty Vec and allocates its own.
+    static PACK_A: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static PACK_B: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// A 64-byte-aligned window of `len` floats inside `v` (grown as needed), so that every packed
+/// B row of NR = 16 floats is exactly one cache line.
+fn aligned(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len + 16 {
+        v.resize(len + 16, 0.0);
+    }
+    let off = v.as_ptr().align_offset(64).min(16);
+    &mut v[off..off + len]
+}
+
+// ----------------------------------------- packing -------------------------------------------
+
+/// Packs one W-wide sliver: `dst[p*W + i] = data[(x0 + i)*sx + (p0 + p)*sp]` for i < w, p < kc,
+/// and zero for w <= i < W. For A, x is the row (W = MR, sx = rs, sp = cs); for B, x is the
+/// column (W = NR, sx = cs, sp = rs). Full slivers get fixed-width copies the compiler inlines.
+#[allow(clippy::too_many_arguments)]
+fn pack_sliver<const W: usize>(
+    dst: &mut [f32],
+    data: &[f32],
+    sx: usize,
+    sp: usize,
+    x0: usize,
+    w: usize,
+    p0: usize,
+    kc: usize,
+) {
+    let dst = &mut dst[..W * kc];
+    if w < W {
+        dst.fill(0.0);
+    }
+    if sx == 1 {
+        // The W values of one k step are contiguous (row-major B, transposed A): plain copies.
+        for (p, d) in dst.chunks_exact_mut(W).enumerate() {
+            let src = &data[(p0 + p) * sp + x0..];
+            if w == W {
+                d.copy_from_slice(&src[..W]);
+            } else {
+                d[..w].copy_from_slice(&src[..w]);
+            }
+        }
+    } else if sp == 1 && w == W {
+        // Each of the W lines is contiguous along k (row-major A, transposed B): walk all W
+        // lines in lockstep so that every write is sequential.
+        let lines: [&[f32]; W] = std::array::from_fn(|i| &data[(x0 + i) * sx + p0..][..kc]);
+        for (p, d) in dst.chunks_exact_mut(W).enumerate() {
+            for (dv, line) in d.iter_mut().zip(&lines) {
+                *dv = line[p];
+            }
+        }
+    } else {
+        for (p, d) in dst.chunks_exact_mut(W).enumerate() {
+            for (i, dv) in d[..w].iter_mut().enumerate() {
+                *dv = data[(x0 + i) * sx + (p0 + p) * sp];
+            }
+        }
+    }
+}
+
+/// Packs rows i0..i0+rows, columns p0..p0+kc of A into consecutive MR-row slivers.
+fn pack_a(dst: &mut [f32], a: MatRef, i0: usize, rows: usize, p0: usize, kc: usize) {
+    for (s, sliver) in dst.chunks_exact_mut(MR * kc).take(rows.div_ceil(MR)).enumerate() {
+        let mr = MR.min(rows - s * MR);
+        pack_sliver::<MR>(sliver, a.data, a.rs, a.cs, i0 + s * MR, mr, p0, kc);
+    }
+}
+
+/// Packs one NR-column sliver of B: rows p0..p0+kc, columns j0..j0+NR (clipped to n).
+fn pack_b_sliver(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0: usize, n: usize) {
+    pack_sliver::<NR>(dst, b.data, b.cs, b.rs, j0, NR.min(n - j0), p0, kc);
+}
+
+// ------------------------------------------ driver -------------------------------------------
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_packed(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let threads = rayon::current_num_threads();
+    let parallel = threads > 1 && m > MR && m.saturating_mul(n).saturating_mul(k) >= PAR_WORK;
+
+    // Row blocks: at most MC rows, and (when parallel) a multiple of the thread count so that
+    // every thread gets the same amount of work. Splitting M (not N) lets all threads share one
+    // packed B panel while each packs only its own rows of A, so nothing is packed twice, and
+    // threads own disjoint rows of C (plain `par_chunks_mut`, no shared mutable pointers).
+    let mut blocks = m.div_ceil(MC);
+    if parallel {
+        blocks = blocks.div_ceil(threads) * threads;
+    }
+    let mc = m.div_ceil(blocks).next_multiple_of(MR).min(MC);
+
+    let c = &mut c[..(m - 1) * ldc + n];
+    let mut bbuf = PACK_B.take();
+
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        let slivers = nc.div_ceil(NR);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            // Only the first rank-KC update may overwrite C.
+            let acc = accumulate || pc > 0;
+
+            let bp = aligned(&mut bbuf, slivers * NR * kc);
+            let pack = |(s, d): (usize, &mut [f32])| pack_b_sliver(d, b, pc, kc, jc + s * NR, n);
+            if parallel {
+                bp.par_chunks_mut(NR * kc).enumerate().with_min_len(4).for_each(pack);
+            } else {
+                bp.chunks_mut(NR * kc).enumerate().for_each(pack);
+            }
+            let bp: &[f32] = bp;
+
+            let block = |(blk, cb): (usize, &mut [f32])| {
+                let i0 = blk * mc;
+                let rows = mc.min(m - i0);
+                let mut abuf = PACK_A.take();
+                let ap = aligned(&mut abuf, rows.next_multiple_of(MR) * kc);
+                pack_a(ap, a, i0, rows, pc, kc);
+                for (s, bs) in bp.chunks_exact(NR * kc).enumerate() {
+                    let j = jc + s * NR;
+                    let nr = NR.min(n - j);
+                    for (t, as_) in ap.chunks_exact(MR * kc).enumerate() {
+                        let mr = MR.min(rows - t * MR);
+                        let ct = &mut cb[t * MR * ldc + j..];
+                        micro_tile(kernel, kc, as_, bs, ct, ldc, mr, nr, acc);
+                    }
+                }
+                PACK_A.set(abuf);
+            };
+            if parallel {
+                c.par_chunks_mut(mc * ldc).enumerate().for_each(block);
+            } else {
+                c.chunks_mut(mc * ldc).enumerate().for_each(block);
+            }
+        }
+    }
+    PACK_B.set(bbuf);
+}
+
+/// C tile (mr x nr valid, row stride ldc) (+)= A sliver (MR x kc) * B sliver (kc x NR).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn micro_tile(
+    kernel: Kernel,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    acc: bool,
+) {
+    // These bounds make the raw-pointer accesses in the SIMD kernel sound.
+    assert!(a.len() >= MR * kc && b.len() >= NR * kc);
+    assert!((1..=MR).contains(&mr) && (1..=NR).contains(&nr) && c.len() >= (mr - 1) * ldc + nr);
+    match kernel {
+        Kernel::Scalar => kernel_scalar(kc, a, b, c, ldc, mr, nr, acc),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Kernel::Avx2Fma is only constructed after runtime detection of avx2 and fma.
+        Kernel::Avx2Fma => unsafe { avx2::kernel_6x16(kc, a, b, c, ldc, mr, nr, acc) },
+    }
+}
+
+/// Writes a computed MR x NR tile into C (only the valid mr x nr part).
+#[inline]
+fn store_tile(t: &[[f32; NR]; MR], c: &mut [f32], ldc: usize, mr: usize, nr: usize, acc: bool) {
+    for (i, trow) in t.iter().enumerate().take(mr) {
+        let crow = &mut c[i * ldc..i * ldc + nr];
+        if acc {
+            crow.iter_mut().zip(trow).for_each(|(c, t)| *c += t);
+        } else {
+            crow.copy_from_slice(&trow[..nr]);
+        }
+    }
+}
+
+/// Portable micro-kernel: same packed layout, plain arrays the compiler can vectorise.
+#[allow(clippy::too_many_arguments)]
+fn kernel_scalar(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, mr: usize, nr: usize, acc: bool) {
+    let mut t = [[0f32; NR]; MR];
+    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
+        for (trow, &ai) in t.iter_mut().zip(ap) {
+            for (tv, &bj) in trow.iter_mut().zip(bp) {
+                *tv += ai * bj;
+            }
+        }
+    }
+    store_tile(&t, c, ldc, mr, nr, acc);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{store_tile, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// 6x16 AVX2+FMA micro-kernel.
+    ///
+    /// Safety: the caller must ensure avx2 and fma are available, `a.len() >= 6*kc`,
+    /// `b.len() >= 16*kc`, 1 <= mr <= 6, 1 <= nr <= 16 and `c.len() >= (mr-1)*ldc + nr`
+    /// (checked by `micro_tile`). All pointer reads stay in the first 6*kc / 16*kc elements of
+    /// a / b; C is read/written through pointers only for a full 6x16 tile, which those bounds
+    /// cover; partial tiles go through a stack buffer and safe slices.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn kernel_6x16(
+        kc: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        acc: bool,
+    ) {
+        // Start pulling the C tile into cache now; it is only needed after the k loop, and for
+        // large matrices it is far away (L3/DRAM): without this every tile stalls at the end.
+        if mr == MR && nr == NR {
+            let cp = c.as_ptr();
+            for i in 0..MR {
+                // wrapping_add: computing the address is safe; prefetch never faults.
+                _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(i * ldc) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(i * ldc + NR - 1) as *const i8);
+            }
+        }
+        let mut ap = a.as_ptr();
+        let mut bp = b.as_ptr();
+        let mut c00 = _mm256_setzero_ps();
+        let mut c01 = _mm256_setzero_ps();
+        let mut c10 = _mm256_setzero_ps();
+        let mut c11 = _mm256_setzero_ps();
+        let mut c20 = _mm256_setzero_ps();
+        let mut c21 = _mm256_setzero_ps();
+        let mut c30 = _mm256_setzero_ps();
+        let mut c31 = _mm256_setzero_ps();
+        let mut c40 = _mm256_setzero_ps();
+        let mut c41 = _mm256_setzero_ps();
+        let mut c50 = _mm256_setzero_ps();
+        let mut c51 = _mm256_setzero_ps();
+        // SAFETY: iteration p reads a[6p..6p+6] and b[16p..16p+16], p < kc (bounds above).
+        unsafe {
+            for _ in 0..kc {
+                let b0 = _mm256_loadu_ps(bp);
+                let b1 = _mm256_loadu_ps(bp.add(8));
+                let x = _mm256_broadcast_ss(&*ap);
+                c00 = _mm256_fmadd_ps(x, b0, c00);
+                c01 = _mm256_fmadd_ps(x, b1, c01);
+                let x = _mm256_broadcast_ss(&*ap.add(1));
+                c10 = _mm256_fmadd_ps(x, b0, c10);
+                c11 = _mm256_fmadd_ps(x, b1, c11);
+                let x = _mm256_broadcast_ss(&*ap.add(2));
+                c20 = _mm256_fmadd_ps(x, b0, c20);
+                c21 = _mm256_fmadd_ps(x, b1, c21);
+                let x = _mm256_broadcast_ss(&*ap.add(3));
+                c30 = _mm256_fmadd_ps(x, b0, c30);
+                c31 = _mm256_fmadd_ps(x, b1, c31);
+                let x = _mm256_broadcast_ss(&*ap.add(4));
+                c40 = _mm256_fmadd_ps(x, b0, c40);
+                c41 = _mm256_fmadd_ps(x, b1, c41);
+                let x = _mm256_broadcast_ss(&*ap.add(5));
+                c50 = _mm256_fmadd_ps(x, b0, c50);
+                c51 = _mm256_fmadd_ps(x, b1, c51);
+                ap = ap.add(MR);
+                bp = bp.add(NR);
+            }
+        }
+        let rows = [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]];
+        if mr == MR && nr == NR {
+            let cp = c.as_mut_ptr();
+            // SAFETY: full tile: element (i, j) at i*ldc + j <= 5*ldc + 15 < c.len().
+            unsafe {
+                for (i, [lo, hi]) in rows.into_iter().enumerate() {
+                    let p = cp.add(i * ldc);
+                    let (mut lo, mut hi) = (lo, hi);
+                    if acc {
+                        lo = _mm256_add_ps(lo, _mm256_loadu_ps(p));
+                        hi = _mm256_add_ps(hi, _mm256_loadu_ps(p.add(8)));
+                    }
+                    _mm256_storeu_ps(p, lo);
+                    _mm256_storeu_ps(p.add(8), hi);
+                }
+            }
+        } else {
+            let mut t = [[0f32; NR]; MR];
+            for (trow, [lo, hi]) in t.iter_mut().zip(rows) {
+                // SAFETY: each row of t holds 16 floats.
+                unsafe {
+                    _mm256_storeu_ps(trow.as_mut_ptr(), lo);
+                    _mm256_storeu_ps(trow.as_mut_ptr().add(8), hi);
+                }
+            }
+            store_tile(&t, c, ldc, mr, nr, acc);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct XorShift(u64);
+    impl XorShift {
+        fn next_f32(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            // Uniform in [-1, 1), never all zero.
+            ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+        fn vec(&mut self, len: usize) -> Vec<f32> {
+            (0..len).map(|_| self.next_f32()).collect()
+        }
+    }
+
+    /// Runs one case: A stored transposed or not, B likewise, ldc = n + pad, and compares with
+    /// an f64-accumulating reference. Tolerance (relative):
+    ///   |got - ref| <= 1e-6 * (1 + sqrt(k)) * (1 + sum_p |a_ip * b_pj| (+ |c_old|))
+    /// i.e. relative to the magnitude of the terms (the natural bound for an fp32 dot product,
+    /// whose rounding error grows ~ sqrt(k) * eps * sum|terms| with random signs); ~8 eps.
+    #[allow(clippy::too_many_arguments)]
+    fn check(path: Path, m: usize, n: usize, k: usize, ta: bool, tb: bool, acc: bool, pad: usize) {
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ ((m * 131 + n * 7 + k) as u64 + 1));
+        let adata = rng.vec(m * k);
+        let bdata = rng.vec(k * n);
+        let a = if ta {
+            MatRef { data: &adata, rs: 1, cs: m } // stored k x m, read transposed
+        } else {
+            MatRef { data: &adata, rs: k, cs: 1 }
+        };
+        let b = if tb { MatRef { data: &bdata, rs: 1, cs: k } } else { MatRef { data: &bdata, rs: n, cs: 1 } };
+        let ldc = n + pad;
+        let c0 = rng.vec(m.max(1) * ldc);
+        let mut c = c0.clone();
+        sgemm_with(path, m, n, k, a, b, &mut c, ldc, acc);
+
+        let mut worst = 0f64;
+        for i in 0..m {
+            for j in 0..n {
+                let mut r = if acc { c0[i * ldc + j] as f64 } else { 0.0 };
+                let mut mag = r.abs();
+                for p in 0..k {
+                    let t = a.data[i * a.rs + p * a.cs] as f64 * b.data[p * b.rs + j * b.cs] as f64;
+                    r += t;
+                    mag += t.abs();
+                }
+                let d = (c[i * ldc + j] as f64 - r).abs();
+                // fp32 accumulation error grows ~ sqrt(k) * eps * sum|terms| (random signs);
+                // 1e-6 * (1 + sqrt k) * (1 + sum|terms|) is ~8 eps and far below any real bug.
+                let tol = 1e-6 * (1.0 + (k as f64).sqrt()) * (1.0 + mag);
+                worst = worst.max(d / tol);
+                assert!(
+                    d <= tol,
+                    "{path:?} m={m} n={n} k={k} ta={ta} tb={tb} acc={acc} ({i},{j}): got {} want {r}",
+                    c[i * ldc + j]
+                );
+            }
+            // Padding columns must be untouched.
+            for j in n..ldc {
+                assert_eq!(c[i * ldc + j], c0[i * ldc + j], "padding overwritten");
+            }
+        }
+    }
+
+    fn paths() -> Vec<Path> {
+        let mut v = vec![Path::Direct, Path::Packed(Kernel::Scalar)];
+        if detect_kernel() != Kernel::Scalar {
+            v.push(Path::Packed(detect_kernel()));
+        }
+        v
+    }
+
+    fn all_variants(path: Path, m: usize, n: usize, k: usize) {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                for acc in [false, true] {
+                    check(path, m, n, k, ta, tb, acc, if acc { 3 } else { 0 });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tiny_and_degenerate() {
+        for path in paths() {
+            for &(m, n, k) in &[(1, 1, 1), (1, 17, 1), (1, 33, 1), (5, 1, 9), (1, 1, 300), (2, 3, 4)] {
+                all_variants(path, m, n, k);
+            }
+        }
+    }
+
+    #[test]
+    fn primes() {
+        for path in paths() {
+            for &s in &[7, 13, 31, 61, 127] {
+                all_variants(path, s, s, s);
+            }
+            all_variants(path, 7, 61, 13);
+            all_variants(path, 127, 13, 31);
+        }
+    }
+
+    #[test]
+    fn prime_257() {
+        for path in paths() {
+            check(path, 257, 257, 257, false, false, false, 0);
+            check(path, 257, 257, 257, true, true, true, 5);
+        }
+    }
+
+    #[test]
+    fn block_boundaries() {
+        // Straddle MR (6), NR (16), KC (256), MC (144) and the balanced per-thread block.
+        let shapes = [
+            (MR, NR, 1),
+            (MR + 1, NR + 1, 2),
+            (MR - 1, NR - 1, 3),
+            (2 * MR, 2 * NR, KC),
+            (MC, 3 * NR, KC + 1),
+            (MC + 1, NR - 1, KC - 1),
+            (2 * MC + 5, 2 * NR + 3, 2 * KC + 7),
+            (289, 65, 511),
+        ];
+        for path in paths() {
+            for &(m, n, k) in &shapes {
+                all_variants(path, m, n, k);
+            }
+        }
+    }
+
+    #[test]
+    fn nc_boundary() {
+        // n > NC exercises the outer jc loop (only the fast kernels: slow in debug otherwise).
+        let path = Path::Packed(detect_kernel());
+        check(path, 13, NC + 21, 40, false, false, false, 0);
+        check(path, 7, NC + 3, 19, true, true, true, 2);
+        check(Path::Packed(Kernel::Scalar), 7, NC + 17, 5, false, true, true, 1);
+    }
+
+    #[test]
+    fn k_zero() {
+        for path in paths() {
+            for acc in [false, true] {
+                let (m, n, ldc) = (5, 7, 9);
+                let old: Vec<f32> = (0..m * ldc).map(|x| x as f32 + 0.5).collect();
+                let mut c = old.clone();
+                let e: [f32; 0] = [];
+                let a = MatRef { data: &e, rs: 0, cs: 1 };
+                sgemm_with(path, m, n, 0, a, a, &mut c, ldc, acc);
+                for i in 0..m {
+                    for j in 0..ldc {
+                        let want = if acc || j >= n { old[i * ldc + j] } else { 0.0 };
+                        assert_eq!(c[i * ldc + j], want);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn overwrite_ignores_nan_in_c() {
+        // accumulate = false must not read C (it may hold garbage).
+        for path in paths() {
+            let (m, n, k) = (13, 37, 45);
+            let x = vec![1.0f32; k * m.max(n)];
+            let a = MatRef { data: &x, rs: k, cs: 1 };
+            let b = MatRef { data: &x, rs: n, cs: 1 };
+            let mut c = vec![f32::NAN; m * n];
+            sgemm_with(path, m, n, k, a, b, &mut c, n, false);
+            assert!(c.iter().all(|&v| v == k as f32));
+        }
+    }
+
+    #[test]
+    fn public_entry_and_general_strides() {
+        // Public API on shapes on both sides of the small-problem threshold, and a view with
+        // neither stride 1 (every other element of a bigger buffer).
+        for &(m, n, k) in &[(3, 4, 5), (64, 64, 64), (100, 37, 300)] {
+            let mut rng = XorShift(42 + m as u64);
+            let ad = rng.vec(2 * m * k * 2);
+            let bd = rng.vec(k * n * 3);
+            let a = MatRef { data: &ad, rs: 2 * k, cs: 2 };
+            let b = MatRef { data: &bd, rs: 1, cs: 3 * k };
+            let mut c = vec![0f32; m * n];
+            sgemm(m, n, k, a, b, &mut c, n, false);
+            let mut want = vec![0f32; m * n];
+            sgemm_with(Path::Direct, m, n, k, a, b, &mut want, n, false);
+            for (x, y) in c.iter().zip(&want) {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "too short")]
+    fn short_slice_panics() {
+        let a = vec![1f32; 10];
+        let mut c = vec![0f32; 100];
+        let v = MatRef { data: &a, rs: 4, cs: 1 };
+        sgemm(4, 4, 4, v, v, &mut c, 4, false);
+    }
+}

@@ -1,0 +1,73 @@
+//! CPU twin of shaders/matmul.wgsl. The three entry points differ only in how the GPU schedules the
+//! work, so they share one implementation: per batch matrix, one `sgemm` call on strided views (the
+//! transposes are strides, as the shader's `sa`/`sb` in matmul_tiled and matmul_small), then alpha.
+
+use rayon::prelude::*;
+
+use super::gemm::{sgemm, MatRef};
+use crate::kernels::CpuArgs;
+use crate::ops::matmul::MatmulParams;
+
+/// Below this many multiply-adds per matrix, sgemm runs on one thread, so the batch loop itself is
+/// spread over the cores instead (many small matrices: attention heads).
+const PAR_BATCH_WORK: usize = 64 * 64 * 64;
+
+/// Bindings: params, a (read), b (read), c (read_write).
+pub fn matmul_tiled(args: &mut CpuArgs) {
+    run(args)
+}
+
+/// Bindings as `matmul_tiled` (the shader views the same buffers as vec4).
+pub fn matmul_tiled_vec4(args: &mut CpuArgs) {
+    run(args)
+}
+
+/// Bindings as `matmul_tiled`.
+pub fn matmul_small(args: &mut CpuArgs) {
+    run(args)
+}
+
+fn run(args: &mut CpuArgs) {
+    let p: MatmulParams = args.params();
+    let (a, b) = (args.f32_in(0), args.f32_in(1));
+    let c = args.f32_out(0);
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let (sa, sb, sc) = (p.stride_a as usize, p.stride_b as usize, p.stride_c as usize);
+    if m == 0 || n == 0 || p.batch == 0 {
+        return;
+    }
+    let one = |z: usize, cz: &mut [f32]| {
+        // op(A)[i, kk] = a[i*rs + kk*cs]: [M,K] storage, or [K,M] read transposed.
+        let av = &a[z * sa..];
+        let bv = &b[z * sb..];
+        let am = if p.trans_a == 1 { MatRef { data: av, rs: 1, cs: m } } else { MatRef { data: av, rs: k, cs: 1 } };
+        let bm = if p.trans_b == 1 { MatRef { data: bv, rs: 1, cs: k } } else { MatRef { data: bv, rs: n, cs: 1 } };
+        gemm_alpha(m, n, k, am, bm, &mut cz[..m * n], p.alpha, p.accumulate == 1);
+    };
+    let batch = p.batch as usize;
+    // Matrices of C are disjoint when stride_c >= M*N (always, from the op layer).
+    if batch > 1 && sc >= m * n && m.saturating_mul(n).saturating_mul(k) < PAR_BATCH_WORK {
+        c.par_chunks_mut(sc).take(batch).enumerate().for_each(|(z, cz)| one(z, cz));
+    } else {
+        for z in 0..batch {
+            one(z, &mut c[z * sc..]);
+        }
+    }
+}
+
+/// C = alpha*A*B (+ C), rounded as the shader does: alpha scales the finished dot product, then the
+/// old C is added.
+#[allow(clippy::too_many_arguments)]
+fn gemm_alpha(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: &mut [f32], alpha: f32, accumulate: bool) {
+    if alpha == 1.0 {
+        sgemm(m, n, k, a, b, c, n, accumulate);
+    } else if !accumulate {
+        sgemm(m, n, k, a, b, c, n, false);
+        c.iter_mut().for_each(|v| *v *= alpha);
+    } else {
+        // Folding alpha into C (C/alpha, accumulate, *alpha) would round differently and fail at 0.
+        let mut t = vec![0f32; m * n];
+        sgemm(m, n, k, a, b, &mut t, n, false);
+        c.iter_mut().zip(&t).for_each(|(v, &x)| *v += alpha * x);
+    }
+}
