@@ -59,13 +59,3 @@ pub(crate) fn launch_1d<P: bytemuck::Pod>(
 pub(crate) fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::invalid(op, format!("{what} = {v} does not fit in 32 bits")))
 }
-
-/// Every kernel of every family (for warm-up, pipeline checks and listings).
-pub static ALL_KERNELS: &[&Kernel] = &[
-    &elementwise::UNARY,
-    &elementwise::BINARY,
-    &elementwise::SCALAR,
-    &matmul::MATMUL_TILED,
-    &matmul::MATMUL_TILED_VEC4,
-    &matmul::MATMUL_SMALL,
-];
