@@ -25,7 +25,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Runs each kernel family on every backend here and checks it against the CPU backend.
+    /// Runs each kernel family on every backend here (or on --backend) and checks it against the CPU backend.
     Demo {
         /// Matrix size for the matmul check.
         #[arg(long, default_value_t = 256)]
