@@ -1,0 +1,388 @@
+//! The graph IR: a model (and its backward pass) as a list of nodes, each an op over earlier nodes.
+//!
+//! Nodes are appended in order, so the list is already a topological schedule. Shapes are inferred and
+//! checked when a node is added: a bad shape is an error naming the op and both shapes, at model
+//! construction, never during a step. Parameters and inputs are existing tensors bound into the graph;
+//! `autodiff` appends the backward pass as more nodes of the same ops, and `exec` plans memory and
+//! records the whole step once for replay.
+
+pub mod autodiff;
+pub mod exec;
+
+use crate::error::{Error, Result};
+use crate::ops::elementwise::{broadcast, Binary, Unary};
+use crate::ops::matmul::{matmul_shape, MatmulOpts};
+use crate::ops::reduce::reduced_shape;
+use crate::tensor::{numel, DType, Tensor};
+
+pub use exec::Plan;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub usize);
+
+/// The op of a node. Each has a forward (exec.rs, through the eager ops) and a backward rule
+/// (autodiff.rs) built from these same ops.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A tensor the caller writes before each step (a batch of data).
+    Input(Tensor),
+    /// A trainable tensor; it receives a gradient from `backward`.
+    Param(Tensor),
+    /// A tensor held fixed (no gradient).
+    Const(Tensor),
+    /// A tensor filled with one value.
+    Fill(f32),
+    Unary(Unary, f32),
+    /// dx = dy * f'(x): inputs [x, dy].
+    UnaryBackward(Unary, f32),
+    Binary(Binary),
+    Scalar { op: Binary, s: f32, reverse: bool },
+    Matmul(MatmulOpts),
+    Sum { axis: usize, keepdim: bool },
+    Mean { axis: usize, keepdim: bool },
+    /// Sums a broadcast result back to a shape that broadcasts to it (gradients of broadcasting ops).
+    SumTo(Vec<usize>),
+    /// Broadcasts to a shape (gradients of reductions).
+    BroadcastTo(Vec<usize>),
+    Softmax,
+    LogSoftmax,
+    Reshape(Vec<usize>),
+    Transpose(Vec<usize>),
+    Slice { axis: usize, start: usize, len: usize },
+    /// Writes input 0 into a zero tensor of `shape` at `start` along `axis` (gradient of `Slice`).
+    Pad { shape: Vec<usize>, axis: usize, start: usize },
+    Concat(usize),
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input(_) => "input",
+            Op::Param(_) => "param",
+            Op::Const(_) => "const",
+            Op::Fill(_) => "fill",
+            Op::Unary(..) => "unary",
+            Op::UnaryBackward(..) => "unary_backward",
+            Op::Binary(_) => "binary",
+            Op::Scalar { .. } => "scalar",
+            Op::Matmul(_) => "matmul",
+            Op::Sum { .. } => "sum",
+            Op::Mean { .. } => "mean",
+            Op::SumTo(_) => "sum_to",
+            Op::BroadcastTo(_) => "broadcast_to",
+            Op::Softmax => "softmax",
+            Op::LogSoftmax => "log_softmax",
+            Op::Reshape(_) => "reshape",
+            Op::Transpose(_) => "transpose",
+            Op::Slice { .. } => "slice",
+            Op::Pad { .. } => "pad",
+            Op::Concat(_) => "concat",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub op: Op,
+    pub inputs: Vec<NodeId>,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    /// True when a parameter is upstream: only such nodes get gradients.
+    pub requires_grad: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+}
+
+impl Graph {
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0]
+    }
+
+    pub fn shape(&self, id: NodeId) -> &[usize] {
+        &self.nodes[id.0].shape
+    }
+
+    fn push(&mut self, op: Op, inputs: &[NodeId], shape: Vec<usize>, dtype: DType) -> NodeId {
+        let requires_grad = matches!(op, Op::Param(_)) || inputs.iter().any(|i| self.nodes[i.0].requires_grad);
+        self.nodes.push(Node { op, inputs: inputs.to_vec(), shape, dtype, requires_grad });
+        NodeId(self.nodes.len() - 1)
+    }
+
+    fn f32_in(&self, op: &'static str, id: NodeId) -> Result<()> {
+        let n = self.node(id);
+        if n.dtype != DType::F32 {
+            return Err(Error::DType { op, got: n.dtype.name(), want: "f32" });
+        }
+        Ok(())
+    }
+
+    // ---- leaves ----
+
+    pub fn input(&mut self, t: &Tensor) -> NodeId {
+        self.push(Op::Input(t.clone()), &[], t.shape.clone(), t.dtype)
+    }
+
+    pub fn param(&mut self, t: &Tensor) -> NodeId {
+        self.push(Op::Param(t.clone()), &[], t.shape.clone(), t.dtype)
+    }
+
+    pub fn constant(&mut self, t: &Tensor) -> NodeId {
+        self.push(Op::Const(t.clone()), &[], t.shape.clone(), t.dtype)
+    }
+
+    pub fn fill(&mut self, shape: &[usize], value: f32) -> Result<NodeId> {
+        numel(shape)?;
+        Ok(self.push(Op::Fill(value), &[], shape.to_vec(), DType::F32))
+    }
+
+    // ---- elementwise ----
+
+    pub fn unary(&mut self, op: Unary, x: NodeId) -> Result<NodeId> {
+        self.unary_with(op, x, 0.01)
+    }
+
+    pub fn unary_with(&mut self, op: Unary, x: NodeId, alpha: f32) -> Result<NodeId> {
+        self.f32_in("unary", x)?;
+        Ok(self.push(Op::Unary(op, alpha), &[x], self.shape(x).to_vec(), DType::F32))
+    }
+
+    pub fn unary_backward(&mut self, op: Unary, alpha: f32, x: NodeId, dy: NodeId) -> Result<NodeId> {
+        self.same_shape("unary_backward", x, dy)?;
+        Ok(self.push(Op::UnaryBackward(op, alpha), &[x, dy], self.shape(x).to_vec(), DType::F32))
+    }
+
+    fn same_shape(&self, op: &'static str, a: NodeId, b: NodeId) -> Result<()> {
+        self.f32_in(op, a)?;
+        self.f32_in(op, b)?;
+        if self.shape(a) != self.shape(b) {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape(a).to_vec(),
+                rhs: self.shape(b).to_vec(),
+                hint: String::new(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn binary(&mut self, op: Binary, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.f32_in("binary", a)?;
+        self.f32_in("binary", b)?;
+        let (shape, _, _) = broadcast("binary", self.shape(a), self.shape(b))?;
+        Ok(self.push(Op::Binary(op), &[a, b], shape, DType::F32))
+    }
+
+    pub fn add(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.binary(Binary::Add, a, b)
+    }
+    pub fn sub(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.binary(Binary::Sub, a, b)
+    }
+    pub fn mul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.binary(Binary::Mul, a, b)
+    }
+    pub fn div(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.binary(Binary::Div, a, b)
+    }
+
+    /// `op(x, s)`, or `op(s, x)` when `reverse`.
+    pub fn scalar(&mut self, op: Binary, x: NodeId, s: f32, reverse: bool) -> Result<NodeId> {
+        self.f32_in("scalar", x)?;
+        Ok(self.push(Op::Scalar { op, s, reverse }, &[x], self.shape(x).to_vec(), DType::F32))
+    }
+
+    pub fn scale(&mut self, x: NodeId, s: f32) -> Result<NodeId> {
+        self.scalar(Binary::Mul, x, s, false)
+    }
+
+    // ---- matmul, reductions, softmax ----
+
+    pub fn matmul(&mut self, a: NodeId, b: NodeId, opts: MatmulOpts) -> Result<NodeId> {
+        self.f32_in("matmul", a)?;
+        self.f32_in("matmul", b)?;
+        let s = matmul_shape(self.shape(a), self.shape(b), &opts)?;
+        Ok(self.push(Op::Matmul(opts), &[a, b], s.out_shape, DType::F32))
+    }
+
+    fn check_axis(&self, op: &'static str, x: NodeId, axis: usize) -> Result<()> {
+        let shape = self.shape(x);
+        if axis >= shape.len() {
+            return Err(Error::invalid(op, format!("axis {axis} is out of range for shape {shape:?}")));
+        }
+        Ok(())
+    }
+
+    pub fn sum(&mut self, x: NodeId, axis: usize, keepdim: bool) -> Result<NodeId> {
+        self.f32_in("sum", x)?;
+        self.check_axis("sum", x, axis)?;
+        let shape = reduced_shape(self.shape(x), axis, keepdim);
+        Ok(self.push(Op::Sum { axis, keepdim }, &[x], shape, DType::F32))
+    }
+
+    pub fn mean(&mut self, x: NodeId, axis: usize, keepdim: bool) -> Result<NodeId> {
+        self.f32_in("mean", x)?;
+        self.check_axis("mean", x, axis)?;
+        if self.shape(x)[axis] == 0 {
+            return Err(Error::invalid("mean", format!("axis {axis} of {:?} is empty", self.shape(x))));
+        }
+        let shape = reduced_shape(self.shape(x), axis, keepdim);
+        Ok(self.push(Op::Mean { axis, keepdim }, &[x], shape, DType::F32))
+    }
+
+    /// Mean of every element, shape [1].
+    pub fn mean_all(&mut self, x: NodeId) -> Result<NodeId> {
+        let n = numel(self.shape(x))?;
+        let flat = self.reshape(x, &[n])?;
+        let m = self.mean(flat, 0, true)?;
+        Ok(m)
+    }
+
+    /// Sum of every element, shape [1].
+    pub fn sum_all(&mut self, x: NodeId) -> Result<NodeId> {
+        let n = numel(self.shape(x))?;
+        let flat = self.reshape(x, &[n])?;
+        self.sum(flat, 0, true)
+    }
+
+    pub fn sum_to(&mut self, x: NodeId, shape: &[usize]) -> Result<NodeId> {
+        let (b, _, _) = broadcast("sum_to", shape, self.shape(x))?;
+        if b != self.shape(x) {
+            return Err(Error::ShapeMismatch {
+                op: "sum_to",
+                lhs: self.shape(x).to_vec(),
+                rhs: shape.to_vec(),
+                hint: " (the target must broadcast to the input)".into(),
+            });
+        }
+        if shape == self.shape(x) {
+            return Ok(x);
+        }
+        Ok(self.push(Op::SumTo(shape.to_vec()), &[x], shape.to_vec(), DType::F32))
+    }
+
+    pub fn broadcast_to(&mut self, x: NodeId, shape: &[usize]) -> Result<NodeId> {
+        let (b, _, _) = broadcast("broadcast_to", self.shape(x), shape)?;
+        if b != shape {
+            return Err(Error::ShapeMismatch {
+                op: "broadcast_to",
+                lhs: self.shape(x).to_vec(),
+                rhs: shape.to_vec(),
+                hint: " (the input must broadcast to the target)".into(),
+            });
+        }
+        if shape == self.shape(x) {
+            return Ok(x);
+        }
+        Ok(self.push(Op::BroadcastTo(shape.to_vec()), &[x], shape.to_vec(), DType::F32))
+    }
+
+    pub fn softmax(&mut self, x: NodeId) -> Result<NodeId> {
+        self.f32_in("softmax", x)?;
+        if self.shape(x).is_empty() {
+            return Err(Error::invalid("softmax", "a rank-0 tensor has no last axis"));
+        }
+        Ok(self.push(Op::Softmax, &[x], self.shape(x).to_vec(), DType::F32))
+    }
+
+    pub fn log_softmax(&mut self, x: NodeId) -> Result<NodeId> {
+        self.f32_in("log_softmax", x)?;
+        if self.shape(x).is_empty() {
+            return Err(Error::invalid("log_softmax", "a rank-0 tensor has no last axis"));
+        }
+        Ok(self.push(Op::LogSoftmax, &[x], self.shape(x).to_vec(), DType::F32))
+    }
+
+    // ---- layout ----
+
+    pub fn reshape(&mut self, x: NodeId, shape: &[usize]) -> Result<NodeId> {
+        if numel(shape)? != numel(self.shape(x))? {
+            return Err(Error::ShapeMismatch {
+                op: "reshape",
+                lhs: self.shape(x).to_vec(),
+                rhs: shape.to_vec(),
+                hint: " (element counts differ)".into(),
+            });
+        }
+        let dt = self.node(x).dtype;
+        Ok(self.push(Op::Reshape(shape.to_vec()), &[x], shape.to_vec(), dt))
+    }
+
+    pub fn transpose(&mut self, x: NodeId, perm: &[usize]) -> Result<NodeId> {
+        let shape = self.shape(x);
+        let mut seen = vec![false; shape.len()];
+        if perm.len() != shape.len() || perm.iter().any(|&p| p >= shape.len() || std::mem::replace(&mut seen[p], true)) {
+            return Err(Error::invalid("transpose", format!("{perm:?} is not a permutation of the axes of {shape:?}")));
+        }
+        let out = perm.iter().map(|&p| shape[p]).collect();
+        let dt = self.node(x).dtype;
+        Ok(self.push(Op::Transpose(perm.to_vec()), &[x], out, dt))
+    }
+
+    pub fn slice(&mut self, x: NodeId, axis: usize, start: usize, len: usize) -> Result<NodeId> {
+        self.check_axis("slice", x, axis)?;
+        let mut shape = self.shape(x).to_vec();
+        if start.checked_add(len).is_none_or(|e| e > shape[axis]) {
+            return Err(Error::invalid(
+                "slice",
+                format!("[{start}, {start}+{len}) is past the end of axis {axis} of {shape:?}"),
+            ));
+        }
+        shape[axis] = len;
+        let dt = self.node(x).dtype;
+        Ok(self.push(Op::Slice { axis, start, len }, &[x], shape, dt))
+    }
+
+    fn pad(&mut self, x: NodeId, shape: &[usize], axis: usize, start: usize) -> Result<NodeId> {
+        Ok(self.push(Op::Pad { shape: shape.to_vec(), axis, start }, &[x], shape.to_vec(), DType::F32))
+    }
+
+    pub fn concat(&mut self, xs: &[NodeId], axis: usize) -> Result<NodeId> {
+        let Some(&first) = xs.first() else { return Err(Error::invalid("concat", "no inputs")) };
+        self.check_axis("concat", first, axis)?;
+        let mut shape = self.shape(first).to_vec();
+        for &x in &xs[1..] {
+            let s = self.shape(x);
+            let same = s.len() == shape.len() && (0..s.len()).all(|d| d == axis || s[d] == shape[d]);
+            if !same || self.node(x).dtype != self.node(first).dtype {
+                return Err(Error::ShapeMismatch {
+                    op: "concat",
+                    lhs: self.shape(first).to_vec(),
+                    rhs: s.to_vec(),
+                    hint: format!(" (all axes but {axis} must match)"),
+                });
+            }
+            shape[axis] += s[axis];
+        }
+        let dt = self.node(first).dtype;
+        Ok(self.push(Op::Concat(axis), xs, shape, dt))
+    }
+
+    // ---- composites ----
+
+    /// Mean squared error, shape [1].
+    pub fn mse(&mut self, pred: NodeId, target: NodeId) -> Result<NodeId> {
+        self.same_shape("mse", pred, target)?;
+        let d = self.sub(pred, target)?;
+        let sq = self.unary(Unary::Square, d)?;
+        self.mean_all(sq)
+    }
+
+    /// The parameters of the graph, in order of appearance.
+    pub fn params(&self) -> Vec<NodeId> {
+        (0..self.nodes.len()).map(NodeId).filter(|&i| matches!(self.node(i).op, Op::Param(_))).collect()
+    }
+
+    pub fn tensor_of(&self, id: NodeId) -> Option<&Tensor> {
+        match &self.node(id).op {
+            Op::Input(t) | Op::Param(t) | Op::Const(t) => Some(t),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Gradient checks: every op's backward rule, run through the real kernels on the CPU backend, against
+//! central finite differences of the f64 reference interpreter (graph::reference). One line per op.
+//!
+//! Tolerance: |analytic − numeric| ≤ 1e-4 + 2e-3·|numeric|. The numeric side is exact to ~1e-9 (f64,
+//! h = 1e-6); the analytic side is f32 arithmetic (~1e-6 relative per op, a few ops deep). A wrong
+//! rule is off by O(1).
+mod common;
+use common::*;
+use std::collections::HashMap;
+use tigel::graph::reference::{eval, Value};
+use tigel::graph::{Graph, NodeId, Plan};
+use tigel::ops::elementwise::{Binary, Unary};
+use tigel::ops::matmul::MatmulOpts;
+use tigel::{Device, Result, Tensor};
+
+/// Builds `out = build(params)` on random parameters of `shapes` (uniform in [lo, hi]), takes
+/// loss = Σ out ⊙ w for a random w, and compares d loss / d params.
+fn check(name: &str, shapes: &[&[usize]], lo: f32, hi: f32, build: impl Fn(&mut Graph, &[NodeId]) -> Result<NodeId>) {
+    let dev = Device::cpu();
+    let mut rng = Rng::new(seed() ^ name.len() as u64);
+    let mut g = Graph::new();
+    let params: Vec<NodeId> = shapes
+        .iter()
+        .map(|s| g.param(&Tensor::from_f32(&dev, s, &rng.vec(s.iter().product(), lo, hi)).unwrap()))
+        .collect();
+    let out = build(&mut g, &params).unwrap();
+    let n_out: usize = g.shape(out).iter().product();
+    let w = g.constant(&Tensor::from_f32(&dev, g.shape(out), &rng.vec(n_out, -1.0, 1.0)).unwrap());
+    let weighted = g.mul(out, w).unwrap();
+    let loss = g.sum_all(weighted).unwrap();
+    let grads = g.backward(loss, &params).unwrap();
+    let plan = Plan::build(&dev, &g, &grads, |_| Ok(())).unwrap();
+    plan.run(&dev).unwrap();
+
+    let mut leaves: HashMap<NodeId, Value> = HashMap::new();
+    for i in 0..g.nodes.len() {
+        if let Some(t) = g.tensor_of(NodeId(i)) {
+            let data = t.to_f32(&dev).unwrap().into_iter().map(f64::from).collect();
+            leaves.insert(NodeId(i), Value { shape: t.shape.clone(), data });
+        }
+    }
+    let f = |leaves: &HashMap<NodeId, Value>| -> f64 { eval(&g, leaves, &[loss]).unwrap()[&loss].data[0] };
+    for (p, gnode) in params.iter().zip(&grads) {
+        let analytic = plan.value(*gnode).to_f32(&dev).unwrap();
+        for j in 0..analytic.len() {
+            let x0 = leaves[p].data[j];
+            let h = 1e-6 * x0.abs().max(1.0);
+            leaves.get_mut(p).unwrap().data[j] = x0 + h;
+            let up = f(&leaves);
+            leaves.get_mut(p).unwrap().data[j] = x0 - h;
+            let down = f(&leaves);
+            leaves.get_mut(p).unwrap().data[j] = x0;
+            let numeric = (up - down) / (2.0 * h);
+            let a = analytic[j] as f64;
+            assert!(
+                (a - numeric).abs() <= 1e-4 + 2e-3 * numeric.abs(),
+                "{name}: d loss / d param{} [{j}] is {a} by the backward rule, {numeric} by finite differences",
+                p.0
+            );
+        }
+    }
+}
+
+fn mm(ta: bool, tb: bool, alpha: f32) -> MatmulOpts {
+    MatmulOpts { trans_a: ta, trans_b: tb, alpha }
+}
+
+#[test]
+fn grad_unary_ops() {
+    for op in Unary::ALL {
+        let (lo, hi) = match op {
+            Unary::Log | Unary::Sqrt | Unary::Rsqrt | Unary::Recip => (0.3, 3.0),
+            // Keep clear of the kinks, where a finite difference straddles two slopes.
+            Unary::Relu | Unary::LeakyRelu | Unary::Abs | Unary::Sign => (0.05, 2.0),
+            _ => (-2.0, 2.0),
+        };
+        check(&format!("{op:?}"), &[&[3, 5]], lo, hi, |g, p| g.unary_with(op, p[0], 0.2));
+        if matches!(op, Unary::Relu | Unary::LeakyRelu | Unary::Abs) {
+            check(&format!("{op:?} (negative side)"), &[&[7]], -2.0, -0.05, |g, p| g.unary_with(op, p[0], 0.2));
+        }
+    }
+}
+
+#[test]
+fn grad_binary_ops_with_broadcasting() {
+    for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Max, Binary::Min, Binary::Pow] {
+        let (lo, hi) = if matches!(op, Binary::Div | Binary::Pow) { (0.5, 2.0) } else { (-2.0, 2.0) };
+        check(&format!("{op:?} same shape"), &[&[3, 4], &[3, 4]], lo, hi, |g, p| g.binary(op, p[0], p[1]));
+        check(&format!("{op:?} [3,4]x[4]"), &[&[3, 4], &[4]], lo, hi, |g, p| g.binary(op, p[0], p[1]));
+        check(&format!("{op:?} [2,1,3]x[4,1]"), &[&[2, 1, 3], &[4, 1]], lo, hi, |g, p| g.binary(op, p[0], p[1]));
+    }
+}
+
+#[test]
+fn grad_scalar_ops() {
+    for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Max, Binary::Min, Binary::Pow] {
+        for reverse in [false, true] {
+            check(&format!("{op:?} scalar reverse={reverse}"), &[&[9]], 0.5, 2.0, |g, p| g.scalar(op, p[0], 1.3, reverse));
+        }
+    }
+}
+
+#[test]
+fn grad_matmul() {
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        let a: &[usize] = if ta { &[4, 3] } else { &[3, 4] };
+        let b: &[usize] = if tb { &[5, 4] } else { &[4, 5] };
+        check(&format!("matmul ta={ta} tb={tb}"), &[a, b], -1.0, 1.0, |g, p| g.matmul(p[0], p[1], mm(ta, tb, 0.7)));
+    }
+    check("matmul batched", &[&[2, 3, 4], &[2, 4, 5]], -1.0, 1.0, |g, p| g.matmul(p[0], p[1], mm(false, false, 1.0)));
+    check("matmul shared B", &[&[2, 3, 4], &[4, 5]], -1.0, 1.0, |g, p| g.matmul(p[0], p[1], mm(false, false, 1.0)));
+    check("matmul shared A^T", &[&[4, 3], &[3, 4, 5]], -1.0, 1.0, |g, p| g.matmul(p[0], p[1], mm(true, false, 1.0)));
+}
+
+#[test]
+fn grad_reductions_and_broadcasts() {
+    for axis in 0..3 {
+        for keepdim in [false, true] {
+            check(&format!("sum {axis} {keepdim}"), &[&[2, 3, 4]], -1.0, 1.0, |g, p| g.sum(p[0], axis, keepdim));
+            check(&format!("mean {axis} {keepdim}"), &[&[2, 3, 4]], -1.0, 1.0, |g, p| g.mean(p[0], axis, keepdim));
+        }
+    }
+    check("sum_to", &[&[2, 3, 4]], -1.0, 1.0, |g, p| g.sum_to(p[0], &[3, 1]));
+    check("broadcast_to", &[&[3, 1]], -1.0, 1.0, |g, p| g.broadcast_to(p[0], &[2, 3, 4]));
+    check("mean_all", &[&[5, 3]], -1.0, 1.0, |g, p| g.mean_all(p[0]));
+}
+
+#[test]
+fn grad_softmax_family() {
+    check("softmax", &[&[3, 7]], -3.0, 3.0, |g, p| g.softmax(p[0]));
+    check("log_softmax", &[&[3, 7]], -3.0, 3.0, |g, p| g.log_softmax(p[0]));
+}
+
+#[test]
+fn grad_layout_ops() {
+    check("reshape", &[&[3, 4]], -1.0, 1.0, |g, p| g.reshape(p[0], &[2, 6]));
+    check("transpose", &[&[2, 3, 4]], -1.0, 1.0, |g, p| g.transpose(p[0], &[2, 0, 1]));
+    check("slice", &[&[4, 5]], -1.0, 1.0, |g, p| g.slice(p[0], 1, 1, 3));
+    check("concat", &[&[2, 3], &[2, 2]], -1.0, 1.0, |g, p| g.concat(&[p[0], p[1]], 1));
+}
+
+#[test]
+fn grad_composites() {
+    check("mse", &[&[4, 3], &[4, 3]], -1.0, 1.0, |g, p| g.mse(p[0], p[1]));
+    // A two-layer perceptron: parameters used twice, gradients summed across paths.
+    check("mlp", &[&[4, 3], &[3, 5], &[5], &[5, 2]], -1.0, 1.0, |g, p| {
+        let h = g.matmul(p[0], p[1], mm(false, false, 1.0))?;
+        let h = g.add(h, p[2])?;
+        let h = g.unary(Unary::Tanh, h)?;
+        let o = g.matmul(h, p[3], mm(false, false, 1.0))?;
+        let r = g.unary(Unary::Gelu, p[0])?;
+        let r = g.sum(r, 1, true)?;
+        g.add(o, r)
+    });
+}
+
+#[test]
+fn grad_of_grad_through_leaky_relu() {
+    // A gradient penalty: ‖d/dx Σ leaky(x·W)‖², differentiated with respect to W and x.
+    check("gradient penalty", &[&[3, 4], &[4, 2]], -1.0, 1.0, |g, p| {
+        let h = g.matmul(p[0], p[1], mm(false, false, 1.0))?;
+        let y = g.unary_with(Unary::LeakyRelu, h, 0.2)?;
+        let s = g.sum_all(y)?;
+        let gx = g.backward(s, &[p[0]])?[0];
+        let sq = g.unary(Unary::Square, gx)?;
+        g.sum(sq, 1, false)
+    });
+}
