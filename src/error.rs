@@ -38,6 +38,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A checkpoint that cannot be read, written or used: `path` is the file, `msg` what is wrong.
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint { path: String, msg: String },
+
     #[error("{0}")]
     Other(String),
 }
