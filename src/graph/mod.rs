@@ -129,8 +129,18 @@ impl Graph {
         self.push(Op::Input(t.clone()), &[], t.shape.clone(), t.dtype)
     }
 
+    /// A parameter node. Binding the same tensor again returns the same node, so a tensor used in
+    /// several places (tied weights) has one gradient, summed over its uses.
     pub fn param(&mut self, t: &Tensor) -> NodeId {
+        if let Some(id) = self.param_node(t) {
+            return id;
+        }
         self.push(Op::Param(t.clone()), &[], t.shape.clone(), t.dtype)
+    }
+
+    /// The node a parameter tensor is bound to, if any.
+    pub fn param_node(&self, t: &Tensor) -> Option<NodeId> {
+        self.nodes.iter().position(|n| matches!(&n.op, Op::Param(p) if p.buf.same(&t.buf) && p.shape == t.shape)).map(NodeId)
     }
 
     pub fn constant(&mut self, t: &Tensor) -> NodeId {
