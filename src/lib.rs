@@ -2,8 +2,9 @@
 //! backend that mirrors every kernel.
 //!
 //! Layers, bottom up: `kernels` (the registry build.rs makes from shaders/), `device` (the wgpu and CPU
-//! engines), `tensor`, `ops` (one file per kernel family).
+//! engines), `tensor`, `ops` (one file per kernel family); `bench` measures the kernels.
 
+pub mod bench;
 pub mod device;
 pub mod error;
 pub mod kernels;
