@@ -69,8 +69,45 @@ fn origin_of(c: &Composed, offset: usize) -> String {
     }
 }
 
+/// `git <args>` run in `dir`, trimmed stdout, or None when git is missing or fails.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git").args(args).current_dir(dir).output().ok()?;
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !s.is_empty()).then_some(s)
+}
+
+/// Sets TIGEL_GIT_COMMIT (short hash of HEAD, "unknown" outside a git checkout) for benchmark reports,
+/// and reruns when HEAD or the branch it names moves. Only files that exist are watched: cargo would
+/// rerun this script on every build for a missing one. In a git worktree `.git` is a file, so the
+/// paths come from `git rev-parse --git-path`.
+fn git_commit(manifest: &Path) {
+    let commit = git(manifest, &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=TIGEL_GIT_COMMIT={commit}");
+    if !manifest.join(".git").exists() {
+        return;
+    }
+    let mut watch = vec![manifest.join(".git/HEAD")];
+    let rel = |p: String| manifest.join(p);
+    if let Some(head) = git(manifest, &["rev-parse", "--git-path", "HEAD"]) {
+        watch.push(rel(head));
+    }
+    if let Some(branch) = git(manifest, &["symbolic-ref", "-q", "HEAD"]) {
+        if let Some(r) = git(manifest, &["rev-parse", "--git-path", &branch]) {
+            watch.push(rel(r));
+        }
+    }
+    if let Some(packed) = git(manifest, &["rev-parse", "--git-path", "packed-refs"]) {
+        watch.push(rel(packed));
+    }
+    watch.dedup();
+    for p in watch.iter().filter(|p| p.is_file()) {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+}
+
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    git_commit(&manifest);
     let root = manifest.join("shaders");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     std::fs::create_dir_all(out_dir.join("shaders")).unwrap();

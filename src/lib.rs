@@ -2,8 +2,10 @@
 //! backend that mirrors every kernel.
 //!
 //! Layers, bottom up: `kernels` (the registry build.rs makes from shaders/), `device` (the wgpu and CPU
-//! engines), `tensor`, `ops` (one file per kernel family), `checkpoint` (saved models and training state).
+//! engines), `tensor`, `ops` (one file per kernel family), `graph` (IR, autodiff, planner/executor),
+//! `nn` (layers), `checkpoint` (saved models and training state); `bench` measures the kernels.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod device;
 pub mod error;

@@ -58,7 +58,7 @@ pub fn backend_str(b: wgpu::Backend) -> &'static str {
     }
 }
 
-fn device_type_str(t: wgpu::DeviceType) -> &'static str {
+pub fn device_type_str(t: wgpu::DeviceType) -> &'static str {
     match t {
         wgpu::DeviceType::DiscreteGpu => "discrete",
         wgpu::DeviceType::IntegratedGpu => "integrated",

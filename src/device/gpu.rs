@@ -469,7 +469,8 @@ impl GpuEngine {
         enc.copy_buffer_to_buffer(resolve, 0, &staging, 0, 16);
         self.queue.submit([enc.finish()]);
         self.counters.submissions.fetch_add(1, Ordering::Relaxed);
-        let ts: Vec<u64> = bytemuck::cast_vec(PendingRead::start(self.device.clone(), staging, 4).wait()?);
+        // Copied, not cast in place: a Vec<u32>'s allocation is not aligned for u64.
+        let ts: Vec<u64> = bytemuck::pod_collect_to_vec(&PendingRead::start(self.device.clone(), staging, 4).wait()?);
         self.take_errors()?;
         let period_ns = self.queue.get_timestamp_period() as f64;
         Ok(ts[1].saturating_sub(ts[0]) as f64 * period_ns * 1e-9)
