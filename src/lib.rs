@@ -2,12 +2,14 @@
 //! backend that mirrors every kernel.
 //!
 //! Layers, bottom up: `kernels` (the registry build.rs makes from shaders/), `device` (the wgpu and CPU
-//! engines), `tensor`, `ops` (one file per kernel family).
+//! engines), `tensor`, `ops` (one file per kernel family), `optim` (optimizers over the
+//! optim kernel family).
 
 pub mod device;
 pub mod error;
 pub mod kernels;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
 
 pub use device::{BackendChoice, Buffer, Device, Dispatch, Recording};
