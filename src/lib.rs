@@ -3,7 +3,8 @@
 //!
 //! Layers, bottom up: `kernels` (the registry build.rs makes from shaders/), `device` (the wgpu and CPU
 //! engines), `tensor`, `ops` (one file per kernel family), `graph` (IR, autodiff, planner/executor),
-//! `nn` (layers), `checkpoint` (saved models and training state); `bench` measures the kernels.
+//! `nn` (layers), `optim` (optimizers, schedules, clipping, EMA), `checkpoint` (saved models and
+//! training state); `bench` measures the kernels.
 
 pub mod bench;
 pub mod checkpoint;
@@ -11,6 +12,7 @@ pub mod device;
 pub mod error;
 pub mod kernels;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
 
 pub use device::{BackendChoice, Buffer, Device, Dispatch, Recording};

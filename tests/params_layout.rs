@@ -54,6 +54,12 @@ fn params_matmul_match_naga() {
 }
 
 #[test]
+fn params_optim_match_naga() {
+    use tigel::ops::optim::*;
+    check!("optim", ScheduleParams, AdvanceParams, SgdParams, AdamParams, SumsqParams, ClipParams, EmaParams);
+}
+
+#[test]
 fn every_entry_point_has_a_kernel_with_a_cpu_twin() {
     let listed: Vec<(&str, &str)> = tigel::ops::ALL_KERNELS.iter().map(|k| (k.shader, k.entry)).collect();
     for s in SHADERS {

@@ -5,6 +5,7 @@
 pub mod elementwise;
 pub mod layout;
 pub mod matmul;
+pub mod optim;
 pub mod reduce;
 pub mod rng;
 pub mod softmax;
@@ -27,6 +28,12 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &matmul::MATMUL_TILED,
     &matmul::MATMUL_TILED_VEC4,
     &matmul::MATMUL_SMALL,
+    &optim::ADVANCE_STEP,
+    &optim::SGD,
+    &optim::ADAM,
+    &optim::SUMSQ_PARTIAL,
+    &optim::CLIP_SCALE,
+    &optim::EMA,
     &reduce::REDUCE_ROWS,
     &reduce::REDUCE_STRIDED,
     &rng::BITS,

@@ -5,6 +5,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod layout;
 pub mod matmul;
+pub mod optim;
 pub mod reduce;
 pub mod rng;
 pub mod softmax;

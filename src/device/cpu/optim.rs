@@ -1,0 +1,227 @@
+//! CPU twin of shaders/optim.wgsl and shaders/common/schedule.wgsl. Same formulas, same order of
+//! operations; the clipping sums are mirrored thread by thread (strided per-thread partials, then the
+//! same tree), so they add in the shader's order.
+
+use rayon::prelude::*;
+
+use super::{par_chunks, CHUNK};
+use crate::kernels::CpuArgs;
+use crate::ops::optim::{
+    AdamParams, AdvanceParams, ClipParams, EmaParams, ScheduleParams, SgdParams, SumsqParams, SCHED_CONSTANT,
+    SCHED_LINEAR,
+};
+
+const WG: usize = 256;
+const HALF_PI: f32 = 1.570_796_4;
+
+/// cos(x) for 0 <= x <= pi/4: the shader's Taylor polynomial (`sched_cos`).
+#[allow(clippy::excessive_precision)]
+fn sched_cos(x: f32) -> f32 {
+    let x2 = x * x;
+    1.0 + x2 * (-0.5 + x2 * (0.041666668 + x2 * (-0.0013888889 + x2 * (2.4801588e-5 + x2 * -2.755732e-7))))
+}
+
+/// sin(x) for 0 <= x <= pi/4 (`sched_sin`).
+#[allow(clippy::excessive_precision)]
+fn sched_sin(x: f32) -> f32 {
+    let x2 = x * x;
+    x * (1.0 + x2 * (-0.16666667 + x2 * (0.008333334 + x2 * (-1.984127e-4 + x2 * (2.7557319e-6 + x2 * -2.5052108e-8)))))
+}
+
+/// 0.5 * (1 + cos(pi * p)) given q = 1 - p (`cosine_factor`).
+fn cosine_factor(p: f32, q: f32) -> f32 {
+    if p <= 0.5 {
+        let c = sched_cos(HALF_PI * p);
+        c * c
+    } else {
+        let s = sched_sin(HALF_PI * q);
+        s * s
+    }
+}
+
+/// The learning rate at 0-based step `step` (twin of `schedule_lr` in shaders/common/schedule.wgsl).
+pub fn schedule_lr(kind: u32, base_lr: f32, min_lr: f32, warmup: u32, total: u32, step: u32) -> f32 {
+    if kind == SCHED_CONSTANT {
+        return base_lr;
+    }
+    if step < warmup {
+        return base_lr * (step + 1) as f32 / warmup as f32;
+    }
+    let span = total - warmup.min(total);
+    let (mut p, mut q) = (1.0f32, 0.0f32);
+    if span > 0 {
+        let s = step.min(total);
+        p = (s - warmup) as f32 / span as f32;
+        q = (total - s) as f32 / span as f32;
+    }
+    if kind == SCHED_LINEAR {
+        return min_lr + (base_lr - min_lr) * q;
+    }
+    min_lr + (base_lr - min_lr) * cosine_factor(p, q)
+}
+
+pub fn schedule_lr_of(s: &ScheduleParams, step: u32) -> f32 {
+    schedule_lr(s.kind, s.base_lr, s.min_lr, s.warmup, s.total, step)
+}
+
+/// Bindings: params, step (read_write).
+pub fn advance_step(args: &mut CpuArgs) {
+    let p: AdvanceParams = args.params();
+    let step = args.u32_out(0);
+    step[0] = step[0].wrapping_add(p.by);
+}
+
+/// Bindings: params, param (read_write), grad (read), momentum (read_write), step (read), clip (read).
+pub fn sgd(args: &mut CpuArgs) {
+    let sp: SgdParams = args.params();
+    let n = sp.n as usize;
+    let grad = args.f32_in(0);
+    let step = args.u32_in(1)[0];
+    let scale = args.f32_in(2)[0];
+    let param = &mut args.f32_out(0)[..n];
+    let lr = schedule_lr_of(&sp.sched, step);
+    let update = |p: f32, gi: f32, mom: Option<&mut f32>| -> f32 {
+        let mut g = gi * scale;
+        if sp.weight_decay != 0.0 {
+            g += sp.weight_decay * p;
+        }
+        if let Some(m) = mom {
+            let b = sp.momentum * *m + (1.0 - sp.dampening) * g;
+            *m = b;
+            g = if sp.nesterov == 1 { g + sp.momentum * b } else { b };
+        }
+        p - lr * g
+    };
+    if sp.momentum != 0.0 {
+        let mom = &mut args.f32_out(1)[..n];
+        param.par_chunks_mut(CHUNK).zip(mom.par_chunks_mut(CHUNK)).enumerate().for_each(|(c, (pc, mc))| {
+            let g = &grad[c * CHUNK..];
+            for ((p, m), &gi) in pc.iter_mut().zip(mc.iter_mut()).zip(g) {
+                *p = update(*p, gi, Some(m));
+            }
+        });
+    } else {
+        par_chunks(param, |s, pc| {
+            for (p, &gi) in pc.iter_mut().zip(&grad[s..]) {
+                *p = update(*p, gi, None);
+            }
+        });
+    }
+}
+
+/// 1 - beta^t (`bias_correction`).
+fn bias_correction(beta: f32, t: f32) -> f32 {
+    if beta == 0.0 {
+        1.0
+    } else {
+        1.0 - beta.powf(t)
+    }
+}
+
+/// Bindings: params, param (read_write), grad (read), m (read_write), v (read_write), step (read),
+/// clip (read).
+pub fn adam(args: &mut CpuArgs) {
+    let ap: AdamParams = args.params();
+    let n = ap.n as usize;
+    let grad = args.f32_in(0);
+    let s = args.u32_in(1)[0];
+    let scale = args.f32_in(2)[0];
+    let param = &mut args.f32_out(0)[..n];
+    let m = &mut args.f32_out(1)[..n];
+    let v = &mut args.f32_out(2)[..n];
+    let lr = schedule_lr_of(&ap.sched, s);
+    let t = s.wrapping_add(1) as f32;
+    let bc1 = bias_correction(ap.beta1, t);
+    let bc2 = bias_correction(ap.beta2, t);
+    param.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).enumerate().for_each(
+        |(c, ((pc, mc), vc))| {
+            let g = &grad[c * CHUNK..];
+            for (((pp, mm), vv), &gi) in pc.iter_mut().zip(mc.iter_mut()).zip(vc.iter_mut()).zip(g) {
+                let mut p = *pp;
+                let mut g = gi * scale;
+                if ap.weight_decay != 0.0 {
+                    if ap.decoupled == 1 {
+                        p *= 1.0 - lr * ap.weight_decay;
+                    } else {
+                        g += ap.weight_decay * p;
+                    }
+                }
+                let m = ap.beta1 * *mm + (1.0 - ap.beta1) * g;
+                let v = ap.beta2 * *vv + (1.0 - ap.beta2) * g * g;
+                *mm = m;
+                *vv = v;
+                let denom = v.sqrt() / bc2.sqrt() + ap.eps;
+                *pp = p - (lr / bc1) * (m / denom);
+            }
+        },
+    );
+}
+
+/// The shader's `tree_sum` over one workgroup's 256 values; returns red[0].
+fn tree_sum(red: &mut [f32; WG]) -> f32 {
+    let mut s = WG / 2;
+    while s > 0 {
+        for lid in 0..s {
+            red[lid] += red[lid + s];
+        }
+        s >>= 1;
+    }
+    red[0]
+}
+
+/// Bindings: params, x (read), partials (read_write).
+pub fn sumsq_partial(args: &mut CpuArgs) {
+    let qp: SumsqParams = args.params();
+    let x = args.f32_in(0);
+    let partials = args.f32_out(0);
+    let (n, chunk) = (qp.n as usize, qp.chunk as usize);
+    let slots = n.div_ceil(chunk);
+    partials[qp.slot as usize..qp.slot as usize + slots].par_iter_mut().enumerate().for_each(|(w, out)| {
+        let base = w * chunk;
+        let end = (base + chunk).min(n);
+        let mut red = [0f32; WG];
+        for (lid, r) in red.iter_mut().enumerate() {
+            let mut acc = 0f32;
+            for &v in x[(base + lid).min(end)..end].iter().step_by(WG) {
+                acc += v * v;
+            }
+            *r = acc;
+        }
+        *out = tree_sum(&mut red);
+    });
+}
+
+/// Bindings: params, partials (read), clip (read_write).
+pub fn clip_scale(args: &mut CpuArgs) {
+    let cp: ClipParams = args.params();
+    let partials = &args.f32_in(0)[..cp.n_partials as usize];
+    let clip = args.f32_out(0);
+    let mut red = [0f32; WG];
+    for (lid, r) in red.iter_mut().enumerate() {
+        let mut acc = 0f32;
+        for &v in partials[lid.min(partials.len())..].iter().step_by(WG) {
+            acc += v;
+        }
+        *r = acc;
+    }
+    let norm = tree_sum(&mut red).sqrt();
+    clip[0] = 1f32.min(cp.max_norm / (norm + 1e-6));
+    clip[1] = norm;
+}
+
+/// Bindings: params, ema (read_write), param (read), step (read).
+pub fn ema(args: &mut CpuArgs) {
+    let ep: EmaParams = args.params();
+    let param = args.f32_in(0);
+    let s = args.u32_in(1)[0];
+    let avg = &mut args.f32_out(0)[..ep.n as usize];
+    let mut d = ep.decay;
+    if ep.warmup == 1 {
+        d = d.min((1u32.wrapping_add(s)) as f32 / (10u32.wrapping_add(s)) as f32);
+    }
+    par_chunks(avg, |st, ch| {
+        for (a, &p) in ch.iter_mut().zip(&param[st..]) {
+            *a = d * *a + (1.0 - d) * p;
+        }
+    });
+}

@@ -1,0 +1,447 @@
+//! Optimizer kernels, one tensor per call: SGD (momentum, Nesterov, L2 weight decay), Adam/AdamW, the
+//! two gradient-clipping kernels, the weight EMA and the step counter. Kernels: shaders/optim.wgsl
+//! (schedule in shaders/common/schedule.wgsl); CPU twins: device/cpu/optim.rs. `crate::optim` builds the
+//! user-facing `Optimizer` and `Ema` on these.
+//!
+//! Per-step state lives in buffers, never in params, so a recorded step replays correctly:
+//! * the step counter: a u32 tensor of shape [1] holding the 0-based index of the current optimizer step
+//!   (`step_counter`). Update kernels read it for the learning-rate schedule and Adam's bias correction
+//!   (t = step + 1); `advance_step` increments it and ends a training step;
+//! * the clip buffer: an f32 tensor of shape [2], [scale, total_norm] (`clip_buffer`). Update kernels
+//!   multiply every gradient element by clip[0] as they read it. `sumsq_partial` (once per gradient tensor,
+//!   each at its own slot range of a shared `partials` tensor) and then `clip_scale` write it; with
+//!   clipping off it stays [1, 0].
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{launch_1d, u32_of, want_dtype};
+use crate::device::cpu;
+use crate::device::{Device, Dispatch};
+use crate::error::{Error, Result};
+use crate::kernels::{groups_1d, Kernel};
+use crate::tensor::{DType, Tensor};
+
+/// Threads per workgroup of the optimizer kernels.
+pub const WG: usize = 256;
+/// Fewest elements one `sumsq_partial` workgroup sums (8 per thread).
+pub const MIN_CHUNK: usize = 8 * WG;
+/// Most partial sums one tensor contributes: bigger tensors get bigger chunks, so that the single
+/// `clip_scale` workgroup has a bounded amount of work whatever the model size.
+pub const MAX_SLOTS_PER_TENSOR: usize = 4096;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct ScheduleParams {
+    pub kind: u32,
+    pub warmup: u32,
+    pub total: u32,
+    pub _pad0: u32,
+    pub base_lr: f32,
+    pub min_lr: f32,
+    pub _pad1: u32,
+    pub _pad2: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct AdvanceParams {
+    pub by: u32,
+    pub _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct SgdParams {
+    pub sched: ScheduleParams,
+    pub n: u32,
+    pub momentum: f32,
+    pub dampening: f32,
+    pub nesterov: u32,
+    pub weight_decay: f32,
+    pub _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct AdamParams {
+    pub sched: ScheduleParams,
+    pub n: u32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub decoupled: u32,
+    pub _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct SumsqParams {
+    pub n: u32,
+    pub chunk: u32,
+    pub slot: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct ClipParams {
+    pub n_partials: u32,
+    pub max_norm: f32,
+    pub _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct EmaParams {
+    pub n: u32,
+    pub decay: f32,
+    pub warmup: u32,
+    pub _pad: u32,
+}
+
+pub static ADVANCE_STEP: Kernel = Kernel { shader: "optim", entry: "advance_step", cpu: cpu::optim::advance_step };
+pub static SGD: Kernel = Kernel { shader: "optim", entry: "sgd", cpu: cpu::optim::sgd };
+pub static ADAM: Kernel = Kernel { shader: "optim", entry: "adam", cpu: cpu::optim::adam };
+pub static SUMSQ_PARTIAL: Kernel = Kernel { shader: "optim", entry: "sumsq_partial", cpu: cpu::optim::sumsq_partial };
+pub static CLIP_SCALE: Kernel = Kernel { shader: "optim", entry: "clip_scale", cpu: cpu::optim::clip_scale };
+pub static EMA: Kernel = Kernel { shader: "optim", entry: "ema", cpu: cpu::optim::ema };
+
+/// Schedule kind codes of shaders/common/schedule.wgsl.
+pub const SCHED_CONSTANT: u32 = 0;
+pub const SCHED_LINEAR: u32 = 1;
+pub const SCHED_COSINE: u32 = 2;
+
+/// Learning rate as a function of the step counter (see shaders/common/schedule.wgsl).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Schedule {
+    /// `lr` at every step.
+    Constant { lr: f32 },
+    /// Linear warmup from lr/warmup to `lr` over `warmup` steps, then a linear decay to `min_lr` at step
+    /// `total`, and `min_lr` after. `min_lr == lr` gives warmup followed by a constant rate.
+    Linear { lr: f32, warmup: u32, total: u32, min_lr: f32 },
+    /// Linear warmup as `Linear`, then a half cosine from `lr` down to `min_lr` at step `total`.
+    Cosine { lr: f32, warmup: u32, total: u32, min_lr: f32 },
+}
+
+fn bad(op: &'static str, field: &str, value: impl std::fmt::Display, rule: &str) -> Error {
+    Error::invalid(op, format!("{field} = {value} is out of range: {rule}"))
+}
+
+impl Schedule {
+    /// Checks the fields: lr finite and >= 0, 0 <= min_lr <= lr, warmup <= total.
+    pub fn validate(&self, op: &'static str) -> Result<()> {
+        let p = self.params();
+        if !(p.base_lr.is_finite() && p.base_lr >= 0.0) {
+            return Err(bad(op, "lr", p.base_lr, "must be finite and >= 0"));
+        }
+        if let Schedule::Linear { .. } | Schedule::Cosine { .. } = self {
+            if !(p.min_lr.is_finite() && p.min_lr >= 0.0 && p.min_lr <= p.base_lr) {
+                return Err(bad(op, "min_lr", p.min_lr, &format!("must be in [0, lr = {}]", p.base_lr)));
+            }
+            if p.warmup > p.total {
+                return Err(bad(op, "warmup", p.warmup, &format!("must be <= total = {}", p.total)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The kernels' params fields for this schedule.
+    pub fn params(&self) -> ScheduleParams {
+        let (kind, base_lr, warmup, total, min_lr) = match *self {
+            Schedule::Constant { lr } => (SCHED_CONSTANT, lr, 0, 0, lr),
+            Schedule::Linear { lr, warmup, total, min_lr } => (SCHED_LINEAR, lr, warmup, total, min_lr),
+            Schedule::Cosine { lr, warmup, total, min_lr } => (SCHED_COSINE, lr, warmup, total, min_lr),
+        };
+        ScheduleParams { kind, warmup, total, base_lr, min_lr, ..Default::default() }
+    }
+
+    /// The learning rate at 0-based step `step`, computed on the host exactly as the kernels do.
+    pub fn lr_at(&self, step: u32) -> f32 {
+        cpu::optim::schedule_lr_of(&self.params(), step)
+    }
+}
+
+/// SGD hyper-parameters (PyTorch's semantics: L2 weight decay added to the gradient; the momentum buffer
+/// starts at zero, so the first step's buffer is (1 - dampening) * g).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdConfig {
+    pub momentum: f32,
+    pub dampening: f32,
+    pub nesterov: bool,
+    pub weight_decay: f32,
+}
+
+impl SgdConfig {
+    pub fn validate(&self, op: &'static str) -> Result<()> {
+        if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
+            return Err(bad(op, "momentum", self.momentum, "must be in [0, 1)"));
+        }
+        if !(self.dampening.is_finite() && (0.0..1.0).contains(&self.dampening)) {
+            return Err(bad(op, "dampening", self.dampening, "must be in [0, 1)"));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(bad(op, "weight_decay", self.weight_decay, "must be finite and >= 0"));
+        }
+        if self.nesterov && (self.momentum == 0.0 || self.dampening != 0.0) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "nesterov = true needs momentum > 0 and dampening = 0 (got momentum = {}, dampening = {})",
+                    self.momentum, self.dampening
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Adam hyper-parameters. `decoupled`: false is Adam (L2 weight decay added to the gradient), true is
+/// AdamW (`p *= 1 - lr * weight_decay` before the update).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamConfig {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub decoupled: bool,
+}
+
+impl AdamConfig {
+    pub fn validate(&self, op: &'static str) -> Result<()> {
+        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(b.is_finite() && (0.0..1.0).contains(&b)) {
+                return Err(bad(op, name, b, "must be in [0, 1)"));
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(bad(op, "eps", self.eps, "must be finite and > 0"));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(bad(op, "weight_decay", self.weight_decay, "must be finite and >= 0"));
+        }
+        Ok(())
+    }
+}
+
+/// A step counter at `value`: u32, shape [1].
+pub fn step_counter(dev: &Device, value: u32) -> Result<Tensor> {
+    Tensor::from_u32(dev, &[1], &[value])
+}
+
+/// A clip buffer [scale, total_norm] = [1, 0]: f32, shape [2] (the value when clipping is off).
+pub fn clip_buffer(dev: &Device) -> Result<Tensor> {
+    Tensor::from_f32(dev, &[2], &[1.0, 0.0])
+}
+
+fn want_step(op: &'static str, step: &Tensor) -> Result<()> {
+    want_dtype(op, step, DType::U32)?;
+    if step.numel() != 1 {
+        return Err(Error::invalid(op, format!("the step counter must hold one u32, got shape {:?}", step.shape)));
+    }
+    Ok(())
+}
+
+fn want_clip(op: &'static str, clip: &Tensor) -> Result<()> {
+    want_dtype(op, clip, DType::F32)?;
+    if clip.numel() != 2 {
+        return Err(Error::invalid(
+            op,
+            format!("the clip buffer must hold two f32 [scale, norm], got shape {:?}", clip.shape),
+        ));
+    }
+    Ok(())
+}
+
+fn same_shape(op: &'static str, what: &str, p: &Tensor, t: &Tensor) -> Result<()> {
+    want_dtype(op, t, DType::F32)?;
+    if p.shape != t.shape {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: p.shape.clone(),
+            rhs: t.shape.clone(),
+            hint: format!(" (parameter and {what} must have one shape)"),
+        });
+    }
+    Ok(())
+}
+
+/// Adds `by` to the step counter (a training step ends with `advance_step(dev, step, 1)`).
+pub fn advance_step(dev: &Device, step: &Tensor, by: u32) -> Result<()> {
+    want_step("advance_step", step)?;
+    let p = AdvanceParams { by, ..Default::default() };
+    dev.dispatch(Dispatch::new(&ADVANCE_STEP, &p, &[&step.buf], [1, 1, 1]))
+}
+
+/// One SGD update of `param` in place. `momentum_buf` (same shape as `param`) is required when
+/// `cfg.momentum > 0`. With momentum 0 it is neither read nor written: pass any f32 tensor (bound as a
+/// placeholder) or None (a one-word placeholder is allocated).
+#[allow(clippy::too_many_arguments)]
+pub fn sgd(
+    dev: &Device,
+    sched: &Schedule,
+    cfg: &SgdConfig,
+    param: &Tensor,
+    grad: &Tensor,
+    momentum_buf: Option<&Tensor>,
+    step: &Tensor,
+    clip: &Tensor,
+) -> Result<()> {
+    const OP: &str = "sgd";
+    sched.validate(OP)?;
+    cfg.validate(OP)?;
+    want_dtype(OP, param, DType::F32)?;
+    same_shape(OP, "gradient", param, grad)?;
+    want_step(OP, step)?;
+    want_clip(OP, clip)?;
+    let placeholder;
+    let mom = match momentum_buf {
+        Some(m) if cfg.momentum == 0.0 => {
+            want_dtype(OP, m, DType::F32)?;
+            m
+        }
+        Some(m) => {
+            same_shape(OP, "momentum buffer", param, m)?;
+            m
+        }
+        None if cfg.momentum == 0.0 => {
+            placeholder = Tensor::empty(dev, &[1], DType::F32)?;
+            &placeholder
+        }
+        None => {
+            return Err(Error::invalid(OP, format!("momentum = {} needs a momentum buffer", cfg.momentum)));
+        }
+    };
+    let n = param.numel();
+    if n == 0 {
+        return Ok(());
+    }
+    let p = SgdParams {
+        sched: sched.params(),
+        n: u32_of(OP, "elements", n)?,
+        momentum: cfg.momentum,
+        dampening: cfg.dampening,
+        nesterov: cfg.nesterov as u32,
+        weight_decay: cfg.weight_decay,
+        _pad: [0; 3],
+    };
+    launch_1d(dev, &SGD, &p, &[&param.buf, &grad.buf, &mom.buf, &step.buf, &clip.buf], n)
+}
+
+/// One Adam or AdamW update of `param`, `m` and `v` in place (`m`, `v`: same shape as `param`, zero at
+/// the start of training).
+#[allow(clippy::too_many_arguments)]
+pub fn adam(
+    dev: &Device,
+    sched: &Schedule,
+    cfg: &AdamConfig,
+    param: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    step: &Tensor,
+    clip: &Tensor,
+) -> Result<()> {
+    const OP: &str = "adam";
+    sched.validate(OP)?;
+    cfg.validate(OP)?;
+    want_dtype(OP, param, DType::F32)?;
+    same_shape(OP, "gradient", param, grad)?;
+    same_shape(OP, "first moment m", param, m)?;
+    same_shape(OP, "second moment v", param, v)?;
+    want_step(OP, step)?;
+    want_clip(OP, clip)?;
+    let n = param.numel();
+    if n == 0 {
+        return Ok(());
+    }
+    let p = AdamParams {
+        sched: sched.params(),
+        n: u32_of(OP, "elements", n)?,
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        eps: cfg.eps,
+        weight_decay: cfg.weight_decay,
+        decoupled: cfg.decoupled as u32,
+        _pad: [0; 2],
+    };
+    launch_1d(dev, &ADAM, &p, &[&param.buf, &grad.buf, &m.buf, &v.buf, &step.buf, &clip.buf], n)
+}
+
+/// (elements per workgroup, partial sums) of `sumsq_partial` over `n` elements.
+pub fn sumsq_layout(n: usize) -> (usize, usize) {
+    if n == 0 {
+        return (MIN_CHUNK, 0);
+    }
+    let chunk = n.div_ceil(MAX_SLOTS_PER_TENSOR).div_ceil(WG).max(MIN_CHUNK / WG) * WG;
+    (chunk, n.div_ceil(chunk))
+}
+
+/// Writes the sums of squares of `x`, one per chunk (see `sumsq_layout`), to `partials[slot..]`, and
+/// returns the number of slots written.
+pub fn sumsq_partial(dev: &Device, x: &Tensor, partials: &Tensor, slot: usize) -> Result<usize> {
+    const OP: &str = "sumsq_partial";
+    want_dtype(OP, x, DType::F32)?;
+    want_dtype(OP, partials, DType::F32)?;
+    let n = x.numel();
+    let (chunk, slots) = sumsq_layout(n);
+    if slot + slots > partials.numel() {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "a tensor of shape {:?} needs partial slots {slot}..{} but the partials buffer holds {}",
+                x.shape,
+                slot + slots,
+                partials.numel()
+            ),
+        ));
+    }
+    if slots == 0 {
+        return Ok(0);
+    }
+    let p = SumsqParams {
+        n: u32_of(OP, "elements", n)?,
+        chunk: u32_of(OP, "chunk", chunk)?,
+        slot: u32_of(OP, "slot", slot)?,
+        _pad: 0,
+    };
+    let groups = groups_1d(slots, 1, dev.max_groups_per_dim());
+    dev.dispatch(Dispatch::new(&SUMSQ_PARTIAL, &p, &[&x.buf, &partials.buf], groups))?;
+    Ok(slots)
+}
+
+/// Sums `partials[..n_partials]` into the global norm and writes clip = [min(1, max_norm / (norm +
+/// 1e-6)), norm]. One workgroup; a fixed order of additions.
+pub fn clip_scale(dev: &Device, partials: &Tensor, n_partials: usize, max_norm: f32, clip: &Tensor) -> Result<()> {
+    const OP: &str = "clip_scale";
+    want_dtype(OP, partials, DType::F32)?;
+    want_clip(OP, clip)?;
+    if !(max_norm.is_finite() && max_norm > 0.0) {
+        return Err(bad(OP, "max_norm", max_norm, "must be finite and > 0"));
+    }
+    if n_partials > partials.numel() {
+        return Err(Error::invalid(
+            OP,
+            format!("n_partials = {n_partials} but the partials buffer holds {}", partials.numel()),
+        ));
+    }
+    let p = ClipParams { n_partials: u32_of(OP, "n_partials", n_partials)?, max_norm, _pad: [0; 2] };
+    dev.dispatch(Dispatch::new(&CLIP_SCALE, &p, &[&partials.buf, &clip.buf], [1, 1, 1]))
+}
+
+/// `ema = d * ema + (1 - d) * param` with d = decay, or min(decay, (1 + step) / (10 + step)) with `warmup`.
+pub fn ema(dev: &Device, avg: &Tensor, param: &Tensor, step: &Tensor, decay: f32, warmup: bool) -> Result<()> {
+    const OP: &str = "ema";
+    if !(decay.is_finite() && (0.0..=1.0).contains(&decay)) {
+        return Err(bad(OP, "decay", decay, "must be in [0, 1]"));
+    }
+    want_dtype(OP, avg, DType::F32)?;
+    same_shape(OP, "average", avg, param)?;
+    want_step(OP, step)?;
+    let n = avg.numel();
+    if n == 0 {
+        return Ok(());
+    }
+    let p = EmaParams { n: u32_of(OP, "elements", n)?, decay, warmup: warmup as u32, _pad: 0 };
+    launch_1d(dev, &EMA, &p, &[&avg.buf, &param.buf, &step.buf], n)
+}

@@ -1,0 +1,410 @@
+//! Optimizers for training: `Optimizer` (SGD with momentum/Nesterov, Adam, AdamW), with optional
+//! gradient clipping by global norm and a learning-rate `Schedule`, and `Ema`, an exponential moving
+//! average of the weights. Built on the optim kernel family (`ops::optim`, shaders/optim.wgsl).
+//!
+//! Both allocate their state once, in `new`, and issue their work as ordinary eager dispatches, so a
+//! whole training step (forward, backward, `Optimizer::step`) can be recorded once with
+//! `Device::capture` and replayed every step: what changes from step to step (the step counter that
+//! drives the schedule and Adam's bias correction, the clipping scale) lives in device buffers that the
+//! kernels read and update, and nothing is read back to the host.
+//!
+//! ```no_run
+//! # use tigel::{Device, Tensor, Result};
+//! # use tigel::optim::{Optimizer, OptimizerKind, Schedule};
+//! # fn f(dev: &Device, w: &Tensor, grad_of: impl Fn(&Tensor) -> Result<Tensor>) -> Result<()> {
+//! let kind = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
+//! let sched = Schedule::Cosine { lr: 3e-4, warmup: 100, total: 10_000, min_lr: 3e-5 };
+//! let opt = Optimizer::new(dev, kind, sched, Some(1.0), &[w])?;
+//! let (_, step) = dev.capture(|| {
+//!     let g = grad_of(w)?;
+//!     opt.step(dev, &[w], &[&g])
+//! })?;
+//! for _ in 0..10_000 {
+//!     dev.replay(&step)?;
+//! }
+//! # Ok(()) }
+//! ```
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::ops::layout;
+use crate::ops::optim::{self as k, AdamConfig, SgdConfig};
+use crate::tensor::{DType, Tensor};
+
+pub use crate::ops::optim::Schedule;
+
+/// Which update rule, with its hyper-parameters (the learning rate is the `Schedule`'s).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptimizerKind {
+    /// SGD; `momentum` in [0, 1) (0: plain SGD, no state), Nesterov needs momentum > 0, `weight_decay`
+    /// is L2 (added to the gradient).
+    Sgd { momentum: f32, nesterov: bool, weight_decay: f32 },
+    /// Adam; `weight_decay` is L2 (added to the gradient, so it passes through the moments).
+    Adam { beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    /// AdamW: decoupled weight decay, `p *= 1 - lr * weight_decay` before the Adam update.
+    AdamW { beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+}
+
+enum Rule {
+    Sgd(SgdConfig),
+    Adam(AdamConfig),
+}
+
+impl OptimizerKind {
+    fn rule(&self) -> Rule {
+        match *self {
+            OptimizerKind::Sgd { momentum, nesterov, weight_decay } => {
+                Rule::Sgd(SgdConfig { momentum, dampening: 0.0, nesterov, weight_decay })
+            }
+            OptimizerKind::Adam { beta1, beta2, eps, weight_decay } => {
+                Rule::Adam(AdamConfig { beta1, beta2, eps, weight_decay, decoupled: false })
+            }
+            OptimizerKind::AdamW { beta1, beta2, eps, weight_decay } => {
+                Rule::Adam(AdamConfig { beta1, beta2, eps, weight_decay, decoupled: true })
+            }
+        }
+    }
+
+    /// Checks the hyper-parameters; the error names the field and its value.
+    pub fn validate(&self) -> Result<()> {
+        match self.rule() {
+            Rule::Sgd(c) => c.validate(OP_NEW),
+            Rule::Adam(c) => c.validate(OP_NEW),
+        }
+    }
+}
+
+const OP_NEW: &str = "Optimizer::new";
+const OP_STEP: &str = "Optimizer::step";
+
+/// Optimizer state of one parameter tensor.
+enum State {
+    /// Momentum buffer (None for momentum 0).
+    Sgd(Option<Tensor>),
+    Adam {
+        m: Tensor,
+        v: Tensor,
+    },
+}
+
+/// An optimizer over a fixed list of parameter tensors. See the module documentation.
+pub struct Optimizer {
+    kind: OptimizerKind,
+    rule: Rule,
+    schedule: Schedule,
+    max_norm: Option<f32>,
+    shapes: Vec<Vec<usize>>,
+    state: Vec<State>,
+    /// u32 [1]: 0-based index of the current step.
+    step: Tensor,
+    /// f32 [2]: [scale, total_norm]; [1, 0] for good when clipping is off.
+    clip: Tensor,
+    /// One-word stand-in bound as the momentum buffer of SGD without momentum (never touched).
+    placeholder: Option<Tensor>,
+    /// f32 partial sums of squares (clipping on), and each tensor's first slot.
+    partials: Option<Tensor>,
+    slots: Vec<usize>,
+    n_partials: usize,
+}
+
+impl std::fmt::Debug for Optimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Optimizer({:?}, {:?}, clip {:?}, {} tensors)",
+            self.kind,
+            self.schedule,
+            self.max_norm,
+            self.shapes.len()
+        )
+    }
+}
+
+fn check_tensor(op: &'static str, what: &str, i: usize, t: &Tensor) -> Result<()> {
+    if t.dtype != DType::F32 {
+        return Err(Error::invalid(op, format!("{what} {i} {:?} has dtype {}, expected f32", t.shape, t.dtype.name())));
+    }
+    Ok(())
+}
+
+impl Optimizer {
+    /// Validates the hyper-parameters and allocates the state: the step counter (0), the clip buffer, the
+    /// partial sums for clipping (`clip = Some(max_norm)`), and per tensor the momentum buffer (SGD with
+    /// momentum) or m and v (Adam/AdamW), zero-filled. Call it before `Device::capture`.
+    pub fn new(
+        dev: &Device,
+        kind: OptimizerKind,
+        schedule: Schedule,
+        clip: Option<f32>,
+        params: &[&Tensor],
+    ) -> Result<Optimizer> {
+        kind.validate()?;
+        schedule.validate(OP_NEW)?;
+        if let Some(c) = clip {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::invalid(
+                    OP_NEW,
+                    format!("clip max_norm = {c} is out of range: must be finite and > 0"),
+                ));
+            }
+        }
+        for (i, p) in params.iter().enumerate() {
+            check_tensor(OP_NEW, "parameter", i, p)?;
+        }
+        // The uploads come first: inside a capture they fail, before anything is recorded.
+        let step = k::step_counter(dev, 0).map_err(|e| {
+            Error::invalid(OP_NEW, format!("cannot create the step counter ({e}); create optimizers before capture"))
+        })?;
+        let clip_buf = k::clip_buffer(dev)?;
+        let zeros = |shape: &[usize]| layout::fill(dev, shape, 0.0);
+        let rule = kind.rule();
+        let mut state = Vec::with_capacity(params.len());
+        for p in params {
+            state.push(match &rule {
+                Rule::Sgd(c) if c.momentum == 0.0 => State::Sgd(None),
+                Rule::Sgd(_) => State::Sgd(Some(zeros(&p.shape)?)),
+                Rule::Adam(_) => State::Adam { m: zeros(&p.shape)?, v: zeros(&p.shape)? },
+            });
+        }
+        let mut slots = Vec::with_capacity(params.len());
+        let mut n_partials = 0;
+        for p in params {
+            slots.push(n_partials);
+            n_partials += k::sumsq_layout(p.numel()).1;
+        }
+        let placeholder = match &rule {
+            Rule::Sgd(c) if c.momentum == 0.0 => Some(Tensor::empty(dev, &[1], DType::F32)?),
+            _ => None,
+        };
+        let partials = match clip {
+            Some(_) => Some(Tensor::empty(dev, &[n_partials.max(1)], DType::F32)?),
+            None => None,
+        };
+        Ok(Optimizer {
+            kind,
+            rule,
+            schedule,
+            max_norm: clip,
+            shapes: params.iter().map(|p| p.shape.clone()).collect(),
+            state,
+            step,
+            clip: clip_buf,
+            placeholder,
+            partials,
+            slots,
+            n_partials,
+        })
+    }
+
+    pub fn kind(&self) -> OptimizerKind {
+        self.kind
+    }
+
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
+    }
+
+    /// The clipping threshold on the global gradient norm, if clipping is on.
+    pub fn clip(&self) -> Option<f32> {
+        self.max_norm
+    }
+
+    /// Number of parameter tensors.
+    pub fn len(&self) -> usize {
+        self.shapes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shapes.is_empty()
+    }
+
+    /// The learning rate at 0-based step `step`, computed on the host exactly as the kernels do.
+    pub fn lr_at(&self, step: u32) -> f32 {
+        self.schedule.lr_at(step)
+    }
+
+    /// The step counter (u32, shape [1]): the 0-based index of the next step. `Ema::update` reads it.
+    pub fn step_tensor(&self) -> &Tensor {
+        &self.step
+    }
+
+    /// The clip buffer (f32, shape [2]): [scale, total_norm] of the latest step ([1, 0] when clipping
+    /// is off). Read it after a step for logging; reading is a download, so not inside a capture.
+    pub fn clip_tensor(&self) -> &Tensor {
+        &self.clip
+    }
+
+    /// Sets the step counter (resuming from a checkpoint). A buffer write: not allowed inside a capture.
+    pub fn set_step(&self, dev: &Device, step: u32) -> Result<()> {
+        dev.write(&self.step.buf, &[step]).map_err(|e| {
+            Error::invalid(
+                "Optimizer::set_step",
+                format!("cannot write the step counter ({e}); call it outside capture"),
+            )
+        })
+    }
+
+    /// Reads the step counter (a blocking download).
+    pub fn current_step(&self, dev: &Device) -> Result<u32> {
+        Ok(self.step.to_u32(dev)?[0])
+    }
+
+    /// The state to checkpoint, by name: `step` (u32 [1]), and per parameter tensor i `i.momentum` (SGD
+    /// with momentum) or `i.m` and `i.v` (Adam, AdamW). The tensors share the optimizer's buffers: to
+    /// restore, write the saved values into them (`Device::write`) and `set_step`.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("step".to_string(), self.step.clone())];
+        for (i, s) in self.state.iter().enumerate() {
+            match s {
+                State::Sgd(Some(m)) => out.push((format!("{i}.momentum"), m.clone())),
+                State::Sgd(None) => {}
+                State::Adam { m, v } => {
+                    out.push((format!("{i}.m"), m.clone()));
+                    out.push((format!("{i}.v"), v.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    fn check_step_args(&self, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
+        if params.len() != self.shapes.len() || grads.len() != self.shapes.len() {
+            return Err(Error::invalid(
+                OP_STEP,
+                format!(
+                    "the optimizer was made for {} parameter tensors, got {} parameters and {} gradients",
+                    self.shapes.len(),
+                    params.len(),
+                    grads.len()
+                ),
+            ));
+        }
+        for (i, ((p, g), shape)) in params.iter().zip(grads).zip(&self.shapes).enumerate() {
+            check_tensor(OP_STEP, "parameter", i, p)?;
+            check_tensor(OP_STEP, "gradient", i, g)?;
+            if &p.shape != shape {
+                return Err(Error::ShapeMismatch {
+                    op: OP_STEP,
+                    lhs: shape.clone(),
+                    rhs: p.shape.clone(),
+                    hint: format!(" (parameter {i}: the optimizer was made for the first shape)"),
+                });
+            }
+            if g.shape != p.shape {
+                return Err(Error::ShapeMismatch {
+                    op: OP_STEP,
+                    lhs: p.shape.clone(),
+                    rhs: g.shape.clone(),
+                    hint: format!(" (parameter {i} and its gradient)"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Clipping (if on) and one update per tensor, without advancing the step counter: for a step that
+    /// runs more work (an `Ema::update`) before `advance`. `step` = `update` + `advance`.
+    pub fn update(&self, dev: &Device, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
+        self.check_step_args(params, grads)?;
+        if let (Some(max_norm), Some(partials)) = (self.max_norm, &self.partials) {
+            for (g, &slot) in grads.iter().zip(&self.slots) {
+                k::sumsq_partial(dev, g, partials, slot)?;
+            }
+            k::clip_scale(dev, partials, self.n_partials, max_norm, &self.clip)?;
+        }
+        for ((p, g), s) in params.iter().zip(grads).zip(&self.state) {
+            match (&self.rule, s) {
+                (Rule::Sgd(c), State::Sgd(m)) => k::sgd(
+                    dev,
+                    &self.schedule,
+                    c,
+                    p,
+                    g,
+                    m.as_ref().or(self.placeholder.as_ref()),
+                    &self.step,
+                    &self.clip,
+                )?,
+                (Rule::Adam(c), State::Adam { m, v }) => {
+                    k::adam(dev, &self.schedule, c, p, g, m, v, &self.step, &self.clip)?
+                }
+                _ => unreachable!("state is made from the rule"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Increments the step counter (on the device).
+    pub fn advance(&self, dev: &Device) -> Result<()> {
+        k::advance_step(dev, &self.step, 1)
+    }
+
+    /// One optimizer step: clipping kernels (if on), one update per tensor, then the step counter's
+    /// increment. Eager dispatches: record it inside `Device::capture` to replay it every step.
+    pub fn step(&self, dev: &Device, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
+        self.update(dev, params, grads)?;
+        self.advance(dev)
+    }
+}
+
+/// An exponential moving average of parameter tensors: `ema = d * ema + (1 - d) * p` per update, with
+/// d = decay, or with `warmup` d = min(decay, (1 + s) / (10 + s)) where s is the step counter's value when
+/// the update runs (between `Optimizer::update` and `Optimizer::advance`, the 0-based index of the step;
+/// after `Optimizer::step`, the number of steps taken).
+pub struct Ema {
+    decay: f32,
+    warmup: bool,
+    avg: Vec<Tensor>,
+}
+
+impl std::fmt::Debug for Ema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ema(decay {}, warmup {}, {} tensors)", self.decay, self.warmup, self.avg.len())
+    }
+}
+
+impl Ema {
+    /// Starts the averages as copies of `params`. Call it before `Device::capture` (the copies are
+    /// dispatches, which a capture would only record).
+    pub fn new(dev: &Device, params: &[&Tensor], decay: f32, warmup: bool) -> Result<Ema> {
+        if !(decay.is_finite() && (0.0..=1.0).contains(&decay)) {
+            return Err(Error::invalid("Ema::new", format!("decay = {decay} is out of range: must be in [0, 1]")));
+        }
+        let avg = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                check_tensor("Ema::new", "parameter", i, p)?;
+                layout::copy(dev, p)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Ema { decay, warmup, avg })
+    }
+
+    /// One update of every average from `params`; `step` is the step counter (`Optimizer::step_tensor`).
+    pub fn update(&self, dev: &Device, params: &[&Tensor], step: &Tensor) -> Result<()> {
+        if params.len() != self.avg.len() {
+            return Err(Error::invalid(
+                "Ema::update",
+                format!("the average was made for {} tensors, got {}", self.avg.len(), params.len()),
+            ));
+        }
+        for (a, p) in self.avg.iter().zip(params) {
+            k::ema(dev, a, p, step, self.decay, self.warmup)?;
+        }
+        Ok(())
+    }
+
+    /// The averaged tensors, in the order of `params` at `new`.
+    pub fn tensors(&self) -> &[Tensor] {
+        &self.avg
+    }
+
+    /// The averages by name (`ema.i`), for checkpoints.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        self.avg.iter().enumerate().map(|(i, t)| (format!("ema.{i}"), t.clone())).collect()
+    }
+
+    pub fn decay(&self) -> f32 {
+        self.decay
+    }
+}
