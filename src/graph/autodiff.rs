@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use super::{Graph, NodeId, Op};
+use crate::tensor::DType;
 use crate::error::{Error, Result};
 use crate::ops::elementwise::{Binary, Unary};
 use crate::ops::matmul::MatmulOpts;
@@ -231,6 +232,38 @@ impl Graph {
                     off += len;
                 }
                 out
+            }
+            Op::CrossEntropy => {
+                let (logits, targets) = (x(0), x(1));
+                let g = self.push(Op::CrossEntropyBackward, &[logits, targets, id, gy], shape_of(self, 0), DType::F32);
+                vec![Some(g), None]
+            }
+            Op::BceLogits => {
+                let (xi, t) = (x(0), x(1));
+                let gx = self.push(Op::BceLogitsBackward, &[xi, t, gy], shape_of(self, 0), DType::F32);
+                // d/dt = −x
+                let gt = if self.node(t).requires_grad {
+                    let m = self.mul(gy, xi)?;
+                    Some(self.scale(m, -1.0)?)
+                } else {
+                    None
+                };
+                vec![Some(gx), gt]
+            }
+            Op::Dropout(d, step) => {
+                let sx = shape_of(self, 0);
+                vec![Some(self.push(Op::DropoutBackward(*d, step.clone()), &[gy], sx, DType::F32))]
+            }
+            // Dropout's backward is the same linear map (same mask), so it is its own derivative.
+            Op::DropoutBackward(d, step) => {
+                let sx = shape_of(self, 0);
+                vec![Some(self.push(Op::DropoutBackward(*d, step.clone()), &[gy], sx, DType::F32))]
+            }
+            Op::CrossEntropyBackward | Op::BceLogitsBackward => {
+                return Err(Error::invalid(
+                    "backward",
+                    format!("the second derivative of {} is not implemented", node.op.name()),
+                ))
             }
         })
     }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use super::{Graph, NodeId, Op};
 use crate::device::{Device, Download, Recording};
 use crate::error::Result;
-use crate::ops::{elementwise as ew, layout, matmul, reduce, softmax};
+use crate::ops::{dropout, elementwise as ew, layout, loss, matmul, reduce, softmax};
 use crate::tensor::Tensor;
 
 /// A compiled training (or inference) step.
@@ -41,17 +41,32 @@ impl Plan {
             .sum();
         let (kept, rec) = dev.capture(|| {
             let mut vals: HashMap<NodeId, Tensor> = HashMap::new();
+            // Second outputs that a backward op needs (the row logsumexp of a cross-entropy), freed
+            // with their node's value.
+            let mut aux: HashMap<NodeId, Tensor> = HashMap::new();
             for &id in &order {
                 let node = g.node(id);
                 let ins: Vec<&Tensor> = node.inputs.iter().map(|i| &vals[i]).collect();
-                let out = forward(dev, &node.op, &ins, &node.shape)?;
+                let out = match &node.op {
+                    Op::CrossEntropy => {
+                        let (loss, lse) = loss::cross_entropy(dev, ins[0], ins[1])?;
+                        aux.insert(id, lse);
+                        loss
+                    }
+                    Op::CrossEntropyBackward => {
+                        loss::cross_entropy_backward(dev, ins[0], ins[1], &aux[&node.inputs[2]], ins[3])?
+                    }
+                    op => forward(dev, op, &ins, &node.shape)?,
+                };
                 for i in &node.inputs {
                     if last.get(i) == Some(&id) {
                         vals.remove(i);
+                        aux.remove(i);
                     }
                 }
                 vals.insert(id, out);
             }
+            drop(aux);
             let kept: Vec<Tensor> = keep.iter().map(|k| vals[k].clone()).collect();
             drop(vals);
             after(&kept)?;
@@ -146,6 +161,11 @@ fn forward(dev: &Device, op: &Op, x: &[&Tensor], shape: &[usize]) -> Result<Tens
             out
         }
         Op::Concat(axis) => layout::concat(dev, x, *axis)?,
+        Op::BceLogits => loss::bce_logits(dev, x[0], x[1])?,
+        Op::BceLogitsBackward => loss::bce_logits_backward(dev, x[0], x[1], x[2])?,
+        Op::Dropout(d, step) => dropout::dropout(dev, x[0], d, step)?,
+        Op::DropoutBackward(d, step) => dropout::dropout_backward(dev, x[0], d, step)?,
+        Op::CrossEntropy | Op::CrossEntropyBackward => unreachable!("handled by the executor (second output)"),
     })
 }
 

@@ -52,6 +52,17 @@ pub enum Op {
     /// Writes input 0 into a zero tensor of `shape` at `start` along `axis` (gradient of `Slice`).
     Pad { shape: Vec<usize>, axis: usize, start: usize },
     Concat(usize),
+    /// Cross-entropy of each row of logits [N, V] against u32 class ids [N]: loss [N].
+    CrossEntropy,
+    /// Inputs [logits, targets, the CrossEntropy node, g]: dlogits.
+    CrossEntropyBackward,
+    /// Binary cross-entropy with logits, elementwise over (x, t).
+    BceLogits,
+    /// Inputs [x, t, g]: dx = (sigmoid(x) − t)·g.
+    BceLogitsBackward,
+    /// Dropout with a mask regenerated from the Philox stream at the step in `step` (u32 [1]).
+    Dropout(crate::ops::dropout::Dropout, Tensor),
+    DropoutBackward(crate::ops::dropout::Dropout, Tensor),
 }
 
 impl Op {
@@ -77,6 +88,12 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::Pad { .. } => "pad",
             Op::Concat(_) => "concat",
+            Op::CrossEntropy => "cross_entropy",
+            Op::CrossEntropyBackward => "cross_entropy_backward",
+            Op::BceLogits => "bce_logits",
+            Op::BceLogitsBackward => "bce_logits_backward",
+            Op::Dropout(..) => "dropout",
+            Op::DropoutBackward(..) => "dropout_backward",
         }
     }
 }
@@ -109,7 +126,7 @@ impl Graph {
         &self.nodes[id.0].shape
     }
 
-    fn push(&mut self, op: Op, inputs: &[NodeId], shape: Vec<usize>, dtype: DType) -> NodeId {
+    pub(crate) fn push(&mut self, op: Op, inputs: &[NodeId], shape: Vec<usize>, dtype: DType) -> NodeId {
         let requires_grad = matches!(op, Op::Param(_)) || inputs.iter().any(|i| self.nodes[i.0].requires_grad);
         self.nodes.push(Node { op, inputs: inputs.to_vec(), shape, dtype, requires_grad });
         NodeId(self.nodes.len() - 1)
@@ -372,6 +389,50 @@ impl Graph {
         }
         let dt = self.node(first).dtype;
         Ok(self.push(Op::Concat(axis), xs, shape, dt))
+    }
+
+    // ---- losses and dropout ----
+
+    /// Cross-entropy of each row of `logits` [N, V] against class ids `targets` (u32 [N]), fused with
+    /// the log-softmax: shape [N]. Class ids must be < V (the data loader checks them once; the kernel
+    /// clamps so a bad id cannot read out of bounds).
+    pub fn cross_entropy(&mut self, logits: NodeId, targets: NodeId) -> Result<NodeId> {
+        self.f32_in("cross_entropy", logits)?;
+        let (ls, ts) = (self.shape(logits).to_vec(), self.shape(targets).to_vec());
+        if ls.len() != 2 || ts.len() != 1 || ts[0] != ls[0] || self.node(targets).dtype != DType::U32 {
+            return Err(Error::ShapeMismatch {
+                op: "cross_entropy",
+                lhs: ls,
+                rhs: ts,
+                hint: " (logits [N, V] f32 and targets [N] u32)".into(),
+            });
+        }
+        Ok(self.push(Op::CrossEntropy, &[logits, targets], vec![self.shape(logits)[0]], DType::F32))
+    }
+
+    /// Mean cross-entropy over the rows, shape [1].
+    pub fn cross_entropy_mean(&mut self, logits: NodeId, targets: NodeId) -> Result<NodeId> {
+        let ce = self.cross_entropy(logits, targets)?;
+        self.mean_all(ce)
+    }
+
+    /// Binary cross-entropy with logits, elementwise: max(x,0) − x·t + log(1 + e^−|x|).
+    pub fn bce_logits(&mut self, x: NodeId, t: NodeId) -> Result<NodeId> {
+        self.same_shape("bce_logits", x, t)?;
+        Ok(self.push(Op::BceLogits, &[x, t], self.shape(x).to_vec(), DType::F32))
+    }
+
+    /// Dropout at the training step held in `step` (the optimizer's u32 [1] step counter), so each
+    /// replay of a recorded step draws a fresh mask.
+    pub fn dropout(&mut self, x: NodeId, d: crate::ops::dropout::Dropout, step: &Tensor) -> Result<NodeId> {
+        self.f32_in("dropout", x)?;
+        if step.dtype != DType::U32 || step.numel() != 1 {
+            return Err(Error::invalid("dropout", format!("step must be a u32 [1] counter, got {:?}", step.shape)));
+        }
+        if d.p == 0.0 {
+            return Ok(x);
+        }
+        Ok(self.push(Op::Dropout(d, step.clone()), &[x], self.shape(x).to_vec(), DType::F32))
     }
 
     // ---- composites ----

@@ -296,6 +296,51 @@ pub fn eval(g: &Graph, leaves: &HashMap<NodeId, Value>, keep: &[NodeId]) -> Resu
                 }
                 Value { shape: node.shape.clone(), data }
             }
+            Op::CrossEntropy => {
+                let (lg, t) = (x(0), x(1));
+                let cols = lg.shape[1];
+                let data = lg
+                    .data
+                    .chunks(cols)
+                    .zip(&t.data)
+                    .map(|(r, &c)| {
+                        let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        m + r.iter().map(|z| (z - m).exp()).sum::<f64>().ln() - r[c as usize]
+                    })
+                    .collect();
+                Value { shape: node.shape.clone(), data }
+            }
+            Op::CrossEntropyBackward => {
+                let (lg, t, g) = (x(0), x(1), x(3));
+                let cols = lg.shape[1];
+                let mut data = Vec::with_capacity(lg.data.len());
+                for (n, r) in lg.data.chunks(cols).enumerate() {
+                    let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let s: f64 = r.iter().map(|z| (z - m).exp()).sum();
+                    for (v, z) in r.iter().enumerate() {
+                        let onehot = (v == t.data[n] as usize) as u8 as f64;
+                        data.push(((z - m).exp() / s - onehot) * g.data[n]);
+                    }
+                }
+                Value { shape: node.shape.clone(), data }
+            }
+            Op::BceLogits => Value {
+                shape: node.shape.clone(),
+                data: x(0).data.iter().zip(&x(1).data).map(|(&z, &t)| z.max(0.0) - z * t + (-z.abs()).exp().ln_1p()).collect(),
+            },
+            Op::BceLogitsBackward => Value {
+                shape: node.shape.clone(),
+                data: x(0)
+                    .data
+                    .iter()
+                    .zip(&x(1).data)
+                    .zip(&x(2).data)
+                    .map(|((&z, &t), &g)| (1.0 / (1.0 + (-z).exp()) - t) * g)
+                    .collect(),
+            },
+            Op::Dropout(..) | Op::DropoutBackward(..) => {
+                return Err(Error::invalid("reference", "dropout has no f64 reference (its mask lives on the device)"))
+            }
         };
         v.insert(id, out);
     }

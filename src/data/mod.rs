@@ -1,0 +1,3 @@
+//! Datasets.
+
+pub mod toy;

@@ -1,0 +1,52 @@
+//! A multi-layer perceptron: Linear → activation → ... → Linear.
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId};
+use crate::nn::{Activation, Linear, Param};
+use crate::ops::rng::RngState;
+
+#[derive(Clone, Debug)]
+pub struct MlpConfig {
+    /// Layer widths, input first, output last: [2, 64, 64, 2] is two hidden layers of 64.
+    pub sizes: Vec<usize>,
+    pub activation: Activation,
+}
+
+pub struct Mlp {
+    pub layers: Vec<Linear>,
+    pub activation: Activation,
+}
+
+impl Mlp {
+    /// Weights drawn from the Philox stream of `seed`.
+    pub fn new(dev: &Device, cfg: &MlpConfig, seed: u64) -> Result<Mlp> {
+        if cfg.sizes.len() < 2 {
+            return Err(Error::invalid("mlp", format!("sizes {:?}: give at least an input and an output width", cfg.sizes)));
+        }
+        let mut rng = RngState::new(seed);
+        let layers = cfg
+            .sizes
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| Linear::new(dev, &format!("layer{i}"), w[0], w[1], true, &mut rng))
+            .collect::<Result<_>>()?;
+        Ok(Mlp { layers, activation: cfg.activation })
+    }
+
+    /// `x` [batch, in] → [batch, out]; the activation follows every layer but the last.
+    pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let mut h = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(g, h)?;
+            if i + 1 < self.layers.len() {
+                h = self.activation.forward(g, h)?;
+            }
+        }
+        Ok(h)
+    }
+
+    pub fn params(&self) -> Vec<Param> {
+        self.layers.iter().flat_map(|l| l.params()).collect()
+    }
+}

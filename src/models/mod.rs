@@ -1,0 +1,3 @@
+//! Models, one readable file each.
+
+pub mod mlp;

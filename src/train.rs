@@ -1,0 +1,133 @@
+//! A training step: a graph's loss, its gradients, the optimizer update (and an optional EMA of the
+//! weights), planned and recorded once, then replayed: one queue submission per step, no host wait.
+//! Checkpoints hold the parameters, the optimizer state and step, and whatever the caller adds (its
+//! config and RNG state), so a run resumes exactly where it stopped, on the same data or on new data.
+
+use std::path::Path;
+
+use crate::checkpoint::{Checkpoint, HostTensor};
+use crate::device::{Device, Download};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId, Plan};
+use crate::nn::Param;
+use crate::optim::{Ema, Optimizer, OptimizerKind, Schedule};
+use crate::tensor::{numel, Tensor};
+
+/// How to optimize.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainConfig {
+    pub optimizer: OptimizerKind,
+    pub schedule: Schedule,
+    /// Clip the global gradient norm to this value.
+    pub clip: Option<f32>,
+    /// Keep an exponential moving average of the weights with this decay (with warmup).
+    pub ema: Option<f32>,
+}
+
+pub struct Trainer {
+    plan: Plan,
+    loss: NodeId,
+    params: Vec<Param>,
+    opt: Optimizer,
+    ema: Option<Ema>,
+}
+
+impl Trainer {
+    /// Differentiates `loss` (one element) with respect to `params`, allocates the optimizer state and
+    /// records the step. Create it before writing the first batch; the step reads the input tensors
+    /// bound into `g` as they are when it runs.
+    pub fn new(dev: &Device, mut g: Graph, loss: NodeId, params: Vec<Param>, cfg: TrainConfig) -> Result<Trainer> {
+        if numel(g.shape(loss))? != 1 {
+            return Err(Error::invalid("trainer", format!("the loss must have one element, it has shape {:?}", g.shape(loss))));
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &params {
+            if !names.insert(p.name.as_str()) {
+                return Err(Error::invalid("trainer", format!("two parameters are named `{}`", p.name)));
+            }
+        }
+        let nodes: Vec<NodeId> = params.iter().map(|p| g.param(&p.tensor)).collect();
+        let grads = g.backward(loss, &nodes)?;
+        let tensors: Vec<&Tensor> = params.iter().map(|p| &p.tensor).collect();
+        let opt = Optimizer::new(dev, cfg.optimizer, cfg.schedule, cfg.clip, &tensors)?;
+        let ema = cfg.ema.map(|d| Ema::new(dev, &tensors, d, true)).transpose()?;
+        let keep: Vec<NodeId> = std::iter::once(loss).chain(grads).collect();
+        let plan = Plan::build(dev, &g, &keep, |kept| {
+            let grads: Vec<&Tensor> = kept[1..].iter().collect();
+            opt.update(dev, &tensors, &grads)?;
+            if let Some(e) = &ema {
+                e.update(dev, &tensors, opt.step_tensor())?;
+            }
+            opt.advance(dev)
+        })?;
+        Ok(Trainer { plan, loss, params, opt, ema })
+    }
+
+    /// One training step (forward, backward, update): one submission on a GPU, no wait.
+    pub fn step(&self, dev: &Device) -> Result<()> {
+        self.plan.run(dev)
+    }
+
+    /// Starts reading the loss of the latest step back (asynchronous; ordered after it).
+    pub fn read_loss(&self, dev: &Device) -> Result<Download> {
+        self.plan.read(dev, self.loss)
+    }
+
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.opt
+    }
+
+    /// The EMA weights, in the order of `params`.
+    pub fn ema(&self) -> Option<&[Tensor]> {
+        self.ema.as_ref().map(|e| e.tensors())
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Every tensor a checkpoint holds: parameters by name, `optim.*`, `ema.*`.
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> = self.params.iter().map(|p| (p.name.clone(), p.tensor.clone())).collect();
+        out.extend(self.opt.state_tensors().into_iter().map(|(n, t)| (format!("optim.{n}"), t)));
+        if let Some(e) = &self.ema {
+            out.extend(e.state_tensors());
+        }
+        out
+    }
+
+    /// Saves the training state (atomically) with the caller's kind, config and RNG state.
+    pub fn save(
+        &self,
+        dev: &Device,
+        path: &Path,
+        kind: &str,
+        config: serde_json::Value,
+        rng: serde_json::Value,
+    ) -> Result<()> {
+        let mut ck = Checkpoint::new(kind, config);
+        ck.step = self.opt.current_step(dev)? as u64;
+        ck.rng = rng;
+        for (name, t) in self.state() {
+            ck.tensors.insert(name, HostTensor::from_device(dev, &t)?);
+        }
+        ck.save(path)
+    }
+
+    /// Restores parameters, optimizer state and step from a checkpoint made by `save` for a model
+    /// of the same kind and shape (each tensor is checked; errors name the first that differs).
+    pub fn restore(&self, dev: &Device, ck: &Checkpoint) -> Result<()> {
+        let state = self.state();
+        let specs: Vec<(&str, &[usize], crate::tensor::DType)> =
+            state.iter().map(|(n, t)| (n.as_str(), &t.shape[..], t.dtype)).collect();
+        ck.expect_tensors(&specs)?;
+        for (name, t) in &state {
+            ck.restore_into(dev, name, t)?;
+        }
+        Ok(())
+    }
+}
