@@ -3,17 +3,22 @@
 //!
 //! Layers, bottom up: `kernels` (the registry build.rs makes from shaders/), `device` (the wgpu and CPU
 //! engines), `tensor`, `ops` (one file per kernel family), `graph` (IR, autodiff, planner/executor),
-//! `nn` (layers), `optim` (optimizers, schedules, clipping, EMA), `checkpoint` (saved models and
-//! training state); `bench` measures the kernels.
+//! `nn` (layers), `optim` (optimizers, schedules, clipping, EMA), `train` (a recorded training step),
+//! `checkpoint` (saved models and training state), `models`, `data`; `bench` measures the kernels.
 
 pub mod bench;
 pub mod checkpoint;
+pub mod data;
 pub mod device;
 pub mod error;
+pub mod graph;
 pub mod kernels;
+pub mod models;
+pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod tensor;
+pub mod train;
 
 pub use device::{BackendChoice, Buffer, Device, Dispatch, Recording};
 pub use error::{Error, Result};

@@ -38,7 +38,10 @@ impl Trainer {
     /// bound into `g` as they are when it runs.
     pub fn new(dev: &Device, mut g: Graph, loss: NodeId, params: Vec<Param>, cfg: TrainConfig) -> Result<Trainer> {
         if numel(g.shape(loss))? != 1 {
-            return Err(Error::invalid("trainer", format!("the loss must have one element, it has shape {:?}", g.shape(loss))));
+            return Err(Error::invalid(
+                "trainer",
+                format!("the loss must have one element, it has shape {:?}", g.shape(loss)),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for p in &params {

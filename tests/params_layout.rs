@@ -60,6 +60,18 @@ fn params_optim_match_naga() {
 }
 
 #[test]
+fn params_loss_match_naga() {
+    use tigel::ops::loss::*;
+    check!("loss", CrossEntropyParams, BceParams);
+}
+
+#[test]
+fn params_dropout_match_naga() {
+    use tigel::ops::dropout::*;
+    check!("dropout", DropoutParams);
+}
+
+#[test]
 fn every_entry_point_has_a_kernel_with_a_cpu_twin() {
     let listed: Vec<(&str, &str)> = tigel::ops::ALL_KERNELS.iter().map(|k| (k.shader, k.entry)).collect();
     for s in SHADERS {

@@ -10,10 +10,10 @@
 use std::collections::HashMap;
 
 use super::{Graph, NodeId, Op};
-use crate::tensor::DType;
 use crate::error::{Error, Result};
 use crate::ops::elementwise::{Binary, Unary};
 use crate::ops::matmul::MatmulOpts;
+use crate::tensor::DType;
 
 impl Graph {
     /// Appends the gradient of `loss` (any shape; seeded with ones) with respect to each of `wrt`, and

@@ -34,11 +34,7 @@ impl Plan {
     ) -> Result<Plan> {
         let order = schedule(g, keep);
         let last = last_uses(g, &order, keep);
-        let persistent_bytes = order
-            .iter()
-            .filter_map(|&i| g.tensor_of(i))
-            .map(|t| t.numel() as u64 * 4)
-            .sum();
+        let persistent_bytes = order.iter().filter_map(|&i| g.tensor_of(i)).map(|t| t.numel() as u64 * 4).sum();
         let (kept, rec) = dev.capture(|| {
             let mut vals: HashMap<NodeId, Tensor> = HashMap::new();
             // Second outputs that a backward op needs (the row logsumexp of a cross-entropy), freed

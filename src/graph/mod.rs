@@ -8,6 +8,7 @@
 
 pub mod autodiff;
 pub mod exec;
+pub mod reference;
 
 use crate::error::{Error, Result};
 use crate::ops::elementwise::{broadcast, Binary, Unary};
@@ -36,10 +37,20 @@ pub enum Op {
     /// dx = dy * f'(x): inputs [x, dy].
     UnaryBackward(Unary, f32),
     Binary(Binary),
-    Scalar { op: Binary, s: f32, reverse: bool },
+    Scalar {
+        op: Binary,
+        s: f32,
+        reverse: bool,
+    },
     Matmul(MatmulOpts),
-    Sum { axis: usize, keepdim: bool },
-    Mean { axis: usize, keepdim: bool },
+    Sum {
+        axis: usize,
+        keepdim: bool,
+    },
+    Mean {
+        axis: usize,
+        keepdim: bool,
+    },
     /// Sums a broadcast result back to a shape that broadcasts to it (gradients of broadcasting ops).
     SumTo(Vec<usize>),
     /// Broadcasts to a shape (gradients of reductions).
@@ -48,9 +59,17 @@ pub enum Op {
     LogSoftmax,
     Reshape(Vec<usize>),
     Transpose(Vec<usize>),
-    Slice { axis: usize, start: usize, len: usize },
+    Slice {
+        axis: usize,
+        start: usize,
+        len: usize,
+    },
     /// Writes input 0 into a zero tensor of `shape` at `start` along `axis` (gradient of `Slice`).
-    Pad { shape: Vec<usize>, axis: usize, start: usize },
+    Pad {
+        shape: Vec<usize>,
+        axis: usize,
+        start: usize,
+    },
     Concat(usize),
     /// Cross-entropy of each row of logits [N, V] against u32 class ids [N]: loss [N].
     CrossEntropy,
@@ -157,7 +176,10 @@ impl Graph {
 
     /// The node a parameter tensor is bound to, if any.
     pub fn param_node(&self, t: &Tensor) -> Option<NodeId> {
-        self.nodes.iter().position(|n| matches!(&n.op, Op::Param(p) if p.buf.same(&t.buf) && p.shape == t.shape)).map(NodeId)
+        self.nodes
+            .iter()
+            .position(|n| matches!(&n.op, Op::Param(p) if p.buf.same(&t.buf) && p.shape == t.shape))
+            .map(NodeId)
     }
 
     pub fn constant(&mut self, t: &Tensor) -> NodeId {
@@ -344,7 +366,8 @@ impl Graph {
     pub fn transpose(&mut self, x: NodeId, perm: &[usize]) -> Result<NodeId> {
         let shape = self.shape(x);
         let mut seen = vec![false; shape.len()];
-        if perm.len() != shape.len() || perm.iter().any(|&p| p >= shape.len() || std::mem::replace(&mut seen[p], true)) {
+        if perm.len() != shape.len() || perm.iter().any(|&p| p >= shape.len() || std::mem::replace(&mut seen[p], true))
+        {
             return Err(Error::invalid("transpose", format!("{perm:?} is not a permutation of the axes of {shape:?}")));
         }
         let out = perm.iter().map(|&p| shape[p]).collect();

@@ -202,7 +202,12 @@ pub fn eval(g: &Graph, leaves: &HashMap<NodeId, Value>, keep: &[NodeId]) -> Resu
             },
             Op::UnaryBackward(op, a) => Value {
                 shape: node.shape.clone(),
-                data: x(0).data.iter().zip(&x(1).data).map(|(&t, &dy)| dy * unary_deriv_f64(*op, t, *a as f64)).collect(),
+                data: x(0)
+                    .data
+                    .iter()
+                    .zip(&x(1).data)
+                    .map(|(&t, &dy)| dy * unary_deriv_f64(*op, t, *a as f64))
+                    .collect(),
             },
             Op::Binary(op) => broadcast_map(x(0), x(1), |a, b| binary_f64(*op, a, b))?,
             Op::Scalar { op, s, reverse } => Value {
@@ -225,7 +230,8 @@ pub fn eval(g: &Graph, leaves: &HashMap<NodeId, Value>, keep: &[NodeId]) -> Resu
                 let ts = strides(target);
                 for (i, &val) in src.data.iter().enumerate() {
                     let idx = unravel(i, &src.shape);
-                    let o: usize = (0..target.len()).map(|d| if target[d] == 1 { 0 } else { idx[d + lead] * ts[d] }).sum();
+                    let o: usize =
+                        (0..target.len()).map(|d| if target[d] == 1 { 0 } else { idx[d + lead] * ts[d] }).sum();
                     data[o] += val;
                 }
                 Value { shape: target.clone(), data }
@@ -326,7 +332,12 @@ pub fn eval(g: &Graph, leaves: &HashMap<NodeId, Value>, keep: &[NodeId]) -> Resu
             }
             Op::BceLogits => Value {
                 shape: node.shape.clone(),
-                data: x(0).data.iter().zip(&x(1).data).map(|(&z, &t)| z.max(0.0) - z * t + (-z.abs()).exp().ln_1p()).collect(),
+                data: x(0)
+                    .data
+                    .iter()
+                    .zip(&x(1).data)
+                    .map(|(&z, &t)| z.max(0.0) - z * t + (-z.abs()).exp().ln_1p())
+                    .collect(),
             },
             Op::BceLogitsBackward => Value {
                 shape: node.shape.clone(),

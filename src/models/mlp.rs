@@ -22,7 +22,10 @@ impl Mlp {
     /// Weights drawn from the Philox stream of `seed`.
     pub fn new(dev: &Device, cfg: &MlpConfig, seed: u64) -> Result<Mlp> {
         if cfg.sizes.len() < 2 {
-            return Err(Error::invalid("mlp", format!("sizes {:?}: give at least an input and an output width", cfg.sizes)));
+            return Err(Error::invalid(
+                "mlp",
+                format!("sizes {:?}: give at least an input and an output width", cfg.sizes),
+            ));
         }
         let mut rng = RngState::new(seed);
         let layers = cfg

@@ -27,7 +27,14 @@ pub struct Linear {
 
 impl Linear {
     /// W ~ U(-1/√in, 1/√in) and b = 0: the scale keeps activations of order one through a stack.
-    pub fn new(dev: &Device, name: &str, fan_in: usize, fan_out: usize, bias: bool, rng: &mut rng::RngState) -> Result<Linear> {
+    pub fn new(
+        dev: &Device,
+        name: &str,
+        fan_in: usize,
+        fan_out: usize,
+        bias: bool,
+        rng: &mut rng::RngState,
+    ) -> Result<Linear> {
         if fan_in == 0 || fan_out == 0 {
             return Err(Error::invalid("linear", format!("{name}: sizes must be positive, got {fan_in} -> {fan_out}")));
         }

@@ -1,4 +1,6 @@
-//! Elementwise ops: unary, binary with numpy-style broadcasting, and scalar forms.
+//! Elementwise ops: unary, binary with numpy-style broadcasting, scalar forms, and the backward of the
+//! unary ops (`unary_backward`: dx = dy * f'(x)). Binary ops need no backward kernel: their gradients are
+//! compositions of the forward ops.
 //! Kernels: shaders/elementwise.wgsl; CPU twins: device/cpu/elementwise.rs.
 
 use bytemuck::{Pod, Zeroable};
@@ -45,6 +47,8 @@ pub struct ScalarParams {
 }
 
 pub static UNARY: Kernel = Kernel { shader: "elementwise", entry: "unary", cpu: cpu::elementwise::unary };
+pub static UNARY_BACKWARD: Kernel =
+    Kernel { shader: "elementwise", entry: "unary_backward", cpu: cpu::elementwise::unary_backward };
 pub static BINARY: Kernel = Kernel { shader: "elementwise", entry: "binary", cpu: cpu::elementwise::binary };
 pub static SCALAR: Kernel = Kernel { shader: "elementwise", entry: "scalar", cpu: cpu::elementwise::scalar };
 
@@ -136,6 +140,33 @@ pub fn unary_with(dev: &Device, op: Unary, x: &Tensor, alpha: f32) -> Result<Ten
     let p = UnaryParams { n: u32_of("unary", "elements", n)?, op: op as u32, alpha, _pad: 0 };
     launch_1d(dev, &UNARY, &p, &[&x.buf, &out.buf], n)?;
     Ok(out)
+}
+
+/// Backward of `unary_with(op, x, alpha)`: dx = dy * f'(x), elementwise, for x and dy of one shape.
+///
+/// f' is exact calculus of the forward formula, with these conventions at kinks: `Abs` gives sign(x)
+/// (0 at 0), `Relu` 0 at 0, `LeakyRelu` alpha at 0 and below, `Sign` 0 everywhere. `Gelu` is the derivative
+/// of the tanh approximation the forward computes. Outside a function's domain (log, sqrt of x <= 0) the
+/// result is what the formula gives there (inf or NaN), as in the forward.
+pub fn unary_backward(dev: &Device, op: Unary, x: &Tensor, dy: &Tensor, alpha: f32) -> Result<Tensor> {
+    want_dtype("unary_backward", x, DType::F32)?;
+    want_dtype("unary_backward", dy, DType::F32)?;
+    if x.shape != dy.shape {
+        return Err(Error::ShapeMismatch {
+            op: "unary_backward",
+            lhs: x.shape.clone(),
+            rhs: dy.shape.clone(),
+            hint: " (x and dy must have one shape)".into(),
+        });
+    }
+    let dx = Tensor::empty(dev, &x.shape, DType::F32)?;
+    let n = x.numel();
+    if n == 0 {
+        return Ok(dx);
+    }
+    let p = UnaryParams { n: u32_of("unary_backward", "elements", n)?, op: op as u32, alpha, _pad: 0 };
+    launch_1d(dev, &UNARY_BACKWARD, &p, &[&x.buf, &dy.buf, &dx.buf], n)?;
+    Ok(dx)
 }
 
 /// Output shape and per-operand element strides (0 along broadcast axes) under numpy's rules: shapes

@@ -2,8 +2,10 @@
 //! file holds the `#[repr(C)]` params structs (twins of the WGSL structs, sizes checked by a test),
 //! the `Kernel` definitions tying entry points to CPU twins, and the functions users call.
 
+pub mod dropout;
 pub mod elementwise;
 pub mod layout;
+pub mod loss;
 pub mod matmul;
 pub mod optim;
 pub mod reduce;
@@ -18,13 +20,20 @@ use crate::tensor::{DType, Tensor};
 /// Every kernel of every family (tests check that each WGSL entry point is here; tools walk it).
 pub static ALL_KERNELS: &[&Kernel] = &[
     &elementwise::UNARY,
+    &elementwise::UNARY_BACKWARD,
     &elementwise::BINARY,
     &elementwise::SCALAR,
+    &dropout::DROPOUT_FWD,
+    &dropout::DROPOUT_BWD,
     &layout::COPY,
     &layout::FILL,
     &layout::PERMUTE,
     &layout::TRANSPOSE_TILED,
     &layout::REGION,
+    &loss::CROSS_ENTROPY_FWD,
+    &loss::CROSS_ENTROPY_BWD,
+    &loss::BCE_LOGITS_FWD,
+    &loss::BCE_LOGITS_BWD,
     &matmul::MATMUL_TILED,
     &matmul::MATMUL_TILED_VEC4,
     &matmul::MATMUL_SMALL,

@@ -53,6 +53,54 @@ pub fn unary_op(op: u32, x: f32, alpha: f32) -> f32 {
     }
 }
 
+/// f'(x) of `unary_op`, as the shader's `unary_deriv` (tails rewritten so they do not cancel).
+pub fn unary_deriv(op: u32, x: f32, alpha: f32) -> f32 {
+    match op {
+        0 => -1.0,
+        1 => sign(x),
+        2 => x.exp(),
+        3 => 1.0 / x,
+        4 => 0.5 * (1.0 / x.sqrt()),
+        5 => -0.5 * (1.0 / x.sqrt()) / x,
+        6 => -1.0 / (x * x),
+        7 => x.cos(),
+        8 => -x.sin(),
+        9 => {
+            let e = (-2.0 * x.abs()).exp();
+            let d = 1.0 + e;
+            4.0 * e / (d * d)
+        }
+        10 => sigmoid(x) * sigmoid(-x),
+        11 => {
+            if x > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        12 => {
+            let u = 0.797_884_6 * (x + 0.044715 * x * x * x);
+            let du = 0.797_884_6 * (1.0 + 0.134145 * x * x);
+            let e = (-2.0 * u.abs()).exp();
+            let d = 1.0 + e;
+            let one_plus_t = if u >= 0.0 { 2.0 } else { 2.0 * e } / d;
+            let sech2 = 4.0 * e / (d * d);
+            0.5 * one_plus_t + 0.5 * x * sech2 * du
+        }
+        13 => sigmoid(x) * (1.0 + x * sigmoid(-x)),
+        14 => 2.0 * x,
+        15 => 0.0,
+        16 => {
+            if x > 0.0 {
+                1.0
+            } else {
+                alpha
+            }
+        }
+        _ => 1.0,
+    }
+}
+
 pub fn binary_op(op: u32, a: f32, b: f32) -> f32 {
     match op {
         0 => a + b,
@@ -77,6 +125,18 @@ pub fn unary(args: &mut CpuArgs) {
     par_chunks(&mut out[..p.n as usize], |s, ch| {
         for (o, &v) in ch.iter_mut().zip(&x[s..]) {
             *o = unary_op(p.op, v, p.alpha);
+        }
+    });
+}
+
+/// Bindings: params, x (read), dy (read), dx (read_write).
+pub fn unary_backward(args: &mut CpuArgs) {
+    let p: UnaryParams = args.params();
+    let (x, dy) = (args.f32_in(0), args.f32_in(1));
+    let dx = args.f32_out(0);
+    par_chunks(&mut dx[..p.n as usize], |s, ch| {
+        for (k, o) in ch.iter_mut().enumerate() {
+            *o = dy[s + k] * unary_deriv(p.op, x[s + k], p.alpha);
         }
     });
 }

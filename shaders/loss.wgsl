@@ -1,0 +1,134 @@
+// Loss kernels: cross-entropy fused with log-softmax over the last axis, and binary cross-entropy with
+// logits, each with its backward.
+//
+// Cross-entropy, logits [rows, len] f32 and targets [rows] u32 (class ids):
+//   cross_entropy_fwd: one workgroup per row (rows fold into y past the per-dimension limit, as
+//     kernels::groups_1d with one row per workgroup). The row max and the sum of exp(x - max) are reduced
+//     as in softmax_rows (256 strided partials, then a tree); thread 0 writes
+//       lse[row]  = max + log(sum)            (saved for the backward)
+//       loss[row] = log(sum) + (max - x[t])   (= lse - x[t]; both terms are >= 0, so no cancellation)
+//   cross_entropy_bwd: one thread per logit, dlogits = (exp(x - lse[row]) - [v == t]) * g[row], where g is
+//     the upstream gradient per row (1/rows for a mean loss).
+// Target clamping: a target >= len is read as len - 1 (the last class) by both kernels, so a bad target can
+// never index outside the row; its loss and gradient are then those of class len - 1, which is wrong but
+// bounded. Targets are validated once on the host (ops::loss::check_targets), never inside a step.
+//
+// Binary cross-entropy with logits, elementwise:
+//   bce_logits_fwd: loss = max(x, 0) - x t + log(1 + exp(-|x|)), stable for any finite x;
+//   bce_logits_bwd: dx = (sigmoid(x) - t) * dy, dy one element broadcast (dy_full = 0) or one per element.
+//#include "common/index.wgsl"
+
+const WG: u32 = 256u;
+
+struct CrossEntropyParams {
+    rows: u32,
+    len: u32,   // classes per row, >= 1
+    _pad0: u32,
+    _pad1: u32,
+}
+
+struct BceParams {
+    n: u32,
+    dy_full: u32,  // 1: dy has n elements; 0: dy[0] for all
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> cp: CrossEntropyParams;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<u32>;
+@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
+
+var<workgroup> red: array<f32, WG>;
+
+// The target of `row`, clamped into the row (see the header).
+fn target_of(row: u32) -> u32 {
+    return min(targets[row], cp.len - 1u);
+}
+
+@compute @workgroup_size(256)
+fn cross_entropy_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let row = flat_id(wid, nwg, 0u, 1u);
+    if row >= cp.rows { return; }  // uniform: the whole workgroup leaves together
+    let base = row * cp.len;
+    let len = cp.len;
+
+    // Row max; threads past the end of a short row hold the first element, no -inf sentinel needed.
+    var m = logits[base];
+    for (var k = lid; k < len; k += WG) {
+        m = max(m, logits[base + k]);
+    }
+    red[lid] = m;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if lid < s {
+            red[lid] = max(red[lid], red[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    m = red[0];
+    // Everyone has read the max before the sum reuses the scratch array.
+    workgroupBarrier();
+
+    var acc = 0.0;
+    for (var k = lid; k < len; k += WG) {
+        acc += exp(logits[base + k] - m);
+    }
+    red[lid] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if lid < s {
+            red[lid] = red[lid] + red[lid + s];
+        }
+        workgroupBarrier();
+    }
+
+    if lid == 0u {
+        let ls = log(red[0]);
+        lse[row] = m + ls;
+        loss[row] = ls + (m - logits[base + target_of(row)]);
+    }
+}
+
+@group(0) @binding(3) var<storage, read> lse_in: array<f32>;
+@group(0) @binding(4) var<storage, read> g: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dlogits: array<f32>;
+
+@compute @workgroup_size(256)
+fn cross_entropy_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= cp.rows * cp.len { return; }  // the op keeps rows * len below 2^32
+    let row = i / cp.len;
+    let v = i - row * cp.len;
+    let onehot = select(0.0, 1.0, v == target_of(row));
+    dlogits[i] = (exp(logits[i] - lse_in[row]) - onehot) * g[row];
+}
+
+@group(0) @binding(0) var<uniform> bp: BceParams;
+@group(0) @binding(1) var<storage, read> bx: array<f32>;
+@group(0) @binding(2) var<storage, read> bt: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bloss: array<f32>;
+
+@compute @workgroup_size(256)
+fn bce_logits_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= bp.n { return; }
+    let x = bx[i];
+    bloss[i] = max(x, 0.0) - x * bt[i] + log(1.0 + exp(-abs(x)));
+}
+
+@group(0) @binding(3) var<storage, read> bdy: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bdx: array<f32>;
+
+@compute @workgroup_size(256)
+fn bce_logits_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= bp.n { return; }
+    let dy = bdy[select(0u, i, bp.dy_full == 1u)];
+    bdx[i] = (1.0 / (1.0 + exp(-bx[i])) - bt[i]) * dy;
+}

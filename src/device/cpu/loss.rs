@@ -1,0 +1,120 @@
+//! CPU twin of shaders/loss.wgsl. The cross-entropy row reduction is mirrored thread by thread (256
+//! strided partials, then the shader's tree), so max and sum are formed in the shader's order.
+
+use rayon::prelude::*;
+
+use super::elementwise::sigmoid;
+use super::par_chunks;
+use super::reduce::rows_per_task;
+use crate::kernels::CpuArgs;
+use crate::ops::loss::{BceParams, CrossEntropyParams};
+
+const WG: usize = 256;
+
+/// The target of a row, clamped into the row as the shader's `target_of`.
+fn target_of(t: u32, len: u32) -> usize {
+    t.min(len - 1) as usize
+}
+
+/// One workgroup of `cross_entropy_fwd`: (loss, lse) of one row.
+fn ce_row(x: &[f32], target: usize) -> (f32, f32) {
+    let len = x.len();
+    let mut red = [0f32; WG];
+
+    for (lid, r) in red.iter_mut().enumerate() {
+        let mut m = x[0];
+        for k in (lid..len).step_by(WG) {
+            m = m.max(x[k]);
+        }
+        *r = m;
+    }
+    let mut s = WG / 2;
+    while s > 0 {
+        for lid in 0..s {
+            red[lid] = red[lid].max(red[lid + s]);
+        }
+        s >>= 1;
+    }
+    let m = red[0];
+
+    for (lid, r) in red.iter_mut().enumerate() {
+        let mut acc = 0f32;
+        for k in (lid..len).step_by(WG) {
+            acc += (x[k] - m).exp();
+        }
+        *r = acc;
+    }
+    let mut s = WG / 2;
+    while s > 0 {
+        for lid in 0..s {
+            red[lid] += red[lid + s];
+        }
+        s >>= 1;
+    }
+
+    let ls = red[0].ln();
+    (ls + (m - x[target]), m + ls)
+}
+
+/// Bindings: params, logits (read), targets (read, u32), loss (read_write), lse (read_write).
+pub fn cross_entropy_fwd(args: &mut CpuArgs) {
+    let p: CrossEntropyParams = args.params();
+    let (x, t) = (args.f32_in(0), args.u32_in(1));
+    let loss = args.f32_out(0);
+    let lse = args.f32_out(1);
+    let (rows, len) = (p.rows as usize, p.len as usize);
+    if rows == 0 || len == 0 {
+        return;
+    }
+    let per = rows_per_task(len);
+    loss[..rows].par_chunks_mut(per).zip(lse[..rows].par_chunks_mut(per)).enumerate().for_each(|(c, (lc, sc))| {
+        for (j, (l, s)) in lc.iter_mut().zip(sc.iter_mut()).enumerate() {
+            let row = c * per + j;
+            let base = row * len;
+            (*l, *s) = ce_row(&x[base..base + len], target_of(t[row], p.len));
+        }
+    });
+}
+
+/// Bindings: params, logits (read), targets (read, u32), lse (read), g (read), dlogits (read_write).
+pub fn cross_entropy_bwd(args: &mut CpuArgs) {
+    let p: CrossEntropyParams = args.params();
+    let (x, t, lse, g) = (args.f32_in(0), args.u32_in(1), args.f32_in(2), args.f32_in(3));
+    let dx = args.f32_out(0);
+    let len = p.len as usize;
+    par_chunks(&mut dx[..p.rows as usize * len], |s, ch| {
+        for (k, o) in ch.iter_mut().enumerate() {
+            let i = s + k;
+            let row = i / len;
+            let onehot = if i - row * len == target_of(t[row], p.len) { 1.0 } else { 0.0 };
+            *o = ((x[i] - lse[row]).exp() - onehot) * g[row];
+        }
+    });
+}
+
+/// Bindings: params, x (read), t (read), loss (read_write).
+pub fn bce_logits_fwd(args: &mut CpuArgs) {
+    let p: BceParams = args.params();
+    let (x, t) = (args.f32_in(0), args.f32_in(1));
+    let out = args.f32_out(0);
+    par_chunks(&mut out[..p.n as usize], |s, ch| {
+        for (k, o) in ch.iter_mut().enumerate() {
+            let v = x[s + k];
+            *o = v.max(0.0) - v * t[s + k] + (1.0 + (-v.abs()).exp()).ln();
+        }
+    });
+}
+
+/// Bindings: params, x (read), t (read), dy (read: 1 element, or n with `dy_full`), dx (read_write).
+pub fn bce_logits_bwd(args: &mut CpuArgs) {
+    let p: BceParams = args.params();
+    let (x, t, dy) = (args.f32_in(0), args.f32_in(1), args.f32_in(2));
+    let dx = args.f32_out(0);
+    par_chunks(&mut dx[..p.n as usize], |s, ch| {
+        for (k, o) in ch.iter_mut().enumerate() {
+            let i = s + k;
+            let d = dy[if p.dy_full == 1 { i } else { 0 }];
+            *o = (sigmoid(x[i]) - t[i]) * d;
+        }
+    });
+}
