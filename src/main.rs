@@ -38,17 +38,24 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Fewer sizes and repeats.
+    #[arg(long)]
+    quick: bool,
+}
+
 #[derive(Subcommand)]
 enum BenchWhat {
-    /// Kernel throughput at a few sizes per family.
-    Kernels {
-        /// Also write the results as JSON to this file.
-        #[arg(long)]
-        json: Option<std::path::PathBuf>,
-        /// Fewer sizes and repeats.
-        #[arg(long)]
-        quick: bool,
-    },
+    /// Kernel throughput at a few sizes per family, each validated against the CPU backend first.
+    Kernels(BenchArgs),
+    /// Training steps per second, encode cost per dispatch and the memory plan of each model.
+    Train(BenchArgs),
+    /// Both.
+    All(BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,8 +63,13 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Info { json } => cmd::info::run(cli.backend.as_deref(), json),
         Cmd::Demo { size } => cmd::demo::run(cli.backend.as_deref(), size),
-        Cmd::Bench { what: BenchWhat::Kernels { json, quick } } => {
-            cmd::bench::kernels(cli.backend.as_deref(), json.as_deref(), quick)
+        Cmd::Bench { what } => {
+            let (kernels, train, args) = match what {
+                BenchWhat::Kernels(a) => (true, false, a),
+                BenchWhat::Train(a) => (false, true, a),
+                BenchWhat::All(a) => (true, true, a),
+            };
+            cmd::bench::run(cli.backend.as_deref(), kernels, train, args.json.as_deref(), args.quick)
         }
     };
     match r {

@@ -36,7 +36,21 @@ impl Trainer {
     /// Differentiates `loss` (one element) with respect to `params`, allocates the optimizer state and
     /// records the step. Create it before writing the first batch; the step reads the input tensors
     /// bound into `g` as they are when it runs.
-    pub fn new(dev: &Device, mut g: Graph, loss: NodeId, params: Vec<Param>, cfg: TrainConfig) -> Result<Trainer> {
+    pub fn new(dev: &Device, g: Graph, loss: NodeId, params: Vec<Param>, cfg: TrainConfig) -> Result<Trainer> {
+        let step = crate::ops::optim::step_counter(dev, 0)?;
+        Trainer::with_step_counter(dev, g, loss, params, cfg, step)
+    }
+
+    /// Like `new`, with a step counter (u32 [1], from `ops::optim::step_counter`) made before the graph,
+    /// so graph ops that change every step (dropout) can read it; the optimizer advances it.
+    pub fn with_step_counter(
+        dev: &Device,
+        mut g: Graph,
+        loss: NodeId,
+        params: Vec<Param>,
+        cfg: TrainConfig,
+        step: Tensor,
+    ) -> Result<Trainer> {
         if numel(g.shape(loss))? != 1 {
             return Err(Error::invalid(
                 "trainer",
@@ -52,7 +66,7 @@ impl Trainer {
         let nodes: Vec<NodeId> = params.iter().map(|p| g.param(&p.tensor)).collect();
         let grads = g.backward(loss, &nodes)?;
         let tensors: Vec<&Tensor> = params.iter().map(|p| &p.tensor).collect();
-        let opt = Optimizer::new(dev, cfg.optimizer, cfg.schedule, cfg.clip, &tensors)?;
+        let opt = Optimizer::with_step_counter(dev, cfg.optimizer, cfg.schedule, cfg.clip, &tensors, step)?;
         let ema = cfg.ema.map(|d| Ema::new(dev, &tensors, d, true)).transpose()?;
         let keep: Vec<NodeId> = std::iter::once(loss).chain(grads).collect();
         let plan = Plan::build(dev, &g, &keep, |kept| {

@@ -194,3 +194,27 @@ fn grad_of_grad_through_leaky_relu() {
         g.sum(sq, 1, false)
     });
 }
+
+#[test]
+fn grad_stops_at_detach_and_bad_shapes_are_refused_at_build_time() {
+    let dev = Device::cpu();
+    let mut g = Graph::new();
+    let a = g.param(&Tensor::from_f32(&dev, &[3], &[1.0, 2.0, 3.0]).unwrap());
+    let b = g.param(&Tensor::from_f32(&dev, &[3], &[4.0, 5.0, 6.0]).unwrap());
+    let d = g.detach(a);
+    let y = g.mul(d, b).unwrap();
+    let s = g.sum_all(y).unwrap();
+    let grads = g.backward(s, &[a, b]).unwrap();
+    let plan = Plan::build(&dev, &g, &grads, |_| Ok(())).unwrap();
+    plan.run(&dev).unwrap();
+    assert_eq!(plan.value(grads[0]).to_f32(&dev).unwrap(), vec![0.0; 3]);
+    assert_eq!(plan.value(grads[1]).to_f32(&dev).unwrap(), vec![1.0, 2.0, 3.0]);
+
+    let c = g.param(&Tensor::from_f32(&dev, &[2, 4], &[0.0; 8]).unwrap());
+    let e = g.matmul(c, a, MatmulOpts::default()).unwrap_err().to_string();
+    assert!(e.contains("matmul"), "{e}");
+    let e = g.add(c, a).unwrap_err().to_string();
+    assert!(e.contains("[2, 4]") && e.contains("[3]"), "{e}");
+    let e = g.reshape(c, &[3, 3]).unwrap_err().to_string();
+    assert!(e.contains("reshape") && e.contains("[3, 3]"), "{e}");
+}

@@ -14,13 +14,25 @@ use tigel::{Device, Tensor};
 const N: usize = 64;
 
 fn trainer(dev: &Device, optimizer: OptimizerKind) -> Trainer {
+    trainer_with(dev, optimizer, 0.0)
+}
+
+/// The spirals MLP; with `p_drop > 0`, dropout after the first hidden layer (a fresh mask each step).
+fn trainer_with(dev: &Device, optimizer: OptimizerKind, p_drop: f32) -> Trainer {
     let (xy, labels) = spirals(N, 3);
     let x = Tensor::from_f32(dev, &[N, 2], &xy).unwrap();
     let y = Tensor::from_u32(dev, &[N], &labels).unwrap();
     let mlp = Mlp::new(dev, &MlpConfig { sizes: vec![2, 16, 16, 2], activation: Activation::Gelu }, 7).unwrap();
     let mut g = Graph::new();
     let (xn, yn) = (g.input(&x), g.input(&y));
-    let logits = mlp.forward(&mut g, xn).unwrap();
+    let step = tigel::ops::optim::step_counter(dev, 0).unwrap();
+    let h = mlp.layers[0].forward(&mut g, xn).unwrap();
+    let h = g.unary(tigel::ops::elementwise::Unary::Gelu, h).unwrap();
+    let d = tigel::ops::dropout::Dropout::new(p_drop, 99, 0, N * 16).unwrap();
+    let h = g.dropout(h, d, &step).unwrap();
+    let h = mlp.layers[1].forward(&mut g, h).unwrap();
+    let h = g.unary(tigel::ops::elementwise::Unary::Gelu, h).unwrap();
+    let logits = mlp.layers[2].forward(&mut g, h).unwrap();
     let loss = g.cross_entropy_mean(logits, yn).unwrap();
     let cfg = TrainConfig {
         optimizer,
@@ -28,7 +40,7 @@ fn trainer(dev: &Device, optimizer: OptimizerKind) -> Trainer {
         clip: Some(1.0),
         ema: Some(0.99),
     };
-    Trainer::new(dev, g, loss, mlp.params(), cfg).unwrap()
+    Trainer::with_step_counter(dev, g, loss, mlp.params(), cfg, step).unwrap()
 }
 
 fn adamw() -> OptimizerKind {
@@ -56,6 +68,20 @@ fn mlp_trains_the_same_on_cpu_and_gpu() {
         }
         assert!(lc[49] < lc[0], "{opt:?}: the loss did not fall: {} -> {}", lc[0], lc[49]);
     }
+}
+
+#[test]
+fn dropout_masks_change_per_step_and_agree_across_backends() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = cpu();
+    let lc = losses(&cpu, &trainer_with(&cpu, adamw(), 0.3), 20);
+    let lg = losses(&gpu, &trainer_with(&gpu, adamw(), 0.3), 20);
+    for (i, (c, g)) in lc.iter().zip(&lg).enumerate() {
+        assert!((c - g).abs() <= 1e-4 * c.abs(), "step {i}: cpu loss {c}, gpu loss {g}");
+    }
+    // Without dropout the same run gives other losses: the masks are in effect.
+    let plain = losses(&cpu, &trainer(&cpu, adamw()), 20);
+    assert_ne!(plain[0], lc[0]);
 }
 
 #[test]

@@ -1,11 +1,12 @@
-//! `tigel bench kernels`: validated kernel throughput on the chosen device (see `tigel::bench`).
+//! `tigel bench kernels|train|all`: validated kernel throughput and training-step figures on the chosen
+//! device (see `tigel::bench`).
 
 use std::path::Path;
 
 use tigel::bench::{self, Options, Sizes};
 use tigel::Result;
 
-pub fn kernels(backend: Option<&str>, json: Option<&Path>, quick: bool) -> Result<()> {
+pub fn run(backend: Option<&str>, kernels: bool, train: bool, json: Option<&Path>, quick: bool) -> Result<()> {
     // A bad JSON path fails now, not after the run; a file made only for this check goes if the run fails.
     let made = json.filter(|p| !p.exists());
     if let Some(path) = json {
@@ -13,9 +14,21 @@ pub fn kernels(backend: Option<&str>, json: Option<&Path>, quick: bool) -> Resul
     }
     let run = || -> Result<()> {
         let dev = super::device(backend)?;
-        let report = bench::run(&dev, &Options { sizes: if quick { Sizes::Quick } else { Sizes::Full }, print: true })?;
+        let mut out = if kernels {
+            let sizes = if quick { Sizes::Quick } else { Sizes::Full };
+            bench::run(&dev, &Options { sizes, print: true })?.to_json()
+        } else {
+            bench::header_json(&dev, quick)
+        };
+        if train {
+            println!("training steps:");
+            out["train"] = serde_json::Value::Array(bench::train::run(&dev, quick, true)?);
+        }
         if let Some(path) = json {
-            report.write_json(path)?;
+            bench::prepare_output(path)?;
+            let text = serde_json::to_string_pretty(&out).expect("JSON values serialise");
+            std::fs::write(path, text + "\n")
+                .map_err(|e| tigel::Error::Io { path: path.display().to_string(), source: e })?;
             eprintln!("wrote {}", path.display());
         }
         Ok(())

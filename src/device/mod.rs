@@ -250,6 +250,16 @@ impl Device {
         self.gpu().map(|g| (&g.device, &g.queue))
     }
 
+    /// The wgpu buffer behind a tigel buffer (None on the CPU backend), for applications that use
+    /// tigel's results in their own passes. Work tigel has issued is ordered before the application's
+    /// only after `flush`.
+    pub fn raw_buffer<'a>(&self, b: &'a Buffer) -> Option<&'a wgpu::Buffer> {
+        match &b.inner.raw {
+            Raw::Gpu(w) => Some(w),
+            Raw::Cpu(_) => None,
+        }
+    }
+
     pub fn adapter_info(&self) -> Option<&wgpu::AdapterInfo> {
         self.gpu().map(|g| &g.info)
     }

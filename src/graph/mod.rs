@@ -458,6 +458,14 @@ impl Graph {
         Ok(self.push(Op::Dropout(d, step.clone()), &[x], self.shape(x).to_vec(), DType::F32))
     }
 
+    /// The same value with no gradient flowing back through it (a stop-gradient).
+    pub fn detach(&mut self, x: NodeId) -> NodeId {
+        let (shape, dt) = (self.shape(x).to_vec(), self.node(x).dtype);
+        let id = self.push(Op::Reshape(shape.clone()), &[x], shape, dt);
+        self.nodes[id.0].requires_grad = false;
+        id
+    }
+
     // ---- composites ----
 
     /// Mean squared error, shape [1].

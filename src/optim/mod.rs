@@ -138,6 +138,29 @@ impl Optimizer {
         clip: Option<f32>,
         params: &[&Tensor],
     ) -> Result<Optimizer> {
+        // The uploads come first: inside a capture they fail, before anything is recorded.
+        let step = k::step_counter(dev, 0).map_err(|e| {
+            Error::invalid(OP_NEW, format!("cannot create the step counter ({e}); create optimizers before capture"))
+        })?;
+        Optimizer::with_step_counter(dev, kind, schedule, clip, params, step)
+    }
+
+    /// Like `new`, advancing an existing step counter (u32 [1]) that other kernels of the step also
+    /// read, such as dropout, which draws a fresh mask at each step from it.
+    pub fn with_step_counter(
+        dev: &Device,
+        kind: OptimizerKind,
+        schedule: Schedule,
+        clip: Option<f32>,
+        params: &[&Tensor],
+        step: Tensor,
+    ) -> Result<Optimizer> {
+        if step.dtype != DType::U32 || step.shape != [1] {
+            return Err(Error::invalid(
+                OP_NEW,
+                format!("the step counter must be u32 [1], got {} {:?}", step.dtype.name(), step.shape),
+            ));
+        }
         kind.validate()?;
         schedule.validate(OP_NEW)?;
         if let Some(c) = clip {
@@ -151,10 +174,6 @@ impl Optimizer {
         for (i, p) in params.iter().enumerate() {
             check_tensor(OP_NEW, "parameter", i, p)?;
         }
-        // The uploads come first: inside a capture they fail, before anything is recorded.
-        let step = k::step_counter(dev, 0).map_err(|e| {
-            Error::invalid(OP_NEW, format!("cannot create the step counter ({e}); create optimizers before capture"))
-        })?;
         let clip_buf = k::clip_buffer(dev)?;
         let zeros = |shape: &[usize]| layout::fill(dev, shape, 0.0);
         let rule = kind.rule();

@@ -25,6 +25,8 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+pub mod train;
+
 use serde_json::{json, Value};
 
 use crate::device::Device;
@@ -436,6 +438,22 @@ impl Report {
         let text = serde_json::to_string_pretty(&self.to_json()).expect("JSON values serialise");
         std::fs::write(path, text + "\n").map_err(|e| io_error(path, e))
     }
+}
+
+/// The report's header (version, commit, date, device) with no kernel results, for runs that only
+/// benchmark training.
+pub fn header_json(dev: &Device, quick: bool) -> Value {
+    json!({
+        "tigel_version": env!("CARGO_PKG_VERSION"),
+        "git_commit": env!("TIGEL_GIT_COMMIT"),
+        "date": utc_now_iso(),
+        "backend": dev.backend_name(),
+        "adapter": adapter_json(dev),
+        "cpu_threads": rayon::current_num_threads(),
+        "timer": "wall-clock",
+        "quick": quick,
+        "results": [],
+    })
 }
 
 fn io_error(path: &std::path::Path, source: std::io::Error) -> Error {
