@@ -439,8 +439,13 @@ impl GpuEngine {
         };
         let mut pass =
             enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("tigel recording"), timestamp_writes });
+        let mut last: Option<&Arc<Pipe>> = None;
         for ((pipe, bg), g) in p.pipes.iter().zip(&p.bind_groups).zip(&p.groups) {
-            pass.set_pipeline(&pipe.pipeline);
+            // Runs of one kernel (per-tensor optimizer updates) set their pipeline once.
+            if last.is_none_or(|l| !Arc::ptr_eq(l, pipe)) {
+                pass.set_pipeline(&pipe.pipeline);
+                last = Some(pipe);
+            }
             // The offset is baked into the bind group; the layout still declares a dynamic offset.
             pass.set_bind_group(0, bg, &[0]);
             pass.dispatch_workgroups(g[0], g[1], g[2]);
