@@ -51,7 +51,7 @@ fn check(
     let f = |leaves: &HashMap<NodeId, Value>| -> f64 { eval(&g, leaves, &[loss]).unwrap()[&loss].data[0] };
     for (p, gnode) in params.iter().zip(&grads) {
         let analytic = plan.value(*gnode).to_f32(&dev).unwrap();
-        for j in 0..analytic.len() {
+        for (j, &a) in analytic.iter().enumerate() {
             let x0 = leaves[p].data[j];
             let h = 1e-6 * x0.abs().max(1.0);
             leaves.get_mut(p).unwrap().data[j] = x0 + h;
@@ -60,7 +60,7 @@ fn check(
             let down = f(&leaves);
             leaves.get_mut(p).unwrap().data[j] = x0;
             let numeric = (up - down) / (2.0 * h);
-            let a = analytic[j] as f64;
+            let a = a as f64;
             assert!(
                 (a - numeric).abs() <= 1e-5 + 2e-4 * numeric.abs(),
                 "{name}: d loss / d param{} [{j}] is {a} by the backward rule, {numeric} by finite differences",

@@ -131,9 +131,9 @@ pub(crate) fn summarize(a: &wgpu::Adapter) -> AdapterSummary {
 pub fn key_limits(l: &wgpu::Limits) -> Vec<(&'static str, u64)> {
     vec![
         ("max_buffer_size", l.max_buffer_size),
-        ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size as u64),
+        ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size),
         ("max_storage_buffers_per_shader_stage", l.max_storage_buffers_per_shader_stage as u64),
-        ("max_uniform_buffer_binding_size", l.max_uniform_buffer_binding_size as u64),
+        ("max_uniform_buffer_binding_size", l.max_uniform_buffer_binding_size),
         ("max_compute_workgroup_storage_size", l.max_compute_workgroup_storage_size as u64),
         ("max_compute_invocations_per_workgroup", l.max_compute_invocations_per_workgroup as u64),
         ("max_compute_workgroup_size_x", l.max_compute_workgroup_size_x as u64),

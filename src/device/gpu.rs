@@ -97,7 +97,7 @@ impl GpuEngine {
     }
 
     pub fn max_buffer_bytes(&self) -> u64 {
-        self.limits.max_buffer_size.min(self.limits.max_storage_buffer_binding_size as u64)
+        self.limits.max_buffer_size.min(self.limits.max_storage_buffer_binding_size)
     }
 
     fn take_errors(&self) -> Result<()> {
@@ -110,7 +110,7 @@ impl GpuEngine {
     }
 
     pub fn max_buffer_limit_name(&self) -> &'static str {
-        if self.limits.max_buffer_size < self.limits.max_storage_buffer_binding_size as u64 {
+        if self.limits.max_buffer_size < self.limits.max_storage_buffer_binding_size {
             "max_buffer_size"
         } else {
             "max_storage_buffer_binding_size"

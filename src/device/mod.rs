@@ -63,6 +63,8 @@ impl Counters {
     }
 }
 
+// One per device: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Engine {
     Cpu,
     Gpu(gpu::GpuEngine),
@@ -362,7 +364,7 @@ impl Device {
     /// A buffer holding `data`.
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<Buffer> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        if bytes.len() % 4 != 0 {
+        if !bytes.len().is_multiple_of(4) {
             return Err(Error::invalid(
                 "upload",
                 format!("{} bytes is not a whole number of 32-bit words", bytes.len()),
@@ -380,7 +382,7 @@ impl Device {
     /// Overwrites the start of `buf` with `data`, in order with the work already issued.
     pub fn write<T: bytemuck::Pod>(&self, buf: &Buffer, data: &[T]) -> Result<()> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        if bytes.len() > buf.words().max(1) * 4 || bytes.len() % 4 != 0 {
+        if bytes.len() > buf.words().max(1) * 4 || !bytes.len().is_multiple_of(4) {
             return Err(Error::invalid(
                 "write",
                 format!("{} bytes do not fit a buffer of {} words", bytes.len(), buf.words()),

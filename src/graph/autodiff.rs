@@ -20,7 +20,8 @@ impl Graph {
     /// returns the gradient nodes in the same order. A `wrt` node that `loss` does not depend on gets a
     /// zero gradient. Gradients reaching a node along several paths are summed.
     pub fn backward(&mut self, loss: NodeId, wrt: &[NodeId]) -> Result<Vec<NodeId>> {
-        let seed = self.fill(&self.shape(loss).to_vec(), 1.0)?;
+        let shape = self.shape(loss).to_vec();
+        let seed = self.fill(&shape, 1.0)?;
         let mut grads: HashMap<NodeId, NodeId> = HashMap::new();
         grads.insert(loss, seed);
         // Nodes only depend on earlier nodes, so a reverse sweep over indices sees every consumer of a
@@ -48,7 +49,10 @@ impl Graph {
         wrt.iter()
             .map(|&w| match grads.get(&w) {
                 Some(&g) => Ok(g),
-                None => self.fill(&self.shape(w).to_vec(), 0.0),
+                None => {
+                    let shape = self.shape(w).to_vec();
+                    self.fill(&shape, 0.0)
+                }
             })
             .collect()
     }
