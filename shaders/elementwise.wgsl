@@ -157,15 +157,21 @@ fn unary_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 @group(0) @binding(2) var<storage, read> bb: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bout: array<f32>;
 
+// Operands of the output's own shape: no index math (a separate entry point, so the broadcast path's
+// loop does not weigh on the common case's code generation).
+@compute @workgroup_size(256)
+fn binary_same(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= bp.n { return; }
+    bout[i] = binary_op(bp.op, ba[i], bb[i]);
+}
+
 @compute @workgroup_size(256)
 fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
     if i >= bp.n { return; }
-    if bp.contiguous == 1u {
-        bout[i] = binary_op(bp.op, ba[i], bb[i]);
-        return;
-    }
     // Walk the output index from the last axis outwards, accumulating each operand's offset.
     var rem = i;
     var ia = 0u;

@@ -50,6 +50,8 @@ pub static UNARY: Kernel = Kernel { shader: "elementwise", entry: "unary", cpu: 
 pub static UNARY_BACKWARD: Kernel =
     Kernel { shader: "elementwise", entry: "unary_backward", cpu: cpu::elementwise::unary_backward };
 pub static BINARY: Kernel = Kernel { shader: "elementwise", entry: "binary", cpu: cpu::elementwise::binary };
+pub static BINARY_SAME: Kernel =
+    Kernel { shader: "elementwise", entry: "binary_same", cpu: cpu::elementwise::binary_same };
 pub static SCALAR: Kernel = Kernel { shader: "elementwise", entry: "scalar", cpu: cpu::elementwise::scalar };
 
 /// Unary ops; the discriminant is the shader's op code.
@@ -233,7 +235,8 @@ pub fn binary(dev: &Device, op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor
         a_strides: pack8("binary", &sa)?,
         b_strides: pack8("binary", &sb)?,
     };
-    launch_1d(dev, &BINARY, &p, &[&a.buf, &b.buf, &out.buf], n)?;
+    let k = if p.contiguous == 1 { &BINARY_SAME } else { &BINARY };
+    launch_1d(dev, k, &p, &[&a.buf, &b.buf, &out.buf], n)?;
     Ok(out)
 }
 

@@ -22,6 +22,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &elementwise::UNARY,
     &elementwise::UNARY_BACKWARD,
     &elementwise::BINARY,
+    &elementwise::BINARY_SAME,
     &elementwise::SCALAR,
     &dropout::DROPOUT_FWD,
     &dropout::DROPOUT_BWD,

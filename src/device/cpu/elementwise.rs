@@ -141,6 +141,18 @@ pub fn unary_backward(args: &mut CpuArgs) {
     });
 }
 
+/// Bindings: params, a (read), b (read), out (read_write); a, b and out share one shape.
+pub fn binary_same(args: &mut CpuArgs) {
+    let p: BinaryParams = args.params();
+    let (a, b) = (args.f32_in(0), args.f32_in(1));
+    let out = args.f32_out(0);
+    par_chunks(&mut out[..p.n as usize], |s, ch| {
+        for (i, o) in ch.iter_mut().enumerate() {
+            *o = binary_op(p.op, a[s + i], b[s + i]);
+        }
+    });
+}
+
 /// Bindings: params, a (read), b (read), out (read_write).
 pub fn binary(args: &mut CpuArgs) {
     let p: BinaryParams = args.params();
