@@ -59,6 +59,7 @@ enum BenchWhat {
 }
 
 fn main() -> ExitCode {
+    quiet_headless_vulkan();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Info { json } => cmd::info::run(cli.backend.as_deref(), json),
@@ -77,6 +78,25 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" on headless machines (servers,
+/// CI) when that variable is missing, once per instance. tigel opens no windows, so it points the
+/// variable at a private directory when it is unset. Done first thing in `main`, while the process has
+/// one thread, which is what makes changing the environment sound.
+fn quiet_headless_vulkan() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        use std::os::unix::fs::PermissionsExt;
+        // One directory for every run (nothing is written into it), private as the spec asks.
+        let dir = std::env::temp_dir().join("tigel-xdg-runtime");
+        if std::fs::create_dir_all(&dir).is_ok()
+            && std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).is_ok()
+        {
+            // SAFETY: called at the start of main, before any other thread exists.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
         }
     }
 }
