@@ -52,13 +52,26 @@ pub fn mlp(dev: &Device, quick: bool, print: bool) -> Result<Value> {
     dev.wait()?;
     let repeats = if quick { 5 } else { 20 };
     let (mut step_s, mut encode_s) = (Vec::new(), Vec::new());
+    let mut phases: [Vec<f64>; 3] = Default::default();
     for _ in 0..repeats {
         let t0 = Instant::now();
         t.step(dev)?;
         encode_s.push(t0.elapsed().as_secs_f64());
         dev.wait()?;
         step_s.push(t0.elapsed().as_secs_f64());
+        if let Some(p) = dev.last_replay_cpu_times() {
+            for (v, x) in phases.iter_mut().zip([p.record_s, p.finish_s, p.submit_s]) {
+                v.push(x);
+            }
+        }
     }
+    let per_dispatch = |v: &mut Vec<f64>| (!v.is_empty()).then(|| median(v) * 1e6 / plan.dispatches() as f64);
+    let [rec, fin, sub] = &mut phases;
+    let breakdown = json!({
+        "record_us_per_dispatch": per_dispatch(rec),
+        "finish_us_per_dispatch": per_dispatch(fin),
+        "submit_us_per_dispatch": per_dispatch(sub),
+    });
     let step = median(&mut step_s);
     let encode_us = (!dev.is_cpu()).then(|| median(&mut encode_s) * 1e6 / plan.dispatches() as f64);
     let v = json!({
@@ -70,6 +83,7 @@ pub fn mlp(dev: &Device, quick: bool, print: bool) -> Result<Value> {
         "samples_per_s": batch as f64 / step,
         "dispatches": plan.dispatches(),
         "encode_us_per_dispatch": encode_us,
+        "encode_breakdown": breakdown,
         "planned_peak_bytes": plan.planned_peak_bytes(),
         "allocated_bytes": plan.allocated_bytes(),
         "allocated_over_planned": plan.allocated_bytes() as f64 / plan.planned_peak_bytes().max(1) as f64,
@@ -82,7 +96,14 @@ pub fn mlp(dev: &Device, quick: bool, print: bool) -> Result<Value> {
             step * 1e3,
             batch as f64 / step,
             plan.dispatches(),
-            encode_us.map(|u| format!("{u:.2} us/dispatch")).unwrap_or_else(|| "-".into()),
+            encode_us
+                .map(|u| format!(
+                    "{u:.2} us/dispatch (record {:.2}, finish {:.2}, submit {:.2})",
+                    breakdown["record_us_per_dispatch"].as_f64().unwrap_or(0.0),
+                    breakdown["finish_us_per_dispatch"].as_f64().unwrap_or(0.0),
+                    breakdown["submit_us_per_dispatch"].as_f64().unwrap_or(0.0)
+                ))
+                .unwrap_or_else(|| "-".into()),
             plan.planned_peak_bytes() as f64 / 1e6,
             plan.allocated_bytes() as f64 / 1e6
         );

@@ -37,6 +37,17 @@ pub(crate) struct GpuEngine {
     arena: Mutex<Option<wgpu::Buffer>>,
     errors: Arc<Mutex<Vec<String>>>,
     counters: Arc<Counters>,
+    pub last_replay: Mutex<Option<ReplayCpuTimes>>,
+}
+
+/// Host time spent on the last replay, by phase: recording the compute pass, wgpu's
+/// `CommandEncoder::finish` (resource tracking, barriers, translation to the driver), and the
+/// queue submission.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplayCpuTimes {
+    pub record_s: f64,
+    pub finish_s: f64,
+    pub submit_s: f64,
 }
 
 /// A recording prepared on the GPU: everything a replay needs, made once.
@@ -93,6 +104,7 @@ impl GpuEngine {
             arena: Mutex::default(),
             errors,
             counters,
+            last_replay: Mutex::default(),
         }
     }
 
@@ -347,11 +359,23 @@ impl GpuEngine {
                 i += 1;
             }
         }
+        let t0 = std::time::Instant::now();
         if let Some(p) = rec {
             self.encode_prepared(&mut enc, p, false);
         }
         drop(arena_guard);
-        self.queue.submit([enc.finish()]);
+        let t1 = std::time::Instant::now();
+        let cb = enc.finish();
+        let t2 = std::time::Instant::now();
+        self.queue.submit([cb]);
+        if rec.is_some() {
+            let t3 = std::time::Instant::now();
+            *self.last_replay.lock().unwrap() = Some(ReplayCpuTimes {
+                record_s: (t1 - t0).as_secs_f64(),
+                finish_s: (t2 - t1).as_secs_f64(),
+                submit_s: (t3 - t2).as_secs_f64(),
+            });
+        }
         self.counters.submissions.fetch_add(1, Ordering::Relaxed);
         self.take_errors()
     }

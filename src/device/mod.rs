@@ -276,6 +276,11 @@ impl Device {
         self.gpu().map(|g| g.device.features().iter_names().map(|(n, _)| n.to_string()).collect()).unwrap_or_default()
     }
 
+    /// Host time the last `replay` spent per phase (GPU only).
+    pub fn last_replay_cpu_times(&self) -> Option<gpu::ReplayCpuTimes> {
+        self.gpu().and_then(|g| *g.last_replay.lock().unwrap())
+    }
+
     pub fn has_timestamps(&self) -> bool {
         self.gpu().is_some_and(|g| g.timestamps)
     }
