@@ -9,8 +9,6 @@ use super::reduce::rows_per_task;
 use crate::kernels::CpuArgs;
 use crate::ops::loss::{BceParams, CrossEntropyParams};
 
-const WG: usize = 256;
-
 /// The target of a row, clamped into the row as the shader's `target_of`.
 fn target_of(t: u32, len: u32) -> usize {
     t.min(len - 1) as usize
@@ -18,41 +16,8 @@ fn target_of(t: u32, len: u32) -> usize {
 
 /// One workgroup of `cross_entropy_fwd`: (loss, lse) of one row.
 fn ce_row(x: &[f32], target: usize) -> (f32, f32) {
-    let len = x.len();
-    let mut red = [0f32; WG];
-
-    for (lid, r) in red.iter_mut().enumerate() {
-        let mut m = x[0];
-        for k in (lid..len).step_by(WG) {
-            m = m.max(x[k]);
-        }
-        *r = m;
-    }
-    let mut s = WG / 2;
-    while s > 0 {
-        for lid in 0..s {
-            red[lid] = red[lid].max(red[lid + s]);
-        }
-        s >>= 1;
-    }
-    let m = red[0];
-
-    for (lid, r) in red.iter_mut().enumerate() {
-        let mut acc = 0f32;
-        for k in (lid..len).step_by(WG) {
-            acc += (x[k] - m).exp();
-        }
-        *r = acc;
-    }
-    let mut s = WG / 2;
-    while s > 0 {
-        for lid in 0..s {
-            red[lid] += red[lid + s];
-        }
-        s >>= 1;
-    }
-
-    let ls = red[0].ln();
+    let (m, sum) = super::softmax::row_stats(x);
+    let ls = sum.ln();
     (ls + (m - x[target]), m + ls)
 }
 

@@ -9,8 +9,9 @@ use crate::ops::softmax::SoftmaxParams;
 
 const WG: usize = 256;
 
-/// One workgroup of `softmax_rows`.
-fn softmax_row(log: bool, x: &[f32], out: &mut [f32]) {
+/// Row max and Σ exp(x − max) of one row, reduced in the shader's order: 256 strided per-thread partials,
+/// then a tree (so the CPU twin sums in the same order as the workgroup). Shared with the loss twins.
+pub(super) fn row_stats(x: &[f32]) -> (f32, f32) {
     let len = x.len();
     let mut red = [0f32; WG];
 
@@ -46,7 +47,12 @@ fn softmax_row(log: bool, x: &[f32], out: &mut [f32]) {
         }
         s >>= 1;
     }
-    let sum = red[0];
+    (m, red[0])
+}
+
+/// One workgroup of `softmax_rows`.
+fn softmax_row(log: bool, x: &[f32], out: &mut [f32]) {
+    let (m, sum) = row_stats(x);
 
     // Pass 3.
     if log {
