@@ -17,6 +17,7 @@
 //   bce_logits_fwd: loss = max(x, 0) - x t + log(1 + exp(-|x|)), stable for any finite x;
 //   bce_logits_bwd: dx = (sigmoid(x) - t) * dy, dy one element broadcast (dy_full = 0) or one per element.
 //#include "common/index.wgsl"
+//#include "common/workgroup_reduce.wgsl"
 
 const WG: u32 = 256u;
 
@@ -40,8 +41,6 @@ struct BceParams {
 @group(0) @binding(3) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
 // The target of `row`, clamped into the row (see the header).
 fn target_of(row: u32) -> u32 {
     return min(targets[row], cp.len - 1u);
@@ -60,33 +59,16 @@ fn cross_entropy_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     for (var k = lid; k < len; k += WG) {
         m = max(m, logits[base + k]);
     }
-    red[lid] = m;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if lid < s {
-            red[lid] = max(red[lid], red[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    m = red[0];
-    // Everyone has read the max before the sum reuses the scratch array.
-    workgroupBarrier();
+    m = wg_max(lid, m);
 
     var acc = 0.0;
     for (var k = lid; k < len; k += WG) {
         acc += exp(logits[base + k] - m);
     }
-    red[lid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if lid < s {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
+    let sum = wg_sum(lid, acc);
 
     if lid == 0u {
-        let ls = log(red[0]);
+        let ls = log(sum);
         lse[row] = m + ls;
         loss[row] = ls + (m - logits[base + target_of(row)]);
     }

@@ -8,6 +8,7 @@
 //   3. write exp(x - max) / sum, or x - max - log(sum) for log-softmax.
 // Inputs are expected finite (WGSL comparisons with NaN are implementation-defined).
 //#include "common/index.wgsl"
+//#include "common/workgroup_reduce.wgsl"
 
 const WG: u32 = 256u;
 
@@ -21,8 +22,6 @@ struct SoftmaxParams {
 @group(0) @binding(0) var<uniform> sp: SoftmaxParams;
 @group(0) @binding(1) var<storage, read> sx: array<f32>;
 @group(0) @binding(2) var<storage, read_write> sout: array<f32>;
-
-var<workgroup> red: array<f32, WG>;
 
 @compute @workgroup_size(256)
 fn softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -38,32 +37,14 @@ fn softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     for (var k = lid; k < len; k += WG) {
         m = max(m, sx[base + k]);
     }
-    red[lid] = m;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if lid < s {
-            red[lid] = max(red[lid], red[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    m = red[0];
-    // Everyone has read the max before pass 2 reuses the scratch array.
-    workgroupBarrier();
+    m = wg_max(lid, m);
 
     // Pass 2.
     var acc = 0.0;
     for (var k = lid; k < len; k += WG) {
         acc += exp(sx[base + k] - m);
     }
-    red[lid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if lid < s {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let sum = red[0];
+    let sum = wg_sum(lid, acc);
 
     // Pass 3.
     if sp.log == 1u {
