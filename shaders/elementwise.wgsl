@@ -17,7 +17,7 @@ struct BinaryParams {
     n: u32,
     rank: u32,
     op: u32,
-    contiguous: u32,                 // 1: a, b and out share one shape, skip the index math
+    contiguous: u32,                 // 1: a, b and out share one shape (the host then runs binary_same)
     shape: array<vec4<u32>, 2>,      // output shape, up to rank 8
     a_strides: array<vec4<u32>, 2>,  // element strides of a, 0 along broadcast axes
     b_strides: array<vec4<u32>, 2>,

@@ -27,6 +27,7 @@
 mod common;
 use common::*;
 use tigel::device::cpu::rng as crng;
+use tigel::graph::reference::unary_f64;
 use tigel::ops::dropout::{self as dr, Dropout};
 use tigel::ops::elementwise::{self as ew, Unary};
 use tigel::ops::loss;
@@ -56,44 +57,6 @@ fn unary_bwd(d: &Device, op: Unary, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let dx = ew::unary_backward(d, op, &tx, &tdy, ALPHA).unwrap();
     assert_eq!(dx.shape, vec![x.len()]);
     dx.to_f32(d).unwrap()
-}
-
-/// The forward formulas of shaders/elementwise.wgsl in f64 (Gelu: the same tanh approximation).
-fn forward_f64(op: Unary, x: f64) -> f64 {
-    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-    match op {
-        Unary::Neg => -x,
-        Unary::Abs => x.abs(),
-        Unary::Exp => x.exp(),
-        Unary::Log => x.ln(),
-        Unary::Sqrt => x.sqrt(),
-        Unary::Rsqrt => 1.0 / x.sqrt(),
-        Unary::Recip => 1.0 / x,
-        Unary::Sin => x.sin(),
-        Unary::Cos => x.cos(),
-        Unary::Tanh => x.tanh(),
-        Unary::Sigmoid => sig(x),
-        Unary::Relu => x.max(0.0),
-        Unary::Gelu => 0.5 * x * (1.0 + (0.7978845608 * (x + 0.044715 * x * x * x)).tanh()),
-        Unary::Silu => x * sig(x),
-        Unary::Square => x * x,
-        Unary::Sign => {
-            if x > 0.0 {
-                1.0
-            } else if x < 0.0 {
-                -1.0
-            } else {
-                0.0
-            }
-        }
-        Unary::LeakyRelu => {
-            if x > 0.0 {
-                x
-            } else {
-                ALPHA as f64 * x
-            }
-        }
-    }
 }
 
 /// Central difference of `f` at x in f64.
@@ -133,7 +96,7 @@ fn unary_backward_grad_matches_finite_differences() {
         let dy = rng.vec(n, -2.0, 2.0);
         let got = unary_bwd(&cpu, op, &x, &dy);
         for i in 0..n {
-            let fd = central(|v| forward_f64(op, v), x[i] as f64) * dy[i] as f64;
+            let fd = central(|v| unary_f64(op, v, ALPHA as f64), x[i] as f64) * dy[i] as f64;
             let err = (got[i] as f64 - fd).abs();
             let tol = 1e-4 * fd.abs() + 1e-6 * (dy[i] as f64).abs();
             assert!(err <= tol, "{op:?}'({}) * {}: twin {} vs finite difference {fd}", x[i], dy[i], got[i]);

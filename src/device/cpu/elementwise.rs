@@ -159,14 +159,6 @@ pub fn binary(args: &mut CpuArgs) {
     let (a, b) = (args.f32_in(0), args.f32_in(1));
     let out = args.f32_out(0);
     let n = p.n as usize;
-    if p.contiguous == 1 {
-        par_chunks(&mut out[..n], |s, ch| {
-            for (i, o) in ch.iter_mut().enumerate() {
-                *o = binary_op(p.op, a[s + i], b[s + i]);
-            }
-        });
-        return;
-    }
     let rank = p.rank as usize;
     par_chunks(&mut out[..n], |s, ch| {
         // Decompose the chunk's first index once, then step an odometer (the shader decomposes per
