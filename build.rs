@@ -105,9 +105,43 @@ fn git_commit(manifest: &Path) {
     }
 }
 
+/// Writes `$OUT_DIR/corpus.txt`, the text the language model trains on when no file is given: tigel's
+/// own documentation, shaders and sources (README, docs/*.md, shaders/**/*.wgsl, src/**/*.rs, in sorted
+/// path order, each behind a `==> path <==` line), so the main job needs no download.
+fn embedded_corpus(manifest: &Path, out_dir: &Path) {
+    fn walk(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, ext, out);
+            } else if p.extension().is_some_and(|x| x == ext) {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = vec![manifest.join("README.md")];
+    for (dir, ext) in [("docs", "md"), ("shaders", "wgsl"), ("src", "rs")] {
+        let mut found = Vec::new();
+        walk(&manifest.join(dir), ext, &mut found);
+        found.sort();
+        files.extend(found);
+        println!("cargo:rerun-if-changed={dir}");
+    }
+    println!("cargo:rerun-if-changed=README.md");
+    let mut text = String::new();
+    for f in files {
+        let Ok(body) = std::fs::read_to_string(&f) else { continue };
+        let rel = f.strip_prefix(manifest).unwrap_or(&f);
+        text.push_str(&format!("==> {} <==\n{}\n", rel.display(), body));
+    }
+    std::fs::write(out_dir.join("corpus.txt"), text).unwrap_or_else(|e| fail(&format!("corpus.txt: {e}")));
+}
+
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     git_commit(&manifest);
+    embedded_corpus(&manifest, &PathBuf::from(std::env::var("OUT_DIR").unwrap()));
     let root = manifest.join("shaders");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     std::fs::create_dir_all(out_dir.join("shaders")).unwrap();

@@ -31,6 +31,21 @@ enum Cmd {
         #[arg(long, default_value_t = 256)]
         size: usize,
     },
+    /// Trains a model.
+    Train {
+        #[command(subcommand)]
+        what: TrainWhat,
+    },
+    /// Generates from a trained model.
+    Sample {
+        #[command(subcommand)]
+        what: SampleWhat,
+    },
+    /// Scores a trained model on held-out data.
+    Eval {
+        #[command(subcommand)]
+        what: EvalWhat,
+    },
     /// Benchmarks (kernels: GFLOP/s or GB/s per kernel family, validated before timing).
     Bench {
         #[command(subcommand)]
@@ -49,6 +64,24 @@ struct BenchArgs {
 }
 
 #[derive(Subcommand)]
+enum TrainWhat {
+    /// A byte-level GPT language model on a text file (default: tigel's own sources, built in).
+    Gpt(cmd::gpt::TrainArgs),
+}
+
+#[derive(Subcommand)]
+enum SampleWhat {
+    /// Continues a prompt with a trained GPT, printing bytes as they come.
+    Gpt(cmd::gpt::SampleArgs),
+}
+
+#[derive(Subcommand)]
+enum EvalWhat {
+    /// Bits per character of a trained GPT on the held-out last 10% of a text.
+    Gpt(cmd::gpt::EvalArgs),
+}
+
+#[derive(Subcommand)]
 enum BenchWhat {
     /// Kernel throughput at a few sizes per family, each validated against the CPU backend first.
     Kernels(BenchArgs),
@@ -64,6 +97,9 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Info { json } => cmd::info::run(cli.backend.as_deref(), json),
         Cmd::Demo { size } => cmd::demo::run(cli.backend.as_deref(), size),
+        Cmd::Train { what: TrainWhat::Gpt(a) } => cmd::gpt::train(cli.backend.as_deref(), a),
+        Cmd::Sample { what: SampleWhat::Gpt(a) } => cmd::gpt::sample(cli.backend.as_deref(), a),
+        Cmd::Eval { what: EvalWhat::Gpt(a) } => cmd::gpt::eval(cli.backend.as_deref(), a),
         Cmd::Bench { what } => {
             let (kernels, train, args) = match what {
                 BenchWhat::Kernels(a) => (true, false, a),

@@ -45,11 +45,26 @@ impl Trainer {
     /// so graph ops that change every step (dropout) can read it; the optimizer advances it.
     pub fn with_step_counter(
         dev: &Device,
+        g: Graph,
+        loss: NodeId,
+        params: Vec<Param>,
+        cfg: TrainConfig,
+        step: Tensor,
+    ) -> Result<Trainer> {
+        Trainer::with_prologue(dev, g, loss, params, cfg, step, || Ok(()))
+    }
+
+    /// Like `with_step_counter`, with `prologue` recorded at the start of every step, before the
+    /// forward pass: it writes the graph's inputs on the device (a batch drawn from data held there,
+    /// indexed by the step counter), so the step reads nothing from the host.
+    pub fn with_prologue(
+        dev: &Device,
         mut g: Graph,
         loss: NodeId,
         params: Vec<Param>,
         cfg: TrainConfig,
         step: Tensor,
+        prologue: impl FnOnce() -> Result<()>,
     ) -> Result<Trainer> {
         if numel(g.shape(loss))? != 1 {
             return Err(Error::invalid(
@@ -69,7 +84,7 @@ impl Trainer {
         let opt = Optimizer::with_step_counter(dev, cfg.optimizer, cfg.schedule, cfg.clip, &tensors, step)?;
         let ema = cfg.ema.map(|d| Ema::new(dev, &tensors, d, true)).transpose()?;
         let keep: Vec<NodeId> = std::iter::once(loss).chain(grads).collect();
-        let plan = Plan::build(dev, &g, &keep, |kept| {
+        let plan = Plan::build_with(dev, &g, &keep, prologue, |kept| {
             let grads: Vec<&Tensor> = kept[1..].iter().collect();
             opt.update(dev, &tensors, &grads)?;
             if let Some(e) = &ema {

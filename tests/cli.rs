@@ -53,3 +53,59 @@ fn info_json_is_valid() {
     assert_eq!(v["chosen"]["backend"], "cpu");
     assert!(v["adapters"].is_array());
 }
+
+/// `tigel train gpt` end to end on a tiny model: JSON result, run directory files, sample, eval, resume,
+/// and the refusals (an occupied --out, an empty file, a zero size, a checkpoint of another kind).
+#[test]
+fn gpt_train_sample_eval_resume() {
+    let dir = std::env::temp_dir().join(format!("tigel-cli-gpt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("text.txt");
+    std::fs::write(&text, "In the beginning was the word, and the word was with the text.\n".repeat(60)).unwrap();
+    let run = dir.join("run");
+    let (t, r) = (text.to_str().unwrap(), run.to_str().unwrap());
+    let small = ["--layers", "1", "--heads", "2", "--width", "16", "--context", "16", "--batch", "2"];
+    let mut args = vec!["--backend", "cpu", "train", "gpt", "--data", t, "--steps", "20", "--eval-every", "10"];
+    args.extend(small);
+    args.extend(["--out", r, "--json"]);
+    let (code, out, err) = tigel(&args, &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).expect("one JSON line");
+    assert_eq!(v["steps"], 20);
+    assert_eq!(v["backend"], "cpu");
+    for k in ["train_loss", "val_bits_per_char", "tokens_per_s", "planned_peak_bytes"] {
+        assert!(v[k].as_f64().is_some_and(|x| x.is_finite() && x > 0.0), "{k}: {v}");
+    }
+    for f in ["checkpoint.safetensors", "config.json", "metrics.jsonl"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 2);
+
+    let (code, out, err) = tigel(&["--backend", "cpu", "sample", "gpt", "--checkpoint", r, "--prompt", "In the", "--tokens", "12"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("In the") && out.len() >= "In the".len() + 12, "{out:?}");
+    let (code, out, err) = tigel(&["--backend", "cpu", "eval", "gpt", "--checkpoint", r, "--json"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let e: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!((e["val_bits_per_char"].as_f64().unwrap() - v["val_bits_per_char"].as_f64().unwrap()).abs() < 1e-9);
+
+    // The run directory is taken: refused, and the checkpoint is untouched.
+    let before = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+    assert_clean_failure(&args, &[], "already holds a checkpoint");
+    assert_eq!(before, std::fs::read(run.join("checkpoint.safetensors")).unwrap());
+    // Resuming continues the step count.
+    let (code, out, err) =
+        tigel(&["--backend", "cpu", "train", "gpt", "--data", t, "--steps", "10", "--eval-every", "10", "--resume", r, "--json"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["steps"], 30);
+
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    assert_clean_failure(&["--backend", "cpu", "train", "gpt", "--data", empty.to_str().unwrap()], &[], "empty");
+    assert_clean_failure(&["--backend", "cpu", "train", "gpt", "--data", t, "--layers", "0"], &[], "--layers");
+    assert_clean_failure(&["--backend", "cpu", "train", "gpt", "--data", t, "--context", "100000"], &[], "too short");
+    assert_clean_failure(&["--backend", "cpu", "sample", "gpt", "--checkpoint", dir.join("nope").to_str().unwrap()], &[], "nope");
+    std::fs::remove_dir_all(&dir).ok();
+}

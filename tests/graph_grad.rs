@@ -183,6 +183,62 @@ fn grad_losses() {
 }
 
 #[test]
+fn grad_transformer_ops() {
+    check("layer_norm", &[&[5, 7], &[7], &[7]], -1.0, 1.0, |g, p, _| g.layer_norm(p[0], p[1], p[2], 1e-5));
+    // qkv [B=2, T=5, 3·C] with 2 heads of size 3; causal and full.
+    check("attention (causal)", &[&[2, 5, 18]], -1.0, 1.0, |g, p, _| g.attention(p[0], 2, true));
+    check("attention (full)", &[&[2, 5, 18]], -1.0, 1.0, |g, p, _| g.attention(p[0], 2, false));
+    // Ids repeat (4 twice, 0 twice) and skip rows (3), so the scatter-add sums and leaves zeros.
+    check("embedding", &[&[5, 4]], -1.0, 1.0, |g, p, d| {
+        let ids = g.input(&Tensor::from_u32(d, &[2, 3], &[0, 4, 4, 1, 0, 2])?);
+        g.embedding(ids, p[0])
+    });
+    // The embedding's backward is linear in dout; its own gradient gathers rows back.
+    check("embedding backward (grad of grad)", &[&[5, 4]], -1.0, 1.0, |g, p, d| {
+        let ids = g.input(&Tensor::from_u32(d, &[3], &[2, 2, 0])?);
+        let e = g.embedding(ids, p[0])?;
+        let sq = g.unary(Unary::Square, e)?;
+        let s = g.sum_all(sq)?;
+        let gt = g.backward(s, &[p[0]])?[0];
+        g.unary(Unary::Tanh, gt)
+    });
+    // A pre-norm block as the GPT builds it: every op above, composed, with a residual.
+    check("pre-norm attention block", &[&[8, 6], &[6], &[6], &[6, 18], &[6, 6]], -1.0, 1.0, |g, p, _| {
+        let h = g.layer_norm(p[0], p[1], p[2], 1e-5)?;
+        let qkv = g.matmul(h, p[3], mm(false, false, 1.0))?;
+        let qkv = g.reshape(qkv, &[2, 4, 18])?;
+        let a = g.attention(qkv, 3, true)?;
+        let a = g.reshape(a, &[8, 6])?;
+        let a = g.matmul(a, p[4], mm(false, false, 1.0))?;
+        g.add(p[0], a)
+    });
+}
+
+#[test]
+fn grad_convolutions() {
+    use tigel::ops::conv::Conv2d;
+    let s1 = Conv2d { stride: 1, padding: 1 };
+    let s2 = Conv2d { stride: 2, padding: 1 };
+    check("conv2d stride 1", &[&[2, 3, 5, 4], &[2, 3, 3, 3]], -1.0, 1.0, |g, p, _| g.conv2d(p[0], p[1], s1));
+    check("conv2d stride 2", &[&[1, 2, 7, 6], &[3, 2, 4, 4]], -1.0, 1.0, |g, p, _| g.conv2d(p[0], p[1], s2));
+    check("conv_transpose2d stride 2", &[&[2, 3, 3, 4], &[3, 2, 4, 4]], -1.0, 1.0, |g, p, _| {
+        g.conv_transpose2d(p[0], p[1], s2, 0)
+    });
+    check("conv_transpose2d output_padding", &[&[1, 2, 3, 3], &[2, 2, 3, 3]], -1.0, 1.0, |g, p, _| {
+        g.conv_transpose2d(p[0], p[1], s2, 1)
+    });
+    // A gradient penalty through a convolution: ‖d/dx Σ leaky(conv(x, w))‖², which differentiates
+    // the convolution's backward ops again.
+    check("conv gradient penalty", &[&[1, 2, 5, 5], &[2, 2, 3, 3]], -1.0, 1.0, |g, p, _| {
+        let y = g.conv2d(p[0], p[1], s2)?;
+        let y = g.unary_with(Unary::LeakyRelu, y, 0.2)?;
+        let s = g.sum_all(y)?;
+        let gx = g.backward(s, &[p[0]])?[0];
+        g.unary(Unary::Square, gx)
+    });
+}
+
+#[test]
 fn grad_of_grad_through_leaky_relu() {
     // A gradient penalty: ‖d/dx Σ leaky(x·W)‖², differentiated with respect to W and x.
     check("gradient penalty", &[&[3, 4], &[4, 2]], -1.0, 1.0, |g, p, _| {

@@ -1,3 +1,4 @@
 //! Datasets.
 
 pub mod toy;
+pub mod text;

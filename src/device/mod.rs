@@ -76,11 +76,20 @@ pub(crate) struct DeviceInner {
     pub counters: Arc<Counters>,
     pub note: String,
     pools: Mutex<Pools>,
+    /// CPU backend: time per kernel over replays, when profiling is on.
+    profile: Mutex<Option<HashMap<(&'static str, &'static str), (u64, f64)>>>,
 }
 
 impl DeviceInner {
     fn new(engine: Engine, counters: Arc<Counters>, note: String) -> Arc<DeviceInner> {
-        Arc::new(DeviceInner { engine, poison: AtomicBool::new(false), counters, note, pools: Mutex::default() })
+        Arc::new(DeviceInner {
+            engine,
+            poison: AtomicBool::new(false),
+            counters,
+            note,
+            pools: Mutex::default(),
+            profile: Mutex::default(),
+        })
     }
 }
 
@@ -549,10 +558,39 @@ impl Device {
         match (&self.inner.engine, &rec.gpu) {
             (Engine::Gpu(g), Some(p)) => g.replay(p),
             _ => {
-                rec.dispatches.iter().for_each(run_cpu);
+                let mut prof = self.inner.profile.lock().unwrap();
+                match prof.as_mut() {
+                    None => rec.dispatches.iter().for_each(run_cpu),
+                    Some(p) => {
+                        for d in &rec.dispatches {
+                            let t = std::time::Instant::now();
+                            run_cpu(d);
+                            let e = p.entry((d.kernel.shader, d.kernel.entry)).or_default();
+                            e.0 += 1;
+                            e.1 += t.elapsed().as_secs_f64();
+                        }
+                    }
+                }
                 Ok(())
             }
         }
+    }
+
+    /// CPU backend: starts (or stops and clears) timing each kernel of the recordings replayed.
+    pub fn set_profiling(&self, on: bool) {
+        *self.inner.profile.lock().unwrap() = on.then(HashMap::new);
+    }
+
+    /// CPU backend, profiling on: (kernel, calls, seconds) over the replays so far, slowest first.
+    pub fn profile(&self) -> Vec<(String, u64, f64)> {
+        let prof = self.inner.profile.lock().unwrap();
+        let mut v: Vec<(String, u64, f64)> = prof
+            .iter()
+            .flatten()
+            .map(|((s, e), &(n, t))| (format!("{s}::{e}"), n, t))
+            .collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
     }
 
     /// Replays `rec` once, waits, and returns the GPU time between the start and end of its compute

@@ -6,6 +6,8 @@
 //! ops except `UnaryBackward` with respect to `x`, which needs the activation's second derivative:
 //! it is provided for the piecewise-linear activations (Relu, LeakyRelu, Abs, Neg, Sign: zero) and for
 //! Square (2·dy); the others return an error naming the op if a second derivative is asked of them.
+//! The fused transformer ops (layer norm, attention) have first derivatives only: their backward
+//! kernels are not differentiated again; the embedding's backward is linear and is.
 
 use std::collections::HashMap;
 
@@ -262,6 +264,56 @@ impl Graph {
             Op::DropoutBackward(d, step) => {
                 let sx = shape_of(self, 0);
                 vec![Some(self.push(Op::DropoutBackward(*d, step.clone()), &[gy], sx, DType::F32))]
+            }
+            Op::LayerNorm(_) => {
+                let (xi, gamma) = (x(0), x(1));
+                let dx = self.push(Op::LayerNormBackward, &[xi, gamma, id, gy], shape_of(self, 0), DType::F32);
+                let c = shape_of(self, 1);
+                let dgamma = self.push(Op::Output(1), &[dx], c.clone(), DType::F32);
+                let dbeta = self.push(Op::Output(2), &[dx], c, DType::F32);
+                vec![Some(dx), Some(dgamma), Some(dbeta)]
+            }
+            Op::Attention { heads, causal } => {
+                let op = Op::AttentionBackward { heads: *heads, causal: *causal };
+                vec![Some(self.push(op, &[x(0), id, gy], shape_of(self, 0), DType::F32))]
+            }
+            Op::Embedding => {
+                let vocab = shape_of(self, 1)[0];
+                vec![None, Some(self.push(Op::EmbeddingBackward(vocab), &[x(0), gy], shape_of(self, 1), DType::F32))]
+            }
+            Op::EmbeddingBackward(_) => {
+                // Linear in dout: its gradient gathers the rows back.
+                vec![None, Some(self.embedding(x(0), gy)?)]
+            }
+            // The three convolution ops are bilinear and adjoint to one another
+            // (⟨dy, conv(x, w)⟩ = ⟨bwd_input(dy, w), x⟩ = ⟨bwd_weight(x, dy), w⟩), so each one's
+            // gradients are the other two, and gradients of gradients exist to any order.
+            Op::Conv2d(o) => {
+                let (xi, w) = (x(0), x(1));
+                let (sx, sw) = (shape_of(self, 0), shape_of(self, 1));
+                let gx = self.conv2d_backward_input(gy, w, (sx[2], sx[3]), *o)?;
+                let gw = self.conv2d_backward_weight(xi, gy, sw[2], *o)?;
+                vec![Some(gx), Some(gw)]
+            }
+            Op::Conv2dBackwardInput(o, _) => {
+                let (dy, w) = (x(0), x(1));
+                let k = shape_of(self, 1)[2];
+                let g_dy = self.conv2d(gy, w, *o)?;
+                let g_w = self.conv2d_backward_weight(gy, dy, k, *o)?;
+                vec![Some(g_dy), Some(g_w)]
+            }
+            Op::Conv2dBackwardWeight(o, _) => {
+                let (xi, dy) = (x(0), x(1));
+                let sx = shape_of(self, 0);
+                let g_x = self.conv2d_backward_input(dy, gy, (sx[2], sx[3]), *o)?;
+                let g_dy = self.conv2d(xi, gy, *o)?;
+                vec![Some(g_x), Some(g_dy)]
+            }
+            Op::LayerNormBackward | Op::AttentionBackward { .. } | Op::Output(_) => {
+                return Err(Error::invalid(
+                    "backward",
+                    format!("the second derivative through {} is not implemented", node.op.name()),
+                ))
             }
             Op::CrossEntropyBackward | Op::BceLogitsBackward => {
                 return Err(Error::invalid(

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use super::{Graph, NodeId, Op};
 use crate::device::{Device, Download, Recording};
 use crate::error::Result;
-use crate::ops::{dropout, elementwise as ew, layout, loss, matmul, reduce, softmax};
+use crate::ops::{attention, conv, dropout, elementwise as ew, embedding, layout, loss, matmul, norm, reduce, softmax};
 use crate::tensor::Tensor;
 
 /// A compiled training (or inference) step.
@@ -32,33 +32,69 @@ impl Plan {
         keep: &[NodeId],
         after: impl FnOnce(&[Tensor]) -> Result<()>,
     ) -> Result<Plan> {
+        Plan::build_with(dev, g, keep, || Ok(()), after)
+    }
+
+    /// Like `build`, with work recorded ahead of the graph in the same step: `before` can write the
+    /// graph's input tensors on the device (sampling a batch from data that lives there), so a step
+    /// needs nothing from the host.
+    pub fn build_with(
+        dev: &Device,
+        g: &Graph,
+        keep: &[NodeId],
+        before: impl FnOnce() -> Result<()>,
+        after: impl FnOnce(&[Tensor]) -> Result<()>,
+    ) -> Result<Plan> {
         let order = schedule(g, keep);
         let last = last_uses(g, &order, keep);
         let persistent_bytes = order.iter().filter_map(|&i| g.tensor_of(i)).map(|t| t.numel() as u64 * 4).sum();
         let (kept, rec) = dev.capture(|| {
+            before()?;
             let mut vals: HashMap<NodeId, Tensor> = HashMap::new();
-            // Second outputs that a backward op needs (the row logsumexp of a cross-entropy), freed
+            // Second outputs of multi-output ops (a cross-entropy's row logsumexp, a layer norm's row
+            // statistics, an attention's logsumexp, a layer norm backward's dgamma and dbeta), freed
             // with their node's value.
-            let mut aux: HashMap<NodeId, Tensor> = HashMap::new();
+            let mut aux: HashMap<NodeId, Vec<Tensor>> = HashMap::new();
             for &id in &order {
                 let node = g.node(id);
                 let ins: Vec<&Tensor> = node.inputs.iter().map(|i| &vals[i]).collect();
-                let out = match &node.op {
+                let aux_of = |k: usize| -> &Vec<Tensor> { &aux[&node.inputs[k]] };
+                let (out, extra) = match &node.op {
                     Op::CrossEntropy => {
                         let (loss, lse) = loss::cross_entropy(dev, ins[0], ins[1])?;
-                        aux.insert(id, lse);
-                        loss
+                        (loss, vec![lse])
                     }
                     Op::CrossEntropyBackward => {
-                        loss::cross_entropy_backward(dev, ins[0], ins[1], &aux[&node.inputs[2]], ins[3])?
+                        (loss::cross_entropy_backward(dev, ins[0], ins[1], &aux_of(2)[0], ins[3])?, vec![])
                     }
-                    op => forward(dev, op, &ins, &node.shape)?,
+                    Op::LayerNorm(eps) => {
+                        let (y, mean, rstd) = norm::layer_norm(dev, ins[0], ins[1], ins[2], *eps)?;
+                        (y, vec![mean, rstd])
+                    }
+                    Op::LayerNormBackward => {
+                        let st = aux_of(2);
+                        let (dx, dg, db) = norm::layer_norm_backward(dev, ins[0], ins[1], &st[0], &st[1], ins[3])?;
+                        (dx, vec![dg, db])
+                    }
+                    Op::Attention { heads, causal } => {
+                        let (out, lse) = attention::attention(dev, ins[0], *heads, *causal)?;
+                        (out, vec![lse])
+                    }
+                    Op::AttentionBackward { heads, causal } => {
+                        let lse = &aux_of(1)[0];
+                        (attention::attention_backward(dev, ins[0], ins[1], lse, ins[2], *heads, *causal)?, vec![])
+                    }
+                    Op::Output(k) => (aux_of(0)[k - 1].clone(), vec![]),
+                    op => (forward(dev, op, &ins, &node.shape)?, vec![]),
                 };
                 for i in &node.inputs {
                     if last.get(i) == Some(&id) {
                         vals.remove(i);
                         aux.remove(i);
                     }
+                }
+                if !extra.is_empty() {
+                    aux.insert(id, extra);
                 }
                 vals.insert(id, out);
             }
@@ -161,7 +197,18 @@ fn forward(dev: &Device, op: &Op, x: &[&Tensor], shape: &[usize]) -> Result<Tens
         Op::BceLogitsBackward => loss::bce_logits_backward(dev, x[0], x[1], x[2])?,
         Op::Dropout(d, step) => dropout::dropout(dev, x[0], d, step)?,
         Op::DropoutBackward(d, step) => dropout::dropout_backward(dev, x[0], d, step)?,
-        Op::CrossEntropy | Op::CrossEntropyBackward => unreachable!("handled by the executor (second output)"),
+        Op::Conv2d(o) => conv::conv2d(dev, x[0], x[1], *o)?,
+        Op::Conv2dBackwardInput(o, hw) => conv::conv2d_backward_input(dev, x[0], x[1], *hw, *o)?,
+        Op::Conv2dBackwardWeight(o, k) => conv::conv2d_backward_weight(dev, x[0], x[1], *k, *o)?,
+        Op::Embedding => embedding::embedding(dev, x[0], x[1])?,
+        Op::EmbeddingBackward(vocab) => embedding::embedding_backward(dev, x[0], x[1], *vocab)?,
+        Op::CrossEntropy
+        | Op::CrossEntropyBackward
+        | Op::LayerNorm(_)
+        | Op::LayerNormBackward
+        | Op::Attention { .. }
+        | Op::AttentionBackward { .. }
+        | Op::Output(_) => unreachable!("handled by the executor (several outputs)"),
     })
 }
 

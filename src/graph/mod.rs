@@ -13,6 +13,7 @@ pub mod reference;
 use crate::error::{Error, Result};
 use crate::ops::elementwise::{broadcast, Binary, Unary};
 use crate::ops::matmul::{matmul_shape, MatmulOpts};
+use crate::ops::conv::{self, Conv2d};
 use crate::ops::reduce::reduced_shape;
 use crate::tensor::{numel, DType, Tensor};
 
@@ -82,6 +83,30 @@ pub enum Op {
     /// Dropout with a mask regenerated from the Philox stream at the step in `step` (u32 [1]).
     Dropout(crate::ops::dropout::Dropout, Tensor),
     DropoutBackward(crate::ops::dropout::Dropout, Tensor),
+    /// Layer norm over the last axis: inputs [x, gamma, beta]; keeps the row mean and rstd for its
+    /// backward as second outputs.
+    LayerNorm(f32),
+    /// Inputs [x, gamma, the LayerNorm node, dy]: dx; dgamma and dbeta are its second outputs, taken by
+    /// `Output` nodes.
+    LayerNormBackward,
+    /// Fused multi-head self-attention of a packed qkv [B, T, 3·C]: out [B, T, C]; keeps the row
+    /// logsumexp for its backward.
+    Attention { heads: usize, causal: bool },
+    /// Inputs [qkv, the Attention node, dout]: dqkv (recomputes the attention, never stores it).
+    AttentionBackward { heads: usize, causal: bool },
+    /// Rows of a table [V, C] picked by u32 ids: inputs [ids, table].
+    Embedding,
+    /// Inputs [ids, dout]: the table's gradient [V, C] (a deterministic scatter-add).
+    EmbeddingBackward(usize),
+    /// The k-th second output of the input node (k ≥ 1; the node's value is output 0).
+    Output(usize),
+    /// 2-D convolution, NCHW: inputs [x, w [Cout, Cin, K, K]].
+    Conv2d(Conv2d),
+    /// The adjoint of `Conv2d` in x for an input of spatial size `hw`: inputs [dy, w]. As a forward op
+    /// it is the transposed convolution.
+    Conv2dBackwardInput(Conv2d, (usize, usize)),
+    /// The adjoint of `Conv2d` in w for a k×k kernel: inputs [x, dy].
+    Conv2dBackwardWeight(Conv2d, usize),
 }
 
 impl Op {
@@ -113,6 +138,16 @@ impl Op {
             Op::BceLogitsBackward => "bce_logits_backward",
             Op::Dropout(..) => "dropout",
             Op::DropoutBackward(..) => "dropout_backward",
+            Op::LayerNorm(_) => "layer_norm",
+            Op::LayerNormBackward => "layer_norm_backward",
+            Op::Attention { .. } => "attention",
+            Op::AttentionBackward { .. } => "attention_backward",
+            Op::Embedding => "embedding",
+            Op::EmbeddingBackward(_) => "embedding_backward",
+            Op::Output(_) => "output",
+            Op::Conv2d(_) => "conv2d",
+            Op::Conv2dBackwardInput(..) => "conv2d_backward_input",
+            Op::Conv2dBackwardWeight(..) => "conv2d_backward_weight",
         }
     }
 }
@@ -464,6 +499,124 @@ impl Graph {
         let id = self.push(Op::Reshape(shape.clone()), &[x], shape, dt);
         self.nodes[id.0].requires_grad = false;
         id
+    }
+
+    // ---- transformer ops ----
+
+    /// Layer norm over the last axis of `x` [..., C] with gain and bias [C]: (x − mean)/√(var + eps)·γ + β.
+    pub fn layer_norm(&mut self, x: NodeId, gamma: NodeId, beta: NodeId, eps: f32) -> Result<NodeId> {
+        for id in [x, gamma, beta] {
+            self.f32_in("layer_norm", id)?;
+        }
+        let xs = self.shape(x).to_vec();
+        let c = xs.last().copied().unwrap_or(0);
+        for p in [gamma, beta] {
+            if self.shape(p) != [c] {
+                return Err(Error::ShapeMismatch {
+                    op: "layer_norm",
+                    lhs: xs,
+                    rhs: self.shape(p).to_vec(),
+                    hint: " (gamma and beta must be [C], C the last axis of x)".into(),
+                });
+            }
+        }
+        if c == 0 || !(eps > 0.0 && eps.is_finite()) {
+            return Err(Error::invalid("layer_norm", format!("needs a non-empty last axis and eps > 0: {xs:?}, eps {eps}")));
+        }
+        Ok(self.push(Op::LayerNorm(eps), &[x, gamma, beta], xs, DType::F32))
+    }
+
+    /// Causal (or full) multi-head self-attention of `qkv` [B, T, 3·C], each token's row holding its
+    /// query, key and value, head h in columns h·D..(h+1)·D of each third (D = C / heads): [B, T, C].
+    pub fn attention(&mut self, qkv: NodeId, heads: usize, causal: bool) -> Result<NodeId> {
+        self.f32_in("attention", qkv)?;
+        let s = self.shape(qkv).to_vec();
+        if s.len() != 3 || heads == 0 || s[2] == 0 || s[2] % (3 * heads) != 0 {
+            return Err(Error::invalid(
+                "attention",
+                format!("qkv must be [B, T, 3·C] with C divisible by heads = {heads}, got {s:?}"),
+            ));
+        }
+        Ok(self.push(Op::Attention { heads, causal }, &[qkv], vec![s[0], s[1], s[2] / 3], DType::F32))
+    }
+
+    /// Rows of `table` [V, C] picked by the u32 `ids` (any shape S): [S..., C].
+    pub fn embedding(&mut self, ids: NodeId, table: NodeId) -> Result<NodeId> {
+        self.f32_in("embedding", table)?;
+        let ts = self.shape(table).to_vec();
+        if self.node(ids).dtype != DType::U32 || ts.len() != 2 {
+            return Err(Error::ShapeMismatch {
+                op: "embedding",
+                lhs: self.shape(ids).to_vec(),
+                rhs: ts,
+                hint: " (ids u32 of any shape and a table [V, C] f32)".into(),
+            });
+        }
+        let mut shape = self.shape(ids).to_vec();
+        shape.push(ts[1]);
+        Ok(self.push(Op::Embedding, &[ids, table], shape, DType::F32))
+    }
+
+    // ---- convolution ----
+
+    /// x [N, Cin, H, W] * w [Cout, Cin, K, K] → [N, Cout, Ho, Wo], Ho = ⌊(H + 2p − K)/s⌋ + 1.
+    pub fn conv2d(&mut self, x: NodeId, w: NodeId, opts: Conv2d) -> Result<NodeId> {
+        self.f32_in("conv2d", x)?;
+        self.f32_in("conv2d", w)?;
+        let s = conv::conv2d_shape(self.shape(x), self.shape(w), opts)?;
+        Ok(self.push(Op::Conv2d(opts), &[x, w], s.y_shape(), DType::F32))
+    }
+
+    /// Transposed convolution with PyTorch's semantics and weight layout: x [N, Cin, H, W],
+    /// w [Cin, Cout, K, K] → [N, Cout, (H−1)s − 2p + K + output_padding, ...].
+    pub fn conv_transpose2d(&mut self, x: NodeId, w: NodeId, opts: Conv2d, output_padding: usize) -> Result<NodeId> {
+        self.f32_in("conv_transpose2d", x)?;
+        self.f32_in("conv_transpose2d", w)?;
+        let s = conv::conv_transpose2d_shape(self.shape(x), self.shape(w), opts, output_padding)?;
+        let y = s.y_shape();
+        self.conv2d_backward_input(x, w, (y[2], y[3]), opts)
+    }
+
+    fn conv2d_backward_input(&mut self, dy: NodeId, w: NodeId, hw: (usize, usize), opts: Conv2d) -> Result<NodeId> {
+        let (ds, ws) = (self.shape(dy).to_vec(), self.shape(w).to_vec());
+        if ds.len() != 4 || ws.len() != 4 || ds[1] != ws[0] {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d_backward_input",
+                lhs: ds,
+                rhs: ws,
+                hint: " (dy [N, Cout, Ho, Wo] and w [Cout, Cin, K, K])".into(),
+            });
+        }
+        let x = [ds[0], ws[1], hw.0, hw.1];
+        let s = conv::conv2d_shape(&x, &ws, opts)?;
+        if s.y_shape() != ds {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d_backward_input",
+                lhs: ds,
+                rhs: s.y_shape(),
+                hint: format!(" (an input of {}x{} gives the second)", hw.0, hw.1),
+            });
+        }
+        Ok(self.push(Op::Conv2dBackwardInput(opts, hw), &[dy, w], x.to_vec(), DType::F32))
+    }
+
+    fn conv2d_backward_weight(&mut self, x: NodeId, dy: NodeId, k: usize, opts: Conv2d) -> Result<NodeId> {
+        let (xs, ds) = (self.shape(x).to_vec(), self.shape(dy).to_vec());
+        let bad = || Error::ShapeMismatch {
+            op: "conv2d_backward_weight",
+            lhs: xs.clone(),
+            rhs: ds.clone(),
+            hint: format!(" (x [N, Cin, H, W] and the dy of a {k}x{k} convolution of it)"),
+        };
+        if xs.len() != 4 || ds.len() != 4 || xs[0] != ds[0] {
+            return Err(bad());
+        }
+        let w = [ds[1], xs[1], k, k];
+        let s = conv::conv2d_shape(&xs, &w, opts)?;
+        if s.y_shape() != ds {
+            return Err(bad());
+        }
+        Ok(self.push(Op::Conv2dBackwardWeight(opts, k), &[x, dy], w.to_vec(), DType::F32))
     }
 
     // ---- composites ----

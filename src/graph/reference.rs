@@ -349,6 +349,60 @@ pub fn eval(g: &Graph, leaves: &HashMap<NodeId, Value>, keep: &[NodeId]) -> Resu
                     .map(|((&z, &t), &g)| (1.0 / (1.0 + (-z).exp()) - t) * g)
                     .collect(),
             },
+            Op::LayerNorm(eps) => {
+                let (xv, gamma, beta) = (x(0), x(1), x(2));
+                let c = gamma.data.len();
+                let mut data = Vec::with_capacity(xv.data.len());
+                for r in xv.data.chunks(c) {
+                    let mean = r.iter().sum::<f64>() / c as f64;
+                    let var = r.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / c as f64;
+                    let rstd = 1.0 / (var + *eps as f64).sqrt();
+                    data.extend(r.iter().enumerate().map(|(j, v)| (v - mean) * rstd * gamma.data[j] + beta.data[j]));
+                }
+                Value { shape: node.shape.clone(), data }
+            }
+            Op::Attention { heads, causal } => attention_f64(x(0), *heads, *causal),
+            Op::Embedding => {
+                let (ids, table) = (x(0), x(1));
+                let c = table.shape[1];
+                let data = ids.data.iter().flat_map(|&i| table.data[i as usize * c..][..c].iter().copied()).collect();
+                Value { shape: node.shape.clone(), data }
+            }
+            Op::EmbeddingBackward(vocab) => {
+                let (ids, dout) = (x(0), x(1));
+                let c = node.shape[1];
+                let mut data = vec![0.0; vocab * c];
+                for (n, &i) in ids.data.iter().enumerate() {
+                    for j in 0..c {
+                        data[i as usize * c + j] += dout.data[n * c + j];
+                    }
+                }
+                Value { shape: node.shape.clone(), data }
+            }
+            Op::Conv2d(o) => {
+                let (xv, w) = (x(0), x(1));
+                let mut y = vec![0.0; node.shape.iter().product()];
+                conv_f64(&xv.shape, &w.shape, &node.shape, *o, |xi, wi, yi| y[yi] += xv.data[xi] * w.data[wi]);
+                Value { shape: node.shape.clone(), data: y }
+            }
+            Op::Conv2dBackwardInput(o, _) => {
+                let (dy, w) = (x(0), x(1));
+                let mut dx = vec![0.0; node.shape.iter().product()];
+                conv_f64(&node.shape, &w.shape, &dy.shape, *o, |xi, wi, yi| dx[xi] += dy.data[yi] * w.data[wi]);
+                Value { shape: node.shape.clone(), data: dx }
+            }
+            Op::Conv2dBackwardWeight(o, _) => {
+                let (xv, dy) = (x(0), x(1));
+                let mut dw = vec![0.0; node.shape.iter().product()];
+                conv_f64(&xv.shape, &node.shape, &dy.shape, *o, |xi, wi, yi| dw[wi] += xv.data[xi] * dy.data[yi]);
+                Value { shape: node.shape.clone(), data: dw }
+            }
+            Op::LayerNormBackward | Op::AttentionBackward { .. } | Op::Output(_) => {
+                return Err(Error::invalid(
+                    "reference",
+                    format!("{} has no f64 reference: gradient checks differentiate the forward", node.op.name()),
+                ))
+            }
             Op::Dropout(..) | Op::DropoutBackward(..) => {
                 return Err(Error::invalid("reference", "dropout has no f64 reference (its mask lives on the device)"))
             }
@@ -356,4 +410,67 @@ pub fn eval(g: &Graph, leaves: &HashMap<NodeId, Value>, keep: &[NodeId]) -> Resu
         v.insert(id, out);
     }
     Ok(v)
+}
+
+/// Multi-head self-attention of a packed qkv [B, T, 3·C], unfused: scores, mask, softmax, weighted sum.
+fn attention_f64(qkv: &Value, heads: usize, causal: bool) -> Value {
+    let (b, t, c3) = (qkv.shape[0], qkv.shape[1], qkv.shape[2]);
+    let c = c3 / 3;
+    let d = c / heads;
+    let scale = 1.0 / (d as f64).sqrt();
+    let at = |bi: usize, ti: usize, part: usize, h: usize, k: usize| qkv.data[(bi * t + ti) * c3 + part * c + h * d + k];
+    let mut data = vec![0.0; b * t * c];
+    for bi in 0..b {
+        for h in 0..heads {
+            for i in 0..t {
+                let n = if causal { i + 1 } else { t };
+                let s: Vec<f64> =
+                    (0..n).map(|j| (0..d).map(|k| at(bi, i, 0, h, k) * at(bi, j, 1, h, k)).sum::<f64>() * scale).collect();
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for k in 0..d {
+                    data[(bi * t + i) * c + h * d + k] = (0..n).map(|j| e[j] / z * at(bi, j, 2, h, k)).sum();
+                }
+            }
+        }
+    }
+    Value { shape: vec![b, t, c], data }
+}
+
+/// Visits every (x, w, y) flat-index triple of a convolution y = conv2d(x, w): each multiply-add, once.
+/// The forward and both adjoints are the same loop with a different accumulation.
+fn conv_f64(
+    xs: &[usize],
+    ws: &[usize],
+    ys: &[usize],
+    o: crate::ops::conv::Conv2d,
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    let (n, ci, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+    let (co, k) = (ws[0], ws[2]);
+    let (ho, wo) = (ys[2], ys[3]);
+    for b in 0..n {
+        for c in 0..co {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let yi = ((b * co + c) * ho + oy) * wo + ox;
+                    for i in 0..ci {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * o.stride + ky) as isize - o.padding as isize;
+                                let ix = (ox * o.stride + kx) as isize - o.padding as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let xi = ((b * ci + i) * h + iy as usize) * w + ix as usize;
+                                let wi = ((c * ci + i) * k + ky) * k + kx;
+                                f(xi, wi, yi);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

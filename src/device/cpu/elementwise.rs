@@ -15,20 +15,15 @@ fn sign(x: f32) -> f32 {
     }
 }
 
-pub fn stable_tanh(x: f32) -> f32 {
-    let e = (-2.0 * x.abs()).exp();
-    sign(x) * (1.0 - e) / (1.0 + e)
-}
+pub use super::fastmath::{sigmoid, tanh as stable_tanh};
+use super::fastmath;
 
-pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
+#[inline(always)]
 pub fn unary_op(op: u32, x: f32, alpha: f32) -> f32 {
     match op {
         0 => -x,
         1 => x.abs(),
-        2 => x.exp(),
+        2 => fastmath::exp(x),
         3 => x.ln(),
         4 => x.sqrt(),
         5 => 1.0 / x.sqrt(),
@@ -38,7 +33,7 @@ pub fn unary_op(op: u32, x: f32, alpha: f32) -> f32 {
         9 => stable_tanh(x),
         10 => sigmoid(x),
         11 => x.max(0.0),
-        12 => 0.5 * x * (1.0 + stable_tanh(0.797_884_6 * (x + 0.044715 * x * x * x))),
+        12 => fastmath::gelu(x),
         13 => x * sigmoid(x),
         14 => x * x,
         15 => sign(x),
@@ -54,11 +49,12 @@ pub fn unary_op(op: u32, x: f32, alpha: f32) -> f32 {
 }
 
 /// f'(x) of `unary_op`, as the shader's `unary_deriv` (tails rewritten so they do not cancel).
+#[inline(always)]
 pub fn unary_deriv(op: u32, x: f32, alpha: f32) -> f32 {
     match op {
         0 => -1.0,
         1 => sign(x),
-        2 => x.exp(),
+        2 => fastmath::exp(x),
         3 => 1.0 / x,
         4 => 0.5 * (1.0 / x.sqrt()),
         5 => -0.5 * (1.0 / x.sqrt()) / x,
@@ -66,7 +62,7 @@ pub fn unary_deriv(op: u32, x: f32, alpha: f32) -> f32 {
         7 => x.cos(),
         8 => -x.sin(),
         9 => {
-            let e = (-2.0 * x.abs()).exp();
+            let e = fastmath::exp(-2.0 * x.abs());
             let d = 1.0 + e;
             4.0 * e / (d * d)
         }
@@ -78,15 +74,7 @@ pub fn unary_deriv(op: u32, x: f32, alpha: f32) -> f32 {
                 0.0
             }
         }
-        12 => {
-            let u = 0.797_884_6 * (x + 0.044715 * x * x * x);
-            let du = 0.797_884_6 * (1.0 + 0.134145 * x * x);
-            let e = (-2.0 * u.abs()).exp();
-            let d = 1.0 + e;
-            let one_plus_t = if u >= 0.0 { 2.0 } else { 2.0 * e } / d;
-            let sech2 = 4.0 * e / (d * d);
-            0.5 * one_plus_t + 0.5 * x * sech2 * du
-        }
+        12 => fastmath::gelu_deriv(x),
         13 => sigmoid(x) * (1.0 + x * sigmoid(-x)),
         14 => 2.0 * x,
         15 => 0.0,
@@ -101,6 +89,7 @@ pub fn unary_deriv(op: u32, x: f32, alpha: f32) -> f32 {
     }
 }
 
+#[inline(always)]
 pub fn binary_op(op: u32, a: f32, b: f32) -> f32 {
     match op {
         0 => a + b,
@@ -117,14 +106,53 @@ pub fn binary_op(op: u32, a: f32, b: f32) -> f32 {
     }
 }
 
+/// Calls `$f::<OP>(..)` with the op code as a constant, so each op gets its own loop with the op's
+/// arithmetic inlined (and vectorized) instead of a branch per element.
+macro_rules! with_op {
+    ($op:expr, $f:ident ( $($arg:expr),* )) => {
+        match $op {
+            0 => $f::<0>($($arg),*),
+            1 => $f::<1>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            8 => $f::<8>($($arg),*),
+            9 => $f::<9>($($arg),*),
+            10 => $f::<10>($($arg),*),
+            11 => $f::<11>($($arg),*),
+            12 => $f::<12>($($arg),*),
+            13 => $f::<13>($($arg),*),
+            14 => $f::<14>($($arg),*),
+            15 => $f::<15>($($arg),*),
+            16 => $f::<16>($($arg),*),
+            _ => $f::<{ u32::MAX }>($($arg),*),
+        }
+    };
+}
+
+fn unary_loop<const OP: u32>(x: &[f32], out: &mut [f32], alpha: f32) {
+    par_chunks(out, |s, ch| {
+        for (o, &v) in ch.iter_mut().zip(&x[s..]) {
+            *o = unary_op(OP, v, alpha);
+        }
+    });
+}
+
 /// Bindings: params, x (read), out (read_write).
 pub fn unary(args: &mut CpuArgs) {
     let p: UnaryParams = args.params();
     let x = args.f32_in(0);
-    let out = args.f32_out(0);
-    par_chunks(&mut out[..p.n as usize], |s, ch| {
-        for (o, &v) in ch.iter_mut().zip(&x[s..]) {
-            *o = unary_op(p.op, v, p.alpha);
+    let out = &mut args.f32_out(0)[..p.n as usize];
+    with_op!(p.op, unary_loop(x, out, p.alpha));
+}
+
+fn unary_backward_loop<const OP: u32>(x: &[f32], dy: &[f32], dx: &mut [f32], alpha: f32) {
+    par_chunks(dx, |s, ch| {
+        for ((o, &xv), &g) in ch.iter_mut().zip(&x[s..]).zip(&dy[s..]) {
+            *o = g * unary_deriv(OP, xv, alpha);
         }
     });
 }
@@ -133,10 +161,14 @@ pub fn unary(args: &mut CpuArgs) {
 pub fn unary_backward(args: &mut CpuArgs) {
     let p: UnaryParams = args.params();
     let (x, dy) = (args.f32_in(0), args.f32_in(1));
-    let dx = args.f32_out(0);
-    par_chunks(&mut dx[..p.n as usize], |s, ch| {
-        for (k, o) in ch.iter_mut().enumerate() {
-            *o = dy[s + k] * unary_deriv(p.op, x[s + k], p.alpha);
+    let dx = &mut args.f32_out(0)[..p.n as usize];
+    with_op!(p.op, unary_backward_loop(x, dy, dx, p.alpha));
+}
+
+fn binary_same_loop<const OP: u32>(a: &[f32], b: &[f32], out: &mut [f32]) {
+    par_chunks(out, |s, ch| {
+        for ((o, &x), &y) in ch.iter_mut().zip(&a[s..]).zip(&b[s..]) {
+            *o = binary_op(OP, x, y);
         }
     });
 }
@@ -145,12 +177,8 @@ pub fn unary_backward(args: &mut CpuArgs) {
 pub fn binary_same(args: &mut CpuArgs) {
     let p: BinaryParams = args.params();
     let (a, b) = (args.f32_in(0), args.f32_in(1));
-    let out = args.f32_out(0);
-    par_chunks(&mut out[..p.n as usize], |s, ch| {
-        for (i, o) in ch.iter_mut().enumerate() {
-            *o = binary_op(p.op, a[s + i], b[s + i]);
-        }
-    });
+    let out = &mut args.f32_out(0)[..p.n as usize];
+    with_op!(p.op, binary_same_loop(a, b, out));
 }
 
 /// Bindings: params, a (read), b (read), out (read_write).
@@ -188,14 +216,24 @@ pub fn binary(args: &mut CpuArgs) {
     });
 }
 
+fn scalar_loop<const OP: u32>(x: &[f32], out: &mut [f32], c: f32, reverse: bool) {
+    par_chunks(out, |s, ch| {
+        if reverse {
+            for (o, &v) in ch.iter_mut().zip(&x[s..]) {
+                *o = binary_op(OP, c, v);
+            }
+        } else {
+            for (o, &v) in ch.iter_mut().zip(&x[s..]) {
+                *o = binary_op(OP, v, c);
+            }
+        }
+    });
+}
+
 /// Bindings: params, x (read), out (read_write).
 pub fn scalar(args: &mut CpuArgs) {
     let p: ScalarParams = args.params();
     let x = args.f32_in(0);
-    let out = args.f32_out(0);
-    par_chunks(&mut out[..p.n as usize], |s, ch| {
-        for (o, &v) in ch.iter_mut().zip(&x[s..]) {
-            *o = if p.reverse == 1 { binary_op(p.op, p.s, v) } else { binary_op(p.op, v, p.s) };
-        }
-    });
+    let out = &mut args.f32_out(0)[..p.n as usize];
+    with_op!(p.op, scalar_loop(x, out, p.s, p.reverse == 1));
 }

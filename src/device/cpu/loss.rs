@@ -1,5 +1,5 @@
-//! CPU twin of shaders/loss.wgsl. The cross-entropy row reduction is mirrored thread by thread (256
-//! strided partials, then the shader's tree), so max and sum are formed in the shader's order.
+//! CPU twin of shaders/loss.wgsl. Row max and sum of exponentials come from the softmax twin's
+//! vectorized `row_stats`.
 
 use rayon::prelude::*;
 
@@ -47,12 +47,19 @@ pub fn cross_entropy_bwd(args: &mut CpuArgs) {
     let (x, t, lse, g) = (args.f32_in(0), args.u32_in(1), args.f32_in(2), args.f32_in(3));
     let dx = args.f32_out(0);
     let len = p.len as usize;
-    par_chunks(&mut dx[..p.rows as usize * len], |s, ch| {
-        for (k, o) in ch.iter_mut().enumerate() {
-            let i = s + k;
-            let row = i / len;
-            let onehot = if i - row * len == target_of(t[row], p.len) { 1.0 } else { 0.0 };
-            *o = ((x[i] - lse[row]).exp() - onehot) * g[row];
+    let rows = p.rows as usize;
+    if rows == 0 || len == 0 {
+        return;
+    }
+    let per = rows_per_task(len) * len;
+    dx[..rows * len].par_chunks_mut(per).enumerate().for_each(|(c, ch)| {
+        for (j, o) in ch.chunks_mut(len).enumerate() {
+            let row = c * per / len + j;
+            let (xr, l, gr) = (&x[row * len..][..len], lse[row], g[row]);
+            for (ov, &xv) in o.iter_mut().zip(xr) {
+                *ov = super::fastmath::exp(xv - l) * gr;
+            }
+            o[target_of(t[row], p.len)] -= gr;
         }
     });
 }

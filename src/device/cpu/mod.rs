@@ -3,6 +3,7 @@
 
 pub mod dropout;
 pub mod elementwise;
+pub mod fastmath;
 pub mod gemm;
 pub mod layout;
 pub mod loss;
