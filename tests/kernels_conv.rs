@@ -28,6 +28,7 @@ struct Cfg {
     p: usize,
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn cfg(n: usize, ci: usize, co: usize, h: usize, w: usize, k: usize, s: usize, p: usize) -> Cfg {
     Cfg { n, ci, co, h, w, k, s, p }
 }
@@ -148,7 +149,10 @@ struct Reference {
     bounds: [(f64, usize); 3],
 }
 
-fn reference(terms: &dyn Fn(&mut dyn FnMut(usize, usize, usize)), x: &[f32], w: &[f32], dy: &[f32]) -> Reference {
+/// Calls its argument with every (x index, w index, y index) of one op's products.
+type Terms<'a> = &'a dyn Fn(&mut dyn FnMut(usize, usize, usize));
+
+fn reference(terms: Terms, x: &[f32], w: &[f32], dy: &[f32]) -> Reference {
     let mut acc = [vec![0f64; dy.len()], vec![0f64; x.len()], vec![0f64; w.len()]];
     let mut mag = acc.clone();
     let mut cnt = [vec![0usize; dy.len()], vec![0usize; x.len()], vec![0usize; w.len()]];
@@ -314,10 +318,44 @@ fn conv_backward_weight_is_deterministic() {
     }
 }
 
+#[test]
+fn conv_ops_replay_from_a_capture() {
+    // The graph records ops with Device::capture and replays them: the split weight gradient's scratch
+    // partial sums and their reduce must come out of a replay as they do eagerly.
+    let c = cfg(3, 5, 7, 17, 16, 3, 1, 1);
+    let mut rng = Rng::new(seed());
+    let (x, w, dy) = conv_inputs(&mut rng, &c);
+    let mut devs = vec![cpu()];
+    devs.extend(gpu());
+    for d in &devs {
+        let eager = run_conv(d, &c, &x, &w, &dy);
+        let xt = up(d, &[c.n, c.ci, c.h, c.w], &x);
+        let wt = up(d, &[c.co, c.ci, c.k, c.k], &w);
+        let dyt = up(d, &[c.n, c.co, 17, 16], &dy);
+        let (outs, rec) = d
+            .capture(|| {
+                Ok([
+                    cv::conv2d(d, &xt, &wt, opts(&c))?,
+                    cv::conv2d_backward_input(d, &dyt, &wt, (c.h, c.w), opts(&c))?,
+                    cv::conv2d_backward_weight(d, &xt, &dyt, c.k, opts(&c))?,
+                ])
+            })
+            .unwrap();
+        d.replay(&rec).unwrap();
+        let got: Vec<Vec<f32>> = outs.iter().map(|t| t.to_f32(d).unwrap()).collect();
+        for (what, g, e) in [("y", &got[0], &eager.0), ("dx", &got[1], &eager.1), ("dw", &got[2], &eager.2)] {
+            assert!(g.iter().zip(e).all(|(p, q)| p.to_bits() == q.to_bits()), "{}: replayed {what} differs", d.name());
+        }
+    }
+}
+
 /// sum(y * r) in f64 (products of two f32 are exact in f64).
 fn dot(y: &[f32], r: &[f32]) -> f64 {
     y.iter().zip(r).map(|(&a, &b)| a as f64 * b as f64).sum()
 }
+
+/// A forward as a function of (x, w), on the host data.
+type Forward<'a> = &'a dyn Fn(&[f32], &[f32]) -> Vec<f32>;
 
 /// Central differences of L = sum(f(x, w) * r) at a few random elements of x and of w, against the
 /// gradients gx, gw. L is linear in each argument, so a central difference is exact up to rounding
@@ -326,16 +364,7 @@ fn dot(y: &[f32], r: &[f32]) -> f64 {
 /// that of about Cout*K*K outputs of size <= sum|terms|: 1e-3 absolute + 1e-4 relative covers it, while
 /// a wrong gradient element is off by O(1).
 #[allow(clippy::too_many_arguments)]
-fn check_fd(
-    what: &str,
-    rng: &mut Rng,
-    f: &dyn Fn(&[f32], &[f32]) -> Vec<f32>,
-    x: &[f32],
-    w: &[f32],
-    r: &[f32],
-    gx: &[f32],
-    gw: &[f32],
-) {
+fn check_fd(what: &str, rng: &mut Rng, f: Forward, x: &[f32], w: &[f32], r: &[f32], gx: &[f32], gw: &[f32]) {
     const STEP: f32 = 0.5;
     for (name, which) in [("x", 0), ("w", 1)] {
         let (base, grad) = if which == 0 { (x, gx) } else { (w, gw) };

@@ -514,7 +514,7 @@ fn run_bwd_input(dev: &Device, op: &'static str, s: &ConvShape, dy: &Tensor, w: 
     let dx = Tensor::empty(dev, &s.x_shape(), DType::F32)?;
     let mut p = s.params(op)?;
     // One z per stride phase; columns: the pixels of the largest phase.
-    let phases = s.stride.checked_mul(s.stride).unwrap_or(usize::MAX);
+    let phases = s.stride.saturating_mul(s.stride);
     let cols = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
     let g = grid(dev, op, s, &mut p, s.ci, cols, phases)?;
     dev.dispatch(Dispatch::new(&CONV2D_BWD_INPUT, &p, &[&dy.buf, &w.buf, &dx.buf], g))?;

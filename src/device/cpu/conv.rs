@@ -116,7 +116,7 @@ fn group_images(n: usize, cols_per_image: usize, split_work: bool) -> usize {
 /// to one L1 set (at 32x32 outputs this halved the speed). An odd multiple of 16 floats spreads them.
 fn transposed_ld(cols: usize) -> usize {
     let ld = cols.next_multiple_of(16);
-    if (ld / 16) % 2 == 0 {
+    if (ld / 16).is_multiple_of(2) {
         ld + 16
     } else {
         ld
