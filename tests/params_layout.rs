@@ -72,6 +72,12 @@ fn params_dropout_match_naga() {
 }
 
 #[test]
+fn params_conv_match_naga() {
+    use tigel::ops::conv::*;
+    check!("conv", ConvParams);
+}
+
+#[test]
 fn every_entry_point_has_a_kernel_with_a_cpu_twin() {
     let listed: Vec<(&str, &str)> = tigel::ops::ALL_KERNELS.iter().map(|k| (k.shader, k.entry)).collect();
     for s in SHADERS {

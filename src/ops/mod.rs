@@ -2,6 +2,7 @@
 //! file holds the `#[repr(C)]` params structs (twins of the WGSL structs, sizes checked by a test),
 //! the `Kernel` definitions tying entry points to CPU twins, and the functions users call.
 
+pub mod conv;
 pub mod dropout;
 pub mod elementwise;
 pub mod layout;
@@ -24,6 +25,9 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &elementwise::BINARY,
     &elementwise::BINARY_SAME,
     &elementwise::SCALAR,
+    &conv::CONV2D_FWD,
+    &conv::CONV2D_BWD_INPUT,
+    &conv::CONV2D_BWD_WEIGHT,
     &dropout::DROPOUT_FWD,
     &dropout::DROPOUT_BWD,
     &layout::COPY,

@@ -1,0 +1,329 @@
+//! CPU twin of shaders/conv.wgsl: the same three GEMMs, with the im2col matrix made explicit per group
+//! of images in a scratch buffer and multiplied by the packed SGEMM (`gemm::sgemm`).
+//!
+//! * conv2d_fwd: col [ci*k*k, pixels] = im2col(x); y = w [co, ci*k*k] * col.
+//! * conv2d_bwd_input: dcol = w^T * dy; dx = col2im(dcol) (the scatter-add adjoint of im2col). The
+//!   shader's stride phases are a GPU schedule for the same sum; here col2im's loops skip the taps that
+//!   miss a pixel for free.
+//! * conv2d_bwd_weight: partial[z] = dy [co, pixels] * col^T, over the images of split z.
+//!
+//! Images are grouped so that a group has at least `TARGET_COLS` pixels (a GEMM on fewer columns wastes
+//! the 16-wide micro-kernel and its packing); groups run in parallel for the forward and the input
+//! gradient (disjoint outputs), and the weight gradient's splits run in parallel (one partial sum
+//! each). A 1x1, stride 1, unpadded convolution skips im2col: x itself is the col matrix.
+
+use rayon::prelude::*;
+use std::cell::Cell;
+
+use super::gemm::{sgemm, MatRef};
+use crate::kernels::CpuArgs;
+use crate::ops::conv::ConvParams;
+
+/// Pixels of one GEMM's column dimension (forward, input gradient) or depth (weight gradient) to aim for.
+const TARGET_COLS: usize = 256;
+
+thread_local! {
+    // Scratch reused across calls (take/set, as gemm.rs: a nested call on this thread allocates anew).
+    static COL: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static AUX: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with the two scratch buffers of this thread, grown to `a` and `b` floats (contents undefined).
+fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    let mut va = COL.take();
+    let mut vb = AUX.take();
+    if va.len() < a {
+        va.resize(a, 0.0);
+    }
+    if vb.len() < b {
+        vb.resize(b, 0.0);
+    }
+    let r = f(&mut va[..a], &mut vb[..b]);
+    COL.set(va);
+    AUX.set(vb);
+    r
+}
+
+/// The convolution's sizes (forward direction), as usize.
+#[derive(Clone, Copy)]
+struct Geom {
+    n: usize,
+    ci: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    ho: usize,
+    wo: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+}
+
+impl Geom {
+    fn new(p: &ConvParams) -> Geom {
+        Geom {
+            n: p.n as usize,
+            ci: p.ci as usize,
+            h: p.h as usize,
+            w: p.w as usize,
+            co: p.co as usize,
+            ho: p.ho as usize,
+            wo: p.wo as usize,
+            k: p.k as usize,
+            s: p.stride as usize,
+            p: p.pad as usize,
+        }
+    }
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
+    fn howo(&self) -> usize {
+        self.ho * self.wo
+    }
+    /// Rows of the col matrix: ci * k * k.
+    fn depth(&self) -> usize {
+        self.ci * self.k * self.k
+    }
+    /// x is its own col matrix.
+    fn pointwise(&self) -> bool {
+        self.k == 1 && self.s == 1 && self.p == 0
+    }
+    /// Output positions o in [lo, hi) whose input coordinate o*s + t - p lies in [0, len).
+    fn valid(&self, t: usize, len: usize, out: usize) -> (usize, usize) {
+        let lo = self.p.saturating_sub(t).div_ceil(self.s);
+        let hi = (len + self.p).saturating_sub(t).div_ceil(self.s).min(out);
+        (lo.min(hi), hi)
+    }
+}
+
+/// Images per group for a GEMM over `cols_per_image` columns each: at least TARGET_COLS columns, and
+/// (when `split_work`) enough groups to give every thread one.
+fn group_images(n: usize, cols_per_image: usize, split_work: bool) -> usize {
+    let g = TARGET_COLS.div_ceil(cols_per_image.max(1)).clamp(1, n.max(1));
+    if !split_work {
+        return g;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let mut units = n.div_ceil(g).max(n.min(2));
+    if units > 1 && units < n {
+        units = units.next_multiple_of(threads).min(n);
+    }
+    n.div_ceil(units)
+}
+
+/// Row stride for a col matrix of `cols` columns that SGEMM reads transposed (the weight gradient's
+/// B = col^T): its packing walks 16 rows in lockstep, and rows a multiple of 4 KiB apart would all map
+/// to one L1 set (at 32x32 outputs this halved the speed). An odd multiple of 16 floats spreads them.
+fn transposed_ld(cols: usize) -> usize {
+    let ld = cols.next_multiple_of(16);
+    if (ld / 16).is_multiple_of(2) {
+        ld + 16
+    } else {
+        ld
+    }
+}
+
+/// Channel plane `c` of im2col for one image: rows (c, kh, kw) of `rows` (k*k rows of stride `ld`), at
+/// columns c0..c0+ho*wo. Padding reads as 0.
+fn im2col_channel(g: &Geom, plane: &[f32], rows: &mut [f32], ld: usize, c0: usize) {
+    let (k, s, wo) = (g.k, g.s, g.wo);
+    for kh in 0..k {
+        let (oh_lo, oh_hi) = g.valid(kh, g.h, g.ho);
+        for kw in 0..k {
+            let (ow_lo, ow_hi) = g.valid(kw, g.w, g.wo);
+            let dst = &mut rows[(kh * k + kw) * ld + c0..][..g.howo()];
+            for oh in 0..g.ho {
+                let d = &mut dst[oh * wo..][..wo];
+                if oh < oh_lo || oh >= oh_hi || ow_lo >= ow_hi {
+                    d.fill(0.0);
+                    continue;
+                }
+                let src = &plane[(oh * s + kh - g.p) * g.w..][..g.w];
+                d[..ow_lo].fill(0.0);
+                d[ow_hi..].fill(0.0);
+                let first = ow_lo * s + kw - g.p;
+                if s == 1 {
+                    d[ow_lo..ow_hi].copy_from_slice(&src[first..first + ow_hi - ow_lo]);
+                } else {
+                    for (dv, &sv) in d[ow_lo..ow_hi].iter_mut().zip(src[first..].iter().step_by(s)) {
+                        *dv = sv;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// col [ci*k*k, ld] at columns img*ho*wo.. for each image of `xs` ([imgs, ci, h, w]), parallel over ci.
+fn im2col(g: &Geom, xs: &[f32], imgs: usize, col: &mut [f32], ld: usize) {
+    let (hw, kk2) = (g.hw(), g.k * g.k);
+    col[..g.depth() * ld].par_chunks_mut(kk2 * ld).enumerate().for_each(|(c, rows)| {
+        for i in 0..imgs {
+            im2col_channel(g, &xs[(i * g.ci + c) * hw..][..hw], rows, ld, i * g.howo());
+        }
+    });
+}
+
+/// The adjoint of `im2col_channel`: plane += the scatter of rows (c, kh, kw) at columns c0.. .
+fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, c0: usize, plane: &mut [f32]) {
+    let (k, s, wo) = (g.k, g.s, g.wo);
+    for kh in 0..k {
+        let (oh_lo, oh_hi) = g.valid(kh, g.h, g.ho);
+        for kw in 0..k {
+            let (ow_lo, ow_hi) = g.valid(kw, g.w, g.wo);
+            if ow_lo >= ow_hi {
+                continue;
+            }
+            let src = &rows[(kh * k + kw) * ld + c0..][..g.howo()];
+            for oh in oh_lo..oh_hi {
+                let srow = &src[oh * wo + ow_lo..oh * wo + ow_hi];
+                let drow = &mut plane[(oh * s + kh - g.p) * g.w..][..g.w];
+                let first = ow_lo * s + kw - g.p;
+                if s == 1 {
+                    for (dv, &sv) in drow[first..first + srow.len()].iter_mut().zip(srow) {
+                        *dv += sv;
+                    }
+                } else {
+                    for (dv, &sv) in drow[first..].iter_mut().step_by(s).zip(srow) {
+                        *dv += sv;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// dx planes [imgs, ci, h, w] = col2im of dcol (image i at columns i*ho*wo), parallel over planes.
+fn col2im(g: &Geom, dcol: &[f32], ld: usize, dx: &mut [f32]) {
+    let (hw, kk2) = (g.hw(), g.k * g.k);
+    dx.par_chunks_mut(hw).enumerate().for_each(|(pl, plane)| {
+        let (i, c) = (pl / g.ci, pl % g.ci);
+        plane.fill(0.0);
+        col2im_channel(g, &dcol[c * kk2 * ld..], ld, i * g.howo(), plane);
+    });
+}
+
+/// t [c, imgs*ho*wo] = the images of `ys` ([imgs, c, ho*wo]) side by side.
+fn gather_rows(ys: &[f32], imgs: usize, c: usize, per: usize, t: &mut [f32]) {
+    let ld = imgs * per;
+    t[..c * ld].par_chunks_mut(ld).enumerate().for_each(|(ch, row)| {
+        for i in 0..imgs {
+            row[i * per..][..per].copy_from_slice(&ys[(i * c + ch) * per..][..per]);
+        }
+    });
+}
+
+/// Bindings: params, x (read), w (read), y (read_write).
+pub fn conv2d_fwd(args: &mut CpuArgs) {
+    let p: ConvParams = args.params();
+    let (x, w) = (args.f32_in(0), args.f32_in(1));
+    let y = args.f32_out(0);
+    let g = Geom::new(&p);
+    let (howo, hw, depth) = (g.howo(), g.hw(), g.depth());
+    let per = group_images(g.n, howo, true);
+    let wm = MatRef { data: w, rs: depth, cs: 1 };
+    y[..g.n * g.co * howo].par_chunks_mut(per * g.co * howo).enumerate().for_each(|(u, yu)| {
+        let i0 = u * per;
+        let imgs = yu.len() / (g.co * howo);
+        let xs = &x[i0 * g.ci * hw..][..imgs * g.ci * hw];
+        if imgs == 1 && g.pointwise() {
+            sgemm(g.co, howo, depth, wm, MatRef { data: xs, rs: hw, cs: 1 }, yu, howo, false);
+            return;
+        }
+        let cols = imgs * howo;
+        let aux = if imgs == 1 { 0 } else { g.co * cols };
+        with_scratch(depth * cols, aux, |col, yt| {
+            im2col(&g, xs, imgs, col, cols);
+            let b = MatRef { data: col, rs: cols, cs: 1 };
+            if imgs == 1 {
+                sgemm(g.co, howo, depth, wm, b, yu, howo, false);
+                return;
+            }
+            sgemm(g.co, cols, depth, wm, b, yt, cols, false);
+            for (pl, dst) in yu.chunks_mut(howo).enumerate() {
+                let (i, c) = (pl / g.co, pl % g.co);
+                dst.copy_from_slice(&yt[c * cols + i * howo..][..howo]);
+            }
+        });
+    });
+}
+
+/// Bindings: params, dy (read), w (read), dx (read_write).
+pub fn conv2d_bwd_input(args: &mut CpuArgs) {
+    let p: ConvParams = args.params();
+    let (dy, w) = (args.f32_in(0), args.f32_in(1));
+    let dx = args.f32_out(0);
+    let g = Geom::new(&p);
+    let (howo, hw, depth) = (g.howo(), g.hw(), g.depth());
+    let per = group_images(g.n, howo, true);
+    // w^T: [ci*k*k, co].
+    let wt = MatRef { data: w, rs: 1, cs: depth };
+    dx[..g.n * g.ci * hw].par_chunks_mut(per * g.ci * hw).enumerate().for_each(|(u, dxu)| {
+        let i0 = u * per;
+        let imgs = dxu.len() / (g.ci * hw);
+        let dys = &dy[i0 * g.co * howo..][..imgs * g.co * howo];
+        let cols = imgs * howo;
+        if imgs == 1 && g.pointwise() {
+            sgemm(depth, howo, g.co, wt, MatRef { data: dys, rs: howo, cs: 1 }, dxu, hw, false);
+            return;
+        }
+        let aux = if imgs == 1 { 0 } else { g.co * cols };
+        with_scratch(depth * cols, aux, |dcol, dyt| {
+            let b = if imgs == 1 {
+                MatRef { data: dys, rs: howo, cs: 1 }
+            } else {
+                gather_rows(dys, imgs, g.co, howo, dyt);
+                MatRef { data: dyt, rs: cols, cs: 1 }
+            };
+            sgemm(depth, cols, g.co, wt, b, dcol, cols, false);
+            col2im(&g, dcol, cols, dxu);
+        });
+    });
+}
+
+/// Bindings: params, x (read), dy (read), partial (read_write): partial[z, co, ci*k*k] over the images
+/// of split z.
+pub fn conv2d_bwd_weight(args: &mut CpuArgs) {
+    let p: ConvParams = args.params();
+    let (x, dy) = (args.f32_in(0), args.f32_in(1));
+    let out = args.f32_out(0);
+    let g = Geom::new(&p);
+    let (howo, hw, depth) = (g.howo(), g.hw(), g.depth());
+    let (per_split, splits) = (p.imgs_per_split as usize, p.splits as usize);
+    let wn = g.co * depth;
+    out[..splits * wn].par_chunks_mut(wn).enumerate().for_each(|(z, part)| {
+        let first = (z * per_split).min(g.n);
+        let last = (first + per_split).min(g.n);
+        if first == last {
+            part.fill(0.0);
+            return;
+        }
+        let per = group_images(last - first, howo, false);
+        for (gi, i0) in (first..last).step_by(per).enumerate() {
+            let imgs = per.min(last - i0);
+            let cols = imgs * howo;
+            let xs = &x[i0 * g.ci * hw..][..imgs * g.ci * hw];
+            let dys = &dy[i0 * g.co * howo..][..imgs * g.co * howo];
+            let acc = gi > 0;
+            // x^T as B aliases in L1 like col^T (see transposed_ld) when planes are multiples of 2 KiB.
+            if imgs == 1 && g.pointwise() && hw % 512 != 0 {
+                let a = MatRef { data: dys, rs: howo, cs: 1 };
+                sgemm(g.co, depth, howo, a, MatRef { data: xs, rs: 1, cs: hw }, part, depth, acc);
+                continue;
+            }
+            let aux = if imgs == 1 { 0 } else { g.co * cols };
+            let ld = transposed_ld(cols);
+            with_scratch(depth * ld, aux, |col, dyt| {
+                im2col(&g, xs, imgs, col, ld);
+                let a = if imgs == 1 {
+                    MatRef { data: dys, rs: howo, cs: 1 }
+                } else {
+                    gather_rows(dys, imgs, g.co, howo, dyt);
+                    MatRef { data: dyt, rs: cols, cs: 1 }
+                };
+                // col^T: [pixels, ci*k*k].
+                sgemm(g.co, depth, cols, a, MatRef { data: col, rs: 1, cs: ld }, part, depth, acc);
+            });
+        }
+    });
+}
