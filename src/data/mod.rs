@@ -1,3 +1,5 @@
 //! Datasets.
 
+pub mod images;
+pub mod mixture;
 pub mod toy;
