@@ -1,4 +1,6 @@
 //! Datasets.
 
+pub mod images;
+pub mod mixture;
 pub mod toy;
 pub mod text;
