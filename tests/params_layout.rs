@@ -78,6 +78,24 @@ fn params_conv_match_naga() {
 }
 
 #[test]
+fn params_norm_match_naga() {
+    use tigel::ops::norm::*;
+    check!("norm", NormParams);
+}
+
+#[test]
+fn params_embedding_match_naga() {
+    use tigel::ops::embedding::*;
+    check!("embedding", EmbeddingParams);
+}
+
+#[test]
+fn params_batch_match_naga() {
+    use tigel::ops::batch::*;
+    check!("batch", WindowParams);
+}
+
+#[test]
 fn every_entry_point_has_a_kernel_with_a_cpu_twin() {
     let listed: Vec<(&str, &str)> = tigel::ops::ALL_KERNELS.iter().map(|k| (k.shader, k.entry)).collect();
     for s in SHADERS {

@@ -2,12 +2,15 @@
 //! file holds the `#[repr(C)]` params structs (twins of the WGSL structs, sizes checked by a test),
 //! the `Kernel` definitions tying entry points to CPU twins, and the functions users call.
 
+pub mod batch;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;
+pub mod embedding;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
+pub mod norm;
 pub mod optim;
 pub mod reduce;
 pub mod rng;
@@ -55,6 +58,13 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &rng::NORMAL,
     &rng::PER_ELEMENT,
     &softmax::SOFTMAX_ROWS,
+    &norm::LAYER_NORM_FWD,
+    &norm::LAYER_NORM_BWD_DX,
+    &norm::LAYER_NORM_BWD_PARTIAL,
+    &norm::LAYER_NORM_BWD_PARAMS,
+    &embedding::EMBEDDING_FWD,
+    &embedding::EMBEDDING_BWD,
+    &batch::TEXT_WINDOWS,
 ];
 
 pub(crate) fn want_dtype(op: &'static str, t: &Tensor, want: DType) -> Result<()> {

@@ -1,14 +1,17 @@
 //! The CPU backend: one twin per shader family, same names, same binding order as the WGSL, each
 //! running a whole dispatch on the host with rayon. Each file reads side by side with its shader.
 
+pub mod batch;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;
+pub mod embedding;
 pub mod fastmath;
 pub mod gemm;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
+pub mod norm;
 pub mod optim;
 pub mod reduce;
 pub mod rng;
