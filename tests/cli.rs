@@ -82,7 +82,8 @@ fn gpt_train_sample_eval_resume() {
     }
     assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 2);
 
-    let (code, out, err) = tigel(&["--backend", "cpu", "sample", "gpt", "--checkpoint", r, "--prompt", "In the", "--tokens", "12"], &[]);
+    let (code, out, err) =
+        tigel(&["--backend", "cpu", "sample", "gpt", "--checkpoint", r, "--prompt", "In the", "--tokens", "12"], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("In the") && out.len() >= "In the".len() + 12, "{out:?}");
     let (code, out, err) = tigel(&["--backend", "cpu", "eval", "gpt", "--checkpoint", r, "--json"], &[]);
@@ -95,8 +96,24 @@ fn gpt_train_sample_eval_resume() {
     assert_clean_failure(&args, &[], "already holds a checkpoint");
     assert_eq!(before, std::fs::read(run.join("checkpoint.safetensors")).unwrap());
     // Resuming continues the step count.
-    let (code, out, err) =
-        tigel(&["--backend", "cpu", "train", "gpt", "--data", t, "--steps", "10", "--eval-every", "10", "--resume", r, "--json"], &[]);
+    let (code, out, err) = tigel(
+        &[
+            "--backend",
+            "cpu",
+            "train",
+            "gpt",
+            "--data",
+            t,
+            "--steps",
+            "10",
+            "--eval-every",
+            "10",
+            "--resume",
+            r,
+            "--json",
+        ],
+        &[],
+    );
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(v["steps"], 30);
@@ -106,6 +123,10 @@ fn gpt_train_sample_eval_resume() {
     assert_clean_failure(&["--backend", "cpu", "train", "gpt", "--data", empty.to_str().unwrap()], &[], "empty");
     assert_clean_failure(&["--backend", "cpu", "train", "gpt", "--data", t, "--layers", "0"], &[], "--layers");
     assert_clean_failure(&["--backend", "cpu", "train", "gpt", "--data", t, "--context", "100000"], &[], "too short");
-    assert_clean_failure(&["--backend", "cpu", "sample", "gpt", "--checkpoint", dir.join("nope").to_str().unwrap()], &[], "nope");
+    assert_clean_failure(
+        &["--backend", "cpu", "sample", "gpt", "--checkpoint", dir.join("nope").to_str().unwrap()],
+        &[],
+        "nope",
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -223,12 +223,18 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     );
     eprintln!("writing {}", dir.display());
 
+    // TIGEL_PROFILE=1 on the CPU backend: time per kernel, printed at the end.
+    let profile = dev.is_cpu() && std::env::var("TIGEL_PROFILE").is_ok_and(|v| v == "1");
+    dev.set_profiling(profile);
     let bar = if a.json { ProgressBar::hidden() } else { ProgressBar::new(a.steps as u64) };
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed_precise} < {eta_precise}  {msg}")
             .expect("a valid template"),
     );
     let started = Instant::now();
+    // Time spent validating and saving, left out of the training throughput.
+    let mut side = 0.0f64;
+    let train_secs = |side: f64| (started.elapsed().as_secs_f64() - side).max(1e-9);
     let mut pending = None;
     let mut train_loss = f64::NAN;
     let mut last_val = f64::NAN;
@@ -241,7 +247,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
                 train_loss = loss_of(d)?;
             }
             pending = Some(t.read_loss(&dev)?);
-            let tps = (i as usize * t.tokens_per_step) as f64 / started.elapsed().as_secs_f64();
+            let tps = (i as usize * t.tokens_per_step) as f64 / train_secs(side);
             bar.set_position(i as u64);
             bar.set_message(format!("loss {:.3} bits/char  {:.1}k tok/s", train_loss * BITS, tps / 1e3));
         }
@@ -249,13 +255,14 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
             if let Some(d) = pending.take() {
                 train_loss = loss_of(d)?;
             }
+            let side_start = Instant::now();
             let windows = if i == a.steps { None } else { Some(a.eval_windows) };
             last_val = eval.bits_per_char(&dev, &corpus, held, windows)?;
-            let elapsed = started.elapsed().as_secs_f64();
             let step = start_step + i;
             let line = json!({"step": step, "train_bits_per_char": train_loss * BITS, "val_bits_per_char": last_val,
-                              "val_full": i == a.steps, "elapsed_s": elapsed,
-                              "tokens_per_s": (i as usize * t.tokens_per_step) as f64 / elapsed});
+                              "val_full": i == a.steps, "elapsed_s": started.elapsed().as_secs_f64(),
+                              "train_s": train_secs(side),
+                              "tokens_per_s": (i as usize * t.tokens_per_step) as f64 / train_secs(side)});
             writeln!(metrics, "{line}").map_err(|e| io_err(&metrics_path, e))?;
             bar.println(format!(
                 "step {step}: train {:.3}, held-out {:.3} bits/char{}",
@@ -264,20 +271,31 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
                 if i == a.steps { " (all held-out text)" } else { "" }
             ));
             t.save(&dev, &checkpoint_path(&dir), &corpus.name)?;
+            side += side_start.elapsed().as_secs_f64();
         }
     }
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
-    let tps = (a.steps as usize * t.tokens_per_step) as f64 / elapsed;
+    let tps = (a.steps as usize * t.tokens_per_step) as f64 / train_secs(side);
     eprintln!(
-        "done: {} steps in {elapsed:.0} s, {:.1}k tokens/s; held-out {last_val:.3} bits/char; checkpoint {}",
+        "done: {} steps in {elapsed:.0} s ({:.0} s training), {:.1}k tokens/s; held-out {last_val:.3} bits/char; checkpoint {}",
         a.steps,
+        train_secs(side),
         tps / 1e3,
         checkpoint_path(&dir).display()
     );
+    if profile {
+        let prof = dev.profile();
+        let total: f64 = prof.iter().map(|p| p.2).sum();
+        eprintln!("kernel time (CPU backend), {total:.1} s in all:");
+        for (name, calls, secs) in prof.iter().take(20) {
+            eprintln!("  {name:<44} {calls:>8} calls {secs:>8.2} s {:>5.1}%", 100.0 * secs / total);
+        }
+    }
     if a.json {
         let v = json!({"steps": start_step + a.steps, "train_loss": train_loss, "train_bits_per_char": train_loss * BITS,
                        "val_bits_per_char": last_val, "tokens_per_s": tps, "elapsed_s": elapsed,
+                       "train_s": train_secs(side),
                        "planned_peak_bytes": plan.planned_peak_bytes(), "allocated_peak_bytes": plan.allocated_bytes(),
                        "backend": dev.backend_name(), "device": dev.name(), "out": dir});
         println!("{v}");

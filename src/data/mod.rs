@@ -2,5 +2,5 @@
 
 pub mod images;
 pub mod mixture;
-pub mod toy;
 pub mod text;
+pub mod toy;

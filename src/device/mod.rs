@@ -584,11 +584,8 @@ impl Device {
     /// CPU backend, profiling on: (kernel, calls, seconds) over the replays so far, slowest first.
     pub fn profile(&self) -> Vec<(String, u64, f64)> {
         let prof = self.inner.profile.lock().unwrap();
-        let mut v: Vec<(String, u64, f64)> = prof
-            .iter()
-            .flatten()
-            .map(|((s, e), &(n, t))| (format!("{s}::{e}"), n, t))
-            .collect();
+        let mut v: Vec<(String, u64, f64)> =
+            prof.iter().flatten().map(|((s, e), &(n, t))| (format!("{s}::{e}"), n, t)).collect();
         v.sort_by(|a, b| b.2.total_cmp(&a.2));
         v
     }

@@ -11,9 +11,9 @@ pub mod exec;
 pub mod reference;
 
 use crate::error::{Error, Result};
+use crate::ops::conv::{self, Conv2d};
 use crate::ops::elementwise::{broadcast, Binary, Unary};
 use crate::ops::matmul::{matmul_shape, MatmulOpts};
-use crate::ops::conv::{self, Conv2d};
 use crate::ops::reduce::reduced_shape;
 use crate::tensor::{numel, DType, Tensor};
 
@@ -91,9 +91,15 @@ pub enum Op {
     LayerNormBackward,
     /// Fused multi-head self-attention of a packed qkv [B, T, 3·C]: out [B, T, C]; keeps the row
     /// logsumexp for its backward.
-    Attention { heads: usize, causal: bool },
+    Attention {
+        heads: usize,
+        causal: bool,
+    },
     /// Inputs [qkv, the Attention node, dout]: dqkv (recomputes the attention, never stores it).
-    AttentionBackward { heads: usize, causal: bool },
+    AttentionBackward {
+        heads: usize,
+        causal: bool,
+    },
     /// Rows of a table [V, C] picked by u32 ids: inputs [ids, table].
     Embedding,
     /// Inputs [ids, dout]: the table's gradient [V, C] (a deterministic scatter-add).
@@ -521,7 +527,10 @@ impl Graph {
             }
         }
         if c == 0 || !(eps > 0.0 && eps.is_finite()) {
-            return Err(Error::invalid("layer_norm", format!("needs a non-empty last axis and eps > 0: {xs:?}, eps {eps}")));
+            return Err(Error::invalid(
+                "layer_norm",
+                format!("needs a non-empty last axis and eps > 0: {xs:?}, eps {eps}"),
+            ));
         }
         Ok(self.push(Op::LayerNorm(eps), &[x, gamma, beta], xs, DType::F32))
     }
@@ -572,9 +581,9 @@ impl Graph {
     pub fn conv_transpose2d(&mut self, x: NodeId, w: NodeId, opts: Conv2d, output_padding: usize) -> Result<NodeId> {
         self.f32_in("conv_transpose2d", x)?;
         self.f32_in("conv_transpose2d", w)?;
+        // The shape of the convolution this is the adjoint of: its input is our output.
         let s = conv::conv_transpose2d_shape(self.shape(x), self.shape(w), opts, output_padding)?;
-        let y = s.y_shape();
-        self.conv2d_backward_input(x, w, (y[2], y[3]), opts)
+        self.conv2d_backward_input(x, w, (s.h, s.w), opts)
     }
 
     fn conv2d_backward_input(&mut self, dy: NodeId, w: NodeId, hw: (usize, usize), opts: Conv2d) -> Result<NodeId> {

@@ -418,14 +418,16 @@ fn attention_f64(qkv: &Value, heads: usize, causal: bool) -> Value {
     let c = c3 / 3;
     let d = c / heads;
     let scale = 1.0 / (d as f64).sqrt();
-    let at = |bi: usize, ti: usize, part: usize, h: usize, k: usize| qkv.data[(bi * t + ti) * c3 + part * c + h * d + k];
+    let at =
+        |bi: usize, ti: usize, part: usize, h: usize, k: usize| qkv.data[(bi * t + ti) * c3 + part * c + h * d + k];
     let mut data = vec![0.0; b * t * c];
     for bi in 0..b {
         for h in 0..heads {
             for i in 0..t {
                 let n = if causal { i + 1 } else { t };
-                let s: Vec<f64> =
-                    (0..n).map(|j| (0..d).map(|k| at(bi, i, 0, h, k) * at(bi, j, 1, h, k)).sum::<f64>() * scale).collect();
+                let s: Vec<f64> = (0..n)
+                    .map(|j| (0..d).map(|k| at(bi, i, 0, h, k) * at(bi, j, 1, h, k)).sum::<f64>() * scale)
+                    .collect();
                 let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
                 let z: f64 = e.iter().sum();

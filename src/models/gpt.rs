@@ -20,9 +20,9 @@ use crate::device::{Device, Download};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Plan};
 use crate::nn::Param;
+use crate::ops::dropout::{self, Dropout};
 use crate::ops::elementwise::Unary;
 use crate::ops::matmul::MatmulOpts;
-use crate::ops::dropout::{self, Dropout};
 use crate::ops::{batch, layout, rng::RngState};
 use crate::optim::{OptimizerKind, Schedule};
 use crate::tensor::{DType, Tensor};
@@ -477,7 +477,13 @@ impl Sampler {
 
     /// Continues `prompt` (cut to its last `context` bytes; an empty prompt starts from a newline) by
     /// `s.tokens` bytes, calling `emit` with each as it is drawn.
-    pub fn generate(&self, dev: &Device, prompt: &[u8], s: SampleSettings, mut emit: impl FnMut(u8)) -> Result<Vec<u8>> {
+    pub fn generate(
+        &self,
+        dev: &Device,
+        prompt: &[u8],
+        s: SampleSettings,
+        mut emit: impl FnMut(u8),
+    ) -> Result<Vec<u8>> {
         if !(s.temperature.is_finite() && s.temperature >= 0.0) {
             return Err(Error::invalid("sample", format!("--temperature must be >= 0, got {}", s.temperature)));
         }

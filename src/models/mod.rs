@@ -1,4 +1,4 @@
 //! Models, one readable file each.
 
-pub mod mlp;
 pub mod gpt;
+pub mod mlp;

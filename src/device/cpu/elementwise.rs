@@ -15,8 +15,8 @@ fn sign(x: f32) -> f32 {
     }
 }
 
-pub use super::fastmath::{sigmoid, tanh as stable_tanh};
 use super::fastmath;
+pub use super::fastmath::{sigmoid, tanh as stable_tanh};
 
 #[inline(always)]
 pub fn unary_op(op: u32, x: f32, alpha: f32) -> f32 {

@@ -33,11 +33,13 @@ pub fn cross_entropy_fwd(args: &mut CpuArgs) {
     }
     let per = rows_per_task(len);
     loss[..rows].par_chunks_mut(per).zip(lse[..rows].par_chunks_mut(per)).enumerate().for_each(|(c, (lc, sc))| {
-        for (j, (l, s)) in lc.iter_mut().zip(sc.iter_mut()).enumerate() {
-            let row = c * per + j;
-            let base = row * len;
-            (*l, *s) = ce_row(&x[base..base + len], target_of(t[row], p.len));
-        }
+        super::simd(|| {
+            for (j, (l, s)) in lc.iter_mut().zip(sc.iter_mut()).enumerate() {
+                let row = c * per + j;
+                let base = row * len;
+                (*l, *s) = ce_row(&x[base..base + len], target_of(t[row], p.len));
+            }
+        })
     });
 }
 
@@ -53,14 +55,16 @@ pub fn cross_entropy_bwd(args: &mut CpuArgs) {
     }
     let per = rows_per_task(len) * len;
     dx[..rows * len].par_chunks_mut(per).enumerate().for_each(|(c, ch)| {
-        for (j, o) in ch.chunks_mut(len).enumerate() {
-            let row = c * per / len + j;
-            let (xr, l, gr) = (&x[row * len..][..len], lse[row], g[row]);
-            for (ov, &xv) in o.iter_mut().zip(xr) {
-                *ov = super::fastmath::exp(xv - l) * gr;
+        super::simd(|| {
+            for (j, o) in ch.chunks_mut(len).enumerate() {
+                let row = c * per / len + j;
+                let (xr, l, gr) = (&x[row * len..][..len], lse[row], g[row]);
+                for (ov, &xv) in o.iter_mut().zip(xr) {
+                    *ov = super::fastmath::exp(xv - l) * gr;
+                }
+                o[target_of(t[row], p.len)] -= gr;
             }
-            o[target_of(t[row], p.len)] -= gr;
-        }
+        })
     });
 }
 

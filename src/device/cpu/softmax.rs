@@ -43,9 +43,11 @@ pub fn softmax_rows(args: &mut CpuArgs) {
     }
     let per = rows_per_task(len) * len;
     out[..rows * len].par_chunks_mut(per).enumerate().for_each(|(c, ch)| {
-        for (j, o) in ch.chunks_mut(len).enumerate() {
-            let base = c * per + j * len;
-            softmax_row(p.log == 1, &x[base..base + len], o);
-        }
+        super::simd(|| {
+            for (j, o) in ch.chunks_mut(len).enumerate() {
+                let base = c * per + j * len;
+                softmax_row(p.log == 1, &x[base..base + len], o);
+            }
+        })
     });
 }
