@@ -88,12 +88,6 @@ impl Geom {
     fn pointwise(&self) -> bool {
         self.k == 1 && self.s == 1 && self.p == 0
     }
-    /// Output positions o in [lo, hi) whose input coordinate o*s + t - p lies in [0, len).
-    fn valid(&self, t: usize, len: usize, out: usize) -> (usize, usize) {
-        let lo = self.p.saturating_sub(t).div_ceil(self.s);
-        let hi = (len + self.p).saturating_sub(t).div_ceil(self.s).min(out);
-        (lo.min(hi), hi)
-    }
 }
 
 /// Images per group for a GEMM over `cols_per_image` columns each: at least TARGET_COLS columns, and
@@ -123,29 +117,37 @@ fn transposed_ld(cols: usize) -> usize {
     }
 }
 
-/// Channel plane `c` of im2col for one image: rows (c, kh, kw) of `rows` (k*k rows of stride `ld`), at
-/// columns c0..c0+ho*wo. Padding reads as 0.
-fn im2col_channel(g: &Geom, plane: &[f32], rows: &mut [f32], ld: usize, c0: usize) {
+/// Plane `plane` ([h, w]) with `p` zeros around it, into `buf` ([h + 2p, w + 2p]); the plane itself when
+/// p = 0. im2col and col2im then index without bounds checks: at small spatial sizes (7-wide rows),
+/// per-row clipping and short fills cost as much as the copies.
+fn padded<'a>(g: &Geom, plane: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    if g.p == 0 {
+        return plane;
+    }
+    let (hp, wp) = (g.h + 2 * g.p, g.w + 2 * g.p);
+    buf.clear();
+    buf.resize(hp * wp, 0.0);
+    for (ih, row) in plane.chunks_exact(g.w).enumerate() {
+        buf[(ih + g.p) * wp + g.p..][..g.w].copy_from_slice(row);
+    }
+    buf
+}
+
+/// Rows (c, kh, kw) of im2col for one channel plane of one image: `rows` holds the k*k rows of stride
+/// `ld`; the image's columns start at c0.
+fn im2col_channel(g: &Geom, plane: &[f32], rows: &mut [f32], ld: usize, c0: usize, buf: &mut Vec<f32>) {
     let (k, s, wo) = (g.k, g.s, g.wo);
+    let wp = g.w + 2 * g.p;
+    let src = padded(g, plane, buf);
     for kh in 0..k {
-        let (oh_lo, oh_hi) = g.valid(kh, g.h, g.ho);
         for kw in 0..k {
-            let (ow_lo, ow_hi) = g.valid(kw, g.w, g.wo);
             let dst = &mut rows[(kh * k + kw) * ld + c0..][..g.howo()];
-            for oh in 0..g.ho {
-                let d = &mut dst[oh * wo..][..wo];
-                if oh < oh_lo || oh >= oh_hi || ow_lo >= ow_hi {
-                    d.fill(0.0);
-                    continue;
-                }
-                let src = &plane[(oh * s + kh - g.p) * g.w..][..g.w];
-                d[..ow_lo].fill(0.0);
-                d[ow_hi..].fill(0.0);
-                let first = ow_lo * s + kw - g.p;
+            for (oh, d) in dst.chunks_exact_mut(wo).enumerate() {
+                let line = &src[(oh * s + kh) * wp + kw..];
                 if s == 1 {
-                    d[ow_lo..ow_hi].copy_from_slice(&src[first..first + ow_hi - ow_lo]);
+                    d.copy_from_slice(&line[..wo]);
                 } else {
-                    for (dv, &sv) in d[ow_lo..ow_hi].iter_mut().zip(src[first..].iter().step_by(s)) {
+                    for (dv, &sv) in d.iter_mut().zip(line.iter().step_by(s)) {
                         *dv = sv;
                     }
                 }
@@ -158,37 +160,46 @@ fn im2col_channel(g: &Geom, plane: &[f32], rows: &mut [f32], ld: usize, c0: usiz
 fn im2col(g: &Geom, xs: &[f32], imgs: usize, col: &mut [f32], ld: usize) {
     let (hw, kk2) = (g.hw(), g.k * g.k);
     col[..g.depth() * ld].par_chunks_mut(kk2 * ld).enumerate().for_each(|(c, rows)| {
+        let mut buf = Vec::new();
         for i in 0..imgs {
-            im2col_channel(g, &xs[(i * g.ci + c) * hw..][..hw], rows, ld, i * g.howo());
+            im2col_channel(g, &xs[(i * g.ci + c) * hw..][..hw], rows, ld, i * g.howo(), &mut buf);
         }
     });
 }
 
-/// The adjoint of `im2col_channel`: plane += the scatter of rows (c, kh, kw) at columns c0.. .
-fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, c0: usize, plane: &mut [f32]) {
+/// The adjoint of `im2col_channel`: plane = the scatter-add of rows (c, kh, kw) at columns c0.., summed
+/// in a zero-padded accumulator whose interior is then the plane.
+fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, c0: usize, plane: &mut [f32], buf: &mut Vec<f32>) {
     let (k, s, wo) = (g.k, g.s, g.wo);
+    let wp = g.w + 2 * g.p;
+    let acc: &mut [f32] = if g.p == 0 {
+        plane.fill(0.0);
+        plane
+    } else {
+        buf.clear();
+        buf.resize((g.h + 2 * g.p) * wp, 0.0);
+        buf
+    };
     for kh in 0..k {
-        let (oh_lo, oh_hi) = g.valid(kh, g.h, g.ho);
         for kw in 0..k {
-            let (ow_lo, ow_hi) = g.valid(kw, g.w, g.wo);
-            if ow_lo >= ow_hi {
-                continue;
-            }
             let src = &rows[(kh * k + kw) * ld + c0..][..g.howo()];
-            for oh in oh_lo..oh_hi {
-                let srow = &src[oh * wo + ow_lo..oh * wo + ow_hi];
-                let drow = &mut plane[(oh * s + kh - g.p) * g.w..][..g.w];
-                let first = ow_lo * s + kw - g.p;
+            for (oh, srow) in src.chunks_exact(wo).enumerate() {
+                let line = &mut acc[(oh * s + kh) * wp + kw..];
                 if s == 1 {
-                    for (dv, &sv) in drow[first..first + srow.len()].iter_mut().zip(srow) {
+                    for (dv, &sv) in line[..wo].iter_mut().zip(srow) {
                         *dv += sv;
                     }
                 } else {
-                    for (dv, &sv) in drow[first..].iter_mut().step_by(s).zip(srow) {
+                    for (dv, &sv) in line.iter_mut().step_by(s).zip(srow) {
                         *dv += sv;
                     }
                 }
             }
+        }
+    }
+    if g.p > 0 {
+        for (ih, row) in plane.chunks_exact_mut(g.w).enumerate() {
+            row.copy_from_slice(&buf[(ih + g.p) * wp + g.p..][..g.w]);
         }
     }
 }
@@ -196,10 +207,9 @@ fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, c0: usize, plane: &mut [f32
 /// dx planes [imgs, ci, h, w] = col2im of dcol (image i at columns i*ho*wo), parallel over planes.
 fn col2im(g: &Geom, dcol: &[f32], ld: usize, dx: &mut [f32]) {
     let (hw, kk2) = (g.hw(), g.k * g.k);
-    dx.par_chunks_mut(hw).enumerate().for_each(|(pl, plane)| {
+    dx.par_chunks_mut(hw).enumerate().for_each_init(Vec::new, |buf, (pl, plane)| {
         let (i, c) = (pl / g.ci, pl % g.ci);
-        plane.fill(0.0);
-        col2im_channel(g, &dcol[c * kk2 * ld..], ld, i * g.howo(), plane);
+        col2im_channel(g, &dcol[c * kk2 * ld..], ld, i * g.howo(), plane, buf);
     });
 }
 
