@@ -95,7 +95,8 @@ impl Geom {
 fn group_images(n: usize, cols_per_image: usize, split_work: bool) -> usize {
     let g = TARGET_COLS.div_ceil(cols_per_image.max(1)).clamp(1, n.max(1));
     if !split_work {
-        return g;
+        // Balanced groups: 16 images at 6 per group would run 6, 6, 4.
+        return n.div_ceil(n.div_ceil(g));
     }
     let threads = rayon::current_num_threads().max(1);
     let mut units = n.div_ceil(g).max(n.min(2));
