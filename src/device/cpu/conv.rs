@@ -13,7 +13,7 @@
 //! each). A 1x1, stride 1, unpadded convolution skips im2col: x itself is the col matrix.
 
 use rayon::prelude::*;
-use std::cell::Cell;
+use std::sync::Mutex;
 
 use super::gemm::{sgemm, MatRef};
 use crate::kernels::CpuArgs;
@@ -22,25 +22,33 @@ use crate::ops::conv::ConvParams;
 /// Pixels of one GEMM's column dimension (forward, input gradient) or depth (weight gradient) to aim for.
 const TARGET_COLS: usize = 256;
 
-thread_local! {
-    // Scratch reused across calls (take/set, as gemm.rs: a nested call on this thread allocates anew).
-    static COL: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    static AUX: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+/// Scratch buffers shared by all threads. Thread-local buffers would not do: a thread waiting inside
+/// one group's parallel SGEMM steals other groups' work, and each nested group would then allocate and
+/// zero a fresh col matrix (megabytes) because the thread's own buffer is in use further up its stack.
+static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+
+/// A pooled buffer of at least `n` floats (contents undefined): the smallest one that fits, else the
+/// largest, grown.
+fn take(n: usize) -> Vec<f32> {
+    let mut pool = POOL.lock().unwrap();
+    let fit = pool.iter().enumerate().filter(|(_, v)| v.len() >= n).min_by_key(|(_, v)| v.len()).map(|(i, _)| i);
+    let pick = fit.or_else(|| pool.iter().enumerate().max_by_key(|(_, v)| v.len()).map(|(i, _)| i));
+    let mut v = pick.map(|i| pool.swap_remove(i)).unwrap_or_default();
+    drop(pool);
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    v
 }
 
-/// Runs `f` with the two scratch buffers of this thread, grown to `a` and `b` floats (contents undefined).
+/// Runs `f` with two pooled scratch buffers of `a` and `b` floats (contents undefined).
 fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
-    let mut va = COL.take();
-    let mut vb = AUX.take();
-    if va.len() < a {
-        va.resize(a, 0.0);
-    }
-    if vb.len() < b {
-        vb.resize(b, 0.0);
-    }
+    let mut va = take(a);
+    let mut vb = take(b);
     let r = f(&mut va[..a], &mut vb[..b]);
-    COL.set(va);
-    AUX.set(vb);
+    let mut pool = POOL.lock().unwrap();
+    pool.push(va);
+    pool.push(vb);
     r
 }
 
