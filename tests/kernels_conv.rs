@@ -291,7 +291,7 @@ fn conv_transpose2d_cpu_twin_matches_f64_reference() {
 #[test]
 fn conv2d_cpu_twin_groups_of_images() {
     // Larger batches than CASES: the twin groups images (several per GEMM when Ho*Wo is small, one per
-    // GEMM when it is large) and splits the weight gradient over 4 partial sums.
+    // GEMM when it is large) and splits the weight gradient into 2 partial sums of several groups each.
     let cpu = cpu();
     let mut rng = Rng::new(seed());
     for c in [cfg(16, 5, 7, 9, 9, 3, 2, 1), cfg(7, 3, 4, 18, 17, 3, 1, 1), cfg(6, 8, 5, 16, 17, 1, 1, 0)] {
@@ -304,7 +304,7 @@ fn conv2d_cpu_twin_groups_of_images() {
 
 #[test]
 fn conv_backward_weight_is_deterministic() {
-    // Split partial sums (3 here, on either device) added in a fixed order: two runs agree bit for bit.
+    // Split partial sums (2 on the CPU, 3 on a GPU here) added in a fixed order: runs agree bit for bit.
     let c = cfg(3, 17, 70, 17, 16, 3, 1, 1);
     let mut rng = Rng::new(seed());
     let (x, w, dy) = conv_inputs(&mut rng, &c);

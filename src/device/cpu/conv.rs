@@ -13,7 +13,7 @@
 //! each). A 1x1, stride 1, unpadded convolution skips im2col: x itself is the col matrix.
 
 use rayon::prelude::*;
-use std::cell::Cell;
+use std::sync::Mutex;
 
 use super::gemm::{sgemm, MatRef};
 use crate::kernels::CpuArgs;
@@ -22,25 +22,33 @@ use crate::ops::conv::ConvParams;
 /// Pixels of one GEMM's column dimension (forward, input gradient) or depth (weight gradient) to aim for.
 const TARGET_COLS: usize = 256;
 
-thread_local! {
-    // Scratch reused across calls (take/set, as gemm.rs: a nested call on this thread allocates anew).
-    static COL: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    static AUX: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+/// Scratch buffers shared by all threads. Thread-local buffers would not do: a thread waiting inside
+/// one group's parallel SGEMM steals other groups' work, and each nested group would then allocate and
+/// zero a fresh col matrix (megabytes) because the thread's own buffer is in use further up its stack.
+static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+
+/// A pooled buffer of at least `n` floats (contents undefined): the smallest one that fits, else the
+/// largest, grown.
+fn take(n: usize) -> Vec<f32> {
+    let mut pool = POOL.lock().unwrap();
+    let fit = pool.iter().enumerate().filter(|(_, v)| v.len() >= n).min_by_key(|(_, v)| v.len()).map(|(i, _)| i);
+    let pick = fit.or_else(|| pool.iter().enumerate().max_by_key(|(_, v)| v.len()).map(|(i, _)| i));
+    let mut v = pick.map(|i| pool.swap_remove(i)).unwrap_or_default();
+    drop(pool);
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    v
 }
 
-/// Runs `f` with the two scratch buffers of this thread, grown to `a` and `b` floats (contents undefined).
+/// Runs `f` with two pooled scratch buffers of `a` and `b` floats (contents undefined).
 fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
-    let mut va = COL.take();
-    let mut vb = AUX.take();
-    if va.len() < a {
-        va.resize(a, 0.0);
-    }
-    if vb.len() < b {
-        vb.resize(b, 0.0);
-    }
+    let mut va = take(a);
+    let mut vb = take(b);
     let r = f(&mut va[..a], &mut vb[..b]);
-    COL.set(va);
-    AUX.set(vb);
+    let mut pool = POOL.lock().unwrap();
+    pool.push(va);
+    pool.push(vb);
     r
 }
 
@@ -88,12 +96,6 @@ impl Geom {
     fn pointwise(&self) -> bool {
         self.k == 1 && self.s == 1 && self.p == 0
     }
-    /// Output positions o in [lo, hi) whose input coordinate o*s + t - p lies in [0, len).
-    fn valid(&self, t: usize, len: usize, out: usize) -> (usize, usize) {
-        let lo = self.p.saturating_sub(t).div_ceil(self.s);
-        let hi = (len + self.p).saturating_sub(t).div_ceil(self.s).min(out);
-        (lo.min(hi), hi)
-    }
 }
 
 /// Images per group for a GEMM over `cols_per_image` columns each: at least TARGET_COLS columns, and
@@ -101,7 +103,8 @@ impl Geom {
 fn group_images(n: usize, cols_per_image: usize, split_work: bool) -> usize {
     let g = TARGET_COLS.div_ceil(cols_per_image.max(1)).clamp(1, n.max(1));
     if !split_work {
-        return g;
+        // Balanced groups: 16 images at 6 per group would run 6, 6, 4.
+        return n.div_ceil(n.div_ceil(g));
     }
     let threads = rayon::current_num_threads().max(1);
     let mut units = n.div_ceil(g).max(n.min(2));
@@ -123,29 +126,37 @@ fn transposed_ld(cols: usize) -> usize {
     }
 }
 
-/// Channel plane `c` of im2col for one image: rows (c, kh, kw) of `rows` (k*k rows of stride `ld`), at
-/// columns c0..c0+ho*wo. Padding reads as 0.
-fn im2col_channel(g: &Geom, plane: &[f32], rows: &mut [f32], ld: usize, c0: usize) {
+/// Plane `plane` ([h, w]) with `p` zeros around it, into `buf` ([h + 2p, w + 2p]); the plane itself when
+/// p = 0. im2col and col2im then index without bounds checks: at small spatial sizes (7-wide rows),
+/// per-row clipping and short fills cost as much as the copies.
+fn padded<'a>(g: &Geom, plane: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    if g.p == 0 {
+        return plane;
+    }
+    let (hp, wp) = (g.h + 2 * g.p, g.w + 2 * g.p);
+    buf.clear();
+    buf.resize(hp * wp, 0.0);
+    for (ih, row) in plane.chunks_exact(g.w).enumerate() {
+        buf[(ih + g.p) * wp + g.p..][..g.w].copy_from_slice(row);
+    }
+    buf
+}
+
+/// Rows (c, kh, kw) of im2col for one channel plane of one image: `rows` holds the k*k rows of stride
+/// `ld`; the image's columns start at c0.
+fn im2col_channel(g: &Geom, plane: &[f32], rows: &mut [f32], ld: usize, c0: usize, buf: &mut Vec<f32>) {
     let (k, s, wo) = (g.k, g.s, g.wo);
+    let wp = g.w + 2 * g.p;
+    let src = padded(g, plane, buf);
     for kh in 0..k {
-        let (oh_lo, oh_hi) = g.valid(kh, g.h, g.ho);
         for kw in 0..k {
-            let (ow_lo, ow_hi) = g.valid(kw, g.w, g.wo);
             let dst = &mut rows[(kh * k + kw) * ld + c0..][..g.howo()];
-            for oh in 0..g.ho {
-                let d = &mut dst[oh * wo..][..wo];
-                if oh < oh_lo || oh >= oh_hi || ow_lo >= ow_hi {
-                    d.fill(0.0);
-                    continue;
-                }
-                let src = &plane[(oh * s + kh - g.p) * g.w..][..g.w];
-                d[..ow_lo].fill(0.0);
-                d[ow_hi..].fill(0.0);
-                let first = ow_lo * s + kw - g.p;
+            for (oh, d) in dst.chunks_exact_mut(wo).enumerate() {
+                let line = &src[(oh * s + kh) * wp + kw..];
                 if s == 1 {
-                    d[ow_lo..ow_hi].copy_from_slice(&src[first..first + ow_hi - ow_lo]);
+                    d.copy_from_slice(&line[..wo]);
                 } else {
-                    for (dv, &sv) in d[ow_lo..ow_hi].iter_mut().zip(src[first..].iter().step_by(s)) {
+                    for (dv, &sv) in d.iter_mut().zip(line.iter().step_by(s)) {
                         *dv = sv;
                     }
                 }
@@ -158,37 +169,46 @@ fn im2col_channel(g: &Geom, plane: &[f32], rows: &mut [f32], ld: usize, c0: usiz
 fn im2col(g: &Geom, xs: &[f32], imgs: usize, col: &mut [f32], ld: usize) {
     let (hw, kk2) = (g.hw(), g.k * g.k);
     col[..g.depth() * ld].par_chunks_mut(kk2 * ld).enumerate().for_each(|(c, rows)| {
+        let mut buf = Vec::new();
         for i in 0..imgs {
-            im2col_channel(g, &xs[(i * g.ci + c) * hw..][..hw], rows, ld, i * g.howo());
+            im2col_channel(g, &xs[(i * g.ci + c) * hw..][..hw], rows, ld, i * g.howo(), &mut buf);
         }
     });
 }
 
-/// The adjoint of `im2col_channel`: plane += the scatter of rows (c, kh, kw) at columns c0.. .
-fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, c0: usize, plane: &mut [f32]) {
+/// The adjoint of `im2col_channel`: plane = the scatter-add of rows (c, kh, kw) at columns c0.., summed
+/// in a zero-padded accumulator whose interior is then the plane.
+fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, c0: usize, plane: &mut [f32], buf: &mut Vec<f32>) {
     let (k, s, wo) = (g.k, g.s, g.wo);
+    let wp = g.w + 2 * g.p;
+    let acc: &mut [f32] = if g.p == 0 {
+        plane.fill(0.0);
+        plane
+    } else {
+        buf.clear();
+        buf.resize((g.h + 2 * g.p) * wp, 0.0);
+        buf
+    };
     for kh in 0..k {
-        let (oh_lo, oh_hi) = g.valid(kh, g.h, g.ho);
         for kw in 0..k {
-            let (ow_lo, ow_hi) = g.valid(kw, g.w, g.wo);
-            if ow_lo >= ow_hi {
-                continue;
-            }
             let src = &rows[(kh * k + kw) * ld + c0..][..g.howo()];
-            for oh in oh_lo..oh_hi {
-                let srow = &src[oh * wo + ow_lo..oh * wo + ow_hi];
-                let drow = &mut plane[(oh * s + kh - g.p) * g.w..][..g.w];
-                let first = ow_lo * s + kw - g.p;
+            for (oh, srow) in src.chunks_exact(wo).enumerate() {
+                let line = &mut acc[(oh * s + kh) * wp + kw..];
                 if s == 1 {
-                    for (dv, &sv) in drow[first..first + srow.len()].iter_mut().zip(srow) {
+                    for (dv, &sv) in line[..wo].iter_mut().zip(srow) {
                         *dv += sv;
                     }
                 } else {
-                    for (dv, &sv) in drow[first..].iter_mut().step_by(s).zip(srow) {
+                    for (dv, &sv) in line.iter_mut().step_by(s).zip(srow) {
                         *dv += sv;
                     }
                 }
             }
+        }
+    }
+    if g.p > 0 {
+        for (ih, row) in plane.chunks_exact_mut(g.w).enumerate() {
+            row.copy_from_slice(&buf[(ih + g.p) * wp + g.p..][..g.w]);
         }
     }
 }
@@ -196,10 +216,9 @@ fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, c0: usize, plane: &mut [f32
 /// dx planes [imgs, ci, h, w] = col2im of dcol (image i at columns i*ho*wo), parallel over planes.
 fn col2im(g: &Geom, dcol: &[f32], ld: usize, dx: &mut [f32]) {
     let (hw, kk2) = (g.hw(), g.k * g.k);
-    dx.par_chunks_mut(hw).enumerate().for_each(|(pl, plane)| {
+    dx.par_chunks_mut(hw).enumerate().for_each_init(Vec::new, |buf, (pl, plane)| {
         let (i, c) = (pl / g.ci, pl % g.ci);
-        plane.fill(0.0);
-        col2im_channel(g, &dcol[c * kk2 * ld..], ld, i * g.howo(), plane);
+        col2im_channel(g, &dcol[c * kk2 * ld..], ld, i * g.howo(), plane, buf);
     });
 }
 
