@@ -74,6 +74,9 @@ pub struct TrainArgs {
     /// End with one JSON line of results on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Bytes to generate from the trained model at the end (0: none).
+    #[arg(long, default_value_t = 300)]
+    pub sample_tokens: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -284,6 +287,20 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         tps / 1e3,
         checkpoint_path(&dir).display()
     );
+    if a.sample_tokens > 0 && !a.json {
+        // The first line of the held-out text as the prompt: text the model has not trained on.
+        let h = &corpus.bytes[held.0..held.0 + held.1];
+        let prompt: Vec<u8> = h.iter().copied().take_while(|&b| b != b'\n').take(cfg.context / 2).collect();
+        let s = SampleSettings { tokens: a.sample_tokens, temperature: 0.8, top_k: 40, seed: a.seed };
+        println!("sample (prompt from the held-out text, temperature 0.8, top-k 40):");
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&prompt);
+        Sampler::new(&dev, &t.model)?.generate(&dev, &prompt, s, |b| {
+            let _ = out.write_all(&[b]);
+            let _ = out.flush();
+        })?;
+        let _ = writeln!(out);
+    }
     if profile {
         let prof = dev.profile();
         let total: f64 = prof.iter().map(|p| p.2).sum();
