@@ -2,6 +2,7 @@
 //! file holds the `#[repr(C)]` params structs (twins of the WGSL structs, sizes checked by a test),
 //! the `Kernel` definitions tying entry points to CPU twins, and the functions users call.
 
+pub mod attention;
 pub mod batch;
 pub mod conv;
 pub mod dropout;
@@ -23,6 +24,9 @@ use crate::tensor::{DType, Tensor};
 
 /// Every kernel of every family (tests check that each WGSL entry point is here; tools walk it).
 pub static ALL_KERNELS: &[&Kernel] = &[
+    &attention::ATTENTION_FWD,
+    &attention::ATTENTION_BWD_DQ,
+    &attention::ATTENTION_BWD_DKV,
     &elementwise::UNARY,
     &elementwise::UNARY_BACKWARD,
     &elementwise::BINARY,

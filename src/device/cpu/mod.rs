@@ -1,6 +1,7 @@
 //! The CPU backend: one twin per shader family, same names, same binding order as the WGSL, each
 //! running a whole dispatch on the host with rayon. Each file reads side by side with its shader.
 
+pub mod attention;
 pub mod batch;
 pub mod conv;
 pub mod dropout;

@@ -1,0 +1,507 @@
+// Fused multi-head self-attention, FlashAttention-2 style: the T x T score matrix never reaches global
+// memory. Input qkv is [B, T, 3C] (C = H*D): each token's row holds q (H heads x D), then k, then v.
+// Output out is [B, T, C] (head h in columns h*D .. h*D+D) and lse [B, H, T] is each query row's
+// log-sum-exp of the scaled scores, kept for the backward. Scale = 1/sqrt(D) (passed in). Causal: query
+// i sees keys j <= i.
+//
+// Every kernel gives a workgroup BO = 16 "owner" rows (queries for the forward and dQ, keys for dK/dV)
+// of one (b, h) and streams tiles of the other side past them:
+//   attention_fwd      16 x 16 threads; owner queries, key tiles of 16. Score phase: thread (o, lane)
+//                      scores query o against key lane. Online softmax (running max and sum per row).
+//   attention_bwd_dq   8 x 16 threads; owner queries, key tiles of 8. Also computes
+//                      delta[i] = dO_i . O_i for its rows and writes it for attention_bwd_dkv.
+//   attention_bwd_dkv  8 x 16 threads; owner keys, query tiles of 8; runs after attention_bwd_dq.
+// Backward: P = exp(S*scale - lse) is recomputed, dP = dO V^T, dS = P * (dP - delta),
+// dV = P^T dO, dK = dS^T Q * scale, dQ = dS K * scale. dQ and dK/dV are disjoint columns of dqkv, so
+// the two backward dispatches write one buffer; every element has exactly one writer (deterministic).
+//
+// Accumulate phase (O += P V, dQ += dS K, dV += P^T dO, dK += dS^T Q): the LANES threads of an owner
+// row split the head dim into vec4 groups; when there are fewer groups than lanes (small D), the lanes
+// also split the streamed rows (`ks` splits) and the partial sums are added at the end in a fixed order.
+// Causal tiles entirely above the diagonal are skipped; edge tiles are masked (loads past T or D give 0).
+// Workgroup memory (tiles sized for MAX_D): 27136 bytes in the forward, 25856 / 26368 in the backward,
+// within the 32 KiB that desktop and Apple GPUs give (WebGPU's default minimum is 16 KiB).
+//#include "common/index.wgsl"
+
+const MAX_D: u32 = 128u;     // largest head dim (src/ops/attention.rs checks it)
+const MAX_G: u32 = 32u;      // vec4 groups in a row of MAX_D
+// vec4 row pitch of tiles whose rows are read by different lanes at once: odd, so rows start in
+// different memory banks.
+const PITCH: u32 = 33u;
+const BO: u32 = 16u;         // owner rows per workgroup
+const FWD_BS: u32 = 16u;     // keys per streamed tile in the forward (= its lanes per owner row)
+const BWD_BS: u32 = 8u;      // rows per streamed tile in the backward (= its lanes per owner row)
+// Masked score: finite (no inf arithmetic on any driver), and exp(NEG - m) is exactly 0.
+const NEG: f32 = -1.0e30;
+
+struct AttentionParams {
+    batch: u32,
+    seq: u32,       // T
+    heads: u32,     // H
+    head_dim: u32,  // D, 1..=MAX_D
+    causal: u32,    // 1: key j is seen by query i only when j <= i
+    scale: f32,     // 1/sqrt(D)
+    tiles: u32,     // owner tiles per (b, h): ceil(T / BO)
+    groups: u32,    // tiles * batch * heads: workgroups with work (the grid may fold into y)
+}
+
+// Sums of w * row over the streamed rows, per lane: up to four vec4 column groups (named, not an array,
+// so the registers are indexed by constants on every driver).
+struct Acc {
+    a0: vec4<f32>,
+    a1: vec4<f32>,
+    a2: vec4<f32>,
+    a3: vec4<f32>,
+}
+
+@group(0) @binding(0) var<uniform> ap: AttentionParams;
+@group(0) @binding(1) var<storage, read> a_qkv: array<f32>;
+
+// Offset of (b, token 0, part, head h) in qkv; part 0 = q, 1 = k, 2 = v.
+fn qkv_base(b: u32, part: u32, h: u32) -> u32 {
+    let c = ap.heads * ap.head_dim;
+    return b * ap.seq * 3u * c + part * c + h * ap.head_dim;
+}
+
+// Head-dim values 4g .. 4g+3 of token t from qkv (base from qkv_base); 0 past D or T.
+fn qkv4(base: u32, t: u32, g: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if t >= ap.seq { return v; }
+    let d0 = 4u * g;
+    let at = base + t * 3u * ap.heads * ap.head_dim + d0;
+    for (var k = 0u; k < 4u; k++) {
+        if d0 + k < ap.head_dim { v[k] = a_qkv[at + k]; }
+    }
+    return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+@group(0) @binding(2) var<storage, read_write> f_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> f_lse: array<f32>;
+
+var<workgroup> f_q: array<vec4<f32>, BO * PITCH>;
+var<workgroup> f_k: array<vec4<f32>, FWD_BS * PITCH>;
+var<workgroup> f_v: array<vec4<f32>, FWD_BS * MAX_G>;  // read along groups by the lanes: no pitch
+var<workgroup> f_s: array<f32, BO * FWD_BS>;
+var<workgroup> f_p: array<f32, BO * FWD_BS>;
+
+@compute @workgroup_size(16, 16)
+fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let flat = flat_id(wid, nwg, 0u, 1u);
+    if flat >= ap.groups { return; }  // uniform: the whole workgroup leaves together
+    let tile = flat % ap.tiles;
+    let bh = flat / ap.tiles;
+    let b = bh / ap.heads;
+    let h = bh % ap.heads;
+    let t_len = ap.seq;
+    let gn = (ap.head_dim + 3u) / 4u;
+    let lane = lid3.x;
+    let o = lid3.y;
+    let q0 = tile * BO;
+    let qi = q0 + o;
+    let qb = qkv_base(b, 0u, h);
+    let kb = qkv_base(b, 1u, h);
+    let vb = qkv_base(b, 2u, h);
+
+    for (var e = lid; e < BO * gn; e += BO * FWD_BS) {
+        f_q[(e / gn) * PITCH + e % gn] = qkv4(qb, q0 + e / gn, e % gn);
+    }
+
+    let ng = min(gn, FWD_BS);  // lanes side by side over column groups
+    let ks = FWD_BS / ng;       // splits of the streamed rows among the lanes
+    let split = lane / ng;
+    let g0 = lane % ng;
+    let busy = split < ks;      // false for the lanes past ng * ks, which sit the accumulate phase out
+    let passes = (gn + ng - 1u) / ng;  // 1 or 2
+
+    var m = NEG;   // running max of the row's scaled scores
+    var l = 0.0;   // running sum of exp(score - m)
+    var acc = Acc();
+    let n_tiles = (t_len + FWD_BS - 1u) / FWD_BS;
+    var kt_end = n_tiles;
+    if ap.causal == 1u {
+        kt_end = min(n_tiles, (q0 + BO - 1u) / FWD_BS + 1u);
+    }
+    for (var kt = 0u; kt < kt_end; kt++) {
+        let k0 = kt * FWD_BS;
+        for (var e = lid; e < FWD_BS * gn; e += BO * FWD_BS) {
+            let r = e / gn;
+            let g = e % gn;
+            f_k[r * PITCH + g] = qkv4(kb, k0 + r, g);
+            f_v[r * MAX_G + g] = qkv4(vb, k0 + r, g);
+        }
+        workgroupBarrier();
+
+        let kj = k0 + lane;
+        var s = 0.0;
+        for (var g = 0u; g < gn; g++) {
+            s += dot(f_q[o * PITCH + g], f_k[lane * PITCH + g]);
+        }
+        let valid = kj < t_len && (ap.causal == 0u || kj <= qi);
+        s = select(NEG, s * ap.scale, valid);
+        f_s[o * FWD_BS + lane] = s;
+        workgroupBarrier();
+
+        var mt = NEG;
+        for (var j = 0u; j < FWD_BS; j++) {
+            mt = max(mt, f_s[o * FWD_BS + j]);
+        }
+        let m_new = max(m, mt);
+        f_p[o * FWD_BS + lane] = select(0.0, exp(s - m_new), valid);
+        let alpha = exp(m - m_new);
+        workgroupBarrier();
+
+        var psum = 0.0;
+        for (var j = 0u; j < FWD_BS; j++) {
+            psum += f_p[o * FWD_BS + j];
+        }
+        l = l * alpha + psum;
+        acc.a0 *= alpha;
+        acc.a1 *= alpha;
+        if busy {
+            for (var j = split; j < FWD_BS; j += ks) {
+                let w = f_p[o * FWD_BS + j];
+                let at = j * MAX_G + g0;
+                acc.a0 += w * f_v[at];
+                if passes > 1u { acc.a1 += w * f_v[at + ng]; }
+            }
+        }
+        m = m_new;
+        workgroupBarrier();
+    }
+
+    // Add the key splits' partial sums (only when ks > 1, and then passes == 1).
+    if ks > 1u {
+        f_v[o * FWD_BS + lane] = acc.a0;
+        workgroupBarrier();
+        if busy && split == 0u {
+            for (var s2 = 1u; s2 < ks; s2++) {
+                acc.a0 += f_v[o * FWD_BS + s2 * ng + g0];
+            }
+        }
+    }
+    if qi < t_len {
+        if busy && split == 0u {
+            let inv = 1.0 / l;
+            let row = (b * t_len + qi) * ap.heads * ap.head_dim + h * ap.head_dim;
+            store_out(row, g0, gn, acc.a0 * inv);
+            if passes > 1u { store_out(row, g0 + ng, gn, acc.a1 * inv); }
+        }
+        if lane == 0u {
+            f_lse[bh * t_len + qi] = m + log(l);
+        }
+    }
+}
+
+// out[row + 4g .. row + 4g + 3] = v, the columns past D dropped.
+fn store_out(row: u32, g: u32, gn: u32, v: vec4<f32>) {
+    if g >= gn { return; }
+    for (var k = 0u; k < 4u; k++) {
+        if 4u * g + k < ap.head_dim { f_out[row + 4u * g + k] = v[k]; }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward (bindings 1, 2, 3, 5 are shared by both kernels)
+
+@group(0) @binding(2) var<storage, read> b_lse: array<f32>;
+@group(0) @binding(3) var<storage, read> b_dout: array<f32>;
+@group(0) @binding(5) var<storage, read_write> b_dqkv: array<f32>;
+// attention_bwd_dq only
+@group(0) @binding(4) var<storage, read> q_out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> q_delta: array<f32>;
+// attention_bwd_dkv only
+@group(0) @binding(4) var<storage, read> k_delta: array<f32>;
+
+// Offset of (b, token 0, head h) in out / dout ([B, T, C]).
+fn oc_base(b: u32, h: u32) -> u32 {
+    return b * ap.seq * ap.heads * ap.head_dim + h * ap.head_dim;
+}
+
+fn dout4(base: u32, t: u32, g: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if t >= ap.seq { return v; }
+    let d0 = 4u * g;
+    let at = base + t * ap.heads * ap.head_dim + d0;
+    for (var k = 0u; k < 4u; k++) {
+        if d0 + k < ap.head_dim { v[k] = b_dout[at + k]; }
+    }
+    return v;
+}
+
+fn out4(base: u32, t: u32, g: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if t >= ap.seq { return v; }
+    let d0 = 4u * g;
+    let at = base + t * ap.heads * ap.head_dim + d0;
+    for (var k = 0u; k < 4u; k++) {
+        if d0 + k < ap.head_dim { v[k] = q_out[at + k]; }
+    }
+    return v;
+}
+
+// dqkv[row + 4g .. row + 4g + 3] = v, the columns past D dropped.
+fn store_dqkv(row: u32, g: u32, gn: u32, v: vec4<f32>) {
+    if g >= gn { return; }
+    for (var k = 0u; k < 4u; k++) {
+        if 4u * g + k < ap.head_dim { b_dqkv[row + 4u * g + k] = v[k]; }
+    }
+}
+
+// Column group `k` (0..3) of acc.
+fn acc_part(a: Acc, k: u32) -> vec4<f32> {
+    switch k {
+        case 0u: { return a.a0; }
+        case 1u: { return a.a1; }
+        case 2u: { return a.a2; }
+        default: { return a.a3; }
+    }
+}
+
+// Writes acc (groups g0, g0 + ng, ...) times `mul` to dqkv row `row`.
+fn store_acc(row: u32, a: Acc, g0: u32, ng: u32, gn: u32, passes: u32, mul: f32) {
+    for (var k = 0u; k < passes; k++) {
+        store_dqkv(row, g0 + k * ng, gn, acc_part(a, k) * mul);
+    }
+}
+
+var<workgroup> q_q: array<vec4<f32>, BO * PITCH>;
+var<workgroup> q_do: array<vec4<f32>, BO * PITCH>;
+var<workgroup> q_k: array<vec4<f32>, BWD_BS * PITCH>;
+var<workgroup> q_v: array<vec4<f32>, BWD_BS * PITCH>;
+var<workgroup> q_ds: array<f32, BO * BWD_BS>;
+
+@compute @workgroup_size(8, 16)
+fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let flat = flat_id(wid, nwg, 0u, 1u);
+    if flat >= ap.groups { return; }
+    let tile = flat % ap.tiles;
+    let bh = flat / ap.tiles;
+    let b = bh / ap.heads;
+    let h = bh % ap.heads;
+    let t_len = ap.seq;
+    let gn = (ap.head_dim + 3u) / 4u;
+    let lane = lid3.x;
+    let o = lid3.y;
+    let q0 = tile * BO;
+    let qi = q0 + o;
+    let ob = oc_base(b, h);
+    let kb = qkv_base(b, 1u, h);
+    let vb = qkv_base(b, 2u, h);
+
+    {
+        let qb = qkv_base(b, 0u, h);
+        for (var e = lid; e < BO * gn; e += BO * BWD_BS) {
+            let r = e / gn;
+            let g = e % gn;
+            q_q[r * PITCH + g] = qkv4(qb, q0 + r, g);
+            q_do[r * PITCH + g] = dout4(ob, q0 + r, g);
+        }
+    }
+    workgroupBarrier();
+    // delta = dO . O for this row: each lane a strided part of the groups, then the 8 parts in order.
+    var part = 0.0;
+    for (var g = lane; g < gn; g += BWD_BS) {
+        part += dot(q_do[o * PITCH + g], out4(ob, qi, g));
+    }
+    q_ds[o * BWD_BS + lane] = part;
+    workgroupBarrier();
+    var delta = 0.0;
+    for (var j = 0u; j < BWD_BS; j++) {
+        delta += q_ds[o * BWD_BS + j];
+    }
+    var lse = 0.0;
+    if qi < t_len {
+        lse = b_lse[bh * t_len + qi];
+        if lane == 0u { q_delta[bh * t_len + qi] = delta; }
+    }
+    workgroupBarrier();
+
+    let ng = min(gn, BWD_BS);
+    let ks = BWD_BS / ng;
+    let split = lane / ng;
+    let g0 = lane % ng;
+    let busy = split < ks;
+    let passes = (gn + ng - 1u) / ng;  // 1..4
+
+    var acc = Acc();
+    let n_tiles = (t_len + BWD_BS - 1u) / BWD_BS;
+    var kt_end = n_tiles;
+    if ap.causal == 1u {
+        kt_end = min(n_tiles, (q0 + BO - 1u) / BWD_BS + 1u);
+    }
+    for (var kt = 0u; kt < kt_end; kt++) {
+        let k0 = kt * BWD_BS;
+        for (var e = lid; e < BWD_BS * gn; e += BO * BWD_BS) {
+            let r = e / gn;
+            let g = e % gn;
+            q_k[r * PITCH + g] = qkv4(kb, k0 + r, g);
+            q_v[r * PITCH + g] = qkv4(vb, k0 + r, g);
+        }
+        workgroupBarrier();
+
+        let kj = k0 + lane;
+        var s = 0.0;
+        var dp = 0.0;
+        for (var g = 0u; g < gn; g++) {
+            s += dot(q_q[o * PITCH + g], q_k[lane * PITCH + g]);
+            dp += dot(q_do[o * PITCH + g], q_v[lane * PITCH + g]);
+        }
+        let valid = qi < t_len && kj < t_len && (ap.causal == 0u || kj <= qi);
+        let p = select(0.0, exp(s * ap.scale - lse), valid);
+        q_ds[o * BWD_BS + lane] = p * (dp - delta);
+        workgroupBarrier();
+
+        if busy {
+            for (var j = split; j < BWD_BS; j += ks) {
+                let w = q_ds[o * BWD_BS + j];
+                let at = j * PITCH + g0;
+                acc.a0 += w * q_k[at];
+                if passes > 1u { acc.a1 += w * q_k[at + ng]; }
+                if passes > 2u { acc.a2 += w * q_k[at + 2u * ng]; }
+                if passes > 3u { acc.a3 += w * q_k[at + 3u * ng]; }
+            }
+        }
+        workgroupBarrier();
+    }
+
+    if ks > 1u {
+        q_k[o * BWD_BS + lane] = acc.a0;
+        workgroupBarrier();
+        if busy && split == 0u {
+            for (var s2 = 1u; s2 < ks; s2++) {
+                acc.a0 += q_k[o * BWD_BS + s2 * ng + g0];
+            }
+        }
+    }
+    if qi < t_len && busy && split == 0u {
+        let row = (b * t_len + qi) * 3u * ap.heads * ap.head_dim + h * ap.head_dim;
+        store_acc(row, acc, g0, ng, gn, passes, ap.scale);
+    }
+}
+
+var<workgroup> k_k: array<vec4<f32>, BO * PITCH>;
+var<workgroup> k_v: array<vec4<f32>, BO * PITCH>;
+var<workgroup> k_q: array<vec4<f32>, BWD_BS * PITCH>;
+var<workgroup> k_do: array<vec4<f32>, BWD_BS * PITCH>;
+var<workgroup> k_p: array<f32, BO * BWD_BS>;
+var<workgroup> k_ds: array<f32, BO * BWD_BS>;
+
+@compute @workgroup_size(8, 16)
+fn attention_bwd_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let flat = flat_id(wid, nwg, 0u, 1u);
+    if flat >= ap.groups { return; }
+    let tile = flat % ap.tiles;
+    let bh = flat / ap.tiles;
+    let b = bh / ap.heads;
+    let h = bh % ap.heads;
+    let t_len = ap.seq;
+    let gn = (ap.head_dim + 3u) / 4u;
+    let lane = lid3.x;
+    let o = lid3.y;
+    let k0 = tile * BO;
+    let kj = k0 + o;
+    let qb = qkv_base(b, 0u, h);
+    let ob = oc_base(b, h);
+
+    {
+        let kb = qkv_base(b, 1u, h);
+        let vb = qkv_base(b, 2u, h);
+        for (var e = lid; e < BO * gn; e += BO * BWD_BS) {
+            let r = e / gn;
+            let g = e % gn;
+            k_k[r * PITCH + g] = qkv4(kb, k0 + r, g);
+            k_v[r * PITCH + g] = qkv4(vb, k0 + r, g);
+        }
+    }
+
+    let ng = min(gn, BWD_BS);
+    let ks = BWD_BS / ng;
+    let split = lane / ng;
+    let g0 = lane % ng;
+    let busy = split < ks;
+    let passes = (gn + ng - 1u) / ng;
+
+    var dk = Acc();
+    var dv = Acc();
+    let n_tiles = (t_len + BWD_BS - 1u) / BWD_BS;
+    var qt = 0u;
+    if ap.causal == 1u {
+        qt = k0 / BWD_BS;  // earlier query tiles see none of these keys
+    }
+    for (; qt < n_tiles; qt++) {
+        let i0 = qt * BWD_BS;
+        for (var e = lid; e < BWD_BS * gn; e += BO * BWD_BS) {
+            let r = e / gn;
+            let g = e % gn;
+            k_q[r * PITCH + g] = qkv4(qb, i0 + r, g);
+            k_do[r * PITCH + g] = dout4(ob, i0 + r, g);
+        }
+        workgroupBarrier();
+
+        let qi = i0 + lane;
+        var s = 0.0;
+        var dp = 0.0;
+        for (var g = 0u; g < gn; g++) {
+            s += dot(k_k[o * PITCH + g], k_q[lane * PITCH + g]);
+            dp += dot(k_v[o * PITCH + g], k_do[lane * PITCH + g]);
+        }
+        let valid = qi < t_len && kj < t_len && (ap.causal == 0u || kj <= qi);
+        var lse = 0.0;
+        var delta = 0.0;
+        if qi < t_len {
+            lse = b_lse[bh * t_len + qi];
+            delta = k_delta[bh * t_len + qi];
+        }
+        let p = select(0.0, exp(s * ap.scale - lse), valid);
+        k_p[o * BWD_BS + lane] = p;
+        k_ds[o * BWD_BS + lane] = p * (dp - delta);
+        workgroupBarrier();
+
+        if busy {
+            for (var j = split; j < BWD_BS; j += ks) {
+                let wp = k_p[o * BWD_BS + j];
+                let wd = k_ds[o * BWD_BS + j];
+                let at = j * PITCH + g0;
+                dv.a0 += wp * k_do[at];
+                dk.a0 += wd * k_q[at];
+                if passes > 1u {
+                    dv.a1 += wp * k_do[at + ng];
+                    dk.a1 += wd * k_q[at + ng];
+                }
+                if passes > 2u {
+                    dv.a2 += wp * k_do[at + 2u * ng];
+                    dk.a2 += wd * k_q[at + 2u * ng];
+                }
+                if passes > 3u {
+                    dv.a3 += wp * k_do[at + 3u * ng];
+                    dk.a3 += wd * k_q[at + 3u * ng];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+
+    if ks > 1u {
+        k_k[o * BWD_BS + lane] = dk.a0;
+        k_v[o * BWD_BS + lane] = dv.a0;
+        workgroupBarrier();
+        if busy && split == 0u {
+            for (var s2 = 1u; s2 < ks; s2++) {
+                dk.a0 += k_k[o * BWD_BS + s2 * ng + g0];
+                dv.a0 += k_v[o * BWD_BS + s2 * ng + g0];
+            }
+        }
+    }
+    if kj < t_len && busy && split == 0u {
+        let c = ap.heads * ap.head_dim;
+        let row = (b * t_len + kj) * 3u * c + h * ap.head_dim;
+        store_acc(row + c, dk, g0, ng, gn, passes, ap.scale);
+        store_acc(row + 2u * c, dv, g0, ng, gn, passes, 1.0);
+    }
+}

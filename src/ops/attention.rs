@@ -1,0 +1,173 @@
+//! Fused multi-head self-attention (FlashAttention-2 style): forward and backward without the T x T
+//! attention matrix in memory.
+//! Kernels: shaders/attention.wgsl; CPU twins: device/cpu/attention.rs.
+//!
+//! Layout, chosen so no transpose surrounds the op: `qkv` is [B, T, 3C] with C = H*D, each token's row
+//! = [q (H heads x D), k (H x D), v (H x D)] (the output of one x @ W_qkv matmul). `out` is [B, T, C]
+//! (head h in columns h*D .. h*D+D, ready for the output projection) and `lse` [B, H, T] is each query
+//! row's log-sum-exp of its scaled scores, which the backward uses to recompute the probabilities.
+//! Scale = 1/sqrt(D); causal: query i sees keys j <= i.
+//!
+//! The backward is two dispatches: `attention_bwd_dq` (per query tile: dQ, and delta = rowsum(dO * O)
+//! into a scratch tensor) then `attention_bwd_dkv` (per key tile: dK and dV). They write disjoint
+//! columns of one `dqkv` buffer, each element once: no atomics, deterministic.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{u32_of, want_dtype};
+use crate::device::cpu;
+use crate::device::{Device, Dispatch};
+use crate::error::{Error, Result};
+use crate::kernels::{groups_1d, Kernel};
+use crate::tensor::{DType, Tensor};
+
+/// Largest head dim D the kernels support (their workgroup tiles are sized for it).
+pub const MAX_HEAD_DIM: usize = 128;
+/// Owner rows per workgroup (queries in the forward and dQ kernels, keys in the dK/dV kernel).
+pub const TILE: usize = 16;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct AttentionParams {
+    pub batch: u32,
+    pub seq: u32,
+    pub heads: u32,
+    pub head_dim: u32,
+    /// 1: query i sees keys j <= i.
+    pub causal: u32,
+    /// Score scale, 1/sqrt(head_dim).
+    pub scale: f32,
+    /// Owner tiles per (b, h): ceil(seq / TILE).
+    pub tiles: u32,
+    /// tiles * batch * heads: workgroups with work.
+    pub groups: u32,
+}
+
+pub static ATTENTION_FWD: Kernel =
+    Kernel { shader: "attention", entry: "attention_fwd", cpu: cpu::attention::attention_fwd };
+pub static ATTENTION_BWD_DQ: Kernel =
+    Kernel { shader: "attention", entry: "attention_bwd_dq", cpu: cpu::attention::attention_bwd_dq };
+pub static ATTENTION_BWD_DKV: Kernel =
+    Kernel { shader: "attention", entry: "attention_bwd_dkv", cpu: cpu::attention::attention_bwd_dkv };
+
+/// (B, T, H, D) of a qkv tensor, checked.
+fn dims(op: &'static str, qkv: &Tensor, heads: usize) -> Result<(usize, usize, usize, usize)> {
+    want_dtype(op, qkv, DType::F32)?;
+    if qkv.rank() != 3 {
+        return Err(Error::invalid(
+            op,
+            format!("qkv of shape {:?} must be [B, T, 3*C] (rank 3), got rank {}", qkv.shape, qkv.rank()),
+        ));
+    }
+    if heads == 0 {
+        return Err(Error::invalid(op, format!("heads must be > 0 (qkv {:?})", qkv.shape)));
+    }
+    let (b, t, w) = (qkv.shape[0], qkv.shape[1], qkv.shape[2]);
+    if w == 0 || w % (3 * heads) != 0 {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "qkv of shape {:?}: last dim {w} must be a positive multiple of 3 * heads = {} (q, k, v of {heads} heads)",
+                qkv.shape,
+                3 * heads
+            ),
+        ));
+    }
+    let d = w / (3 * heads);
+    if d > MAX_HEAD_DIM {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "qkv of shape {:?} with {heads} heads has head dim {d}, over the supported {MAX_HEAD_DIM}",
+                qkv.shape
+            ),
+        ));
+    }
+    // Element offsets in the shaders are u32.
+    u32_of(op, "qkv elements", qkv.numel())?;
+    u32_of(op, "batch * heads * tiles", b.saturating_mul(heads).saturating_mul(t.div_ceil(TILE)))?;
+    Ok((b, t, heads, d))
+}
+
+fn params(b: usize, t: usize, h: usize, d: usize, causal: bool) -> AttentionParams {
+    let tiles = t.div_ceil(TILE);
+    AttentionParams {
+        batch: b as u32,
+        seq: t as u32,
+        heads: h as u32,
+        head_dim: d as u32,
+        causal: causal as u32,
+        scale: 1.0 / (d as f32).sqrt(),
+        tiles: tiles as u32,
+        groups: (tiles * b * h) as u32,
+    }
+}
+
+/// Checks an f32 tensor of the given shape (an argument of the backward) against qkv's.
+fn want(op: &'static str, what: &str, t: &Tensor, shape: &[usize], qkv: &Tensor) -> Result<()> {
+    want_dtype(op, t, DType::F32)?;
+    if t.shape != shape {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: qkv.shape.clone(),
+            rhs: t.shape.clone(),
+            hint: format!(" ({what} must be {shape:?} for qkv {:?})", qkv.shape),
+        });
+    }
+    Ok(())
+}
+
+/// Multi-head self-attention of `qkv` [B, T, 3C] with `heads` heads: returns `out` [B, T, C] and
+/// `lse` [B, H, T] (row log-sum-exp of the scaled scores, for `attention_backward`).
+pub fn attention(dev: &Device, qkv: &Tensor, heads: usize, causal: bool) -> Result<(Tensor, Tensor)> {
+    let op = "attention";
+    let (b, t, h, d) = dims(op, qkv, heads)?;
+    let out = Tensor::empty(dev, &[b, t, h * d], DType::F32)?;
+    let lse = Tensor::empty(dev, &[b, h, t], DType::F32)?;
+    if b * t == 0 {
+        return Ok((out, lse));
+    }
+    let p = params(b, t, h, d, causal);
+    let groups = groups_1d(p.groups as usize, 1, dev.max_groups_per_dim());
+    dev.dispatch(Dispatch::new(&ATTENTION_FWD, &p, &[&qkv.buf, &out.buf, &lse.buf], groups))?;
+    Ok((out, lse))
+}
+
+/// Backward of `attention`: from the forward's `qkv`, `out`, `lse` and the gradient `dout` of `out`,
+/// returns `dqkv` [B, T, 3C] in qkv's layout.
+pub fn attention_backward(
+    dev: &Device,
+    qkv: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    dout: &Tensor,
+    heads: usize,
+    causal: bool,
+) -> Result<Tensor> {
+    let op = "attention_backward";
+    let (b, t, h, d) = dims(op, qkv, heads)?;
+    want(op, "out", out, &[b, t, h * d], qkv)?;
+    want(op, "dout", dout, &[b, t, h * d], qkv)?;
+    want(op, "lse", lse, &[b, h, t], qkv)?;
+    let dqkv = Tensor::empty(dev, &qkv.shape, DType::F32)?;
+    if b * t == 0 {
+        return Ok(dqkv);
+    }
+    // delta = rowsum(dO * O) per (b, h, query): written by the dQ kernel, read by the dK/dV kernel.
+    let delta = Tensor::empty(dev, &[b, h, t], DType::F32)?;
+    let p = params(b, t, h, d, causal);
+    let groups = groups_1d(p.groups as usize, 1, dev.max_groups_per_dim());
+    dev.dispatch(Dispatch::new(
+        &ATTENTION_BWD_DQ,
+        &p,
+        &[&qkv.buf, &lse.buf, &dout.buf, &out.buf, &dqkv.buf, &delta.buf],
+        groups,
+    ))?;
+    dev.dispatch(Dispatch::new(
+        &ATTENTION_BWD_DKV,
+        &p,
+        &[&qkv.buf, &lse.buf, &dout.buf, &delta.buf, &dqkv.buf],
+        groups,
+    ))?;
+    Ok(dqkv)
+}
