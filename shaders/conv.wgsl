@@ -29,10 +29,7 @@
 // the batch into groups of images; each split writes its own partial sum (partial[z, co, ci, kh, kw]) and
 // a reduce::sum dispatch adds the splits in a fixed order: the result is deterministic (no atomics).
 
-const TM: u32 = 64u;  // rows of the result per workgroup (channels)
-const TN: u32 = 64u;  // columns of the result per workgroup (pixels; kernel taps for bwd_weight)
-const TK: u32 = 16u;  // depth of one workgroup-memory step
-const PITCH: u32 = 17u;  // row pitch of the shared tiles in vec4s (see matmul.wgsl)
+//#include "common/gemm_tile.wgsl"
 
 struct ConvParams {
     n: u32,
@@ -51,31 +48,6 @@ struct ConvParams {
     splits: u32,          // bwd_weight: z slices (partial sums)
     _pad0: u32,
     _pad1: u32,
-}
-
-// Shared tiles, k-major: as_[kk*PITCH + i/4][i%4] = A[m0+i, k0+kk], bs[kk*PITCH + j/4][j%4] = B[k0+kk, n0+j].
-var<workgroup> as_: array<vec4<f32>, TK * PITCH>;
-var<workgroup> bs: array<vec4<f32>, TK * PITCH>;
-
-// The 4x4 block of the result one thread accumulates (named vectors: see matmul.wgsl).
-struct Acc {
-    r0: vec4<f32>,
-    r1: vec4<f32>,
-    r2: vec4<f32>,
-    r3: vec4<f32>,
-}
-
-fn multiply_tiles(acc_in: Acc, tx: u32, ty: u32) -> Acc {
-    var acc = acc_in;
-    for (var kk = 0u; kk < TK; kk++) {
-        let av = as_[kk * PITCH + ty];
-        let bv = bs[kk * PITCH + tx];
-        acc.r0 += av.x * bv;
-        acc.r1 += av.y * bv;
-        acc.r2 += av.z * bv;
-        acc.r3 += av.w * bv;
-    }
-    return acc;
 }
 
 // Row I of the block (0..3).
