@@ -5,7 +5,7 @@
 // Every size below names the convolution in its forward direction: input x [n, ci, h, w], weights
 // w [co, ci, k, k], output y [n, co, ho, wo], ho = (h + 2 pad - k) / stride + 1 (floored).
 //
-// All three are implicit GEMMs with the tiling of shaders/matmul.wgsl (64 x 64 tile of the result per
+// All three are implicit GEMMs on the tiling core matmul.wgsl uses, common/gemm_tile.wgsl (64 x 64 tile per
 // workgroup, 16 x 16 threads with a 4 x 4 register block each, 16-deep steps through workgroup memory):
 //   conv2d_fwd         y[co, pixel]  = sum over (ci, kh, kw)            of w[co, ci, kh, kw] * x[...]
 //   conv2d_bwd_input   dx[ci, pixel] = sum over (co, th, tw)            of w[co, ci, kh, kw] * dy[...]
