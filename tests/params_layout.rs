@@ -44,7 +44,7 @@ fn params_softmax_match_naga() {
 #[test]
 fn params_rng_match_naga() {
     use tigel::ops::rng::*;
-    check!("rng", RngParams);
+    check!("rng", RngParams, RngStepParams);
 }
 
 #[test]
@@ -75,6 +75,18 @@ fn params_dropout_match_naga() {
 fn params_conv_match_naga() {
     use tigel::ops::conv::*;
     check!("conv", ConvParams);
+}
+
+#[test]
+fn params_sample_match_naga() {
+    use tigel::ops::sample::*;
+    check!("sample", SampleParams);
+}
+
+#[test]
+fn params_diffusion_match_naga() {
+    use tigel::ops::diffusion::*;
+    check!("diffusion", SchedParams, QSampleParams, EmbedParams, DdpmParams, DdimParams, VParams);
 }
 
 #[test]

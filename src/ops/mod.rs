@@ -3,6 +3,7 @@
 //! the `Kernel` definitions tying entry points to CPU twins, and the functions users call.
 
 pub mod conv;
+pub mod diffusion;
 pub mod dropout;
 pub mod elementwise;
 pub mod layout;
@@ -11,6 +12,7 @@ pub mod matmul;
 pub mod optim;
 pub mod reduce;
 pub mod rng;
+pub mod sample;
 pub mod softmax;
 
 use crate::device::{Device, Dispatch};
@@ -54,6 +56,16 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &rng::UNIFORM,
     &rng::NORMAL,
     &rng::PER_ELEMENT,
+    &rng::UNIFORM_STEP,
+    &rng::NORMAL_STEP,
+    &sample::GATHER_ROWS,
+    &sample::GATHER_LABELS,
+    &diffusion::SCHEDULE,
+    &diffusion::Q_SAMPLE,
+    &diffusion::TIMESTEP_EMBEDDING,
+    &diffusion::DDPM_STEP,
+    &diffusion::DDIM_STEP,
+    &diffusion::V_CONVERT,
     &softmax::SOFTMAX_ROWS,
 ];
 

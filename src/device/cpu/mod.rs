@@ -2,6 +2,7 @@
 //! running a whole dispatch on the host with rayon. Each file reads side by side with its shader.
 
 pub mod conv;
+pub mod diffusion;
 pub mod dropout;
 pub mod elementwise;
 pub mod fastmath;
@@ -12,6 +13,7 @@ pub mod matmul;
 pub mod optim;
 pub mod reduce;
 pub mod rng;
+pub mod sample;
 pub mod softmax;
 
 use rayon::prelude::*;
