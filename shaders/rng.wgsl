@@ -7,6 +7,7 @@
 // rounding where the CPU rounds twice; the two then differ by at most one rounding of scale * x.
 //#include "common/index.wgsl"
 //#include "common/philox.wgsl"
+//#include "common/stream_step.wgsl"
 
 const WG: u32 = 256u;
 
@@ -87,4 +88,52 @@ fn per_element(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     bits_out[i] = rng_bits_at(p.key, offset, i);
     bits_out[p.n + i] = bitcast<u32>(rng_uniform_at(p.key, offset, i));
     bits_out[2u * p.n + i] = bitcast<u32>(rng_normal_at(p.key, offset, i));
+}
+
+// Step-indexed draws (ops::rng::uniform_step, normal_step): output element i at training step s is element
+// s * stride + i of the seed's stream (s * stride in 64 bits, wrapping), s read from the step counter at run
+// time. The op requires stride to be a multiple of 4 (and at least n), so every step's window starts on a
+// counter block and invocation t handles block (s * stride) / 4 + t, like the block kernels above with
+// lane0 = 0.
+struct RngStepParams {
+    n: u32,                   // values to write
+    nblocks: u32,             // counter blocks covered (one invocation each)
+    shift: f32,               // uniform: lo; normal: 0
+    scale: f32,               // uniform: hi - lo; normal: 1
+    key: vec2<u32>,           // seed (lo, hi)
+    stride: vec2<u32>,        // stream elements per step, a multiple of 4 (lo, hi)
+}
+
+@group(0) @binding(0) var<uniform> sp: RngStepParams;
+@group(0) @binding(1) var<storage, read> step: array<u32>;
+@group(0) @binding(2) var<storage, read_write> step_out: array<f32>;
+
+// The four Philox words of invocation t's block at the current step.
+fn step_block_words(t: u32) -> vec4<u32> {
+    let block0 = rng_block_of(rng_step_offset(step[0], sp.stride), 0u);
+    return rng_bits4(sp.key, rng_add64(block0, t));
+}
+
+@compute @workgroup_size(256)
+fn uniform_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let t = flat_id(wid, nwg, lid, WG);
+    if t >= sp.nblocks { return; }
+    let u = rng_uniform_from_bits(step_block_words(t));
+    for (var l = 0u; l < 4u; l++) {
+        let i = t * 4u + l;
+        if i < sp.n { step_out[i] = sp.shift + sp.scale * u[l]; }
+    }
+}
+
+@compute @workgroup_size(256)
+fn normal_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let t = flat_id(wid, nwg, lid, WG);
+    if t >= sp.nblocks { return; }
+    let z = rng_normal_from_bits(step_block_words(t));
+    for (var l = 0u; l < 4u; l++) {
+        let i = t * 4u + l;
+        if i < sp.n { step_out[i] = sp.shift + sp.scale * z[l]; }
+    }
 }

@@ -409,3 +409,185 @@ fn bad_ranges_are_errors_naming_them() {
     let e = rng::normal(&cpu, &[5], 0, 0, f32::INFINITY, 1.0).unwrap_err().to_string();
     assert!(e.contains("mean inf"), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Step-indexed draws: element i at step s is stream element s * stride + i. Tolerances: normal_step and
+// uniform_step(0, 1) are compared bit for bit (integer Philox end to end, like the plain draws above);
+// other uniform ranges within one rounding of the product, as `scaled_draws_agree...`.
+
+/// Stride of 2^33 + 4 carries s * stride into the offset's high word from step 1 on.
+fn step_cases(rng: &mut Rng) -> Vec<(usize, u64, u32)> {
+    vec![
+        (1, 4, 0),
+        (3, 4, 1),
+        (5, 8, rng.next_u64() as u32 % 1000),
+        (1023, 1024, 7),
+        (4099, 4100, u32::MAX),
+        (17, (1u64 << 33) + 4, 3),
+        (64, rng.next_u64() & !3 | 64, rng.next_u64() as u32),
+    ]
+}
+
+#[test]
+fn normal_step_and_uniform_step_match_cpu_twin_bit_for_bit() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = cpu();
+    let mut rng = Rng::new(seed());
+    for (n, stride, s) in step_cases(&mut rng) {
+        let seed = rng.next_u64();
+        let what = format!("n {n} stride {stride:#x} step {s} seed {seed:#x}");
+        let z = |d: &Device| {
+            let st = tigel::ops::optim::step_counter(d, s).unwrap();
+            bits_of(&rng::normal_step(d, &[n], seed, stride, &st).unwrap().to_f32(d).unwrap())
+        };
+        assert_eq!(z(&gpu), z(&cpu), "normal_step {what}");
+        let u = |d: &Device, lo: f32, hi: f32| {
+            let st = tigel::ops::optim::step_counter(d, s).unwrap();
+            rng::uniform_step(d, &[n], seed, stride, lo, hi, &st).unwrap().to_f32(d).unwrap()
+        };
+        assert_eq!(bits_of(&u(&gpu, 0.0, 1.0)), bits_of(&u(&cpu, 0.0, 1.0)), "uniform_step {what}");
+        let unit = u(&cpu, 0.0, 1.0);
+        let (g, c) = (u(&gpu, -2.0, 3.5), u(&cpu, -2.0, 3.5));
+        for i in 0..n {
+            assert_eq!(c[i], -2.0 + 5.5 * unit[i], "cpu uniform_step(-2, 3.5) {what} element {i}");
+            let tol = f32::EPSILON * ((5.5 * unit[i]).abs() + c[i].abs());
+            assert!((g[i] - c[i]).abs() <= tol, "uniform_step(-2, 3.5) {what} element {i}: {} vs {}", g[i], c[i]);
+        }
+    }
+}
+
+#[test]
+fn step_draws_are_the_stream_at_step_times_stride() {
+    let mut devs = vec![cpu()];
+    devs.extend(gpu());
+    let mut rng = Rng::new(seed());
+    for d in &devs {
+        for (n, stride, s) in step_cases(&mut rng) {
+            let seed = rng.next_u64();
+            let offset = (s as u64).wrapping_mul(stride);
+            let what = format!("{}: n {n} stride {stride:#x} step {s}", d.name());
+            let st = tigel::ops::optim::step_counter(d, s).unwrap();
+            let z = rng::normal_step(d, &[n], seed, stride, &st).unwrap().to_f32(d).unwrap();
+            let want = rng::normal(d, &[n], seed, offset, 0.0, 1.0).unwrap().to_f32(d).unwrap();
+            assert_eq!(bits_of(&z), bits_of(&want), "normal_step {what}");
+            let u = rng::uniform_step(d, &[n], seed, stride, 0.0, 1.0, &st).unwrap().to_f32(d).unwrap();
+            let want = rng::uniform(d, &[n], seed, offset, 0.0, 1.0).unwrap().to_f32(d).unwrap();
+            assert_eq!(bits_of(&u), bits_of(&want), "uniform_step {what}");
+            // The step offset helper other twins use, against 64-bit arithmetic.
+            assert_eq!(crng::step_offset(s, crng::split64(stride)), crng::split64(offset), "step_offset {what}");
+        }
+    }
+}
+
+#[test]
+fn step_draws_into_existing_tensors_and_differ_between_steps() {
+    let mut devs = vec![cpu()];
+    devs.extend(gpu());
+    let mut rng = Rng::new(seed());
+    for d in &devs {
+        let (n, seed) = (103, rng.next_u64());
+        let stride = rng::step_stride(n);
+        assert_eq!(stride, 104);
+        let st = tigel::ops::optim::step_counter(d, 5).unwrap();
+        let out = tigel::Tensor::empty(d, &[103], tigel::DType::F32).unwrap();
+        rng::normal_step_into(d, &out, seed, stride, &st).unwrap();
+        let want = rng::normal_step(d, &[n], seed, stride, &st).unwrap().to_f32(d).unwrap();
+        assert_eq!(bits_of(&out.to_f32(d).unwrap()), bits_of(&want), "{}: normal_step_into", d.name());
+        rng::uniform_step_into(d, &out, seed, stride, 1.0, 2.0, &st).unwrap();
+        let want = rng::uniform_step(d, &[n], seed, stride, 1.0, 2.0, &st).unwrap().to_f32(d).unwrap();
+        assert_eq!(bits_of(&out.to_f32(d).unwrap()), bits_of(&want), "{}: uniform_step_into", d.name());
+        let at = |s: u32| {
+            let st = tigel::ops::optim::step_counter(d, s).unwrap();
+            rng::normal_step(d, &[n], seed, stride, &st).unwrap().to_f32(d).unwrap()
+        };
+        let (a, b, c) = (at(0), at(1), at(2));
+        assert_ne!(a, b, "{}: steps 0 and 1", d.name());
+        assert_ne!(b, c, "{}: steps 1 and 2", d.name());
+        // Adjacent steps use adjacent windows: step 1's first values continue step 0's stream.
+        let long = rng::normal(d, &[2 * n + 1], seed, 0, 0.0, 1.0).unwrap().to_f32(d).unwrap();
+        assert_eq!(bits_of(&a), bits_of(&long[..n]));
+        assert_eq!(bits_of(&b), bits_of(&long[104..104 + n]));
+    }
+}
+
+/// The point of the step counter: a recorded draw followed by `advance_step` gives the next step's numbers
+/// at each replay, equal to the eager draw at that step.
+#[test]
+fn replayed_step_draws_follow_the_advanced_step_counter() {
+    let mut devs = vec![cpu()];
+    devs.extend(gpu());
+    let mut rng = Rng::new(seed());
+    for d in &devs {
+        let (n, seed, s0) = (257, rng.next_u64(), rng.next_u64() as u32 % 1000);
+        let stride = rng::step_stride(n);
+        let step = tigel::ops::optim::step_counter(d, s0).unwrap();
+        let z = tigel::Tensor::empty(d, &[n], tigel::DType::F32).unwrap();
+        let u = tigel::Tensor::empty(d, &[n], tigel::DType::F32).unwrap();
+        let ((), rec) = d
+            .capture(|| {
+                rng::normal_step_into(d, &z, seed, stride, &step)?;
+                rng::uniform_step_into(d, &u, seed ^ 1, stride, 0.0, 1.0, &step)?;
+                tigel::ops::optim::advance_step(d, &step, 1)
+            })
+            .unwrap();
+        let mut seen = Vec::new();
+        for k in 0..3u32 {
+            d.replay(&rec).unwrap();
+            let got = z.to_f32(d).unwrap();
+            let eager_step = tigel::ops::optim::step_counter(d, s0 + k).unwrap();
+            let want = rng::normal_step(d, &[n], seed, stride, &eager_step).unwrap().to_f32(d).unwrap();
+            assert_eq!(bits_of(&got), bits_of(&want), "{}: replay {k}", d.name());
+            let want = rng::uniform_step(d, &[n], seed ^ 1, stride, 0.0, 1.0, &eager_step).unwrap().to_f32(d).unwrap();
+            assert_eq!(bits_of(&u.to_f32(d).unwrap()), bits_of(&want), "{}: uniform replay {k}", d.name());
+            assert!(!seen.contains(&got), "{}: replay {k} repeats an earlier draw", d.name());
+            seen.push(got);
+        }
+        assert_eq!(step.to_u32(d).unwrap(), vec![s0 + 3]);
+    }
+}
+
+#[test]
+fn step_draw_statistics_on_1e5_samples() {
+    // Mean within 5 standard errors (1 / sqrt(n)), variance within 5 standard errors (sqrt(2 / n) for a
+    // normal, sqrt(1 / 180 / n) for a unit uniform).
+    let mut devs = vec![cpu()];
+    devs.extend(gpu());
+    let mut rng = Rng::new(seed());
+    let n = 100_000;
+    for d in &devs {
+        let st = tigel::ops::optim::step_counter(d, rng.next_u64() as u32).unwrap();
+        let seed = rng.next_u64();
+        let z = rng::normal_step(d, &[n], seed, rng::step_stride(n), &st).unwrap().to_f32(d).unwrap();
+        let mean = z.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+        let var = z.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+        eprintln!("{}: normal_step mean {mean:.5} variance {var:.5}", d.name());
+        assert!(mean.abs() < 5.0 / (n as f64).sqrt(), "{}: mean {mean}", d.name());
+        assert!((var - 1.0).abs() < 5.0 * (2.0 / n as f64).sqrt(), "{}: variance {var}", d.name());
+        let u = rng::uniform_step(d, &[n], seed, rng::step_stride(n), 0.0, 1.0, &st).unwrap().to_f32(d).unwrap();
+        let mean = u.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+        let var = u.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!((mean - 0.5).abs() < 5.0 * (1.0 / 12.0 / n as f64).sqrt(), "{}: uniform mean {mean}", d.name());
+        assert!((var - 1.0 / 12.0).abs() < 5.0 * (1.0 / 180.0 / n as f64).sqrt(), "{}: uniform var {var}", d.name());
+    }
+}
+
+#[test]
+fn bad_step_draws_are_errors_naming_them() {
+    let cpu = Device::cpu();
+    let st = tigel::ops::optim::step_counter(&cpu, 0).unwrap();
+    let fstep = tigel::Tensor::from_f32(&cpu, &[1], &[0.0]).unwrap();
+    let e = rng::normal_step(&cpu, &[4], 0, 4, &fstep).unwrap_err().to_string();
+    assert!(e.contains("step counter") && e.contains("f32"), "{e}");
+    let two = tigel::Tensor::from_u32(&cpu, &[2], &[0, 0]).unwrap();
+    let e = rng::uniform_step(&cpu, &[4], 0, 4, 0.0, 1.0, &two).unwrap_err().to_string();
+    assert!(e.contains("step counter") && e.contains("[2]"), "{e}");
+    let e = rng::normal_step(&cpu, &[2, 3], 0, 4, &st).unwrap_err().to_string();
+    assert!(e.contains("stride 4") && e.contains("[2, 3]") && e.contains("gives 8"), "{e}");
+    let e = rng::normal_step(&cpu, &[5], 0, 6, &st).unwrap_err().to_string();
+    assert!(e.contains("stride 6") && e.contains("multiple of 4"), "{e}");
+    let e = rng::uniform_step(&cpu, &[5], 0, 8, 1.0, 0.0, &st).unwrap_err().to_string();
+    assert!(e.contains("[1, 0)") && e.contains("[5]"), "{e}");
+    let u = tigel::Tensor::from_u32(&cpu, &[4], &[0; 4]).unwrap();
+    let e = rng::normal_step_into(&cpu, &u, 0, 4, &st).unwrap_err().to_string();
+    assert!(e.contains("u32") && e.contains("f32"), "{e}");
+}

@@ -44,7 +44,7 @@ fn params_softmax_match_naga() {
 #[test]
 fn params_rng_match_naga() {
     use tigel::ops::rng::*;
-    check!("rng", RngParams);
+    check!("rng", RngParams, RngStepParams);
 }
 
 #[test]
@@ -93,6 +93,18 @@ fn params_embedding_match_naga() {
 fn params_batch_match_naga() {
     use tigel::ops::batch::*;
     check!("batch", WindowParams);
+}
+
+#[test]
+fn params_sample_match_naga() {
+    use tigel::ops::sample::*;
+    check!("sample", SampleParams);
+}
+
+#[test]
+fn params_diffusion_match_naga() {
+    use tigel::ops::diffusion::*;
+    check!("diffusion", SchedParams, QSampleParams, EmbedParams, DdpmParams, DdimParams, VParams);
 }
 
 #[test]

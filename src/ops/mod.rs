@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod batch;
 pub mod conv;
+pub mod diffusion;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
@@ -15,6 +16,7 @@ pub mod norm;
 pub mod optim;
 pub mod reduce;
 pub mod rng;
+pub mod sample;
 pub mod softmax;
 
 use crate::device::{Device, Dispatch};
@@ -61,6 +63,16 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &rng::UNIFORM,
     &rng::NORMAL,
     &rng::PER_ELEMENT,
+    &rng::UNIFORM_STEP,
+    &rng::NORMAL_STEP,
+    &sample::GATHER_ROWS,
+    &sample::GATHER_LABELS,
+    &diffusion::SCHEDULE,
+    &diffusion::Q_SAMPLE,
+    &diffusion::TIMESTEP_EMBEDDING,
+    &diffusion::DDPM_STEP,
+    &diffusion::DDIM_STEP,
+    &diffusion::V_CONVERT,
     &softmax::SOFTMAX_ROWS,
     &norm::LAYER_NORM_FWD,
     &norm::LAYER_NORM_BWD_DX,

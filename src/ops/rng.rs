@@ -7,10 +7,16 @@
 //! apply `shift + scale * x` in f32, which a GPU driver may fuse into one rounding: those agree to within
 //! one rounding of `scale * x` (test: kernels_rng.rs). Use `RngState` to hand out offsets so that two draws
 //! never reuse a stream.
+//!
+//! Step-indexed draws (`normal_step`, `uniform_step`) read the training step s from the step counter (a
+//! one-word u32 tensor, ops::optim::step_counter) at run time: element i is element s * stride + i of the
+//! seed's stream. A recorded training step therefore draws new numbers at each replay once the counter is
+//! advanced (ops::optim::advance_step). Give each such draw a seed of its own (the stream offsets count up
+//! from 0 with the step, so two draws on one seed overlap unless their windows are laid out by hand).
 
 use bytemuck::{Pod, Zeroable};
 
-use super::launch_1d;
+use super::{launch_1d, want_dtype};
 use crate::device::cpu;
 use crate::device::cpu::rng::split64;
 use crate::device::Device;
@@ -39,6 +45,19 @@ pub static BITS: Kernel = Kernel { shader: "rng", entry: "bits", cpu: cpu::rng::
 pub static UNIFORM: Kernel = Kernel { shader: "rng", entry: "uniform_f32", cpu: cpu::rng::uniform_f32 };
 pub static NORMAL: Kernel = Kernel { shader: "rng", entry: "normal", cpu: cpu::rng::normal };
 pub static PER_ELEMENT: Kernel = Kernel { shader: "rng", entry: "per_element", cpu: cpu::rng::per_element };
+pub static UNIFORM_STEP: Kernel = Kernel { shader: "rng", entry: "uniform_step", cpu: cpu::rng::uniform_step };
+pub static NORMAL_STEP: Kernel = Kernel { shader: "rng", entry: "normal_step", cpu: cpu::rng::normal_step };
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct RngStepParams {
+    pub n: u32,
+    pub nblocks: u32,
+    pub shift: f32,
+    pub scale: f32,
+    pub key: [u32; 2],
+    pub stride: [u32; 2],
+}
 
 /// Dispatches `k` writing `n` values that start at lane `lane0` of counter block `block0`.
 #[allow(clippy::too_many_arguments)]
@@ -144,6 +163,126 @@ pub fn per_element(dev: &Device, n: usize, seed: u64, offset: u64) -> Result<Ten
     };
     launch_1d(dev, &PER_ELEMENT, &p, &[&out.buf], n)?;
     Ok(out)
+}
+
+/// The smallest stride a step-indexed draw of `n` values may use: n rounded up to a multiple of 4.
+pub fn step_stride(n: usize) -> u64 {
+    (n as u64).div_ceil(4) * 4
+}
+
+/// Checks the step counter: one u32 word.
+pub(crate) fn want_step_counter(op: &'static str, step: &Tensor) -> Result<()> {
+    if step.dtype != DType::U32 || step.numel() != 1 {
+        return Err(Error::invalid(
+            op,
+            format!("step must be the one-word u32 step counter, got {} of shape {:?}", step.dtype.name(), step.shape),
+        ));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch_step(
+    dev: &Device,
+    op: &'static str,
+    k: &'static Kernel,
+    out: &Tensor,
+    seed: u64,
+    stride: u64,
+    shift: f32,
+    scale: f32,
+    step: &Tensor,
+) -> Result<()> {
+    want_dtype(op, out, DType::F32)?;
+    want_step_counter(op, step)?;
+    let n = out.numel();
+    if n > MAX_VALUES {
+        return Err(Error::invalid(
+            op,
+            format!("shape {:?} has {n} elements, over the {MAX_VALUES} one op draws", out.shape),
+        ));
+    }
+    if stride < n as u64 || !stride.is_multiple_of(4) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "stride {stride} for shape {:?} must be a multiple of 4 and at least its {n} elements (step_stride \
+                 gives {})",
+                out.shape,
+                step_stride(n)
+            ),
+        ));
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let nblocks = n.div_ceil(4);
+    let p = RngStepParams {
+        n: n as u32,
+        nblocks: nblocks as u32,
+        shift,
+        scale,
+        key: split64(seed),
+        stride: split64(stride),
+    };
+    launch_1d(dev, k, &p, &[&step.buf, &out.buf], nblocks)
+}
+
+fn check_range(op: &'static str, shape: &[usize], lo: f32, hi: f32) -> Result<()> {
+    if !(lo.is_finite() && hi.is_finite() && lo <= hi && (hi - lo).is_finite()) {
+        return Err(Error::invalid(
+            op,
+            format!("range [{lo}, {hi}) for shape {shape:?}: needs finite lo <= hi with finite hi - lo"),
+        ));
+    }
+    Ok(())
+}
+
+/// Standard normal f32 at the step held in `step` (one-word u32 step counter): element i at step s is
+/// element s * stride + i of stream `seed` (s * stride in 64 bits, wrapping), so `normal_step` at step s equals
+/// `normal(dev, shape, seed, s * stride, 0.0, 1.0)`, bit for bit on every device. `stride` must be a multiple
+/// of 4 and at least the number of elements (`step_stride`).
+pub fn normal_step(dev: &Device, shape: &[usize], seed: u64, stride: u64, step: &Tensor) -> Result<Tensor> {
+    let out = Tensor::empty(dev, shape, DType::F32)?;
+    normal_step_into(dev, &out, seed, stride, step)?;
+    Ok(out)
+}
+
+/// `normal_step` written into `out` (f32), for recorded steps whose buffers are allocated beforehand.
+pub fn normal_step_into(dev: &Device, out: &Tensor, seed: u64, stride: u64, step: &Tensor) -> Result<()> {
+    launch_step(dev, "rng::normal_step", &NORMAL_STEP, out, seed, stride, 0.0, 1.0, step)
+}
+
+/// Uniform f32 in [lo, hi) at the step held in `step`: `lo + (hi - lo) * u`, u being element s * stride + i
+/// of stream `seed` as in `uniform`. With (0, 1) bit-identical on every device; other ranges as `uniform`.
+#[allow(clippy::too_many_arguments)]
+pub fn uniform_step(
+    dev: &Device,
+    shape: &[usize],
+    seed: u64,
+    stride: u64,
+    lo: f32,
+    hi: f32,
+    step: &Tensor,
+) -> Result<Tensor> {
+    check_range("rng::uniform_step", shape, lo, hi)?;
+    let out = Tensor::empty(dev, shape, DType::F32)?;
+    uniform_step_into(dev, &out, seed, stride, lo, hi, step)?;
+    Ok(out)
+}
+
+/// `uniform_step` written into `out` (f32).
+pub fn uniform_step_into(
+    dev: &Device,
+    out: &Tensor,
+    seed: u64,
+    stride: u64,
+    lo: f32,
+    hi: f32,
+    step: &Tensor,
+) -> Result<()> {
+    check_range("rng::uniform_step", &out.shape, lo, hi)?;
+    launch_step(dev, "rng::uniform_step", &UNIFORM_STEP, out, seed, stride, lo, hi - lo, step)
 }
 
 /// Hands out stream offsets for one seed so that no two draws share random numbers. Each draw advances

@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod batch;
 pub mod conv;
+pub mod diffusion;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
@@ -16,6 +17,7 @@ pub mod norm;
 pub mod optim;
 pub mod reduce;
 pub mod rng;
+pub mod sample;
 pub mod softmax;
 
 use rayon::prelude::*;

@@ -11,7 +11,7 @@
 
 use super::par_chunks;
 use crate::kernels::CpuArgs;
-use crate::ops::rng::RngParams;
+use crate::ops::rng::{RngParams, RngStepParams};
 
 pub const PHILOX_M0: u32 = 0xD251_1F53;
 pub const PHILOX_M1: u32 = 0xCD9E_8D57;
@@ -220,6 +220,40 @@ pub fn normal_at(seed: [u32; 2], offset: [u32; 2], i: u32) -> f32 {
     z[lane & 1]
 }
 
+/// step * stride in 64 bits (wrapping), stride as (lo, hi): `rng_step_offset` of
+/// shaders/common/stream_step.wgsl, the stream offset of a step-indexed draw at training step `step`.
+pub fn step_offset(step: u32, stride: [u32; 2]) -> [u32; 2] {
+    let lo = mul32x32(step, stride[0]);
+    [lo.0, lo.1.wrapping_add(step.wrapping_mul(stride[1]))]
+}
+
+/// `normal_at(seed, offset, i)` for a run of increasing i, computing each counter block once: what a CPU
+/// twin calls where its shader calls `rng_normal_at` per element (same values, fewer Philox blocks).
+pub struct NormalStream {
+    seed: [u32; 2],
+    offset: [u32; 2],
+    cached: Option<([u32; 2], [f32; 4])>,
+}
+
+impl NormalStream {
+    pub fn new(seed: [u32; 2], offset: [u32; 2]) -> NormalStream {
+        NormalStream { seed, offset, cached: None }
+    }
+
+    pub fn at(&mut self, i: u32) -> f32 {
+        let b = block_of(self.offset, i);
+        let z4 = match self.cached {
+            Some((cb, z4)) if cb == b => z4,
+            _ => {
+                let z4 = normal4(self.seed, b);
+                self.cached = Some((b, z4));
+                z4
+            }
+        };
+        z4[lane_of(self.offset, i)]
+    }
+}
+
 /// The four Philox words of invocation t's block.
 fn block_words(p: &RngParams, t: u32) -> [u32; 4] {
     let b = add64(p.block0, t);
@@ -283,4 +317,46 @@ pub fn per_element(args: &mut CpuArgs) {
     par_chunks(z, |s, ch| {
         ch.iter_mut().enumerate().for_each(|(k, o)| *o = normal_at(p.key, offset, (s + k) as u32).to_bits())
     });
+}
+
+/// The four Philox words of invocation t's block at step `step` (the shader's `step_block_words`).
+fn step_block_words(p: &RngStepParams, step: u32, t: u32) -> [u32; 4] {
+    let block0 = block_of(step_offset(step, p.stride), 0);
+    bits4(p.key, add64(block0, t))
+}
+
+/// Invocation t writes lanes 4t..4t + 4 of the output; each parallel chunk computes a block once.
+fn fill_step(p: &RngStepParams, step: u32, out: &mut [f32], values: impl Fn([u32; 4]) -> [f32; 4] + Sync + Send) {
+    par_chunks(&mut out[..p.n as usize], |s, ch| {
+        let mut cached: Option<(u32, [f32; 4])> = None;
+        for (k, o) in ch.iter_mut().enumerate() {
+            let i = (s + k) as u32;
+            let t = i >> 2;
+            let v = match cached {
+                Some((ct, v)) if ct == t => v,
+                _ => {
+                    let v = values(step_block_words(p, step, t));
+                    cached = Some((t, v));
+                    v
+                }
+            };
+            *o = v[(i & 3) as usize];
+        }
+    });
+}
+
+/// Bindings: params, step (read, u32, one word), step_out (read_write, f32).
+pub fn uniform_step(args: &mut CpuArgs) {
+    let p: RngStepParams = args.params();
+    let step = args.u32_in(0)[0];
+    let out = args.f32_out(0);
+    fill_step(&p, step, out, |x| uniform_from_bits(x).map(|u| p.shift + p.scale * u));
+}
+
+/// Bindings: params, step (read, u32, one word), step_out (read_write, f32).
+pub fn normal_step(args: &mut CpuArgs) {
+    let p: RngStepParams = args.params();
+    let step = args.u32_in(0)[0];
+    let out = args.f32_out(0);
+    fill_step(&p, step, out, |x| normal_from_bits(x).map(|z| p.shift + p.scale * z));
 }
