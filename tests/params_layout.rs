@@ -107,3 +107,9 @@ fn every_entry_point_has_a_kernel_with_a_cpu_twin() {
         k.info().unwrap_or_else(|e| panic!("{}: {e}", k.name()));
     }
 }
+
+#[test]
+fn params_chnorm_match_naga() {
+    use tigel::ops::chnorm::*;
+    check!("chnorm", ChnormParams, RunningParams);
+}

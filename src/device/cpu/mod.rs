@@ -2,6 +2,7 @@
 //! running a whole dispatch on the host with rayon. Each file reads side by side with its shader.
 
 pub mod batch;
+pub mod chnorm;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;
