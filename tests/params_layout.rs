@@ -125,3 +125,9 @@ fn params_attention_match_naga() {
     use tigel::ops::attention::*;
     check!("attention", AttentionParams);
 }
+
+#[test]
+fn params_chnorm_match_naga() {
+    use tigel::ops::chnorm::*;
+    check!("chnorm", ChnormParams, RunningParams);
+}

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod batch;
+pub mod chnorm;
 pub mod conv;
 pub mod diffusion;
 pub mod dropout;
@@ -81,6 +82,14 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &embedding::EMBEDDING_FWD,
     &embedding::EMBEDDING_BWD,
     &batch::TEXT_WINDOWS,
+    &chnorm::CHNORM_STATS_PARTIAL,
+    &chnorm::CHNORM_STATS_FINAL,
+    &chnorm::CHNORM_APPLY,
+    &chnorm::CHNORM_BWD_PARTIAL,
+    &chnorm::CHNORM_BWD_PARAMS,
+    &chnorm::CHNORM_BWD_COEFFS,
+    &chnorm::CHNORM_BWD_DX,
+    &chnorm::CHNORM_UPDATE_RUNNING,
 ];
 
 pub(crate) fn want_dtype(op: &'static str, t: &Tensor, want: DType) -> Result<()> {

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod batch;
+pub mod chnorm;
 pub mod conv;
 pub mod diffusion;
 pub mod dropout;

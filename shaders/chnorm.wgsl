@@ -1,0 +1,302 @@
+// Channel norms over NCHW: batch norm (statistics per channel over N·H·W) and group norm (statistics per
+// sample and group of cg = C/G channels over cg·H·W), with their backward. x is viewed as N·C planes of
+// HW = H·W contiguous elements; plane p = n·C + c.
+//
+// Stat groups: batch norm has T = C of them (t = c), group norm T = N·G (t = n·G + c / cg). Both are
+// described by cg (1 for batch norm) and per_sample (0 for batch norm, 1 for group norm).
+//
+// Reductions are deterministic without atomics: every plane is cut into K interleaved chunks (chunk k
+// holds elements k, k + K, k + 2K, ..., so the K threads of one plane read adjacent words), one thread
+// per (plane, chunk) writes a partial into [P, 2, K] (the first field of the K chunks, then the second),
+// and one thread per stat group or channel combines its partials in a fixed order: for each sample in
+// order, the group's planes in order, each plane's chunks in order, into a per-sample accumulator that is
+// added to the total.
+//
+// chnorm_stats_partial: chunk mean and M2 = Σ (x - chunk mean)² (two passes over the chunk).
+// chnorm_stats_final:   mean = Σ n_k mean_k / M, var = (Σ M2_k + Σ n_k (mean_k - mean)²) / M (biased),
+//                       rstd = 1 / sqrt(var + eps). Two passes over the partials keep the variance
+//                       accurate when |mean| >> std, as a two-pass variance over x would.
+// chnorm_apply:         y = (x - mean) · rstd · gamma + beta; with var_in, the rstd binding holds variances
+//                       and rstd = 1 / sqrt(var + eps) (batch norm in eval mode, from running statistics).
+// chnorm_bwd_partial:   chunk Σ dy and Σ dy · x̂, x̂ = (x - mean) · rstd.
+// chnorm_bwd_params:    per channel over all samples: dbeta = Σ dy, dgamma = Σ dy · x̂.
+// chnorm_bwd_coeffs:    per stat group: ab = (mean(g), mean(g · x̂)) with g = dy · gamma.
+// chnorm_bwd_dx:        dx = rstd · (g - mean(g) - x̂ · mean(g · x̂)).
+// chnorm_update_running: running = (1 - m) · running + m · batch, per channel, in place; the batch variance
+//                       comes from rstd and eps, unbiased by count / (count - 1).
+//#include "common/index.wgsl"
+
+const WG: u32 = 256u;
+const WG_SMALL: u32 = 64u;
+
+struct ChnormParams {
+    n: u32,
+    c: u32,
+    hw: u32,
+    chunks: u32,      // K, chunks per plane: 1 <= K <= HW
+    cg: u32,          // channels per stat group
+    per_sample: u32,  // 1: group norm (stats per sample), 0: batch norm (stats over the batch)
+    var_in: u32,      // chnorm_apply: 1 when the rstd binding holds variances
+    _pad0: u32,
+    eps: f32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
+}
+
+@group(0) @binding(0) var<uniform> cp: ChnormParams;
+
+// Stat group of plane (n, c).
+fn stat_index(n: u32, c: u32) -> u32 {
+    return select(0u, n * (cp.c / cp.cg), cp.per_sample == 1u) + c / cp.cg;
+}
+
+fn stat_groups() -> u32 {
+    return select(1u, cp.n, cp.per_sample == 1u) * (cp.c / cp.cg);
+}
+
+// Elements of chunk k of a plane: k, k + K, ... below HW.
+fn chunk_len(k: u32) -> u32 {
+    return (cp.hw - k + cp.chunks - 1u) / cp.chunks;
+}
+
+// Stat group t spans samples n0 .. n0 + rn and channels c0 .. c0 + cg of each.
+fn group_n0(t: u32) -> u32 {
+    return select(0u, t / (cp.c / cp.cg), cp.per_sample == 1u);
+}
+fn group_rn() -> u32 {
+    return select(cp.n, 1u, cp.per_sample == 1u);
+}
+fn group_c0(t: u32) -> u32 {
+    return (t % (cp.c / cp.cg)) * cp.cg;
+}
+
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sp_part: array<f32>;
+
+@compute @workgroup_size(64)
+fn chnorm_stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG_SMALL);
+    let kk = cp.chunks;
+    if i >= cp.n * cp.c * kk { return; }  // the op keeps 2 · P · K below 2^32
+    let p = i / kk;
+    let k = i - p * kk;
+    let base = p * cp.hw;
+    var s = 0.0;
+    for (var e = k; e < cp.hw; e += kk) {
+        s += x[base + e];
+    }
+    let m = s / f32(chunk_len(k));
+    var q = 0.0;
+    for (var e = k; e < cp.hw; e += kk) {
+        let d = x[base + e] - m;
+        q += d * d;
+    }
+    sp_part[2u * p * kk + k] = m;
+    sp_part[(2u * p + 1u) * kk + k] = q;
+}
+
+@group(0) @binding(1) var<storage, read> sf_part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sf_mean: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sf_rstd: array<f32>;
+
+@compute @workgroup_size(64)
+fn chnorm_stats_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let t = flat_id(wid, nwg, lid, WG_SMALL);
+    if t >= stat_groups() { return; }
+    let kk = cp.chunks;
+    let n0 = group_n0(t);
+    let rn = group_rn();
+    let c0 = group_c0(t);
+    let count = f32(rn * cp.cg * cp.hw);
+
+    var tot = 0.0;
+    for (var r = 0u; r < rn; r++) {
+        var acc = 0.0;
+        for (var j = 0u; j < cp.cg; j++) {
+            let b = 2u * ((n0 + r) * cp.c + c0 + j) * kk;
+            for (var k = 0u; k < kk; k++) {
+                acc += f32(chunk_len(k)) * sf_part[b + k];
+            }
+        }
+        tot += acc;
+    }
+    let mean = tot / count;
+
+    var m2 = 0.0;
+    for (var r = 0u; r < rn; r++) {
+        var acc = 0.0;
+        for (var j = 0u; j < cp.cg; j++) {
+            let b = 2u * ((n0 + r) * cp.c + c0 + j) * kk;
+            for (var k = 0u; k < kk; k++) {
+                let d = sf_part[b + k] - mean;
+                acc += sf_part[b + kk + k] + f32(chunk_len(k)) * (d * d);
+            }
+        }
+        m2 += acc;
+    }
+    sf_mean[t] = mean;
+    sf_rstd[t] = 1.0 / sqrt(m2 / count + cp.eps);
+}
+
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> beta: array<f32>;
+@group(0) @binding(4) var<storage, read> ap_mean: array<f32>;
+@group(0) @binding(5) var<storage, read> ap_rstd: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(256)
+fn chnorm_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= cp.n * cp.c * cp.hw { return; }
+    let p = i / cp.hw;
+    let n = p / cp.c;
+    let c = p - n * cp.c;
+    let t = stat_index(n, c);
+    var rs = ap_rstd[t];
+    if cp.var_in == 1u {
+        rs = 1.0 / sqrt(rs + cp.eps);
+    }
+    y[i] = (x[i] - ap_mean[t]) * rs * gamma[c] + beta[c];
+}
+
+@group(0) @binding(2) var<storage, read> bp_mean: array<f32>;
+@group(0) @binding(3) var<storage, read> bp_rstd: array<f32>;
+@group(0) @binding(4) var<storage, read> bp_dy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> bp_part: array<f32>;
+
+@compute @workgroup_size(64)
+fn chnorm_bwd_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG_SMALL);
+    let kk = cp.chunks;
+    if i >= cp.n * cp.c * kk { return; }
+    let p = i / kk;
+    let k = i - p * kk;
+    let n = p / cp.c;
+    let t = stat_index(n, p - n * cp.c);
+    let m = bp_mean[t];
+    let rs = bp_rstd[t];
+    let base = p * cp.hw;
+    var s1 = 0.0;
+    var s2 = 0.0;
+    for (var e = k; e < cp.hw; e += kk) {
+        let d = bp_dy[base + e];
+        s1 += d;
+        s2 += d * ((x[base + e] - m) * rs);
+    }
+    bp_part[2u * p * kk + k] = s1;
+    bp_part[(2u * p + 1u) * kk + k] = s2;
+}
+
+@group(0) @binding(1) var<storage, read> pp_part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dgamma: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dbeta: array<f32>;
+
+@compute @workgroup_size(64)
+fn chnorm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let c = flat_id(wid, nwg, lid, WG_SMALL);
+    if c >= cp.c { return; }
+    let kk = cp.chunks;
+    var db = 0.0;
+    var dg = 0.0;
+    for (var n = 0u; n < cp.n; n++) {
+        let b = 2u * (n * cp.c + c) * kk;
+        var a1 = 0.0;
+        var a2 = 0.0;
+        for (var k = 0u; k < kk; k++) {
+            a1 += pp_part[b + k];
+            a2 += pp_part[b + kk + k];
+        }
+        db += a1;
+        dg += a2;
+    }
+    dgamma[c] = dg;
+    dbeta[c] = db;
+}
+
+@group(0) @binding(1) var<storage, read> bc_part: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bc_ab: array<f32>;
+
+@compute @workgroup_size(64)
+fn chnorm_bwd_coeffs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let t = flat_id(wid, nwg, lid, WG_SMALL);
+    if t >= stat_groups() { return; }
+    let kk = cp.chunks;
+    let n0 = group_n0(t);
+    let rn = group_rn();
+    let c0 = group_c0(t);
+    let count = f32(rn * cp.cg * cp.hw);
+    var sa = 0.0;
+    var sb = 0.0;
+    for (var r = 0u; r < rn; r++) {
+        var ra = 0.0;
+        var rb = 0.0;
+        for (var j = 0u; j < cp.cg; j++) {
+            let b = 2u * ((n0 + r) * cp.c + c0 + j) * kk;
+            var a1 = 0.0;
+            var a2 = 0.0;
+            for (var k = 0u; k < kk; k++) {
+                a1 += bc_part[b + k];
+                a2 += bc_part[b + kk + k];
+            }
+            let g = gamma[c0 + j];
+            ra += g * a1;
+            rb += g * a2;
+        }
+        sa += ra;
+        sb += rb;
+    }
+    bc_ab[2u * t] = sa / count;
+    bc_ab[2u * t + 1u] = sb / count;
+}
+
+@group(0) @binding(3) var<storage, read> dx_mean: array<f32>;
+@group(0) @binding(4) var<storage, read> dx_rstd: array<f32>;
+@group(0) @binding(5) var<storage, read> dx_dy: array<f32>;
+@group(0) @binding(6) var<storage, read> dx_ab: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dx: array<f32>;
+
+@compute @workgroup_size(256)
+fn chnorm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= cp.n * cp.c * cp.hw { return; }
+    let p = i / cp.hw;
+    let n = p / cp.c;
+    let c = p - n * cp.c;
+    let t = stat_index(n, c);
+    let rs = dx_rstd[t];
+    let xh = (x[i] - dx_mean[t]) * rs;
+    dx[i] = rs * (dx_dy[i] * gamma[c] - dx_ab[2u * t] - xh * dx_ab[2u * t + 1u]);
+}
+
+struct RunningParams {
+    c: u32,
+    momentum: f32,
+    eps: f32,
+    unbias: f32,  // count / (count - 1)
+}
+
+@group(0) @binding(0) var<uniform> rp: RunningParams;
+@group(0) @binding(1) var<storage, read> ur_mean: array<f32>;
+@group(0) @binding(2) var<storage, read> ur_rstd: array<f32>;
+@group(0) @binding(3) var<storage, read_write> running_mean: array<f32>;
+@group(0) @binding(4) var<storage, read_write> running_var: array<f32>;
+
+@compute @workgroup_size(64)
+fn chnorm_update_running(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let c = flat_id(wid, nwg, lid, WG_SMALL);
+    if c >= rp.c { return; }
+    let rs = ur_rstd[c];
+    let var_b = max(1.0 / (rs * rs) - rp.eps, 0.0);
+    let m = rp.momentum;
+    running_mean[c] = (1.0 - m) * running_mean[c] + m * ur_mean[c];
+    running_var[c] = (1.0 - m) * running_var[c] + m * (var_b * rp.unbias);
+}

@@ -1,0 +1,391 @@
+//! Channel norms over NCHW tensors: batch norm (training with batch statistics, the running-statistics
+//! update, eval mode) and group norm, with their backward. Kernels: shaders/chnorm.wgsl; CPU twins:
+//! device/cpu/chnorm.rs.
+//!
+//! x is f32 [N, C, H, W], or [N, C] read as H = W = 1 (batch norm after a linear layer); gamma and beta are
+//! f32 [C]. Batch norm normalises each channel over N·H·W, group norm each (sample, group of C/G channels)
+//! over (C/G)·H·W; both use the biased variance and save mean and rstd = 1 / sqrt(var + eps) for the
+//! backward (batch norm: [C]; group norm: [N·G], sample-major). Every reduction sums partials in a fixed
+//! order (no float atomics), so results are deterministic run to run on every device.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{launch_1d, u32_of, want_dtype};
+use crate::device::cpu;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::kernels::Kernel;
+use crate::tensor::{DType, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct ChnormParams {
+    pub n: u32,
+    pub c: u32,
+    /// H·W, elements per plane.
+    pub hw: u32,
+    /// Interleaved chunks per plane (`plane_chunks`: a power of two, 1 <= chunks <= hw).
+    pub chunks: u32,
+    /// Channels per stat group: 1 for batch norm, C / G for group norm.
+    pub cg: u32,
+    /// 1: statistics per sample (group norm); 0: over the batch (batch norm).
+    pub per_sample: u32,
+    /// chnorm_apply: 1 when the rstd binding holds variances (eval mode).
+    pub var_in: u32,
+    pub _pad0: u32,
+    pub eps: f32,
+    pub _pad1: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct RunningParams {
+    pub c: u32,
+    pub momentum: f32,
+    pub eps: f32,
+    /// count / (count - 1): the biased batch variance to the unbiased one.
+    pub unbias: f32,
+}
+
+pub static CHNORM_STATS_PARTIAL: Kernel =
+    Kernel { shader: "chnorm", entry: "chnorm_stats_partial", cpu: cpu::chnorm::chnorm_stats_partial };
+pub static CHNORM_STATS_FINAL: Kernel =
+    Kernel { shader: "chnorm", entry: "chnorm_stats_final", cpu: cpu::chnorm::chnorm_stats_final };
+pub static CHNORM_APPLY: Kernel = Kernel { shader: "chnorm", entry: "chnorm_apply", cpu: cpu::chnorm::chnorm_apply };
+pub static CHNORM_BWD_PARTIAL: Kernel =
+    Kernel { shader: "chnorm", entry: "chnorm_bwd_partial", cpu: cpu::chnorm::chnorm_bwd_partial };
+pub static CHNORM_BWD_PARAMS: Kernel =
+    Kernel { shader: "chnorm", entry: "chnorm_bwd_params", cpu: cpu::chnorm::chnorm_bwd_params };
+pub static CHNORM_BWD_COEFFS: Kernel =
+    Kernel { shader: "chnorm", entry: "chnorm_bwd_coeffs", cpu: cpu::chnorm::chnorm_bwd_coeffs };
+pub static CHNORM_BWD_DX: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_dx", cpu: cpu::chnorm::chnorm_bwd_dx };
+pub static CHNORM_UPDATE_RUNNING: Kernel =
+    Kernel { shader: "chnorm", entry: "chnorm_update_running", cpu: cpu::chnorm::chnorm_update_running };
+
+/// Interleaved chunks per plane of `hw` elements: a power of two, about 32 elements each, at most 32
+/// chunks (longer chunks past 32·32 elements). Chunk k holds elements k, k + K, ...: on a GPU the K
+/// threads of a plane read adjacent words; on the CPU the chunks are lanes of one vector loop.
+pub fn plane_chunks(hw: usize) -> usize {
+    hw.div_ceil(32).next_power_of_two().min(32)
+}
+
+/// x's dimensions as (N, C, H·W), checked: f32, rank 2 or 4, no empty axis, offsets within u32.
+fn dims(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
+    want_dtype(op, x, DType::F32)?;
+    let (n, c, hw) = match x.shape[..] {
+        [n, c] => (n, c, 1),
+        [n, c, h, w] => (n, c, h * w),
+        _ => {
+            return Err(Error::invalid(op, format!("x of shape {:?} must be [N, C, H, W] or [N, C]", x.shape)));
+        }
+    };
+    if x.shape.contains(&0) {
+        return Err(Error::invalid(op, format!("x of shape {:?} has an empty axis", x.shape)));
+    }
+    u32_of(op, "elements of x", x.numel())?;
+    // The partials hold 2 · K words per plane.
+    u32_of(op, "partials", 2 * n * c * plane_chunks(hw))?;
+    Ok((n, c, hw))
+}
+
+/// A per-channel tensor (gamma, beta, running statistics): f32 of shape [C].
+fn want_channels(op: &'static str, what: &str, t: &Tensor, x: &Tensor, c: usize) -> Result<()> {
+    want_dtype(op, t, DType::F32)?;
+    if t.shape != [c] {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: x.shape.clone(),
+            rhs: t.shape.clone(),
+            hint: format!(" ({what} must have shape [{c}], one value per channel)"),
+        });
+    }
+    Ok(())
+}
+
+/// Saved statistics (mean, rstd): f32 with one value per stat group.
+fn want_stats(op: &'static str, what: &str, t: &Tensor, x: &Tensor, count: usize, per: &str) -> Result<()> {
+    want_dtype(op, t, DType::F32)?;
+    if t.numel() != count {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: x.shape.clone(),
+            rhs: t.shape.clone(),
+            hint: format!(" ({what} must hold {count} values, one per {per} of x)"),
+        });
+    }
+    Ok(())
+}
+
+fn want_eps(op: &'static str, eps: f32) -> Result<()> {
+    if !(eps.is_finite() && eps > 0.0) {
+        return Err(Error::invalid(op, format!("eps = {eps} must be finite and > 0")));
+    }
+    Ok(())
+}
+
+/// Channels per group, checked: groups >= 1 and dividing C.
+fn group_size(op: &'static str, x: &Tensor, c: usize, groups: usize) -> Result<usize> {
+    if groups == 0 || !c.is_multiple_of(groups) {
+        return Err(Error::invalid(
+            op,
+            format!("groups = {groups} must divide the {c} channels of x of shape {:?}", x.shape),
+        ));
+    }
+    Ok(c / groups)
+}
+
+/// The kernels' view of one norm: (N, C, H·W), channels per stat group, per-sample statistics or not.
+#[derive(Clone, Copy)]
+struct Layout {
+    n: usize,
+    c: usize,
+    hw: usize,
+    cg: usize,
+    per_sample: bool,
+}
+
+impl Layout {
+    fn chunks(&self) -> usize {
+        plane_chunks(self.hw)
+    }
+    fn stat_groups(&self) -> usize {
+        if self.per_sample {
+            self.n * self.c / self.cg
+        } else {
+            self.c / self.cg
+        }
+    }
+    fn params(&self, eps: f32, var_in: bool) -> ChnormParams {
+        // dims() checked that every count here fits in u32.
+        ChnormParams {
+            n: self.n as u32,
+            c: self.c as u32,
+            hw: self.hw as u32,
+            chunks: self.chunks() as u32,
+            cg: self.cg as u32,
+            per_sample: self.per_sample as u32,
+            var_in: var_in as u32,
+            eps,
+            ..Default::default()
+        }
+    }
+}
+
+/// Forward with batch statistics: (y, mean [T], rstd [T]) for T stat groups.
+fn forward(
+    dev: &Device,
+    l: Layout,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let p = l.params(eps, false);
+    let (planes, k, t) = (l.n * l.c, l.chunks(), l.stat_groups());
+    let partial = Tensor::empty(dev, &[planes, 2, k], DType::F32)?;
+    let y = Tensor::empty(dev, &x.shape, DType::F32)?;
+    let mean = Tensor::empty(dev, &[t], DType::F32)?;
+    let rstd = Tensor::empty(dev, &[t], DType::F32)?;
+    launch_1d(dev, &CHNORM_STATS_PARTIAL, &p, &[&x.buf, &partial.buf], planes * k)?;
+    launch_1d(dev, &CHNORM_STATS_FINAL, &p, &[&partial.buf, &mean.buf, &rstd.buf], t)?;
+    launch_1d(dev, &CHNORM_APPLY, &p, &[&x.buf, &gamma.buf, &beta.buf, &mean.buf, &rstd.buf, &y.buf], x.numel())?;
+    Ok((y, mean, rstd))
+}
+
+/// Backward from the saved statistics: (dx, dgamma [C], dbeta [C]).
+fn backward(
+    dev: &Device,
+    l: Layout,
+    x: &Tensor,
+    gamma: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let p = l.params(0.0, false);
+    let (planes, k, t) = (l.n * l.c, l.chunks(), l.stat_groups());
+    let partial = Tensor::empty(dev, &[planes, 2, k], DType::F32)?;
+    let ab = Tensor::empty(dev, &[t, 2], DType::F32)?;
+    let dx = Tensor::empty(dev, &x.shape, DType::F32)?;
+    let dgamma = Tensor::empty(dev, &[l.c], DType::F32)?;
+    let dbeta = Tensor::empty(dev, &[l.c], DType::F32)?;
+    launch_1d(dev, &CHNORM_BWD_PARTIAL, &p, &[&x.buf, &mean.buf, &rstd.buf, &dy.buf, &partial.buf], planes * k)?;
+    launch_1d(dev, &CHNORM_BWD_PARAMS, &p, &[&partial.buf, &dgamma.buf, &dbeta.buf], l.c)?;
+    launch_1d(dev, &CHNORM_BWD_COEFFS, &p, &[&partial.buf, &gamma.buf, &ab.buf], t)?;
+    launch_1d(
+        dev,
+        &CHNORM_BWD_DX,
+        &p,
+        &[&x.buf, &gamma.buf, &mean.buf, &rstd.buf, &dy.buf, &ab.buf, &dx.buf],
+        x.numel(),
+    )?;
+    Ok((dx, dgamma, dbeta))
+}
+
+fn want_dy(op: &'static str, x: &Tensor, dy: &Tensor) -> Result<()> {
+    want_dtype(op, dy, DType::F32)?;
+    if dy.shape != x.shape {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: x.shape.clone(),
+            rhs: dy.shape.clone(),
+            hint: " (dy must have the shape of x)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Batch norm with batch statistics (training): per channel over N·H·W, mean and biased variance,
+/// y = (x - mean) · rstd · gamma + beta with rstd = 1 / sqrt(var + eps). Returns (y, mean [C], rstd [C]).
+pub fn batch_norm_train(
+    dev: &Device,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "batch_norm_train";
+    let (n, c, hw) = dims(OP, x)?;
+    want_channels(OP, "gamma", gamma, x, c)?;
+    want_channels(OP, "beta", beta, x, c)?;
+    want_eps(OP, eps)?;
+    forward(dev, Layout { n, c, hw, cg: 1, per_sample: false }, x, gamma, beta, eps)
+}
+
+/// Backward of `batch_norm_train` through the batch statistics, from its saved mean and rstd: with
+/// x̂ = (x - mean) · rstd and means over N·H·W per channel,
+/// dx = rstd · gamma · (dy - mean(dy) - x̂ · mean(dy · x̂)), dgamma = Σ dy · x̂, dbeta = Σ dy.
+/// Returns (dx, dgamma [C], dbeta [C]).
+pub fn batch_norm_backward(
+    dev: &Device,
+    x: &Tensor,
+    gamma: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "batch_norm_backward";
+    let (n, c, hw) = dims(OP, x)?;
+    want_channels(OP, "gamma", gamma, x, c)?;
+    want_stats(OP, "mean", mean, x, c, "channel")?;
+    want_stats(OP, "rstd", rstd, x, c, "channel")?;
+    want_dy(OP, x, dy)?;
+    backward(dev, Layout { n, c, hw, cg: 1, per_sample: false }, x, gamma, mean, rstd, dy)
+}
+
+/// Running statistics update, in place (so it can sit inside a recorded step):
+/// running_mean = (1 - momentum) · running_mean + momentum · mean and
+/// running_var = (1 - momentum) · running_var + momentum · var · count / (count - 1), where
+/// var = 1 / rstd² - eps is the biased batch variance `batch_norm_train` normalised with (pass the same
+/// eps) and count = N·H·W the elements per channel. All four tensors are f32 [C].
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_update_running(
+    dev: &Device,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    momentum: f32,
+    eps: f32,
+    count: usize,
+) -> Result<()> {
+    const OP: &str = "batch_norm_update_running";
+    want_dtype(OP, running_mean, DType::F32)?;
+    let c = match running_mean.shape[..] {
+        [c] if c > 0 => c,
+        _ => {
+            return Err(Error::invalid(
+                OP,
+                format!("running_mean of shape {:?} must have shape [C], C >= 1", running_mean.shape),
+            ))
+        }
+    };
+    want_channels(OP, "running_var", running_var, running_mean, c)?;
+    want_channels(OP, "mean", mean, running_mean, c)?;
+    want_channels(OP, "rstd", rstd, running_mean, c)?;
+    want_eps(OP, eps)?;
+    if !(0.0..=1.0).contains(&momentum) {
+        return Err(Error::invalid(OP, format!("momentum = {momentum} must be in [0, 1]")));
+    }
+    if count < 2 {
+        return Err(Error::invalid(OP, format!("count = {count}: the unbiased variance needs count >= 2")));
+    }
+    let p = RunningParams {
+        c: u32_of(OP, "channels", c)?,
+        momentum,
+        eps,
+        unbias: (count as f64 / (count - 1) as f64) as f32,
+    };
+    launch_1d(dev, &CHNORM_UPDATE_RUNNING, &p, &[&mean.buf, &rstd.buf, &running_mean.buf, &running_var.buf], c)
+}
+
+/// Batch norm in eval mode: y = (x - running_mean) / sqrt(running_var + eps) · gamma + beta.
+pub fn batch_norm_eval(
+    dev: &Device,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    const OP: &str = "batch_norm_eval";
+    let (n, c, hw) = dims(OP, x)?;
+    want_channels(OP, "gamma", gamma, x, c)?;
+    want_channels(OP, "beta", beta, x, c)?;
+    want_channels(OP, "running_mean", running_mean, x, c)?;
+    want_channels(OP, "running_var", running_var, x, c)?;
+    want_eps(OP, eps)?;
+    let p = Layout { n, c, hw, cg: 1, per_sample: false }.params(eps, true);
+    let y = Tensor::empty(dev, &x.shape, DType::F32)?;
+    launch_1d(
+        dev,
+        &CHNORM_APPLY,
+        &p,
+        &[&x.buf, &gamma.buf, &beta.buf, &running_mean.buf, &running_var.buf, &y.buf],
+        x.numel(),
+    )?;
+    Ok(y)
+}
+
+/// Group norm: the C channels form `groups` groups of C / groups consecutive channels; each (sample,
+/// group) is normalised over its (C / groups)·H·W elements with the biased variance, then scaled and
+/// shifted per channel. Returns (y, mean [N·G], rstd [N·G]), sample-major.
+pub fn group_norm(
+    dev: &Device,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f32,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "group_norm";
+    let (n, c, hw) = dims(OP, x)?;
+    let cg = group_size(OP, x, c, groups)?;
+    want_channels(OP, "gamma", gamma, x, c)?;
+    want_channels(OP, "beta", beta, x, c)?;
+    want_eps(OP, eps)?;
+    forward(dev, Layout { n, c, hw, cg, per_sample: true }, x, gamma, beta, eps)
+}
+
+/// Backward of `group_norm` from its saved mean and rstd: with g = dy · gamma and means over each
+/// (sample, group), dx = rstd · (g - mean(g) - x̂ · mean(g · x̂)); dgamma = Σ dy · x̂ and dbeta = Σ dy
+/// per channel over samples and positions. Returns (dx, dgamma [C], dbeta [C]).
+pub fn group_norm_backward(
+    dev: &Device,
+    x: &Tensor,
+    gamma: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+    groups: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "group_norm_backward";
+    let (n, c, hw) = dims(OP, x)?;
+    let cg = group_size(OP, x, c, groups)?;
+    want_channels(OP, "gamma", gamma, x, c)?;
+    want_stats(OP, "mean", mean, x, n * groups, "(sample, group)")?;
+    want_stats(OP, "rstd", rstd, x, n * groups, "(sample, group)")?;
+    want_dy(OP, x, dy)?;
+    backward(dev, Layout { n, c, hw, cg, per_sample: true }, x, gamma, mean, rstd, dy)
+}
