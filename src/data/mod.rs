@@ -2,5 +2,6 @@
 
 pub mod images;
 pub mod mixture;
+pub mod source;
 pub mod text;
 pub mod toy;

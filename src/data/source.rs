@@ -1,0 +1,76 @@
+//! What `--data` names for the GAN and diffusion regimes: a 2-D mixture generated in code (`ring8`,
+//! `grid25`) or an image dataset on disk (IDX, .npy, a folder of PNGs; see `images::load_images`).
+//! Both regimes open their data here, so they accept the same arguments and refuse the same mistakes.
+
+use std::path::Path;
+
+use super::images::{load_images, split_holdout, ImageSet};
+use super::mixture::Mixture;
+use crate::error::{Error, Result};
+
+/// The fraction of an image dataset held out for evaluation (the last images of the file).
+pub const IMAGE_HOLDOUT: f64 = 0.1;
+
+#[derive(Debug)]
+pub enum Source {
+    Mixture(Mixture),
+    /// Training images and the held-out last `IMAGE_HOLDOUT` of them.
+    Images {
+        train: ImageSet,
+        held: ImageSet,
+    },
+}
+
+impl Source {
+    /// `ring8` / `grid25` (any case), else a path. A path that does not exist is an error naming it and
+    /// the mixtures, so a typo in a mixture name is not reported as a missing file only.
+    pub fn open(spec: &str) -> Result<Source> {
+        if let Ok(m) = Mixture::parse(spec) {
+            return Ok(Source::Mixture(m));
+        }
+        let path = Path::new(spec);
+        if !path.exists() {
+            return Err(Error::invalid(
+                "--data",
+                format!("`{spec}` is neither a mixture (ring8, grid25) nor an existing file or folder"),
+            ));
+        }
+        let set = load_images(path)?;
+        if set.n < 2 {
+            return Err(Error::invalid(
+                "--data",
+                format!("`{spec}` holds {} image(s); training needs at least 2 (one is held out)", set.n),
+            ));
+        }
+        let (train, held) = split_holdout(set, IMAGE_HOLDOUT)?;
+        if train.n == 0 || held.n == 0 {
+            return Err(Error::invalid("--data", format!("`{spec}` is too small to hold out 10% for evaluation")));
+        }
+        Ok(Source::Images { train, held })
+    }
+
+    /// One line for logs: the mixture's name, or `N×C×H×W images (K classes)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Mixture(m) => format!("{} (2-D mixture, {} modes, std {})", m.name(), m.num_modes(), m.std()),
+            Source::Images { train, held } => {
+                let classes =
+                    if train.labels.is_some() { format!(", {} classes", train.num_classes) } else { String::new() };
+                format!("{} + {} held-out images of {}×{}×{}{classes}", train.n, held.n, train.c, train.h, train.w)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixtures_and_missing_paths() {
+        assert!(matches!(Source::open("RING8").unwrap(), Source::Mixture(Mixture::Ring8)));
+        assert!(matches!(Source::open("grid25").unwrap(), Source::Mixture(Mixture::Grid25)));
+        let e = Source::open("/nonexistent/ring9").unwrap_err().to_string();
+        assert!(e.contains("ring9") && e.contains("ring8"), "{e}");
+    }
+}
