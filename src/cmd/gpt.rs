@@ -18,7 +18,7 @@ pub const DEFAULT_HEADS: usize = 4;
 pub const DEFAULT_WIDTH: usize = 128;
 pub const DEFAULT_CONTEXT: usize = 128;
 pub const DEFAULT_BATCH: usize = 16;
-pub const DEFAULT_STEPS: u32 = 2500;
+pub const DEFAULT_STEPS: u32 = 4000;
 pub const DEFAULT_LR: f32 = 2e-3;
 
 #[derive(clap::Args, Debug)]

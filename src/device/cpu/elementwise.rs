@@ -133,11 +133,27 @@ macro_rules! with_op {
     };
 }
 
+#[inline(always)]
+fn unary_chunk<const OP: u32>(x: &[f32], out: &mut [f32], alpha: f32) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = unary_op(OP, v, alpha);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn unary_chunk_avx2<const OP: u32>(x: &[f32], out: &mut [f32], alpha: f32) {
+    unary_chunk::<OP>(x, out, alpha)
+}
+
 fn unary_loop<const OP: u32>(x: &[f32], out: &mut [f32], alpha: f32) {
     par_chunks(out, |s, ch| {
-        for (o, &v) in ch.iter_mut().zip(&x[s..]) {
-            *o = unary_op(OP, v, alpha);
+        #[cfg(target_arch = "x86_64")]
+        if super::has_avx2() {
+            // SAFETY: the features were detected on this CPU.
+            return unsafe { unary_chunk_avx2::<OP>(&x[s..], ch, alpha) };
         }
+        unary_chunk::<OP>(&x[s..], ch, alpha)
     });
 }
 
@@ -149,11 +165,27 @@ pub fn unary(args: &mut CpuArgs) {
     with_op!(p.op, unary_loop(x, out, p.alpha));
 }
 
+#[inline(always)]
+fn unary_backward_chunk<const OP: u32>(x: &[f32], dy: &[f32], dx: &mut [f32], alpha: f32) {
+    for ((o, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
+        *o = g * unary_deriv(OP, xv, alpha);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn unary_backward_chunk_avx2<const OP: u32>(x: &[f32], dy: &[f32], dx: &mut [f32], alpha: f32) {
+    unary_backward_chunk::<OP>(x, dy, dx, alpha)
+}
+
 fn unary_backward_loop<const OP: u32>(x: &[f32], dy: &[f32], dx: &mut [f32], alpha: f32) {
     par_chunks(dx, |s, ch| {
-        for ((o, &xv), &g) in ch.iter_mut().zip(&x[s..]).zip(&dy[s..]) {
-            *o = g * unary_deriv(OP, xv, alpha);
+        #[cfg(target_arch = "x86_64")]
+        if super::has_avx2() {
+            // SAFETY: the features were detected on this CPU.
+            return unsafe { unary_backward_chunk_avx2::<OP>(&x[s..], &dy[s..], ch, alpha) };
         }
+        unary_backward_chunk::<OP>(&x[s..], &dy[s..], ch, alpha)
     });
 }
 
