@@ -67,18 +67,24 @@ struct BenchArgs {
 enum TrainWhat {
     /// A byte-level GPT language model on a text file (default: tigel's own sources, built in).
     Gpt(cmd::gpt::TrainArgs),
+    /// A GAN on a 2-D mixture (ring8, grid25; MLP) or on images (28×28 / 32×32; DCGAN).
+    Gan(cmd::gan::TrainArgs),
 }
 
 #[derive(Subcommand)]
 enum SampleWhat {
     /// Continues a prompt with a trained GPT, printing bytes as they come.
     Gpt(cmd::gpt::SampleArgs),
+    /// Samples from a trained GAN into a PNG (image grid or 2-D scatter plot) or a .npy file.
+    Gan(cmd::gan::SampleArgs),
 }
 
 #[derive(Subcommand)]
 enum EvalWhat {
     /// Bits per character of a trained GPT on the held-out last 10% of a text.
     Gpt(cmd::gpt::EvalArgs),
+    /// Mixtures: modes covered, high-quality fraction, reverse KL; images: MMD², precision and recall.
+    Gan(cmd::gan::EvalArgs),
 }
 
 #[derive(Subcommand)]
@@ -100,6 +106,9 @@ fn main() -> ExitCode {
         Cmd::Train { what: TrainWhat::Gpt(a) } => cmd::gpt::train(cli.backend.as_deref(), a),
         Cmd::Sample { what: SampleWhat::Gpt(a) } => cmd::gpt::sample(cli.backend.as_deref(), a),
         Cmd::Eval { what: EvalWhat::Gpt(a) } => cmd::gpt::eval(cli.backend.as_deref(), a),
+        Cmd::Train { what: TrainWhat::Gan(a) } => cmd::gan::train(cli.backend.as_deref(), a),
+        Cmd::Sample { what: SampleWhat::Gan(a) } => cmd::gan::sample(cli.backend.as_deref(), a),
+        Cmd::Eval { what: EvalWhat::Gan(a) } => cmd::gan::eval(cli.backend.as_deref(), a),
         Cmd::Bench { what } => {
             let (kernels, train, args) = match what {
                 BenchWhat::Kernels(a) => (true, false, a),

@@ -123,7 +123,7 @@ impl Trainer {
     }
 
     /// Every tensor a checkpoint holds: parameters by name, `optim.*`, `ema.*`.
-    fn state(&self) -> Vec<(String, Tensor)> {
+    pub fn state(&self) -> Vec<(String, Tensor)> {
         let mut out: Vec<(String, Tensor)> = self.params.iter().map(|p| (p.name.clone(), p.tensor.clone())).collect();
         out.extend(self.opt.state_tensors().into_iter().map(|(n, t)| (format!("optim.{n}"), t)));
         if let Some(e) = &self.ema {

@@ -274,3 +274,18 @@ fn grad_stops_at_detach_and_bad_shapes_are_refused_at_build_time() {
     let e = g.reshape(c, &[3, 3]).unwrap_err().to_string();
     assert!(e.contains("reshape") && e.contains("[3, 3]"), "{e}");
 }
+
+#[test]
+fn grad_batch_norm() {
+    // Per channel over N·H·W (NCHW) and over N ([N, C]), the rule through the batch statistics; then a
+    // batch norm between two convolutions and activations as the DCGAN uses it.
+    check("batch_norm nchw", &[&[3, 2, 2, 3], &[2], &[2]], -1.0, 1.0, |g, p, _| {
+        g.batch_norm(p[0], p[1], p[2], 1e-5, None)
+    });
+    check("batch_norm rows", &[&[6, 4], &[4], &[4]], -1.0, 1.0, |g, p, _| g.batch_norm(p[0], p[1], p[2], 1e-5, None));
+    check("conv, batch_norm, leaky relu", &[&[2, 2, 4, 4], &[3, 2, 3, 3], &[3], &[3]], -1.0, 1.0, |g, p, _| {
+        let y = g.conv2d(p[0], p[1], tigel::ops::conv::Conv2d { stride: 2, padding: 1 })?;
+        let y = g.batch_norm(y, p[2], p[3], 1e-5, None)?;
+        g.unary_with(Unary::LeakyRelu, y, 0.2)
+    });
+}

@@ -6,7 +6,7 @@
 //! ops except `UnaryBackward` with respect to `x`, which needs the activation's second derivative:
 //! it is provided for the piecewise-linear activations (Relu, LeakyRelu, Abs, Neg, Sign: zero) and for
 //! Square (2·dy); the others return an error naming the op if a second derivative is asked of them.
-//! The fused transformer ops (layer norm, attention) have first derivatives only: their backward
+//! The fused norm and transformer ops (layer norm, batch norm, attention) have first derivatives only: their backward
 //! kernels are not differentiated again; the embedding's backward is linear and is.
 
 use std::collections::HashMap;
@@ -309,7 +309,15 @@ impl Graph {
                 let g_dy = self.conv2d(xi, gy, *o)?;
                 vec![Some(g_x), Some(g_dy)]
             }
-            Op::LayerNormBackward | Op::AttentionBackward { .. } | Op::Output(_) => {
+            Op::BatchNorm { .. } => {
+                let (xi, gamma) = (x(0), x(1));
+                let dx = self.push(Op::BatchNormBackward, &[xi, gamma, id, gy], shape_of(self, 0), DType::F32);
+                let c = shape_of(self, 1);
+                let dgamma = self.push(Op::Output(1), &[dx], c.clone(), DType::F32);
+                let dbeta = self.push(Op::Output(2), &[dx], c, DType::F32);
+                vec![Some(dx), Some(dgamma), Some(dbeta)]
+            }
+            Op::LayerNormBackward | Op::AttentionBackward { .. } | Op::Output(_) | Op::BatchNormBackward => {
                 return Err(Error::invalid(
                     "backward",
                     format!("the second derivative through {} is not implemented", node.op.name()),

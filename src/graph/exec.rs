@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use super::{Graph, NodeId, Op};
 use crate::device::{Device, Download, Recording};
 use crate::error::Result;
-use crate::ops::{attention, conv, dropout, elementwise as ew, embedding, layout, loss, matmul, norm, reduce, softmax};
+use crate::ops::{
+    attention, chnorm, conv, dropout, elementwise as ew, embedding, layout, loss, matmul, norm, reduce, softmax,
+};
 use crate::tensor::Tensor;
 
 /// A compiled training (or inference) step.
@@ -85,6 +87,22 @@ impl Plan {
                         (attention::attention_backward(dev, ins[0], ins[1], lse, ins[2], *heads, *causal)?, vec![])
                     }
                     Op::Output(k) => (aux_of(0)[k - 1].clone(), vec![]),
+                    Op::BatchNorm { eps, running } => {
+                        let (y, mean, rstd) = chnorm::batch_norm_train(dev, ins[0], ins[1], ins[2], *eps)?;
+                        if let Some(r) = running {
+                            let s = &node.shape;
+                            let count = s[0] * s[2..].iter().product::<usize>();
+                            chnorm::batch_norm_update_running(
+                                dev, &r.mean, &r.var, &mean, &rstd, r.momentum, *eps, count,
+                            )?;
+                        }
+                        (y, vec![mean, rstd])
+                    }
+                    Op::BatchNormBackward => {
+                        let st = aux_of(2);
+                        let (dx, dg, db) = chnorm::batch_norm_backward(dev, ins[0], ins[1], &st[0], &st[1], ins[3])?;
+                        (dx, vec![dg, db])
+                    }
                     op => (forward(dev, op, &ins, &node.shape)?, vec![]),
                 };
                 for i in &node.inputs {
@@ -208,7 +226,9 @@ fn forward(dev: &Device, op: &Op, x: &[&Tensor], shape: &[usize]) -> Result<Tens
         | Op::LayerNormBackward
         | Op::Attention { .. }
         | Op::AttentionBackward { .. }
-        | Op::Output(_) => unreachable!("handled by the executor (several outputs)"),
+        | Op::Output(_)
+        | Op::BatchNorm { .. }
+        | Op::BatchNormBackward => unreachable!("handled by the executor (several outputs)"),
     })
 }
 

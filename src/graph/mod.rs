@@ -113,6 +113,25 @@ pub enum Op {
     Conv2dBackwardInput(Conv2d, (usize, usize)),
     /// The adjoint of `Conv2d` in w for a k×k kernel: inputs [x, dy].
     Conv2dBackwardWeight(Conv2d, usize),
+    /// Batch norm with batch statistics (training mode), per channel over N·H·W of x [N, C, H, W] or over
+    /// N of x [N, C]: inputs [x, gamma, beta]; keeps the channel mean and rstd as second outputs. With
+    /// running statistics, each run also folds the batch's into them (in place), so a recorded step keeps
+    /// them current for eval mode.
+    BatchNorm {
+        eps: f32,
+        running: Option<BnRunning>,
+    },
+    /// Inputs [x, gamma, the BatchNorm node, dy]: dx; dgamma and dbeta are its second outputs.
+    BatchNormBackward,
+}
+
+/// The running statistics a training-mode batch norm updates: `r = (1 − momentum)·r + momentum·batch`
+/// (the variance unbiased), f32 [C] each.
+#[derive(Debug, Clone)]
+pub struct BnRunning {
+    pub mean: Tensor,
+    pub var: Tensor,
+    pub momentum: f32,
 }
 
 impl Op {
@@ -154,6 +173,8 @@ impl Op {
             Op::Conv2d(_) => "conv2d",
             Op::Conv2dBackwardInput(..) => "conv2d_backward_input",
             Op::Conv2dBackwardWeight(..) => "conv2d_backward_weight",
+            Op::BatchNorm { .. } => "batch_norm",
+            Op::BatchNormBackward => "batch_norm_backward",
         }
     }
 }
@@ -626,6 +647,61 @@ impl Graph {
             return Err(bad());
         }
         Ok(self.push(Op::Conv2dBackwardWeight(opts, k), &[x, dy], w.to_vec(), DType::F32))
+    }
+
+    // ---- batch norm ----
+
+    /// Batch norm in training mode of x [N, C, H, W] or [N, C] with gain and bias [C]: each channel is
+    /// normalised with its mean and biased variance over the batch (and positions), then scaled and
+    /// shifted. `running` (f32 [C] mean and variance) are updated by every run of the plan.
+    pub fn batch_norm(
+        &mut self,
+        x: NodeId,
+        gamma: NodeId,
+        beta: NodeId,
+        eps: f32,
+        running: Option<BnRunning>,
+    ) -> Result<NodeId> {
+        for id in [x, gamma, beta] {
+            self.f32_in("batch_norm", id)?;
+        }
+        let xs = self.shape(x).to_vec();
+        if !(xs.len() == 2 || xs.len() == 4) || xs.contains(&0) {
+            return Err(Error::invalid("batch_norm", format!("x of shape {xs:?} must be [N, C, H, W] or [N, C]")));
+        }
+        let c = xs[1];
+        for p in [gamma, beta] {
+            if self.shape(p) != [c] {
+                return Err(Error::ShapeMismatch {
+                    op: "batch_norm",
+                    lhs: xs,
+                    rhs: self.shape(p).to_vec(),
+                    hint: " (gamma and beta must be [C], C the second axis of x)".into(),
+                });
+            }
+        }
+        if !(eps > 0.0 && eps.is_finite()) {
+            return Err(Error::invalid("batch_norm", format!("eps = {eps} must be finite and > 0")));
+        }
+        if let Some(r) = &running {
+            let count = xs[0] * xs[2..].iter().product::<usize>();
+            if r.mean.shape != [c] || r.var.shape != [c] || r.mean.dtype != DType::F32 || r.var.dtype != DType::F32 {
+                return Err(Error::invalid(
+                    "batch_norm",
+                    format!("running statistics must be f32 [{c}], got {:?} and {:?}", r.mean.shape, r.var.shape),
+                ));
+            }
+            if count < 2 || !(0.0..=1.0).contains(&r.momentum) {
+                return Err(Error::invalid(
+                    "batch_norm",
+                    format!(
+                        "running statistics need >= 2 values per channel (x is {xs:?}) and momentum in [0, 1] ({})",
+                        r.momentum
+                    ),
+                ));
+            }
+        }
+        Ok(self.push(Op::BatchNorm { eps, running }, &[x, gamma, beta], xs, DType::F32))
     }
 
     // ---- composites ----

@@ -362,6 +362,25 @@ pub fn eval(g: &Graph, leaves: &HashMap<NodeId, Value>, keep: &[NodeId]) -> Resu
                 Value { shape: node.shape.clone(), data }
             }
             Op::Attention { heads, causal } => attention_f64(x(0), *heads, *causal),
+            // Running statistics are a side effect on the device; the reference computes the output only.
+            Op::BatchNorm { eps, .. } => {
+                let (xv, gamma, beta) = (x(0), x(1), x(2));
+                let (n, c) = (xv.shape[0], xv.shape[1]);
+                let hw: usize = xv.shape[2..].iter().product();
+                let at = |i: usize, ch: usize, p: usize| (i * c + ch) * hw + p;
+                let mut data = vec![0.0; xv.data.len()];
+                for ch in 0..c {
+                    let vals = || (0..n).flat_map(move |i| (0..hw).map(move |p| at(i, ch, p)));
+                    let cnt = (n * hw) as f64;
+                    let mean = vals().map(|k| xv.data[k]).sum::<f64>() / cnt;
+                    let var = vals().map(|k| (xv.data[k] - mean).powi(2)).sum::<f64>() / cnt;
+                    let rstd = 1.0 / (var + *eps as f64).sqrt();
+                    for k in vals() {
+                        data[k] = (xv.data[k] - mean) * rstd * gamma.data[ch] + beta.data[ch];
+                    }
+                }
+                Value { shape: node.shape.clone(), data }
+            }
             Op::Embedding => {
                 let (ids, table) = (x(0), x(1));
                 let c = table.shape[1];
@@ -397,7 +416,7 @@ pub fn eval(g: &Graph, leaves: &HashMap<NodeId, Value>, keep: &[NodeId]) -> Resu
                 conv_f64(&xv.shape, &node.shape, &dy.shape, *o, |xi, wi, yi| dw[wi] += xv.data[xi] * dy.data[yi]);
                 Value { shape: node.shape.clone(), data: dw }
             }
-            Op::LayerNormBackward | Op::AttentionBackward { .. } | Op::Output(_) => {
+            Op::LayerNormBackward | Op::AttentionBackward { .. } | Op::Output(_) | Op::BatchNormBackward => {
                 return Err(Error::invalid(
                     "reference",
                     format!("{} has no f64 reference: gradient checks differentiate the forward", node.op.name()),

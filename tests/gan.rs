@@ -1,0 +1,263 @@
+//! The GAN regime: the batch-norm graph op on both engines, the first training steps agree across
+//! backends, a short ring8 run gets better, resuming is exact, and bad input is refused by name.
+mod common;
+use common::*;
+use tigel::checkpoint::Checkpoint;
+use tigel::data::mixture::Mixture;
+use tigel::data::source::Source;
+use tigel::graph::{BnRunning, Graph, Plan};
+use tigel::models::gan::{evaluate, Gan, GanConfig, GanTrainer, Sampler, Scores, TrainData, TrainSettings};
+use tigel::{Device, Tensor};
+
+fn mlp_cfg() -> GanConfig {
+    GanConfig { data_shape: vec![2], z_dim: 4, width: 16, depth: 2, pack: 2, scale: 2.0 }
+}
+
+fn dcgan_cfg(c: usize, side: usize) -> GanConfig {
+    GanConfig { data_shape: vec![c, side, side], z_dim: 8, width: 4, depth: 1, pack: 1, scale: 1.0 }
+}
+
+fn settings(batch: usize, ema: f32, r1: f32) -> TrainSettings {
+    TrainSettings { batch, steps: 1, lr_d: 1e-3, lr_g: 1e-3, lr_end: 0.5, horizon: 10, ema, r1, seed: 5 }
+}
+
+fn ring8() -> TrainData {
+    TrainData::from_source(&Source::Mixture(Mixture::Ring8), 2.0)
+}
+
+/// Random images in [-1, 1] (the trainer does not care what they show).
+fn images(n: usize, c: usize, side: usize) -> TrainData {
+    let mut rng = Rng::new(seed());
+    TrainData { rows: rng.vec(n * c * side * side, -1.0, 1.0), shape: vec![n, c, side, side] }
+}
+
+fn losses(dev: &Device, t: &GanTrainer, steps: usize) -> Vec<(f32, f32)> {
+    (0..steps)
+        .map(|_| {
+            t.step(dev).unwrap();
+            let (d, g) = t.read_losses(dev).unwrap();
+            (f32::from_bits(d.wait().unwrap()[0]), f32::from_bits(g.wait().unwrap()[0]))
+        })
+        .collect()
+}
+
+#[test]
+fn batch_norm_op_agrees_on_cpu_and_gpu_and_updates_running_statistics() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(seed());
+    // NCHW with a plane that is not a multiple of the chunking, and rows [N, C].
+    for shape in [vec![3usize, 5, 7, 3], vec![9, 6]] {
+        let c = shape[1];
+        let n: usize = shape.iter().product();
+        let (x, gm, bt, w) =
+            (rng.vec(n, -2.0, 3.0), rng.vec(c, 0.5, 1.5), rng.vec(c, -0.5, 0.5), rng.vec(n, -1.0, 1.0));
+        let run = |dev: &Device| {
+            let xt = Tensor::from_f32(dev, &shape, &x).unwrap();
+            let rm = Tensor::from_f32(dev, &[c], &vec![0.0; c]).unwrap();
+            let rv = Tensor::from_f32(dev, &[c], &vec![1.0; c]).unwrap();
+            let mut g = Graph::new();
+            let xi = g.param(&xt);
+            let gi = g.param(&Tensor::from_f32(dev, &[c], &gm).unwrap());
+            let bi = g.param(&Tensor::from_f32(dev, &[c], &bt).unwrap());
+            let running = BnRunning { mean: rm.clone(), var: rv.clone(), momentum: 0.1 };
+            let y = g.batch_norm(xi, gi, bi, 1e-5, Some(running)).unwrap();
+            let wi = g.constant(&Tensor::from_f32(dev, &shape, &w).unwrap());
+            let yw = g.mul(y, wi).unwrap();
+            let loss = g.sum_all(yw).unwrap();
+            let grads = g.backward(loss, &[xi, gi, bi]).unwrap();
+            let mut keep = vec![y];
+            keep.extend(&grads);
+            let plan = Plan::build(dev, &g, &keep, |_| Ok(())).unwrap();
+            plan.run(dev).unwrap();
+            plan.run(dev).unwrap();
+            let mut out: Vec<Vec<f32>> = keep.iter().map(|&k| plan.value(k).to_f32(dev).unwrap()).collect();
+            out.push(rm.to_f32(dev).unwrap());
+            out.push(rv.to_f32(dev).unwrap());
+            out
+        };
+        let (a, b) = (run(&cpu()), run(&gpu));
+        // Per-channel sums in a fixed but engine-specific order, over up to 63 values: f32 rounding.
+        for (what, (p, q)) in ["y", "dx", "dgamma", "dbeta", "running mean", "running var"].iter().zip(a.iter().zip(&b))
+        {
+            assert_close(what, q, p, 1e-4, 1e-4);
+        }
+        // Two runs of the recorded step fold the same batch statistics in twice: r = 1 - 0.9² of them.
+        let count = n / c;
+        for ch in 0..c {
+            let per = n / shape[0] / c;
+            let xs: Vec<f64> = (0..shape[0])
+                .flat_map(|i| (0..per).map(move |p| (i * c + ch) * per + p))
+                .map(|k| x[k] as f64)
+                .collect();
+            let mean = xs.iter().sum::<f64>() / count as f64;
+            let var = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1) as f64;
+            let f = 1.0 - 0.81;
+            assert!((a[4][ch] as f64 - f * mean).abs() < 1e-4, "running mean {} vs {}", a[4][ch], f * mean);
+            assert!(
+                (a[5][ch] as f64 - (0.81 + f * var)).abs() < 1e-3,
+                "running var {} vs {}",
+                a[5][ch],
+                0.81 + f * var
+            );
+        }
+    }
+}
+
+#[test]
+fn gan_first_steps_agree_on_cpu_and_gpu() {
+    let Some(gpu) = gpu() else { return };
+    let cases: Vec<(GanConfig, TrainData, TrainSettings)> = vec![
+        (mlp_cfg(), ring8(), settings(8, 0.99, 0.5)),
+        (dcgan_cfg(1, 28), images(12, 1, 28), settings(4, 0.0, 0.0)),
+        (dcgan_cfg(3, 32), images(6, 3, 32), settings(3, 0.0, 0.0)),
+    ];
+    for (cfg, data, s) in cases {
+        let run = |dev: &Device| {
+            let t = GanTrainer::new(dev, Gan::new(dev, cfg.clone(), 3).unwrap(), &data, s, 0).unwrap();
+            losses(dev, &t, 4)
+        };
+        let (a, b) = (run(&cpu()), run(&gpu));
+        eprintln!("{:?}\ncpu {a:?}\ngpu {b:?}", cfg.data_shape);
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            // f32 kernels with different summation orders, a few optimizer steps deep.
+            for (p, q) in [(x.0, y.0), (x.1, y.1)] {
+                assert!(((p - q) / p).abs() <= 1e-4, "{:?} step {i}: cpu {x:?}, gpu {y:?}", cfg.data_shape);
+            }
+        }
+    }
+}
+
+#[test]
+fn gan_short_ring8_run_gets_closer_to_the_modes() {
+    // The same run as `tigel train gan --data ring8 --width 64 --depth 3 --batch 128 --steps 1000 --lr 1e-3
+    // --lr-end 1 --ema 0.99 --z-dim 8 --pack 4` (its metrics.jsonl at step 1000: -635 nats), about 2 s.
+    let dev = Device::cpu();
+    let cfg = GanConfig { data_shape: vec![2], z_dim: 8, width: 64, depth: 3, pack: 4, scale: 2.0 };
+    let s = TrainSettings {
+        batch: 128,
+        steps: 1000,
+        lr_d: 1e-3,
+        lr_g: 1e-3,
+        lr_end: 1.0,
+        horizon: 1000,
+        ema: 0.99,
+        r1: 0.0,
+        seed: 1,
+    };
+    let t = GanTrainer::new(&dev, Gan::new(&dev, cfg.clone(), 1).unwrap(), &ring8(), s, 0).unwrap();
+    let sampler = Sampler::new(&dev, &cfg, &t.sampling_generator().unwrap(), 500).unwrap();
+    let score = || -> tigel::metrics::MixtureMetrics {
+        match evaluate(&sampler.sample(&dev, 2000, 0).unwrap(), &Source::Mixture(Mixture::Ring8)).unwrap() {
+            Scores::Mixture(m) => m,
+            other => panic!("{other:?}"),
+        }
+    };
+    let before = score();
+    losses(&dev, &t, 1000);
+    let after = score();
+    eprintln!("before {before:?}\nafter {after:?}");
+    // The untrained G's points lie far from the ring's modes (std 0.02): log-densities of -1000s of nats.
+    assert!(after.mean_log_density > before.mean_log_density + 400.0, "{before:?} -> {after:?}");
+    assert!(after.mean_log_density > -800.0, "{after:?}");
+}
+
+#[test]
+fn gan_resume_is_exact() {
+    let dev = Device::cpu();
+    let dir = std::env::temp_dir().join(format!("tigel-gan-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases: Vec<(GanConfig, TrainData, TrainSettings)> = vec![
+        (mlp_cfg(), ring8(), settings(8, 0.99, 0.5)),
+        (dcgan_cfg(1, 28), images(10, 1, 28), settings(4, 0.9, 0.0)),
+    ];
+    for (k, (cfg, data, s)) in cases.into_iter().enumerate() {
+        let n = 4;
+        let straight = {
+            let t = GanTrainer::new(&dev, Gan::new(&dev, cfg.clone(), 9).unwrap(), &data, s, 0).unwrap();
+            losses(&dev, &t, 2 * n)
+        };
+        let path = dir.join(format!("ck{k}.safetensors"));
+        let first = {
+            let t = GanTrainer::new(&dev, Gan::new(&dev, cfg.clone(), 9).unwrap(), &data, s, 0).unwrap();
+            let l = losses(&dev, &t, n);
+            t.save(&dev, &path, "test").unwrap();
+            l
+        };
+        let ck = Checkpoint::load(&path).unwrap();
+        assert_eq!(ck.step, n as u64);
+        // A fresh model with other initial weights: everything must come from the checkpoint.
+        let t = GanTrainer::new(&dev, Gan::new(&dev, cfg.clone(), 1234).unwrap(), &data, s, n as u32).unwrap();
+        t.restore(&dev, &ck).unwrap();
+        let second = losses(&dev, &t, n);
+        let resumed: Vec<(f32, f32)> = first.into_iter().chain(second).collect();
+        let bits = |v: &[(f32, f32)]| v.iter().map(|(a, b)| (a.to_bits(), b.to_bits())).collect::<Vec<_>>();
+        assert_eq!(bits(&resumed), bits(&straight), "{:?}: resumed {resumed:?} straight {straight:?}", cfg.data_shape);
+
+        // Samples from the loaded checkpoint (EMA weights when there are some) equal the trainer's.
+        let loaded = Gan::load(&dev, &Checkpoint::load(&path).unwrap(), "test", true).unwrap();
+        let a = Sampler::new(&dev, &cfg, &loaded.g, 16).unwrap().sample(&dev, 20, 3).unwrap();
+        let fresh = GanTrainer::new(&dev, Gan::new(&dev, cfg.clone(), 1).unwrap(), &data, s, n as u32).unwrap();
+        fresh.restore(&dev, &ck).unwrap();
+        // Same batch: the matmul and convolution kernels may sum in another order for another batch size.
+        let b =
+            Sampler::new(&dev, &cfg, &fresh.sampling_generator().unwrap(), 16).unwrap().sample(&dev, 20, 3).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 20 * cfg.sample_len());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn gan_bad_input_is_refused_by_name() {
+    let dev = Device::cpu();
+    for (cfg, what) in [
+        (GanConfig { data_shape: vec![1, 20, 20], ..dcgan_cfg(1, 28) }, "28×28"),
+        (GanConfig { data_shape: vec![2, 28, 28], ..dcgan_cfg(1, 28) }, "channels"),
+        (GanConfig { z_dim: 0, ..mlp_cfg() }, "--z-dim"),
+        (GanConfig { width: 0, ..mlp_cfg() }, "--width"),
+        (GanConfig { pack: 2, ..dcgan_cfg(1, 28) }, "--pack"),
+    ] {
+        let e = Gan::new(&dev, cfg.clone(), 1).err().unwrap().to_string();
+        assert!(e.contains(what), "{cfg:?}: {e}");
+    }
+    let m = || Gan::new(&dev, mlp_cfg(), 1).unwrap();
+    for (s, what) in [
+        (settings(7, 0.0, 0.0), "--pack"),
+        (settings(1, 0.0, 0.0), "--batch"),
+        (TrainSettings { lr_d: 0.0, ..settings(8, 0.0, 0.0) }, "--lr-d"),
+        (TrainSettings { ema: 1.0, ..settings(8, 0.0, 0.0) }, "--ema"),
+        (TrainSettings { steps: 0, ..settings(8, 0.0, 0.0) }, "--steps"),
+    ] {
+        let e = GanTrainer::new(&dev, m(), &ring8(), s, 0).err().unwrap().to_string();
+        assert!(e.contains(what), "{s:?}: {e}");
+    }
+    let e = GanTrainer::new(
+        &dev,
+        Gan::new(&dev, dcgan_cfg(1, 28), 1).unwrap(),
+        &images(4, 1, 28),
+        settings(2, 0.0, 0.5),
+        0,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("--r1"), "{e}");
+    // Data of another shape than the model's.
+    let e = GanTrainer::new(
+        &dev,
+        Gan::new(&dev, dcgan_cfg(1, 28), 1).unwrap(),
+        &images(4, 1, 32),
+        settings(2, 0.0, 0.0),
+        0,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("[1, 32, 32]") && e.contains("[1, 28, 28]"), "{e}");
+    let s = Sampler::new(&dev, &mlp_cfg(), &m().g, 4).unwrap();
+    assert!(s.sample(&dev, 0, 1).unwrap_err().to_string().contains("--n"));
+    // A checkpoint of another model kind.
+    let ck = Checkpoint::new("gpt", serde_json::json!({}));
+    let e = Gan::load(&dev, &ck, "`tigel sample gan`", true).err().unwrap().to_string();
+    assert!(e.contains("gpt") && e.contains("gan"), "{e}");
+}
