@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use super::{Graph, NodeId, Op};
 use crate::device::{Device, Download, Recording};
 use crate::error::Result;
-use crate::ops::{attention, conv, dropout, elementwise as ew, embedding, layout, loss, matmul, norm, reduce, softmax};
+use crate::ops::{attention, chnorm, conv, dropout, elementwise as ew, embedding, layout, loss, matmul, norm, reduce, softmax};
 use crate::tensor::Tensor;
 
 /// A compiled training (or inference) step.
@@ -85,6 +85,16 @@ impl Plan {
                         (attention::attention_backward(dev, ins[0], ins[1], lse, ins[2], *heads, *causal)?, vec![])
                     }
                     Op::Output(k) => (aux_of(0)[k - 1].clone(), vec![]),
+                    Op::GroupNorm { groups, eps } => {
+                        let (y, mean, rstd) = chnorm::group_norm(dev, ins[0], ins[1], ins[2], *groups, *eps)?;
+                        (y, vec![mean, rstd])
+                    }
+                    Op::GroupNormBackward(groups) => {
+                        let st = aux_of(2);
+                        let (dx, dg, db) =
+                            chnorm::group_norm_backward(dev, ins[0], ins[1], &st[0], &st[1], ins[3], *groups)?;
+                        (dx, vec![dg, db])
+                    }
                     op => (forward(dev, op, &ins, &node.shape)?, vec![]),
                 };
                 for i in &node.inputs {
@@ -208,7 +218,9 @@ fn forward(dev: &Device, op: &Op, x: &[&Tensor], shape: &[usize]) -> Result<Tens
         | Op::LayerNormBackward
         | Op::Attention { .. }
         | Op::AttentionBackward { .. }
-        | Op::Output(_) => unreachable!("handled by the executor (several outputs)"),
+        | Op::Output(_)
+        | Op::GroupNorm { .. }
+        | Op::GroupNormBackward(_) => unreachable!("handled by the executor (several outputs)"),
     })
 }
 

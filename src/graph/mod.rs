@@ -113,6 +113,14 @@ pub enum Op {
     Conv2dBackwardInput(Conv2d, (usize, usize)),
     /// The adjoint of `Conv2d` in w for a k×k kernel: inputs [x, dy].
     Conv2dBackwardWeight(Conv2d, usize),
+    /// Group norm of x [N, C, H, W] (or [N, C]): inputs [x, gamma [C], beta [C]]; keeps each (sample,
+    /// group)'s mean and rstd for its backward as second outputs.
+    GroupNorm {
+        groups: usize,
+        eps: f32,
+    },
+    /// Inputs [x, gamma, the GroupNorm node, dy]: dx; dgamma and dbeta are its second outputs.
+    GroupNormBackward(usize),
 }
 
 impl Op {
@@ -154,6 +162,8 @@ impl Op {
             Op::Conv2d(_) => "conv2d",
             Op::Conv2dBackwardInput(..) => "conv2d_backward_input",
             Op::Conv2dBackwardWeight(..) => "conv2d_backward_weight",
+            Op::GroupNorm { .. } => "group_norm",
+            Op::GroupNormBackward(_) => "group_norm_backward",
         }
     }
 }
@@ -626,6 +636,38 @@ impl Graph {
             return Err(bad());
         }
         Ok(self.push(Op::Conv2dBackwardWeight(opts, k), &[x, dy], w.to_vec(), DType::F32))
+    }
+
+    // ---- group norm ----
+
+    /// Group norm of `x` [N, C, H, W] or [N, C]: the C channels form `groups` groups of consecutive
+    /// channels, each (sample, group) normalised over its channels and positions, then scaled and shifted
+    /// per channel by gamma and beta [C].
+    pub fn group_norm(&mut self, x: NodeId, gamma: NodeId, beta: NodeId, groups: usize, eps: f32) -> Result<NodeId> {
+        for id in [x, gamma, beta] {
+            self.f32_in("group_norm", id)?;
+        }
+        let xs = self.shape(x).to_vec();
+        if !(xs.len() == 2 || xs.len() == 4) || xs.contains(&0) || groups == 0 || xs[1] % groups != 0 {
+            return Err(Error::invalid(
+                "group_norm",
+                format!("x must be [N, C, H, W] or [N, C] with C divisible by groups = {groups}, got {xs:?}"),
+            ));
+        }
+        for p in [gamma, beta] {
+            if self.shape(p) != [xs[1]] {
+                return Err(Error::ShapeMismatch {
+                    op: "group_norm",
+                    lhs: xs,
+                    rhs: self.shape(p).to_vec(),
+                    hint: " (gamma and beta must be [C], C the second axis of x)".into(),
+                });
+            }
+        }
+        if !(eps > 0.0 && eps.is_finite()) {
+            return Err(Error::invalid("group_norm", format!("eps must be positive, got {eps}")));
+        }
+        Ok(self.push(Op::GroupNorm { groups, eps }, &[x, gamma, beta], xs, DType::F32))
     }
 
     // ---- composites ----
