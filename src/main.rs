@@ -67,18 +67,24 @@ struct BenchArgs {
 enum TrainWhat {
     /// A byte-level GPT language model on a text file (default: tigel's own sources, built in).
     Gpt(cmd::gpt::TrainArgs),
+    /// A denoising diffusion model on a 2-D mixture (ring8, grid25) or an image dataset.
+    Diffusion(cmd::diffusion::TrainArgs),
 }
 
 #[derive(Subcommand)]
 enum SampleWhat {
     /// Continues a prompt with a trained GPT, printing bytes as they come.
     Gpt(cmd::gpt::SampleArgs),
+    /// Samples from a trained diffusion model (DDPM or DDIM, optional guidance) into a PNG or .npy.
+    Diffusion(cmd::diffusion::SampleArgs),
 }
 
 #[derive(Subcommand)]
 enum EvalWhat {
     /// Bits per character of a trained GPT on the held-out last 10% of a text.
     Gpt(cmd::gpt::EvalArgs),
+    /// Mixture metrics (2-D) or MMD² and precision/recall against held-out images of a diffusion model.
+    Diffusion(cmd::diffusion::EvalArgs),
 }
 
 #[derive(Subcommand)]
@@ -100,6 +106,9 @@ fn main() -> ExitCode {
         Cmd::Train { what: TrainWhat::Gpt(a) } => cmd::gpt::train(cli.backend.as_deref(), a),
         Cmd::Sample { what: SampleWhat::Gpt(a) } => cmd::gpt::sample(cli.backend.as_deref(), a),
         Cmd::Eval { what: EvalWhat::Gpt(a) } => cmd::gpt::eval(cli.backend.as_deref(), a),
+        Cmd::Train { what: TrainWhat::Diffusion(a) } => cmd::diffusion::train(cli.backend.as_deref(), a),
+        Cmd::Sample { what: SampleWhat::Diffusion(a) } => cmd::diffusion::sample(cli.backend.as_deref(), a),
+        Cmd::Eval { what: EvalWhat::Diffusion(a) } => cmd::diffusion::eval(cli.backend.as_deref(), a),
         Cmd::Bench { what } => {
             let (kernels, train, args) = match what {
                 BenchWhat::Kernels(a) => (true, false, a),

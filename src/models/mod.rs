@@ -1,4 +1,6 @@
 //! Models, one readable file each.
 
+pub mod ddpm;
 pub mod gpt;
 pub mod mlp;
+pub mod unet;
