@@ -69,6 +69,8 @@ enum TrainWhat {
     Gpt(cmd::gpt::TrainArgs),
     /// A GAN on a 2-D mixture (ring8, grid25; MLP) or on images (28×28 / 32×32; DCGAN).
     Gan(cmd::gan::TrainArgs),
+    /// A denoising diffusion model on a 2-D mixture (ring8, grid25) or an image dataset.
+    Diffusion(cmd::diffusion::TrainArgs),
 }
 
 #[derive(Subcommand)]
@@ -77,6 +79,8 @@ enum SampleWhat {
     Gpt(cmd::gpt::SampleArgs),
     /// Samples from a trained GAN into a PNG (image grid or 2-D scatter plot) or a .npy file.
     Gan(cmd::gan::SampleArgs),
+    /// Samples from a trained diffusion model (DDPM or DDIM, optional guidance) into a PNG or .npy.
+    Diffusion(cmd::diffusion::SampleArgs),
 }
 
 #[derive(Subcommand)]
@@ -85,6 +89,8 @@ enum EvalWhat {
     Gpt(cmd::gpt::EvalArgs),
     /// Mixtures: modes covered, high-quality fraction, reverse KL; images: MMD², precision and recall.
     Gan(cmd::gan::EvalArgs),
+    /// Mixture metrics (2-D) or MMD² and precision/recall against held-out images of a diffusion model.
+    Diffusion(cmd::diffusion::EvalArgs),
 }
 
 #[derive(Subcommand)]
@@ -109,6 +115,9 @@ fn main() -> ExitCode {
         Cmd::Train { what: TrainWhat::Gan(a) } => cmd::gan::train(cli.backend.as_deref(), a),
         Cmd::Sample { what: SampleWhat::Gan(a) } => cmd::gan::sample(cli.backend.as_deref(), a),
         Cmd::Eval { what: EvalWhat::Gan(a) } => cmd::gan::eval(cli.backend.as_deref(), a),
+        Cmd::Train { what: TrainWhat::Diffusion(a) } => cmd::diffusion::train(cli.backend.as_deref(), a),
+        Cmd::Sample { what: SampleWhat::Diffusion(a) } => cmd::diffusion::sample(cli.backend.as_deref(), a),
+        Cmd::Eval { what: EvalWhat::Diffusion(a) } => cmd::diffusion::eval(cli.backend.as_deref(), a),
         Cmd::Bench { what } => {
             let (kernels, train, args) = match what {
                 BenchWhat::Kernels(a) => (true, false, a),

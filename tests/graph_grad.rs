@@ -239,6 +239,37 @@ fn grad_convolutions() {
 }
 
 #[test]
+fn grad_group_norm() {
+    // Two groups of two channels over 3x2 planes, one group (layer-norm-like), and per-channel groups.
+    for groups in [2, 1, 4] {
+        check("group_norm", &[&[2, 4, 3, 2], &[4], &[4]], -1.0, 1.0, |g, p, _| {
+            g.group_norm(p[0], p[1], p[2], groups, 1e-5)
+        });
+    }
+    check("group_norm rank 2", &[&[3, 6], &[6], &[6]], -1.0, 1.0, |g, p, _| g.group_norm(p[0], p[1], p[2], 3, 1e-5));
+    // Inside a residual conv block, as the UNet uses it: silu(gn(conv(x))) + x.
+    check("group_norm in a block", &[&[2, 4, 4, 4], &[4, 4, 3, 3], &[4], &[4]], -1.0, 1.0, |g, p, _| {
+        let h = g.conv2d(p[0], p[1], tigel::ops::conv::Conv2d { stride: 1, padding: 1 })?;
+        let h = g.group_norm(h, p[2], p[3], 2, 1e-5)?;
+        let h = g.unary(Unary::Silu, h)?;
+        g.add(h, p[0])
+    });
+}
+
+#[test]
+fn group_norm_refuses_bad_shapes() {
+    let dev = Device::cpu();
+    let mut g = Graph::new();
+    let x = g.input(&Tensor::from_f32(&dev, &[2, 6, 2, 2], &[0.5; 48]).unwrap());
+    let c = g.input(&Tensor::from_f32(&dev, &[6], &[1.0; 6]).unwrap());
+    let c4 = g.input(&Tensor::from_f32(&dev, &[4], &[1.0; 4]).unwrap());
+    let e = g.group_norm(x, c, c, 4, 1e-5).unwrap_err().to_string();
+    assert!(e.contains("groups = 4") && e.contains("[2, 6, 2, 2]"), "{e}");
+    let e = g.group_norm(x, c4, c4, 2, 1e-5).unwrap_err().to_string();
+    assert!(e.contains("[4]") && e.contains("gamma"), "{e}");
+}
+
+#[test]
 fn grad_of_grad_through_leaky_relu() {
     // A gradient penalty: ‖d/dx Σ leaky(x·W)‖², differentiated with respect to W and x.
     check("gradient penalty", &[&[3, 4], &[4, 2]], -1.0, 1.0, |g, p, _| {

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod demo;
+pub mod diffusion;
 pub mod gan;
 pub mod gpt;
 pub mod info;

@@ -317,7 +317,19 @@ impl Graph {
                 let dbeta = self.push(Op::Output(2), &[dx], c, DType::F32);
                 vec![Some(dx), Some(dgamma), Some(dbeta)]
             }
-            Op::LayerNormBackward | Op::AttentionBackward { .. } | Op::Output(_) | Op::BatchNormBackward => {
+            Op::GroupNorm { groups, .. } => {
+                let (xi, gamma) = (x(0), x(1));
+                let dx = self.push(Op::GroupNormBackward(*groups), &[xi, gamma, id, gy], shape_of(self, 0), DType::F32);
+                let c = shape_of(self, 1);
+                let dgamma = self.push(Op::Output(1), &[dx], c.clone(), DType::F32);
+                let dbeta = self.push(Op::Output(2), &[dx], c, DType::F32);
+                vec![Some(dx), Some(dgamma), Some(dbeta)]
+            }
+            Op::LayerNormBackward
+            | Op::AttentionBackward { .. }
+            | Op::Output(_)
+            | Op::BatchNormBackward
+            | Op::GroupNormBackward(_) => {
                 return Err(Error::invalid(
                     "backward",
                     format!("the second derivative through {} is not implemented", node.op.name()),

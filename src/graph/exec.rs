@@ -103,6 +103,16 @@ impl Plan {
                         let (dx, dg, db) = chnorm::batch_norm_backward(dev, ins[0], ins[1], &st[0], &st[1], ins[3])?;
                         (dx, vec![dg, db])
                     }
+                    Op::GroupNorm { groups, eps } => {
+                        let (y, mean, rstd) = chnorm::group_norm(dev, ins[0], ins[1], ins[2], *groups, *eps)?;
+                        (y, vec![mean, rstd])
+                    }
+                    Op::GroupNormBackward(groups) => {
+                        let st = aux_of(2);
+                        let (dx, dg, db) =
+                            chnorm::group_norm_backward(dev, ins[0], ins[1], &st[0], &st[1], ins[3], *groups)?;
+                        (dx, vec![dg, db])
+                    }
                     op => (forward(dev, op, &ins, &node.shape)?, vec![]),
                 };
                 for i in &node.inputs {
@@ -228,7 +238,9 @@ fn forward(dev: &Device, op: &Op, x: &[&Tensor], shape: &[usize]) -> Result<Tens
         | Op::AttentionBackward { .. }
         | Op::Output(_)
         | Op::BatchNorm { .. }
-        | Op::BatchNormBackward => unreachable!("handled by the executor (several outputs)"),
+        | Op::BatchNormBackward
+        | Op::GroupNorm { .. }
+        | Op::GroupNormBackward(_) => unreachable!("handled by the executor (several outputs)"),
     })
 }
 

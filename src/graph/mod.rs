@@ -123,6 +123,14 @@ pub enum Op {
     },
     /// Inputs [x, gamma, the BatchNorm node, dy]: dx; dgamma and dbeta are its second outputs.
     BatchNormBackward,
+    /// Group norm of x [N, C, H, W] (or [N, C]): inputs [x, gamma [C], beta [C]]; keeps each (sample,
+    /// group)'s mean and rstd for its backward as second outputs.
+    GroupNorm {
+        groups: usize,
+        eps: f32,
+    },
+    /// Inputs [x, gamma, the GroupNorm node, dy]: dx; dgamma and dbeta are its second outputs.
+    GroupNormBackward(usize),
 }
 
 /// The running statistics a training-mode batch norm updates: `r = (1 − momentum)·r + momentum·batch`
@@ -175,6 +183,8 @@ impl Op {
             Op::Conv2dBackwardWeight(..) => "conv2d_backward_weight",
             Op::BatchNorm { .. } => "batch_norm",
             Op::BatchNormBackward => "batch_norm_backward",
+            Op::GroupNorm { .. } => "group_norm",
+            Op::GroupNormBackward(_) => "group_norm_backward",
         }
     }
 }
@@ -702,6 +712,38 @@ impl Graph {
             }
         }
         Ok(self.push(Op::BatchNorm { eps, running }, &[x, gamma, beta], xs, DType::F32))
+    }
+
+    // ---- group norm ----
+
+    /// Group norm of `x` [N, C, H, W] or [N, C]: the C channels form `groups` groups of consecutive
+    /// channels, each (sample, group) normalised over its channels and positions, then scaled and shifted
+    /// per channel by gamma and beta [C].
+    pub fn group_norm(&mut self, x: NodeId, gamma: NodeId, beta: NodeId, groups: usize, eps: f32) -> Result<NodeId> {
+        for id in [x, gamma, beta] {
+            self.f32_in("group_norm", id)?;
+        }
+        let xs = self.shape(x).to_vec();
+        if !(xs.len() == 2 || xs.len() == 4) || xs.contains(&0) || groups == 0 || xs[1] % groups != 0 {
+            return Err(Error::invalid(
+                "group_norm",
+                format!("x must be [N, C, H, W] or [N, C] with C divisible by groups = {groups}, got {xs:?}"),
+            ));
+        }
+        for p in [gamma, beta] {
+            if self.shape(p) != [xs[1]] {
+                return Err(Error::ShapeMismatch {
+                    op: "group_norm",
+                    lhs: xs,
+                    rhs: self.shape(p).to_vec(),
+                    hint: " (gamma and beta must be [C], C the second axis of x)".into(),
+                });
+            }
+        }
+        if !(eps > 0.0 && eps.is_finite()) {
+            return Err(Error::invalid("group_norm", format!("eps must be positive, got {eps}")));
+        }
+        Ok(self.push(Op::GroupNorm { groups, eps }, &[x, gamma, beta], xs, DType::F32))
     }
 
     // ---- composites ----

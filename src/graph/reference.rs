@@ -416,7 +416,29 @@ pub fn eval(g: &Graph, leaves: &HashMap<NodeId, Value>, keep: &[NodeId]) -> Resu
                 conv_f64(&xv.shape, &node.shape, &dy.shape, *o, |xi, wi, yi| dw[wi] += xv.data[xi] * dy.data[yi]);
                 Value { shape: node.shape.clone(), data: dw }
             }
-            Op::LayerNormBackward | Op::AttentionBackward { .. } | Op::Output(_) | Op::BatchNormBackward => {
+            Op::GroupNorm { groups, eps } => {
+                let (xv, gamma, beta) = (x(0), x(1), x(2));
+                let c = gamma.data.len();
+                let hw = xv.data.len() / (xv.shape[0] * c);
+                let len = c / groups * hw;
+                let mut data = Vec::with_capacity(xv.data.len());
+                for (k, r) in xv.data.chunks(len).enumerate() {
+                    let mean = r.iter().sum::<f64>() / len as f64;
+                    let var = r.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / len as f64;
+                    let rstd = 1.0 / (var + *eps as f64).sqrt();
+                    let c0 = (k % groups) * (c / groups);
+                    data.extend(r.iter().enumerate().map(|(j, v)| {
+                        let ch = c0 + j / hw;
+                        (v - mean) * rstd * gamma.data[ch] + beta.data[ch]
+                    }));
+                }
+                Value { shape: node.shape.clone(), data }
+            }
+            Op::LayerNormBackward
+            | Op::AttentionBackward { .. }
+            | Op::Output(_)
+            | Op::BatchNormBackward
+            | Op::GroupNormBackward(_) => {
                 return Err(Error::invalid(
                     "reference",
                     format!("{} has no f64 reference: gradient checks differentiate the forward", node.op.name()),
