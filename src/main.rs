@@ -89,6 +89,14 @@ enum BenchWhat {
     Train(BenchArgs),
     /// Both.
     All(BenchArgs),
+    /// Two reports side by side (tigel's or the PyTorch reference's JSON): per common case both figures
+    /// and the ratio B/A.
+    Compare {
+        /// The first report (A).
+        a: std::path::PathBuf,
+        /// The second report (B).
+        b: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,11 +108,15 @@ fn main() -> ExitCode {
         Cmd::Train { what: TrainWhat::Gpt(a) } => cmd::gpt::train(cli.backend.as_deref(), a),
         Cmd::Sample { what: SampleWhat::Gpt(a) } => cmd::gpt::sample(cli.backend.as_deref(), a),
         Cmd::Eval { what: EvalWhat::Gpt(a) } => cmd::gpt::eval(cli.backend.as_deref(), a),
+        Cmd::Bench { what: BenchWhat::Compare { a, b } } => {
+            tigel::bench::compare::compare(&a, &b).map(|text| print!("{text}"))
+        }
         Cmd::Bench { what } => {
             let (kernels, train, args) = match what {
                 BenchWhat::Kernels(a) => (true, false, a),
                 BenchWhat::Train(a) => (false, true, a),
                 BenchWhat::All(a) => (true, true, a),
+                BenchWhat::Compare { .. } => unreachable!("matched above"),
             };
             cmd::bench::run(cli.backend.as_deref(), kernels, train, args.json.as_deref(), args.quick)
         }
