@@ -101,6 +101,14 @@ enum BenchWhat {
     Train(BenchArgs),
     /// Both.
     All(BenchArgs),
+    /// Two reports side by side (tigel's or the PyTorch reference's JSON): per common case both figures
+    /// and the ratio B/A.
+    Compare {
+        /// The first report (A).
+        a: std::path::PathBuf,
+        /// The second report (B).
+        b: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -118,11 +126,15 @@ fn main() -> ExitCode {
         Cmd::Train { what: TrainWhat::Diffusion(a) } => cmd::diffusion::train(cli.backend.as_deref(), a),
         Cmd::Sample { what: SampleWhat::Diffusion(a) } => cmd::diffusion::sample(cli.backend.as_deref(), a),
         Cmd::Eval { what: EvalWhat::Diffusion(a) } => cmd::diffusion::eval(cli.backend.as_deref(), a),
+        Cmd::Bench { what: BenchWhat::Compare { a, b } } => {
+            tigel::bench::compare::compare(&a, &b).map(|text| print!("{text}"))
+        }
         Cmd::Bench { what } => {
             let (kernels, train, args) = match what {
                 BenchWhat::Kernels(a) => (true, false, a),
                 BenchWhat::Train(a) => (false, true, a),
                 BenchWhat::All(a) => (true, true, a),
+                BenchWhat::Compare { .. } => unreachable!("matched above"),
             };
             cmd::bench::run(cli.backend.as_deref(), kernels, train, args.json.as_deref(), args.quick)
         }

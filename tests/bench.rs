@@ -5,7 +5,8 @@ use common::*;
 use tigel::bench::{self, Options, Sizes};
 use tigel::Device;
 
-const FAMILIES: [&str; 6] = ["matmul", "elementwise", "reduce", "softmax", "layout", "rng"];
+const FAMILIES: [&str; 9] =
+    ["matmul", "attention", "conv2d", "optim", "elementwise", "reduce", "softmax", "layout", "rng"];
 
 fn tiny() -> Options {
     Options { sizes: Sizes::Tiny, print: false }
@@ -109,4 +110,107 @@ fn utc_date_is_iso() {
     let year: i32 = d[..4].parse().unwrap();
     assert!(year >= 2024, "{d}");
     assert_eq!(&d[4..5], "-");
+}
+
+/// The training entries (MLP and GPT) run on the CPU backend and report positive rates and the plan.
+#[test]
+fn train_entries_report_rates_and_memory() {
+    let dev = Device::cpu();
+    let entries = bench::train::run(&dev, true, false).unwrap();
+    let models: Vec<&str> = entries.iter().map(|e| e["model"].as_str().unwrap()).collect();
+    assert_eq!(models, ["mlp", "gpt"]);
+    for e in &entries {
+        for key in ["step_s", "step_min_s", "step_max_s", "steps_per_s", "samples_per_s"] {
+            assert!(e[key].as_f64().unwrap() > 0.0, "{key}: {e}");
+        }
+        assert!(e["step_min_s"].as_f64() <= e["step_s"].as_f64() && e["step_s"].as_f64() <= e["step_max_s"].as_f64());
+        assert!(e["planned_peak_bytes"].as_u64().unwrap() > 0 && e["allocated_bytes"].as_u64().unwrap() > 0, "{e}");
+        assert!(e["dispatches"].as_u64().unwrap() > 0, "{e}");
+    }
+    assert_eq!(entries[1]["unit"], "tokens");
+    assert_eq!(entries[1]["per_step"], 8 * 128);
+}
+
+fn tigel(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tigel")).args(args).output().unwrap();
+    let s = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+    (out.status.code().unwrap_or(-1), s(&out.stdout), s(&out.stderr))
+}
+
+fn keys(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    v.as_object().unwrap().keys().cloned().collect()
+}
+
+const TORCH_FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/torch_schema.json");
+
+/// The schema fixture of the PyTorch reference (benches/reference/torch_bench.py) has the keys of
+/// tigel's own report, and `bench compare` matches its cases with a tigel report: both figures and
+/// the ratio per common case.
+#[test]
+fn compare_reads_tigel_and_the_torch_schema() {
+    let dir = std::env::temp_dir().join(format!("tigel-bench-compare-{}", std::process::id()));
+    let ours = dir.join("tigel.json");
+    let report = bench::run(&Device::cpu(), &tiny()).unwrap();
+    report.write_json(&ours).unwrap();
+    let ours_json = report.to_json();
+    let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(TORCH_FIXTURE).unwrap()).unwrap();
+    let top = keys(&fixture);
+    assert!(keys(&ours_json).is_subset(&top), "{:?} vs {:?}", keys(&ours_json), top);
+    let case_keys = keys(&ours_json["results"][0]);
+    for r in fixture["results"].as_array().unwrap() {
+        assert_eq!(keys(r), case_keys);
+    }
+    let train = bench::train::run(&Device::cpu(), true, false).unwrap();
+    for t in fixture["train"].as_array().unwrap() {
+        assert!(keys(t).is_subset(&keys(&train[1])), "{:?}", keys(t));
+    }
+
+    let (code, out, err) = tigel(&["bench", "compare", ours.to_str().unwrap(), TORCH_FIXTURE]);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = |id: &str| out.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{id} missing:\n{out}"));
+    let mm = line("matmul/matmul 64x64x64");
+    let ours_gflops = ours_json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "matmul" && r["shape"] == "64x64x64")
+        .unwrap()["gflops"]
+        .as_f64()
+        .unwrap();
+    let fields: Vec<&str> = mm.split_whitespace().collect();
+    let ratio: f64 = fields.last().unwrap().parse().unwrap();
+    let want = 0.524288 / ours_gflops;
+    assert!((ratio - want).abs() <= 1e-3 * want.max(1.0), "{mm}: ratio {ratio}, want {want}");
+    assert!(line("optim/adamw [4099]").contains("GB/s"), "{out}");
+    assert!(!out.contains("gpt"), "no train entry in A: {out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn compare_errors_name_the_problem() {
+    let dir = std::env::temp_dir().join(format!("tigel-bench-compare-err-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, "{ not json").unwrap();
+    let other = dir.join("other.json");
+    std::fs::write(
+        &other,
+        r#"{"results": [{"family": "matmul", "name": "matmul", "shape": "1x1x1", "gflops": 1.0, "gbps": 1.0}]}"#,
+    )
+    .unwrap();
+    let missing = dir.join("missing.json");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    for (a, b, want) in [
+        (s(&missing), TORCH_FIXTURE.to_string(), "missing.json"),
+        (TORCH_FIXTURE.to_string(), s(&bad), "not a valid JSON document"),
+        (s(&other), TORCH_FIXTURE.to_string(), "no case in common"),
+    ] {
+        let (code, out, err) = tigel(&["bench", "compare", &a, &b]);
+        assert_ne!(code, 0, "{a} {b}: {out}");
+        assert!(err.contains(want) && !err.contains("panicked"), "{a} {b}: {err}");
+    }
+    std::fs::write(&other, "[1, 2]").unwrap();
+    let (code, _, err) = tigel(&["bench", "compare", &s(&other), TORCH_FIXTURE]);
+    assert!(code != 0 && err.contains("not a benchmark report"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

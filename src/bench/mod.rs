@@ -25,7 +25,11 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+pub mod compare;
+mod families;
 pub mod train;
+
+pub use families::{AdamCase, AttnCase, ConvCase, ConvDir};
 
 use serde_json::{json, Value};
 
@@ -57,8 +61,16 @@ pub struct Options {
 /// How the result of a case is checked.
 #[derive(Clone, Copy, Debug)]
 pub enum Check {
-    /// C = A·B, inputs [A, B] (rank 3 when `batch` > 1).
-    Matmul { batch: usize, m: usize, n: usize, k: usize },
+    /// C = op(A)·op(B), inputs [A, B] (rank 3 when `batch` > 1; A stored [K, M] when `trans_a`, B stored
+    /// [N, K] when `trans_b`).
+    Matmul { batch: usize, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool },
+    /// Fused attention (see `families`): inputs [qkv] (forward: out) or [qkv, dout] (forward then
+    /// backward: dqkv).
+    Attention(families::AttnCase),
+    /// conv2d forward or one of its gradients (see `families`).
+    Conv(families::ConvCase),
+    /// One AdamW step: inputs [param, grad, m, v, step, clip]; the result is the updated param.
+    Adam(families::AdamCase),
     /// Elementwise map; the host reference applies `host` to the inputs at one index.
     Elementwise { host: fn(&[Vec<f32>], usize) -> f32 },
     /// Sum of each row of length `len`.
@@ -79,6 +91,14 @@ pub struct Input {
     pub shape: Vec<usize>,
     pub lo: f32,
     pub hi: f32,
+    /// A u32 tensor with every element set to this value instead (a step counter).
+    pub fixed_u32: Option<u32>,
+}
+
+impl Input {
+    pub fn uniform(shape: Vec<usize>, lo: f32, hi: f32) -> Input {
+        Input { shape, lo, hi, fixed_u32: None }
+    }
 }
 
 type OpFn = Rc<dyn Fn(&Device, &[Tensor]) -> Result<Tensor>>;
@@ -92,6 +112,8 @@ pub struct Case {
     pub bytes: u64,
     pub inputs: Vec<Input>,
     pub check: Check,
+    /// The entry point that runs the case, where the op chooses among several (matmul).
+    pub kernel: Option<&'static str>,
     /// Issues the op on a device, on inputs made from `inputs`.
     op: OpFn,
     /// What runs on the benchmarked device when it differs from `op` (see `with_target_fault`).
@@ -124,6 +146,7 @@ impl Case {
             bytes,
             inputs,
             check,
+            kernel: None,
             op: Rc::new(op),
             target_op: None,
         }
@@ -163,6 +186,9 @@ impl Case {
             .map(|(i, inp)| {
                 let mut r = XorShift::new(seed.wrapping_mul(1000).wrapping_add(i as u64 + 1));
                 let n: usize = inp.shape.iter().product();
+                if inp.fixed_u32.is_some() {
+                    return Vec::new();
+                }
                 (0..n).map(|_| r.uniform(inp.lo, inp.hi)).collect()
             })
             .collect()
@@ -186,7 +212,14 @@ impl XorShift {
 }
 
 fn uploads(dev: &Device, inputs: &[Input], data: &[Vec<f32>]) -> Result<Vec<Tensor>> {
-    inputs.iter().zip(data).map(|(i, d)| Tensor::from_f32(dev, &i.shape, d)).collect()
+    inputs
+        .iter()
+        .zip(data)
+        .map(|(i, d)| match i.fixed_u32 {
+            Some(v) => Tensor::from_u32(dev, &i.shape, &vec![v; i.shape.iter().product()]),
+            None => Tensor::from_f32(dev, &i.shape, d),
+        })
+        .collect()
 }
 
 fn is_software(dev: &Device) -> bool {
@@ -194,27 +227,45 @@ fn is_software(dev: &Device) -> bool {
 }
 
 fn matmul_case(batch: usize, m: usize, n: usize, k: usize) -> Case {
+    matmul_case_t(batch, m, n, k, false, false)
+}
+
+/// C [M, N] = op(A)·op(B). Named by the transposes ("matmul", "matmul_at": A stored [K, M], as a weight
+/// gradient Xᵀ·dY; "matmul_bt": B stored [N, K], as an input gradient dY·Wᵀ) so that runs of other
+/// implementations match by name; the kernel `Auto` picks is recorded beside it.
+fn matmul_case_t(batch: usize, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> Case {
+    let a_dims = if trans_a { [k, m] } else { [m, k] };
+    let b_dims = if trans_b { [n, k] } else { [k, n] };
     let (a, b, shape) = if batch > 1 {
-        (vec![batch, m, k], vec![batch, k, n], format!("{batch}x({m}x{n}x{k})"))
+        ([&[batch][..], &a_dims].concat(), [&[batch][..], &b_dims].concat(), format!("{batch}x({m}x{n}x{k})"))
     } else {
-        (vec![m, k], vec![k, n], format!("{m}x{n}x{k}"))
+        (a_dims.to_vec(), b_dims.to_vec(), format!("{m}x{n}x{k}"))
     };
-    let kernel = mm::choose_kernel(m, n, k, false, false).kernel().expect("auto resolves").entry;
+    let kernel = mm::choose_kernel(m, n, k, trans_a, trans_b).kernel().expect("auto resolves").entry;
+    let name = match (trans_a, trans_b) {
+        (false, false) => "matmul",
+        (true, false) => "matmul_at",
+        (false, true) => "matmul_bt",
+        (true, true) => "matmul_at_bt",
+    };
     let (batch64, m64, n64, k64) = (batch as u64, m as u64, n as u64, k as u64);
-    Case::new(
+    let opts = MatmulOpts { trans_a, trans_b, alpha: 1.0 };
+    let mut c = Case::new(
         "matmul",
-        kernel,
+        name,
         shape,
         2 * batch64 * m64 * n64 * k64,
         4 * batch64 * (m64 * k64 + k64 * n64 + m64 * n64),
-        vec![Input { shape: a, lo: -1.0, hi: 1.0 }, Input { shape: b, lo: -1.0, hi: 1.0 }],
-        Check::Matmul { batch, m, n, k },
-        |d, x| mm::matmul(d, &x[0], &x[1], MatmulOpts::default()),
-    )
+        vec![Input::uniform(a, -1.0, 1.0), Input::uniform(b, -1.0, 1.0)],
+        Check::Matmul { batch, m, n, k, trans_a, trans_b },
+        move |d, x| mm::matmul(d, &x[0], &x[1], opts),
+    );
+    c.kernel = Some(kernel);
+    c
 }
 
 fn add_case(n: usize) -> Case {
-    let inp = Input { shape: vec![n], lo: -1.0, hi: 1.0 };
+    let inp = Input { shape: vec![n], lo: -1.0, hi: 1.0, fixed_u32: None };
     Case::new(
         "elementwise",
         "add",
@@ -234,7 +285,7 @@ fn exp_case(n: usize) -> Case {
         format!("[{n}]"),
         n as u64,
         8 * n as u64,
-        vec![Input { shape: vec![n], lo: -4.0, hi: 4.0 }],
+        vec![Input { shape: vec![n], lo: -4.0, hi: 4.0, fixed_u32: None }],
         Check::Elementwise { host: |x, i| x[0][i].exp() },
         |d, x| ew::unary(d, Unary::Exp, &x[0]),
     )
@@ -248,7 +299,7 @@ fn sum_rows_case(rows: usize, len: usize) -> Case {
         format!("[{rows}, {len}]"),
         n,
         4 * n + 4 * rows as u64,
-        vec![Input { shape: vec![rows, len], lo: -1.0, hi: 1.0 }],
+        vec![Input { shape: vec![rows, len], lo: -1.0, hi: 1.0, fixed_u32: None }],
         Check::SumRows { len },
         |d, x| reduce::sum(d, &x[0], 1, false),
     )
@@ -262,7 +313,7 @@ fn softmax_case(rows: usize, len: usize) -> Case {
         format!("[{rows}, {len}]"),
         5 * n,
         8 * n,
-        vec![Input { shape: vec![rows, len], lo: -4.0, hi: 4.0 }],
+        vec![Input { shape: vec![rows, len], lo: -4.0, hi: 4.0, fixed_u32: None }],
         Check::Softmax { len },
         |d, x| softmax::softmax(d, &x[0]),
     )
@@ -275,7 +326,7 @@ fn transpose_case(rows: usize, cols: usize) -> Case {
         format!("[{rows}, {cols}]"),
         0,
         8 * (rows * cols) as u64,
-        vec![Input { shape: vec![rows, cols], lo: -1.0, hi: 1.0 }],
+        vec![Input { shape: vec![rows, cols], lo: -1.0, hi: 1.0, fixed_u32: None }],
         Check::Transpose { rows, cols },
         |d, x| layout::transpose2d(d, &x[0]),
     )
@@ -288,7 +339,7 @@ fn copy_case(n: usize) -> Case {
         format!("[{n}]"),
         0,
         8 * n as u64,
-        vec![Input { shape: vec![n], lo: -1.0, hi: 1.0 }],
+        vec![Input { shape: vec![n], lo: -1.0, hi: 1.0, fixed_u32: None }],
         Check::Copy,
         |d, x| layout::copy(d, &x[0]),
     )
@@ -301,24 +352,53 @@ fn normal_case(n: usize) -> Case {
     })
 }
 
-/// The cases of a run on `dev` (software adapters get smaller matmul and elementwise sizes: they run
-/// matmul at about 1 GFLOP/s).
+/// The cases of a run on `dev` (software adapters get smaller sizes: they run matmul at about 1 GFLOP/s).
+///
+/// The model-shaped cases follow the GPT regime at width 128 over 2048 tokens (batch 16 x context 128):
+/// the qkv, output, MLP up and down projections, their input gradients (dY·Wᵀ) and weight gradients
+/// (Xᵀ·dY); attention at a few lengths and head sizes over 2048 tokens; conv2d as a DCGAN stage (k4 s2)
+/// and a UNet stage (3x3 s1); AdamW over 1M parameters.
 pub fn cases(dev: &Device, sizes: Sizes) -> Vec<Case> {
+    use families::{adam_case, attention_case, conv_case, ConvDir::*};
     const M: usize = 1 << 20;
     let soft = is_software(dev);
     let mut v = Vec::new();
+    let conv3 = |v: &mut Vec<Case>, args: (usize, usize, usize, usize, usize, usize, usize)| {
+        let (n, ci, hw, co, k, s, p) = args;
+        for dir in [Forward, BackwardInput, BackwardWeight] {
+            v.push(conv_case(n, ci, hw, co, k, s, p, dir));
+        }
+    };
     match sizes {
         Sizes::Full => {
-            for s in [256, 512, 1024, 2048] {
+            for s in [256, 512, 1024, 2048, 4096] {
                 if !(soft && s > 512) {
                     v.push(matmul_case(1, s, s, s));
                 }
             }
-            // Transformer shapes: tokens x width products of a small model, and batched attention scores.
-            for (m, n, k) in [(768, 128, 128), (768, 512, 128), (768, 128, 512)] {
-                v.push(matmul_case(1, m, n, k));
+            let tokens = if soft { 512 } else { 2048 };
+            for (n, k) in [(384, 128), (128, 128), (512, 128), (128, 512), (256, 128)] {
+                v.push(matmul_case(1, tokens, n, k));
+            }
+            // Input gradients dX = dY·Wᵀ and weight gradients dW = Xᵀ·dY of the qkv and MLP projections.
+            for (n, k) in [(128, 384), (128, 512), (512, 128)] {
+                v.push(matmul_case_t(1, tokens, n, k, false, true));
+            }
+            for (m, n) in [(128, 384), (128, 512), (512, 128)] {
+                v.push(matmul_case_t(1, m, n, tokens, true, false));
             }
             v.push(matmul_case(12, 64, 64, 32));
+            for t in [64, 128, 256] {
+                for d in [32, 64] {
+                    for backward in [false, true] {
+                        v.push(attention_case(tokens / t, t, 4, d, backward));
+                    }
+                }
+            }
+            let batch = if soft { 8 } else { 64 };
+            conv3(&mut v, (batch, 64, 14, 128, 4, 2, 1));
+            conv3(&mut v, (batch, 64, 16, 64, 3, 1, 1));
+            v.push(adam_case(M));
             for n in [M, 16 * M] {
                 if !(soft && n > M) {
                     v.push(add_case(n));
@@ -329,12 +409,25 @@ pub fn cases(dev: &Device, sizes: Sizes) -> Vec<Case> {
         Sizes::Quick => {
             let s = if soft { 256 } else { 512 };
             v.push(matmul_case(1, s, s, s));
+            let tokens = if soft { 512 } else { 2048 };
+            v.push(matmul_case(1, tokens, 384, 128));
+            v.push(matmul_case_t(1, 128, 384, tokens, true, false));
+            v.push(attention_case(tokens / 128, 128, 4, 32, false));
+            v.push(attention_case(tokens / 128, 128, 4, 32, true));
+            conv3(&mut v, (if soft { 4 } else { 16 }, 64, 14, 128, 4, 2, 1));
+            v.push(adam_case(M));
             v.push(add_case(M));
             v.push(exp_case(M));
         }
         Sizes::Tiny => {
             v.push(matmul_case(1, 64, 64, 64));
             v.push(matmul_case(3, 20, 24, 8));
+            v.push(matmul_case_t(1, 40, 36, 20, false, true));
+            v.push(matmul_case_t(1, 36, 20, 44, true, false));
+            v.push(attention_case(2, 21, 2, 8, false));
+            v.push(attention_case(2, 21, 2, 8, true));
+            conv3(&mut v, (2, 3, 9, 5, 3, 2, 1));
+            v.push(adam_case(4099));
             v.push(add_case(4099));
             v.push(exp_case(4099));
             v.push(sum_rows_case(37, 300));
@@ -358,6 +451,8 @@ pub fn cases(dev: &Device, sizes: Sizes) -> Vec<Case> {
 pub struct CaseResult {
     pub family: &'static str,
     pub name: String,
+    /// The entry point, where the op chooses among several.
+    pub kernel: Option<&'static str>,
     pub shape: String,
     pub flop: u64,
     pub bytes: u64,
@@ -386,6 +481,7 @@ impl CaseResult {
         json!({
             "family": self.family,
             "name": self.name,
+            "kernel": self.kernel,
             "shape": self.shape,
             "flop": self.flop,
             "bytes": self.bytes,
@@ -532,7 +628,7 @@ pub fn run_cases(dev: &Device, cases: Vec<Case>, opts: &Options) -> Result<Repor
             dev.name()
         );
         println!(
-            "{:<12} {:<18} {:<16} {:>10} {:>10} {:>9} {:>8} {:>12} {:>9}",
+            "{:<12} {:<16} {:<36} {:>10} {:>10} {:>9} {:>8} {:>12} {:>9}",
             "family", "name", "shape", "median ms", "min ms", "GFLOP/s", "GB/s", "enc us/disp", "max err"
         );
     }
@@ -544,7 +640,7 @@ pub fn run_cases(dev: &Device, cases: Vec<Case>, opts: &Options) -> Result<Repor
             let gflops = r.gflops().map(|g| format!("{g:.2}")).unwrap_or_else(|| "-".into());
             let enc = r.encode_us_per_dispatch.map(|u| format!("{u:.1}")).unwrap_or_else(|| "-".into());
             println!(
-                "{:<12} {:<18} {:<16} {:>10.3} {:>10.3} {:>9} {:>8.2} {:>12} {:>9.1e}",
+                "{:<12} {:<16} {:<36} {:>10.3} {:>10.3} {:>9} {:>8.2} {:>12} {:>9.1e}",
                 r.family,
                 r.name,
                 r.shape,
@@ -624,6 +720,7 @@ fn run_case(dev: &Device, reference: Option<&Device>, case: &Case, seed: u64, re
     Ok(CaseResult {
         family: case.family,
         name: case.name.clone(),
+        kernel: case.kernel,
         shape: case.shape.clone(),
         flop: case.flop,
         bytes: case.bytes,
@@ -694,10 +791,10 @@ fn against_twin(
         // A dot product of K terms rounds to about sqrt(K)·eps·Σ|a||b| with random signs; each side of
         // two f32 results is within that, so R = 2e-6 ≈ 16 eps (tests/kernels_matmul.rs). Σ|a||b| is a
         // product of |A| and |B|, computed on the CPU backend.
-        Check::Matmul { k, .. } => {
+        Check::Matmul { k, trans_a, trans_b, .. } => {
             let abs_a = ew::unary(cpu, Unary::Abs, &cin[0])?;
             let abs_b = ew::unary(cpu, Unary::Abs, &cin[1])?;
-            let mag = mm::matmul(cpu, &abs_a, &abs_b, MatmulOpts::default())?.to_f32(cpu)?;
+            let mag = mm::matmul(cpu, &abs_a, &abs_b, MatmulOpts { trans_a, trans_b, alpha: 1.0 })?.to_f32(cpu)?;
             let mag = mag.iter().fold(0f64, |m, &v| m.max(v as f64));
             let tol = 2e-6 * (1.0 + (k as f64).sqrt()) * mag;
             compare(TWIN, got, want, |_| tol)
@@ -712,6 +809,15 @@ fn against_twin(
         Check::Softmax { .. } => compare(TWIN, got, want, |i| softmax_tol(want[i])),
         // Data movement and the Philox generator (bit-identical by design): exact.
         Check::Transpose { .. } | Check::Copy | Check::Normal { .. } => compare(TWIN, got, want, |_| 0.0),
+        Check::Attention(a) => {
+            let tol = a.twin_tol(want);
+            compare(TWIN, got, want, |_| tol)
+        }
+        Check::Conv(c) => {
+            let tol = c.twin_tol(cpu, cin)?;
+            compare(TWIN, got, want, |_| tol)
+        }
+        Check::Adam(a) => compare(TWIN, got, want, |i| a.tol(data, i, want[i] as f64)),
     }
 }
 
@@ -721,10 +827,16 @@ fn against_host(check: Check, data: &[Vec<f32>], got: &[f32]) -> Result<(&'stati
     const HOST: &str = "the host reference";
     let exact = |want: Vec<f32>| compare(HOST, got, &want, |_| 0.0);
     let err = match check {
+        Check::Attention(a) => return Ok(("host-f64-rows", a.against_host(data, got)?)),
+        Check::Conv(c) => return Ok(("host-f64-elements", c.against_host(data, got)?)),
+        Check::Adam(a) => return Ok(("host-f64-elements", a.against_host(data, got)?)),
         // f64 product of rows 0..8 and the last row of each batch matrix (the last row ends in the
         // partial tile, if any), within R·(1 + sqrt(K))·Σ|a||b| with R = 1e-6 ≈ 8 eps.
-        Check::Matmul { batch, m, n, k } => {
+        Check::Matmul { batch, m, n, k, trans_a, trans_b } => {
             let (a, b) = (&data[0], &data[1]);
+            // Element (i, p) of op(A) and (p, j) of op(B) in batch z.
+            let a_at = |z: usize, i: usize, p: usize| a[z * m * k + if trans_a { p * m + i } else { i * k + p }];
+            let b_at = |z: usize, p: usize, j: usize| b[z * k * n + if trans_b { j * k + p } else { p * n + j }];
             let mut rows: Vec<usize> = (0..m.min(8)).collect();
             if m > 8 {
                 rows.push(m - 1);
@@ -735,7 +847,7 @@ fn against_host(check: Check, data: &[Vec<f32>], got: &[f32]) -> Result<(&'stati
                     for j in 0..n {
                         let (mut s, mut mag) = (0f64, 0f64);
                         for p in 0..k {
-                            let t = a[z * m * k + i * k + p] as f64 * b[z * k * n + p * n + j] as f64;
+                            let t = a_at(z, i, p) as f64 * b_at(z, p, j) as f64;
                             s += t;
                             mag += t.abs();
                         }

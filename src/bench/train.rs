@@ -1,24 +1,48 @@
 //! Training-step benchmarks: each regime's step at a fixed config, recorded once and replayed.
 //!
-//! Reported per model: steps/s and samples/s (replay then wait, median of repeats), the host time spent
-//! encoding a replay divided by its dispatches (GPU only: on the CPU backend a replay is the work
-//! itself), and the memory plan: planned peak (largest sum of live intermediates), allocated (the
-//! buffers the plan holds) and persistent (parameters, inputs, optimizer state are not counted here:
-//! the tensors bound into the graph).
+//! Reported per model: steps/s and samples/s (tokens/s for the GPT; replay then wait, median and
+//! min/max of repeats after warm-up steps), the host time spent encoding a replay divided by its
+//! dispatches (GPU only: on the CPU backend a replay is the work itself), and the memory plan: planned
+//! peak (largest sum of live intermediates), allocated (the buffers the plan holds) and persistent
+//! (the tensors bound into the graph: parameters, inputs, optimizer state).
+//!
+//! Adding a regime: write `fn my_regime(dev, quick) -> Result<Bench>` that builds its trainer at a fixed
+//! config and returns a `Bench` (name, config, what one step processes, its plan and a step closure),
+//! and add it to `ENTRIES`. `measure` does the rest.
 
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use crate::data::text::Corpus;
 use crate::data::toy::spirals;
 use crate::device::Device;
 use crate::error::Result;
+use crate::graph::exec::Plan;
 use crate::graph::Graph;
+use crate::models::gpt::{Gpt, GptConfig, GptTrainer, TrainSettings};
 use crate::models::mlp::{Mlp, MlpConfig};
 use crate::nn::Activation;
 use crate::optim::{OptimizerKind, Schedule};
 use crate::tensor::Tensor;
 use crate::train::{TrainConfig, Trainer};
+
+/// A regime's step, ready to be timed.
+pub struct Bench<'a> {
+    /// The model's name in the report ("mlp", "gpt", ...).
+    pub model: &'static str,
+    /// The fixed config, as the report records it.
+    pub config: Value,
+    /// What one step processes and its unit: (1024, "samples"), (2048, "tokens"), (64, "images").
+    pub per_step: (usize, &'static str),
+    /// The plans one step replays (one per trainer; a regime with two networks has two).
+    pub plans: Vec<&'a Plan>,
+    /// One training step (asynchronous on a GPU: `measure` waits).
+    pub step: Box<dyn Fn() -> Result<()> + 'a>,
+}
+
+/// The regimes' benchmarks, in report order: (name, builder run by `run`).
+pub const ENTRIES: &[(&str, fn(&Device, bool, bool) -> Result<Value>)] = &[("mlp", mlp), ("gpt", gpt)];
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -45,9 +69,50 @@ pub fn mlp(dev: &Device, quick: bool, print: bool) -> Result<Value> {
         ema: None,
     };
     let t = Trainer::new(dev, g, loss, model.params(), cfg)?;
-    let plan = t.plan();
+    let b = Bench {
+        model: "mlp",
+        config: json!({ "sizes": sizes, "batch": batch, "activation": "gelu", "optimizer": "adamw", "clip": 1.0 }),
+        per_step: (batch, "samples"),
+        plans: vec![t.plan()],
+        step: Box::new(|| t.step(dev)),
+    };
+    measure(dev, &b, quick, print)
+}
+
+/// The GPT step: 2 layers, 4 heads, width 128, context 128, batch 8 (1024 tokens per step), on the
+/// embedded corpus, windows drawn on the device, AdamW with a cosine schedule and clipping, no dropout.
+pub fn gpt(dev: &Device, quick: bool, print: bool) -> Result<Value> {
+    let cfg = GptConfig { layers: 2, heads: 4, width: 128, context: 128, dropout: 0.0 };
+    let s = TrainSettings {
+        batch: 8,
+        lr: 1e-3,
+        min_lr_frac: 0.1,
+        warmup: 10,
+        steps: 100_000,
+        weight_decay: 0.1,
+        clip: 1.0,
+        seed: 1,
+    };
+    let model = Gpt::new(dev, cfg, s.seed)?;
+    let t = GptTrainer::new(dev, model, &Corpus::embedded(), s, 0)?;
+    let b = Bench {
+        model: "gpt",
+        config: json!({ "model": cfg.to_json(), "train": s.to_json(), "params": cfg.param_count() }),
+        per_step: (t.tokens_per_step, "tokens"),
+        plans: vec![t.trainer().plan()],
+        step: Box::new(|| t.step(dev)),
+    };
+    measure(dev, &b, quick, print)
+}
+
+/// Times `b`'s step: 3 warm-up steps, then 5 (quick) or 20 timed ones, each waited for.
+pub fn measure(dev: &Device, b: &Bench, quick: bool, print: bool) -> Result<Value> {
+    let dispatches: usize = b.plans.iter().map(|p| p.dispatches()).sum::<usize>().max(1);
+    let planned: u64 = b.plans.iter().map(|p| p.planned_peak_bytes()).sum();
+    let allocated: u64 = b.plans.iter().map(|p| p.allocated_bytes()).sum();
+    let persistent: u64 = b.plans.iter().map(|p| p.persistent_bytes).sum();
     for _ in 0..3 {
-        t.step(dev)?;
+        (b.step)()?;
     }
     dev.wait()?;
     let repeats = if quick { 5 } else { 20 };
@@ -55,7 +120,7 @@ pub fn mlp(dev: &Device, quick: bool, print: bool) -> Result<Value> {
     let mut phases: [Vec<f64>; 3] = Default::default();
     for _ in 0..repeats {
         let t0 = Instant::now();
-        t.step(dev)?;
+        (b.step)()?;
         encode_s.push(t0.elapsed().as_secs_f64());
         dev.wait()?;
         step_s.push(t0.elapsed().as_secs_f64());
@@ -65,7 +130,7 @@ pub fn mlp(dev: &Device, quick: bool, print: bool) -> Result<Value> {
             }
         }
     }
-    let per_dispatch = |v: &mut Vec<f64>| (!v.is_empty()).then(|| median(v) * 1e6 / plan.dispatches() as f64);
+    let per_dispatch = |v: &mut Vec<f64>| (!v.is_empty()).then(|| median(v) * 1e6 / dispatches as f64);
     let [rec, fin, sub] = &mut phases;
     let breakdown = json!({
         "record_us_per_dispatch": per_dispatch(rec),
@@ -73,29 +138,37 @@ pub fn mlp(dev: &Device, quick: bool, print: bool) -> Result<Value> {
         "submit_us_per_dispatch": per_dispatch(sub),
     });
     let step = median(&mut step_s);
-    let encode_us = (!dev.is_cpu()).then(|| median(&mut encode_s) * 1e6 / plan.dispatches() as f64);
+    let (min_s, max_s) = (step_s[0], step_s[step_s.len() - 1]);
+    let encode_us = (!dev.is_cpu()).then(|| median(&mut encode_s) * 1e6 / dispatches as f64);
+    let (per_step, unit) = b.per_step;
     let v = json!({
-        "model": "mlp",
-        "config": { "sizes": sizes, "batch": batch, "activation": "gelu", "optimizer": "adamw", "clip": 1.0 },
+        "model": b.model,
+        "config": b.config,
         "repeats": repeats,
         "step_s": step,
+        "step_min_s": min_s,
+        "step_max_s": max_s,
         "steps_per_s": 1.0 / step,
-        "samples_per_s": batch as f64 / step,
-        "dispatches": plan.dispatches(),
+        "unit": unit,
+        "per_step": per_step,
+        "samples_per_s": per_step as f64 / step,
+        "dispatches": dispatches,
         "encode_us_per_dispatch": encode_us,
         "encode_breakdown": breakdown,
-        "planned_peak_bytes": plan.planned_peak_bytes(),
-        "allocated_bytes": plan.allocated_bytes(),
-        "allocated_over_planned": plan.allocated_bytes() as f64 / plan.planned_peak_bytes().max(1) as f64,
-        "persistent_bytes": plan.persistent_bytes,
+        "planned_peak_bytes": planned,
+        "allocated_bytes": allocated,
+        "allocated_over_planned": allocated as f64 / planned.max(1) as f64,
+        "persistent_bytes": persistent,
     });
     if print {
         println!(
-            "{:<8} {:>9.2} ms/step {:>10.0} samples/s  {:>4} dispatches  encode {}  planned {:.2} MB, allocated {:.2} MB",
-            "mlp",
+            "{:<8} {:>9.2} ms/step (min {:.2}, max {:.2}) {:>10.0} {unit}/s  {:>4} dispatches  encode {}  planned {:.2} MB, allocated {:.2} MB",
+            b.model,
             step * 1e3,
-            batch as f64 / step,
-            plan.dispatches(),
+            min_s * 1e3,
+            max_s * 1e3,
+            per_step as f64 / step,
+            dispatches,
             encode_us
                 .map(|u| format!(
                     "{u:.2} us/dispatch (record {:.2}, finish {:.2}, submit {:.2})",
@@ -104,14 +177,14 @@ pub fn mlp(dev: &Device, quick: bool, print: bool) -> Result<Value> {
                     breakdown["submit_us_per_dispatch"].as_f64().unwrap_or(0.0)
                 ))
                 .unwrap_or_else(|| "-".into()),
-            plan.planned_peak_bytes() as f64 / 1e6,
-            plan.allocated_bytes() as f64 / 1e6
+            planned as f64 / 1e6,
+            allocated as f64 / 1e6
         );
     }
     Ok(v)
 }
 
-/// Every training benchmark (the regimes add theirs here).
+/// Every training benchmark of `ENTRIES`.
 pub fn run(dev: &Device, quick: bool, print: bool) -> Result<Vec<Value>> {
-    Ok(vec![mlp(dev, quick, print)?])
+    ENTRIES.iter().map(|(_, f)| f(dev, quick, print)).collect()
 }
