@@ -97,7 +97,7 @@ fn gan_images_train_sample_eval() {
     let d = dir("images");
     let imgs = d.join("imgs");
     std::fs::create_dir_all(&imgs).unwrap();
-    for i in 0..20 {
+    for i in 0..50 {
         let px: Vec<f32> = (0..28 * 28).map(|k| if (k / 28 + i) % 7 < 3 { 1.0 } else { -1.0 }).collect();
         tigel::data::images::write_png_grid(&imgs.join(format!("{i:02}.png")), &px, 1, 1, 28, 28, 1).unwrap();
     }
@@ -131,10 +131,10 @@ fn gan_images_train_sample_eval() {
         tigel(&["--backend", "cpu", "sample", "gan", "--checkpoint", r, "--n", "16", "--out", png.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
-    let (code, out, err) = tigel(&["--backend", "cpu", "eval", "gan", "--checkpoint", r, "--n", "2", "--json"]);
+    let (code, out, err) = tigel(&["--backend", "cpu", "eval", "gan", "--checkpoint", r, "--n", "5", "--json"]);
     assert_eq!(code, 0, "{err}");
     let e = json_line(&out);
-    assert_eq!(e["n"], 2);
+    assert_eq!(e["n"], 5);
     assert!(e["precision"].as_f64().is_some_and(|p| (0.0..=1.0).contains(&p)), "{e}");
     // Eval against data of another shape is refused.
     assert_clean_failure(&["--backend", "cpu", "eval", "gan", "--checkpoint", r, "--data", "ring8"], "shape");
@@ -185,7 +185,7 @@ fn gan_bad_input_is_refused() {
     // Images the DCGAN does not take (20×20).
     let odd = d.join("odd");
     std::fs::create_dir_all(&odd).unwrap();
-    for i in 0..3 {
+    for i in 0..20 {
         tigel::data::images::write_png_grid(&odd.join(format!("{i}.png")), &vec![0.0; 400], 1, 1, 20, 20, 1).unwrap();
     }
     fail(train(odd.to_str().unwrap()), "28×28");

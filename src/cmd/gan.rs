@@ -31,20 +31,20 @@ struct Defaults {
 }
 
 const MIXTURE: Defaults = Defaults {
-    steps: 6000,
-    batch: 256,
-    lr: 1e-3,
-    lr_end: 0.0,
+    steps: 15000,
+    batch: 512,
+    lr: 2e-3,
+    lr_end: 1.0,
     z_dim: 8,
     width: 128,
     depth: 3,
     pack: 4,
-    ema: 0.999,
+    ema: 0.9995,
     r1: 0.0,
-    eval_every: 1000,
+    eval_every: 2500,
 };
 const IMAGES: Defaults = Defaults {
-    steps: 3000,
+    steps: 6000,
     batch: 64,
     lr: 2e-4,
     lr_end: 1.0,
@@ -54,7 +54,7 @@ const IMAGES: Defaults = Defaults {
     pack: 1,
     ema: 0.0,
     r1: 0.0,
-    eval_every: 500,
+    eval_every: 1000,
 };
 
 #[derive(clap::Args, Debug)]
