@@ -40,17 +40,7 @@ fn unet(classes: usize) -> DiffusionConfig {
 }
 
 fn settings(batch: usize, steps: u32, lr: f32) -> TrainSettings {
-    TrainSettings {
-        batch,
-        lr,
-        warmup: 2,
-        steps,
-        weight_decay: 0.0,
-        clip: 1.0,
-        ema: 0.99,
-        p_uncond: 0.1,
-        seed: 5,
-    }
+    TrainSettings { batch, lr, warmup: 2, steps, weight_decay: 0.0, clip: 1.0, ema: 0.99, p_uncond: 0.1, seed: 5 }
 }
 
 /// Small images with structure (a bright square whose place depends on the label), in [-1, 1].
@@ -132,17 +122,13 @@ fn ring8_training_lowers_the_loss_and_finds_the_modes() {
     let rows = ring_rows(20_000, scale);
     let m = Diffusion::new(&dev, mlp(64, 2, 100, scale), 2).unwrap();
     // Untrained: samples are noise, nowhere near the 8 narrow modes.
-    let s = SampleSettings {
-        sampler: SamplerKind::Ddpm,
-        label: None,
-        guidance: 1.0,
-        seed: 9,
-        clip: 0.0,
-        keep_at: vec![],
-    };
-    let before = mixture_metrics(&Sampler::new(&dev, &m).unwrap().sample(&dev, 500, 500, &s).unwrap().x, Mixture::Ring8)
-        .unwrap();
-    let t = DiffusionTrainer::new(&dev, m, TrainData { rows: &rows, labels: None }, settings(128, 2000, 3e-3), 0).unwrap();
+    let s =
+        SampleSettings { sampler: SamplerKind::Ddpm, label: None, guidance: 1.0, seed: 9, clip: 0.0, keep_at: vec![] };
+    let before =
+        mixture_metrics(&Sampler::new(&dev, &m).unwrap().sample(&dev, 500, 500, &s).unwrap().x, Mixture::Ring8)
+            .unwrap();
+    let t =
+        DiffusionTrainer::new(&dev, m, TrainData { rows: &rows, labels: None }, settings(128, 2000, 3e-3), 0).unwrap();
     let l = losses(&dev, &t, 2000);
     let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
     let (first, last) = (mean(&l[..100]), mean(&l[1900..]));
@@ -221,7 +207,8 @@ fn ddim_properties() {
     let rows: Vec<f32> = (0..256).flat_map(|_| point).collect();
     let cfg = mlp(32, 2, 50, 1.0);
     let m = Diffusion::new(&dev, cfg, 3).unwrap();
-    let t = DiffusionTrainer::new(&dev, m, TrainData { rows: &rows, labels: None }, settings(64, 1500, 3e-3), 0).unwrap();
+    let t =
+        DiffusionTrainer::new(&dev, m, TrainData { rows: &rows, labels: None }, settings(64, 1500, 3e-3), 0).unwrap();
     losses(&dev, &t, 1500);
     let model = t.ema_model(&dev).unwrap();
     let sampler = Sampler::new(&dev, &model).unwrap();
@@ -240,7 +227,10 @@ fn ddim_properties() {
     assert_eq!(a, b, "DDIM is deterministic");
     assert_ne!(a, c, "another seed, other samples");
     let mean_dist = |x: &[f32], to: &dyn Fn(usize) -> [f32; 2]| {
-        x.chunks(2).enumerate().map(|(i, p)| ((p[0] - to(i)[0]).powi(2) + (p[1] - to(i)[1]).powi(2)).sqrt()).sum::<f32>()
+        x.chunks(2)
+            .enumerate()
+            .map(|(i, p)| ((p[0] - to(i)[0]).powi(2) + (p[1] - to(i)[1]).powi(2)).sqrt())
+            .sum::<f32>()
             / (x.len() / 2) as f32
     };
     let to_point = mean_dist(&a, &|_| point);
@@ -306,19 +296,14 @@ fn bad_input_is_refused_with_a_clear_error() {
     assert!(e.contains("--timesteps"), "{e}");
     let e = Diffusion::new(&dev, DiffusionConfig { emb: 16, ..mlp(32, 2, 10, 1.0) }, 0).err().unwrap().to_string();
     assert!(e.contains("32") && e.contains("16"), "{e}");
-    let e = Diffusion::new(&dev, DiffusionConfig { sample_shape: vec![1, 7, 7], ..unet(0) }, 0).err().unwrap().to_string();
+    let e =
+        Diffusion::new(&dev, DiffusionConfig { sample_shape: vec![1, 7, 7], ..unet(0) }, 0).err().unwrap().to_string();
     assert!(e.contains("divisible"), "{e}");
 
     let plain = Diffusion::new(&dev, mlp(16, 1, 10, 1.0), 0).unwrap();
     let sampler = Sampler::new(&dev, &plain).unwrap();
-    let base = SampleSettings {
-        sampler: SamplerKind::Ddpm,
-        label: None,
-        guidance: 1.0,
-        seed: 1,
-        clip: 0.0,
-        keep_at: vec![],
-    };
+    let base =
+        SampleSettings { sampler: SamplerKind::Ddpm, label: None, guidance: 1.0, seed: 1, clip: 0.0, keep_at: vec![] };
     let e = sampler.check(&SampleSettings { guidance: 3.0, ..base.clone() }).unwrap_err().to_string();
     assert!(e.contains("--guidance") && e.contains("conditional"), "{e}");
     let e = sampler.check(&SampleSettings { label: Some(0), ..base.clone() }).unwrap_err().to_string();

@@ -293,7 +293,8 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     let start_step = resume.as_ref().map_or(0, |ck| ck.step as u32);
     let model = Diffusion::new(&dev, cfg.clone(), a.seed)?;
     let params = model.param_count();
-    let t = DiffusionTrainer::new(&dev, model, TrainData { rows: &rows, labels: labels.as_deref() }, settings, start_step)?;
+    let t =
+        DiffusionTrainer::new(&dev, model, TrainData { rows: &rows, labels: labels.as_deref() }, settings, start_step)?;
     if let Some(ck) = &resume {
         t.restore(&dev, ck)?;
     }
@@ -353,7 +354,8 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
                 first_window = mean;
             }
             let step = start_step + i;
-            let line = json!({"step": step, "loss": loss, "mean_loss": mean, "elapsed_s": started.elapsed().as_secs_f64()});
+            let line =
+                json!({"step": step, "loss": loss, "mean_loss": mean, "elapsed_s": started.elapsed().as_secs_f64()});
             writeln!(metrics, "{line}").map_err(|e| io_err(&metrics_path, e))?;
             bar.println(format!("step {step}: loss {mean:.4} (mean since the last save)"));
             t.save(&dev, &checkpoint_path(&dir), &a.data)?;
@@ -506,12 +508,13 @@ fn scatter(points: &[f32], size: usize, extent: f32) -> Vec<f32> {
 pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
     let ck = Checkpoint::load(&a.checkpoint)?;
     ck.expect_kind_for(KIND, "`tigel eval diffusion`")?;
-    let spec = match &a.data {
-        Some(d) => d.clone(),
-        None => ck.config.get("data").and_then(|d| d.as_str()).map(String::from).ok_or_else(|| {
-            Error::invalid("eval diffusion", "the checkpoint does not name its data; pass --data")
-        })?,
-    };
+    let spec =
+        match &a.data {
+            Some(d) => d.clone(),
+            None => ck.config.get("data").and_then(|d| d.as_str()).map(String::from).ok_or_else(|| {
+                Error::invalid("eval diffusion", "the checkpoint does not name its data; pass --data")
+            })?,
+        };
     let source = Source::open(&spec)?;
     let dev = super::device(backend)?;
     let model = Diffusion::load(&dev, &ck, "`tigel eval diffusion`")?;
@@ -525,7 +528,8 @@ pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
                 return Err(Error::invalid("eval diffusion", "the model does not generate 2-D points"));
             }
             let n = a.n.unwrap_or(2000);
-            let s = SampleSettings { sampler: kind, label: None, guidance: 1.0, seed: a.seed, clip: 0.0, keep_at: vec![] };
+            let s =
+                SampleSettings { sampler: kind, label: None, guidance: 1.0, seed: a.seed, clip: 0.0, keep_at: vec![] };
             let x = sampler.sample(&dev, n, a.batch.max(n), &s)?.x;
             mixture_json(&x, *mix, a.seed)?
         }

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use super::{Graph, NodeId, Op};
 use crate::device::{Device, Download, Recording};
 use crate::error::Result;
-use crate::ops::{attention, chnorm, conv, dropout, elementwise as ew, embedding, layout, loss, matmul, norm, reduce, softmax};
+use crate::ops::{
+    attention, chnorm, conv, dropout, elementwise as ew, embedding, layout, loss, matmul, norm, reduce, softmax,
+};
 use crate::tensor::Tensor;
 
 /// A compiled training (or inference) step.

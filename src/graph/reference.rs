@@ -415,10 +415,7 @@ pub fn eval(g: &Graph, leaves: &HashMap<NodeId, Value>, keep: &[NodeId]) -> Resu
                 }
                 Value { shape: node.shape.clone(), data }
             }
-            Op::LayerNormBackward
-            | Op::AttentionBackward { .. }
-            | Op::Output(_)
-            | Op::GroupNormBackward(_) => {
+            Op::LayerNormBackward | Op::AttentionBackward { .. } | Op::Output(_) | Op::GroupNormBackward(_) => {
                 return Err(Error::invalid(
                     "reference",
                     format!("{} has no f64 reference: gradient checks differentiate the forward", node.op.name()),

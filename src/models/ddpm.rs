@@ -158,7 +158,11 @@ impl DiffusionConfig {
         let shape = v.get("sample_shape").and_then(Value::as_array).ok_or_else(bad)?;
         let cfg = DiffusionConfig {
             arch,
-            sample_shape: shape.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Option<_>>().ok_or_else(bad)?,
+            sample_shape: shape
+                .iter()
+                .map(|d| d.as_u64().map(|d| d as usize))
+                .collect::<Option<_>>()
+                .ok_or_else(bad)?,
             timesteps: u("timesteps")?,
             schedule: parse_schedule(v.get("schedule").and_then(Value::as_str).ok_or_else(bad)?)?,
             prediction: Prediction::parse(v.get("prediction").and_then(Value::as_str).ok_or_else(bad)?)?,
@@ -199,14 +203,18 @@ impl Diffusion {
         let e = cfg.emb;
         let time1 = init.linear("time.0", TIME_SIN_DIM, e)?;
         let time2 = init.linear("time.1", e, e)?;
-        let classes =
-            if cfg.num_classes > 0 { Some(init.normal("classes".into(), &[cfg.num_classes + 1, e], 1.0)?) } else { None };
+        let classes = if cfg.num_classes > 0 {
+            Some(init.normal("classes".into(), &[cfg.num_classes + 1, e], 1.0)?)
+        } else {
+            None
+        };
         let net = match &cfg.arch {
             Arch::Mlp { hidden, layers } => {
                 let d = cfg.sample_shape[0];
                 let input = init.linear("mlp.in", d, *hidden)?;
-                let hidden_l =
-                    (0..*layers).map(|i| init.linear(&format!("mlp.h.{i}"), *hidden, *hidden)).collect::<Result<_>>()?;
+                let hidden_l = (0..*layers)
+                    .map(|i| init.linear(&format!("mlp.h.{i}"), *hidden, *hidden))
+                    .collect::<Result<_>>()?;
                 let out = init.linear("mlp.out", *hidden, d)?;
                 Net::Mlp(MlpNet { input, hidden: hidden_l, out })
             }
@@ -554,7 +562,10 @@ impl<'a> Sampler<'a> {
         let k = self.model.cfg.num_classes;
         if let Some(l) = s.label {
             if k == 0 {
-                return Err(Error::invalid("--label", "the model is not class-conditional (train it with --conditional)"));
+                return Err(Error::invalid(
+                    "--label",
+                    "the model is not class-conditional (train it with --conditional)",
+                ));
             }
             if l as usize >= k {
                 return Err(Error::invalid("--label", format!("label {l} is out of range: the model has {k} classes")));
@@ -663,7 +674,9 @@ impl<'a> Sampler<'a> {
                 eps = diffusion::v_to_eps(dev, &eps, &x, &t_n, &self.sched.alpha_bar)?;
             }
             x = match s.sampler {
-                SamplerKind::Ddpm => diffusion::ddpm_step(dev, &x, &eps, t, &self.sched, s.seed, (i as u64 + 1) * stride)?,
+                SamplerKind::Ddpm => {
+                    diffusion::ddpm_step(dev, &x, &eps, t, &self.sched, s.seed, (i as u64 + 1) * stride)?
+                }
                 SamplerKind::Ddim { .. } => {
                     diffusion::ddim_step_clipped(dev, &x, &eps, t, steps.get(i + 1).copied(), &self.sched, s.clip)?
                 }
@@ -672,7 +685,11 @@ impl<'a> Sampler<'a> {
                 kept.push((i + 1, self.to_data(dev, &x)?));
             }
         }
-        let kept = s.keep_at.iter().map(|&k| (k, kept.iter().find(|(j, _)| *j == k).map(|v| v.1.clone()).unwrap_or_default())).collect();
+        let kept = s
+            .keep_at
+            .iter()
+            .map(|&k| (k, kept.iter().find(|(j, _)| *j == k).map(|v| v.1.clone()).unwrap_or_default()))
+            .collect();
         Ok(Samples { x: self.to_data(dev, &x)?, kept })
     }
 

@@ -228,10 +228,8 @@ impl Unet {
             cin = ch;
         }
         let low = chans[levels - 1];
-        let mid = [
-            ResBlock::new(init, "unet.mid.0", low, low, emb)?,
-            ResBlock::new(init, "unet.mid.1", low, low, emb)?,
-        ];
+        let mid =
+            [ResBlock::new(init, "unet.mid.0", low, low, emb)?, ResBlock::new(init, "unet.mid.1", low, low, emb)?];
         let attn = if cfg.attention { Some(Attn::new(init, "unet.mid.attn", low)?) } else { None };
         let mut up = Vec::new();
         let mut upsample = Vec::new();
@@ -241,7 +239,11 @@ impl Unet {
             up.push(ResBlock::new(init, &format!("unet.up.{i}"), from + ch, ch, emb)?);
             if i > 0 {
                 // [Cin, Cout, 4, 4] (transposed convolution layout), to the channels of level i - 1's input.
-                upsample.push(init.normal(format!("unet.upsample.{i}"), &[ch, ch, 4, 4], 1.0 / ((ch * 4) as f32).sqrt())?);
+                upsample.push(init.normal(
+                    format!("unet.upsample.{i}"),
+                    &[ch, ch, 4, 4],
+                    1.0 / ((ch * 4) as f32).sqrt(),
+                )?);
             }
         }
         Ok(Unet {
@@ -253,7 +255,11 @@ impl Unet {
             up,
             upsample,
             gn_out: init.norm("unet.gn_out", cfg.base)?,
-            conv_out: init.normal("unet.conv_out".into(), &[c, cfg.base, 3, 3], 0.1 / ((cfg.base * 9) as f32).sqrt())?,
+            conv_out: init.normal(
+                "unet.conv_out".into(),
+                &[c, cfg.base, 3, 3],
+                0.1 / ((cfg.base * 9) as f32).sqrt(),
+            )?,
             conv_out_b: init.fill("unet.conv_out.b".into(), &[c, 1, 1], 0.0)?,
             cfg,
         })
