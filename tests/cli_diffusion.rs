@@ -1,0 +1,294 @@
+//! `tigel train|sample|eval diffusion` through the binary: tiny models end to end, and the refusals.
+use std::path::Path;
+use std::process::Command;
+
+fn tigel(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_tigel"))
+        .args(args)
+        .env_remove("TIGEL_BACKEND")
+        .env_remove("TIGEL_ADAPTER")
+        .output()
+        .expect("run tigel");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (code, out, err) = tigel(args);
+    assert_eq!(code, 0, "tigel {args:?} failed:\n{err}");
+    out
+}
+
+fn json_line(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.lines().last().expect("a line")).expect("one JSON line")
+}
+
+fn refused(args: &[&str], needle: &str) {
+    let (code, _, err) = tigel(args);
+    assert_ne!(code, 0, "tigel {args:?} should fail");
+    assert!(err.contains(needle), "tigel {args:?}: stderr should mention `{needle}`:\n{err}");
+    assert!(!err.contains("panicked"), "tigel {args:?} panicked:\n{err}");
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tigel-cli-diffusion-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// An .npy of u8 labels (format 1.0).
+fn write_labels_npy(path: &Path, labels: &[u8]) {
+    let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({},), }}", labels.len());
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend((header.len() as u16).to_le_bytes());
+    b.extend(header.as_bytes());
+    b.extend(labels);
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn ring8_train_sample_eval_resume() {
+    let dir = tmp("ring8");
+    let run = dir.join("run");
+    let r = run.to_str().unwrap();
+    let tiny = ["--hidden", "32", "--layers", "2", "--timesteps", "50", "--batch", "64", "--save-every", "50"];
+    let mut args = vec!["--backend", "cpu", "train", "diffusion", "--data", "ring8", "--steps", "100"];
+    args.extend(tiny);
+    args.extend(["--out", r, "--json"]);
+    let v = json_line(&ok(&args));
+    assert_eq!(v["steps"], 100);
+    assert!(v["loss"].as_f64().is_some_and(|l| l.is_finite() && l > 0.0), "{v}");
+    for f in ["checkpoint.safetensors", "config.json", "metrics.jsonl"] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 2);
+
+    // An occupied --out is refused, nothing overwritten.
+    let before = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+    refused(
+        &["--backend", "cpu", "train", "diffusion", "--data", "ring8", "--steps", "5", "--out", r],
+        "already holds",
+    );
+    assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), before);
+
+    // Samples: .npy of [n, 2], a scatter PNG, a trajectory, DDIM.
+    let npy = dir.join("s.npy");
+    ok(&["--backend", "cpu", "sample", "diffusion", "--checkpoint", r, "--n", "100", "--out", npy.to_str().unwrap()]);
+    // 128-byte header (format 1.0 as written) + 100 × 2 f32.
+    assert_eq!(std::fs::metadata(&npy).unwrap().len(), 128 + 800);
+    let png = dir.join("s.png");
+    let ddim = ["--sampler", "ddim", "--sample-steps", "10"];
+    let mut a = vec!["--backend", "cpu", "sample", "diffusion", "--checkpoint", r, "--n", "300"];
+    a.extend(ddim);
+    a.extend(["--out", png.to_str().unwrap()]);
+    ok(&a);
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let traj = dir.join("traj.npy");
+    ok(&[
+        "--backend",
+        "cpu",
+        "sample",
+        "diffusion",
+        "--checkpoint",
+        r,
+        "--n",
+        "20",
+        "--trajectory",
+        "--out",
+        traj.to_str().unwrap(),
+    ]);
+    // 8 frames of 20 points.
+    assert_eq!(std::fs::metadata(&traj).unwrap().len(), 128 + 8 * 20 * 2 * 4);
+
+    // Eval: the mixture metrics beside the real samples' log-density.
+    let mut a = vec!["--backend", "cpu", "eval", "diffusion", "--checkpoint", r, "--n", "200"];
+    a.extend(ddim);
+    a.push("--json");
+    let v = json_line(&ok(&a));
+    assert_eq!(v["num_modes"], 8);
+    assert_eq!(v["n"], 200);
+    for k in ["high_quality", "reverse_kl", "mean_log_density", "real_mean_log_density"] {
+        assert!(v[k].as_f64().is_some(), "{k}: {v}");
+    }
+
+    // Resume: the step count continues.
+    let v = json_line(&ok(&[
+        "--backend",
+        "cpu",
+        "train",
+        "diffusion",
+        "--data",
+        "ring8",
+        "--steps",
+        "20",
+        "--resume",
+        r,
+        "--json",
+    ]));
+    assert_eq!(v["steps"], 120);
+
+    // Refusals against this (unconditional) checkpoint.
+    let s = ["--backend", "cpu", "sample", "diffusion", "--checkpoint", r, "--n", "4"];
+    let out = dir.join("x.png");
+    let o = out.to_str().unwrap();
+    refused(&[&s[..], &["--guidance", "3", "--out", o]].concat(), "not label-conditioned");
+    refused(&[&s[..], &["--label", "1", "--out", o]].concat(), "not class-conditional");
+    refused(&[&s[..], &["--sampler", "euler", "--out", o]].concat(), "euler");
+    refused(&[&s[..], &["--sampler", "ddim", "--sample-steps", "51", "--out", o]].concat(), "51");
+    refused(&[&s[..], &["--out", dir.join("x.txt").to_str().unwrap()]].concat(), ".png or .npy");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_training_input_is_refused() {
+    let dir = tmp("bad");
+    let o = dir.join("run");
+    let o = o.to_str().unwrap();
+    let t = ["--backend", "cpu", "train", "diffusion"];
+    refused(&[&t[..], &["--data", "ring8", "--timesteps", "0", "--out", o]].concat(), "--timesteps");
+    refused(&[&t[..], &["--data", "ring9", "--out", o]].concat(), "ring9");
+    refused(&[&t[..], &["--data", "ring8", "--conditional", "--out", o]].concat(), "no labels");
+    refused(&[&t[..], &["--data", "ring8", "--schedule", "quadratic", "--out", o]].concat(), "quadratic");
+    refused(&[&t[..], &["--data", "ring8", "--prediction", "x0", "--out", o]].concat(), "x0");
+    refused(&[&t[..], &["--data", "ring8", "--batch", "0", "--out", o]].concat(), "--batch");
+    assert!(!Path::new(o).join("checkpoint.safetensors").exists());
+
+    // A checkpoint of another kind.
+    let other = dir.join("gpt");
+    std::fs::create_dir_all(&other).unwrap();
+    tigel::checkpoint::Checkpoint::new("gpt", serde_json::json!({}))
+        .save(&other.join("checkpoint.safetensors"))
+        .unwrap();
+    let g = other.to_str().unwrap();
+    let png = dir.join("a.png");
+    refused(&["--backend", "cpu", "sample", "diffusion", "--checkpoint", g, "--out", png.to_str().unwrap()], "gpt");
+    refused(&["--backend", "cpu", "eval", "diffusion", "--checkpoint", g, "--data", "ring8"], "gpt");
+    refused(&[&t[..], &["--data", "ring8", "--resume", g, "--out", o]].concat(), "gpt");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A class-conditional UNet on a tiny labelled .npy image set: guided samples, per-class eval, refusals.
+#[test]
+fn conditional_images_train_sample_eval() {
+    let dir = tmp("images");
+    let (n, side) = (60, 8);
+    let mut px = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..n {
+        let l = i % 3;
+        for y in 0..side {
+            for _ in 0..side {
+                px.push(if y / 3 == l { 0.8 } else { -0.8 });
+            }
+        }
+        labels.push(l as u8);
+    }
+    let data = dir.join("imgs.npy");
+    tigel::data::images::write_npy_f32(&data, &px, &[n, side, side]).unwrap();
+    write_labels_npy(&dir.join("imgs_labels.npy"), &labels);
+    let run = dir.join("run");
+    let r = run.to_str().unwrap();
+    let v = json_line(&ok(&[
+        "--backend",
+        "cpu",
+        "train",
+        "diffusion",
+        "--data",
+        data.to_str().unwrap(),
+        "--conditional",
+        "--base",
+        "8",
+        "--mults",
+        "1,2",
+        "--timesteps",
+        "20",
+        "--steps",
+        "6",
+        "--batch",
+        "4",
+        "--out",
+        r,
+        "--json",
+    ]));
+    assert_eq!(v["steps"], 6);
+    let g = dir.join("g.png");
+    ok(&[
+        "--backend",
+        "cpu",
+        "sample",
+        "diffusion",
+        "--checkpoint",
+        r,
+        "--n",
+        "4",
+        "--label",
+        "2",
+        "--guidance",
+        "2",
+        "--out",
+        g.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&g).unwrap().starts_with(b"\x89PNG"));
+    let traj = dir.join("t.png");
+    ok(&[
+        "--backend",
+        "cpu",
+        "sample",
+        "diffusion",
+        "--checkpoint",
+        r,
+        "--n",
+        "2",
+        "--trajectory",
+        "--out",
+        traj.to_str().unwrap(),
+    ]);
+    refused(
+        &["--backend", "cpu", "sample", "diffusion", "--checkpoint", r, "--label", "3", "--out", g.to_str().unwrap()],
+        "out of range",
+    );
+    refused(
+        &[
+            "--backend",
+            "cpu",
+            "sample",
+            "diffusion",
+            "--checkpoint",
+            r,
+            "--guidance",
+            "2",
+            "--out",
+            g.to_str().unwrap(),
+        ],
+        "--label",
+    );
+    let v = json_line(&ok(&[
+        "--backend",
+        "cpu",
+        "eval",
+        "diffusion",
+        "--checkpoint",
+        r,
+        "--n",
+        "6",
+        "--sampler",
+        "ddim",
+        "--sample-steps",
+        "5",
+        "--json",
+    ]));
+    for k in ["mmd2", "precision", "recall"] {
+        assert!(v[k].as_f64().is_some_and(f64::is_finite), "{k}: {v}");
+    }
+    // A model for 8×8 images refuses 2-D data.
+    refused(&["--backend", "cpu", "eval", "diffusion", "--checkpoint", r, "--data", "ring8"], "2-D");
+    let _ = std::fs::remove_dir_all(&dir);
+}
