@@ -27,7 +27,7 @@ struct Defaults {
     timesteps: usize,
 }
 
-const MIXTURE: Defaults = Defaults { steps: 6000, batch: 256, lr: 2e-3, schedule: "cosine", timesteps: 1000 };
+const MIXTURE: Defaults = Defaults { steps: 15000, batch: 256, lr: 2e-3, schedule: "cosine", timesteps: 1000 };
 const IMAGES: Defaults = Defaults { steps: 3000, batch: 32, lr: 1e-3, schedule: "linear", timesteps: 1000 };
 /// Points the mixture's training set holds (generated once, uploaded once).
 const MIXTURE_POINTS: usize = 100_000;
@@ -37,7 +37,7 @@ pub struct TrainArgs {
     /// ring8, grid25, or an image dataset (IDX file, .npy, folder of PNGs); the last 10% of images is held out.
     #[arg(long)]
     pub data: String,
-    /// Optimizer steps in this run (default: 6000 for mixtures, 3000 for images).
+    /// Optimizer steps in this run (default: 15000 for mixtures, 3000 for images).
     #[arg(long)]
     pub steps: Option<u32>,
     /// Noise schedule: linear or cosine (default: cosine for mixtures, linear for images).
