@@ -28,7 +28,10 @@ struct Defaults {
 }
 
 const MIXTURE: Defaults = Defaults { steps: 15000, batch: 256, lr: 2e-3, schedule: "cosine", timesteps: 1000 };
-const IMAGES: Defaults = Defaults { steps: 3000, batch: 32, lr: 1e-3, schedule: "linear", timesteps: 1000 };
+/// The measured Fashion-MNIST run (docs/benchmarks.md): about 18 minutes on a shared 2-core CPU.
+const IMAGES: Defaults = Defaults { steps: 3500, batch: 32, lr: 1.5e-3, schedule: "cosine", timesteps: 500 };
+/// UNet channels at the first level for images (0.22 M parameters with mults 1,2,2).
+const IMAGE_BASE: usize = 16;
 /// Points the mixture's training set holds (generated once, uploaded once).
 const MIXTURE_POINTS: usize = 100_000;
 
@@ -37,13 +40,13 @@ pub struct TrainArgs {
     /// ring8, grid25, or an image dataset (IDX file, .npy, folder of PNGs); the last 10% of images is held out.
     #[arg(long)]
     pub data: String,
-    /// Optimizer steps in this run (default: 15000 for mixtures, 3000 for images).
+    /// Optimizer steps in this run (default: 15000 for mixtures, 3500 for images).
     #[arg(long)]
     pub steps: Option<u32>,
-    /// Noise schedule: linear or cosine (default: cosine for mixtures, linear for images).
+    /// Noise schedule: linear or cosine (default: cosine).
     #[arg(long)]
     pub schedule: Option<String>,
-    /// Diffusion timesteps T.
+    /// Diffusion timesteps T (default: 1000 for mixtures, 500 for images).
     #[arg(long)]
     pub timesteps: Option<usize>,
     /// What the network predicts: eps (the noise) or v.
@@ -70,7 +73,8 @@ pub struct TrainArgs {
     pub hidden: Option<usize>,
     #[arg(long)]
     pub layers: Option<usize>,
-    /// UNet (images): channels of the first level, multipliers per level, attention at the lowest level.
+    /// UNet (images): channels of the first level (default 16), multipliers per level (default 1,2,2),
+    /// attention at the lowest level.
     #[arg(long)]
     pub base: Option<usize>,
     #[arg(long, value_delimiter = ',')]
@@ -233,7 +237,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
                             format!("`{}` has no labels (IDX label file or labels .npy beside it)", a.data),
                         ));
                     }
-                    let base = a.base.unwrap_or(32);
+                    let base = a.base.unwrap_or(IMAGE_BASE);
                     DiffusionConfig {
                         arch: Arch::Unet(UnetConfig {
                             base,
