@@ -162,33 +162,6 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::Io { path: path.display().to_string(), source: e }
-}
-
-fn run_dir(out: Option<&Path>, resume: Option<&Path>) -> Result<PathBuf> {
-    if let Some(o) = out {
-        let same = resume.is_some_and(|r| r.canonicalize().ok() == o.canonicalize().ok());
-        if checkpoint_path(o).exists() && !same {
-            return Err(Error::invalid(
-                "train diffusion",
-                format!(
-                    "{} already holds a checkpoint; continue it with --resume {0} or choose another --out",
-                    o.display()
-                ),
-            ));
-        }
-        return Ok(o.to_path_buf());
-    }
-    if let Some(r) = resume {
-        return Ok(if r.is_dir() { r.to_path_buf() } else { r.parent().unwrap_or(Path::new(".")).to_path_buf() });
-    }
-    (1..)
-        .map(|i| PathBuf::from(if i == 1 { "runs/diffusion".to_string() } else { format!("runs/diffusion-{i}") }))
-        .find(|p| !p.exists())
-        .ok_or_else(|| Error::invalid("train diffusion", "no free run directory"))
-}
-
 fn parse_sampler(name: &str, steps: usize) -> Result<SamplerKind> {
     match name {
         "ddpm" => Ok(SamplerKind::Ddpm),
@@ -291,7 +264,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
             (train.pixels.clone(), labels)
         }
     };
-    let dir = run_dir(a.out.as_deref(), a.resume.as_deref())?;
+    let dir = super::run_dir("train diffusion", "diffusion", a.out.as_deref(), a.resume.as_deref())?;
 
     let dev = super::device(backend)?;
     let start_step = resume.as_ref().map_or(0, |ck| ck.step as u32);
@@ -302,7 +275,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     if let Some(ck) = &resume {
         t.restore(&dev, ck)?;
     }
-    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| super::io_err(&dir, e))?;
     let config = json!({"model": cfg.to_json(), "train": settings.to_json(), "data": a.data,
                         "resumed_from": a.resume, "start_step": start_step});
     write_atomic(&dir.join("config.json"), &(serde_json::to_string_pretty(&config).unwrap() + "\n"))?;
@@ -311,7 +284,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         .create(true)
         .append(true)
         .open(&metrics_path)
-        .map_err(|e| io_err(&metrics_path, e))?;
+        .map_err(|e| super::io_err(&metrics_path, e))?;
     eprintln!(
         "diffusion: {:?}, {:.2} M parameters, T = {} ({}), predicting {}; data {}",
         cfg.arch,
@@ -360,7 +333,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
             let step = start_step + i;
             let line =
                 json!({"step": step, "loss": loss, "mean_loss": mean, "elapsed_s": started.elapsed().as_secs_f64()});
-            writeln!(metrics, "{line}").map_err(|e| io_err(&metrics_path, e))?;
+            writeln!(metrics, "{line}").map_err(|e| super::io_err(&metrics_path, e))?;
             bar.println(format!("step {step}: loss {mean:.4} (mean since the last save)"));
             t.save(&dev, &checkpoint_path(&dir), &a.data)?;
             if i == settings.steps {
@@ -392,8 +365,8 @@ fn loss_of(d: tigel::device::Download) -> Result<f64> {
 
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+    std::fs::write(&tmp, text).map_err(|e| super::io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| super::io_err(path, e))
 }
 
 /// Frames of a trajectory: after these reverse steps (of `total`).
@@ -442,7 +415,7 @@ pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {
     let d = cfg.sample_len();
     let n = a.n;
     if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+        std::fs::create_dir_all(parent).map_err(|e| super::io_err(parent, e))?;
     }
     if cfg.sample_shape.len() == 3 {
         let (c, h, w) = (cfg.sample_shape[0], cfg.sample_shape[1], cfg.sample_shape[2]);

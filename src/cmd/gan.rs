@@ -137,33 +137,6 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::Io { path: path.display().to_string(), source: e }
-}
-
-fn run_dir(out: Option<&Path>, resume: Option<&Path>) -> Result<PathBuf> {
-    if let Some(o) = out {
-        let same = resume.is_some_and(|r| r.canonicalize().ok() == o.canonicalize().ok());
-        if checkpoint_path(o).exists() && !same {
-            return Err(Error::invalid(
-                "train gan",
-                format!(
-                    "{} already holds a checkpoint; continue it with --resume {0} or choose another --out",
-                    o.display()
-                ),
-            ));
-        }
-        return Ok(o.to_path_buf());
-    }
-    if let Some(r) = resume {
-        return Ok(if r.is_dir() { r.to_path_buf() } else { r.parent().unwrap_or(Path::new(".")).to_path_buf() });
-    }
-    (1..)
-        .map(|i| PathBuf::from(if i == 1 { "runs/gan".to_string() } else { format!("runs/gan-{i}") }))
-        .find(|p| !p.exists())
-        .ok_or_else(|| Error::invalid("train gan", "no free run directory"))
-}
-
 pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     let src = Source::open(&a.data)?;
     let (shape, scale) = data_shape_of(&src);
@@ -221,7 +194,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     if eval_every == 0 {
         return Err(Error::invalid("train gan", "--eval-every must be a positive integer"));
     }
-    let dir = run_dir(a.out.as_deref(), a.resume.as_deref())?;
+    let dir = super::run_dir("train gan", "gan", a.out.as_deref(), a.resume.as_deref())?;
 
     let dev = super::device(backend)?;
     let start_step = resume.as_ref().map_or(0, |ck| ck.step as u32);
@@ -232,7 +205,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         t.restore(&dev, ck)?;
     }
     let sampler = Sampler::new(&dev, &cfg, &t.sampling_generator()?, 500)?;
-    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| super::io_err(&dir, e))?;
     let config = json!({"model": cfg.to_json(), "train": settings.to_json(), "data": a.data,
                         "resumed_from": a.resume, "start_step": start_step});
     write_atomic(&dir.join("config.json"), &(serde_json::to_string_pretty(&config).unwrap() + "\n"))?;
@@ -241,7 +214,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         .create(true)
         .append(true)
         .open(&metrics_path)
-        .map_err(|e| io_err(&metrics_path, e))?;
+        .map_err(|e| super::io_err(&metrics_path, e))?;
     let params = |n: &tigel::models::gan::Net| n.params().iter().map(|p| p.tensor.numel()).sum::<usize>();
     eprintln!(
         "gan ({}): G {} parameters, D {}, z {}; {}",
@@ -297,7 +270,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
             let mut line = json!({"step": step, "loss_d": loss_d, "loss_g": loss_g,
                                   "elapsed_s": started.elapsed().as_secs_f64()});
             line.as_object_mut().unwrap().extend(scores.to_json().as_object().unwrap().clone());
-            writeln!(metrics, "{line}").map_err(|e| io_err(&metrics_path, e))?;
+            writeln!(metrics, "{line}").map_err(|e| super::io_err(&metrics_path, e))?;
             bar.println(format!("step {step}: D {loss_d:.3}, G {loss_g:.3}; {}", scores.line()));
             t.save(&dev, &checkpoint_path(&dir), &a.data)?;
             last = Some(scores);
@@ -331,8 +304,8 @@ fn loss_of(d: tigel::device::Download) -> Result<f64> {
 
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+    std::fs::write(&tmp, text).map_err(|e| super::io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| super::io_err(path, e))
 }
 
 pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {

@@ -109,35 +109,6 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::Io { path: path.display().to_string(), source: e }
-}
-
-/// The run directory: `--out`, which must not hold another run's checkpoint, or the first free
-/// runs/gpt, runs/gpt-2, ... A resumed run writes back into its own directory unless told otherwise.
-fn run_dir(out: Option<&Path>, resume: Option<&Path>) -> Result<PathBuf> {
-    if let Some(o) = out {
-        let same = resume.is_some_and(|r| r.canonicalize().ok() == o.canonicalize().ok());
-        if checkpoint_path(o).exists() && !same {
-            return Err(Error::invalid(
-                "train gpt",
-                format!(
-                    "{} already holds a checkpoint; continue it with --resume {0} or choose another --out",
-                    o.display()
-                ),
-            ));
-        }
-        return Ok(o.to_path_buf());
-    }
-    if let Some(r) = resume {
-        return Ok(if r.is_dir() { r.to_path_buf() } else { r.parent().unwrap_or(Path::new(".")).to_path_buf() });
-    }
-    (1..)
-        .map(|i| PathBuf::from(if i == 1 { "runs/gpt".to_string() } else { format!("runs/gpt-{i}") }))
-        .find(|p| !p.exists())
-        .ok_or_else(|| Error::invalid("train gpt", "no free run directory"))
-}
-
 pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     let corpus = Corpus::from_arg(a.data.as_deref())?;
     let resume = a.resume.as_deref().map(Checkpoint::load).transpose()?;
@@ -184,7 +155,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     if a.eval_every == 0 || a.eval_windows == 0 {
         return Err(Error::invalid("train gpt", "--eval-every and --eval-windows must be positive"));
     }
-    let dir = run_dir(a.out.as_deref(), a.resume.as_deref())?;
+    let dir = super::run_dir("train gpt", "gpt", a.out.as_deref(), a.resume.as_deref())?;
 
     let dev = super::device(backend)?;
     let start_step = resume.as_ref().map_or(0, |ck| ck.step as u32);
@@ -195,7 +166,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     }
     let eval = Evaluator::new(&dev, &t.model, 32)?;
     let (_, held) = corpus.split();
-    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| super::io_err(&dir, e))?;
     let config = json!({"model": cfg.to_json(), "train": settings.to_json(), "data": corpus.name,
                         "data_bytes": corpus.len(), "resumed_from": a.resume, "start_step": start_step});
     write_atomic(&dir.join("config.json"), &(serde_json::to_string_pretty(&config).unwrap() + "\n"))?;
@@ -204,7 +175,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         .create(true)
         .append(true)
         .open(&metrics_path)
-        .map_err(|e| io_err(&metrics_path, e))?;
+        .map_err(|e| super::io_err(&metrics_path, e))?;
 
     let plan = t.trainer().plan();
     eprintln!(
@@ -266,7 +237,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
                               "val_full": i == a.steps, "elapsed_s": started.elapsed().as_secs_f64(),
                               "train_s": train_secs(side),
                               "tokens_per_s": (i as usize * t.tokens_per_step) as f64 / train_secs(side)});
-            writeln!(metrics, "{line}").map_err(|e| io_err(&metrics_path, e))?;
+            writeln!(metrics, "{line}").map_err(|e| super::io_err(&metrics_path, e))?;
             bar.println(format!(
                 "step {step}: train {:.3}, held-out {:.3} bits/char{}",
                 train_loss * BITS,
@@ -329,8 +300,8 @@ fn loss_of(d: tigel::device::Download) -> Result<f64> {
 /// Writes a small text file through a temporary file and a rename: never half-written.
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+    std::fs::write(&tmp, text).map_err(|e| super::io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| super::io_err(path, e))
 }
 
 pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {

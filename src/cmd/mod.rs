@@ -5,7 +5,10 @@ pub mod gan;
 pub mod gpt;
 pub mod info;
 
-use tigel::{BackendChoice, Device, Result};
+use std::path::{Path, PathBuf};
+
+use tigel::checkpoint::checkpoint_path;
+use tigel::{BackendChoice, Device, Error, Result};
 
 /// The device for `--backend` (or $TIGEL_BACKEND, else auto), with its one-line note on stderr.
 pub fn device(backend: Option<&str>) -> Result<Device> {
@@ -15,4 +18,36 @@ pub fn device(backend: Option<&str>) -> Result<Device> {
     };
     eprintln!("{}", d.note());
     Ok(d)
+}
+
+/// An I/O error naming its path.
+pub fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::Io { path: path.display().to_string(), source: e }
+}
+
+/// The run directory of `tigel train KIND`: `--out`, which must not hold another run's checkpoint, or
+/// the first free runs/KIND, runs/KIND-2, ... A resumed run writes back into its own directory unless
+/// told otherwise.
+/// `op` names the command in errors ("train gpt").
+pub fn run_dir(op: &'static str, kind: &str, out: Option<&Path>, resume: Option<&Path>) -> Result<PathBuf> {
+    if let Some(o) = out {
+        let same = resume.is_some_and(|r| r.canonicalize().ok() == o.canonicalize().ok());
+        if checkpoint_path(o).exists() && !same {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "{} already holds a checkpoint; continue it with --resume {0} or choose another --out",
+                    o.display()
+                ),
+            ));
+        }
+        return Ok(o.to_path_buf());
+    }
+    if let Some(r) = resume {
+        return Ok(if r.is_dir() { r.to_path_buf() } else { r.parent().unwrap_or(Path::new(".")).to_path_buf() });
+    }
+    (1..)
+        .map(|i| PathBuf::from(if i == 1 { format!("runs/{kind}") } else { format!("runs/{kind}-{i}") }))
+        .find(|p| !p.exists())
+        .ok_or_else(|| Error::invalid(op, "no free run directory"))
 }
