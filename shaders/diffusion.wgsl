@@ -268,13 +268,16 @@ fn timestep_embedding(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 
 // ---------------------------------------------------------------------------------------------------------
 // ddpm_step: x_{t-1} = 1 / sqrt(alpha_t) * (x_t - beta_t / sqrt(1 - abar_t) * eps) + sigma_t z, sigma_t = sqrt(beta_t)
-// for t > 0 and 0 at t = 0, z_i = normal(seed, offset + i). The timestep is a host value (sampling is not a
-// replayed step); the schedule values are read from the device tensors.
+// for t > 0 and 0 at t = 0, z_i = normal(seed, offset + i). With clip > 0 the mean is the posterior mean
+// through x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) clamped to [-clip, clip]:
+// c0 * x0_hat + c1 * x_t, c0 = sqrt(abar_{t-1}) beta_t / (1 - abar_t), c1 = sqrt(alpha_t) (1 - abar_{t-1}) /
+// (1 - abar_t), abar_{-1} = 1 (equal to the eps form when nothing is clamped). The timestep is a host value
+// (sampling is not a replayed step); the schedule values are read from the device tensors.
 
 struct DdpmParams {
     n: u32,
     t: u32,
-    _pad0: u32,
+    clip: f32,           // 0: the eps form
     _pad1: u32,
     seed: vec2<u32>,     // (lo, hi)
     offset: vec2<u32>,   // (lo, hi)
@@ -296,7 +299,17 @@ fn ddpm_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let beta = d_betas[dpp.t];
     let alpha = d_alphas[dpp.t];
     let ab = d_alpha_bar[dpp.t];
-    let mean = (1.0 / sqrt(alpha)) * (d_xt[i] - beta / sqrt(1.0 - ab) * d_eps[i]);
+    var mean = 0.0;
+    if dpp.clip > 0.0 {
+        var ab_prev = 1.0;
+        if dpp.t > 0u {
+            ab_prev = d_alpha_bar[dpp.t - 1u];
+        }
+        let x0_hat = clamp((d_xt[i] - sqrt(1.0 - ab) * d_eps[i]) / sqrt(ab), -dpp.clip, dpp.clip);
+        mean = sqrt(ab_prev) * beta / (1.0 - ab) * x0_hat + sqrt(alpha) * (1.0 - ab_prev) / (1.0 - ab) * d_xt[i];
+    } else {
+        mean = (1.0 / sqrt(alpha)) * (d_xt[i] - beta / sqrt(1.0 - ab) * d_eps[i]);
+    }
     var noise = 0.0;
     if dpp.t > 0u {
         noise = sqrt(beta) * rng_normal_at(dpp.seed, dpp.offset, i);
@@ -305,9 +318,10 @@ fn ddpm_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// ddim_step (eta = 0): x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), clamped to [-clip, clip] when
-// clip > 0, and x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev) eps, abar_prev = abar[t_prev] or 1 when
-// there is no previous step (the result is then x0_hat).
+// ddim_step (eta = 0): x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), and x_prev = sqrt(abar_prev) x0_hat
+// + sqrt(1 - abar_prev) eps, abar_prev = abar[t_prev] or 1 when there is no previous step (the result is then
+// x0_hat). With clip > 0, x0_hat is clamped to [-clip, clip] and eps recomputed from it, eps = (x_t -
+// sqrt(abar_t) x0_hat) / sqrt(1 - abar_t), so that the pair still reconstructs x_t.
 
 struct DdimParams {
     n: u32,
@@ -336,10 +350,15 @@ fn ddim_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     if dip.has_prev == 1u {
         ab_prev = i_alpha_bar[dip.t_prev];
     }
-    let e = i_eps[i];
+    var e = i_eps[i];
     var x0_hat = (i_xt[i] - sqrt(1.0 - ab) * e) / sqrt(ab);
     if dip.clip > 0.0 {
         x0_hat = clamp(x0_hat, -dip.clip, dip.clip);
+        if dip.has_prev == 0u {
+            i_out[i] = x0_hat;
+            return;
+        }
+        e = (i_xt[i] - sqrt(ab) * x0_hat) / sqrt(1.0 - ab);
     }
     i_out[i] = sqrt(ab_prev) * x0_hat + sqrt(1.0 - ab_prev) * e;
 }

@@ -383,33 +383,68 @@ fn ddpm_step_matches_cpu_twin_and_f64() {
         let sg = gpu.as_ref().map(|g| df::schedule(g, kind, t_count).unwrap());
         for c in cases(&mut rng) {
             let n = c.xt.len();
-            for t in [0, 1, t_count / 2, t_count - 1] {
-                let (seed, offset) = (rng.next_u64(), rng.next_u64() >> 1);
-                let what = format!("{kind:?} shape {:?} t {t}", c.shape);
-                let (x, e) = tensors(&cpu, &c);
-                let got = df::ddpm_step(&cpu, &x, &e, t, &sc, seed, offset).unwrap().to_f32(&cpu).unwrap();
-                let z = rng::normal(&cpu, &[n], seed, offset, 0.0, 1.0).unwrap().to_f32(&cpu).unwrap();
-                let (b, a, ab) = (betas[t] as f64, alphas[t] as f64, abar[t] as f64);
-                let want: Vec<f64> = (0..n)
-                    .map(|i| {
-                        let mean = (c.xt[i] as f64 - b / (1.0 - ab).sqrt() * c.eps[i] as f64) / a.sqrt();
-                        mean + if t > 0 { b.sqrt() * z[i] as f64 } else { 0.0 }
-                    })
-                    .collect();
-                // A few roundings of each term: x_t / sqrt(alpha), the noise prediction's and z's terms.
-                let scale = |i: usize| {
-                    (c.xt[i].abs() as f64 + b / (1.0 - ab).sqrt() * c.eps[i].abs() as f64) / a.sqrt()
-                        + b.sqrt() * z[i].abs() as f64
-                };
-                close64_by(&format!("cpu {what}"), &got, &want, |i| ROUNDINGS * scale(i));
-                if let (Some(g), Some(sg)) = (&gpu, &sg) {
-                    let (x, e) = tensors(g, &c);
-                    let gg = df::ddpm_step(g, &x, &e, t, sg, seed, offset).unwrap().to_f32(g).unwrap();
-                    close64_by(&format!("gpu {what}"), &gg, &to64(&got), |i| GPU_REL * scale(i) + 1e-7);
+            // clip 0: the eps form; 1: through the clamped x0_hat (x_t and eps span [-3, 3] and [-2, 2], so
+            // some elements clamp at every t); 1e6: nothing clamps.
+            for clip in [0.0f32, 1.0, 1e6] {
+                for t in [0, 1, t_count / 2, t_count - 1] {
+                    let (seed, offset) = (rng.next_u64(), rng.next_u64() >> 1);
+                    let what = format!("{kind:?} shape {:?} t {t} clip {clip}", c.shape);
+                    let (x, e) = tensors(&cpu, &c);
+                    let step = |d: &Device, x: &Tensor, e: &Tensor, sc: &ScheduleTensors, offset: u64| {
+                        df::ddpm_step_clipped(d, x, e, t, sc, seed, offset, clip).unwrap().to_f32(d).unwrap()
+                    };
+                    let got = step(&cpu, &x, &e, &sc, offset);
+                    let z = rng::normal(&cpu, &[n], seed, offset, 0.0, 1.0).unwrap().to_f32(&cpu).unwrap();
+                    let (b, a, ab) = (betas[t] as f64, alphas[t] as f64, abar[t] as f64);
+                    let ab_prev = if t > 0 { abar[t - 1] as f64 } else { 1.0 };
+                    let (c0, c1) = (ab_prev.sqrt() * b / (1.0 - ab), a.sqrt() * (1.0 - ab_prev) / (1.0 - ab));
+                    let noise = |i: usize| if t > 0 { b.sqrt() * z[i] as f64 } else { 0.0 };
+                    let want: Vec<f64> = (0..n)
+                        .map(|i| {
+                            let (xt, ep) = (c.xt[i] as f64, c.eps[i] as f64);
+                            let mean = if clip > 0.0 {
+                                let x0 = ((xt - (1.0 - ab).sqrt() * ep) / ab.sqrt()).clamp(-clip as f64, clip as f64);
+                                c0 * x0 + c1 * xt
+                            } else {
+                                (xt - b / (1.0 - ab).sqrt() * ep) / a.sqrt()
+                            };
+                            mean + noise(i)
+                        })
+                        .collect();
+                    // A few roundings of each term: x_t / sqrt(alpha), the noise prediction's and z's terms;
+                    // in the x0_hat form, x0_hat's terms times c0 and c1 x_t.
+                    let scale = |i: usize| {
+                        let (xa, ea) = (c.xt[i].abs() as f64, c.eps[i].abs() as f64);
+                        let m = if clip > 0.0 {
+                            c0 * (xa + (1.0 - ab).sqrt() * ea) / ab.sqrt() + c1 * xa
+                        } else {
+                            (xa + b / (1.0 - ab).sqrt() * ea) / a.sqrt()
+                        };
+                        m + b.sqrt() * z[i].abs() as f64
+                    };
+                    close64_by(&format!("cpu {what}"), &got, &want, |i| ROUNDINGS * scale(i));
+                    if clip == 1.0 {
+                        let clamped = (0..n)
+                            .filter(|&i| {
+                                ((c.xt[i] as f64 - (1.0 - ab).sqrt() * c.eps[i] as f64) / ab.sqrt()).abs() > 1.0
+                            })
+                            .count();
+                        assert!(n < 4 || clamped > 0, "{what}: the case clamps nothing");
+                    }
+                    if let (Some(g), Some(sg)) = (&gpu, &sg) {
+                        let (x, e) = tensors(g, &c);
+                        let gg = step(g, &x, &e, sg, offset);
+                        close64_by(&format!("gpu {what}"), &gg, &to64(&got), |i| GPU_REL * scale(i) + 1e-7);
+                    }
+                    // The noise follows the offset, except at t = 0 where there is none.
+                    let other = step(&cpu, &x, &e, &sc, offset + 4);
+                    assert_eq!(other == got, t == 0, "{what}: another offset");
+                    // ddpm_step is the unclipped step.
+                    if clip == 0.0 {
+                        let plain = df::ddpm_step(&cpu, &x, &e, t, &sc, seed, offset).unwrap().to_f32(&cpu).unwrap();
+                        assert_eq!(bits_of(&plain), bits_of(&got), "{what}: ddpm_step vs clip 0");
+                    }
                 }
-                // The noise follows the offset, except at t = 0 where there is none.
-                let other = df::ddpm_step(&cpu, &x, &e, t, &sc, seed, offset + 4).unwrap().to_f32(&cpu).unwrap();
-                assert_eq!(other == got, t == 0, "{what}: another offset");
             }
         }
     }
@@ -443,17 +478,28 @@ fn ddim_step_matches_cpu_twin_and_f64() {
                     let want: Vec<f64> = (0..n)
                         .map(|i| {
                             let mut x0 = (c.xt[i] as f64 - (1.0 - ab).sqrt() * c.eps[i] as f64) / ab.sqrt();
+                            let mut ep = c.eps[i] as f64;
                             if clip > 0.0 {
+                                // The clamped x0_hat and the eps that, with it, reconstructs x_t.
                                 x0 = x0.clamp(-clip as f64, clip as f64);
+                                ep = (c.xt[i] as f64 - ab.sqrt() * x0) / (1.0 - ab).sqrt();
                             }
-                            abp.sqrt() * x0 + (1.0 - abp).sqrt() * c.eps[i] as f64
+                            if t_prev.is_none() {
+                                return x0;
+                            }
+                            abp.sqrt() * x0 + (1.0 - abp).sqrt() * ep
                         })
                         .collect();
                     // A few roundings of each term; x0_hat's are scaled by sqrt(abar_prev / abar_t), up to
-                    // 30 at the cosine schedule's last step.
+                    // 30 at the cosine schedule's last step; the recomputed eps's by sqrt((1 - abar_prev) /
+                    // (1 - abar_t)).
                     let scale = |i: usize| {
                         let (x, e) = (c.xt[i].abs() as f64, c.eps[i].abs() as f64);
-                        abp.sqrt() * (x + (1.0 - ab).sqrt() * e) / ab.sqrt() + (1.0 - abp).sqrt() * e
+                        let mut s = abp.sqrt() * (x + (1.0 - ab).sqrt() * e) / ab.sqrt() + (1.0 - abp).sqrt() * e;
+                        if clip > 0.0 {
+                            s += (1.0 - abp).sqrt() * (x + ab.sqrt() * clip as f64) / (1.0 - ab).sqrt();
+                        }
+                        s
                     };
                     close64_by(&format!("cpu {what}"), &got, &want, |i| ROUNDINGS * scale(i));
                     if t_prev.is_none() && clip > 0.0 {
@@ -623,6 +669,8 @@ fn bad_diffusion_input_is_an_error_naming_it() {
     assert!(e.contains("[2, 3]") && e.contains("[2]"), "{e}");
     let e = df::ddim_step_clipped(&d, &f(&[2]), &f(&[2]), 5, None, &sc, -1.0).unwrap_err().to_string();
     assert!(e.contains("clip = -1"), "{e}");
+    let e = df::ddpm_step_clipped(&d, &f(&[2]), &f(&[2]), 5, &sc, 0, 0, f32::NAN).unwrap_err().to_string();
+    assert!(e.contains("ddpm_step") && e.contains("clip = NaN"), "{e}");
     let short = ScheduleTensors { betas: f(&[9]), ..sc.clone() };
     let e = df::ddpm_step(&d, &f(&[2]), &f(&[2]), 1, &short, 0, 0).unwrap_err().to_string();
     assert!(e.contains("betas") && e.contains("[9]") && e.contains("[10]"), "{e}");

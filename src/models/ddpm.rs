@@ -514,7 +514,7 @@ pub struct SampleSettings {
     /// Classifier-free guidance weight w (1: the conditional prediction alone).
     pub guidance: f32,
     pub seed: u64,
-    /// Clamp DDIM's x̂_0 to [-clip, clip] (images: 1, pixels live in [-1, 1]); 0: off.
+    /// Clamp x̂_0 to [-clip, clip] in both reverse steps (images: 1, pixels live in [-1, 1]); 0: off.
     pub clip: f32,
     /// Reverse steps after which to keep a copy of x (in data units), e.g. for a trajectory strip.
     pub keep_at: Vec<usize>,
@@ -543,8 +543,6 @@ pub fn ddim_timesteps(timesteps: usize, k: usize) -> Result<Vec<usize>> {
 pub struct Sampler<'a> {
     model: &'a Diffusion,
     sched: ScheduleTensors,
-    /// ᾱ on the host, for the clipped DDPM step's coefficients.
-    abar: Vec<f64>,
 }
 
 /// Samples (data units, [n, sample_shape...] row-major) and the copies asked for by `keep_at`.
@@ -556,8 +554,7 @@ pub struct Samples {
 impl<'a> Sampler<'a> {
     pub fn new(dev: &Device, model: &'a Diffusion) -> Result<Sampler<'a>> {
         let sched = diffusion::schedule(dev, model.cfg.schedule, model.cfg.timesteps)?;
-        let abar = sched.alpha_bar.to_f32(dev)?.into_iter().map(f64::from).collect();
-        Ok(Sampler { model, sched, abar })
+        Ok(Sampler { model, sched })
     }
 
     /// Checks the label and guidance against the model.
@@ -677,12 +674,16 @@ impl<'a> Sampler<'a> {
                 eps = diffusion::v_to_eps(dev, &eps, &x, &t_n, &self.sched.alpha_bar)?;
             }
             x = match s.sampler {
-                SamplerKind::Ddpm if s.clip > 0.0 => {
-                    self.ddpm_step_clipped(dev, &x, &eps, t, s, (i as u64 + 1) * stride)?
-                }
-                SamplerKind::Ddpm => {
-                    diffusion::ddpm_step(dev, &x, &eps, t, &self.sched, s.seed, (i as u64 + 1) * stride)?
-                }
+                SamplerKind::Ddpm => diffusion::ddpm_step_clipped(
+                    dev,
+                    &x,
+                    &eps,
+                    t,
+                    &self.sched,
+                    s.seed,
+                    (i as u64 + 1) * stride,
+                    s.clip,
+                )?,
                 SamplerKind::Ddim { .. } => {
                     diffusion::ddim_step_clipped(dev, &x, &eps, t, steps.get(i + 1).copied(), &self.sched, s.clip)?
                 }
@@ -697,36 +698,6 @@ impl<'a> Sampler<'a> {
             .map(|&k| (k, kept.iter().find(|(j, _)| *j == k).map(|v| v.1.clone()).unwrap_or_default()))
             .collect();
         Ok(Samples { x: self.to_data(dev, &x)?, kept })
-    }
-
-    /// A DDPM step through the clamped x̂_0: x_{t-1} = c0·clip(x̂_0) + c1·x_t + σ_t·z, the posterior mean
-    /// written with x̂_0 (c0 = √ᾱ_{t-1}·β_t/(1−ᾱ_t), c1 = √α_t·(1−ᾱ_{t-1})/(1−ᾱ_t)) and σ_t² = β_t as in
-    /// `ddpm_step`. Near t = T the cosine schedule's β reaches 0.999, where the ε form divides by √α_t ≈
-    /// 0.03 and any error in ε̂ blows up; the clamp keeps image samples in range.
-    fn ddpm_step_clipped(
-        &self,
-        dev: &Device,
-        x: &Tensor,
-        eps: &Tensor,
-        t: usize,
-        s: &SampleSettings,
-        offset: u64,
-    ) -> Result<Tensor> {
-        let x0 = diffusion::ddim_step_clipped(dev, x, eps, t, None, &self.sched, s.clip)?;
-        let ab = self.abar[t];
-        let ab_prev = if t > 0 { self.abar[t - 1] } else { 1.0 };
-        let alpha = ab / ab_prev;
-        let beta = 1.0 - alpha;
-        let c0 = (ab_prev.sqrt() * beta / (1.0 - ab)) as f32;
-        let c1 = (alpha.sqrt() * (1.0 - ab_prev) / (1.0 - ab)) as f32;
-        let a = ew::scalar(dev, Binary::Mul, &x0, c0, false)?;
-        let b = ew::scalar(dev, Binary::Mul, x, c1, false)?;
-        let mean = ew::add(dev, &a, &b)?;
-        if t == 0 {
-            return Ok(mean);
-        }
-        let z = rng::normal(dev, &x.shape, s.seed, offset, 0.0, beta.sqrt() as f32)?;
-        ew::add(dev, &mean, &z)
     }
 
     fn to_data(&self, dev: &Device, x: &Tensor) -> Result<Vec<f32>> {

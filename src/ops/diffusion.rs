@@ -65,7 +65,8 @@ pub struct EmbedParams {
 pub struct DdpmParams {
     pub n: u32,
     pub t: u32,
-    pub _pad0: u32,
+    /// 0: the ε form; > 0: the posterior mean through x̂_0 clamped to [-clip, clip].
+    pub clip: f32,
     pub _pad1: u32,
     pub seed: [u32; 2],
     pub offset: [u32; 2],
@@ -398,14 +399,37 @@ pub fn ddpm_step(
     seed: u64,
     offset: u64,
 ) -> Result<Tensor> {
+    ddpm_step_clipped(dev, xt, eps_pred, t, sched, seed, offset, 0.0)
+}
+
+/// `ddpm_step` with x̂_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) clamped to [-clip, clip] when clip > 0:
+/// the mean is then the posterior mean written with x̂_0, c0 clamp(x̂_0) + c1 x_t with c0 = sqrt(abar_{t-1})
+/// beta_t / (1 - abar_t) and c1 = sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) (abar_{-1} = 1), the same
+/// value as the ε form when nothing is clamped. Near t = T a cosine schedule's beta reaches 0.999, where the
+/// ε form divides by sqrt(alpha_t) ≈ 0.03 and amplifies any error in eps_pred; images (data in [-1, 1])
+/// sample with clip = 1. The noise is the same as `ddpm_step`'s.
+#[allow(clippy::too_many_arguments)]
+pub fn ddpm_step_clipped(
+    dev: &Device,
+    xt: &Tensor,
+    eps_pred: &Tensor,
+    t: usize,
+    sched: &ScheduleTensors,
+    seed: u64,
+    offset: u64,
+    clip: f32,
+) -> Result<Tensor> {
     const OP: &str = "ddpm_step";
     let n = want_pair(OP, xt, eps_pred, "eps_pred")?;
     let t = want_t(OP, "t", t, sched.check(OP)?)?;
+    if !(clip.is_finite() && clip >= 0.0) {
+        return Err(Error::invalid(OP, format!("clip = {clip} must be finite and >= 0 (0: off)")));
+    }
     let out = Tensor::empty(dev, &xt.shape, DType::F32)?;
     if n == 0 {
         return Ok(out);
     }
-    let p = DdpmParams { n, t, _pad0: 0, _pad1: 0, seed: split64(seed), offset: split64(offset) };
+    let p = DdpmParams { n, t, clip, _pad1: 0, seed: split64(seed), offset: split64(offset) };
     let bufs = [&xt.buf, &eps_pred.buf, &sched.betas.buf, &sched.alphas.buf, &sched.alpha_bar.buf, &out.buf];
     launch_1d(dev, &DDPM_STEP, &p, &bufs, n as usize)?;
     Ok(out)
@@ -425,7 +449,10 @@ pub fn ddim_step(
     ddim_step_clipped(dev, xt, eps_pred, t, t_prev, sched, 0.0)
 }
 
-/// `ddim_step` with x0_hat clamped to [-clip, clip] when clip > 0 (0: no clipping).
+/// `ddim_step` with x0_hat clamped to [-clip, clip] when clip > 0 (0: no clipping). The step then uses the
+/// eps that reconstructs x_t from the clamped x0_hat, (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t), so x_prev
+/// stays on the line through x_t and x0_hat; keeping the model's eps beside a clamped x0_hat leaves speckle
+/// in image samples (measured in docs/benchmarks.md).
 pub fn ddim_step_clipped(
     dev: &Device,
     xt: &Tensor,

@@ -225,12 +225,18 @@ pub fn ddpm_step(args: &mut CpuArgs) {
     let (xt, eps) = (args.f32_in(0), args.f32_in(1));
     let t = p.t as usize;
     let (beta, alpha, ab) = (args.f32_in(2)[t], args.f32_in(3)[t], args.f32_in(4)[t]);
+    let ab_prev = if t > 0 { args.f32_in(4)[t - 1] } else { 1.0 };
     let out = args.f32_out(0);
     par_chunks(&mut out[..p.n as usize], |s, ch| {
         let mut z = NormalStream::new(p.seed, p.offset);
         for (k, o) in ch.iter_mut().enumerate() {
             let i = s + k;
-            let mean = (1.0 / alpha.sqrt()) * (xt[i] - beta / (1.0 - ab).sqrt() * eps[i]);
+            let mean = if p.clip > 0.0 {
+                let x0_hat = ((xt[i] - (1.0 - ab).sqrt() * eps[i]) / ab.sqrt()).clamp(-p.clip, p.clip);
+                ab_prev.sqrt() * beta / (1.0 - ab) * x0_hat + alpha.sqrt() * (1.0 - ab_prev) / (1.0 - ab) * xt[i]
+            } else {
+                (1.0 / alpha.sqrt()) * (xt[i] - beta / (1.0 - ab).sqrt() * eps[i])
+            };
             let mut noise = 0.0;
             if p.t > 0 {
                 noise = beta.sqrt() * z.at(i as u32);
@@ -253,10 +259,15 @@ pub fn ddim_step(args: &mut CpuArgs) {
     par_chunks(&mut out[..p.n as usize], |s, ch| {
         for (k, o) in ch.iter_mut().enumerate() {
             let i = s + k;
-            let e = eps[i];
+            let mut e = eps[i];
             let mut x0_hat = (xt[i] - (1.0 - ab).sqrt() * e) / ab.sqrt();
             if p.clip > 0.0 {
                 x0_hat = x0_hat.clamp(-p.clip, p.clip);
+                if p.has_prev == 0 {
+                    *o = x0_hat;
+                    continue;
+                }
+                e = (xt[i] - ab.sqrt() * x0_hat) / (1.0 - ab).sqrt();
             }
             *o = ab_prev.sqrt() * x0_hat + (1.0 - ab_prev).sqrt() * e;
         }
