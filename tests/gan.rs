@@ -18,7 +18,7 @@ fn dcgan_cfg(c: usize, side: usize) -> GanConfig {
 }
 
 fn settings(batch: usize, ema: f32, r1: f32) -> TrainSettings {
-    TrainSettings { batch, steps: 1, lr_d: 1e-3, lr_g: 1e-3, lr_end: 0.5, horizon: 10, ema, r1, seed: 5 }
+    TrainSettings { batch, steps: 1, lr_d: 1e-3, lr_g: 1e-3, lr_end: 0.5, horizon: 10, ema, r1, d_steps: 1, seed: 5 }
 }
 
 fn ring8() -> TrainData {
@@ -146,6 +146,7 @@ fn gan_short_ring8_run_gets_closer_to_the_modes() {
         horizon: 1000,
         ema: 0.99,
         r1: 0.0,
+        d_steps: 1,
         seed: 1,
     };
     let t = GanTrainer::new(&dev, Gan::new(&dev, cfg.clone(), 1).unwrap(), &ring8(), s, 0).unwrap();
@@ -173,6 +174,8 @@ fn gan_resume_is_exact() {
     let cases: Vec<(GanConfig, TrainData, TrainSettings)> = vec![
         (mlp_cfg(), ring8(), settings(8, 0.99, 0.5)),
         (dcgan_cfg(1, 28), images(10, 1, 28), settings(4, 0.9, 0.0)),
+        // Three D updates per step, under a decaying learning rate whose horizon D counts in its updates.
+        (mlp_cfg(), ring8(), TrainSettings { d_steps: 3, ..settings(8, 0.99, 0.0) }),
     ];
     for (k, (cfg, data, s)) in cases.into_iter().enumerate() {
         let n = 4;
@@ -184,6 +187,8 @@ fn gan_resume_is_exact() {
         let first = {
             let t = GanTrainer::new(&dev, Gan::new(&dev, cfg.clone(), 9).unwrap(), &data, s, 0).unwrap();
             let l = losses(&dev, &t, n);
+            assert_eq!(t.d_trainer().optimizer().current_step(&dev).unwrap(), n as u32 * s.d_steps);
+            assert_eq!(t.g_trainer().optimizer().current_step(&dev).unwrap(), n as u32);
             t.save(&dev, &path, "test").unwrap();
             l
         };
@@ -195,7 +200,7 @@ fn gan_resume_is_exact() {
         let second = losses(&dev, &t, n);
         let resumed: Vec<(f32, f32)> = first.into_iter().chain(second).collect();
         let bits = |v: &[(f32, f32)]| v.iter().map(|(a, b)| (a.to_bits(), b.to_bits())).collect::<Vec<_>>();
-        assert_eq!(bits(&resumed), bits(&straight), "{:?}: resumed {resumed:?} straight {straight:?}", cfg.data_shape);
+        assert_eq!(bits(&resumed), bits(&straight), "case {k}: resumed {resumed:?} straight {straight:?}");
 
         // Samples from the loaded checkpoint (EMA weights when there are some) equal the trainer's.
         let loaded = Gan::load(&dev, &Checkpoint::load(&path).unwrap(), "test", true).unwrap();
@@ -231,6 +236,7 @@ fn gan_bad_input_is_refused_by_name() {
         (TrainSettings { lr_d: 0.0, ..settings(8, 0.0, 0.0) }, "--lr-d"),
         (TrainSettings { ema: 1.0, ..settings(8, 0.0, 0.0) }, "--ema"),
         (TrainSettings { steps: 0, ..settings(8, 0.0, 0.0) }, "--steps"),
+        (TrainSettings { d_steps: 0, ..settings(8, 0.0, 0.0) }, "--d-steps"),
     ] {
         let e = GanTrainer::new(&dev, m(), &ring8(), s, 0).err().unwrap().to_string();
         assert!(e.contains(what), "{s:?}: {e}");

@@ -27,6 +27,7 @@ struct Defaults {
     pack: usize,
     ema: f32,
     r1: f32,
+    d_steps: u32,
     eval_every: u32,
 }
 
@@ -41,6 +42,7 @@ const MIXTURE: Defaults = Defaults {
     pack: 4,
     ema: 0.9995,
     r1: 0.0,
+    d_steps: 1,
     eval_every: 2500,
 };
 const IMAGES: Defaults = Defaults {
@@ -54,6 +56,7 @@ const IMAGES: Defaults = Defaults {
     pack: 1,
     ema: 0.0,
     r1: 0.0,
+    d_steps: 1,
     eval_every: 1000,
 };
 
@@ -92,6 +95,9 @@ pub struct TrainArgs {
     /// R1 gradient penalty weight on real data (2-D only; 0: off).
     #[arg(long)]
     pub r1: Option<f32>,
+    /// Discriminator updates per generator update.
+    #[arg(long)]
+    pub d_steps: Option<u32>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Evaluate, write a sample grid and save a checkpoint every N steps.
@@ -187,6 +193,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         horizon: pf("horizon").map_or(a.steps.unwrap_or(d.steps), |v| v as u32),
         ema: a.ema.unwrap_or(pf("ema").map_or(d.ema, |v| v as f32)),
         r1: a.r1.unwrap_or(pf("r1").map_or(d.r1, |v| v as f32)),
+        d_steps: a.d_steps.unwrap_or(pf("d_steps").map_or(d.d_steps, |v| v as u32)),
         seed: if resume.is_some() && a.seed == 1 { pf("seed").map_or(a.seed, |v| v as u64) } else { a.seed },
     };
     settings.validate(&cfg)?;

@@ -493,6 +493,9 @@ pub struct TrainSettings {
     pub ema: f32,
     /// Weight γ of the R1 penalty γ/2 · E‖∇ₓD(x)‖² on real data (0: none; MLP only).
     pub r1: f32,
+    /// D updates per G update (each on a fresh real batch and fresh z). D's optimizer counts its own
+    /// updates, so its step counter and learning-rate horizon are `d_steps` times G's.
+    pub d_steps: u32,
     pub seed: u64,
 }
 
@@ -507,6 +510,9 @@ impl TrainSettings {
         }
         if self.steps == 0 {
             return err(format!("--steps must be a positive integer, got {}", self.steps));
+        }
+        if !(1..=MAX_D_STEPS).contains(&self.d_steps) {
+            return err(format!("--d-steps must be between 1 and {MAX_D_STEPS}, got {}", self.d_steps));
         }
         for (f, v) in [("lr-d", self.lr_d), ("lr-g", self.lr_g)] {
             if !(v.is_finite() && v > 0.0) {
@@ -534,9 +540,12 @@ impl TrainSettings {
     pub fn to_json(&self) -> Value {
         json!({"batch": self.batch, "steps": self.steps, "lr_d": self.lr_d, "lr_g": self.lr_g, "lr_end": self.lr_end,
                "horizon": self.horizon, "ema": self.ema,
-               "r1": self.r1, "seed": self.seed})
+               "r1": self.r1, "d_steps": self.d_steps, "seed": self.seed})
     }
 }
+
+/// The most D updates per G update `TrainSettings` accepts.
+pub const MAX_D_STEPS: u32 = 16;
 
 /// Two recorded steps over shared weights; each draws its own batch and noise on the device.
 pub struct GanTrainer {
@@ -548,11 +557,12 @@ pub struct GanTrainer {
     _data: Tensor,
 }
 
-fn adam(lr: f32, s: &TrainSettings, ema: f32) -> TrainConfig {
+/// Adam with β1 0.5 for one of the nets; `per_step` is how many of its updates make one training step.
+fn adam(lr: f32, s: &TrainSettings, ema: f32, per_step: u32) -> TrainConfig {
     let schedule = if s.lr_end >= 1.0 {
         Schedule::Constant { lr }
     } else {
-        Schedule::Linear { lr, warmup: 0, total: s.horizon, min_lr: lr * s.lr_end }
+        Schedule::Linear { lr, warmup: 0, total: s.horizon * per_step, min_lr: lr * s.lr_end }
     };
     TrainConfig {
         optimizer: OptimizerKind::Adam { beta1: 0.5, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
@@ -587,7 +597,7 @@ impl GanTrainer {
         let (seed_rows, seed_zd, seed_zg) = (s.seed ^ 0xda7a_0001, s.seed ^ 0x5eed_00d0, s.seed ^ 0x5eed_0060);
 
         // D step: D(real) → 1, D(G(z)) → 0, G held fixed.
-        let step_d = crate::ops::optim::step_counter(dev, start_step)?;
+        let step_d = crate::ops::optim::step_counter(dev, start_step * s.d_steps)?;
         let mut gd = Graph::new();
         let x = gd.input(&real);
         let z = gd.input(&z_d);
@@ -611,10 +621,18 @@ impl GanTrainer {
             loss_d = gd.add(loss_d, pen)?;
         }
         let (dt, rl, zd, sd) = (data_t.clone(), real.clone(), z_d.clone(), step_d.clone());
-        let d = Trainer::with_prologue(dev, gd, loss_d, model.d.params(), adam(s.lr_d, &s, 0.0), step_d, move || {
-            sample::sample_rows_into(dev, &dt, None, seed_rows, &sd, &rl, None)?;
-            rng::normal_step_into(dev, &zd, seed_zd, stride, &sd)
-        })?;
+        let d = Trainer::with_prologue(
+            dev,
+            gd,
+            loss_d,
+            model.d.params(),
+            adam(s.lr_d, &s, 0.0, s.d_steps),
+            step_d,
+            move || {
+                sample::sample_rows_into(dev, &dt, None, seed_rows, &sd, &rl, None)?;
+                rng::normal_step_into(dev, &zd, seed_zd, stride, &sd)
+            },
+        )?;
 
         // G step: D(G(z)) → 1, only G updated; G's batch norms update their running statistics here.
         let step_g = crate::ops::optim::step_counter(dev, start_step)?;
@@ -625,15 +643,17 @@ impl GanTrainer {
         let loss_g = bce_mean(&mut gg, df, 1.0)?;
         let (zg, sg) = (z_g.clone(), step_g.clone());
         let g =
-            Trainer::with_prologue(dev, gg, loss_g, model.g.params(), adam(s.lr_g, &s, s.ema), step_g, move || {
+            Trainer::with_prologue(dev, gg, loss_g, model.g.params(), adam(s.lr_g, &s, s.ema, 1), step_g, move || {
                 rng::normal_step_into(dev, &zg, seed_zg, stride, &sg)
             })?;
         Ok(GanTrainer { model, d, g, settings: s, _data: data_t })
     }
 
-    /// One D step then one G step: two submissions, no wait.
+    /// `d_steps` D updates then one G update: submissions only, no wait.
     pub fn step(&self, dev: &Device) -> Result<()> {
-        self.d.step(dev)?;
+        for _ in 0..self.settings.d_steps {
+            self.d.step(dev)?;
+        }
         self.g.step(dev)
     }
 
