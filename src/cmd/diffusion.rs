@@ -25,13 +25,18 @@ struct Defaults {
     lr: f32,
     schedule: &'static str,
     timesteps: usize,
+    prediction: &'static str,
 }
 
-const MIXTURE: Defaults = Defaults { steps: 15000, batch: 256, lr: 2e-3, schedule: "cosine", timesteps: 1000 };
+const MIXTURE: Defaults =
+    Defaults { steps: 15000, batch: 256, lr: 2e-3, schedule: "cosine", timesteps: 1000, prediction: "eps" };
 /// grid25's 25 tight modes need more steps: at 15,000 its log-density gap is 0.50 nats, at 25,000 0.20.
 const GRID25: Defaults = Defaults { steps: 25000, ..MIXTURE };
-/// The measured Fashion-MNIST run (docs/benchmarks.md): about 18 minutes on a shared 2-core CPU.
-const IMAGES: Defaults = Defaults { steps: 3500, batch: 32, lr: 1.5e-3, schedule: "cosine", timesteps: 500 };
+/// The measured Fashion-MNIST run (docs/benchmarks.md): about 20 minutes on a shared 2-core CPU. Images
+/// predict v: an ε-predicting UNet's x̂_0 = (x_t − √(1−ᾱ)ε̂)/√ᾱ multiplies its error by up to 1/√ᾱ_T (10⁴
+/// for the cosine schedule), which left deterministic DDIM samples blotchy; v keeps x̂_0 bounded.
+const IMAGES: Defaults =
+    Defaults { steps: 3500, batch: 32, lr: 1.5e-3, schedule: "cosine", timesteps: 500, prediction: "v" };
 /// UNet channels at the first level for images (0.22 M parameters with mults 1,2,2).
 const IMAGE_BASE: usize = 16;
 /// Points the mixture's training set holds (generated once, uploaded once).
@@ -51,9 +56,9 @@ pub struct TrainArgs {
     /// Diffusion timesteps T (default: 1000 for mixtures, 500 for images).
     #[arg(long)]
     pub timesteps: Option<usize>,
-    /// What the network predicts: eps (the noise) or v.
-    #[arg(long, default_value = "eps")]
-    pub prediction: String,
+    /// What the network predicts: eps (the noise) or v (default: eps for mixtures, v for images).
+    #[arg(long)]
+    pub prediction: Option<String>,
     /// Samples per step (default: 256 for mixtures, 32 for images).
     #[arg(long)]
     pub batch: Option<usize>,
@@ -128,6 +133,9 @@ pub struct SampleArgs {
     /// Write x_t at a few steps of the reverse process instead of the final samples only.
     #[arg(long)]
     pub trajectory: bool,
+    /// One row of --n samples for each class label, in label order (class-conditional image models).
+    #[arg(long)]
+    pub per_class: bool,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Samples per forward pass.
@@ -188,7 +196,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         None => {
             let schedule = parse_schedule(a.schedule.as_deref().unwrap_or(d.schedule))?;
             let timesteps = a.timesteps.unwrap_or(d.timesteps);
-            let prediction = Prediction::parse(&a.prediction)?;
+            let prediction = Prediction::parse(a.prediction.as_deref().unwrap_or(d.prediction))?;
             match &source {
                 Source::Mixture(m) => {
                     if a.conditional {
@@ -413,10 +421,34 @@ pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {
         ));
     }
     sampler.check(&s)?;
+    if a.per_class {
+        let why = if cfg.num_classes == 0 {
+            Some("the checkpoint is not label-conditioned (train it with --conditional on data with labels)")
+        } else if cfg.sample_shape.len() != 3 {
+            Some("rows per class are for image models")
+        } else if a.label.is_some() || a.trajectory {
+            Some("draws every label itself: drop --label and --trajectory")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Error::invalid("--per-class", why));
+        }
+    }
     let started = Instant::now();
-    let out = sampler.sample(&dev, a.n, a.batch, &s)?;
+    let (out, rows) = if a.per_class {
+        // Class k's row uses seed + k: each row is what `--label k --seed (seed + k)` draws.
+        let mut x = Vec::new();
+        for k in 0..cfg.num_classes {
+            let sk = SampleSettings { label: Some(k as u32), seed: a.seed.wrapping_add(k as u64), ..s.clone() };
+            x.extend(sampler.sample(&dev, a.n, a.batch, &sk)?.x);
+        }
+        (tigel::models::ddpm::Samples { x, kept: vec![] }, cfg.num_classes)
+    } else {
+        (sampler.sample(&dev, a.n, a.batch, &s)?, 1)
+    };
     let d = cfg.sample_len();
-    let n = a.n;
+    let n = a.n * rows;
     if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| super::io_err(parent, e))?;
     }
@@ -436,6 +468,12 @@ pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {
                 write_png_grid(&a.out, &pix, shape[0], c, h, w, frames.len())?;
             } else {
                 write_npy_f32(&a.out, &pix, &[rows, frames.len(), c, h, w])?;
+            }
+        } else if a.per_class {
+            if png {
+                write_png_grid(&a.out, &out.x, n, c, h, w, a.n)?;
+            } else {
+                write_npy_f32(&a.out, &out.x, &[rows, a.n, c, h, w])?;
             }
         } else if png {
             let cols = (n as f64).sqrt().ceil() as usize;
