@@ -257,13 +257,14 @@ fn conditional_images_train_sample_eval() {
         ok(&[&base[..], extra, &["--sample-steps", "3", "--out", out.to_str().unwrap()]].concat());
         std::fs::read(out).unwrap()
     };
-    let all = sample(&["--per-class"], &dir.join("pc.npy"));
+    let all = sample(&["--per-class", "--guidance", "2"], &dir.join("pc.npy"));
     let header = String::from_utf8_lossy(&all[..128]).to_string();
     assert!(header.contains("'shape': (3, 2, 1, 8, 8)"), "{header}");
     let body = |b: &[u8]| b[b.iter().position(|&c| c == b'\n').unwrap() + 1..].to_vec();
     let rows = body(&all);
     for k in 0..3 {
-        let one = body(&sample(&["--label", &k.to_string(), "--seed", &(1 + k).to_string()], &dir.join("one.npy")));
+        let (label, seed) = (k.to_string(), (1 + k).to_string());
+        let one = body(&sample(&["--label", &label, "--guidance", "2", "--seed", &seed], &dir.join("one.npy")));
         assert_eq!(one.len(), 2 * 64 * 4);
         assert!(rows[k * one.len()..(k + 1) * one.len()] == one[..], "class {k}'s row");
     }

@@ -420,7 +420,9 @@ pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {
             "the checkpoint is not label-conditioned (train it with --conditional on data with labels)",
         ));
     }
-    sampler.check(&s)?;
+    // Per class, every label is checked like --label 0 (labels are in range by construction).
+    let per_class_check = SampleSettings { label: s.label.or(Some(0)), ..s.clone() };
+    sampler.check(if a.per_class && cfg.num_classes > 0 { &per_class_check } else { &s })?;
     if a.per_class {
         let why = if cfg.num_classes == 0 {
             Some("the checkpoint is not label-conditioned (train it with --conditional on data with labels)")
