@@ -18,7 +18,19 @@ fn dcgan_cfg(c: usize, side: usize) -> GanConfig {
 }
 
 fn settings(batch: usize, ema: f32, r1: f32) -> TrainSettings {
-    TrainSettings { batch, steps: 1, lr_d: 1e-3, lr_g: 1e-3, lr_end: 0.5, horizon: 10, ema, r1, d_steps: 1, seed: 5 }
+    TrainSettings {
+        batch,
+        steps: 1,
+        lr_d: 1e-3,
+        lr_g: 1e-3,
+        lr_end: 0.5,
+        horizon: 10,
+        lr_hold: 0.0,
+        ema,
+        r1,
+        d_steps: 1,
+        seed: 5,
+    }
 }
 
 fn ring8() -> TrainData {
@@ -144,6 +156,7 @@ fn gan_short_ring8_run_gets_closer_to_the_modes() {
         lr_g: 1e-3,
         lr_end: 1.0,
         horizon: 1000,
+        lr_hold: 0.0,
         ema: 0.99,
         r1: 0.0,
         d_steps: 1,
@@ -176,6 +189,8 @@ fn gan_resume_is_exact() {
         (dcgan_cfg(1, 28), images(10, 1, 28), settings(4, 0.9, 0.0)),
         // Three D updates per step, under a decaying learning rate whose horizon D counts in its updates.
         (mlp_cfg(), ring8(), TrainSettings { d_steps: 3, ..settings(8, 0.99, 0.0) }),
+        // Rates held for 30% of the horizon, then decaying: the resumed half crosses the start of the decay.
+        (mlp_cfg(), ring8(), TrainSettings { lr_hold: 0.3, ..settings(8, 0.99, 0.0) }),
     ];
     for (k, (cfg, data, s)) in cases.into_iter().enumerate() {
         let n = 4;
@@ -237,6 +252,7 @@ fn gan_bad_input_is_refused_by_name() {
         (TrainSettings { ema: 1.0, ..settings(8, 0.0, 0.0) }, "--ema"),
         (TrainSettings { steps: 0, ..settings(8, 0.0, 0.0) }, "--steps"),
         (TrainSettings { d_steps: 0, ..settings(8, 0.0, 0.0) }, "--d-steps"),
+        (TrainSettings { lr_hold: 1.5, ..settings(8, 0.0, 0.0) }, "--lr-hold"),
     ] {
         let e = GanTrainer::new(&dev, m(), &ring8(), s, 0).err().unwrap().to_string();
         assert!(e.contains(what), "{s:?}: {e}");

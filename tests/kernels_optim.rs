@@ -224,15 +224,22 @@ fn ema_matches_cpu_twin() {
 fn ref_lr(s: &Schedule, step: u32) -> f64 {
     match *s {
         Schedule::Constant { lr } => lr as f64,
-        Schedule::Linear { lr, warmup, total, min_lr } | Schedule::Cosine { lr, warmup, total, min_lr } => {
+        Schedule::Linear { lr, warmup, total, min_lr }
+        | Schedule::Cosine { lr, warmup, total, min_lr }
+        | Schedule::Wsd { lr, warmup, total, min_lr, .. } => {
             let (lr, min_lr) = (lr as f64, min_lr as f64);
             if step < warmup {
                 return lr * (step + 1) as f64 / warmup as f64;
             }
-            let span = (total - warmup) as f64;
-            let p = if span == 0.0 { 1.0 } else { ((step - warmup) as f64 / span).clamp(0.0, 1.0) };
+            // Warmup-stable-decay: lr until `hold`, then the linear decay over the rest.
+            let start = if let Schedule::Wsd { hold, .. } = *s { hold.max(warmup) } else { warmup };
+            if step < start {
+                return lr;
+            }
+            let span = total.saturating_sub(start) as f64;
+            let p = if span == 0.0 { 1.0 } else { ((step - start) as f64 / span).clamp(0.0, 1.0) };
             let f = match s {
-                Schedule::Linear { .. } => 1.0 - p,
+                Schedule::Linear { .. } | Schedule::Wsd { .. } => 1.0 - p,
                 _ => 0.5 * (1.0 + (std::f64::consts::PI * p).cos()),
             };
             min_lr + (lr - min_lr) * f
@@ -240,7 +247,7 @@ fn ref_lr(s: &Schedule, step: u32) -> f64 {
     }
 }
 
-const SCHEDULES: [Schedule; 7] = [
+const SCHEDULES: [Schedule; 10] = [
     Schedule::Constant { lr: 0.1 },
     Schedule::Linear { lr: 0.1, warmup: 0, total: 20, min_lr: 0.0 },
     Schedule::Linear { lr: 0.1, warmup: 3, total: 20, min_lr: 0.01 },
@@ -248,6 +255,9 @@ const SCHEDULES: [Schedule; 7] = [
     Schedule::Cosine { lr: 0.1, warmup: 3, total: 20, min_lr: 0.0 },
     Schedule::Cosine { lr: 0.3, warmup: 0, total: 17, min_lr: 0.003 },
     Schedule::Cosine { lr: 0.1, warmup: 4, total: 4, min_lr: 0.02 },
+    Schedule::Wsd { lr: 0.1, warmup: 3, hold: 12, total: 20, min_lr: 0.01 },
+    Schedule::Wsd { lr: 0.1, warmup: 0, hold: 25, total: 25, min_lr: 0.0 },
+    Schedule::Wsd { lr: 0.1, warmup: 6, hold: 2, total: 18, min_lr: 0.0 },
 ];
 
 #[test]
@@ -677,6 +687,7 @@ fn bad_hyper_parameters_are_clear_errors() {
         ),
         (new(sgd, Schedule::Linear { lr: 0.1, warmup: 0, total: 20, min_lr: 0.5 }, None), &["min_lr = 0.5"]),
         (new(sgd, Schedule::Linear { lr: 0.1, warmup: 0, total: 20, min_lr: -1.0 }, None), &["min_lr = -1"]),
+        (new(sgd, Schedule::Wsd { lr: 0.1, warmup: 0, hold: 21, total: 20, min_lr: 0.0 }, None), &["hold = 21"]),
         (new(adam(1.0, 0.999, 1e-8, 0.0), ok, None), &["beta1 = 1", "[0, 1)"]),
         (new(adam(-0.1, 0.999, 1e-8, 0.0), ok, None), &["beta1 = -0.1"]),
         (new(adam(0.9, 1.5, 1e-8, 0.0), ok, None), &["beta2 = 1.5"]),

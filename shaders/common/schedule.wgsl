@@ -7,7 +7,8 @@
 // * warmup (kinds 1 and 2, step < warmup): base_lr * (step + 1) / warmup;
 // * linear (kind 1), after warmup: min_lr + (base_lr - min_lr) * (1 - progress);
 // * cosine (kind 2), after warmup: min_lr + (base_lr - min_lr) * 0.5 * (1 + cos(pi * progress));
-// with progress = (step - warmup) / (total - warmup) clamped to [0, 1] (1 when total == warmup).
+// with start = max(warmup, hold) and progress = (step - start) / (total - start) clamped to [0, 1] (1 when
+// total <= start); before start (hold > warmup: warmup-stable-decay) the rate is base_lr.
 
 const SCHED_CONSTANT: u32 = 0u;
 const SCHED_LINEAR: u32 = 1u;
@@ -18,7 +19,7 @@ struct ScheduleParams {
     kind: u32,
     warmup: u32,
     total: u32,
-    _pad0: u32,
+    hold: u32,
     base_lr: f32,
     min_lr: f32,
     _pad1: u32,
@@ -52,20 +53,24 @@ fn cosine_factor(p: f32, q: f32) -> f32 {
     return s * s;
 }
 
-fn schedule_lr(kind: u32, base_lr: f32, min_lr: f32, warmup: u32, total: u32, step: u32) -> f32 {
+fn schedule_lr(kind: u32, base_lr: f32, min_lr: f32, warmup: u32, hold: u32, total: u32, step: u32) -> f32 {
     if kind == SCHED_CONSTANT {
         return base_lr;
     }
     if step < warmup {
         return base_lr * f32(step + 1u) / f32(warmup);
     }
-    let span = total - min(warmup, total);
+    let start = max(warmup, hold);
+    if step < start {
+        return base_lr;
+    }
+    let span = total - min(start, total);
     var p = 1.0;
     var q = 0.0;
     if span > 0u {
         // Progress and its complement each from integers with one division: no cancellation in 1 - p.
         let s = min(step, total);
-        p = f32(s - warmup) / f32(span);
+        p = f32(s - start) / f32(span);
         q = f32(total - s) / f32(span);
     }
     if kind == SCHED_LINEAR {
@@ -75,5 +80,5 @@ fn schedule_lr(kind: u32, base_lr: f32, min_lr: f32, warmup: u32, total: u32, st
 }
 
 fn schedule_lr_of(s: ScheduleParams, step: u32) -> f32 {
-    return schedule_lr(s.kind, s.base_lr, s.min_lr, s.warmup, s.total, step);
+    return schedule_lr(s.kind, s.base_lr, s.min_lr, s.warmup, s.hold, s.total, step);
 }

@@ -489,6 +489,9 @@ pub struct TrainSettings {
     /// run as 2N.
     pub lr_end: f32,
     pub horizon: u32,
+    /// The fraction of the horizon the rates stay at their start before the decay begins (0: decay from
+    /// step 0; 0.9: warmup-stable-decay over the last 10%).
+    pub lr_hold: f32,
     /// Decay of the moving average of G's weights used for sampling (0: none).
     pub ema: f32,
     /// Weight γ of the R1 penalty γ/2 · E‖∇ₓD(x)‖² on real data (0: none; MLP only).
@@ -525,6 +528,9 @@ impl TrainSettings {
                 self.lr_end, self.horizon
             ));
         }
+        if !(0.0..=1.0).contains(&self.lr_hold) {
+            return err(format!("--lr-hold must be a fraction in [0, 1], got {}", self.lr_hold));
+        }
         if !(0.0..1.0).contains(&self.ema) {
             return err(format!("--ema must be in [0, 1), got {}", self.ema));
         }
@@ -539,7 +545,7 @@ impl TrainSettings {
 
     pub fn to_json(&self) -> Value {
         json!({"batch": self.batch, "steps": self.steps, "lr_d": self.lr_d, "lr_g": self.lr_g, "lr_end": self.lr_end,
-               "horizon": self.horizon, "ema": self.ema,
+               "horizon": self.horizon, "lr_hold": self.lr_hold, "ema": self.ema,
                "r1": self.r1, "d_steps": self.d_steps, "seed": self.seed})
     }
 }
@@ -562,7 +568,9 @@ fn adam(lr: f32, s: &TrainSettings, ema: f32, per_step: u32) -> TrainConfig {
     let schedule = if s.lr_end >= 1.0 {
         Schedule::Constant { lr }
     } else {
-        Schedule::Linear { lr, warmup: 0, total: s.horizon * per_step, min_lr: lr * s.lr_end }
+        let total = s.horizon * per_step;
+        let hold = (s.lr_hold as f64 * total as f64).round() as u32;
+        Schedule::Wsd { lr, warmup: 0, hold, total, min_lr: lr * s.lr_end }
     };
     TrainConfig {
         optimizer: OptimizerKind::Adam { beta1: 0.5, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },

@@ -35,7 +35,8 @@ pub struct ScheduleParams {
     pub kind: u32,
     pub warmup: u32,
     pub total: u32,
-    pub _pad0: u32,
+    /// The decay starts at max(warmup, hold) (0 for `Linear` and `Cosine`).
+    pub hold: u32,
     pub base_lr: f32,
     pub min_lr: f32,
     pub _pad1: u32,
@@ -122,6 +123,10 @@ pub enum Schedule {
     Linear { lr: f32, warmup: u32, total: u32, min_lr: f32 },
     /// Linear warmup as `Linear`, then a half cosine from `lr` down to `min_lr` at step `total`.
     Cosine { lr: f32, warmup: u32, total: u32, min_lr: f32 },
+    /// Warmup-stable-decay: linear warmup as `Linear`, `lr` until step `hold`, then a linear decay to
+    /// `min_lr` at step `total`. A run can stop anywhere in the stable phase and continue later, and the
+    /// short decay at the end settles the weights.
+    Wsd { lr: f32, warmup: u32, hold: u32, total: u32, min_lr: f32 },
 }
 
 fn bad(op: &'static str, field: &str, value: impl std::fmt::Display, rule: &str) -> Error {
@@ -129,18 +134,21 @@ fn bad(op: &'static str, field: &str, value: impl std::fmt::Display, rule: &str)
 }
 
 impl Schedule {
-    /// Checks the fields: lr finite and >= 0, 0 <= min_lr <= lr, warmup <= total.
+    /// Checks the fields: lr finite and >= 0, 0 <= min_lr <= lr, warmup <= total, hold <= total.
     pub fn validate(&self, op: &'static str) -> Result<()> {
         let p = self.params();
         if !(p.base_lr.is_finite() && p.base_lr >= 0.0) {
             return Err(bad(op, "lr", p.base_lr, "must be finite and >= 0"));
         }
-        if let Schedule::Linear { .. } | Schedule::Cosine { .. } = self {
+        if !matches!(self, Schedule::Constant { .. }) {
             if !(p.min_lr.is_finite() && p.min_lr >= 0.0 && p.min_lr <= p.base_lr) {
                 return Err(bad(op, "min_lr", p.min_lr, &format!("must be in [0, lr = {}]", p.base_lr)));
             }
             if p.warmup > p.total {
                 return Err(bad(op, "warmup", p.warmup, &format!("must be <= total = {}", p.total)));
+            }
+            if p.hold > p.total {
+                return Err(bad(op, "hold", p.hold, &format!("must be <= total = {}", p.total)));
             }
         }
         Ok(())
@@ -148,12 +156,13 @@ impl Schedule {
 
     /// The kernels' params fields for this schedule.
     pub fn params(&self) -> ScheduleParams {
-        let (kind, base_lr, warmup, total, min_lr) = match *self {
-            Schedule::Constant { lr } => (SCHED_CONSTANT, lr, 0, 0, lr),
-            Schedule::Linear { lr, warmup, total, min_lr } => (SCHED_LINEAR, lr, warmup, total, min_lr),
-            Schedule::Cosine { lr, warmup, total, min_lr } => (SCHED_COSINE, lr, warmup, total, min_lr),
+        let (kind, base_lr, warmup, hold, total, min_lr) = match *self {
+            Schedule::Constant { lr } => (SCHED_CONSTANT, lr, 0, 0, 0, lr),
+            Schedule::Linear { lr, warmup, total, min_lr } => (SCHED_LINEAR, lr, warmup, 0, total, min_lr),
+            Schedule::Cosine { lr, warmup, total, min_lr } => (SCHED_COSINE, lr, warmup, 0, total, min_lr),
+            Schedule::Wsd { lr, warmup, hold, total, min_lr } => (SCHED_LINEAR, lr, warmup, hold, total, min_lr),
         };
-        ScheduleParams { kind, warmup, total, base_lr, min_lr, ..Default::default() }
+        ScheduleParams { kind, warmup, total, hold, base_lr, min_lr, ..Default::default() }
     }
 
     /// The learning rate at 0-based step `step`, computed on the host exactly as the kernels do.

@@ -40,18 +40,22 @@ fn cosine_factor(p: f32, q: f32) -> f32 {
 }
 
 /// The learning rate at 0-based step `step` (twin of `schedule_lr` in shaders/common/schedule.wgsl).
-pub fn schedule_lr(kind: u32, base_lr: f32, min_lr: f32, warmup: u32, total: u32, step: u32) -> f32 {
+pub fn schedule_lr(kind: u32, base_lr: f32, min_lr: f32, warmup: u32, hold: u32, total: u32, step: u32) -> f32 {
     if kind == SCHED_CONSTANT {
         return base_lr;
     }
     if step < warmup {
         return base_lr * (step + 1) as f32 / warmup as f32;
     }
-    let span = total - warmup.min(total);
+    let start = warmup.max(hold);
+    if step < start {
+        return base_lr;
+    }
+    let span = total - start.min(total);
     let (mut p, mut q) = (1.0f32, 0.0f32);
     if span > 0 {
         let s = step.min(total);
-        p = (s - warmup) as f32 / span as f32;
+        p = (s - start) as f32 / span as f32;
         q = (total - s) as f32 / span as f32;
     }
     if kind == SCHED_LINEAR {
@@ -61,7 +65,7 @@ pub fn schedule_lr(kind: u32, base_lr: f32, min_lr: f32, warmup: u32, total: u32
 }
 
 pub fn schedule_lr_of(s: &ScheduleParams, step: u32) -> f32 {
-    schedule_lr(s.kind, s.base_lr, s.min_lr, s.warmup, s.total, step)
+    schedule_lr(s.kind, s.base_lr, s.min_lr, s.warmup, s.hold, s.total, step)
 }
 
 /// Bindings: params, step (read_write).
