@@ -112,13 +112,14 @@ fn utc_date_is_iso() {
     assert_eq!(&d[4..5], "-");
 }
 
-/// The training entries (MLP and GPT) run on the CPU backend and report positive rates and the plan.
+/// The training entries (MLP, GPT, DCGAN, UNet) run on the CPU backend and report positive rates and
+/// the plan.
 #[test]
 fn train_entries_report_rates_and_memory() {
     let dev = Device::cpu();
     let entries = bench::train::run(&dev, true, false).unwrap();
     let models: Vec<&str> = entries.iter().map(|e| e["model"].as_str().unwrap()).collect();
-    assert_eq!(models, ["mlp", "gpt"]);
+    assert_eq!(models, ["mlp", "gpt", "dcgan", "unet"]);
     for e in &entries {
         for key in ["step_s", "step_min_s", "step_max_s", "steps_per_s", "samples_per_s"] {
             assert!(e[key].as_f64().unwrap() > 0.0, "{key}: {e}");
@@ -129,6 +130,11 @@ fn train_entries_report_rates_and_memory() {
     }
     assert_eq!(entries[1]["unit"], "tokens");
     assert_eq!(entries[1]["per_step"], 8 * 128);
+    // The image regimes: a GAN step (D's and G's plans) over 64 images, a diffusion step over 32.
+    for (e, per_step) in [(&entries[2], 64), (&entries[3], 32)] {
+        assert_eq!(e["unit"], "images");
+        assert_eq!(e["per_step"], per_step);
+    }
 }
 
 fn tigel(args: &[&str]) -> (i32, String, String) {

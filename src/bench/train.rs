@@ -20,9 +20,13 @@ use crate::device::Device;
 use crate::error::Result;
 use crate::graph::exec::Plan;
 use crate::graph::Graph;
+use crate::models::ddpm::{self, Arch, Diffusion, DiffusionConfig, DiffusionTrainer, Prediction};
+use crate::models::gan::{self, Gan, GanConfig, GanTrainer};
 use crate::models::gpt::{Gpt, GptConfig, GptTrainer, TrainSettings};
 use crate::models::mlp::{Mlp, MlpConfig};
+use crate::models::unet::UnetConfig;
 use crate::nn::Activation;
+use crate::ops::diffusion::Schedule as NoiseSchedule;
 use crate::optim::{OptimizerKind, Schedule};
 use crate::tensor::Tensor;
 use crate::train::{TrainConfig, Trainer};
@@ -41,8 +45,17 @@ pub struct Bench<'a> {
     pub step: Box<dyn Fn() -> Result<()> + 'a>,
 }
 
+/// A training benchmark: builds its trainer, times it (`quick`: fewer repeats) and optionally prints a line.
+pub type Entry = fn(&Device, bool, bool) -> Result<Value>;
+
 /// The regimes' benchmarks, in report order: (name, builder run by `run`).
-pub const ENTRIES: &[(&str, fn(&Device, bool, bool) -> Result<Value>)] = &[("mlp", mlp), ("gpt", gpt)];
+pub const ENTRIES: &[(&str, Entry)] = &[("mlp", mlp), ("gpt", gpt), ("dcgan", dcgan), ("unet", unet)];
+
+/// Images for the image regimes: the step cost does not depend on what they show, so random pixels in
+/// [-1, 1] from a fixed seed stand in for a data set.
+fn random_images(dev: &Device, n: usize, side: usize) -> Result<Vec<f32>> {
+    crate::ops::rng::uniform(dev, &[n, 1, side, side], 7, 0, -1.0, 1.0)?.to_f32(dev)
+}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -99,6 +112,75 @@ pub fn gpt(dev: &Device, quick: bool, print: bool) -> Result<Value> {
         model: "gpt",
         config: json!({ "model": cfg.to_json(), "train": s.to_json(), "params": cfg.param_count() }),
         per_step: (t.tokens_per_step, "tokens"),
+        plans: vec![t.trainer().plan()],
+        step: Box::new(|| t.step(dev)),
+    };
+    measure(dev, &b, quick, print)
+}
+
+/// The GAN step: the Fashion-MNIST DCGAN (1×28×28, base width 32, z 64), batch 64; one D update then one
+/// G update, each its own recorded plan, Adam (β1 0.5).
+pub fn dcgan(dev: &Device, quick: bool, print: bool) -> Result<Value> {
+    let cfg = GanConfig { data_shape: vec![1, 28, 28], z_dim: 64, width: 32, depth: 1, pack: 1, scale: 1.0 };
+    let s = gan::TrainSettings {
+        batch: 64,
+        steps: 100_000,
+        lr_d: 2e-4,
+        lr_g: 2e-4,
+        lr_end: 1.0,
+        horizon: 100_000,
+        lr_hold: 0.0,
+        ema: 0.0,
+        r1: 0.0,
+        d_steps: 1,
+        seed: 1,
+    };
+    let data = gan::TrainData { rows: random_images(dev, 512, 28)?, shape: vec![512, 1, 28, 28] };
+    let t = GanTrainer::new(dev, Gan::new(dev, cfg.clone(), 1)?, &data, s, 0)?;
+    let b = Bench {
+        model: "dcgan",
+        config: json!({ "model": cfg.to_json(), "train": s.to_json() }),
+        per_step: (s.batch, "images"),
+        plans: vec![t.d_trainer().plan(), t.g_trainer().plan()],
+        step: Box::new(|| t.step(dev)),
+    };
+    measure(dev, &b, quick, print)
+}
+
+/// The diffusion step: the Fashion-MNIST UNet (base 16, mults 1,2,2, attention at 7×7, 10 classes,
+/// v-prediction, cosine schedule with T = 500), batch 32, AdamW with clipping and an EMA.
+pub fn unet(dev: &Device, quick: bool, print: bool) -> Result<Value> {
+    let base = 16;
+    let cfg = DiffusionConfig {
+        arch: Arch::Unet(UnetConfig { base, mults: vec![1, 2, 2], attention: true }),
+        sample_shape: vec![1, 28, 28],
+        timesteps: 500,
+        schedule: NoiseSchedule::COSINE,
+        prediction: Prediction::V,
+        num_classes: 10,
+        emb: 4 * base,
+        data_scale: 1.0,
+    };
+    let s = ddpm::TrainSettings {
+        batch: 32,
+        lr: 1.5e-3,
+        warmup: 100,
+        steps: 100_000,
+        weight_decay: 0.0,
+        clip: 1.0,
+        ema: 0.999,
+        p_uncond: 0.1,
+        seed: 1,
+    };
+    let n = 512;
+    let rows = random_images(dev, n, 28)?;
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
+    let data = ddpm::TrainData { rows: &rows, labels: Some(&labels) };
+    let t = DiffusionTrainer::new(dev, Diffusion::new(dev, cfg.clone(), 1)?, data, s, 0)?;
+    let b = Bench {
+        model: "unet",
+        config: json!({ "model": cfg.to_json(), "train": s.to_json(), "params": t.model.param_count() }),
+        per_step: (s.batch, "images"),
         plans: vec![t.trainer().plan()],
         step: Box::new(|| t.step(dev)),
     };
