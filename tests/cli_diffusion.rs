@@ -120,19 +120,7 @@ fn ring8_train_sample_eval_resume() {
     }
 
     // Resume: the step count continues.
-    let v = json_line(&ok(&[
-        "--backend",
-        "cpu",
-        "train",
-        "diffusion",
-        "--data",
-        "ring8",
-        "--steps",
-        "20",
-        "--resume",
-        r,
-        "--json",
-    ]));
+    let v = json_line(&ok(&["--backend", "cpu", "train", "diffusion", "--steps", "20", "--resume", r, "--json"]));
     assert_eq!(v["steps"], 120);
 
     // Refusals against this (unconditional) checkpoint.
@@ -159,6 +147,7 @@ fn bad_training_input_is_refused() {
     refused(&[&t[..], &["--data", "ring8", "--schedule", "quadratic", "--out", o]].concat(), "quadratic");
     refused(&[&t[..], &["--data", "ring8", "--prediction", "x0", "--out", o]].concat(), "x0");
     refused(&[&t[..], &["--data", "ring8", "--batch", "0", "--out", o]].concat(), "--batch");
+    refused(&[&t[..], &["--out", o]].concat(), "--data is required");
     assert!(!Path::new(o).join("checkpoint.safetensors").exists());
 
     // A checkpoint of another kind.

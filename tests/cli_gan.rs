@@ -81,13 +81,15 @@ fn gan_ring8_train_sample_eval_resume() {
     assert_clean_failure(&args, "already holds a checkpoint");
     assert_eq!(before, std::fs::read(run.join("checkpoint.safetensors")).unwrap());
     let (code, out, err) =
-        tigel(&["--backend", "cpu", "train", "gan", "--data", "ring8", "--steps", "10", "--resume", r, "--json"]);
+        // No --data: the checkpoint's (ring8).
+        tigel(&["--backend", "cpu", "train", "gan", "--steps", "10", "--resume", r, "--json"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(json_line(&out)["steps"], 50);
     assert_clean_failure(
         &["--backend", "cpu", "train", "gan", "--data", "ring8", "--resume", r, "--width", "64"],
         "--width 64",
     );
+    assert_clean_failure(&["--backend", "cpu", "train", "gan", "--steps", "10"], "--data is required");
     std::fs::remove_dir_all(&d).ok();
 }
 
@@ -213,6 +215,8 @@ fn gan_bad_input_is_refused() {
         &["--backend", "cpu", "train", "gan", "--data", "ring8", "--resume", g],
         "holds a `gpt` model",
     );
+    // Without --data too: the kind is checked before the checkpoint's data is looked up.
+    assert_clean_failure(&["--backend", "cpu", "train", "gan", "--resume", g], "holds a `gpt` model");
     assert_clean_failure(
         &["--backend", "cpu", "sample", "gan", "--checkpoint", d.join("nope").to_str().unwrap(), "--out", o],
         "nope",

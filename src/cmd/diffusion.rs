@@ -45,8 +45,9 @@ const MIXTURE_POINTS: usize = 100_000;
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// ring8, grid25, or an image dataset (IDX file, .npy, folder of PNGs); the last 10% of images is held out.
+    /// With --resume, default: the checkpoint's data.
     #[arg(long)]
-    pub data: String,
+    pub data: Option<String>,
     /// Optimizer steps in this run (default: 15000 for ring8, 25000 for grid25, 3500 for images).
     #[arg(long)]
     pub steps: Option<u32>,
@@ -181,13 +182,17 @@ fn parse_sampler(name: &str, steps: usize) -> Result<SamplerKind> {
 }
 
 pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
-    let source = Source::open(&a.data)?;
+    let resume = a.resume.as_deref().map(Checkpoint::load).transpose()?;
+    if let Some(ck) = &resume {
+        ck.expect_kind_for(KIND, "`tigel train diffusion --resume`")?;
+    }
+    let data = super::data_spec("train diffusion", a.data.as_deref(), resume.as_ref())?;
+    let source = Source::open(&data)?;
     let d = match source {
         Source::Mixture(Mixture::Grid25) => GRID25,
         Source::Mixture(_) => MIXTURE,
         Source::Images { .. } => IMAGES,
     };
-    let resume = a.resume.as_deref().map(Checkpoint::load).transpose()?;
     let cfg = match &resume {
         Some(ck) => {
             ck.expect_kind_for(KIND, "`tigel train diffusion --resume`")?;
@@ -218,7 +223,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
                     if a.conditional && train.labels.is_none() {
                         return Err(Error::invalid(
                             "--conditional",
-                            format!("`{}` has no labels (IDX label file or labels .npy beside it)", a.data),
+                            format!("`{data}` has no labels (IDX label file or labels .npy beside it)"),
                         ));
                     }
                     let base = a.base.unwrap_or(IMAGE_BASE);
@@ -287,7 +292,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         t.restore(&dev, ck)?;
     }
     std::fs::create_dir_all(&dir).map_err(|e| super::io_err(&dir, e))?;
-    let config = json!({"model": cfg.to_json(), "train": settings.to_json(), "data": a.data,
+    let config = json!({"model": cfg.to_json(), "train": settings.to_json(), "data": data,
                         "resumed_from": a.resume, "start_step": start_step});
     write_atomic(&dir.join("config.json"), &(serde_json::to_string_pretty(&config).unwrap() + "\n"))?;
     let metrics_path = dir.join("metrics.jsonl");
@@ -346,7 +351,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
                 json!({"step": step, "loss": loss, "mean_loss": mean, "elapsed_s": started.elapsed().as_secs_f64()});
             writeln!(metrics, "{line}").map_err(|e| super::io_err(&metrics_path, e))?;
             bar.println(format!("step {step}: loss {mean:.4} (mean since the last save)"));
-            t.save(&dev, &checkpoint_path(&dir), &a.data)?;
+            t.save(&dev, &checkpoint_path(&dir), &data)?;
             if i == settings.steps {
                 loss = mean;
             }

@@ -70,9 +70,10 @@ const IMAGES: Defaults = Defaults {
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// ring8, grid25, or an image file/folder (IDX, .npy, PNG folder).
+    /// ring8, grid25, or an image file/folder (IDX, .npy, PNG folder); with --resume, default: the
+    /// checkpoint's data.
     #[arg(long)]
-    pub data: String,
+    pub data: Option<String>,
     /// Steps (one D and one G update each) in this run.
     #[arg(long)]
     pub steps: Option<u32>,
@@ -155,14 +156,18 @@ pub struct EvalArgs {
 }
 
 pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
-    let src = Source::open(&a.data)?;
+    let resume = a.resume.as_deref().map(Checkpoint::load).transpose()?;
+    if let Some(ck) = &resume {
+        ck.expect_kind_for(KIND, "`tigel train gan --resume`")?;
+    }
+    let spec = super::data_spec("train gan", a.data.as_deref(), resume.as_ref())?;
+    let src = Source::open(&spec)?;
     let (shape, scale) = data_shape_of(&src);
     let d = match &src {
         _ if shape.len() == 3 => &IMAGES,
         Source::Mixture(Mixture::Grid25) => &GRID25,
         _ => &MIXTURE,
     };
-    let resume = a.resume.as_deref().map(Checkpoint::load).transpose()?;
     let (cfg, prev) = match &resume {
         Some(ck) => {
             ck.expect_kind_for(KIND, "`tigel train gan --resume`")?;
@@ -229,7 +234,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     }
     let sampler = Sampler::new(&dev, &cfg, &t.sampling_generator()?, 500)?;
     std::fs::create_dir_all(&dir).map_err(|e| super::io_err(&dir, e))?;
-    let config = json!({"model": cfg.to_json(), "train": settings.to_json(), "data": a.data,
+    let config = json!({"model": cfg.to_json(), "train": settings.to_json(), "data": spec,
                         "resumed_from": a.resume, "start_step": start_step});
     write_atomic(&dir.join("config.json"), &(serde_json::to_string_pretty(&config).unwrap() + "\n"))?;
     let metrics_path = dir.join("metrics.jsonl");
@@ -295,7 +300,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
             line.as_object_mut().unwrap().extend(scores.to_json().as_object().unwrap().clone());
             writeln!(metrics, "{line}").map_err(|e| super::io_err(&metrics_path, e))?;
             bar.println(format!("step {step}: D {loss_d:.3}, G {loss_g:.3}; {}", scores.line()));
-            t.save(&dev, &checkpoint_path(&dir), &a.data)?;
+            t.save(&dev, &checkpoint_path(&dir), &spec)?;
             last = Some(scores);
             side += side_start.elapsed().as_secs_f64();
         }

@@ -21,6 +21,26 @@ pub fn device(backend: Option<&str>) -> Result<Device> {
 }
 
 /// An I/O error naming its path.
+/// The data a training run reads: `--data` when given, else (resuming) the data the checkpoint was trained
+/// on, as its config names it.
+pub fn data_spec(
+    op: &'static str,
+    given: Option<&str>,
+    resume: Option<&tigel::checkpoint::Checkpoint>,
+) -> Result<String> {
+    if let Some(d) = given {
+        return Ok(d.to_string());
+    }
+    match resume {
+        Some(ck) => {
+            ck.config.get("data").and_then(|d| d.as_str()).map(String::from).ok_or_else(|| {
+                Error::invalid(op, "the checkpoint does not name the data it was trained on; pass --data")
+            })
+        }
+        None => Err(Error::invalid(op, "--data is required (ring8, grid25, or an image file or folder)")),
+    }
+}
+
 pub fn io_err(path: &Path, e: std::io::Error) -> Error {
     Error::Io { path: path.display().to_string(), source: e }
 }
