@@ -95,6 +95,7 @@ fn batch_norm_op_agrees_on_cpu_and_gpu_and_updates_running_statistics() {
         }
         // Two runs of the recorded step fold the same batch statistics in twice: r = 1 - 0.9² of them.
         let count = n / c;
+        #[allow(clippy::needless_range_loop)] // ch indexes x's layout as well as a[4] and a[5]
         for ch in 0..c {
             let per = n / shape[0] / c;
             let xs: Vec<f64> = (0..shape[0])

@@ -333,6 +333,7 @@ impl ConvCase {
 
 /// conv2d of x [n, ci, hw, hw] with a [co, ci, k, k] kernel, stride and padding, in direction `dir`.
 /// FLOP: 2·N·Co·Ho·Wo·Ci·K² in each direction; bytes: the op's two inputs and its output once.
+#[allow(clippy::too_many_arguments)]
 pub fn conv_case(
     n: usize,
     ci: usize,

@@ -31,6 +31,9 @@ pub use adapter::{AdapterSummary, BackendChoice};
 /// recognisable payload, so a kernel that forgets to write an element fails any comparison.
 pub const POISON: u32 = 0x7FC0_0BAD;
 
+/// Dispatch time per (shader, entry): (dispatches, seconds), while profiling is on.
+type ProfileTable = HashMap<(&'static str, &'static str), (u64, f64)>;
+
 /// Counters that tests and benchmarks read to check the execution model (for example: one queue
 /// submission per replayed step, no blocking wait inside a step).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +80,7 @@ pub(crate) struct DeviceInner {
     pub note: String,
     pools: Mutex<Pools>,
     /// CPU backend: time per kernel over replays, when profiling is on.
-    profile: Mutex<Option<HashMap<(&'static str, &'static str), (u64, f64)>>>,
+    profile: Mutex<Option<ProfileTable>>,
 }
 
 impl DeviceInner {

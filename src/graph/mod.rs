@@ -571,7 +571,7 @@ impl Graph {
     pub fn attention(&mut self, qkv: NodeId, heads: usize, causal: bool) -> Result<NodeId> {
         self.f32_in("attention", qkv)?;
         let s = self.shape(qkv).to_vec();
-        if s.len() != 3 || heads == 0 || s[2] == 0 || s[2] % (3 * heads) != 0 {
+        if s.len() != 3 || heads == 0 || s[2] == 0 || !s[2].is_multiple_of(3 * heads) {
             return Err(Error::invalid(
                 "attention",
                 format!("qkv must be [B, T, 3·C] with C divisible by heads = {heads}, got {s:?}"),
@@ -724,7 +724,7 @@ impl Graph {
             self.f32_in("group_norm", id)?;
         }
         let xs = self.shape(x).to_vec();
-        if !(xs.len() == 2 || xs.len() == 4) || xs.contains(&0) || groups == 0 || xs[1] % groups != 0 {
+        if !(xs.len() == 2 || xs.len() == 4) || xs.contains(&0) || groups == 0 || !xs[1].is_multiple_of(groups) {
             return Err(Error::invalid(
                 "group_norm",
                 format!("x must be [N, C, H, W] or [N, C] with C divisible by groups = {groups}, got {xs:?}"),

@@ -182,6 +182,8 @@ pub struct MlpNet {
     out: [Param; 2],
 }
 
+// One per model, made once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Net {
     Mlp(MlpNet),
     Unet(Unet),
@@ -383,7 +385,7 @@ impl DiffusionTrainer {
         s.validate()?;
         let cfg = model.cfg.clone();
         let d = cfg.sample_len();
-        if data.rows.is_empty() || data.rows.len() % d != 0 {
+        if data.rows.is_empty() || !data.rows.len().is_multiple_of(d) {
             return Err(Error::invalid(
                 "diffusion train",
                 format!("{} values are not rows of shape {:?}", data.rows.len(), cfg.sample_shape),

@@ -400,6 +400,8 @@ fn mlp(cfg: &GanConfig, gi: &mut Init, di: &mut Init) -> Result<(Net, Net)> {
     Ok((Net { layers: g }, Net { layers: d }))
 }
 
+// The layer lists read top to bottom as the networks run, one push per layer.
+#[allow(clippy::vec_init_then_push)]
 fn dcgan(cfg: &GanConfig, gi: &mut Init, di: &mut Init) -> Result<(Net, Net)> {
     let (c_img, side) = (cfg.data_shape[0], cfg.data_shape[1]);
     // 28 = 7·2², 32 = 4·2³: the number of 2× upsamplings from the first feature map.
@@ -508,7 +510,7 @@ impl TrainSettings {
         if self.batch < 2 {
             return err(format!("--batch must be at least 2 (batch norm needs two samples), got {}", self.batch));
         }
-        if self.batch % cfg.pack != 0 {
+        if !self.batch.is_multiple_of(cfg.pack) {
             return err(format!("--batch {} must be a multiple of --pack {}", self.batch, cfg.pack));
         }
         if self.steps == 0 {

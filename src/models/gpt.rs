@@ -58,7 +58,7 @@ impl GptConfig {
                 return bad(f, v);
             }
         }
-        if self.width % self.heads != 0 {
+        if !self.width.is_multiple_of(self.heads) {
             return Err(Error::invalid(
                 "gpt config",
                 format!("--width {} must be divisible by --heads {}", self.width, self.heads),

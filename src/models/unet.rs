@@ -39,7 +39,7 @@ impl UnetConfig {
             return bad(format!("base {} and mults {:?} must be positive and non-empty", self.base, self.mults));
         }
         let f = 1usize << (self.mults.len() - 1);
-        if c == 0 || h % f != 0 || w % f != 0 || h == 0 || w == 0 {
+        if c == 0 || !h.is_multiple_of(f) || !w.is_multiple_of(f) || h == 0 || w == 0 {
             return bad(format!(
                 "images of {c}×{h}×{w}: height and width must be divisible by 2^(levels - 1) = {f} for {} levels",
                 self.mults.len()
@@ -66,7 +66,7 @@ impl UnetConfig {
 
 /// Groups for a group norm of `c` channels: 8 when they divide evenly, else the largest of 4, 2, 1.
 pub fn groups_for(c: usize) -> usize {
-    [8, 4, 2, 1].into_iter().find(|g| c % g == 0).unwrap_or(1)
+    [8, 4, 2, 1].into_iter().find(|g| c.is_multiple_of(*g)).unwrap_or(1)
 }
 
 /// Weights of one residual block.
