@@ -257,41 +257,13 @@ fn conditional_images_train_sample_eval() {
         assert_eq!(one.len(), 2 * 64 * 4);
         assert!(rows[k * one.len()..(k + 1) * one.len()] == one[..], "class {k}'s row");
     }
-    refused(
-        &[
-            "--backend",
-            "cpu",
-            "sample",
-            "diffusion",
-            "--checkpoint",
-            r,
-            "--per-class",
-            "--label",
-            "1",
-            "--out",
-            g.to_str().unwrap(),
-        ],
-        "--per-class",
-    );
-    refused(
-        &["--backend", "cpu", "sample", "diffusion", "--checkpoint", r, "--label", "3", "--out", g.to_str().unwrap()],
-        "out of range",
-    );
-    refused(
-        &[
-            "--backend",
-            "cpu",
-            "sample",
-            "diffusion",
-            "--checkpoint",
-            r,
-            "--guidance",
-            "2",
-            "--out",
-            g.to_str().unwrap(),
-        ],
-        "--label",
-    );
+    let gs = g.to_str().unwrap();
+    let sample_args = |extra: &[&'static str]| -> Vec<&str> {
+        [&["--backend", "cpu", "sample", "diffusion", "--checkpoint", r][..], extra, &["--out", gs]].concat()
+    };
+    refused(&sample_args(&["--per-class", "--label", "1"]), "--per-class");
+    refused(&sample_args(&["--label", "3"]), "out of range");
+    refused(&sample_args(&["--guidance", "2"]), "--label");
     let v = json_line(&ok(&[
         "--backend",
         "cpu",

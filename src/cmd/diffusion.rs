@@ -2,7 +2,7 @@
 //! (a UNet) from the command line.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -194,10 +194,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         Source::Images { .. } => IMAGES,
     };
     let cfg = match &resume {
-        Some(ck) => {
-            ck.expect_kind_for(KIND, "`tigel train diffusion --resume`")?;
-            DiffusionConfig::from_json(ck.config.get("model").unwrap_or(&serde_json::Value::Null))?
-        }
+        Some(ck) => DiffusionConfig::from_json(ck.config.get("model").unwrap_or(&serde_json::Value::Null))?,
         None => {
             let schedule = parse_schedule(a.schedule.as_deref().unwrap_or(d.schedule))?;
             let timesteps = a.timesteps.unwrap_or(d.timesteps);
@@ -294,7 +291,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     std::fs::create_dir_all(&dir).map_err(|e| super::io_err(&dir, e))?;
     let config = json!({"model": cfg.to_json(), "train": settings.to_json(), "data": data,
                         "resumed_from": a.resume, "start_step": start_step});
-    write_atomic(&dir.join("config.json"), &(serde_json::to_string_pretty(&config).unwrap() + "\n"))?;
+    super::write_atomic(&dir.join("config.json"), &(serde_json::to_string_pretty(&config).unwrap() + "\n"))?;
     let metrics_path = dir.join("metrics.jsonl");
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
@@ -328,7 +325,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         t.step(&dev)?;
         if i % log_every == 0 || i == settings.steps {
             if let Some(dl) = pending.take() {
-                loss = loss_of(dl)?;
+                loss = super::loss_of(dl)?;
                 acc += loss;
                 cnt += 1;
             }
@@ -338,7 +335,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         }
         if i % a.save_every == 0 || i == settings.steps {
             if let Some(dl) = pending.take() {
-                loss = loss_of(dl)?;
+                loss = super::loss_of(dl)?;
                 acc += loss;
                 cnt += 1;
             }
@@ -373,16 +370,6 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         println!("{v}");
     }
     Ok(())
-}
-
-fn loss_of(d: tigel::device::Download) -> Result<f64> {
-    Ok(f32::from_bits(d.wait()?[0]) as f64)
-}
-
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(|e| super::io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| super::io_err(path, e))
 }
 
 /// Frames of a trajectory: after these reverse steps (of `total`).
@@ -425,9 +412,6 @@ pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {
             "the checkpoint is not label-conditioned (train it with --conditional on data with labels)",
         ));
     }
-    // Per class, every label is checked like --label 0 (labels are in range by construction).
-    let per_class_check = SampleSettings { label: s.label.or(Some(0)), ..s.clone() };
-    sampler.check(if a.per_class && cfg.num_classes > 0 { &per_class_check } else { &s })?;
     if a.per_class {
         let why = if cfg.num_classes == 0 {
             Some("the checkpoint is not label-conditioned (train it with --conditional on data with labels)")
@@ -442,6 +426,8 @@ pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {
             return Err(Error::invalid("--per-class", why));
         }
     }
+    // Per class, the settings are checked as for label 0: every label drawn is in range by construction.
+    sampler.check(&SampleSettings { label: if a.per_class { Some(0) } else { s.label }, ..s.clone() })?;
     let started = Instant::now();
     let (out, rows) = if a.per_class {
         // Class k's row uses seed + k: each row is what `--label k --seed (seed + k)` draws.
@@ -533,13 +519,7 @@ fn scatter(points: &[f32], size: usize, extent: f32) -> Vec<f32> {
 pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
     let ck = Checkpoint::load(&a.checkpoint)?;
     ck.expect_kind_for(KIND, "`tigel eval diffusion`")?;
-    let spec =
-        match &a.data {
-            Some(d) => d.clone(),
-            None => ck.config.get("data").and_then(|d| d.as_str()).map(String::from).ok_or_else(|| {
-                Error::invalid("eval diffusion", "the checkpoint does not name its data; pass --data")
-            })?,
-        };
+    let spec = super::data_spec("eval diffusion", a.data.as_deref(), Some(&ck))?;
     let source = Source::open(&spec)?;
     let dev = super::device(backend)?;
     let model = Diffusion::load(&dev, &ck, "`tigel eval diffusion`")?;

@@ -1,7 +1,7 @@
 //! `tigel train|sample|eval gan`: the GAN on a 2-D mixture or an image dataset from the command line.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -170,7 +170,6 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     };
     let (cfg, prev) = match &resume {
         Some(ck) => {
-            ck.expect_kind_for(KIND, "`tigel train gan --resume`")?;
             let cfg = GanConfig::from_json(ck.config.get("model").unwrap_or(&serde_json::Value::Null))?;
             check_data_fits(&cfg, &src)?;
             for (flag, given, have) in [
@@ -236,7 +235,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     std::fs::create_dir_all(&dir).map_err(|e| super::io_err(&dir, e))?;
     let config = json!({"model": cfg.to_json(), "train": settings.to_json(), "data": spec,
                         "resumed_from": a.resume, "start_step": start_step});
-    write_atomic(&dir.join("config.json"), &(serde_json::to_string_pretty(&config).unwrap() + "\n"))?;
+    super::write_atomic(&dir.join("config.json"), &(serde_json::to_string_pretty(&config).unwrap() + "\n"))?;
     let metrics_path = dir.join("metrics.jsonl");
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
@@ -269,7 +268,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         t.step(&dev)?;
         if i % 10 == 0 || i == settings.steps {
             if let Some((dd, dg)) = pending.take() {
-                (loss_d, loss_g) = (loss_of(dd)?, loss_of(dg)?);
+                (loss_d, loss_g) = (super::loss_of(dd)?, super::loss_of(dg)?);
             }
             pending = Some(t.read_losses(&dev)?);
             bar.set_position(i as u64);
@@ -277,7 +276,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         }
         if i % eval_every == 0 || i == settings.steps {
             if let Some((dd, dg)) = pending.take() {
-                (loss_d, loss_g) = (loss_of(dd)?, loss_of(dg)?);
+                (loss_d, loss_g) = (super::loss_of(dd)?, super::loss_of(dg)?);
             }
             let side_start = Instant::now();
             let step = start_step + i;
@@ -326,16 +325,6 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn loss_of(d: tigel::device::Download) -> Result<f64> {
-    Ok(f32::from_bits(d.wait()?[0]) as f64)
-}
-
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(|e| super::io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| super::io_err(path, e))
-}
-
 pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {
     if a.n == 0 {
         return Err(Error::invalid("sample gan", "--n must be a positive integer, got 0"));
@@ -372,15 +361,7 @@ pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
     }
     let ck = Checkpoint::load(&a.checkpoint)?;
     ck.expect_kind_for(KIND, "`tigel eval gan`")?;
-    let spec = match &a.data {
-        Some(s) => s.clone(),
-        None => ck
-            .config
-            .get("data")
-            .and_then(|d| d.as_str())
-            .map(String::from)
-            .ok_or_else(|| Error::invalid("eval gan", "the checkpoint does not name its data; give --data"))?,
-    };
+    let spec = super::data_spec("eval gan", a.data.as_deref(), Some(&ck))?;
     let src = Source::open(&spec)?;
     let dev = super::device(backend)?;
     let model = Gan::load(&dev, &ck, "`tigel eval gan`", true)?;

@@ -169,7 +169,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     std::fs::create_dir_all(&dir).map_err(|e| super::io_err(&dir, e))?;
     let config = json!({"model": cfg.to_json(), "train": settings.to_json(), "data": corpus.name,
                         "data_bytes": corpus.len(), "resumed_from": a.resume, "start_step": start_step});
-    write_atomic(&dir.join("config.json"), &(serde_json::to_string_pretty(&config).unwrap() + "\n"))?;
+    super::write_atomic(&dir.join("config.json"), &(serde_json::to_string_pretty(&config).unwrap() + "\n"))?;
     let metrics_path = dir.join("metrics.jsonl");
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
@@ -218,7 +218,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         if i % log_every == 0 || i == a.steps {
             // The loss requested at the previous log point has long arrived; ask for this one.
             if let Some(d) = pending.take() {
-                train_loss = loss_of(d)?;
+                train_loss = super::loss_of(d)?;
             }
             pending = Some(t.read_loss(&dev)?);
             let tps = (i as usize * t.tokens_per_step) as f64 / train_secs(side);
@@ -227,7 +227,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         }
         if i % a.eval_every == 0 || i == a.steps {
             if let Some(d) = pending.take() {
-                train_loss = loss_of(d)?;
+                train_loss = super::loss_of(d)?;
             }
             let side_start = Instant::now();
             let windows = if i == a.steps { None } else { Some(a.eval_windows) };
@@ -292,17 +292,6 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
 }
 
 const BITS: f64 = tigel::models::gpt::BITS_PER_NAT;
-
-fn loss_of(d: tigel::device::Download) -> Result<f64> {
-    Ok(f32::from_bits(d.wait()?[0]) as f64)
-}
-
-/// Writes a small text file through a temporary file and a rename: never half-written.
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(|e| super::io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| super::io_err(path, e))
-}
 
 pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {
     let ck = Checkpoint::load(&a.checkpoint)?;

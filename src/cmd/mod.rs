@@ -20,18 +20,13 @@ pub fn device(backend: Option<&str>) -> Result<Device> {
     Ok(d)
 }
 
-/// An I/O error naming its path.
-/// The data a training run reads: `--data` when given, else (resuming) the data the checkpoint was trained
-/// on, as its config names it.
-pub fn data_spec(
-    op: &'static str,
-    given: Option<&str>,
-    resume: Option<&tigel::checkpoint::Checkpoint>,
-) -> Result<String> {
+/// The data a command reads: `--data` when given, else the data the checkpoint (resumed or evaluated) was
+/// trained on, as its config names it.
+pub fn data_spec(op: &'static str, given: Option<&str>, ck: Option<&tigel::checkpoint::Checkpoint>) -> Result<String> {
     if let Some(d) = given {
         return Ok(d.to_string());
     }
-    match resume {
+    match ck {
         Some(ck) => {
             ck.config.get("data").and_then(|d| d.as_str()).map(String::from).ok_or_else(|| {
                 Error::invalid(op, "the checkpoint does not name the data it was trained on; pass --data")
@@ -41,8 +36,21 @@ pub fn data_spec(
     }
 }
 
+/// An I/O error naming its path.
 pub fn io_err(path: &Path, e: std::io::Error) -> Error {
     Error::Io { path: path.display().to_string(), source: e }
+}
+
+/// Writes a small text file through a temporary file and a rename: never half-written.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+/// A training step's loss, read back asynchronously (one f32).
+pub fn loss_of(d: tigel::device::Download) -> Result<f64> {
+    Ok(f32::from_bits(d.wait()?[0]) as f64)
 }
 
 /// The run directory of `tigel train KIND`: `--out`, which must not hold another run's checkpoint, or

@@ -377,6 +377,14 @@ fn want_pair(op: &'static str, xt: &Tensor, eps: &Tensor, eps_name: &str) -> Res
     u32_of(op, "elements", xt.numel())
 }
 
+/// A reverse step's x̂_0 clamp: finite and >= 0 (0: off).
+fn want_clip(op: &'static str, clip: f32) -> Result<()> {
+    if !(clip.is_finite() && clip >= 0.0) {
+        return Err(Error::invalid(op, format!("clip = {clip} must be finite and >= 0 (0: off)")));
+    }
+    Ok(())
+}
+
 fn want_t(op: &'static str, what: &str, t: usize, timesteps: usize) -> Result<u32> {
     if t >= timesteps {
         return Err(Error::invalid(
@@ -422,9 +430,7 @@ pub fn ddpm_step_clipped(
     const OP: &str = "ddpm_step";
     let n = want_pair(OP, xt, eps_pred, "eps_pred")?;
     let t = want_t(OP, "t", t, sched.check(OP)?)?;
-    if !(clip.is_finite() && clip >= 0.0) {
-        return Err(Error::invalid(OP, format!("clip = {clip} must be finite and >= 0 (0: off)")));
-    }
+    want_clip(OP, clip)?;
     let out = Tensor::empty(dev, &xt.shape, DType::F32)?;
     if n == 0 {
         return Ok(out);
@@ -471,9 +477,7 @@ pub fn ddim_step_clipped(
             return Err(Error::invalid(OP, format!("t_prev = {tp} must be below t = {t}")));
         }
     }
-    if !(clip.is_finite() && clip >= 0.0) {
-        return Err(Error::invalid(OP, format!("clip = {clip} must be finite and >= 0 (0: off)")));
-    }
+    want_clip(OP, clip)?;
     let out = Tensor::empty(dev, &xt.shape, DType::F32)?;
     if n == 0 {
         return Ok(out);
