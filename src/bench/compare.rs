@@ -10,9 +10,10 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::host::fs::io_err;
 
 fn load(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+    let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| Error::Other(format!("{}: not a valid JSON document: {e}", path.display())))?;
     if !v.is_object() || !v.get("results").is_some_and(Value::is_array) {

@@ -3,7 +3,8 @@
 //! elements (on the CPU backend). The tolerances follow the family tests (tests/kernels_attention.rs,
 //! tests/kernels_conv.rs, tests/kernels_optim.rs), where they are justified.
 
-use super::{compare, Case, Check, Input};
+use super::validate::compare;
+use super::{Case, Check, Input};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::attention as at;
