@@ -17,7 +17,20 @@ use super::families;
 pub enum Check {
     /// C = op(A)·op(B), inputs [A, B] (rank 3 when `batch` > 1; A stored [K, M] when `trans_a`, B stored
     /// [N, K] when `trans_b`).
-    Matmul { batch: usize, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool },
+    Matmul {
+        /// Matrices in the batch.
+        batch: usize,
+        /// Rows of C.
+        m: usize,
+        /// Columns of C.
+        n: usize,
+        /// Length of each dot product.
+        k: usize,
+        /// A is stored transposed.
+        trans_a: bool,
+        /// B is stored transposed.
+        trans_b: bool,
+    },
     /// Fused attention (see `families`): inputs [qkv] (forward: out) or [qkv, dout] (forward then
     /// backward: dqkv).
     Attention(families::AttnCase),
@@ -26,17 +39,34 @@ pub enum Check {
     /// One AdamW step: inputs [param, grad, m, v, step, clip]; the result is the updated param.
     Adam(families::AdamCase),
     /// Elementwise map; the host reference applies `host` to the inputs at one index.
-    Elementwise { host: fn(&[Vec<f32>], usize) -> f32 },
+    Elementwise {
+        /// The value at one index from the inputs' host data.
+        host: fn(&[Vec<f32>], usize) -> f32,
+    },
     /// Sum of each row of length `len`.
-    SumRows { len: usize },
+    SumRows {
+        /// Row length.
+        len: usize,
+    },
     /// Softmax of each row of length `len`.
-    Softmax { len: usize },
+    Softmax {
+        /// Row length.
+        len: usize,
+    },
     /// 2-D transpose of a [rows, cols] input.
-    Transpose { rows: usize, cols: usize },
+    Transpose {
+        /// Rows of the input.
+        rows: usize,
+        /// Columns of the input.
+        cols: usize,
+    },
     /// Copy of the input.
     Copy,
     /// rng::normal(0, 1) of stream (seed, offset 0).
-    Normal { seed: u64 },
+    Normal {
+        /// The stream's seed.
+        seed: u64,
+    },
 }
 
 /// A random input: shape and the uniform range its values are drawn from (fixed seed per case).

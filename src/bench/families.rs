@@ -36,10 +36,15 @@ fn check_one(got: &[f32], idx: usize, want: f64, tol: f64, what: &dyn Fn() -> St
 /// its result is dqkv; otherwise the result is out.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnCase {
+    /// Batch.
     pub b: usize,
+    /// Sequence length.
     pub t: usize,
+    /// Heads.
     pub h: usize,
+    /// Head size.
     pub d: usize,
+    /// Run the backward after the forward; the result is dqkv.
     pub backward: bool,
 }
 
@@ -177,9 +182,12 @@ pub enum ConvDir {
     BackwardWeight,
 }
 
+/// A conv2d case: the shape and which of the three passes runs.
 #[derive(Clone, Copy, Debug)]
 pub struct ConvCase {
+    /// Batch, channels, sizes, kernel, stride and padding.
     pub s: ConvShape,
+    /// Forward, or which gradient.
     pub dir: ConvDir,
 }
 
@@ -376,12 +384,19 @@ pub fn conv_case(
 /// (at t = 1, 1 - 0.999 amplifies the GPU pow's few-ulp error 1000 times; tests/kernels_optim.rs).
 #[derive(Clone, Copy, Debug)]
 pub struct AdamCase {
+    /// Parameters updated.
     pub n: usize,
+    /// Optimizer steps already done.
     pub step: u32,
+    /// Learning rate.
     pub lr: f32,
+    /// First-moment decay.
     pub beta1: f32,
+    /// Second-moment decay.
     pub beta2: f32,
+    /// Denominator guard.
     pub eps: f32,
+    /// Decoupled weight decay.
     pub weight_decay: f32,
 }
 
