@@ -808,4 +808,11 @@ impl Download {
             DownloadState::Taken => Err(Error::Other("download already taken".into())),
         }
     }
+
+    /// Blocks until the data is on the host and returns its first value as an f32: how a loss (a
+    /// one-element f32 tensor, e.g. `Trainer::read_loss`) comes back.
+    pub fn f32(self) -> Result<f32> {
+        let words = self.wait()?;
+        words.first().map(|&b| f32::from_bits(b)).ok_or_else(|| Error::Other("download of an empty buffer".into()))
+    }
 }
