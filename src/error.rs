@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-/// tigel's result: `Err` is an [`Error`].
+/// tigel's result: `Err` is an [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in tigel, each naming the thing at fault.

@@ -31,7 +31,7 @@ pub enum Check {
         /// B is stored transposed.
         trans_b: bool,
     },
-    /// Fused attention (see `families`): inputs [qkv] (forward: out) or [qkv, dout] (forward then
+    /// Fused attention (see `families`): inputs `[qkv]` (forward: out) or `[qkv, dout]` (forward then
     /// backward: dqkv).
     Attention(families::AttnCase),
     /// conv2d forward or one of its gradients (see `families`).
