@@ -12,6 +12,7 @@ pub(super) struct Defaults {
     pub(super) prediction: &'static str,
 }
 
+/// 2-D mixtures (ring8 and others).
 pub(super) const MIXTURE: Defaults =
     Defaults { steps: 15000, batch: 256, lr: 2e-3, schedule: "cosine", timesteps: 1000, prediction: "eps" };
 /// grid25's 25 tight modes need more steps: at 15,000 its log-density gap is 0.50 nats, at 25,000 0.20.

@@ -19,6 +19,7 @@ pub(super) struct Defaults {
     pub(super) eval_every: u32,
 }
 
+/// 2-D mixtures (ring8 and others).
 pub(super) const MIXTURE: Defaults = Defaults {
     steps: 15000,
     batch: 512,
@@ -38,6 +39,7 @@ pub(super) const MIXTURE: Defaults = Defaults {
 /// decay of the rates over the last tenth for precision.
 pub(super) const GRID25: Defaults =
     Defaults { steps: 45000, batch: 1024, pack: 8, lr_end: 0.1, lr_hold: 0.9, eval_every: 5000, ..MIXTURE };
+/// Image datasets (a DCGAN).
 pub(super) const IMAGES: Defaults = Defaults {
     steps: 6000,
     batch: 64,
