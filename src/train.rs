@@ -44,7 +44,7 @@ impl Trainer {
         Trainer::with_step_counter(dev, g, loss, params, cfg, step)
     }
 
-    /// Like `new`, with a step counter (u32 [1], from `ops::optim::step_counter`) made before the graph,
+    /// Like `new`, with a step counter (u32 `[1]`, from `ops::optim::step_counter`) made before the graph,
     /// so graph ops that change every step (dropout) can read it; the optimizer advances it.
     pub fn with_step_counter(
         dev: &Device,

@@ -48,12 +48,12 @@ impl<'a> GanRun<'a> {
     /// A line describing the networks and the data.
     pub fn describe(&self) -> String {
         let m = &self.trainer.model;
-        let params = |n: &crate::models::gan::Net| n.params().iter().map(|p| p.tensor.numel()).sum::<usize>();
+        let params = |ps: Vec<crate::nn::Param>| ps.iter().map(|p| p.tensor.numel()).sum::<usize>();
         format!(
             "gan ({}): G {} parameters, D {}, z {}; {}",
             if m.cfg.is_image() { "DCGAN" } else { "MLP" },
-            params(&m.g),
-            params(&m.d),
+            params(m.g.params()),
+            params(m.d.params()),
             m.cfg.z_dim,
             self.src.describe()
         )
