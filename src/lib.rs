@@ -41,6 +41,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod run;
 pub mod tensor;
 pub mod train;
 

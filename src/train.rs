@@ -16,7 +16,9 @@ use crate::tensor::{numel, Tensor};
 /// How to optimize.
 #[derive(Clone, Copy, Debug)]
 pub struct TrainConfig {
+    /// The update rule and its hyperparameters.
     pub optimizer: OptimizerKind,
+    /// The learning rate over the steps.
     pub schedule: Schedule,
     /// Clip the global gradient norm to this value.
     pub clip: Option<f32>,
@@ -24,6 +26,7 @@ pub struct TrainConfig {
     pub ema: Option<f32>,
 }
 
+/// A recorded training step over a graph's loss and parameters, with the optimizer (and EMA) state.
 pub struct Trainer {
     plan: Plan,
     loss: NodeId,
@@ -41,7 +44,7 @@ impl Trainer {
         Trainer::with_step_counter(dev, g, loss, params, cfg, step)
     }
 
-    /// Like `new`, with a step counter (u32 [1], from `ops::optim::step_counter`) made before the graph,
+    /// Like `new`, with a step counter (u32 `[1]`, from `ops::optim::step_counter`) made before the graph,
     /// so graph ops that change every step (dropout) can read it; the optimizer advances it.
     pub fn with_step_counter(
         dev: &Device,
@@ -105,10 +108,12 @@ impl Trainer {
         self.plan.read(dev, self.loss)
     }
 
+    /// The parameters trained, in the order their state is kept.
     pub fn params(&self) -> &[Param] {
         &self.params
     }
 
+    /// The optimizer (its state tensors and step counter).
     pub fn optimizer(&self) -> &Optimizer {
         &self.opt
     }
@@ -118,6 +123,7 @@ impl Trainer {
         self.ema.as_ref().map(|e| e.tensors())
     }
 
+    /// The recorded step's plan (dispatch count, memory figures).
     pub fn plan(&self) -> &Plan {
         &self.plan
     }

@@ -9,7 +9,7 @@ use tigel::models::mlp::{Mlp, MlpConfig};
 use tigel::nn::Activation;
 use tigel::optim::{OptimizerKind, Schedule};
 use tigel::train::{TrainConfig, Trainer};
-use tigel::{Device, Tensor};
+use tigel::{Device, Result, Tensor};
 
 const N: usize = 64;
 
@@ -140,4 +140,131 @@ fn restoring_another_models_checkpoint_names_the_tensor() {
     assert!(e.contains("optim."), "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), before, "a failed restore must not touch the file");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The spirals MLP as a `tigel::run` regime: the loop's calls are recorded.
+struct Spirals {
+    t: Trainer,
+    losses: Vec<f64>,
+    evals: Vec<(u32, u32, bool)>,
+}
+
+impl tigel::run::Regime for Spirals {
+    fn step(&mut self, dev: &Device) -> Result<()> {
+        self.t.step(dev)
+    }
+    fn read_losses(&self, dev: &Device) -> Result<Vec<tigel::device::Download>> {
+        Ok(vec![self.t.read_loss(dev)?])
+    }
+    fn take_losses(&mut self, losses: &[f64]) {
+        self.losses.extend(losses);
+    }
+    fn progress(&self, at: tigel::run::At, _clock: &tigel::run::Clock) -> String {
+        format!("at {}", at.i)
+    }
+    fn evaluate(
+        &mut self,
+        _dev: &Device,
+        at: tigel::run::At,
+        clock: &tigel::run::Clock,
+    ) -> Result<tigel::run::Evaluation> {
+        self.evals.push((at.i, at.step, at.last));
+        let metrics = serde_json::json!({"step": at.step, "loss": self.losses.last(), "train_s": clock.train_s()});
+        Ok(tigel::run::Evaluation { metrics, line: format!("step {}", at.step) })
+    }
+    fn save(&self, dev: &Device, path: &std::path::Path) -> Result<()> {
+        self.t.save(dev, path, "mlp", self.config(), serde_json::json!(null))
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({"model": "spirals"})
+    }
+    fn done(&self, fin: &tigel::run::Finished, _checkpoint: &std::path::Path) -> String {
+        format!("done {}", fin.steps)
+    }
+    fn summary(&self, _dev: &Device, fin: &tigel::run::Finished) -> serde_json::Value {
+        serde_json::json!({"steps": fin.start_step + fin.steps})
+    }
+}
+
+/// What the loop showed.
+#[derive(Default)]
+struct Shown {
+    progress: Vec<(u32, String)>,
+    lines: Vec<String>,
+    finished: bool,
+}
+
+impl tigel::run::Observer for Shown {
+    fn progress(&mut self, done: u32, message: &str) {
+        self.progress.push((done, message.to_string()));
+    }
+    fn line(&mut self, text: &str) {
+        self.lines.push(text.to_string());
+    }
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+/// The shared run loop: a loss read every 10 steps (taken at the next log or evaluation point), an
+/// evaluation, a metrics.jsonl line and a checkpoint every `eval_every` steps and at the last,
+/// config.json with `resumed_from` and `start_step`; a resumed run appends and counts on.
+#[test]
+fn run_loop_cadence_files_and_resume() {
+    use tigel::run::{self, Cadence, RunDir};
+    let dev = Device::cpu();
+    let out = std::env::temp_dir().join(format!("tigel-run-loop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let dir = RunDir::choose("test", "mlp", Some(&out), None).unwrap();
+    let mut r = Spirals { t: trainer(&dev, adamw()), losses: vec![], evals: vec![] };
+    let mut shown = Shown::default();
+    let cadence = Cadence { steps: 25, eval_every: 10, start_step: 0 };
+    let o = run::train(&dev, &mut r, &dir, cadence, None, &mut shown).unwrap();
+    let at: Vec<u32> = shown.progress.iter().map(|p| p.0).collect();
+    assert_eq!(at, [10, 20, 25]);
+    assert_eq!(shown.progress[2].1, "at 25");
+    assert_eq!(r.evals, [(10, 10, false), (20, 20, false), (25, 25, true)]);
+    assert_eq!(shown.lines, ["step 10", "step 20", "step 25"]);
+    assert!(shown.finished);
+    assert_eq!(r.losses.len(), 3, "one loss per read: {:?}", r.losses);
+    assert!(r.losses.iter().all(|l| l.is_finite() && *l > 0.0));
+    assert_eq!((o.done.as_str(), o.summary["steps"].as_u64()), ("done 25", Some(25)));
+    assert!(o.finished.train_s > 0.0 && o.finished.train_s <= o.finished.elapsed_s);
+    let metrics = |p: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let steps: Vec<u64> = metrics(&out).iter().map(|m| m["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [10, 20, 25]);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config, serde_json::json!({"model": "spirals", "resumed_from": null, "start_step": 0}));
+    let ck = Checkpoint::load(&dir.checkpoint()).unwrap();
+    assert_eq!(ck.step, 25);
+
+    // Another run may not take the directory; a resumed one writes back into it and counts on.
+    let e = RunDir::choose("test", "mlp", Some(&out), None).unwrap_err().to_string();
+    assert!(e.contains("already holds a checkpoint"), "{e}");
+    let ck = run::resume_checkpoint(Some(&out), "mlp", "the test").unwrap().unwrap();
+    assert!(run::resume_checkpoint(Some(&out), "gpt", "the test").is_err());
+    let dir2 = RunDir::choose("test", "mlp", None, Some(&out)).unwrap();
+    assert_eq!(dir2.path(), out);
+    let mut r2 = Spirals { t: trainer(&dev, adamw()), losses: vec![], evals: vec![] };
+    r2.t.restore(&dev, &ck).unwrap();
+    let cadence = Cadence { steps: 10, eval_every: 10, start_step: 25 };
+    let o = run::train(&dev, &mut r2, &dir2, cadence, Some(&out), &mut run::Quiet).unwrap();
+    assert_eq!(o.summary["steps"], 35);
+    let steps: Vec<u64> = metrics(&out).iter().map(|m| m["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [10, 20, 25, 35]);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["start_step"], 25);
+    assert_eq!(config["resumed_from"], out.to_str().unwrap());
+    assert_eq!(Checkpoint::load(&dir2.checkpoint()).unwrap().step, 35);
+    let cadence = Cadence { steps: 10, eval_every: 0, start_step: 0 };
+    assert!(run::train(&dev, &mut r2, &dir2, cadence, None, &mut run::Quiet).is_err());
+    std::fs::remove_dir_all(&out).ok();
 }

@@ -4,8 +4,10 @@
 use std::path::Path;
 
 use tigel::bench::{self, Options, Sizes};
+use tigel::host::fs::io_err;
 use tigel::Result;
 
+/// Runs the kernel and/or training benchmarks on the chosen device, optionally writing a JSON report.
 pub fn run(backend: Option<&str>, kernels: bool, train: bool, json: Option<&Path>, quick: bool) -> Result<()> {
     // A bad JSON path fails now, not after the run; a file made only for this check goes if the run fails.
     let made = json.filter(|p| !p.exists());
@@ -27,8 +29,7 @@ pub fn run(backend: Option<&str>, kernels: bool, train: bool, json: Option<&Path
         if let Some(path) = json {
             bench::prepare_output(path)?;
             let text = serde_json::to_string_pretty(&out).expect("JSON values serialise");
-            std::fs::write(path, text + "\n")
-                .map_err(|e| tigel::Error::Io { path: path.display().to_string(), source: e })?;
+            std::fs::write(path, text + "\n").map_err(|e| io_err(path, e))?;
             eprintln!("wrote {}", path.display());
         }
         Ok(())

@@ -63,6 +63,7 @@ fn max_rel_err(got: &[f32], want: &[f32]) -> f32 {
         / scale
 }
 
+/// Runs every check on the CPU backend and each other backend, failing on a mismatch.
 pub fn run(backend: Option<&str>, n: usize) -> Result<()> {
     if n == 0 || n > 4096 {
         return Err(Error::invalid("demo", format!("--size {n}: choose 1..=4096")));

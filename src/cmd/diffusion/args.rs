@@ -1,0 +1,176 @@
+//! The arguments of `tigel train|sample|eval diffusion` and the defaults per kind of data.
+
+use std::path::PathBuf;
+
+/// Defaults per kind of data (docs/benchmarks.md has the measurements behind them).
+pub(super) struct Defaults {
+    pub(super) steps: u32,
+    pub(super) batch: usize,
+    pub(super) lr: f32,
+    pub(super) schedule: &'static str,
+    pub(super) timesteps: usize,
+    pub(super) prediction: &'static str,
+}
+
+/// 2-D mixtures (ring8 and others).
+pub(super) const MIXTURE: Defaults =
+    Defaults { steps: 15000, batch: 256, lr: 2e-3, schedule: "cosine", timesteps: 1000, prediction: "eps" };
+/// grid25's 25 tight modes need more steps: at 15,000 its log-density gap is 0.50 nats, at 25,000 0.20.
+pub(super) const GRID25: Defaults = Defaults { steps: 25000, ..MIXTURE };
+/// The measured Fashion-MNIST run (docs/benchmarks.md): about 20 minutes on a shared 2-core CPU. Images
+/// predict v: an ε-predicting UNet's x̂_0 = (x_t − √(1−ᾱ)ε̂)/√ᾱ multiplies its error by up to 1/√ᾱ_T (10⁴
+/// for the cosine schedule), which left deterministic DDIM samples blotchy; v keeps x̂_0 bounded.
+pub(super) const IMAGES: Defaults =
+    Defaults { steps: 3500, batch: 32, lr: 1.5e-3, schedule: "cosine", timesteps: 500, prediction: "v" };
+/// UNet channels at the first level for images (0.22 M parameters with mults 1,2,2).
+pub(super) const IMAGE_BASE: usize = 16;
+/// Points the mixture's training set holds (generated once, uploaded once).
+pub(super) const MIXTURE_POINTS: usize = 100_000;
+
+/// `tigel train diffusion`
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// ring8, grid25, or an image dataset (IDX file, .npy, folder of PNGs); the last 10% of images is held out.
+    /// With --resume, default: the checkpoint's data.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Optimizer steps in this run (default: 15000 for ring8, 25000 for grid25, 3500 for images).
+    #[arg(long)]
+    pub steps: Option<u32>,
+    /// Noise schedule: linear or cosine (default: cosine).
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Diffusion timesteps T (default: 1000 for mixtures, 500 for images).
+    #[arg(long)]
+    pub timesteps: Option<usize>,
+    /// What the network predicts: eps (the noise) or v (default: eps for mixtures, v for images).
+    #[arg(long)]
+    pub prediction: Option<String>,
+    /// Samples per step (default: 256 for mixtures, 32 for images).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Peak learning rate (AdamW, warmup then cosine decay to a tenth).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Warmup steps.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u32,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Clip the global gradient norm to this (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f32,
+    /// Decay of the EMA of the weights used for sampling.
+    #[arg(long, default_value_t = 0.999)]
+    pub ema: f32,
+    /// MLP denoiser (mixtures): hidden width and layers.
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// MLP denoiser layers.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// UNet (images): channels of the first level (default 16), multipliers per level (default 1,2,2),
+    /// attention at the lowest level.
+    #[arg(long)]
+    pub base: Option<usize>,
+    /// UNet channel multipliers per level (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub mults: Option<Vec<usize>>,
+    /// No attention at the UNet's lowest level.
+    #[arg(long)]
+    pub no_attention: bool,
+    /// Train a class-conditional model (for classifier-free guidance) on the dataset's labels.
+    #[arg(long)]
+    pub conditional: bool,
+    /// Probability of dropping a label to the null class during training.
+    #[arg(long, default_value_t = 0.1)]
+    pub p_uncond: f32,
+    /// Seed of the weights, the data drawn and the noise.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Log the loss and save a checkpoint every N steps.
+    #[arg(long, default_value_t = 500)]
+    pub save_every: u32,
+    /// Run directory for checkpoint.safetensors, config.json, metrics.jsonl (default: the first free
+    /// runs/diffusion, runs/diffusion-2, ...).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue training the checkpoint in this run directory.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// End with one JSON line of results on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tigel sample diffusion`
+#[derive(clap::Args, Debug)]
+pub struct SampleArgs {
+    /// Run directory (or checkpoint file) of a trained diffusion model.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Samples to generate.
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    /// ddpm (ancestral, all T steps) or ddim (deterministic, --sample-steps steps).
+    #[arg(long, default_value = "ddpm")]
+    pub sampler: String,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 50)]
+    pub sample_steps: usize,
+    /// Class to generate (class-conditional models).
+    #[arg(long)]
+    pub label: Option<u32>,
+    /// Classifier-free guidance weight (needs --label and a class-conditional model).
+    #[arg(long)]
+    pub guidance: Option<f32>,
+    /// Write x_t at a few steps of the reverse process instead of the final samples only.
+    #[arg(long)]
+    pub trajectory: bool,
+    /// One row of --n samples for each class label, in label order (class-conditional image models).
+    #[arg(long)]
+    pub per_class: bool,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Samples per forward pass.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// FILE.png (an image grid, or a scatter plot for 2-D data) or FILE.npy.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `tigel eval diffusion`
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Run directory (or checkpoint file) of a trained diffusion model.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The data to compare with (default: the data the checkpoint was trained on); images are compared
+    /// with the held-out last 10%.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Samples to generate (default: 2000 for mixtures, 500 for images).
+    #[arg(long)]
+    pub n: Option<usize>,
+    /// ddpm (ancestral, all T steps) or ddim (deterministic, --sample-steps steps).
+    #[arg(long, default_value = "ddpm")]
+    pub sampler: String,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 50)]
+    pub sample_steps: usize,
+    /// Guidance weight for a class-conditional model (samples are spread evenly over the classes).
+    #[arg(long, default_value_t = 1.0)]
+    pub guidance: f32,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Samples per forward pass.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}

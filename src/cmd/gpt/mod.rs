@@ -1,0 +1,148 @@
+//! `tigel train|sample|eval gpt`: the byte-level language model from the command line.
+
+mod args;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::json;
+use tigel::checkpoint::Checkpoint;
+use tigel::data::text::Corpus;
+use tigel::models::gpt::{Evaluator, Gpt, GptConfig, GptTrainer, SampleSettings, Sampler, TrainSettings, KIND};
+use tigel::run::{self, gpt::GptRun, report, Cadence, RunDir};
+use tigel::{Error, Result};
+
+pub use args::*;
+
+/// `tigel train gpt`: builds the model and its trainer from the arguments (or the resumed checkpoint)
+/// and runs the library's training loop.
+pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
+    let corpus = Corpus::from_arg(a.data.as_deref())?;
+    let resume = run::resume_checkpoint(a.resume.as_deref(), KIND, "`tigel train gpt --resume`")?;
+    let cfg = match &resume {
+        Some(ck) => {
+            let cfg = GptConfig::from_json(ck.config.get("model").unwrap_or(&serde_json::Value::Null))?;
+            super::check_resumed(
+                "train gpt",
+                &[
+                    ("layers", a.layers, cfg.layers),
+                    ("heads", a.heads, cfg.heads),
+                    ("width", a.width, cfg.width),
+                    ("context", a.context, cfg.context),
+                ],
+            )?;
+            GptConfig { dropout: a.dropout.unwrap_or(cfg.dropout), ..cfg }
+        }
+        None => GptConfig {
+            layers: a.layers.unwrap_or(DEFAULT_LAYERS),
+            heads: a.heads.unwrap_or(DEFAULT_HEADS),
+            width: a.width.unwrap_or(DEFAULT_WIDTH),
+            context: a.context.unwrap_or(DEFAULT_CONTEXT),
+            dropout: a.dropout.unwrap_or(0.0),
+        },
+    };
+    cfg.validate()?;
+    corpus.check_context(cfg.context)?;
+    let settings = TrainSettings {
+        batch: a.batch,
+        lr: a.lr,
+        min_lr_frac: 0.1,
+        warmup: a.warmup,
+        steps: a.steps,
+        weight_decay: a.weight_decay,
+        clip: a.clip,
+        seed: a.seed,
+    };
+    settings.validate()?;
+    if a.eval_every == 0 || a.eval_windows == 0 {
+        return Err(Error::invalid("train gpt", "--eval-every and --eval-windows must be positive"));
+    }
+    let dir = RunDir::choose("train gpt", "gpt", a.out.as_deref(), a.resume.as_deref())?;
+
+    let dev = super::device(backend)?;
+    let start_step = resume.as_ref().map_or(0, |ck| ck.step as u32);
+    let t = GptTrainer::new(&dev, Gpt::new(&dev, cfg, a.seed)?, &corpus, settings, start_step)?;
+    if let Some(ck) = &resume {
+        t.restore(&dev, ck)?;
+    }
+    let mut gpt = GptRun::new(&dev, t, &corpus, a.eval_windows, dir.path())?;
+    for line in gpt.describe() {
+        eprintln!("{line}");
+    }
+    eprintln!("writing {}", dir.path().display());
+
+    // TIGEL_PROFILE=1 on the CPU backend: time per kernel, printed at the end.
+    let profile = dev.is_cpu() && std::env::var("TIGEL_PROFILE").is_ok_and(|v| v == "1");
+    dev.set_profiling(profile);
+    let cadence = Cadence { steps: a.steps, eval_every: a.eval_every, start_step };
+    let mut bar = super::progress::Bar::new(a.steps, a.json);
+    let outcome = run::train(&dev, &mut gpt, &dir, cadence, a.resume.as_deref(), &mut bar)?;
+    eprintln!("{}", outcome.done);
+    if a.sample_tokens > 0 && !a.json {
+        println!("{}", GptRun::sample_header());
+        let mut out = std::io::stdout().lock();
+        gpt.sample(&dev, a.sample_tokens, a.seed, |b| {
+            let _ = out.write_all(b);
+            let _ = out.flush();
+        })?;
+        let _ = writeln!(out);
+    }
+    if profile {
+        for line in report::profile_lines(&dev) {
+            eprintln!("{line}");
+        }
+    }
+    if a.json {
+        println!("{}", outcome.summary);
+    }
+    Ok(())
+}
+
+/// `tigel sample gpt`: continues a prompt, printing bytes as they come.
+pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {
+    let ck = Checkpoint::load(&a.checkpoint)?;
+    ck.expect_kind_for(KIND, "`tigel sample gpt`")?;
+    let dev = super::device(backend)?;
+    let model = Gpt::load(&dev, &ck, "`tigel sample gpt`")?;
+    let sampler = Sampler::new(&dev, &model)?;
+    let s = SampleSettings { tokens: a.tokens, temperature: a.temperature, top_k: a.top_k, seed: a.seed };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(a.prompt.as_bytes());
+    let _ = out.flush();
+    sampler.generate(&dev, a.prompt.as_bytes(), s, |b| {
+        let _ = out.write_all(&[b]);
+        let _ = out.flush();
+    })?;
+    let _ = writeln!(out);
+    Ok(())
+}
+
+/// `tigel eval gpt`: bits per character on the held-out last 10% of a text.
+pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
+    let ck = Checkpoint::load(&a.checkpoint)?;
+    ck.expect_kind_for(KIND, "`tigel eval gpt`")?;
+    let corpus = match &a.data {
+        Some(p) => Corpus::load(p)?,
+        None => match ck.config.get("data").and_then(|d| d.as_str()) {
+            Some("<embedded>") | None => Corpus::embedded(),
+            Some(p) => Corpus::load(Path::new(p))?,
+        },
+    };
+    let dev = super::device(backend)?;
+    let model = Gpt::load(&dev, &ck, "`tigel eval gpt`")?;
+    corpus.check_context(model.cfg.context)?;
+    let (_, held) = corpus.split();
+    let started = Instant::now();
+    let bpc = Evaluator::new(&dev, &model, 32)?.bits_per_char(&dev, &corpus, held, None)?;
+    if a.json {
+        println!(
+            "{}",
+            json!({"val_bits_per_char": bpc, "held_out_bytes": held.1, "data": corpus.name, "step": ck.step,
+                   "backend": dev.backend_name(), "seconds": started.elapsed().as_secs_f64()})
+        );
+    } else {
+        println!("{}: {bpc:.4} bits/char on the held-out last 10% ({} bytes)", corpus.name, held.1);
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The GAN in the run loop: D's and G's losses, and at each evaluation samples from G (its EMA weights
+//! when it keeps them) scored against the data, with a grid of 64 of them written for images.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::{At, Clock, Evaluation, Finished, Regime};
+use crate::data::images::write_png_grid;
+use crate::data::source::Source;
+use crate::device::{Device, Download};
+use crate::error::Result;
+use crate::models::gan::{evaluate, GanTrainer, Sampler, Scores};
+
+/// A GAN training run on a 2-D mixture or an image set.
+pub struct GanRun<'a> {
+    trainer: GanTrainer,
+    sampler: Sampler,
+    src: &'a Source,
+    data: String,
+    out: PathBuf,
+    loss_d: f64,
+    loss_g: f64,
+    last: Option<Scores>,
+}
+
+impl<'a> GanRun<'a> {
+    /// A run of `trainer` on `src` (named `data` in config.json and the checkpoint), writing into `out`.
+    pub fn new(dev: &Device, trainer: GanTrainer, src: &'a Source, data: &str, out: &Path) -> Result<Self> {
+        let sampler = Sampler::new(dev, &trainer.model.cfg, &trainer.sampling_generator()?, 500)?;
+        Ok(GanRun {
+            trainer,
+            sampler,
+            src,
+            data: data.to_string(),
+            out: out.to_path_buf(),
+            loss_d: f64::NAN,
+            loss_g: f64::NAN,
+            last: None,
+        })
+    }
+
+    /// The trainer.
+    pub fn trainer(&self) -> &GanTrainer {
+        &self.trainer
+    }
+
+    /// A line describing the networks and the data.
+    pub fn describe(&self) -> String {
+        let m = &self.trainer.model;
+        let params = |ps: Vec<crate::nn::Param>| ps.iter().map(|p| p.tensor.numel()).sum::<usize>();
+        format!(
+            "gan ({}): G {} parameters, D {}, z {}; {}",
+            if m.cfg.is_image() { "DCGAN" } else { "MLP" },
+            params(m.g.params()),
+            params(m.d.params()),
+            m.cfg.z_dim,
+            self.src.describe()
+        )
+    }
+}
+
+impl Regime for GanRun<'_> {
+    fn step(&mut self, dev: &Device) -> Result<()> {
+        self.trainer.step(dev)
+    }
+
+    fn read_losses(&self, dev: &Device) -> Result<Vec<Download>> {
+        let (d, g) = self.trainer.read_losses(dev)?;
+        Ok(vec![d, g])
+    }
+
+    fn take_losses(&mut self, losses: &[f64]) {
+        (self.loss_d, self.loss_g) = (losses[0], losses[1]);
+    }
+
+    fn progress(&self, _at: At, _clock: &Clock) -> String {
+        format!("D {:.3}  G {:.3}", self.loss_d, self.loss_g)
+    }
+
+    fn evaluate(&mut self, dev: &Device, at: At, clock: &Clock) -> Result<Evaluation> {
+        let cfg = &self.trainer.model.cfg;
+        let samples = self.sampler.sample(dev, if cfg.is_image() { 500 } else { 2000 }, 0)?;
+        if cfg.is_image() {
+            let [c, h, w] = [cfg.data_shape[0], cfg.data_shape[1], cfg.data_shape[2]];
+            let path = self.out.join(format!("samples-{:06}.png", at.step));
+            write_png_grid(&path, &samples[..64 * c * h * w], 64, c, h, w, 8)?;
+        }
+        let scores = evaluate(&samples, self.src)?;
+        let mut metrics = json!({"step": at.step, "loss_d": self.loss_d, "loss_g": self.loss_g,
+                                 "elapsed_s": clock.elapsed_s()});
+        merge(&mut metrics, scores.to_json());
+        let line = format!("step {}: D {:.3}, G {:.3}; {}", at.step, self.loss_d, self.loss_g, scores.line());
+        self.last = Some(scores);
+        Ok(Evaluation { metrics, line })
+    }
+
+    fn save(&self, dev: &Device, path: &Path) -> Result<()> {
+        self.trainer.save(dev, path, &self.data)
+    }
+
+    fn config(&self) -> Value {
+        json!({"model": self.trainer.model.cfg.to_json(), "train": self.trainer.settings.to_json(),
+               "data": self.data})
+    }
+
+    fn done(&self, fin: &Finished, checkpoint: &Path) -> String {
+        format!(
+            "done: {} steps in {:.0} s ({:.0} s training, {:.1} steps/s); checkpoint {}",
+            fin.steps,
+            fin.elapsed_s,
+            fin.train_s,
+            fin.steps as f64 / fin.train_s,
+            checkpoint.display()
+        )
+    }
+
+    fn summary(&self, dev: &Device, fin: &Finished) -> Value {
+        let mut v = json!({"steps": fin.start_step + fin.steps, "loss_d": self.loss_d, "loss_g": self.loss_g,
+                           "elapsed_s": fin.elapsed_s, "train_s": fin.train_s,
+                           "steps_per_s": fin.steps as f64 / fin.train_s, "backend": dev.backend_name(),
+                           "out": self.out});
+        if let Some(s) = &self.last {
+            merge(&mut v, s.to_json());
+        }
+        v
+    }
+}
+
+/// Adds the keys of the object `more` to the object `v`.
+fn merge(v: &mut Value, more: Value) {
+    if let (Some(o), Value::Object(m)) = (v.as_object_mut(), more) {
+        o.extend(m);
+    }
+}

@@ -1,0 +1,189 @@
+//! The training loop every regime shares. Each step is submitted without a wait; every [`LOG_EVERY`]
+//! steps the loop takes the losses it asked for at the previous log point (long arrived) and asks for
+//! the latest (an asynchronous read), then reports progress; every `eval_every` steps, and at the last,
+//! the regime evaluates, the loop appends its line to metrics.jsonl, shows it and saves the checkpoint.
+//! Time spent evaluating and saving is kept apart, so throughput counts training alone.
+//!
+//! A regime (the GPT, the GAN, diffusion: [`gpt`], [`gan`], [`diffusion`]) plugs in through [`Regime`];
+//! what is shown goes through a [`report::Observer`], so the library draws nothing itself.
+
+pub mod diffusion;
+pub mod dir;
+pub mod gan;
+pub mod gpt;
+pub mod report;
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::device::{Device, Download};
+use crate::error::Result;
+pub use dir::{resume_checkpoint, MetricsLog, RunDir};
+pub use report::{Observer, Quiet};
+
+/// Steps between loss reads and progress reports.
+pub const LOG_EVERY: u32 = 10;
+
+/// One training regime as the loop drives it.
+pub trait Regime {
+    /// One training step: submissions only, no wait.
+    fn step(&mut self, dev: &Device) -> Result<()>;
+    /// Starts reading the latest step's losses back (asynchronous; one f32 each).
+    fn read_losses(&self, dev: &Device) -> Result<Vec<Download>>;
+    /// The losses asked for by the previous `read_losses`, as they arrived.
+    fn take_losses(&mut self, losses: &[f64]);
+    /// The progress message at a log point.
+    fn progress(&self, at: At, clock: &Clock) -> String;
+    /// Evaluates at `at`: the metrics.jsonl line and the line to show.
+    fn evaluate(&mut self, dev: &Device, at: At, clock: &Clock) -> Result<Evaluation>;
+    /// Saves the checkpoint (atomically) to `path`.
+    fn save(&self, dev: &Device, path: &Path) -> Result<()>;
+    /// The run's part of config.json (model, training settings, data); the loop adds `resumed_from`
+    /// and `start_step`.
+    fn config(&self) -> Value;
+    /// The line that closes the run.
+    fn done(&self, fin: &Finished, checkpoint: &Path) -> String;
+    /// The run's results as one JSON object.
+    fn summary(&self, dev: &Device, fin: &Finished) -> Value;
+}
+
+/// Where the loop stands when it calls the regime.
+#[derive(Clone, Copy, Debug)]
+pub struct At {
+    /// Steps done in this run.
+    pub i: u32,
+    /// The optimizer step, counting the steps of the run resumed.
+    pub step: u32,
+    /// Whether this is the run's last step.
+    pub last: bool,
+}
+
+/// What an evaluation gives.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// The metrics.jsonl line.
+    pub metrics: Value,
+    /// The line to show.
+    pub line: String,
+}
+
+/// A run's wall clock, with the time spent evaluating and saving ("side" time) kept apart.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    started: Instant,
+    side: f64,
+}
+
+impl Clock {
+    /// Seconds since the loop started.
+    pub fn elapsed_s(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Seconds spent training: elapsed less side time (never zero).
+    pub fn train_s(&self) -> f64 {
+        (self.elapsed_s() - self.side).max(1e-9)
+    }
+}
+
+/// How long this run trains and how often it evaluates.
+#[derive(Clone, Copy, Debug)]
+pub struct Cadence {
+    /// Steps in this run.
+    pub steps: u32,
+    /// Evaluate (and save) every this many steps, and at the last.
+    pub eval_every: u32,
+    /// The optimizer step the run starts at (a resumed run's; else 0).
+    pub start_step: u32,
+}
+
+/// A finished run's timing.
+#[derive(Clone, Copy, Debug)]
+pub struct Finished {
+    /// Steps in this run.
+    pub steps: u32,
+    /// The optimizer step the run started at.
+    pub start_step: u32,
+    /// Wall-clock seconds of the loop.
+    pub elapsed_s: f64,
+    /// Seconds of it spent training (evaluation and saving left out).
+    pub train_s: f64,
+}
+
+/// What [`train`] returns: the timing, the closing line and the results.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The timing.
+    pub finished: Finished,
+    /// The line that closes the run ([`Regime::done`]).
+    pub done: String,
+    /// The results ([`Regime::summary`]).
+    pub summary: Value,
+}
+
+/// A loss read back: the first f32 of a download.
+pub fn loss_value(d: Download) -> Result<f64> {
+    Ok(f32::from_bits(d.wait()?[0]) as f64)
+}
+
+/// Runs `regime` for `cadence.steps` steps into `dir`: creates it, writes config.json (with
+/// `resumed_from`), appends to metrics.jsonl and saves the checkpoint at each evaluation.
+pub fn train<R: Regime + ?Sized>(
+    dev: &Device,
+    regime: &mut R,
+    dir: &RunDir,
+    cadence: Cadence,
+    resumed_from: Option<&Path>,
+    observer: &mut dyn Observer,
+) -> Result<Outcome> {
+    if cadence.eval_every == 0 {
+        return Err(crate::Error::invalid("run", "the evaluation interval must be positive"));
+    }
+    dir.create()?;
+    let mut config = regime.config();
+    if let Some(c) = config.as_object_mut() {
+        c.insert("resumed_from".into(), json!(resumed_from));
+        c.insert("start_step".into(), json!(cadence.start_step));
+    }
+    dir.write_config(&config)?;
+    let mut metrics = dir.metrics()?;
+    let checkpoint = dir.checkpoint();
+
+    let mut clock = Clock { started: Instant::now(), side: 0.0 };
+    let mut pending: Option<Vec<Download>> = None;
+    let steps = cadence.steps;
+    for i in 1..=steps {
+        regime.step(dev)?;
+        let at = At { i, step: cadence.start_step + i, last: i == steps };
+        if i % LOG_EVERY == 0 || at.last {
+            // The losses asked for at the previous log point have long arrived; ask for these.
+            take_pending(regime, &mut pending)?;
+            pending = Some(regime.read_losses(dev)?);
+            observer.progress(i, &regime.progress(at, &clock));
+        }
+        if i % cadence.eval_every == 0 || at.last {
+            take_pending(regime, &mut pending)?;
+            let side_start = Instant::now();
+            let e = regime.evaluate(dev, at, &clock)?;
+            metrics.append(&e.metrics)?;
+            observer.line(&e.line);
+            regime.save(dev, &checkpoint)?;
+            clock.side += side_start.elapsed().as_secs_f64();
+        }
+    }
+    observer.finish();
+    let finished =
+        Finished { steps, start_step: cadence.start_step, elapsed_s: clock.elapsed_s(), train_s: clock.train_s() };
+    Ok(Outcome { finished, done: regime.done(&finished, &checkpoint), summary: regime.summary(dev, &finished) })
+}
+
+/// Hands the losses of an earlier read, if one is pending, to the regime.
+fn take_pending<R: Regime + ?Sized>(regime: &mut R, pending: &mut Option<Vec<Download>>) -> Result<()> {
+    if let Some(p) = pending.take() {
+        let losses = p.into_iter().map(loss_value).collect::<Result<Vec<f64>>>()?;
+        regime.take_losses(&losses);
+    }
+    Ok(())
+}
