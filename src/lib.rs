@@ -20,6 +20,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod plot;
 pub mod tensor;
 pub mod train;
 
