@@ -11,6 +11,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod diffusion;
 pub mod error;
 pub mod graph;
 pub mod host;
