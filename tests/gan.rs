@@ -288,3 +288,22 @@ fn gan_bad_input_is_refused_by_name() {
     let e = Gan::load(&dev, &ck, "`tigel sample gan`", true).err().unwrap().to_string();
     assert!(e.contains("gpt") && e.contains("gan"), "{e}");
 }
+
+/// Configs keep their JSON layout (with the architecture's name) and write every f32 as given.
+#[test]
+fn gan_configs_keep_their_layout_and_write_values_as_given() {
+    let c = GanConfig { scale: 2.1, ..mlp_cfg() };
+    assert_eq!(
+        c.to_json().to_string(),
+        r#"{"arch":"mlp","data_shape":[2],"depth":2,"pack":2,"scale":2.1,"width":16,"z_dim":4}"#
+    );
+    assert_eq!(GanConfig::from_json(&c.to_json()).unwrap(), c);
+    assert_eq!(dcgan_cfg(1, 28).to_json()["arch"], "dcgan");
+    let mut old = c.to_json();
+    old["scale"] = serde_json::json!(2.0999999046325684);
+    assert_eq!(GanConfig::from_json(&old).unwrap(), c);
+    assert_eq!(
+        settings(8, 0.0, 0.0).to_json().to_string(),
+        r#"{"batch":8,"d_steps":1,"ema":0.0,"horizon":10,"lr_d":0.001,"lr_end":0.5,"lr_g":0.001,"lr_hold":0.0,"r1":0.0,"seed":5,"steps":1}"#
+    );
+}
