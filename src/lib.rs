@@ -4,8 +4,9 @@
 //! Layers, bottom up: `kernels` (the registry build.rs makes from shaders/), `device` (the wgpu and CPU
 //! engines), `tensor`, `ops` (one file per kernel family), `graph` (IR, autodiff, planner/executor),
 //! `nn` (layers), `optim` (optimizers, schedules, clipping, EMA), `train` (a recorded training step),
-//! `checkpoint` (saved models and training state), `models`, `data` (toy sets, 2-D mixtures, image
-//! sets), `metrics` (sample quality); `bench` measures the kernels.
+//! `checkpoint` (saved models and training state), `diffusion` (noise schedules, DDPM/DDIM samplers),
+//! `models`, `data` (toy sets, 2-D mixtures, image sets), `metrics` (sample quality), `plot` (scatter
+//! plots); `bench` measures the kernels.
 
 pub mod bench;
 pub mod checkpoint;

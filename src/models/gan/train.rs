@@ -32,6 +32,7 @@ pub struct TrainSettings {
     /// (and stay there); 1: constant. A fixed horizon (kept by resumed runs) makes N + N steps the same
     /// run as 2N.
     pub lr_end: f32,
+    /// G steps over which the rates decay (D's horizon is `d_steps` times it).
     pub horizon: u32,
     /// The fraction of the horizon the rates stay at their start before the decay begins (0: decay from
     /// step 0; 0.9: warmup-stable-decay over the last 10%).
