@@ -11,6 +11,8 @@
 //! the CPU has it), the norms and the sum in f64 (clamped at 0); the per-row work on a block (kernel sums,
 //! k-th neighbour, ball tests) runs in parallel with rayon.
 
+pub mod scores;
+
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 

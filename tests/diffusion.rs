@@ -339,3 +339,31 @@ fn bad_input_is_refused_with_a_clear_error() {
     let e = Diffusion::load(&dev, &ck, "`tigel sample diffusion`").err().unwrap().to_string();
     assert!(e.contains("gpt") && e.contains("diffusion"), "{e}");
 }
+
+/// Configs keep their JSON layout (arch by kind, schedule and prediction by name) with every f32 as
+/// given, and the widened values older checkpoints hold still load.
+#[test]
+fn configs_keep_their_layout_and_write_values_as_given() {
+    let m = DiffusionConfig { data_scale: 1.3, ..mlp(32, 2, 50, 1.0) };
+    assert_eq!(
+        m.to_json().to_string(),
+        r#"{"arch":{"hidden":32,"kind":"mlp","layers":2},"data_scale":1.3,"emb":32,"num_classes":0,"prediction":"eps","sample_shape":[2],"schedule":"cosine","timesteps":50}"#
+    );
+    let u = DiffusionConfig { prediction: Prediction::V, ..unet(3) };
+    assert_eq!(
+        u.to_json().to_string(),
+        r#"{"arch":{"kind":"unet","unet":{"attention":true,"base":8,"mults":[1,2]}},"data_scale":1.0,"emb":16,"num_classes":3,"prediction":"v","sample_shape":[1,8,8],"schedule":"linear","timesteps":100}"#
+    );
+    for c in [&m, &u] {
+        assert_eq!(&DiffusionConfig::from_json(&c.to_json()).unwrap(), c);
+    }
+    let mut old = m.to_json();
+    old["data_scale"] = serde_json::json!(1.2999999523162842);
+    assert_eq!(DiffusionConfig::from_json(&old).unwrap(), m);
+    assert_eq!(
+        settings(4, 10, 2e-3).to_json().to_string(),
+        r#"{"batch":4,"clip":1.0,"ema":0.99,"lr":0.002,"p_uncond":0.1,"seed":5,"steps":10,"warmup":2,"weight_decay":0.0}"#
+    );
+    old["schedule"] = "quadratic".into();
+    assert!(DiffusionConfig::from_json(&old).unwrap_err().to_string().contains("choose linear or cosine"));
+}

@@ -288,3 +288,39 @@ fn gan_bad_input_is_refused_by_name() {
     let e = Gan::load(&dev, &ck, "`tigel sample gan`", true).err().unwrap().to_string();
     assert!(e.contains("gpt") && e.contains("gan"), "{e}");
 }
+
+/// Configs keep their JSON layout (with the architecture's name) and write every f32 as given.
+#[test]
+fn gan_configs_keep_their_layout_and_write_values_as_given() {
+    let c = GanConfig { scale: 2.1, ..mlp_cfg() };
+    assert_eq!(
+        c.to_json().to_string(),
+        r#"{"arch":"mlp","data_shape":[2],"depth":2,"pack":2,"scale":2.1,"width":16,"z_dim":4}"#
+    );
+    assert_eq!(GanConfig::from_json(&c.to_json()).unwrap(), c);
+    assert_eq!(dcgan_cfg(1, 28).to_json()["arch"], "dcgan");
+    let mut old = c.to_json();
+    old["scale"] = serde_json::json!(2.0999999046325684);
+    assert_eq!(GanConfig::from_json(&old).unwrap(), c);
+    assert_eq!(
+        settings(8, 0.0, 0.0).to_json().to_string(),
+        r#"{"batch":8,"d_steps":1,"ema":0.0,"horizon":10,"lr_d":0.001,"lr_end":0.5,"lr_g":0.001,"lr_hold":0.0,"r1":0.0,"seed":5,"steps":1}"#
+    );
+}
+
+/// The DCGAN's parameters keep their checkpoint names and order (G's EMA is stored by position), so
+/// checkpoints written before the networks were built from `nn` layers still load.
+#[test]
+fn dcgan_parameter_names_and_order_are_stable() {
+    let dev = cpu();
+    let m = Gan::new(&dev, dcgan_cfg(1, 28), 1).unwrap();
+    let names = |ps: Vec<tigel::nn::Param>| ps.into_iter().map(|p| p.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(m.g.params()),
+        ["g.0.w", "g.0.b", "g.2.gamma", "g.2.beta", "g.4.w", "g.5.gamma", "g.5.beta", "g.7.w", "g.8.b"]
+    );
+    assert_eq!(names(m.d.params()), ["d.0.w", "d.1.b", "d.3.w", "d.4.gamma", "d.4.beta", "d.7.w", "d.7.b"]);
+    let running: Vec<String> = m.g.running().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(running, ["g.2.running_mean", "g.2.running_var", "g.5.running_mean", "g.5.running_var"]);
+    assert!(m.d.running().is_empty());
+}

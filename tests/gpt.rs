@@ -184,3 +184,30 @@ fn gpt_bad_input_is_refused_by_name() {
     assert!(e.contains("gan") && e.contains("gpt"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Configs are written with the keys checkpoints have always had and every f32 as given (`0.003`, not
+/// `0.003000000026077032`); the widened values older checkpoints hold still load to the same f32.
+#[test]
+fn gpt_configs_write_values_as_given_and_read_old_ones() {
+    let cfg = GptConfig { dropout: 0.1, ..tiny() };
+    assert_eq!(
+        cfg.to_json().to_string(),
+        r#"{"context":12,"dropout":0.1,"heads":2,"layers":2,"vocab":256,"width":16}"#
+    );
+    assert_eq!(GptConfig::from_json(&cfg.to_json()).unwrap(), cfg);
+    assert_eq!(
+        settings(5).to_json().to_string(),
+        r#"{"batch":3,"clip":1.0,"lr":0.003,"min_lr_frac":0.1,"seed":7,"steps":5,"warmup":2,"weight_decay":0.1}"#
+    );
+    let old: serde_json::Value = serde_json::from_str(
+        r#"{"context":12,"dropout":0.10000000149011612,"heads":2,"layers":2,"vocab":256,"width":16}"#,
+    )
+    .unwrap();
+    assert_eq!(GptConfig::from_json(&old).unwrap(), cfg);
+    // Without dropout (checkpoints from before it existed) and with a wrong vocabulary.
+    let mut v = old.clone();
+    v.as_object_mut().unwrap().remove("dropout");
+    assert_eq!(GptConfig::from_json(&v).unwrap().dropout, 0.0);
+    v["vocab"] = 50257.into();
+    assert!(GptConfig::from_json(&v).unwrap_err().to_string().contains("vocab must be 256"));
+}

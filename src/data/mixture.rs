@@ -5,6 +5,7 @@
 use crate::device::cpu::rng::{normal_at, split64, uniform_at};
 use crate::error::{Error, Result};
 
+/// A named 2-D mixture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mixture {
     /// 8 Gaussians on a circle of radius 2 (mode k at angle 2πk/8), std 0.02.
@@ -27,6 +28,7 @@ impl Mixture {
         }
     }
 
+    /// The name `parse` takes.
     pub fn name(self) -> &'static str {
         match self {
             Mixture::Ring8 => "ring8",
@@ -47,6 +49,7 @@ impl Mixture {
         }
     }
 
+    /// Components.
     pub fn num_modes(self) -> usize {
         match self {
             Mixture::Ring8 => 8,

@@ -6,15 +6,20 @@ use crate::graph::{Graph, NodeId};
 use crate::nn::{Activation, Linear, Param};
 use crate::ops::rng::RngState;
 
+/// The shape of an MLP.
 #[derive(Clone, Debug)]
 pub struct MlpConfig {
     /// Layer widths, input first, output last: [2, 64, 64, 2] is two hidden layers of 64.
     pub sizes: Vec<usize>,
+    /// After every layer but the last.
     pub activation: Activation,
 }
 
+/// An MLP: `layer{i}.weight` / `layer{i}.bias` per layer.
 pub struct Mlp {
+    /// The layers, input first.
     pub layers: Vec<Linear>,
+    /// After every layer but the last.
     pub activation: Activation,
 }
 
@@ -49,6 +54,7 @@ impl Mlp {
         Ok(h)
     }
 
+    /// Every parameter, layer by layer.
     pub fn params(&self) -> Vec<Param> {
         self.layers.iter().flat_map(|l| l.params()).collect()
     }

@@ -9,30 +9,35 @@
 //! embedding e [B, E] enters every block as a per-channel offset. Convolutions carry no bias (each is
 //! followed by a group norm or a residual sum that has one), except the output convolution.
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId};
-use crate::nn::Param;
-use crate::ops::conv::Conv2d;
-use crate::ops::elementwise::Unary;
-use crate::ops::matmul::MatmulOpts;
-use crate::ops::{layout, rng::RngState};
+use crate::nn::{Activation, Conv2d, ConvTranspose2d, GroupNorm, Init, Linear, Param};
+use crate::ops::conv::Conv2d as ConvOpts;
+use crate::ops::rng::RngState;
 
 const GN_EPS: f32 = 1e-5;
+/// 3×3 convolutions keep H and W.
+const SAME: ConvOpts = ConvOpts { stride: 1, padding: 1 };
+/// Stride 2, padding 1: halves H and W (or doubles them, transposed).
+const HALVE: ConvOpts = ConvOpts { stride: 2, padding: 1 };
 
 /// The shape of the UNet.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnetConfig {
     /// Channels of the first level; level i has `base · mults[i]`.
     pub base: usize,
+    /// Channel multiplier per level (the number of levels).
     pub mults: Vec<usize>,
     /// Self-attention (one head) at the lowest resolution.
     pub attention: bool,
 }
 
 impl UnetConfig {
+    /// Positive sizes, and images of `c`×`h`×`w` that the levels can halve.
     pub fn validate(&self, c: usize, h: usize, w: usize) -> Result<()> {
         let bad = |m: String| Err(Error::invalid("unet config", m));
         if self.base == 0 || self.mults.is_empty() || self.mults.contains(&0) {
@@ -51,16 +56,14 @@ impl UnetConfig {
         Ok(())
     }
 
+    /// The config as checkpoints store it.
     pub fn to_json(&self) -> Value {
-        json!({"base": self.base, "mults": self.mults, "attention": self.attention})
+        crate::models::config_json(self)
     }
 
+    /// The config a checkpoint stores, if it is one.
     pub fn from_json(v: &Value) -> Option<UnetConfig> {
-        Some(UnetConfig {
-            base: v.get("base")?.as_u64()? as usize,
-            mults: v.get("mults")?.as_array()?.iter().map(|m| m.as_u64().map(|m| m as usize)).collect::<Option<_>>()?,
-            attention: v.get("attention")?.as_bool()?,
-        })
+        UnetConfig::deserialize(v).ok()
     }
 }
 
@@ -69,141 +72,123 @@ pub fn groups_for(c: usize) -> usize {
     [8, 4, 2, 1].into_iter().find(|g| c.is_multiple_of(*g)).unwrap_or(1)
 }
 
-/// Weights of one residual block.
+fn group_norm(dev: &Device, name: &str, c: usize) -> Result<GroupNorm> {
+    GroupNorm::new(dev, name, c, groups_for(c), GN_EPS)
+}
+
+/// A bias-free `k`×`k` convolution with He-style std 1/√(cin·k²).
+fn conv(dev: &Device, rng: &mut RngState, name: String, [cout, cin, k]: [usize; 3], opts: ConvOpts) -> Result<Conv2d> {
+    Conv2d::new(dev, rng, name, [cout, cin, k], opts, Init::lecun(cin * k * k))
+}
+
+/// One residual block.
 pub struct ResBlock {
-    gn1: [Param; 2],
-    conv1: Param,
-    temb: [Param; 2],
-    gn2: [Param; 2],
-    conv2: Param,
+    gn1: GroupNorm,
+    conv1: Conv2d,
+    temb: Linear,
+    gn2: GroupNorm,
+    conv2: Conv2d,
     /// 1×1 convolution on the skip path when the channel count changes.
-    skip: Option<Param>,
-}
-
-pub struct Attn {
-    gn: [Param; 2],
-    qkv: Param,
-    proj: Param,
-}
-
-pub struct Unet {
-    pub cfg: UnetConfig,
-    conv_in: Param,
-    down: Vec<ResBlock>,
-    /// Stride-2 convolutions after every level but the lowest.
-    downsample: Vec<Param>,
-    mid: [ResBlock; 2],
-    attn: Option<Attn>,
-    up: Vec<ResBlock>,
-    /// Transposed convolutions (k 4, stride 2, pad 1) after every level but the first, indexed by level.
-    upsample: Vec<Param>,
-    gn_out: [Param; 2],
-    conv_out: Param,
-    conv_out_b: Param,
-}
-
-/// Makes parameters with N(0, std²) or constant values, named under a prefix.
-pub(crate) struct Init<'a> {
-    pub dev: &'a Device,
-    pub rng: RngState,
-}
-
-impl Init<'_> {
-    pub fn normal(&mut self, name: String, shape: &[usize], std: f32) -> Result<Param> {
-        Ok(Param { name, tensor: self.rng.normal(self.dev, shape, 0.0, std)? })
-    }
-    pub fn fill(&mut self, name: String, shape: &[usize], v: f32) -> Result<Param> {
-        Ok(Param { name, tensor: layout::fill(self.dev, shape, v)? })
-    }
-    /// A convolution weight [cout, cin, k, k] with He-style std 1/√(cin·k²).
-    pub fn conv(&mut self, name: String, cout: usize, cin: usize, k: usize) -> Result<Param> {
-        self.normal(name, &[cout, cin, k, k], 1.0 / ((cin * k * k) as f32).sqrt())
-    }
-    pub fn norm(&mut self, name: &str, c: usize) -> Result<[Param; 2]> {
-        Ok([self.fill(format!("{name}.gamma"), &[c], 1.0)?, self.fill(format!("{name}.beta"), &[c], 0.0)?])
-    }
-    /// A linear map [in, out] and its bias [out].
-    pub fn linear(&mut self, name: &str, i: usize, o: usize) -> Result<[Param; 2]> {
-        Ok([
-            self.normal(format!("{name}.w"), &[i, o], 1.0 / (i as f32).sqrt())?,
-            self.fill(format!("{name}.b"), &[o], 0.0)?,
-        ])
-    }
+    skip: Option<Conv2d>,
 }
 
 impl ResBlock {
-    fn new(init: &mut Init, name: &str, cin: usize, cout: usize, emb: usize) -> Result<ResBlock> {
+    fn new(dev: &Device, rng: &mut RngState, name: &str, cin: usize, cout: usize, emb: usize) -> Result<ResBlock> {
         Ok(ResBlock {
-            gn1: init.norm(&format!("{name}.gn1"), cin)?,
-            conv1: init.conv(format!("{name}.conv1"), cout, cin, 3)?,
-            temb: init.linear(&format!("{name}.temb"), emb, cout)?,
-            gn2: init.norm(&format!("{name}.gn2"), cout)?,
+            gn1: group_norm(dev, &format!("{name}.gn1"), cin)?,
+            conv1: conv(dev, rng, format!("{name}.conv1"), [cout, cin, 3], SAME)?,
+            temb: Linear::named(
+                dev,
+                rng,
+                format!("{name}.temb.w"),
+                Some(format!("{name}.temb.b")),
+                [emb, cout],
+                Init::lecun(emb),
+            )?,
+            gn2: group_norm(dev, &format!("{name}.gn2"), cout)?,
             // Small so each block starts near the identity.
-            conv2: init.normal(format!("{name}.conv2"), &[cout, cout, 3, 3], 0.1 / ((cout * 9) as f32).sqrt())?,
-            skip: if cin != cout { Some(init.conv(format!("{name}.skip"), cout, cin, 1)?) } else { None },
+            conv2: Conv2d::new(
+                dev,
+                rng,
+                format!("{name}.conv2"),
+                [cout, cout, 3],
+                SAME,
+                Init::Normal(0.1 / ((cout * 9) as f32).sqrt()),
+            )?,
+            skip: if cin != cout {
+                Some(conv(dev, rng, format!("{name}.skip"), [cout, cin, 1], ConvOpts::default())?)
+            } else {
+                None
+            },
         })
     }
 
     fn params(&self) -> Vec<Param> {
-        let mut v: Vec<Param> = self.gn1.to_vec();
-        v.push(self.conv1.clone());
-        v.extend(self.temb.iter().cloned());
-        v.extend(self.gn2.iter().cloned());
-        v.push(self.conv2.clone());
-        v.extend(self.skip.clone());
+        let mut v = self.gn1.params();
+        v.extend(self.conv1.params());
+        v.extend(self.temb.params());
+        v.extend(self.gn2.params());
+        v.extend(self.conv2.params());
+        v.extend(self.skip.iter().flat_map(|s| s.params()));
         v
     }
 
     /// `se` is SiLU(e) [B, E], shared by every block.
     fn forward(&self, g: &mut Graph, x: NodeId, se: NodeId) -> Result<NodeId> {
-        let same = Conv2d { stride: 1, padding: 1 };
-        let h = gn_silu(g, x, &self.gn1)?;
-        let w = g.param(&self.conv1.tensor);
-        let h = g.conv2d(h, w, same)?;
-        let cout = g.shape(h)[1];
-        let b = g.shape(h)[0];
-        let t = linear(g, se, &self.temb)?;
+        let h = self.gn1.forward(g, x)?;
+        let h = Activation::Silu.forward(g, h)?;
+        let h = self.conv1.forward(g, h)?;
+        let (b, cout) = (g.shape(h)[0], g.shape(h)[1]);
+        let t = self.temb.forward(g, se)?;
         let t = g.reshape(t, &[b, cout, 1, 1])?;
         let h = g.add(h, t)?;
-        let h = gn_silu(g, h, &self.gn2)?;
-        let w = g.param(&self.conv2.tensor);
-        let h = g.conv2d(h, w, same)?;
+        let h = self.gn2.forward(g, h)?;
+        let h = Activation::Silu.forward(g, h)?;
+        let h = self.conv2.forward(g, h)?;
         let skip = match &self.skip {
-            Some(s) => {
-                let w = g.param(&s.tensor);
-                g.conv2d(x, w, Conv2d::default())?
-            }
+            Some(s) => s.forward(g, x)?,
             None => x,
         };
         g.add(skip, h)
     }
 }
 
+/// One-head self-attention over the H·W positions.
+pub struct Attn {
+    gn: GroupNorm,
+    qkv: Linear,
+    proj: Linear,
+}
+
 impl Attn {
-    fn new(init: &mut Init, name: &str, c: usize) -> Result<Attn> {
+    fn new(dev: &Device, rng: &mut RngState, name: &str, c: usize) -> Result<Attn> {
         Ok(Attn {
-            gn: init.norm(&format!("{name}.gn"), c)?,
-            qkv: init.normal(format!("{name}.qkv"), &[c, 3 * c], 1.0 / (c as f32).sqrt())?,
-            proj: init.normal(format!("{name}.proj"), &[c, c], 0.1 / (c as f32).sqrt())?,
+            gn: group_norm(dev, &format!("{name}.gn"), c)?,
+            qkv: Linear::named(dev, rng, format!("{name}.qkv"), None, [c, 3 * c], Init::lecun(c))?,
+            proj: Linear::named(dev, rng, format!("{name}.proj"), None, [c, c], Init::Normal(0.1 / (c as f32).sqrt()))?,
         })
+    }
+
+    fn params(&self) -> Vec<Param> {
+        let mut v = self.gn.params();
+        v.extend(self.qkv.params());
+        v.extend(self.proj.params());
+        v
     }
 
     /// x + proj(attention over the H·W positions of GN(x)).
     fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let s = g.shape(x).to_vec();
         let (b, c, hw) = (s[0], s[1], s[2] * s[3]);
-        let (gm, bt) = (g.param(&self.gn[0].tensor), g.param(&self.gn[1].tensor));
-        let h = g.group_norm(x, gm, bt, groups_for(c), GN_EPS)?;
+        let h = self.gn.forward(g, x)?;
         let h = g.reshape(h, &[b, c, hw])?;
         let h = g.transpose(h, &[0, 2, 1])?;
         let h = g.reshape(h, &[b * hw, c])?;
-        let w = g.param(&self.qkv.tensor);
-        let qkv = g.matmul(h, w, MatmulOpts::default())?;
+        let qkv = self.qkv.forward(g, h)?;
         let qkv = g.reshape(qkv, &[b, hw, 3 * c])?;
         let a = g.attention(qkv, 1, false)?;
         let a = g.reshape(a, &[b * hw, c])?;
-        let w = g.param(&self.proj.tensor);
-        let a = g.matmul(a, w, MatmulOpts::default())?;
+        let a = self.proj.forward(g, a)?;
         let a = g.reshape(a, &[b, hw, c])?;
         let a = g.transpose(a, &[0, 2, 1])?;
         let a = g.reshape(a, &s)?;
@@ -211,95 +196,100 @@ impl Attn {
     }
 }
 
+/// The UNet.
+pub struct Unet {
+    /// Its shape.
+    pub cfg: UnetConfig,
+    conv_in: Conv2d,
+    down: Vec<ResBlock>,
+    /// Stride-2 convolutions after every level but the lowest.
+    downsample: Vec<Conv2d>,
+    mid: [ResBlock; 2],
+    attn: Option<Attn>,
+    up: Vec<ResBlock>,
+    /// Transposed convolutions (k 4, stride 2, pad 1) after every level but the first, indexed by level.
+    upsample: Vec<ConvTranspose2d>,
+    gn_out: GroupNorm,
+    /// The output convolution, with a bias [C, 1, 1].
+    conv_out: Conv2d,
+}
+
 impl Unet {
-    /// A fresh UNet for images with `c` channels, conditioned on an embedding of width `emb`.
-    pub(crate) fn new(init: &mut Init, cfg: UnetConfig, c: usize, emb: usize) -> Result<Unet> {
+    /// A fresh UNet for images with `c` channels, conditioned on an embedding of width `emb`; its weights
+    /// come from `rng` in the order the layers are listed.
+    pub fn new(dev: &Device, rng: &mut RngState, cfg: UnetConfig, c: usize, emb: usize) -> Result<Unet> {
         let chans: Vec<usize> = cfg.mults.iter().map(|m| m * cfg.base).collect();
         let levels = chans.len();
-        let conv_in = init.conv("unet.conv_in".into(), cfg.base, c, 3)?;
+        let conv_in = conv(dev, rng, "unet.conv_in".into(), [cfg.base, c, 3], SAME)?;
         let mut down = Vec::new();
         let mut downsample = Vec::new();
         let mut cin = cfg.base;
         for (i, &ch) in chans.iter().enumerate() {
-            down.push(ResBlock::new(init, &format!("unet.down.{i}"), cin, ch, emb)?);
+            down.push(ResBlock::new(dev, rng, &format!("unet.down.{i}"), cin, ch, emb)?);
             if i + 1 < levels {
-                downsample.push(init.conv(format!("unet.downsample.{i}"), ch, ch, 3)?);
+                downsample.push(conv(dev, rng, format!("unet.downsample.{i}"), [ch, ch, 3], HALVE)?);
             }
             cin = ch;
         }
         let low = chans[levels - 1];
-        let mid =
-            [ResBlock::new(init, "unet.mid.0", low, low, emb)?, ResBlock::new(init, "unet.mid.1", low, low, emb)?];
-        let attn = if cfg.attention { Some(Attn::new(init, "unet.mid.attn", low)?) } else { None };
+        let mid = [
+            ResBlock::new(dev, rng, "unet.mid.0", low, low, emb)?,
+            ResBlock::new(dev, rng, "unet.mid.1", low, low, emb)?,
+        ];
+        let attn = if cfg.attention { Some(Attn::new(dev, rng, "unet.mid.attn", low)?) } else { None };
         let mut up = Vec::new();
         let mut upsample = Vec::new();
         for (i, &ch) in chans.iter().enumerate() {
             // The up block of level i sees the previous (lower) level's output plus its skip.
             let from = if i + 1 < levels { chans[i + 1] } else { low };
-            up.push(ResBlock::new(init, &format!("unet.up.{i}"), from + ch, ch, emb)?);
+            up.push(ResBlock::new(dev, rng, &format!("unet.up.{i}"), from + ch, ch, emb)?);
             if i > 0 {
                 // [Cin, Cout, 4, 4] (transposed convolution layout), to the channels of level i - 1's input.
-                upsample.push(init.normal(
-                    format!("unet.upsample.{i}"),
-                    &[ch, ch, 4, 4],
-                    1.0 / ((ch * 4) as f32).sqrt(),
-                )?);
+                let init = Init::lecun(ch * 4);
+                upsample.push(ConvTranspose2d::new(dev, rng, format!("unet.upsample.{i}"), [ch, ch, 4], HALVE, init)?);
             }
         }
-        Ok(Unet {
-            conv_in,
-            down,
-            downsample,
-            mid,
-            attn,
-            up,
-            upsample,
-            gn_out: init.norm("unet.gn_out", cfg.base)?,
-            conv_out: init.normal(
-                "unet.conv_out".into(),
-                &[c, cfg.base, 3, 3],
-                0.1 / ((cfg.base * 9) as f32).sqrt(),
-            )?,
-            conv_out_b: init.fill("unet.conv_out.b".into(), &[c, 1, 1], 0.0)?,
-            cfg,
-        })
+        let gn_out = group_norm(dev, "unet.gn_out", cfg.base)?;
+        let init = Init::Normal(0.1 / ((cfg.base * 9) as f32).sqrt());
+        let conv_out = Conv2d::new(dev, rng, "unet.conv_out", [c, cfg.base, 3], SAME, init)?.with_bias(
+            dev,
+            rng,
+            "unet.conv_out.b",
+            &[c, 1, 1],
+        )?;
+        Ok(Unet { conv_in, down, downsample, mid, attn, up, upsample, gn_out, conv_out, cfg })
     }
 
+    /// Every parameter, named as in checkpoints, in checkpoint order.
     pub fn params(&self) -> Vec<Param> {
-        let mut v = vec![self.conv_in.clone()];
+        let mut v = self.conv_in.params();
         for (i, b) in self.down.iter().enumerate() {
             v.extend(b.params());
-            v.extend(self.downsample.get(i).cloned());
+            v.extend(self.downsample.get(i).iter().flat_map(|d| d.params()));
         }
         for b in &self.mid {
             v.extend(b.params());
         }
-        if let Some(a) = &self.attn {
-            v.extend(a.gn.iter().cloned());
-            v.extend([a.qkv.clone(), a.proj.clone()]);
-        }
+        v.extend(self.attn.iter().flat_map(|a| a.params()));
         for b in &self.up {
             v.extend(b.params());
         }
-        v.extend(self.upsample.iter().cloned());
-        v.extend(self.gn_out.iter().cloned());
-        v.extend([self.conv_out.clone(), self.conv_out_b.clone()]);
+        v.extend(self.upsample.iter().flat_map(|u| u.params()));
+        v.extend(self.gn_out.params());
+        v.extend(self.conv_out.params());
         v
     }
 
     /// The prediction for x [B, C, H, W] given the conditioning embedding e [B, E].
     pub fn forward(&self, g: &mut Graph, x: NodeId, e: NodeId) -> Result<NodeId> {
-        let same = Conv2d { stride: 1, padding: 1 };
-        let se = g.unary(Unary::Silu, e)?;
-        let w = g.param(&self.conv_in.tensor);
-        let mut h = g.conv2d(x, w, same)?;
+        let se = Activation::Silu.forward(g, e)?;
+        let mut h = self.conv_in.forward(g, x)?;
         let mut skips = Vec::new();
         for (i, blk) in self.down.iter().enumerate() {
             h = blk.forward(g, h, se)?;
             skips.push(h);
             if let Some(d) = self.downsample.get(i) {
-                let w = g.param(&d.tensor);
-                h = g.conv2d(h, w, Conv2d { stride: 2, padding: 1 })?;
+                h = d.forward(g, h)?;
             }
         }
         h = self.mid[0].forward(g, h, se)?;
@@ -311,29 +301,11 @@ impl Unet {
             h = g.concat(&[h, skips[i]], 1)?;
             h = self.up[i].forward(g, h, se)?;
             if i > 0 {
-                let w = g.param(&self.upsample[i - 1].tensor);
-                h = g.conv_transpose2d(h, w, Conv2d { stride: 2, padding: 1 }, 0)?;
+                h = self.upsample[i - 1].forward(g, h)?;
             }
         }
-        let h = gn_silu(g, h, &self.gn_out)?;
-        let w = g.param(&self.conv_out.tensor);
-        let y = g.conv2d(h, w, same)?;
-        let b = g.param(&self.conv_out_b.tensor);
-        g.add(y, b)
+        let h = self.gn_out.forward(g, h)?;
+        let h = Activation::Silu.forward(g, h)?;
+        self.conv_out.forward(g, h)
     }
-}
-
-fn gn_silu(g: &mut Graph, x: NodeId, p: &[Param; 2]) -> Result<NodeId> {
-    let (gm, bt) = (g.param(&p[0].tensor), g.param(&p[1].tensor));
-    let c = g.shape(x)[1];
-    let h = g.group_norm(x, gm, bt, groups_for(c), GN_EPS)?;
-    g.unary(Unary::Silu, h)
-}
-
-/// x·W + b.
-pub(crate) fn linear(g: &mut Graph, x: NodeId, p: &[Param; 2]) -> Result<NodeId> {
-    let w = g.param(&p[0].tensor);
-    let y = g.matmul(x, w, MatmulOpts::default())?;
-    let b = g.param(&p[1].tensor);
-    g.add(y, b)
 }

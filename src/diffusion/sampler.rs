@@ -1,0 +1,252 @@
+//! The reverse processes: DDPM (ancestral, all T steps) and DDIM (deterministic, K of them), from pure noise
+//! to data, with classifier-free guidance for class-conditional models.
+
+use super::schedule::{ddim_timesteps, Prediction, Schedule};
+use super::{MAX_PERIOD, TIME_SIN_DIM};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId, Plan};
+use crate::ops::diffusion::{self, ScheduleTensors};
+use crate::ops::elementwise::{self as ew, Binary};
+use crate::ops::{layout, rng};
+use crate::tensor::{DType, Tensor};
+
+/// The diffusion process a denoiser was trained for.
+#[derive(Clone, Copy, Debug)]
+pub struct Process<'a> {
+    /// One sample: [D] for points, [C, H, W] for images.
+    pub sample_shape: &'a [usize],
+    /// Timesteps T.
+    pub timesteps: usize,
+    /// The noise schedule.
+    pub schedule: Schedule,
+    /// What the network predicts.
+    pub prediction: Prediction,
+    /// Classes of the label conditioning (0: unconditional).
+    pub num_classes: usize,
+    /// Samples are multiplied by it on the way out (the model works at unit scale).
+    pub data_scale: f32,
+}
+
+impl Process<'_> {
+    /// Values per sample.
+    pub fn sample_len(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+}
+
+/// A network the reverse process can run: its process, and its prediction for x_t.
+pub trait Denoiser {
+    /// The process it was trained for.
+    fn process(&self) -> Process<'_>;
+    /// The prediction for x_t [B, sample_shape...] at the timesteps whose sinusoidal embedding is `tsin`
+    /// [B, TIME_SIN_DIM]; `cond`: class ids (u32 [B]) and a keep mask (f32 [B, 1]) for a
+    /// class-conditional model.
+    fn forward(&self, g: &mut Graph, xt: NodeId, tsin: NodeId, cond: Option<(NodeId, NodeId)>) -> Result<NodeId>;
+}
+
+/// The reverse process.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SamplerKind {
+    /// Ancestral sampling through all T steps.
+    Ddpm,
+    /// Deterministic DDIM (eta 0) over `steps` timesteps spread evenly over 0..T.
+    Ddim {
+        /// Reverse steps.
+        steps: usize,
+    },
+}
+
+/// How to sample.
+#[derive(Clone, Debug)]
+pub struct SampleSettings {
+    /// DDPM or DDIM.
+    pub sampler: SamplerKind,
+    /// Class to generate (class-conditional models); None: unconditional (the null class).
+    pub label: Option<u32>,
+    /// Classifier-free guidance weight w (1: the conditional prediction alone).
+    pub guidance: f32,
+    /// Seed of the initial noise and of DDPM's per-step noise.
+    pub seed: u64,
+    /// Clamp x̂_0 to [-clip, clip] in both reverse steps (images: 1, pixels live in [-1, 1]); 0: off.
+    pub clip: f32,
+    /// Reverse steps after which to keep a copy of x (in data units), e.g. for a trajectory strip.
+    pub keep_at: Vec<usize>,
+}
+
+/// Runs a model's reverse process on batches of `n` samples: a planned forward pass per step, then one
+/// reverse-step kernel. With guidance the batch is doubled (labelled and null halves in one pass).
+pub struct Sampler<'a> {
+    model: &'a dyn Denoiser,
+    sched: ScheduleTensors,
+}
+
+/// Samples (data units, [n, sample_shape...] row-major) and the copies asked for by `keep_at`.
+pub struct Samples {
+    /// The samples, [n, sample_shape...] row-major.
+    pub x: Vec<f32>,
+    /// (reverse step, x after it) for each step of `keep_at`.
+    pub kept: Vec<(usize, Vec<f32>)>,
+}
+
+impl<'a> Sampler<'a> {
+    /// The schedule's tables for `model`'s process.
+    pub fn new(dev: &Device, model: &'a dyn Denoiser) -> Result<Sampler<'a>> {
+        let p = model.process();
+        let sched = diffusion::schedule(dev, p.schedule, p.timesteps)?;
+        Ok(Sampler { model, sched })
+    }
+
+    /// Checks the label and guidance against the model.
+    pub fn check(&self, s: &SampleSettings) -> Result<()> {
+        let k = self.model.process().num_classes;
+        if let Some(l) = s.label {
+            if k == 0 {
+                return Err(Error::invalid(
+                    "--label",
+                    "the model is not class-conditional (train it with --conditional)",
+                ));
+            }
+            if l as usize >= k {
+                return Err(Error::invalid("--label", format!("label {l} is out of range: the model has {k} classes")));
+            }
+        }
+        if s.guidance != 1.0 && s.label.is_none() {
+            return Err(Error::invalid(
+                "--guidance",
+                if k == 0 {
+                    "guidance needs a class-conditional model (train it with --conditional) and a --label".to_string()
+                } else {
+                    "guidance needs a --label".to_string()
+                },
+            ));
+        }
+        if !s.guidance.is_finite() {
+            return Err(Error::invalid("--guidance", format!("must be finite, got {}", s.guidance)));
+        }
+        if let SamplerKind::Ddim { steps } = s.sampler {
+            ddim_timesteps(self.model.process().timesteps, steps)?;
+        }
+        Ok(())
+    }
+
+    /// `n` samples, drawn in batches of at most `batch`.
+    pub fn sample(&self, dev: &Device, n: usize, batch: usize, s: &SampleSettings) -> Result<Samples> {
+        self.check(s)?;
+        if n == 0 || batch == 0 {
+            return Err(Error::invalid("sample", format!("--n {n} and the batch {batch} must be positive")));
+        }
+        let mut out = Samples { x: Vec::new(), kept: s.keep_at.iter().map(|&k| (k, Vec::new())).collect() };
+        let mut done = 0;
+        while done < n {
+            let m = batch.min(n - done);
+            let seed = s.seed.wrapping_add((done as u64) << 32);
+            let r = self.sample_batch(dev, m, &SampleSettings { seed, ..s.clone() })?;
+            out.x.extend(r.x);
+            for (dst, src) in out.kept.iter_mut().zip(r.kept) {
+                dst.1.extend(src.1);
+            }
+            done += m;
+        }
+        Ok(out)
+    }
+
+    fn sample_batch(&self, dev: &Device, n: usize, s: &SampleSettings) -> Result<Samples> {
+        let cfg = self.model.process();
+        let conditional = cfg.num_classes > 0;
+        let guided = conditional && s.label.is_some() && s.guidance != 1.0;
+        let m = if guided { 2 * n } else { n };
+        let mut shape = vec![m];
+        shape.extend(cfg.sample_shape);
+        let xin = Tensor::empty(dev, &shape, DType::F32)?;
+        let tin = Tensor::empty(dev, &[m], DType::U32)?;
+        let tsin = Tensor::empty(dev, &[m, TIME_SIN_DIM], DType::F32)?;
+        let mut g = Graph::new();
+        let xn = g.input(&xin);
+        let tn = g.input(&tsin);
+        let cond = if conditional {
+            // Rows [0, n) carry the label (or the null class), rows [n, 2n) the null class.
+            let label = s.label.unwrap_or(0);
+            let keep1 = if s.label.is_some() { 1.0 } else { 0.0 };
+            let keep: Vec<f32> = (0..m).map(|i| if i < n { keep1 } else { 0.0 }).collect();
+            let ids = g.input(&Tensor::from_u32(dev, &[m], &vec![label; m])?);
+            let kp = g.input(&Tensor::from_f32(dev, &[m, 1], &keep)?);
+            Some((ids, kp))
+        } else {
+            None
+        };
+        let pred = self.model.forward(&mut g, xn, tn, cond)?;
+        let plan = Plan::build(dev, &g, &[pred], |_| Ok(()))?;
+
+        shape[0] = n;
+        let len = n * cfg.sample_len();
+        let stride = rng::step_stride(len);
+        let mut x = rng::normal(dev, &shape, s.seed, 0, 0.0, 1.0)?;
+        let t_n = Tensor::empty(dev, &[n], DType::U32)?;
+        let steps: Vec<usize> = match s.sampler {
+            SamplerKind::Ddpm => (0..cfg.timesteps).rev().collect(),
+            SamplerKind::Ddim { steps } => ddim_timesteps(cfg.timesteps, steps)?,
+        };
+        let mut kept = Vec::new();
+        for (i, &t) in steps.iter().enumerate() {
+            dev.write(&tin.buf, &vec![t as u32; m])?;
+            let e = diffusion::timestep_embedding(dev, &tin, TIME_SIN_DIM, MAX_PERIOD)?;
+            layout::copy_into(dev, &e, &tsin)?;
+            if guided {
+                let both = layout::concat(dev, &[&x, &x], 0)?;
+                layout::copy_into(dev, &both, &xin)?;
+            } else {
+                layout::copy_into(dev, &x, &xin)?;
+            }
+            plan.run(dev)?;
+            let p = plan.value(pred);
+            let mut eps = if guided {
+                let c = layout::slice(dev, p, 0, 0, n)?;
+                let u = layout::slice(dev, p, 0, n, n)?;
+                let d = ew::sub(dev, &c, &u)?;
+                let d = ew::scalar(dev, Binary::Mul, &d, s.guidance, false)?;
+                ew::add(dev, &u, &d)?
+            } else {
+                layout::copy(dev, p)?
+            };
+            if cfg.prediction == Prediction::V {
+                dev.write(&t_n.buf, &vec![t as u32; n])?;
+                eps = diffusion::v_to_eps(dev, &eps, &x, &t_n, &self.sched.alpha_bar)?;
+            }
+            x = match s.sampler {
+                SamplerKind::Ddpm => diffusion::ddpm_step_clipped(
+                    dev,
+                    &x,
+                    &eps,
+                    t,
+                    &self.sched,
+                    s.seed,
+                    (i as u64 + 1) * stride,
+                    s.clip,
+                )?,
+                SamplerKind::Ddim { .. } => {
+                    diffusion::ddim_step_clipped(dev, &x, &eps, t, steps.get(i + 1).copied(), &self.sched, s.clip)?
+                }
+            };
+            if s.keep_at.contains(&(i + 1)) {
+                kept.push((i + 1, self.to_data(dev, &x)?));
+            }
+        }
+        let kept = s
+            .keep_at
+            .iter()
+            .map(|&k| (k, kept.iter().find(|(j, _)| *j == k).map(|v| v.1.clone()).unwrap_or_default()))
+            .collect();
+        Ok(Samples { x: self.to_data(dev, &x)?, kept })
+    }
+
+    fn to_data(&self, dev: &Device, x: &Tensor) -> Result<Vec<f32>> {
+        let scale = self.model.process().data_scale;
+        Ok(x.to_f32(dev)?.into_iter().map(|v| v * scale).collect())
+    }
+
+    /// The schedule's tables (ᾱ and friends) on the device.
+    pub fn schedule(&self) -> &ScheduleTensors {
+        &self.sched
+    }
+}

@@ -1,0 +1,90 @@
+//! Linear: y = x·W + b, with W stored [in, out].
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId};
+use crate::nn::{Init, Param};
+use crate::ops::matmul::MatmulOpts;
+use crate::ops::rng::RngState;
+
+/// y = x·W + b, with W stored [in, out] and an optional bias [out].
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// The weight [in, out].
+    pub w: Param,
+    /// The bias [out], if any.
+    pub b: Option<Param>,
+}
+
+impl Linear {
+    /// W ~ U(-1/√in, 1/√in) and b = 0, named `{name}.weight` / `{name}.bias`: the scale keeps activations
+    /// of order one through a stack.
+    pub fn new(
+        dev: &Device,
+        name: &str,
+        fan_in: usize,
+        fan_out: usize,
+        bias: bool,
+        rng: &mut RngState,
+    ) -> Result<Linear> {
+        let b = bias.then(|| format!("{name}.bias"));
+        let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+        Linear::named(dev, rng, format!("{name}.weight"), b, [fan_in, fan_out], Init::Uniform(bound))
+    }
+
+    /// A weight named `w_name` filled by `init`, and a zero bias named `b_name` when given (the names
+    /// are the checkpoint's).
+    pub fn named(
+        dev: &Device,
+        rng: &mut RngState,
+        w_name: String,
+        b_name: Option<String>,
+        [fan_in, fan_out]: [usize; 2],
+        init: Init,
+    ) -> Result<Linear> {
+        if fan_in == 0 || fan_out == 0 {
+            return Err(Error::invalid(
+                "linear",
+                format!("{w_name}: sizes must be positive, got {fan_in} -> {fan_out}"),
+            ));
+        }
+        let w = init.param(dev, rng, w_name, &[fan_in, fan_out])?;
+        let b = b_name.map(|n| Init::Const(0.0).param(dev, rng, n, &[fan_out])).transpose()?;
+        Ok(Linear { w, b })
+    }
+
+    /// `x` is [..., in]: a rank-2 batch or a rank-3 batch of sequences.
+    pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let w = g.param(&self.w.tensor);
+        let y = match g.shape(x).len() {
+            2 => g.matmul(x, w, MatmulOpts::default())?,
+            _ => {
+                // Fold leading axes into rows: one [rows, in] x [in, out] product.
+                let s = g.shape(x).to_vec();
+                let rows: usize = s[..s.len() - 1].iter().product();
+                let x2 = g.reshape(x, &[rows, s[s.len() - 1]])?;
+                let y2 = g.matmul(x2, w, MatmulOpts::default())?;
+                let mut out = s.clone();
+                *out.last_mut().unwrap() = self.w.tensor.shape[1];
+                g.reshape(y2, &out)?
+            }
+        };
+        match &self.b {
+            Some(b) => {
+                let b = g.param(&b.tensor);
+                g.add(y, b)
+            }
+            None => Ok(y),
+        }
+    }
+
+    /// The weight, then the bias.
+    pub fn params(&self) -> Vec<Param> {
+        std::iter::once(self.w.clone()).chain(self.b.clone()).collect()
+    }
+
+    /// The same, mutable (to swap in other weights).
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        std::iter::once(&mut self.w).chain(self.b.as_mut()).collect()
+    }
+}
