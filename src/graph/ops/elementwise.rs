@@ -282,10 +282,14 @@ fn binary_f64(op: Binary, a: f64, b: f64) -> f64 {
     }
 }
 
-/// f'(x): exact for the piecewise-linear ops, else a central difference of the f64 forward (used only
-/// for `unary_backward` nodes; h = 1e-6 gives ~1e-9 accuracy on these smooth functions).
+/// f'(x): exact for the polynomial and piecewise-linear ops, else a central difference of the f64
+/// forward (used only for `unary_backward` nodes; h = 1e-6 gives ~1e-9 accuracy on these smooth
+/// functions). Exact where a gradient check differentiates it again: a finite difference of a finite
+/// difference amplifies rounding to ~1e-4.
 fn unary_deriv_f64(op: Unary, x: f64, alpha: f64) -> f64 {
     match op {
+        Unary::Square => 2.0 * x,
+        Unary::Neg => -1.0,
         Unary::Relu => (x > 0.0) as u8 as f64,
         Unary::LeakyRelu => {
             if x > 0.0 {
