@@ -320,3 +320,33 @@ fn grad_batch_norm() {
         g.unary_with(Unary::LeakyRelu, y, 0.2)
     });
 }
+
+#[test]
+fn grad_backward_ops() {
+    // The backward ops that have rules of their own, each differentiated directly: unary_backward in
+    // dy (and in x where f'' exists), pad (slice's backward), conv2d's weight adjoint.
+    check("unary_backward Square", &[&[3, 4], &[3, 4]], -2.0, 2.0, |g, p, _| {
+        g.unary_backward(Unary::Square, 0.0, p[0], p[1])
+    });
+    check("unary_backward LeakyRelu", &[&[3, 4], &[3, 4]], 0.05, 2.0, |g, p, _| {
+        g.unary_backward(Unary::LeakyRelu, 0.2, p[0], p[1])
+    });
+    check("unary_backward Tanh (in dy)", &[&[3, 4]], -2.0, 2.0, |g, p, d| {
+        let x = g.constant(&Tensor::from_f32(d, &[3, 4], &[0.3; 12])?);
+        g.unary_backward(Unary::Tanh, 0.0, x, p[0])
+    });
+    check("pad (slice backward, grad of grad)", &[&[4, 5]], -1.0, 1.0, |g, p, _| {
+        let s = g.slice(p[0], 1, 1, 3)?;
+        let sq = g.unary(Unary::Square, s)?;
+        let l = g.sum_all(sq)?;
+        let gx = g.backward(l, &[p[0]])?[0];
+        g.unary(Unary::Tanh, gx)
+    });
+    check("conv2d backward weight (grad of grad)", &[&[1, 2, 5, 5], &[2, 2, 3, 3]], -1.0, 1.0, |g, p, _| {
+        let y = g.conv2d(p[0], p[1], tigel::ops::conv::Conv2d { stride: 2, padding: 1 })?;
+        let y = g.unary(Unary::Square, y)?;
+        let s = g.sum_all(y)?;
+        let gw = g.backward(s, &[p[1]])?[0];
+        g.unary(Unary::Tanh, gw)
+    });
+}

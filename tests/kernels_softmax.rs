@@ -1,5 +1,5 @@
-//! Softmax family: GPU vs CPU twin, the CPU twin vs an f64 reference, normalisation, large inputs, the
-//! folded row grid, and bad input.
+//! Softmax family: the CPU twin and the GPU against the op's f64 reference and each other (`check_op`),
+//! normalisation, large inputs, the folded row grid, and bad input.
 //!
 //! Tolerances (inputs in [-4, 4], so x - max lies in [-8, 0]):
 //! * softmax: 1e-6 absolute + 1e-5 relative. Each output is exp(x - max) / sum: GPU exp may be off by a
@@ -12,90 +12,51 @@
 //!   reach -160, where one rounding is already 7.6e-6, so that test adds one ulp of relative tolerance.
 mod common;
 use common::*;
+use tigel::graph::{Graph, NodeId};
 use tigel::ops::softmax as sm;
-use tigel::{Device, Tensor};
+use tigel::{Device, Result, Tensor};
 
 const SHAPES: &[&[usize]] =
     &[&[1], &[7], &[1, 1], &[257], &[3, 1000], &[5, 7, 11], &[2, 3, 4, 5], &[300, 33], &[2, 5000], &[4, 997]];
 
 const ULP: f32 = 1.0 / (1u32 << 23) as f32;
 
-fn run(d: &Device, log: bool, shape: &[usize], x: &[f32]) -> Vec<f32> {
-    let t = Tensor::from_f32(d, shape, x).unwrap();
-    let out = if log { sm::log_softmax(d, &t) } else { sm::softmax(d, &t) }.unwrap();
-    assert_eq!(out.shape, shape);
-    out.to_f32(d).unwrap()
-}
-
-fn tol(log: bool) -> (f32, f32) {
+fn tol(log: bool) -> Tol {
     if log {
-        (1e-5, 0.0)
+        Tol { atol: 1e-5, rtol: 0.0 }
     } else {
-        (1e-6, 1e-5)
+        Tol { atol: 1e-6, rtol: 1e-5 }
     }
 }
 
-/// f64 softmax or log-softmax of each row of length `len`.
-fn reference(log: bool, len: usize, x: &[f32]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(x.len());
-    for row in x.chunks(len) {
-        let m = row.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64));
-        let s: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
-        for &v in row {
-            let y = v as f64 - m;
-            out.push(if log { y - s.ln() } else { y.exp() / s } as f32);
-        }
-    }
-    out
+fn op(log: bool) -> impl Fn(&mut Graph, &[NodeId]) -> Result<NodeId> {
+    move |g, x| if log { g.log_softmax(x[0]) } else { g.softmax(x[0]) }
 }
 
-/// Row sums of softmax outputs (or of exp of log-softmax outputs), in f64.
-fn row_sums(log: bool, len: usize, y: &[f32]) -> Vec<f64> {
-    y.chunks(len).map(|r| r.iter().map(|&v| if log { (v as f64).exp() } else { v as f64 }).sum()).collect()
-}
-
-#[test]
-fn gpu_matches_cpu_twin() {
-    let Some(gpu) = gpu() else { return };
-    let cpu = cpu();
-    let mut rng = Rng::new(seed());
-    for log in [false, true] {
-        for &shape in SHAPES {
-            let x = rng.vec(shape.iter().product(), -4.0, 4.0);
-            let (atol, rtol) = tol(log);
-            let want = run(&cpu, log, shape, &x);
-            let got = run(&gpu, log, shape, &x);
-            assert_close(&format!("log={log} {shape:?}"), &got, &want, atol, rtol);
-            // Normalisation: rows sum to 1 (each of up to 5000 terms carries a few 1e-7 relative error).
-            for (r, s) in row_sums(log, *shape.last().unwrap(), &got).iter().enumerate() {
-                assert!((s - 1.0).abs() < 1e-5, "log={log} {shape:?} row {r} sums to {s}");
-            }
+/// Every row of every engine's output sums to 1 (exp of log-softmax outputs): each of up to 5000 terms
+/// carries a few 1e-7 relative error.
+fn assert_rows_sum_to_one(what: &str, log: bool, len: usize, c: &Checked) {
+    for (engine, y) in c.outputs() {
+        for (r, row) in y.chunks(len).enumerate() {
+            let s: f64 = row.iter().map(|&v| if log { (v as f64).exp() } else { v as f64 }).sum();
+            assert!((s - 1.0).abs() < 1e-5, "{what} on {engine}: row {r} sums to {s}");
         }
     }
 }
 
 #[test]
-fn cpu_twin_matches_f64_reference() {
-    let cpu = cpu();
-    let mut rng = Rng::new(seed());
+fn cpu_twin_and_gpu_match_f64_reference() {
     for log in [false, true] {
         for &shape in SHAPES {
-            let x = rng.vec(shape.iter().product(), -4.0, 4.0);
-            let (atol, rtol) = tol(log);
-            let got = run(&cpu, log, shape, &x);
-            let len = *shape.last().unwrap();
-            assert_close(&format!("log={log} {shape:?}"), &got, &reference(log, len, &x), atol, rtol);
-            for (r, s) in row_sums(log, len, &got).iter().enumerate() {
-                assert!((s - 1.0).abs() < 1e-5, "log={log} {shape:?} row {r} sums to {s}");
-            }
+            let what = format!("log={log} {shape:?}");
+            let c = check_op(&what, &[uniform(shape, -4.0, 4.0)], tol(log), op(log));
+            assert_rows_sum_to_one(&what, log, *shape.last().unwrap(), &c);
         }
     }
 }
 
 #[test]
 fn large_inputs_do_not_overflow() {
-    let mut devs = vec![cpu()];
-    devs.extend(gpu());
     let mut rng = Rng::new(seed());
     let len = 5000;
     // Rows: spread over ±80; all near +80 (a sum of exp(x) without the max shift would reach 2.7e38);
@@ -111,35 +72,23 @@ fn large_inputs_do_not_overflow() {
         row[at] = 80.0;
         x.extend(row);
     }
-    let shape = [7, len];
     for log in [false, true] {
-        let want = reference(log, len, &x);
-        let (atol, rtol) = tol(log);
         // One ulp relative on top for log-softmax: outputs reach -160 (see the header).
-        let rtol = if log { ULP } else { rtol };
-        for d in &devs {
-            let got = run(d, log, &shape, &x);
-            assert!(got.iter().all(|v| v.is_finite()), "log={log} on {}: inf or NaN", d.name());
-            assert_close(&format!("log={log} on {}", d.name()), &got, &want, atol, rtol);
-            for (r, s) in row_sums(log, len, &got).iter().enumerate() {
-                assert!((s - 1.0).abs() < 1e-5, "log={log} on {} row {r} sums to {s}", d.name());
-            }
+        let t = if log { Tol { rtol: ULP, ..tol(log) } } else { tol(log) };
+        let what = format!("large log={log}");
+        let c = check_op_on(&what, vec![Data::F32(vec![7, len], x.clone())], t, op(log));
+        for (engine, y) in c.outputs() {
+            assert!(y.iter().all(|v| v.is_finite()), "{what} on {engine}: inf or NaN");
         }
+        assert_rows_sum_to_one(&what, log, len, &c);
     }
 }
 
 #[test]
 fn row_grid_folds_past_the_dimension_limit() {
     // 70000 rows: more workgroups than the 65535 per-dimension limit, so the grid folds into y.
-    let Some(gpu) = gpu() else { return };
-    let cpu = cpu();
-    let mut rng = Rng::new(seed());
-    let x = rng.vec(140000, -4.0, 4.0);
     for log in [false, true] {
-        let (atol, rtol) = tol(log);
-        let want = reference(log, 2, &x);
-        assert_close(&format!("log={log} cpu"), &run(&cpu, log, &[70000, 2], &x), &want, atol, rtol);
-        assert_close(&format!("log={log} gpu"), &run(&gpu, log, &[70000, 2], &x), &want, atol, rtol);
+        check_op(&format!("70000 rows log={log}"), &[uniform(&[70000, 2], -4.0, 4.0)], tol(log), op(log));
     }
 }
 

@@ -1,5 +1,9 @@
-//! Shared test helpers: the devices to compare, random inputs with fresh seeds, and tolerance checks.
-#![allow(dead_code)]
+//! Shared test helpers: the devices to compare, random inputs with fresh seeds, tolerance checks, and
+//! `check_op`, the one-line kernel check (CPU twin and GPU against the op's f64 reference).
+#![allow(dead_code, unused_imports)]
+
+mod kernel;
+pub use kernel::*;
 
 use tigel::{BackendChoice, Device};
 
@@ -24,6 +28,7 @@ pub fn gpu() -> Option<Device> {
     }
 }
 
+/// The CPU backend, with poisoned fresh buffers so an unwritten element shows as NaN.
 pub fn cpu() -> Device {
     let d = Device::cpu();
     d.set_poison(true);
@@ -39,30 +44,8 @@ pub fn seed() -> u64 {
     s
 }
 
-/// xorshift64*: small, fast, good enough for test inputs.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in [lo, hi).
-    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
-    }
-    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
+/// The one host RNG (xorshift64*) for test inputs.
+pub use tigel::host::Rng;
 
 /// Fails with the worst element if any |got - want| > atol + rtol * |want|, or if `got` has a NaN
 /// where `want` has none (an unwritten, poisoned element).

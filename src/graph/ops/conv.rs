@@ -1,0 +1,184 @@
+//! 2-D convolution (NCHW) and its two adjoints, in x (also the transposed convolution) and in w.
+//!
+//! The three ops are bilinear and adjoint to one another
+//! (⟨dy, conv(x, w)⟩ = ⟨bwd_input(dy, w), x⟩ = ⟨bwd_weight(x, dy), w⟩), so each one's gradients are
+//! the other two, and gradients of gradients exist to any order.
+
+use super::{single, Fwd, OpDef, Outputs};
+use crate::error::{Error, Result};
+use crate::graph::reference::Value;
+use crate::graph::{Graph, NodeId};
+use crate::ops::conv::{self as eager, Conv2d};
+use crate::tensor::DType;
+
+impl Graph {
+    /// x [N, Cin, H, W] * w [Cout, Cin, K, K] → [N, Cout, Ho, Wo], Ho = ⌊(H + 2p − K)/s⌋ + 1.
+    pub fn conv2d(&mut self, x: NodeId, w: NodeId, opts: Conv2d) -> Result<NodeId> {
+        self.f32_in("conv2d", x)?;
+        self.f32_in("conv2d", w)?;
+        let s = eager::conv2d_shape(self.shape(x), self.shape(w), opts)?;
+        Ok(self.push(Conv(opts), &[x, w], s.y_shape(), DType::F32))
+    }
+
+    /// Transposed convolution with PyTorch's semantics and weight layout: x [N, Cin, H, W],
+    /// w [Cin, Cout, K, K] → [N, Cout, (H−1)s − 2p + K + output_padding, ...].
+    pub fn conv_transpose2d(&mut self, x: NodeId, w: NodeId, opts: Conv2d, output_padding: usize) -> Result<NodeId> {
+        self.f32_in("conv_transpose2d", x)?;
+        self.f32_in("conv_transpose2d", w)?;
+        // The shape of the convolution this is the adjoint of: its input is our output.
+        let s = eager::conv_transpose2d_shape(self.shape(x), self.shape(w), opts, output_padding)?;
+        self.conv2d_backward_input(x, w, (s.h, s.w), opts)
+    }
+
+    fn conv2d_backward_input(&mut self, dy: NodeId, w: NodeId, hw: (usize, usize), opts: Conv2d) -> Result<NodeId> {
+        let (ds, ws) = (self.shape(dy).to_vec(), self.shape(w).to_vec());
+        if ds.len() != 4 || ws.len() != 4 || ds[1] != ws[0] {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d_backward_input",
+                lhs: ds,
+                rhs: ws,
+                hint: " (dy [N, Cout, Ho, Wo] and w [Cout, Cin, K, K])".into(),
+            });
+        }
+        let x = [ds[0], ws[1], hw.0, hw.1];
+        let s = eager::conv2d_shape(&x, &ws, opts)?;
+        if s.y_shape() != ds {
+            return Err(Error::ShapeMismatch {
+                op: "conv2d_backward_input",
+                lhs: ds,
+                rhs: s.y_shape(),
+                hint: format!(" (an input of {}x{} gives the second)", hw.0, hw.1),
+            });
+        }
+        Ok(self.push(ConvBackwardInput(opts, hw), &[dy, w], x.to_vec(), DType::F32))
+    }
+
+    fn conv2d_backward_weight(&mut self, x: NodeId, dy: NodeId, k: usize, opts: Conv2d) -> Result<NodeId> {
+        let (xs, ds) = (self.shape(x).to_vec(), self.shape(dy).to_vec());
+        let bad = || Error::ShapeMismatch {
+            op: "conv2d_backward_weight",
+            lhs: xs.clone(),
+            rhs: ds.clone(),
+            hint: format!(" (x [N, Cin, H, W] and the dy of a {k}x{k} convolution of it)"),
+        };
+        if xs.len() != 4 || ds.len() != 4 || xs[0] != ds[0] {
+            return Err(bad());
+        }
+        let w = [ds[1], xs[1], k, k];
+        let s = eager::conv2d_shape(&xs, &w, opts)?;
+        if s.y_shape() != ds {
+            return Err(bad());
+        }
+        Ok(self.push(ConvBackwardWeight(opts, k), &[x, dy], w.to_vec(), DType::F32))
+    }
+}
+
+/// y = conv2d(x, w): inputs [x, w [Cout, Cin, K, K]].
+#[derive(Debug)]
+struct Conv(Conv2d);
+
+impl OpDef for Conv {
+    fn name(&self) -> &'static str {
+        "conv2d"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        single(eager::conv2d(f.dev, f.x[0], f.x[1], self.0)?)
+    }
+    fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
+        let (x, w) = (g.in_node(id, 0), g.in_node(id, 1));
+        let (sx, sw) = (g.in_shape(id, 0), g.in_shape(id, 1));
+        let gx = g.conv2d_backward_input(gy, w, (sx[2], sx[3]), self.0)?;
+        let gw = g.conv2d_backward_weight(x, gy, sw[2], self.0)?;
+        Ok(vec![Some(gx), Some(gw)])
+    }
+    fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
+        let (xv, w) = (x[0], x[1]);
+        let mut y = Value::full(shape, 0.0);
+        conv_f64(&xv.shape, &w.shape, shape, self.0, |xi, wi, yi| y.data[yi] += xv.data[xi] * w.data[wi]);
+        Ok(y)
+    }
+}
+
+/// The adjoint of `Conv` in x for an input of spatial size `hw`: inputs [dy, w]. As a forward op it is
+/// the transposed convolution.
+#[derive(Debug)]
+struct ConvBackwardInput(Conv2d, (usize, usize));
+
+impl OpDef for ConvBackwardInput {
+    fn name(&self) -> &'static str {
+        "conv2d_backward_input"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        single(eager::conv2d_backward_input(f.dev, f.x[0], f.x[1], self.1, self.0)?)
+    }
+    fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
+        let (dy, w) = (g.in_node(id, 0), g.in_node(id, 1));
+        let k = g.in_shape(id, 1)[2];
+        let g_dy = g.conv2d(gy, w, self.0)?;
+        let g_w = g.conv2d_backward_weight(gy, dy, k, self.0)?;
+        Ok(vec![Some(g_dy), Some(g_w)])
+    }
+    fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
+        let (dy, w) = (x[0], x[1]);
+        let mut dx = Value::full(shape, 0.0);
+        conv_f64(shape, &w.shape, &dy.shape, self.0, |xi, wi, yi| dx.data[xi] += dy.data[yi] * w.data[wi]);
+        Ok(dx)
+    }
+}
+
+/// The adjoint of `Conv` in w for a k×k kernel: inputs [x, dy].
+#[derive(Debug)]
+struct ConvBackwardWeight(Conv2d, usize);
+
+impl OpDef for ConvBackwardWeight {
+    fn name(&self) -> &'static str {
+        "conv2d_backward_weight"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        single(eager::conv2d_backward_weight(f.dev, f.x[0], f.x[1], self.1, self.0)?)
+    }
+    fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
+        let (x, dy) = (g.in_node(id, 0), g.in_node(id, 1));
+        let sx = g.in_shape(id, 0);
+        let g_x = g.conv2d_backward_input(dy, gy, (sx[2], sx[3]), self.0)?;
+        let g_dy = g.conv2d(x, gy, self.0)?;
+        Ok(vec![Some(g_x), Some(g_dy)])
+    }
+    fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
+        let (xv, dy) = (x[0], x[1]);
+        let mut dw = Value::full(shape, 0.0);
+        conv_f64(&xv.shape, shape, &dy.shape, self.0, |xi, wi, yi| dw.data[wi] += xv.data[xi] * dy.data[yi]);
+        Ok(dw)
+    }
+}
+
+/// Visits every (x, w, y) flat-index triple of a convolution y = conv2d(x, w): each multiply-add, once.
+/// The forward and both adjoints are the same loop with a different accumulation.
+fn conv_f64(xs: &[usize], ws: &[usize], ys: &[usize], o: Conv2d, mut f: impl FnMut(usize, usize, usize)) {
+    let (n, ci, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+    let (co, k) = (ws[0], ws[2]);
+    let (ho, wo) = (ys[2], ys[3]);
+    for b in 0..n {
+        for c in 0..co {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let yi = ((b * co + c) * ho + oy) * wo + ox;
+                    for i in 0..ci {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * o.stride + ky) as isize - o.padding as isize;
+                                let ix = (ox * o.stride + kx) as isize - o.padding as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let xi = ((b * ci + i) * h + iy as usize) * w + ix as usize;
+                                let wi = ((c * ci + i) * k + ky) * k + kx;
+                                f(xi, wi, yi);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

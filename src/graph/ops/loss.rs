@@ -1,0 +1,163 @@
+//! Losses: cross-entropy against class ids (fused with the log-softmax), binary cross-entropy with
+//! logits, and the mean squared error composite.
+
+use super::{map2, single, Fwd, OpDef, Outputs};
+use crate::error::{Error, Result};
+use crate::graph::reference::Value;
+use crate::graph::{Graph, NodeId};
+use crate::ops::elementwise::Unary;
+use crate::ops::loss as eager;
+use crate::tensor::DType;
+
+impl Graph {
+    /// Cross-entropy of each row of `logits` [N, V] against class ids `targets` (u32 [N]), fused with
+    /// the log-softmax: shape [N]. Class ids must be < V (the data loader checks them once; the kernel
+    /// clamps so a bad id cannot read out of bounds).
+    pub fn cross_entropy(&mut self, logits: NodeId, targets: NodeId) -> Result<NodeId> {
+        self.f32_in("cross_entropy", logits)?;
+        let (ls, ts) = (self.shape(logits).to_vec(), self.shape(targets).to_vec());
+        if ls.len() != 2 || ts.len() != 1 || ts[0] != ls[0] || self.node(targets).dtype != DType::U32 {
+            return Err(Error::ShapeMismatch {
+                op: "cross_entropy",
+                lhs: ls,
+                rhs: ts,
+                hint: " (logits [N, V] f32 and targets [N] u32)".into(),
+            });
+        }
+        Ok(self.push(CrossEntropy, &[logits, targets], vec![self.shape(logits)[0]], DType::F32))
+    }
+
+    /// Mean cross-entropy over the rows, shape [1].
+    pub fn cross_entropy_mean(&mut self, logits: NodeId, targets: NodeId) -> Result<NodeId> {
+        let ce = self.cross_entropy(logits, targets)?;
+        self.mean_all(ce)
+    }
+
+    /// Binary cross-entropy with logits, elementwise: max(x,0) − x·t + log(1 + e^−|x|).
+    pub fn bce_logits(&mut self, x: NodeId, t: NodeId) -> Result<NodeId> {
+        self.same_shape("bce_logits", x, t)?;
+        Ok(self.push(BceLogits, &[x, t], self.shape(x).to_vec(), DType::F32))
+    }
+
+    /// Mean squared error, shape [1].
+    pub fn mse(&mut self, pred: NodeId, target: NodeId) -> Result<NodeId> {
+        self.same_shape("mse", pred, target)?;
+        let d = self.sub(pred, target)?;
+        let sq = self.unary(Unary::Square, d)?;
+        self.mean_all(sq)
+    }
+}
+
+/// Cross-entropy of each row of logits [N, V] against u32 class ids [N]: loss [N]; keeps the row
+/// logsumexp for its backward as a second output.
+#[derive(Debug)]
+struct CrossEntropy;
+
+impl OpDef for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "cross_entropy"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        let (loss, lse) = eager::cross_entropy(f.dev, f.x[0], f.x[1])?;
+        Ok((loss, vec![lse]))
+    }
+    fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
+        let (logits, targets) = (g.in_node(id, 0), g.in_node(id, 1));
+        let shape = g.in_shape(id, 0);
+        let gl = g.push(CrossEntropyBackward, &[logits, targets, id, gy], shape, DType::F32);
+        Ok(vec![Some(gl), None])
+    }
+    fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
+        let (lg, t) = (x[0], x[1]);
+        let data = lg
+            .data
+            .chunks(lg.shape[1])
+            .zip(&t.data)
+            .map(|(r, &c)| {
+                let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                m + r.iter().map(|z| (z - m).exp()).sum::<f64>().ln() - r[c as usize]
+            })
+            .collect();
+        Ok(Value { shape: shape.to_vec(), data })
+    }
+}
+
+/// Inputs [logits, targets, the CrossEntropy node, g]: dlogits = (softmax − onehot)·g.
+#[derive(Debug)]
+struct CrossEntropyBackward;
+
+impl OpDef for CrossEntropyBackward {
+    fn name(&self) -> &'static str {
+        "cross_entropy_backward"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        single(eager::cross_entropy_backward(f.dev, f.x[0], f.x[1], &f.aux[2][0], f.x[3])?)
+    }
+    fn backward(&self, _: &mut Graph, _: NodeId, _: NodeId) -> Result<Vec<Option<NodeId>>> {
+        Err(Error::invalid("backward", format!("the second derivative of {} is not implemented", self.name())))
+    }
+    fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
+        let (lg, t, g) = (x[0], x[1], x[3]);
+        let mut data = Vec::with_capacity(lg.data.len());
+        for (n, r) in lg.data.chunks(lg.shape[1]).enumerate() {
+            let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = r.iter().map(|z| (z - m).exp()).sum();
+            for (v, z) in r.iter().enumerate() {
+                let onehot = (v == t.data[n] as usize) as u8 as f64;
+                data.push(((z - m).exp() / s - onehot) * g.data[n]);
+            }
+        }
+        Ok(Value { shape: shape.to_vec(), data })
+    }
+}
+
+/// Binary cross-entropy with logits, elementwise over (x, t).
+#[derive(Debug)]
+struct BceLogits;
+
+impl OpDef for BceLogits {
+    fn name(&self) -> &'static str {
+        "bce_logits"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        single(eager::bce_logits(f.dev, f.x[0], f.x[1])?)
+    }
+    fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
+        let (x, t) = (g.in_node(id, 0), g.in_node(id, 1));
+        let gx = g.push(BceLogitsBackward, &[x, t, gy], g.in_shape(id, 0), DType::F32);
+        // d/dt = −x
+        let gt = if g.node(t).requires_grad {
+            let m = g.mul(gy, x)?;
+            Some(g.scale(m, -1.0)?)
+        } else {
+            None
+        };
+        Ok(vec![Some(gx), gt])
+    }
+    fn reference(&self, x: &[&Value], _: &[usize]) -> Result<Value> {
+        Ok(map2(x[0], x[1], |z, t| z.max(0.0) - z * t + (-z.abs()).exp().ln_1p()))
+    }
+}
+
+/// Inputs [x, t, g]: dx = (sigmoid(x) − t)·g.
+#[derive(Debug)]
+struct BceLogitsBackward;
+
+impl OpDef for BceLogitsBackward {
+    fn name(&self) -> &'static str {
+        "bce_logits_backward"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        single(eager::bce_logits_backward(f.dev, f.x[0], f.x[1], f.x[2])?)
+    }
+    fn backward(&self, _: &mut Graph, _: NodeId, _: NodeId) -> Result<Vec<Option<NodeId>>> {
+        Err(Error::invalid("backward", format!("the second derivative of {} is not implemented", self.name())))
+    }
+    fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
+        let data = x[0].data.iter().zip(&x[1].data).zip(&x[2].data);
+        Ok(Value {
+            shape: shape.to_vec(),
+            data: data.map(|((&z, &t), &g)| (1.0 / (1.0 + (-z).exp()) - t) * g).collect(),
+        })
+    }
+}

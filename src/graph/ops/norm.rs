@@ -1,0 +1,84 @@
+//! Layer norm over the last axis, fused: the forward keeps each row's mean and rstd for the backward,
+//! which gives dx with dgamma and dbeta as second outputs.
+
+use super::{Fwd, OpDef, Outputs};
+use crate::error::{Error, Result};
+use crate::graph::reference::Value;
+use crate::graph::{Graph, NodeId};
+use crate::ops::norm as eager;
+use crate::tensor::DType;
+
+impl Graph {
+    /// Layer norm over the last axis of `x` [..., C] with gain and bias [C]: (x − mean)/√(var + eps)·γ + β.
+    pub fn layer_norm(&mut self, x: NodeId, gamma: NodeId, beta: NodeId, eps: f32) -> Result<NodeId> {
+        for id in [x, gamma, beta] {
+            self.f32_in("layer_norm", id)?;
+        }
+        let xs = self.shape(x).to_vec();
+        let c = xs.last().copied().unwrap_or(0);
+        for p in [gamma, beta] {
+            if self.shape(p) != [c] {
+                return Err(Error::ShapeMismatch {
+                    op: "layer_norm",
+                    lhs: xs,
+                    rhs: self.shape(p).to_vec(),
+                    hint: " (gamma and beta must be [C], C the last axis of x)".into(),
+                });
+            }
+        }
+        if c == 0 || !(eps > 0.0 && eps.is_finite()) {
+            return Err(Error::invalid(
+                "layer_norm",
+                format!("needs a non-empty last axis and eps > 0: {xs:?}, eps {eps}"),
+            ));
+        }
+        Ok(self.push(LayerNorm(eps), &[x, gamma, beta], xs, DType::F32))
+    }
+}
+
+/// Inputs [x, gamma, beta]; keeps the row mean and rstd as second outputs.
+#[derive(Debug)]
+struct LayerNorm(f32);
+
+impl OpDef for LayerNorm {
+    fn name(&self) -> &'static str {
+        "layer_norm"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        let (y, mean, rstd) = eager::layer_norm(f.dev, f.x[0], f.x[1], f.x[2], self.0)?;
+        Ok((y, vec![mean, rstd]))
+    }
+    fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
+        let (x, gamma) = (g.in_node(id, 0), g.in_node(id, 1));
+        let dx = g.push(LayerNormBackward, &[x, gamma, id, gy], g.in_shape(id, 0), DType::F32);
+        Ok(g.norm_grads(dx, gamma))
+    }
+    fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
+        let (xv, gamma, beta) = (x[0], x[1], x[2]);
+        let c = gamma.data.len();
+        let mut data = Vec::with_capacity(xv.data.len());
+        for r in xv.data.chunks(c) {
+            let mean = r.iter().sum::<f64>() / c as f64;
+            let var = r.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / c as f64;
+            let rstd = 1.0 / (var + self.0 as f64).sqrt();
+            data.extend(r.iter().enumerate().map(|(j, v)| (v - mean) * rstd * gamma.data[j] + beta.data[j]));
+        }
+        Ok(Value { shape: shape.to_vec(), data })
+    }
+}
+
+/// Inputs [x, gamma, the LayerNorm node, dy]: dx; dgamma and dbeta are its second outputs, taken by
+/// `Output` nodes. Not differentiated again.
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl OpDef for LayerNormBackward {
+    fn name(&self) -> &'static str {
+        "layer_norm_backward"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        let st = f.aux[2];
+        let (dx, dg, db) = eager::layer_norm_backward(f.dev, f.x[0], f.x[1], &st[0], &st[1], f.x[3])?;
+        Ok((dx, vec![dg, db]))
+    }
+}
