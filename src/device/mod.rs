@@ -659,8 +659,12 @@ impl Device {
                 });
             }
         }
-        if let Engine::Gpu(g) = &self.inner.engine {
-            g.check_entry(d.kernel, info)?;
+        match &self.inner.engine {
+            Engine::Gpu(g) => g.check_entry(d.kernel, info)?,
+            Engine::Cpu if cpu::twin(d.kernel).is_none() => {
+                return Err(Error::Other(format!("{} has no CPU twin in device::cpu::twin", d.kernel.name())))
+            }
+            Engine::Cpu => {}
         }
         Ok(())
     }
@@ -685,12 +689,13 @@ fn run_cpu(d: &RawDispatch) {
             _ => reads.push((v.read().unwrap(), (*words).max(1))),
         }
     }
-    let mut args = crate::kernels::CpuArgs {
+    let twin = cpu::twin(d.kernel).expect("validated: the kernel has a CPU twin");
+    let mut args = cpu::CpuArgs {
         params: &d.params,
         ins: reads.iter().map(|(g, n)| &g[..*n]).collect(),
         outs: writes.iter_mut().map(|(g, n)| &mut g[..*n]).collect(),
     };
-    (d.kernel.cpu)(&mut args);
+    twin(&mut args);
 }
 
 pub(crate) struct BufInner {

@@ -6,6 +6,24 @@
 //! buffers in that same order, and both engines split them the same way into read-only inputs and
 //! read-write outputs, so a CPU twin's argument order is the shader's binding order.
 
+pub mod attention;
+pub mod batch;
+pub mod chnorm;
+pub mod conv;
+pub mod diffusion;
+pub mod dropout;
+pub mod elementwise;
+pub mod embedding;
+pub mod layout;
+pub mod loss;
+pub mod matmul;
+pub mod norm;
+pub mod optim;
+pub mod reduce;
+pub mod rng;
+pub mod sample;
+pub mod softmax;
+
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,40 +72,13 @@ pub fn struct_size(shader_name: &str, name: &str) -> Option<u32> {
     shader(shader_name)?.structs.iter().find(|s| s.0 == name).map(|s| s.1)
 }
 
-/// Read-only inputs and read-write outputs of one dispatch, each in binding order, as 32-bit words.
-pub struct CpuArgs<'a> {
-    pub params: &'a [u8],
-    pub ins: Vec<&'a [u32]>,
-    pub outs: Vec<&'a mut [u32]>,
-}
-
-impl<'a> CpuArgs<'a> {
-    pub fn params<P: bytemuck::Pod>(&self) -> P {
-        bytemuck::pod_read_unaligned(&self.params[..std::mem::size_of::<P>()])
-    }
-    pub fn f32_in(&self, i: usize) -> &'a [f32] {
-        bytemuck::cast_slice(self.ins[i])
-    }
-    pub fn u32_in(&self, i: usize) -> &'a [u32] {
-        self.ins[i]
-    }
-    /// Takes output `i` out of the argument list (outputs are distinct buffers, so several can be held).
-    pub fn f32_out(&mut self, i: usize) -> &'a mut [f32] {
-        bytemuck::cast_slice_mut(std::mem::take(&mut self.outs[i]))
-    }
-    pub fn u32_out(&mut self, i: usize) -> &'a mut [u32] {
-        std::mem::take(&mut self.outs[i])
-    }
-}
-
-/// A CPU twin: runs the whole dispatch (all workgroups) on the host.
-pub type CpuTwin = fn(&mut CpuArgs);
-
-/// One WGSL entry point and its CPU twin.
+/// One WGSL entry point, named by its shader family and entry. The CPU engine finds the twin of a kernel
+/// itself (its `twin` table), so this layer names no engine.
 pub struct Kernel {
+    /// Shader family: the file stem under shaders/.
     pub shader: &'static str,
+    /// Entry point name in that shader.
     pub entry: &'static str,
-    pub cpu: CpuTwin,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -132,3 +123,71 @@ pub fn groups_1d(n: usize, wg: u32, max_per_dim: u32) -> [u32; 3] {
         [x as u32, y as u32, 1]
     }
 }
+
+/// Every kernel of every family (a test checks that each WGSL entry point is here and has a CPU twin;
+/// tools walk it).
+pub static ALL_KERNELS: &[&Kernel] = &[
+    &attention::ATTENTION_FWD,
+    &attention::ATTENTION_BWD_DQ,
+    &attention::ATTENTION_BWD_DKV,
+    &batch::TEXT_WINDOWS,
+    &chnorm::CHNORM_STATS_PARTIAL,
+    &chnorm::CHNORM_STATS_FINAL,
+    &chnorm::CHNORM_APPLY,
+    &chnorm::CHNORM_BWD_PARTIAL,
+    &chnorm::CHNORM_BWD_PARAMS,
+    &chnorm::CHNORM_BWD_COEFFS,
+    &chnorm::CHNORM_BWD_DX,
+    &chnorm::CHNORM_UPDATE_RUNNING,
+    &conv::CONV2D_FWD,
+    &conv::CONV2D_BWD_INPUT,
+    &conv::CONV2D_BWD_WEIGHT,
+    &diffusion::SCHEDULE,
+    &diffusion::Q_SAMPLE,
+    &diffusion::TIMESTEP_EMBEDDING,
+    &diffusion::DDPM_STEP,
+    &diffusion::DDIM_STEP,
+    &diffusion::V_CONVERT,
+    &dropout::DROPOUT_FWD,
+    &dropout::DROPOUT_BWD,
+    &elementwise::UNARY,
+    &elementwise::UNARY_BACKWARD,
+    &elementwise::BINARY,
+    &elementwise::BINARY_SAME,
+    &elementwise::SCALAR,
+    &embedding::EMBEDDING_FWD,
+    &embedding::EMBEDDING_BWD,
+    &layout::COPY,
+    &layout::FILL,
+    &layout::PERMUTE,
+    &layout::TRANSPOSE_TILED,
+    &layout::REGION,
+    &loss::CROSS_ENTROPY_FWD,
+    &loss::CROSS_ENTROPY_BWD,
+    &loss::BCE_LOGITS_FWD,
+    &loss::BCE_LOGITS_BWD,
+    &matmul::MATMUL_TILED,
+    &matmul::MATMUL_TILED_VEC4,
+    &matmul::MATMUL_SMALL,
+    &norm::LAYER_NORM_FWD,
+    &norm::LAYER_NORM_BWD_DX,
+    &norm::LAYER_NORM_BWD_PARTIAL,
+    &norm::LAYER_NORM_BWD_PARAMS,
+    &optim::ADVANCE_STEP,
+    &optim::SGD,
+    &optim::ADAM,
+    &optim::SUMSQ_PARTIAL,
+    &optim::CLIP_SCALE,
+    &optim::EMA,
+    &reduce::REDUCE_ROWS,
+    &reduce::REDUCE_STRIDED,
+    &rng::BITS,
+    &rng::UNIFORM,
+    &rng::NORMAL,
+    &rng::PER_ELEMENT,
+    &rng::UNIFORM_STEP,
+    &rng::NORMAL_STEP,
+    &sample::GATHER_ROWS,
+    &sample::GATHER_LABELS,
+    &softmax::SOFTMAX_ROWS,
+];

@@ -22,10 +22,10 @@ use serde_json::{json, Value};
 
 use crate::checkpoint::{Checkpoint, HostTensor};
 use crate::data::source::Source;
-use crate::device::cpu::rng::{normal_at, split64};
 use crate::device::{Device, Download};
 use crate::error::{Error, Result};
 use crate::graph::{BnRunning, Graph, NodeId, Plan};
+use crate::host::philox::{normal_at, split64};
 use crate::metrics;
 use crate::nn::Param;
 use crate::ops::conv::Conv2d;

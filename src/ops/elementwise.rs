@@ -3,56 +3,13 @@
 //! compositions of the forward ops.
 //! Kernels: shaders/elementwise.wgsl; CPU twins: device/cpu/elementwise.rs.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{launch_1d, u32_of, want_dtype};
-use crate::device::cpu;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::kernels::Kernel;
+use crate::kernels::elementwise::{
+    BinaryParams, ScalarParams, UnaryParams, BINARY, BINARY_SAME, MAX_RANK, SCALAR, UNARY, UNARY_BACKWARD,
+};
 use crate::tensor::{DType, Tensor};
-
-pub const MAX_RANK: usize = 8;
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct UnaryParams {
-    pub n: u32,
-    pub op: u32,
-    pub alpha: f32,
-    pub _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct BinaryParams {
-    pub n: u32,
-    pub rank: u32,
-    pub op: u32,
-    pub contiguous: u32,
-    pub shape: [u32; MAX_RANK],
-    pub a_strides: [u32; MAX_RANK],
-    pub b_strides: [u32; MAX_RANK],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct ScalarParams {
-    pub n: u32,
-    pub op: u32,
-    pub reverse: u32,
-    pub _pad: u32,
-    pub s: f32,
-    pub _pad1: [u32; 3],
-}
-
-pub static UNARY: Kernel = Kernel { shader: "elementwise", entry: "unary", cpu: cpu::elementwise::unary };
-pub static UNARY_BACKWARD: Kernel =
-    Kernel { shader: "elementwise", entry: "unary_backward", cpu: cpu::elementwise::unary_backward };
-pub static BINARY: Kernel = Kernel { shader: "elementwise", entry: "binary", cpu: cpu::elementwise::binary };
-pub static BINARY_SAME: Kernel =
-    Kernel { shader: "elementwise", entry: "binary_same", cpu: cpu::elementwise::binary_same };
-pub static SCALAR: Kernel = Kernel { shader: "elementwise", entry: "scalar", cpu: cpu::elementwise::scalar };
 
 /// Unary ops; the discriminant is the shader's op code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

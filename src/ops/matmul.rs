@@ -1,46 +1,19 @@
 //! Matrix multiply: C = alpha * op(A) * op(B) (+ C), rank 2 or batched rank 3, op = identity or transpose.
-//! Kernels: shaders/matmul.wgsl; CPU twin: device/cpu/matmul.rs (on `device::cpu::gemm::sgemm`).
+//! Kernels: shaders/matmul.wgsl; CPU twin: device/cpu/matmul.rs (on `host::gemm::sgemm`).
 //!
 //! Shapes: op(A) is M x K, stored [M,K] or, with `trans_a`, [K,M]; op(B) is K x N, stored [K,N] or, with
 //! `trans_b`, [N,K]; a leading batch axis is optional on each. A rank-2 operand (or a batch of 1) beside
 //! a batched one is shared by every matrix of the batch. The result is [M,N], or [batch,M,N] when
 //! either operand has a batch axis.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::u32_of;
-use crate::device::cpu;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
+use crate::kernels::matmul::{MatmulParams, MATMUL_SMALL, MATMUL_TILED, MATMUL_TILED_VEC4, TILE};
 use crate::kernels::{groups_1d, Kernel};
 use crate::tensor::{numel, DType, Tensor};
 
 const OP: &str = "matmul";
-/// C tile of one workgroup of the tiled kernels (shaders/matmul.wgsl TM, TN).
-pub const TILE: usize = 64;
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct MatmulParams {
-    pub m: u32,
-    pub n: u32,
-    pub k: u32,
-    pub batch: u32,
-    pub trans_a: u32,
-    pub trans_b: u32,
-    pub accumulate: u32,
-    pub alpha: f32,
-    /// Elements between consecutive batch matrices; 0 shares one matrix over the batch.
-    pub stride_a: u32,
-    pub stride_b: u32,
-    pub stride_c: u32,
-    pub _pad: u32,
-}
-
-pub static MATMUL_TILED: Kernel = Kernel { shader: "matmul", entry: "matmul_tiled", cpu: cpu::matmul::matmul_tiled };
-pub static MATMUL_TILED_VEC4: Kernel =
-    Kernel { shader: "matmul", entry: "matmul_tiled_vec4", cpu: cpu::matmul::matmul_tiled_vec4 };
-pub static MATMUL_SMALL: Kernel = Kernel { shader: "matmul", entry: "matmul_small", cpu: cpu::matmul::matmul_small };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MatmulOpts {

@@ -12,106 +12,21 @@
 //!   each at its own slot range of a shared `partials` tensor) and then `clip_scale` write it; with
 //!   clipping off it stays [1, 0].
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{launch_1d, u32_of, want_dtype};
-use crate::device::cpu;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::{groups_1d, Kernel};
+use crate::kernels::groups_1d;
+use crate::kernels::optim::{
+    schedule_lr_of, AdamParams, AdvanceParams, ClipParams, EmaParams, ScheduleParams, SgdParams, SumsqParams, ADAM,
+    ADVANCE_STEP, CLIP_SCALE, EMA, SCHED_CONSTANT, SCHED_COSINE, SCHED_LINEAR, SGD, SUMSQ_PARTIAL, WG,
+};
 use crate::tensor::{DType, Tensor};
 
-/// Threads per workgroup of the optimizer kernels.
-pub const WG: usize = 256;
 /// Fewest elements one `sumsq_partial` workgroup sums (8 per thread).
 pub const MIN_CHUNK: usize = 8 * WG;
 /// Most partial sums one tensor contributes: bigger tensors get bigger chunks, so that the single
 /// `clip_scale` workgroup has a bounded amount of work whatever the model size.
 pub const MAX_SLOTS_PER_TENSOR: usize = 4096;
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct ScheduleParams {
-    pub kind: u32,
-    pub warmup: u32,
-    pub total: u32,
-    /// The decay starts at max(warmup, hold) (0 for `Linear` and `Cosine`).
-    pub hold: u32,
-    pub base_lr: f32,
-    pub min_lr: f32,
-    pub _pad1: u32,
-    pub _pad2: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct AdvanceParams {
-    pub by: u32,
-    pub _pad: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct SgdParams {
-    pub sched: ScheduleParams,
-    pub n: u32,
-    pub momentum: f32,
-    pub dampening: f32,
-    pub nesterov: u32,
-    pub weight_decay: f32,
-    pub _pad: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct AdamParams {
-    pub sched: ScheduleParams,
-    pub n: u32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
-    pub decoupled: u32,
-    pub _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct SumsqParams {
-    pub n: u32,
-    pub chunk: u32,
-    pub slot: u32,
-    pub _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct ClipParams {
-    pub n_partials: u32,
-    pub max_norm: f32,
-    pub _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct EmaParams {
-    pub n: u32,
-    pub decay: f32,
-    pub warmup: u32,
-    pub _pad: u32,
-}
-
-pub static ADVANCE_STEP: Kernel = Kernel { shader: "optim", entry: "advance_step", cpu: cpu::optim::advance_step };
-pub static SGD: Kernel = Kernel { shader: "optim", entry: "sgd", cpu: cpu::optim::sgd };
-pub static ADAM: Kernel = Kernel { shader: "optim", entry: "adam", cpu: cpu::optim::adam };
-pub static SUMSQ_PARTIAL: Kernel = Kernel { shader: "optim", entry: "sumsq_partial", cpu: cpu::optim::sumsq_partial };
-pub static CLIP_SCALE: Kernel = Kernel { shader: "optim", entry: "clip_scale", cpu: cpu::optim::clip_scale };
-pub static EMA: Kernel = Kernel { shader: "optim", entry: "ema", cpu: cpu::optim::ema };
-
-/// Schedule kind codes of shaders/common/schedule.wgsl.
-pub const SCHED_CONSTANT: u32 = 0;
-pub const SCHED_LINEAR: u32 = 1;
-pub const SCHED_COSINE: u32 = 2;
 
 /// Learning rate as a function of the step counter (see shaders/common/schedule.wgsl).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -167,7 +82,7 @@ impl Schedule {
 
     /// The learning rate at 0-based step `step`, computed on the host exactly as the kernels do.
     pub fn lr_at(&self, step: u32) -> f32 {
-        cpu::optim::schedule_lr_of(&self.params(), step)
+        schedule_lr_of(&self.params(), step)
     }
 }
 

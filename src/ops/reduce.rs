@@ -13,27 +13,12 @@
 //! gives an unspecified (and backend-dependent) result. Sums are not compensated; the row kernel adds
 //! 256 strided partials through a tree, so its rounding error grows with len/256 + 8 additions, not len.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{launch_1d, u32_of, want_dtype};
-use crate::device::cpu;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::{groups_1d, Kernel};
+use crate::kernels::groups_1d;
+use crate::kernels::reduce::{ReduceParams, REDUCE_ROWS, REDUCE_STRIDED};
 use crate::tensor::{DType, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct ReduceParams {
-    pub outer: u32,
-    pub len: u32,
-    pub inner: u32,
-    pub op: u32,
-}
-
-pub static REDUCE_ROWS: Kernel = Kernel { shader: "reduce", entry: "reduce_rows", cpu: cpu::reduce::reduce_rows };
-pub static REDUCE_STRIDED: Kernel =
-    Kernel { shader: "reduce", entry: "reduce_strided", cpu: cpu::reduce::reduce_strided };
 
 /// Reduction ops; the discriminant is the shader's op code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,9 +8,9 @@
 
 use rayon::prelude::*;
 
+use super::CpuArgs;
 use super::{simd, CHUNK};
-use crate::kernels::CpuArgs;
-use crate::ops::chnorm::{ChnormParams, RunningParams};
+use crate::kernels::chnorm::{ChnormParams, RunningParams};
 
 /// The shader's view of one dispatch.
 #[derive(Clone, Copy)]

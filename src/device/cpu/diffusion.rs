@@ -4,10 +4,10 @@
 
 use rayon::prelude::*;
 
-use super::rng::{add64, bits_at, cos_sin, mul32x32, step_offset, NormalStream};
+use super::CpuArgs;
 use super::{par_chunks, CHUNK};
-use crate::kernels::CpuArgs;
-use crate::ops::diffusion::{
+use crate::host::philox::{add64, bits_at, cos_sin, mul32x32, step_offset, NormalStream};
+use crate::kernels::diffusion::{
     DdimParams, DdpmParams, EmbedParams, QSampleParams, SchedParams, VParams, SCHED_LINEAR, V_TO_EPS,
 };
 

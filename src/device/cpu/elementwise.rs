@@ -1,8 +1,8 @@
 //! CPU twin of shaders/elementwise.wgsl.
 
 use super::par_chunks;
-use crate::kernels::CpuArgs;
-use crate::ops::elementwise::{BinaryParams, ScalarParams, UnaryParams};
+use super::CpuArgs;
+use crate::kernels::elementwise::{BinaryParams, ScalarParams, UnaryParams};
 
 /// WGSL's sign: 0 at 0 (Rust's signum gives 1).
 fn sign(x: f32) -> f32 {

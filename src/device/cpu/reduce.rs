@@ -3,9 +3,9 @@
 
 use rayon::prelude::*;
 
+use super::CpuArgs;
 use super::{par_chunks, CHUNK};
-use crate::kernels::CpuArgs;
-use crate::ops::reduce::ReduceParams;
+use crate::kernels::reduce::ReduceParams;
 
 const WG: usize = 256;
 
