@@ -12,13 +12,18 @@ use crate::kernels::{BindingKind, Kernel};
 /// storage buffers in binding order (bindings 1..), and the workgroup grid.
 #[derive(Clone)]
 pub struct Dispatch {
+    /// The entry point to run.
     pub kernel: &'static Kernel,
+    /// Bytes of the kernel's params struct (binding 0).
     pub params: Vec<u8>,
+    /// Storage buffers, bindings 1.. in order.
     pub buffers: Vec<Buffer>,
+    /// Workgroups along x, y and z.
     pub groups: [u32; 3],
 }
 
 impl Dispatch {
+    /// A dispatch of `kernel` with `params` (its params struct) over `buffers` and `groups`.
     pub fn new<P: bytemuck::Pod>(kernel: &'static Kernel, params: &P, buffers: &[&Buffer], groups: [u32; 3]) -> Self {
         Dispatch {
             kernel,
@@ -32,9 +37,13 @@ impl Dispatch {
 /// A dispatch as the engines run it: raw buffers with their lengths in words, plus handles on the
 /// buffers that must outlive it (those not owned by the capture or recording that holds it).
 pub(crate) struct RawDispatch {
+    /// The entry point to run.
     pub kernel: &'static Kernel,
+    /// Bytes of the kernel's params struct (binding 0).
     pub params: Vec<u8>,
+    /// Raw buffers with their lengths in words, bindings 1.. in order.
     pub buffers: Vec<(Raw, usize)>,
+    /// Workgroups along x, y and z.
     pub groups: [u32; 3],
     _keep: Vec<Buffer>,
 }

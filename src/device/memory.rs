@@ -185,6 +185,7 @@ impl Device {
         self.download(buf)?.wait()
     }
 
+    /// Download and wait, as f32 words.
     pub fn read_f32(&self, buf: &Buffer) -> Result<Vec<f32>> {
         Ok(bytemuck::cast_vec(self.read_u32(buf)?))
     }
@@ -233,9 +234,11 @@ impl std::fmt::Debug for Buffer {
 }
 
 impl Buffer {
+    /// Length in 32-bit words.
     pub fn words(&self) -> usize {
         self.inner.words
     }
+    /// Whether both handles share one buffer.
     pub fn same(&self, other: &Buffer) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }

@@ -46,19 +46,29 @@ type ProfileTable = HashMap<(&'static str, &'static str), (u64, f64)>;
 /// submission per replayed step, no blocking wait inside a step).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
+    /// Queue submissions.
     pub submissions: u64,
+    /// Kernel dispatches issued or replayed.
     pub dispatches: u64,
+    /// Times the host blocked on the GPU.
     pub blocking_waits: u64,
+    /// Buffers created (pool misses).
     pub buffers_created: u64,
+    /// Bytes of the buffers created.
     pub bytes_allocated: u64,
 }
 
 #[derive(Default)]
 pub(crate) struct Counters {
+    /// Queue submissions.
     pub submissions: AtomicU64,
+    /// Kernel dispatches issued or replayed.
     pub dispatches: AtomicU64,
+    /// Times the host blocked on the GPU.
     pub blocking_waits: AtomicU64,
+    /// Buffers created (pool misses).
     pub buffers_created: AtomicU64,
+    /// Bytes of the buffers created.
     pub bytes_allocated: AtomicU64,
 }
 
@@ -82,9 +92,13 @@ pub(crate) enum Engine {
 }
 
 pub(crate) struct DeviceInner {
+    /// The engine that runs dispatches.
     pub engine: Engine,
+    /// Whether new buffers are filled with `POISON`.
     pub poison: AtomicBool,
+    /// Execution counters (`Device::stats`).
     pub counters: Arc<Counters>,
+    /// Which backend was chosen and why.
     pub note: String,
     pools: Mutex<Pools>,
     /// CPU backend: time per kernel over replays, when profiling is on.
@@ -169,10 +183,12 @@ impl Device {
         &self.inner.note
     }
 
+    /// Whether this is the CPU engine.
     pub fn is_cpu(&self) -> bool {
         matches!(self.inner.engine, Engine::Cpu)
     }
 
+    /// The adapter's name and backend, or "cpu".
     pub fn name(&self) -> String {
         match &self.inner.engine {
             Engine::Cpu => "cpu".into(),
@@ -210,6 +226,7 @@ impl Device {
         }
     }
 
+    /// The adapter's info (None on the CPU backend).
     pub fn adapter_info(&self) -> Option<&wgpu::AdapterInfo> {
         self.gpu().map(|g| &g.info)
     }
@@ -229,6 +246,7 @@ impl Device {
         self.gpu().and_then(|g| *g.last_replay.lock().unwrap())
     }
 
+    /// Whether `replay_timed` can time recordings on this device.
     pub fn has_timestamps(&self) -> bool {
         self.gpu().is_some_and(|g| g.timestamps)
     }
@@ -238,6 +256,7 @@ impl Device {
         self.inner.poison.store(on, Ordering::Relaxed);
     }
 
+    /// The execution counters so far.
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()
     }

@@ -140,9 +140,11 @@ impl std::fmt::Debug for Recording {
 }
 
 impl Recording {
+    /// Number of dispatches.
     pub fn len(&self) -> usize {
         self.dispatches.len()
     }
+    /// Whether it holds no dispatch.
     pub fn is_empty(&self) -> bool {
         self.dispatches.is_empty()
     }

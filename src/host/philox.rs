@@ -10,9 +10,13 @@
 //! fixed point, so the GPU and this twin agree bit for bit. Everything here is u32 arithmetic written
 //! with explicit wrapping so it reads the same as the WGSL (which wraps by definition).
 
+/// Philox4x32 round multiplier for words 0 and 1.
 pub const PHILOX_M0: u32 = 0xD251_1F53;
+/// Philox4x32 round multiplier for words 2 and 3.
 pub const PHILOX_M1: u32 = 0xCD9E_8D57;
+/// Weyl constant added to key word 0 between rounds.
 pub const PHILOX_W0: u32 = 0x9E37_79B9;
+/// Weyl constant added to key word 1 between rounds.
 pub const PHILOX_W1: u32 = 0xBB67_AE85;
 
 /// Full product a * b as (lo, hi) from 16-bit halves, as the shader computes it (WGSL has no u64).
@@ -30,6 +34,7 @@ pub fn mul32x32(a: u32, b: u32) -> (u32, u32) {
     (a.wrapping_mul(b), hi)
 }
 
+/// One Philox4x32 round of counter `ctr` under `key`.
 pub fn philox_round(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     let p0 = mul32x32(PHILOX_M0, ctr[0]);
     let p1 = mul32x32(PHILOX_M1, ctr[2]);
@@ -65,16 +70,21 @@ pub fn block_of(offset: [u32; 2], i: u32) -> [u32; 2] {
     add64(b, (i >> 2) + (((offset[0] & 3) + (i & 3)) >> 2))
 }
 
+/// Lane (0..4) within its counter block of element i of the stream at `offset`.
 pub fn lane_of(offset: [u32; 2], i: u32) -> usize {
     (offset[0].wrapping_add(i) & 3) as usize
 }
 
+/// The four uniforms in [0, 1) of a block's words: `(w >> 8) * 2^-24`.
 pub fn uniform_from_bits(x: [u32; 4]) -> [f32; 4] {
     x.map(|w| (w >> 8) as f32 * (1.0 / 16_777_216.0))
 }
 
+/// 1.0 in Q1.31.
 pub const ONE: u32 = 0x8000_0000;
+/// 2 ln 2 in Q1.31.
 pub const LN2X2: u32 = 0xB172_17F8;
+/// pi / 4 in Q1.31.
 pub const PI4: u32 = 0xC90F_DAA2;
 
 /// a * b for Q1.31 operands whose product is below 2, truncated.
@@ -182,6 +192,7 @@ pub fn normal_pair(a: u32, b: u32) -> [f32; 2] {
     [q20(r, cs[0], cs[2]), q20(r, cs[1], cs[3])]
 }
 
+/// The four normals of a block's words: Box-Muller of (w0, w1) and (w2, w3).
 pub fn normal_from_bits(x: [u32; 4]) -> [f32; 4] {
     let [z0, z1] = normal_pair(x[0], x[1]);
     let [z2, z3] = normal_pair(x[2], x[3]);
@@ -193,10 +204,12 @@ pub fn bits4(seed: [u32; 2], block: [u32; 2]) -> [u32; 4] {
     philox4x32([block[0], block[1], 0, 0], seed)
 }
 
+/// The four uniforms of counter block `block` of stream `seed`.
 pub fn uniform4(seed: [u32; 2], block: [u32; 2]) -> [f32; 4] {
     uniform_from_bits(bits4(seed, block))
 }
 
+/// The four normals of counter block `block` of stream `seed`.
 pub fn normal4(seed: [u32; 2], block: [u32; 2]) -> [f32; 4] {
     normal_from_bits(bits4(seed, block))
 }
@@ -206,10 +219,12 @@ pub fn bits_at(seed: [u32; 2], offset: [u32; 2], i: u32) -> u32 {
     bits4(seed, block_of(offset, i))[lane_of(offset, i)]
 }
 
+/// Uniform element i of stream (seed, offset), in [0, 1).
 pub fn uniform_at(seed: [u32; 2], offset: [u32; 2], i: u32) -> f32 {
     uniform4(seed, block_of(offset, i))[lane_of(offset, i)]
 }
 
+/// Normal element i of stream (seed, offset).
 pub fn normal_at(seed: [u32; 2], offset: [u32; 2], i: u32) -> f32 {
     let x = bits4(seed, block_of(offset, i));
     let lane = lane_of(offset, i);
@@ -233,10 +248,12 @@ pub struct NormalStream {
 }
 
 impl NormalStream {
+    /// A stream at (seed, offset), no block computed yet.
     pub fn new(seed: [u32; 2], offset: [u32; 2]) -> NormalStream {
         NormalStream { seed, offset, cached: None }
     }
 
+    /// Normal element i (i not below the previous call's).
     pub fn at(&mut self, i: u32) -> f32 {
         let b = block_of(self.offset, i);
         let z4 = match self.cached {

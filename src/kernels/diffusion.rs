@@ -6,6 +6,9 @@ use bytemuck::{Pod, Zeroable};
 
 use super::Kernel;
 
+/// Threads per workgroup (shaders/diffusion.wgsl `WG`).
+pub const WG: usize = 256;
+
 /// Uniform params of `SchedParams` in shaders/diffusion.wgsl (binding 0), field for field.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]

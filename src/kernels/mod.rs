@@ -1,5 +1,9 @@
-//! The kernel registry: what build.rs learned from every `shaders/*.wgsl` (entry points, workgroup sizes,
-//! bindings, struct sizes), and the `Kernel` type that ties one WGSL entry point to its CPU twin.
+//! The kernels layer, below both the device and the ops: the registry of what build.rs learned from
+//! every `shaders/*.wgsl` (entry points, workgroup sizes, bindings, struct sizes), the `Kernel` type that
+//! names one WGSL entry point, `ALL_KERNELS`, and one module per shader family (`kernels::<family>`)
+//! holding its `Kernel` statics, the `#[repr(C)]` twins of its uniform structs and the constants that
+//! the shader, its CPU twin (`device::cpu::<family>`) and its ops (`ops::<family>`) share. Nothing
+//! here names an engine or imports from a layer above.
 //!
 //! Binding convention, checked when a kernel is first used: binding 0 is the kernel's uniform `params`
 //! struct; bindings 1.. are storage buffers in the order the shader declares them. A dispatch lists its
@@ -26,36 +30,51 @@ pub mod softmax;
 
 use crate::error::{Error, Result};
 
+/// How a shader binds a global variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindingKind {
+    /// The uniform params struct (binding 0).
     Uniform,
+    /// A read-only storage buffer.
     StorageRead,
+    /// A read-write storage buffer.
     StorageReadWrite,
 }
 
+/// One binding of an entry point.
 #[derive(Debug)]
 pub struct BindingInfo {
+    /// Binding index in group 0.
     pub binding: u32,
+    /// Name in the shader.
     pub name: &'static str,
+    /// Uniform, read-only or read-write.
     pub kind: BindingKind,
     /// Size in bytes as naga lays the type out (runtime-sized arrays count one element's stride).
     pub size: u32,
 }
 
+/// One compute entry point as naga saw it.
 #[derive(Debug)]
 pub struct EntryInfo {
+    /// The entry point's name.
     pub name: &'static str,
+    /// Its `@workgroup_size`.
     pub workgroup_size: [u32; 3],
     /// Bytes of `var<workgroup>` memory the entry point uses.
     pub workgroup_memory: u32,
+    /// The bindings it uses, in binding order.
     pub bindings: &'static [BindingInfo],
 }
 
+/// One shader family (one `shaders/*.wgsl`), composed and validated by build.rs.
 #[derive(Debug)]
 pub struct ShaderInfo {
+    /// The family name: the file stem under shaders/.
     pub name: &'static str,
     /// The composed WGSL source (snippets from shaders/common included).
     pub source: &'static str,
+    /// Its compute entry points.
     pub entries: &'static [EntryInfo],
     /// Every named struct of the module with its size in bytes.
     pub structs: &'static [(&'static str, u32)],
@@ -63,6 +82,7 @@ pub struct ShaderInfo {
 
 include!(concat!(env!("OUT_DIR"), "/registry_data.rs"));
 
+/// The shader family called `name`.
 pub fn shader(name: &str) -> Option<&'static ShaderInfo> {
     SHADERS.iter().find(|s| s.name == name)
 }
@@ -88,6 +108,7 @@ impl std::fmt::Debug for Kernel {
 }
 
 impl Kernel {
+    /// "shader::entry", for messages.
     pub fn name(&self) -> String {
         format!("{}::{}", self.shader, self.entry)
     }
@@ -106,6 +127,7 @@ impl Kernel {
         }
     }
 
+    /// The entry point's workgroup size ([1, 1, 1] if the registry lacks it).
     pub fn workgroup_size(&self) -> [u32; 3] {
         self.info().map(|e| e.workgroup_size).unwrap_or([1, 1, 1])
     }

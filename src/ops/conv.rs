@@ -22,7 +22,9 @@ use crate::tensor::{numel, DType, Tensor};
 /// Stride and zero padding of a convolution (the same along both spatial axes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
+    /// Step between output positions.
     pub stride: usize,
+    /// Zeros added on each side.
     pub padding: usize,
 }
 
@@ -51,25 +53,38 @@ pub fn conv_transpose2d_out_len(len: usize, k: usize, opts: Conv2d, output_paddi
 /// A transposed convolution is described by the conv2d it is the adjoint of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvShape {
+    /// Batch.
     pub n: usize,
+    /// Input channels.
     pub ci: usize,
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Output channels.
     pub co: usize,
+    /// Kernel size (square).
     pub k: usize,
+    /// Output height.
     pub ho: usize,
+    /// Output width.
     pub wo: usize,
+    /// Step between output positions.
     pub stride: usize,
+    /// Zeros added on each side.
     pub padding: usize,
 }
 
 impl ConvShape {
+    /// [n, ci, h, w].
     pub fn x_shape(&self) -> Vec<usize> {
         vec![self.n, self.ci, self.h, self.w]
     }
+    /// [n, co, ho, wo].
     pub fn y_shape(&self) -> Vec<usize> {
         vec![self.n, self.co, self.ho, self.wo]
     }
+    /// [co, ci, k, k].
     pub fn w_shape(&self) -> Vec<usize> {
         vec![self.co, self.ci, self.k, self.k]
     }

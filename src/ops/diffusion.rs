@@ -58,12 +58,16 @@ impl Default for Schedule {
 /// The schedule on the device: f32 [T] each.
 #[derive(Debug, Clone)]
 pub struct ScheduleTensors {
+    /// beta_t.
     pub betas: Tensor,
+    /// alpha_t = 1 - beta_t.
     pub alphas: Tensor,
+    /// The running product of alpha_t.
     pub alpha_bar: Tensor,
 }
 
 impl ScheduleTensors {
+    /// T, the schedule's length.
     pub fn timesteps(&self) -> usize {
         self.alpha_bar.numel()
     }

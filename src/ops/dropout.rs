@@ -25,9 +25,13 @@ use crate::tensor::{DType, Tensor};
 /// step * stride) of each step. `stride` is at least the site's element count and a multiple of 4.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dropout {
+    /// Drop probability in [0, 1).
     pub p: f32,
+    /// Philox stream of the mask.
     pub seed: u64,
+    /// Stream offset at step 0.
     pub offset: u64,
+    /// Stream elements per step (`stride_for`).
     pub stride: u32,
 }
 

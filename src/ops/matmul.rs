@@ -15,6 +15,7 @@ use crate::tensor::{numel, DType, Tensor};
 
 const OP: &str = "matmul";
 
+/// How a matmul reads its operands and scales the product.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MatmulOpts {
     /// A is stored [K,M] (or [batch,K,M]) and used transposed.
@@ -34,13 +35,18 @@ impl Default for MatmulOpts {
 /// Which entry point runs a matmul. `Auto` asks `choose_kernel`; the others force one (tests, tuning).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelChoice {
+    /// Let `choose_kernel` pick.
     Auto,
+    /// `matmul_tiled`.
     Tiled,
+    /// `matmul_tiled_vec4`.
     TiledVec4,
+    /// `matmul_small`.
     Small,
 }
 
 impl KernelChoice {
+    /// The forced kernel (None for `Auto`).
     pub fn kernel(self) -> Option<&'static Kernel> {
         match self {
             KernelChoice::Auto => None,
@@ -54,12 +60,17 @@ impl KernelChoice {
 /// A matmul's sizes after the shape checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MatmulShape {
+    /// Matrices in the batch.
     pub batch: usize,
+    /// Rows of C.
     pub m: usize,
+    /// Columns of C.
     pub n: usize,
+    /// The shared dimension.
     pub k: usize,
     /// Elements between batch matrices of A and B (0: shared over the batch).
     pub stride_a: usize,
+    /// As `stride_a`, for B.
     pub stride_b: usize,
     /// Shape of C: [M,N] for two rank-2 operands, else [batch,M,N].
     pub out_shape: Vec<usize>,

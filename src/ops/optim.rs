@@ -90,13 +90,18 @@ impl Schedule {
 /// starts at zero, so the first step's buffer is (1 - dampening) * g).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SgdConfig {
+    /// Momentum factor (0: plain SGD).
     pub momentum: f32,
+    /// Dampening of the momentum buffer's gradient term.
     pub dampening: f32,
+    /// Nesterov momentum.
     pub nesterov: bool,
+    /// Weight decay factor.
     pub weight_decay: f32,
 }
 
 impl SgdConfig {
+    /// Checks the values (finite, in range), naming `op` in the error.
     pub fn validate(&self, op: &'static str) -> Result<()> {
         if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
             return Err(bad(op, "momentum", self.momentum, "must be in [0, 1)"));
@@ -124,14 +129,20 @@ impl SgdConfig {
 /// AdamW (`p *= 1 - lr * weight_decay` before the update).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamConfig {
+    /// Decay of the first-moment average.
     pub beta1: f32,
+    /// Decay of the second-moment average.
     pub beta2: f32,
+    /// Added to the denominator.
     pub eps: f32,
+    /// Weight decay factor.
     pub weight_decay: f32,
+    /// AdamW's decoupled weight decay.
     pub decoupled: bool,
 }
 
 impl AdamConfig {
+    /// Checks the values (finite, in range), naming `op` in the error.
     pub fn validate(&self, op: &'static str) -> Result<()> {
         for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(b.is_finite() && (0.0..1.0).contains(&b)) {

@@ -23,17 +23,21 @@ use crate::tensor::{DType, Tensor};
 /// Reduction ops; the discriminant is the shader's op code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReduceOp {
+    /// Sum along the axis.
     Sum = 0,
     /// Sum divided by the axis length.
     Mean = 1,
+    /// Largest element along the axis.
     Max = 2,
     /// Index (u32) of the first maximum along the axis.
     ArgMax = 3,
 }
 
 impl ReduceOp {
+    /// Every reduction, in op-code order.
     pub const ALL: [ReduceOp; 4] = [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::ArgMax];
 
+    /// Lower-case name.
     pub fn name(self) -> &'static str {
         match self {
             ReduceOp::Sum => "sum",
@@ -43,6 +47,7 @@ impl ReduceOp {
         }
     }
 
+    /// dtype of the result (u32 for `ArgMax`).
     pub fn out_dtype(self) -> DType {
         match self {
             ReduceOp::ArgMax => DType::U32,
@@ -100,12 +105,15 @@ pub fn reduce(dev: &Device, op: ReduceOp, x: &Tensor, axis: usize, keepdim: bool
     Ok(out)
 }
 
+/// Sum along `axis`.
 pub fn sum(dev: &Device, x: &Tensor, axis: usize, keepdim: bool) -> Result<Tensor> {
     reduce(dev, ReduceOp::Sum, x, axis, keepdim)
 }
+/// Mean along `axis`.
 pub fn mean(dev: &Device, x: &Tensor, axis: usize, keepdim: bool) -> Result<Tensor> {
     reduce(dev, ReduceOp::Mean, x, axis, keepdim)
 }
+/// Maximum along `axis`.
 pub fn max(dev: &Device, x: &Tensor, axis: usize, keepdim: bool) -> Result<Tensor> {
     reduce(dev, ReduceOp::Max, x, axis, keepdim)
 }

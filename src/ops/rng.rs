@@ -256,11 +256,14 @@ pub fn uniform_step_into(
 /// a normal draw would otherwise read the same words of a shared block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RngState {
+    /// The stream's seed.
     pub seed: u64,
+    /// Next unused stream offset.
     pub offset: u64,
 }
 
 impl RngState {
+    /// A stream for `seed`, at offset 0.
     pub fn new(seed: u64) -> RngState {
         RngState { seed, offset: 0 }
     }
@@ -273,16 +276,19 @@ impl RngState {
         o
     }
 
+    /// Random u32 words of `shape`.
     pub fn bits(&mut self, dev: &Device, shape: &[usize]) -> Result<Tensor> {
         let o = self.take(numel(shape)? as u64);
         bits(dev, shape, self.seed, o)
     }
 
+    /// Uniform f32 in [lo, hi) of `shape`.
     pub fn uniform(&mut self, dev: &Device, shape: &[usize], lo: f32, hi: f32) -> Result<Tensor> {
         let o = self.take(numel(shape)? as u64);
         uniform(dev, shape, self.seed, o, lo, hi)
     }
 
+    /// Normal f32 of `shape`.
     pub fn normal(&mut self, dev: &Device, shape: &[usize], mean: f32, std: f32) -> Result<Tensor> {
         let o = self.take(numel(shape)? as u64);
         normal(dev, shape, self.seed, o, mean, std)

@@ -18,6 +18,7 @@ fn sign(x: f32) -> f32 {
 use super::fastmath;
 pub use super::fastmath::{sigmoid, tanh as stable_tanh};
 
+/// One element of `unary`: op code `op` of shaders/elementwise.wgsl applied to x.
 #[inline(always)]
 pub fn unary_op(op: u32, x: f32, alpha: f32) -> f32 {
     match op {
@@ -89,6 +90,7 @@ pub fn unary_deriv(op: u32, x: f32, alpha: f32) -> f32 {
     }
 }
 
+/// One element of `binary`: op code `op` of shaders/elementwise.wgsl applied to (a, b).
 #[inline(always)]
 pub fn binary_op(op: u32, a: f32, b: f32) -> f32 {
     match op {

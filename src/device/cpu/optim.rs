@@ -6,9 +6,10 @@ use rayon::prelude::*;
 
 use super::CpuArgs;
 use super::{par_chunks, CHUNK};
-use crate::kernels::optim::{schedule_lr_of, AdamParams, AdvanceParams, ClipParams, EmaParams, SgdParams, SumsqParams};
+use crate::kernels::optim::{
+    schedule_lr_of, AdamParams, AdvanceParams, ClipParams, EmaParams, SgdParams, SumsqParams, WG,
+};
 
-const WG: usize = 256;
 /// Bindings: params, step (read_write).
 pub fn advance_step(args: &mut CpuArgs) {
     let p: AdvanceParams = args.params();

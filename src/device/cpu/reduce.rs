@@ -5,9 +5,7 @@ use rayon::prelude::*;
 
 use super::CpuArgs;
 use super::{par_chunks, CHUNK};
-use crate::kernels::reduce::ReduceParams;
-
-const WG: usize = 256;
+use crate::kernels::reduce::{ReduceParams, WG};
 
 const OP_MEAN: u32 = 1;
 const OP_MAX: u32 = 2;

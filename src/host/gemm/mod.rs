@@ -30,8 +30,11 @@ use std::sync::OnceLock;
 /// Strided view of a row-major-or-transposed matrix: element (i, j) is at data[i * rs + j * cs].
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
+    /// The elements.
     pub data: &'a [f32],
+    /// Stride between rows.
     pub rs: usize,
+    /// Stride between columns.
     pub cs: usize,
 }
 
