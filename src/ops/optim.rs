@@ -258,7 +258,9 @@ pub fn sgd(
         dampening: cfg.dampening,
         nesterov: cfg.nesterov as u32,
         weight_decay: cfg.weight_decay,
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     };
     launch_1d(dev, &SGD, &p, &[&param.buf, &grad.buf, &mom.buf, &step.buf, &clip.buf], n)
 }
@@ -298,7 +300,8 @@ pub fn adam(
         eps: cfg.eps,
         weight_decay: cfg.weight_decay,
         decoupled: cfg.decoupled as u32,
-        _pad: [0; 2],
+        _pad0: 0,
+        _pad1: 0,
     };
     launch_1d(dev, &ADAM, &p, &[&param.buf, &grad.buf, &m.buf, &v.buf, &step.buf, &clip.buf], n)
 }
@@ -338,7 +341,7 @@ pub fn sumsq_partial(dev: &Device, x: &Tensor, partials: &Tensor, slot: usize) -
         n: u32_of(OP, "elements", n)?,
         chunk: u32_of(OP, "chunk", chunk)?,
         slot: u32_of(OP, "slot", slot)?,
-        _pad: 0,
+        _pad0: 0,
     };
     let groups = groups_1d(slots, 1, dev.max_groups_per_dim());
     dev.dispatch(Dispatch::new(&SUMSQ_PARTIAL, &p, &[&x.buf, &partials.buf], groups))?;
@@ -360,7 +363,7 @@ pub fn clip_scale(dev: &Device, partials: &Tensor, n_partials: usize, max_norm: 
             format!("n_partials = {n_partials} but the partials buffer holds {}", partials.numel()),
         ));
     }
-    let p = ClipParams { n_partials: u32_of(OP, "n_partials", n_partials)?, max_norm, _pad: [0; 2] };
+    let p = ClipParams { n_partials: u32_of(OP, "n_partials", n_partials)?, max_norm, _pad0: 0, _pad1: 0 };
     dev.dispatch(Dispatch::new(&CLIP_SCALE, &p, &[&partials.buf, &clip.buf], [1, 1, 1]))
 }
 
@@ -377,6 +380,6 @@ pub fn ema(dev: &Device, avg: &Tensor, param: &Tensor, step: &Tensor, decay: f32
     if n == 0 {
         return Ok(());
     }
-    let p = EmaParams { n: u32_of(OP, "elements", n)?, decay, warmup: warmup as u32, _pad: 0 };
+    let p = EmaParams { n: u32_of(OP, "elements", n)?, decay, warmup: warmup as u32, _pad0: 0 };
     launch_1d(dev, &EMA, &p, &[&avg.buf, &param.buf, &step.buf], n)
 }
