@@ -43,6 +43,8 @@ pub(crate) struct RawDispatch {
     pub params: Vec<u8>,
     /// Raw buffers with their lengths in words, bindings 1.. in order.
     pub buffers: Vec<(Raw, usize)>,
+    /// The CPU twin, looked up once when the dispatch is made on the CPU engine (None on a GPU).
+    pub twin: Option<cpu::CpuTwin>,
     /// Workgroups along x, y and z.
     pub groups: [u32; 3],
     _keep: Vec<Buffer>,
@@ -55,14 +57,14 @@ impl Device {
         let capture = self.inner.pools.lock().unwrap().capture.as_ref().map(|c| c.id);
         if let Some(id) = capture {
             // Converted outside the lock: it may drop the last handle on a buffer, whose release locks.
-            let rd = to_raw(d, Some(id));
+            let rd = to_raw(d, Some(id), self.is_cpu());
             if let Some(c) = self.inner.pools.lock().unwrap().capture.as_mut() {
                 c.dispatches.push(rd);
             }
             return Ok(());
         }
         self.inner.counters.dispatches.fetch_add(1, Ordering::Relaxed);
-        let rd = to_raw(d, None);
+        let rd = to_raw(d, None, self.is_cpu());
         match &self.inner.engine {
             Engine::Cpu => {
                 run_cpu(&rd);
@@ -158,11 +160,13 @@ impl Device {
 }
 
 /// Converts a validated dispatch to raw form. Buffers stamped with `capture` belong to that capture
-/// (its recording owns their memory); any other buffer is kept alive by the dispatch itself.
-pub(super) fn to_raw(d: Dispatch, capture: Option<u64>) -> RawDispatch {
+/// (its recording owns their memory); any other buffer is kept alive by the dispatch itself. `on_cpu`:
+/// the CPU engine will run it, so its twin is looked up now rather than at every run.
+pub(super) fn to_raw(d: Dispatch, capture: Option<u64>, on_cpu: bool) -> RawDispatch {
     let buffers = d.buffers.iter().map(|b| (b.inner.raw.clone(), b.words())).collect();
     let keep = d.buffers.into_iter().filter(|b| capture.is_none_or(|id| b.inner.stamp != id)).collect();
-    RawDispatch { kernel: d.kernel, params: d.params, buffers, groups: d.groups, _keep: keep }
+    let twin = if on_cpu { cpu::twin(d.kernel) } else { None };
+    RawDispatch { kernel: d.kernel, params: d.params, buffers, twin, groups: d.groups, _keep: keep }
 }
 
 pub(super) fn run_cpu(d: &RawDispatch) {
@@ -176,7 +180,7 @@ pub(super) fn run_cpu(d: &RawDispatch) {
             _ => reads.push((v.read().unwrap(), (*words).max(1))),
         }
     }
-    let twin = cpu::twin(d.kernel).expect("validated: the kernel has a CPU twin");
+    let twin = d.twin.expect("validated: the kernel has a CPU twin");
     let mut args = cpu::CpuArgs {
         params: &d.params,
         ins: reads.iter().map(|(g, n)| &g[..*n]).collect(),

@@ -17,7 +17,7 @@ impl Device {
         for d in &dispatches {
             self.validate(d)?;
         }
-        let raw = dispatches.into_iter().map(|d| to_raw(d, None)).collect();
+        let raw = dispatches.into_iter().map(|d| to_raw(d, None, self.is_cpu())).collect();
         self.finish_recording(raw, Vec::new(), 0)
     }
 
