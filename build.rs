@@ -231,7 +231,7 @@ fn params_structs(family: &str, module: &naga::Module, layouter: &naga::proc::La
         let mut at = 0u32;
         let gap = |out: &mut String, at: u32, to: u32| {
             if to > at {
-                if (to - at) % 4 != 0 {
+                if !(to - at).is_multiple_of(4) {
                     fail(&format!("shaders/{family}.wgsl: `{name}` has a gap of {} bytes", to - at));
                 }
                 writeln!(

@@ -51,6 +51,7 @@ pub(crate) struct RawDispatch {
 }
 
 impl Device {
+    /// Issues one dispatch. On the CPU backend it runs now; on a GPU it is batched until the next flush.
     /// During a capture it is recorded instead.
     pub fn dispatch(&self, d: Dispatch) -> Result<()> {
         self.validate(&d)?;

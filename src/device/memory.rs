@@ -159,8 +159,6 @@ impl Device {
         }
     }
 
-    /// Issues one dispatch. On the CPU backend it runs now; on a GPU it is batched until the next flush.
-
     /// Starts reading `buf` back. The copy is ordered after all work issued so far; the returned handle
     /// is polled with `ready()` or waited on with `wait()`.
     pub fn download(&self, buf: &Buffer) -> Result<Download> {
