@@ -7,7 +7,7 @@
 //!   recall of Kynkäänniemi et al. 2019 ([`precision_recall_k`]).
 //!
 //! The image metrics are O(n² · dim). Squared distances come in blocks of 256 rows as ‖x‖² + ‖y‖² - 2 x·y:
-//! the dot products from the CPU backend's multi-threaded SGEMM (`device::cpu::gemm`, f32, AVX2+FMA where
+//! the dot products from the CPU backend's multi-threaded SGEMM (`host::gemm`, f32, AVX2+FMA where
 //! the CPU has it), the norms and the sum in f64 (clamped at 0); the per-row work on a block (kernel sums,
 //! k-th neighbour, ball tests) runs in parallel with rayon.
 
@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 
 use crate::data::mixture::Mixture;
-use crate::device::cpu::gemm::{sgemm, MatRef};
 use crate::error::{Error, Result};
+use crate::host::gemm::{sgemm, MatRef};
 
 /// How samples from a generator match a 2-D [`Mixture`]. With n samples and K modes:
 #[derive(Debug, Clone, PartialEq)]

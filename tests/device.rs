@@ -2,7 +2,8 @@
 mod common;
 use common::*;
 use tigel::device::{BackendChoice, Dispatch, POISON};
-use tigel::ops::elementwise::{self as ew, Unary, UNARY};
+use tigel::kernels::elementwise::UNARY;
+use tigel::ops::elementwise::{self as ew, Unary};
 use tigel::{Device, Error, Tensor};
 
 #[test]
@@ -53,7 +54,7 @@ fn dispatch_over_the_workgroup_limit_is_refused() {
     for d in devs {
         let x = Tensor::from_f32(&d, &[4], &[1.0; 4]).unwrap();
         let out = d.alloc(4).unwrap();
-        let p = tigel::ops::elementwise::UnaryParams { n: 4, ..Default::default() };
+        let p = tigel::kernels::elementwise::UnaryParams { n: 4, ..Default::default() };
         let groups = [d.max_groups_per_dim() + 1, 1, 1];
         let e = d.dispatch(Dispatch::new(&UNARY, &p, &[&x.buf, &out], groups)).unwrap_err();
         assert!(e.to_string().contains("max_compute_workgroups_per_dimension"), "{e}");
@@ -100,15 +101,15 @@ fn a_recording_replays_with_one_submission_and_no_wait() {
         let x = Tensor::from_f32(d, &[5000], &data).unwrap();
         let t = d.alloc(5000).unwrap();
         let n = 5000u32;
-        let tanh = tigel::ops::elementwise::UnaryParams { n, op: Unary::Tanh as u32, ..Default::default() };
-        let scale = tigel::ops::elementwise::ScalarParams { n, op: 2, s: 1.5, ..Default::default() };
-        let copy = tigel::ops::elementwise::UnaryParams { n, op: 99, ..Default::default() }; // default arm: identity
+        let tanh = tigel::kernels::elementwise::UnaryParams { n, op: Unary::Tanh as u32, ..Default::default() };
+        let scale = tigel::kernels::elementwise::ScalarParams { n, op: 2, s: 1.5, ..Default::default() };
+        let copy = tigel::kernels::elementwise::UnaryParams { n, op: 99, ..Default::default() }; // default arm: identity
         let g = tigel::kernels::groups_1d(5000, 256, d.max_groups_per_dim());
         let t2 = d.alloc(5000).unwrap();
         let rec = d
             .record(vec![
                 Dispatch::new(&UNARY, &tanh, &[&x.buf, &t], g),
-                Dispatch::new(&tigel::ops::elementwise::SCALAR, &scale, &[&t, &t2], g),
+                Dispatch::new(&tigel::kernels::elementwise::SCALAR, &scale, &[&t, &t2], g),
                 Dispatch::new(&UNARY, &copy, &[&t2, &x.buf], g),
             ])
             .unwrap();

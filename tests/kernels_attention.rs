@@ -20,7 +20,8 @@
 //!   (2h) ~ 1e-4; compared with atol 2e-3 + rtol 2e-2.
 mod common;
 use common::*;
-use tigel::ops::attention::{self as at, MAX_HEAD_DIM};
+use tigel::kernels::attention::MAX_HEAD_DIM;
+use tigel::ops::attention as at;
 use tigel::{Device, Tensor};
 
 const TOL: f32 = 2e-5;

@@ -4,7 +4,7 @@
 //! replay), and bad input. Everything is integer: results are compared exactly.
 mod common;
 use common::*;
-use tigel::device::cpu::rng as crng;
+use tigel::host::philox as crng;
 use tigel::ops::batch::{pack_bytes, text_windows};
 use tigel::ops::optim::{advance_step, step_counter};
 use tigel::{Device, Tensor};

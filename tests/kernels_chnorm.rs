@@ -330,8 +330,8 @@ fn chnorm_cpu_partials_take_any_chunk_count() {
     // Σ|term|. M2 uses the f32 chunk mean, whose error δ <= 64u mean|x| changes it by len · δ² only (the
     // first-order term Σ 2 (x - mean) δ vanishes).
     use tigel::device::cpu::chnorm::{chnorm_bwd_partial, chnorm_stats_partial};
-    use tigel::kernels::CpuArgs;
-    use tigel::ops::chnorm::ChnormParams;
+    use tigel::device::cpu::CpuArgs;
+    use tigel::kernels::chnorm::ChnormParams;
     let mut rng = Rng::new(seed());
     let (n, c, hw) = (2, 3, 151);
     let inp = inputs(&mut rng, n, c, hw);

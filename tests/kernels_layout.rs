@@ -275,7 +275,7 @@ fn transpose_tiled_large_and_batched() {
 fn transpose_kernel_choice() {
     let cpu = Device::cpu();
     // The op layer's tile edge (used for the choice and by the CPU twin) is the shader's.
-    assert_eq!(lo::TRANSPOSE_TILED.workgroup_size(), [lo::TILE as u32, 8, 1]);
+    assert_eq!(tigel::kernels::layout::TRANSPOSE_TILED.workgroup_size(), [tigel::kernels::layout::TILE as u32, 8, 1]);
     let k = |shape: &[usize], perm: &[usize]| lo::transpose_kernel(&cpu, shape, perm).unwrap();
     assert_eq!(k(&[300, 257], &[1, 0]), TransposeKernel::Tiled);
     assert_eq!(k(&[64, 64], &[1, 0]), TransposeKernel::Tiled);

@@ -26,8 +26,8 @@
 //! quotient itself is accurate to about 1e-9 relative here (truncation h^2 f''' / 6, rounding 1e-16 |f| / h).
 mod common;
 use common::*;
-use tigel::device::cpu::rng as crng;
 use tigel::graph::reference::unary_f64;
+use tigel::host::philox as crng;
 use tigel::ops::dropout::{self as dr, Dropout};
 use tigel::ops::elementwise::{self as ew, Unary};
 use tigel::ops::loss;

@@ -7,7 +7,7 @@
 //! on the same words within 1e-6: the design bound is 2^-21 (output rounding to Q3.20) + 1e-7.
 mod common;
 use common::*;
-use tigel::device::cpu::rng as crng;
+use tigel::host::philox as crng;
 use tigel::ops::rng::{self, RngState};
 use tigel::Device;
 

@@ -5,7 +5,7 @@
 //! compared exactly, on the bits.
 mod common;
 use common::*;
-use tigel::device::cpu::rng as crng;
+use tigel::host::philox as crng;
 use tigel::ops::optim::{advance_step, step_counter};
 use tigel::ops::sample::{self, batch_stride};
 use tigel::{DType, Device, Tensor};

@@ -1,7 +1,8 @@
 //! Every `#[repr(C)]` params struct has the size naga computes for its WGSL twin, and every WGSL entry
-//! point has a `Kernel` (and so a CPU twin) in `ops::ALL_KERNELS`.
+//! point has a `Kernel` in `kernels::ALL_KERNELS` and a CPU twin in the CPU engine's table.
 use std::mem::size_of;
-use tigel::kernels::{struct_size, SHADERS};
+use tigel::device::cpu::twin;
+use tigel::kernels::{struct_size, Kernel, ALL_KERNELS, SHADERS};
 
 macro_rules! check {
     ($family:literal, $($ty:ident),+) => {
@@ -19,115 +20,117 @@ macro_rules! check {
 
 #[test]
 fn params_elementwise_match_naga() {
-    use tigel::ops::elementwise::*;
+    use tigel::kernels::elementwise::*;
     check!("elementwise", UnaryParams, BinaryParams, ScalarParams);
 }
 
 #[test]
 fn params_layout_match_naga() {
-    use tigel::ops::layout::*;
+    use tigel::kernels::layout::*;
     check!("layout", CopyParams, FillParams, PermuteParams, TileParams, RegionParams);
 }
 
 #[test]
 fn params_reduce_match_naga() {
-    use tigel::ops::reduce::*;
+    use tigel::kernels::reduce::*;
     check!("reduce", ReduceParams);
 }
 
 #[test]
 fn params_softmax_match_naga() {
-    use tigel::ops::softmax::*;
+    use tigel::kernels::softmax::*;
     check!("softmax", SoftmaxParams);
 }
 
 #[test]
 fn params_rng_match_naga() {
-    use tigel::ops::rng::*;
+    use tigel::kernels::rng::*;
     check!("rng", RngParams, RngStepParams);
 }
 
 #[test]
 fn params_matmul_match_naga() {
-    use tigel::ops::matmul::*;
+    use tigel::kernels::matmul::*;
     check!("matmul", MatmulParams);
 }
 
 #[test]
 fn params_optim_match_naga() {
-    use tigel::ops::optim::*;
+    use tigel::kernels::optim::*;
     check!("optim", ScheduleParams, AdvanceParams, SgdParams, AdamParams, SumsqParams, ClipParams, EmaParams);
 }
 
 #[test]
 fn params_loss_match_naga() {
-    use tigel::ops::loss::*;
+    use tigel::kernels::loss::*;
     check!("loss", CrossEntropyParams, BceParams);
 }
 
 #[test]
 fn params_dropout_match_naga() {
-    use tigel::ops::dropout::*;
+    use tigel::kernels::dropout::*;
     check!("dropout", DropoutParams);
 }
 
 #[test]
 fn params_conv_match_naga() {
-    use tigel::ops::conv::*;
+    use tigel::kernels::conv::*;
     check!("conv", ConvParams);
 }
 
 #[test]
 fn params_norm_match_naga() {
-    use tigel::ops::norm::*;
+    use tigel::kernels::norm::*;
     check!("norm", NormParams);
 }
 
 #[test]
 fn params_embedding_match_naga() {
-    use tigel::ops::embedding::*;
+    use tigel::kernels::embedding::*;
     check!("embedding", EmbeddingParams);
 }
 
 #[test]
 fn params_batch_match_naga() {
-    use tigel::ops::batch::*;
+    use tigel::kernels::batch::*;
     check!("batch", WindowParams);
 }
 
 #[test]
 fn params_sample_match_naga() {
-    use tigel::ops::sample::*;
+    use tigel::kernels::sample::*;
     check!("sample", SampleParams);
 }
 
 #[test]
 fn params_diffusion_match_naga() {
-    use tigel::ops::diffusion::*;
+    use tigel::kernels::diffusion::*;
     check!("diffusion", SchedParams, QSampleParams, EmbedParams, DdpmParams, DdimParams, VParams);
 }
 
 #[test]
 fn every_entry_point_has_a_kernel_with_a_cpu_twin() {
-    let listed: Vec<(&str, &str)> = tigel::ops::ALL_KERNELS.iter().map(|k| (k.shader, k.entry)).collect();
+    let listed: Vec<(&str, &str)> = ALL_KERNELS.iter().map(|k| (k.shader, k.entry)).collect();
     for s in SHADERS {
         for e in s.entries {
-            assert!(listed.contains(&(s.name, e.name)), "{}::{} has no Kernel in ops::ALL_KERNELS", s.name, e.name);
+            assert!(listed.contains(&(s.name, e.name)), "{}::{} has no Kernel in kernels::ALL_KERNELS", s.name, e.name);
+            let k = Kernel { shader: s.name, entry: e.name };
+            assert!(twin(&k).is_some(), "{}::{} has no CPU twin in device::cpu::twin", s.name, e.name);
         }
     }
-    for k in tigel::ops::ALL_KERNELS {
+    for k in ALL_KERNELS {
         k.info().unwrap_or_else(|e| panic!("{}: {e}", k.name()));
     }
 }
 
 #[test]
 fn params_attention_match_naga() {
-    use tigel::ops::attention::*;
+    use tigel::kernels::attention::*;
     check!("attention", AttentionParams);
 }
 
 #[test]
 fn params_chnorm_match_naga() {
-    use tigel::ops::chnorm::*;
+    use tigel::kernels::chnorm::*;
     check!("chnorm", ChnormParams, RunningParams);
 }

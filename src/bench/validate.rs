@@ -165,7 +165,7 @@ pub(super) fn against_host(check: Check, data: &[Vec<f32>], got: &[f32]) -> Resu
         // block loop), and the moments of a standard normal: mean within 6/sqrt(n), variance within
         // 6·sqrt(2/n) of 1.
         Check::Normal { seed } => {
-            use crate::device::cpu::rng::{normal_at, split64};
+            use crate::host::philox::{normal_at, split64};
             let key = split64(seed);
             let e = exact((0..got.len()).map(|i| normal_at(key, [0, 0], i as u32)).collect())?;
             let n = got.len() as f64;

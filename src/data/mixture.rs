@@ -2,8 +2,8 @@
 //! isotropic components. Samples come from the Philox stream of a seed, so a (seed, offset) pair fixes
 //! them bit for bit on every machine.
 
-use crate::device::cpu::rng::{normal_at, split64, uniform_at};
 use crate::error::{Error, Result};
+use crate::host::philox::{normal_at, split64, uniform_at};
 
 /// A named 2-D mixture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

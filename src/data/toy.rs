@@ -1,7 +1,7 @@
 //! 2-D toy datasets, generated on the host from the Philox stream of a seed (the same numbers the
 //! device kernels would draw), so a seed fixes a dataset on every machine.
 
-use crate::device::cpu::rng::{normal_at, split64, uniform_at};
+use crate::host::philox::{normal_at, split64, uniform_at};
 
 /// Two interleaved spirals, `n` points (half per class), radius up to 1, with a little Gaussian noise.
 /// Returns points [n, 2] (row-major) and class ids [n].

@@ -7,13 +7,20 @@
 
 use crate::error::{Error, Result};
 
+/// Which backend `Device::new` takes (parsed from `--backend` or `TIGEL_BACKEND`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendChoice {
+    /// The best hardware adapter, else the CPU engine.
     Auto,
+    /// A Vulkan adapter.
     Vulkan,
+    /// A Metal adapter.
     Metal,
+    /// A DirectX 12 adapter.
     Dx12,
+    /// An OpenGL (ES) adapter.
     Gl,
+    /// The CPU engine (the kernels' CPU twins).
     Cpu,
 }
 
@@ -47,6 +54,7 @@ impl BackendChoice {
     }
 }
 
+/// Short lower-case name of a wgpu backend: vulkan, metal, dx12, gl.
 pub fn backend_str(b: wgpu::Backend) -> &'static str {
     match b {
         wgpu::Backend::Vulkan => "vulkan",
@@ -58,6 +66,7 @@ pub fn backend_str(b: wgpu::Backend) -> &'static str {
     }
 }
 
+/// Short name of an adapter's device type (discrete, integrated, ...).
 pub fn device_type_str(t: wgpu::DeviceType) -> &'static str {
     match t {
         wgpu::DeviceType::DiscreteGpu => "discrete",
@@ -87,20 +96,29 @@ fn rank(info: &wgpu::AdapterInfo) -> u32 {
 /// What `tigel info` prints about one adapter.
 #[derive(Debug, Clone)]
 pub struct AdapterSummary {
+    /// Adapter name as the driver reports it.
     pub name: String,
+    /// Backend name (`backend_str`).
     pub backend: &'static str,
+    /// Device type (`device_type_str`).
     pub device_type: &'static str,
+    /// Driver name.
     pub driver: String,
+    /// Driver version details.
     pub driver_info: String,
+    /// Names of the adapter's wgpu features.
     pub features: Vec<String>,
+    /// The limits tigel cares about, by wgpu name.
     pub limits: Vec<(&'static str, u64)>,
 }
 
 impl AdapterSummary {
+    /// One line: name, backend and device type.
     pub fn label(&self) -> String {
         format!("{} ({}, {})", self.name, self.backend, self.device_type)
     }
 
+    /// The summary as JSON (for `tigel info --json` and benchmark reports).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "name": self.name,

@@ -26,10 +26,15 @@ enum Op {
 }
 
 pub(crate) struct GpuEngine {
+    /// The wgpu device.
     pub device: wgpu::Device,
+    /// Its queue.
     pub queue: wgpu::Queue,
+    /// The adapter it runs on.
     pub info: wgpu::AdapterInfo,
+    /// The limits it was created with.
     pub limits: wgpu::Limits,
+    /// Whether timestamp queries can time a replay.
     pub timestamps: bool,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipes: Mutex<HashMap<(&'static str, &'static str), Arc<Pipe>>>,
@@ -37,6 +42,7 @@ pub(crate) struct GpuEngine {
     arena: Mutex<Option<wgpu::Buffer>>,
     errors: Arc<Mutex<Vec<String>>>,
     counters: Arc<Counters>,
+    /// Host time of the last replay, by phase.
     pub last_replay: Mutex<Option<ReplayCpuTimes>>,
 }
 
@@ -45,8 +51,11 @@ pub(crate) struct GpuEngine {
 /// queue submission.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReplayCpuTimes {
+    /// Seconds recording the compute pass.
     pub record_s: f64,
+    /// Seconds in `CommandEncoder::finish`.
     pub finish_s: f64,
+    /// Seconds in the queue submission.
     pub submit_s: f64,
 }
 
@@ -60,6 +69,7 @@ pub(crate) struct Prepared {
 }
 
 impl GpuEngine {
+    /// Requests a device from `adapter` with the limits and features tigel wants.
     pub fn from_adapter(adapter: &wgpu::Adapter, counters: Arc<Counters>) -> Result<GpuEngine> {
         let mut features = wgpu::Features::empty();
         if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
@@ -82,6 +92,7 @@ impl GpuEngine {
         Ok(GpuEngine::new(device, queue, adapter.get_info(), counters))
     }
 
+    /// An engine on a device and queue that already exist (made by tigel or the application).
     pub fn new(
         device: wgpu::Device,
         queue: wgpu::Queue,
@@ -108,6 +119,7 @@ impl GpuEngine {
         }
     }
 
+    /// Largest buffer the device accepts, in bytes.
     pub fn max_buffer_bytes(&self) -> u64 {
         self.limits.max_buffer_size.min(self.limits.max_storage_buffer_binding_size)
     }
@@ -121,6 +133,7 @@ impl GpuEngine {
         }
     }
 
+    /// Name of the wgpu limit that bounds `max_buffer_bytes`.
     pub fn max_buffer_limit_name(&self) -> &'static str {
         if self.limits.max_buffer_size < self.limits.max_storage_buffer_binding_size {
             "max_buffer_size"
@@ -139,6 +152,7 @@ impl GpuEngine {
         })
     }
 
+    /// Writes `bytes` at the start of `raw`, in order with the work issued so far.
     pub fn write(&self, raw: &wgpu::Buffer, bytes: &[u8]) -> Result<()> {
         // queue.write_buffer lands before the next submission's commands: submit what is pending
         // first, so the write cannot overtake work issued before it.
@@ -251,6 +265,7 @@ impl GpuEngine {
         Ok(p)
     }
 
+    /// Adds one dispatch to the batch submitted at the next flush.
     pub fn enqueue(&self, d: RawDispatch) -> Result<()> {
         let pipe = self.pipe(d.kernel)?;
         let mut params = d.params.clone();
@@ -380,15 +395,18 @@ impl GpuEngine {
         self.take_errors()
     }
 
+    /// Submits the batched dispatches (never waits).
     pub fn flush(&self) -> Result<()> {
         self.submit(None)
     }
 
+    /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
         self.take_errors()
     }
 
+    /// Starts copying the first `words` words of `raw` back to the host.
     pub fn download(&self, raw: &wgpu::Buffer, words: usize) -> Result<PendingRead> {
         let bytes = (words.max(1) * 4) as u64;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -402,6 +420,7 @@ impl GpuEngine {
         Ok(PendingRead::start(self.device.clone(), staging, words))
     }
 
+    /// Prepares pipelines, bind groups and uniform data of a recording once.
     pub fn prepare(&self, dispatches: &[RawDispatch]) -> Result<Prepared> {
         let pipes = dispatches.iter().map(|d| self.pipe(d.kernel)).collect::<Result<Vec<_>>>()?;
         let padded: Vec<Vec<u8>> = dispatches
@@ -476,6 +495,7 @@ impl GpuEngine {
         }
     }
 
+    /// Encodes a prepared recording in one command buffer and submits it, without waiting.
     pub fn replay(&self, p: &Prepared) -> Result<()> {
         self.submit(Some(p))
     }
@@ -536,6 +556,7 @@ impl PendingRead {
         PendingRead { device, staging, words, state }
     }
 
+    /// True once the data is on the host (never blocks).
     pub fn poll(&mut self) -> Result<bool> {
         if self.state.load(Ordering::Acquire) == 0 {
             self.device.poll(wgpu::PollType::Poll).map_err(|e| Error::Gpu(e.to_string()))?;
@@ -547,6 +568,7 @@ impl PendingRead {
         }
     }
 
+    /// Blocks until the data is on the host and returns it.
     pub fn wait(self) -> Result<Vec<u32>> {
         while self.state.load(Ordering::Acquire) == 0 {
             self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;

@@ -12,43 +12,14 @@
 //! into a scratch tensor) then `attention_bwd_dkv` (per key tile: dK and dV). They write disjoint
 //! columns of one `dqkv` buffer, each element once: no atomics, deterministic.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{u32_of, want_dtype};
-use crate::device::cpu;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::{groups_1d, Kernel};
+use crate::kernels::attention::{
+    AttentionParams, ATTENTION_BWD_DKV, ATTENTION_BWD_DQ, ATTENTION_FWD, MAX_HEAD_DIM, TILE,
+};
+use crate::kernels::groups_1d;
 use crate::tensor::{DType, Tensor};
-
-/// Largest head dim D the kernels support (their workgroup tiles are sized for it).
-pub const MAX_HEAD_DIM: usize = 128;
-/// Owner rows per workgroup (queries in the forward and dQ kernels, keys in the dK/dV kernel).
-pub const TILE: usize = 16;
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct AttentionParams {
-    pub batch: u32,
-    pub seq: u32,
-    pub heads: u32,
-    pub head_dim: u32,
-    /// 1: query i sees keys j <= i.
-    pub causal: u32,
-    /// Score scale, 1/sqrt(head_dim).
-    pub scale: f32,
-    /// Owner tiles per (b, h): ceil(seq / TILE).
-    pub tiles: u32,
-    /// tiles * batch * heads: workgroups with work.
-    pub groups: u32,
-}
-
-pub static ATTENTION_FWD: Kernel =
-    Kernel { shader: "attention", entry: "attention_fwd", cpu: cpu::attention::attention_fwd };
-pub static ATTENTION_BWD_DQ: Kernel =
-    Kernel { shader: "attention", entry: "attention_bwd_dq", cpu: cpu::attention::attention_bwd_dq };
-pub static ATTENTION_BWD_DKV: Kernel =
-    Kernel { shader: "attention", entry: "attention_bwd_dkv", cpu: cpu::attention::attention_bwd_dkv };
 
 /// (B, T, H, D) of a qkv tensor, checked.
 fn dims(op: &'static str, qkv: &Tensor, heads: usize) -> Result<(usize, usize, usize, usize)> {

@@ -8,31 +8,12 @@
 //! replay. x[b, t] is byte o_b + t and y[b, t] = byte o_b + t + 1, so every byte read lies in
 //! [start, start + len). A seed used here should not also drive dropout or `rng::RngState` draws.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{launch_1d, u32_of, want_dtype};
-use crate::device::cpu;
-use crate::device::cpu::rng::split64;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::kernels::Kernel;
+use crate::host::philox::split64;
+use crate::kernels::batch::{WindowParams, TEXT_WINDOWS};
 use crate::tensor::{DType, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct WindowParams {
-    pub batch: u32,
-    pub context: u32,
-    /// Stream elements per step: the batch rounded up to 4.
-    pub stride: u32,
-    /// len - context, >= 1.
-    pub span: u32,
-    pub start: u32,
-    pub _pad: u32,
-    pub seed: [u32; 2],
-}
-
-pub static TEXT_WINDOWS: Kernel = Kernel { shader: "batch", entry: "text_windows", cpu: cpu::batch::text_windows };
 
 /// Bytes packed four per u32 word, little-endian, the last word padded with zeros: the corpus layout
 /// `text_windows` reads.

@@ -8,59 +8,14 @@
 //! backward (batch norm: [C]; group norm: [N·G], sample-major). Every reduction sums partials in a fixed
 //! order (no float atomics), so results are deterministic run to run on every device.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{launch_1d, u32_of, want_dtype};
-use crate::device::cpu;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::kernels::Kernel;
+use crate::kernels::chnorm::{
+    ChnormParams, RunningParams, CHNORM_APPLY, CHNORM_BWD_COEFFS, CHNORM_BWD_DX, CHNORM_BWD_PARAMS, CHNORM_BWD_PARTIAL,
+    CHNORM_STATS_FINAL, CHNORM_STATS_PARTIAL, CHNORM_UPDATE_RUNNING,
+};
 use crate::tensor::{DType, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct ChnormParams {
-    pub n: u32,
-    pub c: u32,
-    /// H·W, elements per plane.
-    pub hw: u32,
-    /// Interleaved chunks per plane (`plane_chunks`: a power of two, 1 <= chunks <= hw).
-    pub chunks: u32,
-    /// Channels per stat group: 1 for batch norm, C / G for group norm.
-    pub cg: u32,
-    /// 1: statistics per sample (group norm); 0: over the batch (batch norm).
-    pub per_sample: u32,
-    /// chnorm_apply: 1 when the rstd binding holds variances (eval mode).
-    pub var_in: u32,
-    pub _pad0: u32,
-    pub eps: f32,
-    pub _pad1: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct RunningParams {
-    pub c: u32,
-    pub momentum: f32,
-    pub eps: f32,
-    /// count / (count - 1): the biased batch variance to the unbiased one.
-    pub unbias: f32,
-}
-
-pub static CHNORM_STATS_PARTIAL: Kernel =
-    Kernel { shader: "chnorm", entry: "chnorm_stats_partial", cpu: cpu::chnorm::chnorm_stats_partial };
-pub static CHNORM_STATS_FINAL: Kernel =
-    Kernel { shader: "chnorm", entry: "chnorm_stats_final", cpu: cpu::chnorm::chnorm_stats_final };
-pub static CHNORM_APPLY: Kernel = Kernel { shader: "chnorm", entry: "chnorm_apply", cpu: cpu::chnorm::chnorm_apply };
-pub static CHNORM_BWD_PARTIAL: Kernel =
-    Kernel { shader: "chnorm", entry: "chnorm_bwd_partial", cpu: cpu::chnorm::chnorm_bwd_partial };
-pub static CHNORM_BWD_PARAMS: Kernel =
-    Kernel { shader: "chnorm", entry: "chnorm_bwd_params", cpu: cpu::chnorm::chnorm_bwd_params };
-pub static CHNORM_BWD_COEFFS: Kernel =
-    Kernel { shader: "chnorm", entry: "chnorm_bwd_coeffs", cpu: cpu::chnorm::chnorm_bwd_coeffs };
-pub static CHNORM_BWD_DX: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_dx", cpu: cpu::chnorm::chnorm_bwd_dx };
-pub static CHNORM_UPDATE_RUNNING: Kernel =
-    Kernel { shader: "chnorm", entry: "chnorm_update_running", cpu: cpu::chnorm::chnorm_update_running };
 
 /// Interleaved chunks per plane of `hw` elements: a power of two, about 32 elements each, at most 32
 /// chunks (longer chunks past 32·32 elements). Chunk k holds elements k, k + K, ...: on a GPU the K

@@ -12,48 +12,19 @@
 //! gradient alone would give a GPU too few workgroups) that `reduce::sum` adds in a fixed order: every
 //! result is deterministic, run to run.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{reduce, u32_of};
-use crate::device::cpu;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::{groups_1d, Kernel};
+use crate::kernels::conv::{ConvParams, CONV2D_BWD_INPUT, CONV2D_BWD_WEIGHT, CONV2D_FWD, TILE};
+use crate::kernels::groups_1d;
 use crate::tensor::{numel, DType, Tensor};
-
-/// Result tile of one workgroup (shaders/conv.wgsl TM x TN).
-pub const TILE: usize = 64;
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct ConvParams {
-    pub n: u32,
-    pub ci: u32,
-    pub h: u32,
-    pub w: u32,
-    pub co: u32,
-    pub ho: u32,
-    pub wo: u32,
-    pub k: u32,
-    pub stride: u32,
-    pub pad: u32,
-    pub row_tiles: u32,
-    pub col_tiles: u32,
-    pub imgs_per_split: u32,
-    pub splits: u32,
-    pub _pad: [u32; 2],
-}
-
-pub static CONV2D_FWD: Kernel = Kernel { shader: "conv", entry: "conv2d_fwd", cpu: cpu::conv::conv2d_fwd };
-pub static CONV2D_BWD_INPUT: Kernel =
-    Kernel { shader: "conv", entry: "conv2d_bwd_input", cpu: cpu::conv::conv2d_bwd_input };
-pub static CONV2D_BWD_WEIGHT: Kernel =
-    Kernel { shader: "conv", entry: "conv2d_bwd_weight", cpu: cpu::conv::conv2d_bwd_weight };
 
 /// Stride and zero padding of a convolution (the same along both spatial axes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
+    /// Step between output positions.
     pub stride: usize,
+    /// Zeros added on each side.
     pub padding: usize,
 }
 
@@ -82,25 +53,38 @@ pub fn conv_transpose2d_out_len(len: usize, k: usize, opts: Conv2d, output_paddi
 /// A transposed convolution is described by the conv2d it is the adjoint of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvShape {
+    /// Batch.
     pub n: usize,
+    /// Input channels.
     pub ci: usize,
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Output channels.
     pub co: usize,
+    /// Kernel size (square).
     pub k: usize,
+    /// Output height.
     pub ho: usize,
+    /// Output width.
     pub wo: usize,
+    /// Step between output positions.
     pub stride: usize,
+    /// Zeros added on each side.
     pub padding: usize,
 }
 
 impl ConvShape {
+    /// [n, ci, h, w].
     pub fn x_shape(&self) -> Vec<usize> {
         vec![self.n, self.ci, self.h, self.w]
     }
+    /// [n, co, ho, wo].
     pub fn y_shape(&self) -> Vec<usize> {
         vec![self.n, self.co, self.ho, self.wo]
     }
+    /// [co, ci, k, k].
     pub fn w_shape(&self) -> Vec<usize> {
         vec![self.co, self.ci, self.k, self.k]
     }

@@ -16,102 +16,19 @@
 //! f64 formula). The rest is f32 +, *, /, sqrt, which a GPU evaluates to within a few ulp of the CPU twin.
 //! The random numbers are bit-identical.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::rng::want_step_counter;
 use super::{launch_1d, u32_of, want_dtype};
-use crate::device::cpu;
-use crate::device::cpu::rng::split64;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::Kernel;
+use crate::host::philox::split64;
+use crate::kernels::diffusion::{
+    DdimParams, DdpmParams, EmbedParams, QSampleParams, SchedParams, VParams, DDIM_STEP, DDPM_STEP, Q_SAMPLE, SCHEDULE,
+    SCHED_COSINE, SCHED_LINEAR, TIMESTEP_EMBEDDING, V_CONVERT, V_TARGET, V_TO_EPS,
+};
 use crate::tensor::{DType, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct SchedParams {
-    pub timesteps: u32,
-    pub kind: u32,
-    pub beta_start: f32,
-    pub delta: f32,
-    pub max_beta: f32,
-    pub _pad: u32,
-    pub turn_step: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct QSampleParams {
-    pub n: u32,
-    pub row_len: u32,
-    pub timesteps: u32,
-    pub eps_offset: u32,
-    pub seed: [u32; 2],
-    pub stride: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct EmbedParams {
-    pub n: u32,
-    pub dim: u32,
-    pub half: u32,
-    pub _pad: u32,
-    pub ratio: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct DdpmParams {
-    pub n: u32,
-    pub t: u32,
-    /// 0: the ε form; > 0: the posterior mean through x̂_0 clamped to [-clip, clip].
-    pub clip: f32,
-    pub _pad1: u32,
-    pub seed: [u32; 2],
-    pub offset: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct DdimParams {
-    pub n: u32,
-    pub t: u32,
-    pub t_prev: u32,
-    pub has_prev: u32,
-    pub clip: f32,
-    pub _pad0: u32,
-    pub _pad1: u32,
-    pub _pad2: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct VParams {
-    pub n: u32,
-    pub row_len: u32,
-    pub timesteps: u32,
-    pub mode: u32,
-}
-
-/// `SchedParams::kind` values.
-pub const SCHED_LINEAR: u32 = 0;
-pub const SCHED_COSINE: u32 = 1;
-/// `VParams::mode` values.
-pub const V_TO_EPS: u32 = 0;
-pub const V_TARGET: u32 = 1;
-
-pub static SCHEDULE: Kernel = Kernel { shader: "diffusion", entry: "schedule", cpu: cpu::diffusion::schedule };
-pub static Q_SAMPLE: Kernel = Kernel { shader: "diffusion", entry: "q_sample", cpu: cpu::diffusion::q_sample };
-pub static TIMESTEP_EMBEDDING: Kernel =
-    Kernel { shader: "diffusion", entry: "timestep_embedding", cpu: cpu::diffusion::timestep_embedding };
-pub static DDPM_STEP: Kernel = Kernel { shader: "diffusion", entry: "ddpm_step", cpu: cpu::diffusion::ddpm_step };
-pub static DDIM_STEP: Kernel = Kernel { shader: "diffusion", entry: "ddim_step", cpu: cpu::diffusion::ddim_step };
-pub static V_CONVERT: Kernel = Kernel { shader: "diffusion", entry: "v_convert", cpu: cpu::diffusion::v_convert };
 
 /// Longest schedule: timesteps stay exact in f32 (and 2T in u32).
 pub const MAX_TIMESTEPS: usize = 1 << 24;
-
 /// Upper clip of the cosine schedule's betas (Nichol & Dhariwal 2021).
 pub const COSINE_MAX_BETA: f32 = 0.999;
 
@@ -141,12 +58,16 @@ impl Default for Schedule {
 /// The schedule on the device: f32 [T] each.
 #[derive(Debug, Clone)]
 pub struct ScheduleTensors {
+    /// beta_t.
     pub betas: Tensor,
+    /// alpha_t = 1 - beta_t.
     pub alphas: Tensor,
+    /// The running product of alpha_t.
     pub alpha_bar: Tensor,
 }
 
 impl ScheduleTensors {
+    /// T, the schedule's length.
     pub fn timesteps(&self) -> usize {
         self.alpha_bar.numel()
     }

@@ -13,37 +13,25 @@
 //! and take disjoint windows [offset_k, offset_k + n_k) inside [0, stride): `Dropout::sites` lays them out
 //! so. A seed used for dropout should not also feed `rng::RngState` draws, whose offsets count up from 0.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{launch_1d, layout, u32_of, want_dtype};
-use crate::device::cpu;
-use crate::device::cpu::rng::split64;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::host::philox::split64;
+use crate::kernels::dropout::{DropoutParams, DROPOUT_BWD, DROPOUT_FWD};
 use crate::kernels::Kernel;
 use crate::tensor::{DType, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct DropoutParams {
-    pub n: u32,
-    pub stride: u32,
-    pub p: f32,
-    pub scale: f32,
-    pub seed: [u32; 2],
-    pub offset: [u32; 2],
-}
-
-pub static DROPOUT_FWD: Kernel = Kernel { shader: "dropout", entry: "dropout_fwd", cpu: cpu::dropout::dropout_fwd };
-pub static DROPOUT_BWD: Kernel = Kernel { shader: "dropout", entry: "dropout_bwd", cpu: cpu::dropout::dropout_bwd };
 
 /// Where one dropout site draws its masks: drop probability `p` in [0, 1), and the stream (seed, offset +
 /// step * stride) of each step. `stride` is at least the site's element count and a multiple of 4.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dropout {
+    /// Drop probability in [0, 1).
     pub p: f32,
+    /// Philox stream of the mask.
     pub seed: u64,
+    /// Stream offset at step 0.
     pub offset: u64,
+    /// Stream elements per step (`stride_for`).
     pub stride: u32,
 }
 

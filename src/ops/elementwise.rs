@@ -3,82 +3,55 @@
 //! compositions of the forward ops.
 //! Kernels: shaders/elementwise.wgsl; CPU twins: device/cpu/elementwise.rs.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{launch_1d, u32_of, want_dtype};
-use crate::device::cpu;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::kernels::Kernel;
+use crate::kernels::elementwise::{
+    BinaryParams, ScalarParams, UnaryParams, BINARY, BINARY_SAME, MAX_RANK, SCALAR, UNARY, UNARY_BACKWARD,
+};
 use crate::tensor::{DType, Tensor};
-
-pub const MAX_RANK: usize = 8;
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct UnaryParams {
-    pub n: u32,
-    pub op: u32,
-    pub alpha: f32,
-    pub _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct BinaryParams {
-    pub n: u32,
-    pub rank: u32,
-    pub op: u32,
-    pub contiguous: u32,
-    pub shape: [u32; MAX_RANK],
-    pub a_strides: [u32; MAX_RANK],
-    pub b_strides: [u32; MAX_RANK],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct ScalarParams {
-    pub n: u32,
-    pub op: u32,
-    pub reverse: u32,
-    pub _pad: u32,
-    pub s: f32,
-    pub _pad1: [u32; 3],
-}
-
-pub static UNARY: Kernel = Kernel { shader: "elementwise", entry: "unary", cpu: cpu::elementwise::unary };
-pub static UNARY_BACKWARD: Kernel =
-    Kernel { shader: "elementwise", entry: "unary_backward", cpu: cpu::elementwise::unary_backward };
-pub static BINARY: Kernel = Kernel { shader: "elementwise", entry: "binary", cpu: cpu::elementwise::binary };
-pub static BINARY_SAME: Kernel =
-    Kernel { shader: "elementwise", entry: "binary_same", cpu: cpu::elementwise::binary_same };
-pub static SCALAR: Kernel = Kernel { shader: "elementwise", entry: "scalar", cpu: cpu::elementwise::scalar };
 
 /// Unary ops; the discriminant is the shader's op code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unary {
+    /// -x.
     Neg = 0,
+    /// |x|.
     Abs = 1,
+    /// e^x.
     Exp = 2,
+    /// ln x.
     Log = 3,
+    /// sqrt(x).
     Sqrt = 4,
+    /// 1 / sqrt(x).
     Rsqrt = 5,
+    /// 1 / x.
     Recip = 6,
+    /// sin x.
     Sin = 7,
+    /// cos x.
     Cos = 8,
+    /// tanh x.
     Tanh = 9,
+    /// 1 / (1 + e^-x).
     Sigmoid = 10,
+    /// max(x, 0).
     Relu = 11,
     /// GELU, tanh approximation (as GPT-2).
     Gelu = 12,
+    /// x * sigmoid(x).
     Silu = 13,
+    /// x * x.
     Square = 14,
+    /// -1, 0 or 1.
     Sign = 15,
     /// Leaky ReLU; its slope is the `alpha` argument of `unary_with`.
     LeakyRelu = 16,
 }
 
 impl Unary {
+    /// Every unary op, in op-code order.
     pub const ALL: [Unary; 17] = [
         Unary::Neg,
         Unary::Abs,
@@ -104,19 +77,30 @@ impl Unary {
 /// for a positive base (as WGSL's pow).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Binary {
+    /// a + b.
     Add = 0,
+    /// a - b.
     Sub = 1,
+    /// a * b.
     Mul = 2,
+    /// a / b.
     Div = 3,
+    /// max(a, b).
     Max = 4,
+    /// min(a, b).
     Min = 5,
+    /// a^b.
     Pow = 6,
+    /// 1 where a > b, else 0.
     Greater = 7,
+    /// 1 where a < b, else 0.
     Less = 8,
+    /// 1 where a == b, else 0.
     Equal = 9,
 }
 
 impl Binary {
+    /// Every binary op, in op-code order.
     pub const ALL: [Binary; 10] = [
         Binary::Add,
         Binary::Sub,
@@ -131,10 +115,12 @@ impl Binary {
     ];
 }
 
+/// `op` applied to every element of x.
 pub fn unary(dev: &Device, op: Unary, x: &Tensor) -> Result<Tensor> {
     unary_with(dev, op, x, 0.01)
 }
 
+/// `unary` with the op's parameter (the slope of `LeakyRelu`).
 pub fn unary_with(dev: &Device, op: Unary, x: &Tensor, alpha: f32) -> Result<Tensor> {
     want_dtype("unary", x, DType::F32)?;
     let out = Tensor::empty(dev, &x.shape, DType::F32)?;
@@ -220,6 +206,7 @@ fn pack8(op: &'static str, v: &[usize]) -> Result<[u32; MAX_RANK]> {
     Ok(o)
 }
 
+/// `op` of a and b elementwise, broadcasting as NumPy.
 pub fn binary(dev: &Device, op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     want_dtype("binary", a, DType::F32)?;
     want_dtype("binary", b, DType::F32)?;
@@ -256,15 +243,19 @@ pub fn scalar(dev: &Device, op: Binary, x: &Tensor, s: f32, reverse: bool) -> Re
     Ok(out)
 }
 
+/// a + b, broadcasting.
 pub fn add(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(dev, Binary::Add, a, b)
 }
+/// a - b, broadcasting.
 pub fn sub(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(dev, Binary::Sub, a, b)
 }
+/// a * b, broadcasting.
 pub fn mul(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(dev, Binary::Mul, a, b)
 }
+/// a / b, broadcasting.
 pub fn div(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(dev, Binary::Div, a, b)
 }

@@ -6,31 +6,12 @@
 //! deterministic scatter-add: each table element sums its positions' gradients in increasing position
 //! order, the same order on every device, so the GPU and CPU results are bit for bit equal.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{launch_1d, u32_of, want_dtype};
-use crate::device::cpu;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::{groups_1d, Kernel};
+use crate::kernels::embedding::{EmbeddingParams, EMBEDDING_BWD, EMBEDDING_FWD};
+use crate::kernels::groups_1d;
 use crate::tensor::{DType, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct EmbeddingParams {
-    pub n: u32,
-    /// Features per table row, >= 1.
-    pub c: u32,
-    /// Table rows, >= 1.
-    pub vocab: u32,
-    /// Backward: column blocks of the workgroup size per table row.
-    pub cblocks: u32,
-}
-
-pub static EMBEDDING_FWD: Kernel =
-    Kernel { shader: "embedding", entry: "embedding_fwd", cpu: cpu::embedding::embedding_fwd };
-pub static EMBEDDING_BWD: Kernel =
-    Kernel { shader: "embedding", entry: "embedding_bwd", cpu: cpu::embedding::embedding_bwd };
 
 /// Params for ids `ids`, C features and `vocab` rows, with every index the kernels form checked to fit u32.
 fn params(op: &'static str, ids: &Tensor, c: usize, vocab: usize) -> Result<EmbeddingParams> {

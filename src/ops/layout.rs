@@ -4,74 +4,14 @@
 //! The kernels move 32-bit words without interpreting them, so every op works on f32 and u32 tensors
 //! alike, keeps the input's dtype, and is exact: bit patterns (NaN payloads included) are preserved.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{launch_1d, u32_of};
-use crate::device::cpu;
 use crate::device::{Buffer, Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::Kernel;
+use crate::kernels::layout::{
+    CopyParams, FillParams, PermuteParams, RegionParams, TileParams, COPY, FILL, MAX_RANK, PERMUTE, REGION, TILE,
+    TRANSPOSE_TILED,
+};
 use crate::tensor::{numel, DType, Tensor};
-
-pub const MAX_RANK: usize = 8;
-/// Edge of the tiled transpose's tile (shaders/layout.wgsl `TILE`).
-pub const TILE: usize = 32;
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct CopyParams {
-    pub n: u32,
-    pub _pad: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct FillParams {
-    pub n: u32,
-    pub value: u32,
-    pub _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct PermuteParams {
-    pub n: u32,
-    pub rank: u32,
-    pub _pad: [u32; 2],
-    /// Output shape.
-    pub shape: [u32; MAX_RANK],
-    /// Input element stride of the input axis that becomes output axis d.
-    pub strides: [u32; MAX_RANK],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct TileParams {
-    pub batch: u32,
-    pub rows: u32,
-    pub cols: u32,
-    pub _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct RegionParams {
-    pub n: u32,
-    pub outer: u32,
-    pub len: u32,
-    pub inner: u32,
-    pub src_axis: u32,
-    pub src_start: u32,
-    pub dst_axis: u32,
-    pub dst_start: u32,
-}
-
-pub static COPY: Kernel = Kernel { shader: "layout", entry: "copy", cpu: cpu::layout::copy };
-pub static FILL: Kernel = Kernel { shader: "layout", entry: "fill", cpu: cpu::layout::fill };
-pub static PERMUTE: Kernel = Kernel { shader: "layout", entry: "permute", cpu: cpu::layout::permute };
-pub static TRANSPOSE_TILED: Kernel =
-    Kernel { shader: "layout", entry: "transpose_tiled", cpu: cpu::layout::transpose_tiled };
-pub static REGION: Kernel = Kernel { shader: "layout", entry: "region", cpu: cpu::layout::region };
 
 fn words(op: &'static str, shape: &[usize]) -> Result<u32> {
     u32_of(op, &format!("the element count of {shape:?}"), numel(shape)?)

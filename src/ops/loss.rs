@@ -12,41 +12,15 @@
 //! targets, since that needs a download and a training step must not wait on one: validate them once
 //! where they are made, with `check_targets`.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::elementwise::{self as ew, Binary, Unary};
 use super::{launch_1d, layout, reduce, u32_of, want_dtype};
-use crate::device::cpu;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::{groups_1d, Kernel};
+use crate::kernels::groups_1d;
+use crate::kernels::loss::{
+    BceParams, CrossEntropyParams, BCE_LOGITS_BWD, BCE_LOGITS_FWD, CROSS_ENTROPY_BWD, CROSS_ENTROPY_FWD,
+};
 use crate::tensor::{DType, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct CrossEntropyParams {
-    pub rows: u32,
-    pub len: u32,
-    pub _pad0: u32,
-    pub _pad1: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct BceParams {
-    pub n: u32,
-    /// 1: dy has one element per x; 0: dy[0] applies to all.
-    pub dy_full: u32,
-    pub _pad0: u32,
-    pub _pad1: u32,
-}
-
-pub static CROSS_ENTROPY_FWD: Kernel =
-    Kernel { shader: "loss", entry: "cross_entropy_fwd", cpu: cpu::loss::cross_entropy_fwd };
-pub static CROSS_ENTROPY_BWD: Kernel =
-    Kernel { shader: "loss", entry: "cross_entropy_bwd", cpu: cpu::loss::cross_entropy_bwd };
-pub static BCE_LOGITS_FWD: Kernel = Kernel { shader: "loss", entry: "bce_logits_fwd", cpu: cpu::loss::bce_logits_fwd };
-pub static BCE_LOGITS_BWD: Kernel = Kernel { shader: "loss", entry: "bce_logits_bwd", cpu: cpu::loss::bce_logits_bwd };
 
 /// Checks host-side class ids against `classes`: the error names the first bad position and value.
 /// Call it once where targets are made (the data loader); the kernels only clamp.

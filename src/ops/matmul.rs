@@ -1,47 +1,21 @@
 //! Matrix multiply: C = alpha * op(A) * op(B) (+ C), rank 2 or batched rank 3, op = identity or transpose.
-//! Kernels: shaders/matmul.wgsl; CPU twin: device/cpu/matmul.rs (on `device::cpu::gemm::sgemm`).
+//! Kernels: shaders/matmul.wgsl; CPU twin: device/cpu/matmul.rs (on `host::gemm::sgemm`).
 //!
 //! Shapes: op(A) is M x K, stored [M,K] or, with `trans_a`, [K,M]; op(B) is K x N, stored [K,N] or, with
 //! `trans_b`, [N,K]; a leading batch axis is optional on each. A rank-2 operand (or a batch of 1) beside
 //! a batched one is shared by every matrix of the batch. The result is [M,N], or [batch,M,N] when
 //! either operand has a batch axis.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::u32_of;
-use crate::device::cpu;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
+use crate::kernels::matmul::{MatmulParams, MATMUL_SMALL, MATMUL_TILED, MATMUL_TILED_VEC4, TILE};
 use crate::kernels::{groups_1d, Kernel};
 use crate::tensor::{numel, DType, Tensor};
 
 const OP: &str = "matmul";
-/// C tile of one workgroup of the tiled kernels (shaders/matmul.wgsl TM, TN).
-pub const TILE: usize = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct MatmulParams {
-    pub m: u32,
-    pub n: u32,
-    pub k: u32,
-    pub batch: u32,
-    pub trans_a: u32,
-    pub trans_b: u32,
-    pub accumulate: u32,
-    pub alpha: f32,
-    /// Elements between consecutive batch matrices; 0 shares one matrix over the batch.
-    pub stride_a: u32,
-    pub stride_b: u32,
-    pub stride_c: u32,
-    pub _pad: u32,
-}
-
-pub static MATMUL_TILED: Kernel = Kernel { shader: "matmul", entry: "matmul_tiled", cpu: cpu::matmul::matmul_tiled };
-pub static MATMUL_TILED_VEC4: Kernel =
-    Kernel { shader: "matmul", entry: "matmul_tiled_vec4", cpu: cpu::matmul::matmul_tiled_vec4 };
-pub static MATMUL_SMALL: Kernel = Kernel { shader: "matmul", entry: "matmul_small", cpu: cpu::matmul::matmul_small };
-
+/// How a matmul reads its operands and scales the product.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MatmulOpts {
     /// A is stored [K,M] (or [batch,K,M]) and used transposed.
@@ -61,13 +35,18 @@ impl Default for MatmulOpts {
 /// Which entry point runs a matmul. `Auto` asks `choose_kernel`; the others force one (tests, tuning).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelChoice {
+    /// Let `choose_kernel` pick.
     Auto,
+    /// `matmul_tiled`.
     Tiled,
+    /// `matmul_tiled_vec4`.
     TiledVec4,
+    /// `matmul_small`.
     Small,
 }
 
 impl KernelChoice {
+    /// The forced kernel (None for `Auto`).
     pub fn kernel(self) -> Option<&'static Kernel> {
         match self {
             KernelChoice::Auto => None,
@@ -81,12 +60,17 @@ impl KernelChoice {
 /// A matmul's sizes after the shape checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MatmulShape {
+    /// Matrices in the batch.
     pub batch: usize,
+    /// Rows of C.
     pub m: usize,
+    /// Columns of C.
     pub n: usize,
+    /// The shared dimension.
     pub k: usize,
     /// Elements between batch matrices of A and B (0: shared over the batch).
     pub stride_a: usize,
+    /// As `stride_a`, for B.
     pub stride_b: usize,
     /// Shape of C: [M,N] for two rank-2 operands, else [batch,M,N].
     pub out_shape: Vec<usize>,

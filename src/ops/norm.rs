@@ -6,33 +6,14 @@
 //! biased variance. The backward returns dx, dgamma [C] and dbeta [C]; the column sums are formed without
 //! float atomics (per-chunk partials, then the chunks in order), so they are deterministic on every device.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{launch_1d, u32_of, want_dtype};
-use crate::device::cpu;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::{groups_1d, Kernel};
+use crate::kernels::groups_1d;
+use crate::kernels::norm::{
+    NormParams, LAYER_NORM_BWD_DX, LAYER_NORM_BWD_PARAMS, LAYER_NORM_BWD_PARTIAL, LAYER_NORM_FWD,
+};
 use crate::tensor::{DType, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct NormParams {
-    pub rows: u32,
-    /// Features per row (the last axis), >= 1.
-    pub c: u32,
-    pub eps: f32,
-    /// Rows per column partial in the backward (>= 1).
-    pub chunk: u32,
-}
-
-pub static LAYER_NORM_FWD: Kernel = Kernel { shader: "norm", entry: "layer_norm_fwd", cpu: cpu::norm::layer_norm_fwd };
-pub static LAYER_NORM_BWD_DX: Kernel =
-    Kernel { shader: "norm", entry: "layer_norm_bwd_dx", cpu: cpu::norm::layer_norm_bwd_dx };
-pub static LAYER_NORM_BWD_PARTIAL: Kernel =
-    Kernel { shader: "norm", entry: "layer_norm_bwd_partial", cpu: cpu::norm::layer_norm_bwd_partial };
-pub static LAYER_NORM_BWD_PARAMS: Kernel =
-    Kernel { shader: "norm", entry: "layer_norm_bwd_params", cpu: cpu::norm::layer_norm_bwd_params };
 
 /// (N, C) of x viewed as [N, C], with x's dtype and the element count checked.
 fn rows_of(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {

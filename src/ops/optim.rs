@@ -12,106 +12,21 @@
 //!   each at its own slot range of a shared `partials` tensor) and then `clip_scale` write it; with
 //!   clipping off it stays [1, 0].
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{launch_1d, u32_of, want_dtype};
-use crate::device::cpu;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::{groups_1d, Kernel};
+use crate::kernels::groups_1d;
+use crate::kernels::optim::{
+    schedule_lr_of, AdamParams, AdvanceParams, ClipParams, EmaParams, ScheduleParams, SgdParams, SumsqParams, ADAM,
+    ADVANCE_STEP, CLIP_SCALE, EMA, SCHED_CONSTANT, SCHED_COSINE, SCHED_LINEAR, SGD, SUMSQ_PARTIAL, WG,
+};
 use crate::tensor::{DType, Tensor};
 
-/// Threads per workgroup of the optimizer kernels.
-pub const WG: usize = 256;
 /// Fewest elements one `sumsq_partial` workgroup sums (8 per thread).
 pub const MIN_CHUNK: usize = 8 * WG;
 /// Most partial sums one tensor contributes: bigger tensors get bigger chunks, so that the single
 /// `clip_scale` workgroup has a bounded amount of work whatever the model size.
 pub const MAX_SLOTS_PER_TENSOR: usize = 4096;
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct ScheduleParams {
-    pub kind: u32,
-    pub warmup: u32,
-    pub total: u32,
-    /// The decay starts at max(warmup, hold) (0 for `Linear` and `Cosine`).
-    pub hold: u32,
-    pub base_lr: f32,
-    pub min_lr: f32,
-    pub _pad1: u32,
-    pub _pad2: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct AdvanceParams {
-    pub by: u32,
-    pub _pad: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct SgdParams {
-    pub sched: ScheduleParams,
-    pub n: u32,
-    pub momentum: f32,
-    pub dampening: f32,
-    pub nesterov: u32,
-    pub weight_decay: f32,
-    pub _pad: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct AdamParams {
-    pub sched: ScheduleParams,
-    pub n: u32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
-    pub decoupled: u32,
-    pub _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct SumsqParams {
-    pub n: u32,
-    pub chunk: u32,
-    pub slot: u32,
-    pub _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct ClipParams {
-    pub n_partials: u32,
-    pub max_norm: f32,
-    pub _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct EmaParams {
-    pub n: u32,
-    pub decay: f32,
-    pub warmup: u32,
-    pub _pad: u32,
-}
-
-pub static ADVANCE_STEP: Kernel = Kernel { shader: "optim", entry: "advance_step", cpu: cpu::optim::advance_step };
-pub static SGD: Kernel = Kernel { shader: "optim", entry: "sgd", cpu: cpu::optim::sgd };
-pub static ADAM: Kernel = Kernel { shader: "optim", entry: "adam", cpu: cpu::optim::adam };
-pub static SUMSQ_PARTIAL: Kernel = Kernel { shader: "optim", entry: "sumsq_partial", cpu: cpu::optim::sumsq_partial };
-pub static CLIP_SCALE: Kernel = Kernel { shader: "optim", entry: "clip_scale", cpu: cpu::optim::clip_scale };
-pub static EMA: Kernel = Kernel { shader: "optim", entry: "ema", cpu: cpu::optim::ema };
-
-/// Schedule kind codes of shaders/common/schedule.wgsl.
-pub const SCHED_CONSTANT: u32 = 0;
-pub const SCHED_LINEAR: u32 = 1;
-pub const SCHED_COSINE: u32 = 2;
 
 /// Learning rate as a function of the step counter (see shaders/common/schedule.wgsl).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -167,7 +82,7 @@ impl Schedule {
 
     /// The learning rate at 0-based step `step`, computed on the host exactly as the kernels do.
     pub fn lr_at(&self, step: u32) -> f32 {
-        cpu::optim::schedule_lr_of(&self.params(), step)
+        schedule_lr_of(&self.params(), step)
     }
 }
 
@@ -175,13 +90,18 @@ impl Schedule {
 /// starts at zero, so the first step's buffer is (1 - dampening) * g).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SgdConfig {
+    /// Momentum factor (0: plain SGD).
     pub momentum: f32,
+    /// Dampening of the momentum buffer's gradient term.
     pub dampening: f32,
+    /// Nesterov momentum.
     pub nesterov: bool,
+    /// Weight decay factor.
     pub weight_decay: f32,
 }
 
 impl SgdConfig {
+    /// Checks the values (finite, in range), naming `op` in the error.
     pub fn validate(&self, op: &'static str) -> Result<()> {
         if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
             return Err(bad(op, "momentum", self.momentum, "must be in [0, 1)"));
@@ -209,14 +129,20 @@ impl SgdConfig {
 /// AdamW (`p *= 1 - lr * weight_decay` before the update).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamConfig {
+    /// Decay of the first-moment average.
     pub beta1: f32,
+    /// Decay of the second-moment average.
     pub beta2: f32,
+    /// Added to the denominator.
     pub eps: f32,
+    /// Weight decay factor.
     pub weight_decay: f32,
+    /// AdamW's decoupled weight decay.
     pub decoupled: bool,
 }
 
 impl AdamConfig {
+    /// Checks the values (finite, in range), naming `op` in the error.
     pub fn validate(&self, op: &'static str) -> Result<()> {
         for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(b.is_finite() && (0.0..1.0).contains(&b)) {
@@ -332,7 +258,9 @@ pub fn sgd(
         dampening: cfg.dampening,
         nesterov: cfg.nesterov as u32,
         weight_decay: cfg.weight_decay,
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     };
     launch_1d(dev, &SGD, &p, &[&param.buf, &grad.buf, &mom.buf, &step.buf, &clip.buf], n)
 }
@@ -372,7 +300,8 @@ pub fn adam(
         eps: cfg.eps,
         weight_decay: cfg.weight_decay,
         decoupled: cfg.decoupled as u32,
-        _pad: [0; 2],
+        _pad0: 0,
+        _pad1: 0,
     };
     launch_1d(dev, &ADAM, &p, &[&param.buf, &grad.buf, &m.buf, &v.buf, &step.buf, &clip.buf], n)
 }
@@ -412,7 +341,7 @@ pub fn sumsq_partial(dev: &Device, x: &Tensor, partials: &Tensor, slot: usize) -
         n: u32_of(OP, "elements", n)?,
         chunk: u32_of(OP, "chunk", chunk)?,
         slot: u32_of(OP, "slot", slot)?,
-        _pad: 0,
+        _pad0: 0,
     };
     let groups = groups_1d(slots, 1, dev.max_groups_per_dim());
     dev.dispatch(Dispatch::new(&SUMSQ_PARTIAL, &p, &[&x.buf, &partials.buf], groups))?;
@@ -434,7 +363,7 @@ pub fn clip_scale(dev: &Device, partials: &Tensor, n_partials: usize, max_norm: 
             format!("n_partials = {n_partials} but the partials buffer holds {}", partials.numel()),
         ));
     }
-    let p = ClipParams { n_partials: u32_of(OP, "n_partials", n_partials)?, max_norm, _pad: [0; 2] };
+    let p = ClipParams { n_partials: u32_of(OP, "n_partials", n_partials)?, max_norm, _pad0: 0, _pad1: 0 };
     dev.dispatch(Dispatch::new(&CLIP_SCALE, &p, &[&partials.buf, &clip.buf], [1, 1, 1]))
 }
 
@@ -451,6 +380,6 @@ pub fn ema(dev: &Device, avg: &Tensor, param: &Tensor, step: &Tensor, decay: f32
     if n == 0 {
         return Ok(());
     }
-    let p = EmaParams { n: u32_of(OP, "elements", n)?, decay, warmup: warmup as u32, _pad: 0 };
+    let p = EmaParams { n: u32_of(OP, "elements", n)?, decay, warmup: warmup as u32, _pad0: 0 };
     launch_1d(dev, &EMA, &p, &[&avg.buf, &param.buf, &step.buf], n)
 }

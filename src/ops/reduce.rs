@@ -13,42 +13,31 @@
 //! gives an unspecified (and backend-dependent) result. Sums are not compensated; the row kernel adds
 //! 256 strided partials through a tree, so its rounding error grows with len/256 + 8 additions, not len.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{launch_1d, u32_of, want_dtype};
-use crate::device::cpu;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::{groups_1d, Kernel};
+use crate::kernels::groups_1d;
+use crate::kernels::reduce::{ReduceParams, REDUCE_ROWS, REDUCE_STRIDED};
 use crate::tensor::{DType, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct ReduceParams {
-    pub outer: u32,
-    pub len: u32,
-    pub inner: u32,
-    pub op: u32,
-}
-
-pub static REDUCE_ROWS: Kernel = Kernel { shader: "reduce", entry: "reduce_rows", cpu: cpu::reduce::reduce_rows };
-pub static REDUCE_STRIDED: Kernel =
-    Kernel { shader: "reduce", entry: "reduce_strided", cpu: cpu::reduce::reduce_strided };
 
 /// Reduction ops; the discriminant is the shader's op code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReduceOp {
+    /// Sum along the axis.
     Sum = 0,
     /// Sum divided by the axis length.
     Mean = 1,
+    /// Largest element along the axis.
     Max = 2,
     /// Index (u32) of the first maximum along the axis.
     ArgMax = 3,
 }
 
 impl ReduceOp {
+    /// Every reduction, in op-code order.
     pub const ALL: [ReduceOp; 4] = [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::ArgMax];
 
+    /// Lower-case name.
     pub fn name(self) -> &'static str {
         match self {
             ReduceOp::Sum => "sum",
@@ -58,6 +47,7 @@ impl ReduceOp {
         }
     }
 
+    /// dtype of the result (u32 for `ArgMax`).
     pub fn out_dtype(self) -> DType {
         match self {
             ReduceOp::ArgMax => DType::U32,
@@ -115,12 +105,15 @@ pub fn reduce(dev: &Device, op: ReduceOp, x: &Tensor, axis: usize, keepdim: bool
     Ok(out)
 }
 
+/// Sum along `axis`.
 pub fn sum(dev: &Device, x: &Tensor, axis: usize, keepdim: bool) -> Result<Tensor> {
     reduce(dev, ReduceOp::Sum, x, axis, keepdim)
 }
+/// Mean along `axis`.
 pub fn mean(dev: &Device, x: &Tensor, axis: usize, keepdim: bool) -> Result<Tensor> {
     reduce(dev, ReduceOp::Mean, x, axis, keepdim)
 }
+/// Maximum along `axis`.
 pub fn max(dev: &Device, x: &Tensor, axis: usize, keepdim: bool) -> Result<Tensor> {
     reduce(dev, ReduceOp::Max, x, axis, keepdim)
 }

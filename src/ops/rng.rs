@@ -14,50 +14,16 @@
 //! advanced (ops::optim::advance_step). Give each such draw a seed of its own (the stream offsets count up
 //! from 0 with the step, so two draws on one seed overlap unless their windows are laid out by hand).
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{launch_1d, want_dtype};
-use crate::device::cpu;
-use crate::device::cpu::rng::split64;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::host::philox::split64;
+use crate::kernels::rng::{RngParams, RngStepParams, BITS, NORMAL, NORMAL_STEP, PER_ELEMENT, UNIFORM, UNIFORM_STEP};
 use crate::kernels::Kernel;
 use crate::tensor::{numel, DType, Tensor};
 
 /// Largest number of values one op writes: keeps the shader's `4 * invocation + lane` below 2^32.
 pub const MAX_VALUES: usize = (u32::MAX - 8) as usize;
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct RngParams {
-    pub n: u32,
-    pub lane0: u32,
-    pub nblocks: u32,
-    pub _pad: u32,
-    pub key: [u32; 2],
-    pub block0: [u32; 2],
-    pub ctr_hi: [u32; 2],
-    pub shift: f32,
-    pub scale: f32,
-}
-
-pub static BITS: Kernel = Kernel { shader: "rng", entry: "bits", cpu: cpu::rng::bits };
-pub static UNIFORM: Kernel = Kernel { shader: "rng", entry: "uniform_f32", cpu: cpu::rng::uniform_f32 };
-pub static NORMAL: Kernel = Kernel { shader: "rng", entry: "normal", cpu: cpu::rng::normal };
-pub static PER_ELEMENT: Kernel = Kernel { shader: "rng", entry: "per_element", cpu: cpu::rng::per_element };
-pub static UNIFORM_STEP: Kernel = Kernel { shader: "rng", entry: "uniform_step", cpu: cpu::rng::uniform_step };
-pub static NORMAL_STEP: Kernel = Kernel { shader: "rng", entry: "normal_step", cpu: cpu::rng::normal_step };
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct RngStepParams {
-    pub n: u32,
-    pub nblocks: u32,
-    pub shift: f32,
-    pub scale: f32,
-    pub key: [u32; 2],
-    pub stride: [u32; 2],
-}
 
 /// Dispatches `k` writing `n` values that start at lane `lane0` of counter block `block0`.
 #[allow(clippy::too_many_arguments)]
@@ -290,11 +256,14 @@ pub fn uniform_step_into(
 /// a normal draw would otherwise read the same words of a shared block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RngState {
+    /// The stream's seed.
     pub seed: u64,
+    /// Next unused stream offset.
     pub offset: u64,
 }
 
 impl RngState {
+    /// A stream for `seed`, at offset 0.
     pub fn new(seed: u64) -> RngState {
         RngState { seed, offset: 0 }
     }
@@ -307,16 +276,19 @@ impl RngState {
         o
     }
 
+    /// Random u32 words of `shape`.
     pub fn bits(&mut self, dev: &Device, shape: &[usize]) -> Result<Tensor> {
         let o = self.take(numel(shape)? as u64);
         bits(dev, shape, self.seed, o)
     }
 
+    /// Uniform f32 in [lo, hi) of `shape`.
     pub fn uniform(&mut self, dev: &Device, shape: &[usize], lo: f32, hi: f32) -> Result<Tensor> {
         let o = self.take(numel(shape)? as u64);
         uniform(dev, shape, self.seed, o, lo, hi)
     }
 
+    /// Normal f32 of `shape`.
     pub fn normal(&mut self, dev: &Device, shape: &[usize], mean: f32, std: f32) -> Result<Tensor> {
         let o = self.take(numel(shape)? as u64);
         normal(dev, shape, self.seed, o, mean, std)

@@ -7,30 +7,13 @@
 //! recorded with `sample_rows_into` gathers a new batch at every replay once the step counter is advanced.
 //! The modulo's bias is below N / 2^32 per row. Give the sampler a seed of its own (see ops::rng).
 
-use bytemuck::{Pod, Zeroable};
-
 use super::rng::want_step_counter;
 use super::{launch_1d, u32_of, want_dtype};
-use crate::device::cpu;
-use crate::device::cpu::rng::split64;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::kernels::Kernel;
+use crate::host::philox::split64;
+use crate::kernels::sample::{SampleParams, GATHER_LABELS, GATHER_ROWS};
 use crate::tensor::{DType, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct SampleParams {
-    pub n: u32,
-    pub row_len: u32,
-    pub nrows: u32,
-    pub _pad: u32,
-    pub seed: [u32; 2],
-    pub stride: [u32; 2],
-}
-
-pub static GATHER_ROWS: Kernel = Kernel { shader: "sample", entry: "gather_rows", cpu: cpu::sample::gather_rows };
-pub static GATHER_LABELS: Kernel = Kernel { shader: "sample", entry: "gather_labels", cpu: cpu::sample::gather_labels };
 
 /// Stream elements one step of a batch of `batch` rows uses: `batch` rounded up to 4.
 pub fn batch_stride(batch: usize) -> u64 {

@@ -2,26 +2,12 @@
 //! Kernel: shaders/softmax.wgsl (`softmax_rows`, one workgroup per row, rows folded into y past the
 //! per-dimension limit); CPU twin: device/cpu/softmax.rs. Inputs are expected finite.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{u32_of, want_dtype};
-use crate::device::cpu;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::{groups_1d, Kernel};
+use crate::kernels::groups_1d;
+use crate::kernels::softmax::{SoftmaxParams, SOFTMAX_ROWS};
 use crate::tensor::{DType, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct SoftmaxParams {
-    pub rows: u32,
-    pub len: u32,
-    /// 1: log-softmax.
-    pub log: u32,
-    pub _pad: u32,
-}
-
-pub static SOFTMAX_ROWS: Kernel = Kernel { shader: "softmax", entry: "softmax_rows", cpu: cpu::softmax::softmax_rows };
 
 fn run(dev: &Device, op: &'static str, x: &Tensor, log: bool) -> Result<Tensor> {
     want_dtype(op, x, DType::F32)?;

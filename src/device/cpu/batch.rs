@@ -1,11 +1,11 @@
-//! CPU twin of shaders/batch.wgsl, on the same Philox functions (device::cpu::rng), so the windows are
+//! CPU twin of shaders/batch.wgsl, on the same Philox functions (host::philox), so the windows are
 //! identical to the GPU's.
 
 use rayon::prelude::*;
 
-use super::rng::{bits_at, mul32x32};
-use crate::kernels::CpuArgs;
-use crate::ops::batch::WindowParams;
+use super::CpuArgs;
+use crate::host::philox::{bits_at, mul32x32};
+use crate::kernels::batch::WindowParams;
 
 /// The shader's `byte_at`: byte p of the little-endian packed corpus.
 fn byte_at(corpus: &[u32], p: u32) -> u32 {

@@ -15,9 +15,9 @@
 use rayon::prelude::*;
 use std::sync::Mutex;
 
-use super::gemm::{sgemm, MatRef};
-use crate::kernels::CpuArgs;
-use crate::ops::conv::ConvParams;
+use super::CpuArgs;
+use crate::host::gemm::{sgemm, MatRef};
+use crate::kernels::conv::ConvParams;
 
 /// Pixels of one GEMM's column dimension (forward, input gradient) or depth (weight gradient) to aim for.
 const TARGET_COLS: usize = 256;

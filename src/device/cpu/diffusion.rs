@@ -4,14 +4,12 @@
 
 use rayon::prelude::*;
 
-use super::rng::{add64, bits_at, cos_sin, mul32x32, step_offset, NormalStream};
+use super::CpuArgs;
 use super::{par_chunks, CHUNK};
-use crate::kernels::CpuArgs;
-use crate::ops::diffusion::{
-    DdimParams, DdpmParams, EmbedParams, QSampleParams, SchedParams, VParams, SCHED_LINEAR, V_TO_EPS,
+use crate::host::philox::{add64, bits_at, cos_sin, mul32x32, step_offset, NormalStream};
+use crate::kernels::diffusion::{
+    DdimParams, DdpmParams, EmbedParams, QSampleParams, SchedParams, VParams, SCHED_LINEAR, V_TO_EPS, WG,
 };
-
-const WG: usize = 256;
 
 /// Exact u32 -> f32 with one rounding to nearest (the shader's `f32_of_u32`).
 pub fn f32_of_u32(x: u32) -> f32 {

@@ -1,10 +1,10 @@
-//! CPU twin of shaders/dropout.wgsl, on the same Philox functions (device::cpu::rng), so the mask is
+//! CPU twin of shaders/dropout.wgsl, on the same Philox functions (host::philox), so the mask is
 //! bit-identical to the GPU's.
 
 use super::par_chunks;
-use super::rng::{add64, block_of, lane_of, mul32x32, uniform4};
-use crate::kernels::CpuArgs;
-use crate::ops::dropout::DropoutParams;
+use super::CpuArgs;
+use crate::host::philox::{add64, block_of, lane_of, mul32x32, uniform4};
+use crate::kernels::dropout::DropoutParams;
 
 /// The shader's `step_base`: offset + step * stride in 64 bits (wrapping), as (lo, hi).
 pub fn step_base(p: &DropoutParams, step: u32) -> [u32; 2] {

@@ -1,8 +1,8 @@
 //! CPU twin of shaders/elementwise.wgsl.
 
 use super::par_chunks;
-use crate::kernels::CpuArgs;
-use crate::ops::elementwise::{BinaryParams, ScalarParams, UnaryParams};
+use super::CpuArgs;
+use crate::kernels::elementwise::{BinaryParams, ScalarParams, UnaryParams};
 
 /// WGSL's sign: 0 at 0 (Rust's signum gives 1).
 fn sign(x: f32) -> f32 {
@@ -18,6 +18,7 @@ fn sign(x: f32) -> f32 {
 use super::fastmath;
 pub use super::fastmath::{sigmoid, tanh as stable_tanh};
 
+/// One element of `unary`: op code `op` of shaders/elementwise.wgsl applied to x.
 #[inline(always)]
 pub fn unary_op(op: u32, x: f32, alpha: f32) -> f32 {
     match op {
@@ -89,6 +90,7 @@ pub fn unary_deriv(op: u32, x: f32, alpha: f32) -> f32 {
     }
 }
 
+/// One element of `binary`: op code `op` of shaders/elementwise.wgsl applied to (a, b).
 #[inline(always)]
 pub fn binary_op(op: u32, a: f32, b: f32) -> f32 {
     match op {

@@ -4,8 +4,8 @@
 use rayon::prelude::*;
 
 use super::reduce::rows_per_task;
-use crate::kernels::CpuArgs;
-use crate::ops::embedding::EmbeddingParams;
+use super::CpuArgs;
+use crate::kernels::embedding::EmbeddingParams;
 
 /// The table row of an id, clamped into the table as the shader's `row_of`.
 fn row_of(id: u32, vocab: u32) -> usize {

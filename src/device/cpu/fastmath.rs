@@ -46,6 +46,7 @@ pub fn tanh(x: f32) -> f32 {
     }
 }
 
+/// 1 / (1 + e^−x), without overflow for large |x|.
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))

@@ -2,9 +2,9 @@
 
 use rayon::prelude::*;
 
+use super::CpuArgs;
 use super::{par_chunks, CHUNK};
-use crate::kernels::CpuArgs;
-use crate::ops::layout::{CopyParams, FillParams, PermuteParams, RegionParams, TileParams, TILE};
+use crate::kernels::layout::{CopyParams, FillParams, PermuteParams, RegionParams, TileParams, TILE};
 
 /// Tile row stride in words (shaders/layout.wgsl `TILE_STRIDE`; the padding only matters on a GPU).
 const TILE_STRIDE: usize = TILE + 1;

@@ -6,8 +6,8 @@ use rayon::prelude::*;
 use super::elementwise::sigmoid;
 use super::par_chunks;
 use super::reduce::rows_per_task;
-use crate::kernels::CpuArgs;
-use crate::ops::loss::{BceParams, CrossEntropyParams};
+use super::CpuArgs;
+use crate::kernels::loss::{BceParams, CrossEntropyParams};
 
 /// The target of a row, clamped into the row as the shader's `target_of`.
 fn target_of(t: u32, len: u32) -> usize {

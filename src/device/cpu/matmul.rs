@@ -4,9 +4,9 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, MatRef};
-use crate::kernels::CpuArgs;
-use crate::ops::matmul::MatmulParams;
+use super::CpuArgs;
+use crate::host::gemm::{sgemm, MatRef};
+use crate::kernels::matmul::MatmulParams;
 
 /// Below this many multiply-adds per matrix, sgemm runs on one thread, so the batch loop itself is
 /// spread over the cores instead (many small matrices: attention heads).

@@ -1,6 +1,12 @@
-//! The CPU backend: one twin per shader family, same names, same binding order as the WGSL, each
+//! The CPU engine: one twin per shader family, same names, same binding order as the WGSL, each
 //! running a whole dispatch on the host with rayon. Each file reads side by side with its shader.
+//!
+//! This layer looks only down: the twins read their params structs and constants from
+//! `crate::kernels::<family>` and use the host building blocks (`crate::host::philox`,
+//! `crate::host::gemm`); `twin` maps a kernel of the registry to its twin, so a `Kernel` itself names no
+//! engine. Helpers shared by several twins (parallel chunks, the AVX2 switch, fast f32 math) live here.
 
+pub mod args;
 pub mod attention;
 pub mod batch;
 pub mod chnorm;
@@ -10,7 +16,6 @@ pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
 pub mod fastmath;
-pub mod gemm;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
@@ -22,6 +27,81 @@ pub mod sample;
 pub mod softmax;
 
 use rayon::prelude::*;
+
+use crate::kernels::Kernel;
+pub use args::{CpuArgs, CpuTwin};
+
+/// The CPU twin of `k`, matched on (shader family, entry point); None for an entry point without one
+/// (the device refuses to dispatch it on the CPU engine, naming the kernel).
+pub fn twin(k: &Kernel) -> Option<CpuTwin> {
+    let f: CpuTwin = match (k.shader, k.entry) {
+        ("attention", "attention_fwd") => attention::attention_fwd,
+        ("attention", "attention_bwd_dq") => attention::attention_bwd_dq,
+        ("attention", "attention_bwd_dkv") => attention::attention_bwd_dkv,
+        ("batch", "text_windows") => batch::text_windows,
+        ("chnorm", "chnorm_stats_partial") => chnorm::chnorm_stats_partial,
+        ("chnorm", "chnorm_stats_final") => chnorm::chnorm_stats_final,
+        ("chnorm", "chnorm_apply") => chnorm::chnorm_apply,
+        ("chnorm", "chnorm_bwd_partial") => chnorm::chnorm_bwd_partial,
+        ("chnorm", "chnorm_bwd_params") => chnorm::chnorm_bwd_params,
+        ("chnorm", "chnorm_bwd_coeffs") => chnorm::chnorm_bwd_coeffs,
+        ("chnorm", "chnorm_bwd_dx") => chnorm::chnorm_bwd_dx,
+        ("chnorm", "chnorm_update_running") => chnorm::chnorm_update_running,
+        ("conv", "conv2d_fwd") => conv::conv2d_fwd,
+        ("conv", "conv2d_bwd_input") => conv::conv2d_bwd_input,
+        ("conv", "conv2d_bwd_weight") => conv::conv2d_bwd_weight,
+        ("diffusion", "schedule") => diffusion::schedule,
+        ("diffusion", "q_sample") => diffusion::q_sample,
+        ("diffusion", "timestep_embedding") => diffusion::timestep_embedding,
+        ("diffusion", "ddpm_step") => diffusion::ddpm_step,
+        ("diffusion", "ddim_step") => diffusion::ddim_step,
+        ("diffusion", "v_convert") => diffusion::v_convert,
+        ("dropout", "dropout_fwd") => dropout::dropout_fwd,
+        ("dropout", "dropout_bwd") => dropout::dropout_bwd,
+        ("elementwise", "unary") => elementwise::unary,
+        ("elementwise", "unary_backward") => elementwise::unary_backward,
+        ("elementwise", "binary") => elementwise::binary,
+        ("elementwise", "binary_same") => elementwise::binary_same,
+        ("elementwise", "scalar") => elementwise::scalar,
+        ("embedding", "embedding_fwd") => embedding::embedding_fwd,
+        ("embedding", "embedding_bwd") => embedding::embedding_bwd,
+        ("layout", "copy") => layout::copy,
+        ("layout", "fill") => layout::fill,
+        ("layout", "permute") => layout::permute,
+        ("layout", "transpose_tiled") => layout::transpose_tiled,
+        ("layout", "region") => layout::region,
+        ("loss", "cross_entropy_fwd") => loss::cross_entropy_fwd,
+        ("loss", "cross_entropy_bwd") => loss::cross_entropy_bwd,
+        ("loss", "bce_logits_fwd") => loss::bce_logits_fwd,
+        ("loss", "bce_logits_bwd") => loss::bce_logits_bwd,
+        ("matmul", "matmul_tiled") => matmul::matmul_tiled,
+        ("matmul", "matmul_tiled_vec4") => matmul::matmul_tiled_vec4,
+        ("matmul", "matmul_small") => matmul::matmul_small,
+        ("norm", "layer_norm_fwd") => norm::layer_norm_fwd,
+        ("norm", "layer_norm_bwd_dx") => norm::layer_norm_bwd_dx,
+        ("norm", "layer_norm_bwd_partial") => norm::layer_norm_bwd_partial,
+        ("norm", "layer_norm_bwd_params") => norm::layer_norm_bwd_params,
+        ("optim", "advance_step") => optim::advance_step,
+        ("optim", "sgd") => optim::sgd,
+        ("optim", "adam") => optim::adam,
+        ("optim", "sumsq_partial") => optim::sumsq_partial,
+        ("optim", "clip_scale") => optim::clip_scale,
+        ("optim", "ema") => optim::ema,
+        ("reduce", "reduce_rows") => reduce::reduce_rows,
+        ("reduce", "reduce_strided") => reduce::reduce_strided,
+        ("rng", "bits") => rng::bits,
+        ("rng", "uniform_f32") => rng::uniform_f32,
+        ("rng", "normal") => rng::normal,
+        ("rng", "per_element") => rng::per_element,
+        ("rng", "uniform_step") => rng::uniform_step,
+        ("rng", "normal_step") => rng::normal_step,
+        ("sample", "gather_rows") => sample::gather_rows,
+        ("sample", "gather_labels") => sample::gather_labels,
+        ("softmax", "softmax_rows") => softmax::softmax_rows,
+        _ => return None,
+    };
+    Some(f)
+}
 
 /// Elements per parallel task: big enough that rayon's per-task cost vanishes, small enough that both
 /// cores get work on mid-sized tensors.

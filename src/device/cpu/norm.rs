@@ -5,9 +5,9 @@
 use rayon::prelude::*;
 
 use super::reduce::rows_per_task;
+use super::CpuArgs;
 use super::CHUNK;
-use crate::kernels::CpuArgs;
-use crate::ops::norm::NormParams;
+use crate::kernels::norm::NormParams;
 
 /// Lane partials of the row sums. The lane loops run over slices (not fixed-size arrays, which LLVM
 /// unrolls and then leaves scalar at opt-level 2), so they vectorize in dev and release builds alike.

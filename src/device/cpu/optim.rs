@@ -1,72 +1,14 @@
-//! CPU twin of shaders/optim.wgsl and shaders/common/schedule.wgsl. Same formulas, same order of
+//! CPU twin of shaders/optim.wgsl (the schedule of shaders/common/schedule.wgsl is `kernels::optim::schedule_lr`). Same formulas, same order of
 //! operations; the clipping sums are mirrored thread by thread (strided per-thread partials, then the
 //! same tree), so they add in the shader's order.
 
 use rayon::prelude::*;
 
+use super::CpuArgs;
 use super::{par_chunks, CHUNK};
-use crate::kernels::CpuArgs;
-use crate::ops::optim::{
-    AdamParams, AdvanceParams, ClipParams, EmaParams, ScheduleParams, SgdParams, SumsqParams, SCHED_CONSTANT,
-    SCHED_LINEAR,
+use crate::kernels::optim::{
+    schedule_lr_of, AdamParams, AdvanceParams, ClipParams, EmaParams, SgdParams, SumsqParams, WG,
 };
-
-const WG: usize = 256;
-const HALF_PI: f32 = 1.570_796_4;
-
-/// cos(x) for 0 <= x <= pi/4: the shader's Taylor polynomial (`sched_cos`).
-#[allow(clippy::excessive_precision)]
-fn sched_cos(x: f32) -> f32 {
-    let x2 = x * x;
-    1.0 + x2 * (-0.5 + x2 * (0.041666668 + x2 * (-0.0013888889 + x2 * (2.4801588e-5 + x2 * -2.755732e-7))))
-}
-
-/// sin(x) for 0 <= x <= pi/4 (`sched_sin`).
-#[allow(clippy::excessive_precision)]
-fn sched_sin(x: f32) -> f32 {
-    let x2 = x * x;
-    x * (1.0 + x2 * (-0.16666667 + x2 * (0.008333334 + x2 * (-1.984127e-4 + x2 * (2.7557319e-6 + x2 * -2.5052108e-8)))))
-}
-
-/// 0.5 * (1 + cos(pi * p)) given q = 1 - p (`cosine_factor`).
-fn cosine_factor(p: f32, q: f32) -> f32 {
-    if p <= 0.5 {
-        let c = sched_cos(HALF_PI * p);
-        c * c
-    } else {
-        let s = sched_sin(HALF_PI * q);
-        s * s
-    }
-}
-
-/// The learning rate at 0-based step `step` (twin of `schedule_lr` in shaders/common/schedule.wgsl).
-pub fn schedule_lr(kind: u32, base_lr: f32, min_lr: f32, warmup: u32, hold: u32, total: u32, step: u32) -> f32 {
-    if kind == SCHED_CONSTANT {
-        return base_lr;
-    }
-    if step < warmup {
-        return base_lr * (step + 1) as f32 / warmup as f32;
-    }
-    let start = warmup.max(hold);
-    if step < start {
-        return base_lr;
-    }
-    let span = total - start.min(total);
-    let (mut p, mut q) = (1.0f32, 0.0f32);
-    if span > 0 {
-        let s = step.min(total);
-        p = (s - start) as f32 / span as f32;
-        q = (total - s) as f32 / span as f32;
-    }
-    if kind == SCHED_LINEAR {
-        return min_lr + (base_lr - min_lr) * q;
-    }
-    min_lr + (base_lr - min_lr) * cosine_factor(p, q)
-}
-
-pub fn schedule_lr_of(s: &ScheduleParams, step: u32) -> f32 {
-    schedule_lr(s.kind, s.base_lr, s.min_lr, s.warmup, s.hold, s.total, step)
-}
 
 /// Bindings: params, step (read_write).
 pub fn advance_step(args: &mut CpuArgs) {

@@ -3,11 +3,9 @@
 
 use rayon::prelude::*;
 
+use super::CpuArgs;
 use super::{par_chunks, CHUNK};
-use crate::kernels::CpuArgs;
-use crate::ops::reduce::ReduceParams;
-
-const WG: usize = 256;
+use crate::kernels::reduce::{ReduceParams, WG};
 
 const OP_MEAN: u32 = 1;
 const OP_MAX: u32 = 2;

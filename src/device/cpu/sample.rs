@@ -2,9 +2,9 @@
 //! so both engines gather the same rows.
 
 use super::par_chunks;
-use super::rng::{bits_at, step_offset};
-use crate::kernels::CpuArgs;
-use crate::ops::sample::SampleParams;
+use super::CpuArgs;
+use crate::host::philox::{bits_at, step_offset};
+use crate::kernels::sample::SampleParams;
 
 /// Data row that batch row r takes at step `step` (the shader's `source_row`).
 pub fn source_row(p: &SampleParams, step: u32, r: u32) -> u32 {

@@ -6,8 +6,8 @@ use rayon::prelude::*;
 
 use super::fastmath;
 use super::reduce::rows_per_task;
-use crate::kernels::CpuArgs;
-use crate::ops::softmax::SoftmaxParams;
+use super::CpuArgs;
+use crate::kernels::softmax::SoftmaxParams;
 
 /// Row max and Σ exp(x − max) of one row. Shared with the loss twins.
 pub(super) fn row_stats(x: &[f32]) -> (f32, f32) {

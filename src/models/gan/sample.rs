@@ -1,10 +1,10 @@
 //! Sampling the GAN: G in eval mode over z from the host's Philox stream of a seed.
 
 use super::{GanConfig, Net};
-use crate::device::cpu::rng::{normal_at, split64};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Plan};
+use crate::host::philox::{normal_at, split64};
 use crate::nn::BnMode;
 use crate::tensor::{DType, Tensor};
 

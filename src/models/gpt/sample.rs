@@ -66,9 +66,9 @@ impl Sampler {
             self.plan.run(dev)?;
             let all = self.plan.read(dev, self.logits)?.wait()?;
             let row = &bytemuck::cast_slice::<u32, f32>(&all)[(window.len() - 1) * VOCAB..][..VOCAB];
-            let u = crate::device::cpu::rng::uniform_at(
-                crate::device::cpu::rng::split64(s.seed),
-                crate::device::cpu::rng::split64(i as u64),
+            let u = crate::host::philox::uniform_at(
+                crate::host::philox::split64(s.seed),
+                crate::host::philox::split64(i as u64),
                 0,
             );
             let byte = pick(row, s.temperature, s.top_k, u);
