@@ -11,18 +11,48 @@
 //! the CPU has it), the norms and the sum in f64 (clamped at 0); the per-row work on a block (kernel sums,
 //! k-th neighbour, ball tests) runs in parallel with rayon.
 
-pub mod scores;
-
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-use crate::data::mixture::Mixture;
 use crate::error::{Error, Result};
 use crate::host::gemm::{sgemm, MatRef};
 
-/// How samples from a generator match a 2-D [`Mixture`]. With n samples and K modes:
+/// A 2-D mixture of isotropic Gaussians with equal weights, as the mixture metrics see it: its means and
+/// the per-coordinate standard deviation shared by every component. The data sets (`data::mixture`)
+/// implement it one layer up, so metrics need nothing from data.
+pub trait GaussianMixture {
+    /// The component means.
+    fn modes(&self) -> Vec<[f32; 2]>;
+    /// The per-coordinate standard deviation of every component.
+    fn std(&self) -> f32;
+
+    /// log p(x) of the true mixture: `logsumexp_k(-|x - μ_k|² / 2σ²) - ln K - ln(2πσ²)`, in f64.
+    /// NaN for a NaN coordinate.
+    fn log_density(&self, x: &[f32; 2]) -> f64 {
+        if x[0].is_nan() || x[1].is_nan() {
+            return f64::NAN;
+        }
+        let var = (self.std() as f64).powi(2);
+        let modes = self.modes();
+        let e: Vec<f64> = modes
+            .iter()
+            .map(|m| {
+                let (dx, dy) = (x[0] as f64 - m[0] as f64, x[1] as f64 - m[1] as f64);
+                -(dx * dx + dy * dy) / (2.0 * var)
+            })
+            .collect();
+        let mx = e.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        if !mx.is_finite() {
+            return mx; // infinitely far away
+        }
+        let lse = mx + e.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
+        lse - (modes.len() as f64).ln() - (std::f64::consts::TAU * var).ln()
+    }
+}
+
+/// How samples from a generator match a 2-D [`GaussianMixture`]. With n samples and K modes:
 #[derive(Debug, Clone, PartialEq)]
 pub struct MixtureMetrics {
     /// Modes with at least `max(1, floor(n / 100))` high-quality samples nearest to them: PacGAN's rule of
@@ -37,15 +67,15 @@ pub struct MixtureMetrics {
     /// high-quality samples (0 ln 0 = 0). 0 when the high-quality samples spread evenly over the modes,
     /// ln K when they all sit at one. With no high-quality sample at all it is ln K, the maximum.
     pub reverse_kl: f64,
-    /// Mean over all n samples of log p(x) under the true mixture ([`Mixture::log_density`]), in nats;
+    /// Mean over all n samples of log p(x) under the true mixture ([`GaussianMixture::log_density`]), in nats;
     /// NaN if a sample is NaN. For samples from the mixture itself it is about -ln K - ln(2πσ²) - 1.
     pub mean_log_density: f64,
-    /// High-quality samples per mode, in the order of [`Mixture::modes`].
+    /// High-quality samples per mode, in the order of [`GaussianMixture::modes`].
     pub mode_counts: Vec<usize>,
 }
 
 /// Scores `samples` ([n, 2] row-major, n ≥ 1) against the mixture `mix`: see [`MixtureMetrics`].
-pub fn mixture_metrics(samples: &[f32], mix: Mixture) -> Result<MixtureMetrics> {
+pub fn mixture_metrics(samples: &[f32], mix: impl GaussianMixture) -> Result<MixtureMetrics> {
     if samples.is_empty() || !samples.len().is_multiple_of(2) {
         return Err(Error::invalid(
             "mixture_metrics",

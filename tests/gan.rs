@@ -119,14 +119,17 @@ fn batch_norm_op_agrees_on_cpu_and_gpu_and_updates_running_statistics() {
 #[test]
 fn gan_first_steps_agree_on_cpu_and_gpu() {
     let Some(gpu) = gpu() else { return };
-    // Steps compared per case. The DCGANs (batch norm over batches of 3 and 4) are compared over their
-    // first two steps: after that, Adam's early updates (close to lr·sign(g)) turn rounding-level
-    // differences in small gradients into lr-sized weight differences, and a random seed measured 1.9e-4
-    // at step 2 of the 3×32 case while steps 0 and 1 agreed to 3e-6.
+    // Steps compared per case. Adam's first updates are close to lr·sign(g): a gradient element whose
+    // sign differs between two summation orders moves its weight by ±lr, so a weight difference of lr
+    // is what rounding can legitimately cause, and the losses then differ by about lr times their
+    // sensitivity. The DCGANs (batch norm over batches of 3 and 4, many small gradients) train at
+    // lr 1e-4 here so that this stays below the 1e-4 comparison: at 1e-3 a random seed measured 2.0e-4 at
+    // step 1 of the 3×32 case (TIGEL_TEST_SEED=1796629129514480216) and 1.9e-4 at step 2 of another.
+    let slow = |batch| TrainSettings { lr_d: 1e-4, lr_g: 1e-4, ..settings(batch, 0.0, 0.0) };
     let cases: Vec<(GanConfig, TrainData, TrainSettings, usize)> = vec![
         (mlp_cfg(), ring8(), settings(8, 0.99, 0.5), 4),
-        (dcgan_cfg(1, 28), images(12, 1, 28), settings(4, 0.0, 0.0), 2),
-        (dcgan_cfg(3, 32), images(6, 3, 32), settings(3, 0.0, 0.0), 2),
+        (dcgan_cfg(1, 28), images(12, 1, 28), slow(4), 3),
+        (dcgan_cfg(3, 32), images(6, 3, 32), slow(3), 3),
     ];
     for (cfg, data, s, steps) in cases {
         let run = |dev: &Device| {

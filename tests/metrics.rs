@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use common::Rng;
 use tigel::data::mixture::Mixture;
-use tigel::metrics::{mixture_metrics, mmd2, precision_recall_k};
+use tigel::metrics::{mixture_metrics, mmd2, precision_recall_k, GaussianMixture};
 
 const MIXES: [Mixture; 2] = [Mixture::Ring8, Mixture::Grid25];
 

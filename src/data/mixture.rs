@@ -87,27 +87,4 @@ impl Mixture {
         }
         out
     }
-
-    /// log p(x) of the true mixture: `logsumexp_k(-|x - μ_k|² / 2σ²) - ln K - ln(2πσ²)`, in f64.
-    /// NaN for a NaN coordinate.
-    pub fn log_density(self, x: &[f32; 2]) -> f64 {
-        if x[0].is_nan() || x[1].is_nan() {
-            return f64::NAN;
-        }
-        let var = (self.std() as f64).powi(2);
-        let modes = self.modes();
-        let e: Vec<f64> = modes
-            .iter()
-            .map(|m| {
-                let (dx, dy) = (x[0] as f64 - m[0] as f64, x[1] as f64 - m[1] as f64);
-                -(dx * dx + dy * dy) / (2.0 * var)
-            })
-            .collect();
-        let mx = e.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        if !mx.is_finite() {
-            return mx; // infinitely far away
-        }
-        let lse = mx + e.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
-        lse - (modes.len() as f64).ln() - (std::f64::consts::TAU * var).ln()
-    }
 }

@@ -5,6 +5,7 @@ pub mod ddpm;
 pub mod gan;
 pub mod gpt;
 pub mod mlp;
+pub mod scores;
 pub mod unet;
 
 use serde::{de::DeserializeOwned, Serialize};

@@ -17,7 +17,7 @@
 //! its step counter, and updates D only (G's output is detached); the G step draws its own z and updates G
 //! only (D's weights are bound in its graph but not asked for). G's batch norms update their running
 //! statistics in the G step, which eval mode (sampling) uses. Beside the model: `train` (`GanTrainer`) and
-//! `sample` (`Sampler`); the data rows live in `data::rows`, the scores in `metrics::scores`.
+//! `sample` (`Sampler`); the data rows live in `data::rows`, the scores in `models::scores`.
 
 mod sample;
 mod train;
@@ -26,7 +26,7 @@ pub use sample::Sampler;
 pub use train::{GanTrainer, TrainSettings, MAX_D_STEPS};
 // Moved beside the other data and metrics; re-exported so `models::gan::X` keeps working.
 pub use crate::data::rows::{data_shape_of, TrainData, MIXTURE_POINTS};
-pub use crate::metrics::scores::{evaluate, Scores};
+pub use crate::models::scores::{evaluate, Scores};
 pub use crate::nn::BnMode;
 pub use crate::plot::scatter_image;
 

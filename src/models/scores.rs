@@ -3,9 +3,10 @@
 
 use serde_json::{json, Value};
 
+use crate::data::mixture::Mixture;
 use crate::data::source::Source;
 use crate::error::Result;
-use crate::metrics;
+use crate::metrics::{self, GaussianMixture};
 
 /// Scores of samples against the data.
 #[derive(Clone, Debug)]
@@ -68,5 +69,15 @@ pub fn evaluate(samples: &[f32], src: &Source) -> Result<Scores> {
             let (precision, recall) = metrics::precision_recall_k(real, fake, dim, 3)?;
             Ok(Scores::Images { mmd2, precision, recall, n })
         }
+    }
+}
+
+/// The named 2-D data sets score as the Gaussian mixtures they are.
+impl GaussianMixture for Mixture {
+    fn modes(&self) -> Vec<[f32; 2]> {
+        Mixture::modes(*self)
+    }
+    fn std(&self) -> f32 {
+        Mixture::std(*self)
     }
 }
