@@ -9,6 +9,7 @@ use tigel::models::mlp::{Mlp, MlpConfig};
 use tigel::nn::Activation;
 use tigel::optim::{OptimizerKind, Schedule};
 use tigel::train::{TrainConfig, Trainer};
+use tigel::wgpu;
 use tigel::{Device, Error, Result, Tensor};
 
 fn main() -> Result<()> {

@@ -28,7 +28,7 @@ fn main() -> Result<()> {
     for step in 1..=train.steps {
         trainer.step(&dev)?;
         if step % 100 == 0 {
-            let nats = f32::from_bits(trainer.read_loss(&dev)?.wait()?[0]) as f64;
+            let nats = trainer.read_loss(&dev)?.f32()? as f64;
             println!("step {step}: {:.3} bits/char", nats * tigel::models::gpt::BITS_PER_NAT);
         }
     }

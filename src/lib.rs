@@ -28,6 +28,8 @@
 //! embeds tigel next to its own wgpu code uses the re-exported [`wgpu`], so both agree on its version;
 //! [`prelude`] brings in the common types.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod checkpoint;
 pub mod data;

@@ -125,7 +125,7 @@ pub struct Outcome {
 
 /// A loss read back: the first f32 of a download.
 pub fn loss_value(d: Download) -> Result<f64> {
-    Ok(f32::from_bits(d.wait()?[0]) as f64)
+    Ok(d.f32()? as f64)
 }
 
 /// Runs `regime` for `cadence.steps` steps into `dir`: creates it, writes config.json (with
