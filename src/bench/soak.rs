@@ -23,8 +23,10 @@ pub struct SoakSettings {
     pub steps: u32,
     /// Steps between memory samples (rounded up to a multiple of the loop's `LOG_EVERY`).
     pub sample_every: u32,
-    /// Steps after which memory must stay flat; the first evaluation and save allocate their buffers,
-    /// so `run` takes at least `eval_every + 1`.
+    /// Steps after which memory must stay flat. The first evaluation touches the evaluator's buffers
+    /// (allocated before step 0, resident only once written) and the first two saves size the
+    /// allocator's heap (glibc raises its mmap threshold after the first large free, so later 1 MiB
+    /// write buffers come from the heap), so `run` takes at least `2 · eval_every + 1`.
     pub warmup: u32,
     /// Steps between evaluations and checkpoint saves.
     pub eval_every: u32,
@@ -37,7 +39,7 @@ pub struct SoakSettings {
 impl SoakSettings {
     /// `tigel train gpt`'s default model and batch (4 layers, width 128, context 128, batch 16) for
     /// `steps` steps, sampling every 250, evaluating every 500, warm-up 1,000 (or a fifth of a shorter run,
-    /// but past the first evaluation).
+    /// but past the second evaluation).
     pub fn default_gpt(steps: u32) -> SoakSettings {
         SoakSettings {
             steps,
@@ -50,7 +52,7 @@ impl SoakSettings {
     }
 
     /// A tiny GPT (1 layer, width 32, context 32, batch 4) for slow devices such as lavapipe, sampling
-    /// every 20 steps, evaluating every 50, warm-up a fifth of the run.
+    /// every 20 steps, evaluating every 50, warm-up a fifth of the run (but past the second evaluation).
     pub fn tiny_gpt(steps: u32) -> SoakSettings {
         SoakSettings {
             steps,
@@ -211,7 +213,7 @@ pub fn run(dev: &Device, s: &SoakSettings, out: &Path, show: &mut dyn FnMut(&str
         ));
     }
     let every = s.sample_every.div_ceil(LOG_EVERY) * LOG_EVERY;
-    let s = &SoakSettings { warmup: s.warmup.max(s.eval_every.saturating_add(1)).min(s.steps), ..*s };
+    let s = &SoakSettings { warmup: s.warmup.max(s.eval_every.saturating_mul(2).saturating_add(1)).min(s.steps), ..*s };
     let corpus = Corpus::embedded();
     let settings = TrainSettings {
         batch: s.batch,
