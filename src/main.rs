@@ -101,6 +101,8 @@ enum BenchWhat {
     Train(BenchArgs),
     /// Both.
     All(BenchArgs),
+    /// Memory over a long GPT training run (process RSS, device allocations); fails if it grows after warm-up.
+    Soak(cmd::bench::SoakArgs),
     /// Two reports side by side (tigel's or the PyTorch reference's JSON): per common case both figures
     /// and the ratio B/A.
     Compare {
@@ -126,6 +128,7 @@ fn main() -> ExitCode {
         Cmd::Train { what: TrainWhat::Diffusion(a) } => cmd::diffusion::train(cli.backend.as_deref(), a),
         Cmd::Sample { what: SampleWhat::Diffusion(a) } => cmd::diffusion::sample(cli.backend.as_deref(), a),
         Cmd::Eval { what: EvalWhat::Diffusion(a) } => cmd::diffusion::eval(cli.backend.as_deref(), a),
+        Cmd::Bench { what: BenchWhat::Soak(a) } => cmd::bench::soak(cli.backend.as_deref(), a),
         Cmd::Bench { what: BenchWhat::Compare { a, b } } => {
             tigel::bench::compare::compare(&a, &b).map(|text| print!("{text}"))
         }
@@ -134,7 +137,7 @@ fn main() -> ExitCode {
                 BenchWhat::Kernels(a) => (true, false, a),
                 BenchWhat::Train(a) => (false, true, a),
                 BenchWhat::All(a) => (true, true, a),
-                BenchWhat::Compare { .. } => unreachable!("matched above"),
+                BenchWhat::Compare { .. } | BenchWhat::Soak(_) => unreachable!("matched above"),
             };
             cmd::bench::run(cli.backend.as_deref(), kernels, train, args.json.as_deref(), args.quick)
         }

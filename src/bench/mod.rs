@@ -33,6 +33,7 @@ pub mod compare;
 mod families;
 mod report;
 mod runner;
+pub mod soak;
 pub mod train;
 mod validate;
 

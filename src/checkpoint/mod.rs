@@ -113,6 +113,14 @@ impl Checkpoint {
         Ok(ck)
     }
 
+    /// Parses the bytes of a checkpoint file (`name` names them in errors), as `load` does a file's.
+    pub fn from_bytes(name: &Path, bytes: &[u8]) -> Result<Checkpoint> {
+        let mut ck =
+            format::decode(bytes).map_err(|msg| Error::Checkpoint { path: name.display().to_string(), msg })?;
+        ck.source = Some(name.to_path_buf());
+        Ok(ck)
+    }
+
     /// Fails unless this checkpoint holds a `kind` model.
     pub fn expect_kind(&self, kind: &str) -> Result<()> {
         self.check_kind(kind, || format!("a `{kind}` checkpoint is needed"))

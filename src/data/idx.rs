@@ -15,6 +15,16 @@ fn be32(b: &[u8], at: usize) -> u32 {
 
 /// Images from the bytes of an IDX file (`path` names it in errors), with the labels beside it if any.
 pub(super) fn load_idx_images(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
+    let mut set = parse_idx_images(path, bytes)?;
+    if let Some(lpath) = idx_labels_path(path) {
+        let labels = load_idx_labels(&lpath)?;
+        attach_labels(&mut set, labels, path, &lpath)?;
+    }
+    Ok(set)
+}
+
+/// Images from the bytes of an IDX file, without labels.
+pub(super) fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
     if bytes.len() < 4 {
         return Err(bad(LOAD, path, format!("truncated IDX header: {} bytes, an image file needs 16", bytes.len())));
     }
@@ -52,12 +62,7 @@ pub(super) fn load_idx_images(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
         return Err(bad(LOAD, path, format!("empty: header says {n}×{h}×{w}")));
     }
     let pixels = body.par_iter().map(|&v| u8_to_unit(v)).collect();
-    let mut set = ImageSet { n, c: 1, h, w, pixels, labels: None, num_classes: 0 };
-    if let Some(lpath) = idx_labels_path(path) {
-        let labels = load_idx_labels(&lpath)?;
-        attach_labels(&mut set, labels, path, &lpath)?;
-    }
-    Ok(set)
+    Ok(ImageSet { n, c: 1, h, w, pixels, labels: None, num_classes: 0 })
 }
 
 /// The labels file beside IDX images, if one exists: `images` → `labels`, `idx3` → `idx1` in the name,
@@ -76,7 +81,11 @@ fn idx_labels_path(images: &Path) -> Option<PathBuf> {
 }
 
 fn load_idx_labels(path: &Path) -> Result<Vec<u32>> {
-    let bytes = read_maybe_gz(path)?;
+    parse_idx_labels(path, &read_maybe_gz(path)?)
+}
+
+/// Class ids from the bytes of an IDX labels file (`path` names it in errors).
+pub(super) fn parse_idx_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u32>> {
     if bytes.len() < 8 {
         return Err(bad(
             LOAD,
@@ -84,11 +93,11 @@ fn load_idx_labels(path: &Path) -> Result<Vec<u32>> {
             format!("truncated IDX label header: {} bytes, a label file needs 8", bytes.len()),
         ));
     }
-    let magic = be32(&bytes, 0);
+    let magic = be32(bytes, 0);
     if magic != 0x0000_0801 {
         return Err(bad(LOAD, path, format!("wrong IDX magic 0x{magic:08x} for labels: want 0x00000801 (u8 [N])")));
     }
-    let n = be32(&bytes, 4) as usize;
+    let n = be32(bytes, 4) as usize;
     let body = &bytes[8..];
     if body.len() != n {
         let kind = if body.len() < n { "truncated" } else { "trailing data" };

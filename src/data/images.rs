@@ -98,18 +98,52 @@ pub fn load_images(path: &Path) -> Result<ImageSet> {
     }
 }
 
+/// Images from the bytes of one file, as `load_images` reads a file of that content (gzipped or not):
+/// `.npy` (by its magic or `name`), a PNG (by its magic; one image), else IDX. `name` names it in errors;
+/// no labels file is looked for. For data that is not in a file, and for fuzzing.
+pub fn images_from_bytes(name: &Path, bytes: &[u8]) -> Result<ImageSet> {
+    let bytes = gunzip_if_gz(name, bytes)?;
+    let npy_name = strip_gz(name).extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if bytes.starts_with(npy::NPY_MAGIC) || npy_name {
+        npy::parse_npy_images(name, &bytes)
+    } else if bytes.starts_with(png::PNG_MAGIC) {
+        png::png_from_bytes(name, &bytes)
+    } else {
+        idx::parse_idx_images(name, &bytes)
+    }
+}
+
+/// Class ids from the bytes of a labels file (gzipped or not): `.npy` by its magic, else IDX. `name`
+/// names it in errors. For data that is not in a file, and for fuzzing.
+pub fn labels_from_bytes(name: &Path, bytes: &[u8]) -> Result<Vec<u32>> {
+    let bytes = gunzip_if_gz(name, bytes)?;
+    if bytes.starts_with(npy::NPY_MAGIC) {
+        npy::parse_npy_labels(name, &bytes)
+    } else {
+        idx::parse_idx_labels(name, &bytes)
+    }
+}
+
 /// Reads a file, gunzipping it when it starts with the gzip magic.
 pub(super) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| io_err(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| bad(LOAD, path, format!("gzip data is corrupt or truncated: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    match gunzip_if_gz(path, &raw)? {
+        std::borrow::Cow::Owned(out) => Ok(out),
+        std::borrow::Cow::Borrowed(_) => Ok(raw),
     }
+}
+
+/// The bytes, gunzipped when they start with the gzip magic (`path` names them in errors).
+fn gunzip_if_gz<'a>(path: &Path, raw: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(std::borrow::Cow::Borrowed(raw));
+    }
+    // The capacity is a guess (MNIST compresses about 4:1), capped so a tiny file reserves little.
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(1 << 30));
+    flate2::read::MultiGzDecoder::new(raw)
+        .read_to_end(&mut out)
+        .map_err(|e| bad(LOAD, path, format!("gzip data is corrupt or truncated: {e}")))?;
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// `x.npy.gz` → `x.npy`; other names unchanged.

@@ -28,7 +28,13 @@ enum PyVal {
 struct PyParser<'a> {
     s: &'a [u8],
     i: usize,
+    /// Open brackets around the value being read: bounded, so a header of nested brackets is an error
+    /// rather than a stack overflow.
+    depth: usize,
 }
+
+/// Deepest nesting of tuples, lists and dicts a header may have (NumPy's own headers nest two deep).
+const MAX_DEPTH: usize = 32;
 
 impl PyParser<'_> {
     fn ws(&mut self) {
@@ -72,6 +78,19 @@ impl PyParser<'_> {
     }
 
     fn value(&mut self) -> Result<PyVal, String> {
+        if matches!(self.peek(), Some(b'(' | b'[' | b'{')) {
+            if self.depth >= MAX_DEPTH {
+                return Err(format!("brackets nested over {MAX_DEPTH} deep at byte {}", self.i));
+            }
+            self.depth += 1;
+            let v = self.scalar_or_seq();
+            self.depth -= 1;
+            return v;
+        }
+        self.scalar_or_seq()
+    }
+
+    fn scalar_or_seq(&mut self) -> Result<PyVal, String> {
         match self.peek() {
             Some(q @ (b'\'' | b'"')) => {
                 let start = self.i + 1;
@@ -146,7 +165,7 @@ fn parse_npy<'a>(op: &'static str, path: &Path, bytes: &'a [u8]) -> Result<Npy<'
     let Some(header) = bytes.get(start..start + hlen) else {
         return Err(bad(op, path, format!("truncated .npy header: it says {hlen} bytes, the file has fewer")));
     };
-    let dict = PyParser { s: header, i: 0 }
+    let dict = PyParser { s: header, i: 0, depth: 0 }
         .value()
         .map_err(|e| bad(op, path, format!("cannot parse .npy header {:?}: {e}", String::from_utf8_lossy(header))))?;
     let PyVal::Dict(items) = dict else {
@@ -210,6 +229,16 @@ fn npy_itemsize(descr: &str) -> usize {
 
 /// Images from the bytes of an `.npy` file (`path` names it in errors), with its labels file if any.
 pub(super) fn load_npy_images(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
+    let mut set = parse_npy_images(path, bytes)?;
+    if let Some(lpath) = npy_labels_path(path) {
+        let labels = load_npy_labels(&lpath)?;
+        attach_labels(&mut set, labels, path, &lpath)?;
+    }
+    Ok(set)
+}
+
+/// Images from the bytes of an `.npy` file, without labels.
+pub(super) fn parse_npy_images(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
     let npy = parse_npy(LOAD, path, bytes)?;
     let (n, c, h, w) = match npy.shape[..] {
         [n, h, w] => (n, 1, h, w),
@@ -251,12 +280,7 @@ pub(super) fn load_npy_images(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
             ),
         ));
     }
-    let mut set = ImageSet { n, c, h, w, pixels, labels: None, num_classes: 0 };
-    if let Some(lpath) = npy_labels_path(path) {
-        let labels = load_npy_labels(&lpath)?;
-        attach_labels(&mut set, labels, path, &lpath)?;
-    }
-    Ok(set)
+    Ok(ImageSet { n, c, h, w, pixels, labels: None, num_classes: 0 })
 }
 
 /// `<stem>_labels.npy`, else `labels.npy`, beside `images`, if one exists (and is not `images` itself).
@@ -269,8 +293,12 @@ fn npy_labels_path(images: &Path) -> Option<PathBuf> {
 }
 
 fn load_npy_labels(path: &Path) -> Result<Vec<u32>> {
-    let bytes = read_maybe_gz(path)?;
-    let npy = parse_npy(LOAD, path, &bytes)?;
+    parse_npy_labels(path, &read_maybe_gz(path)?)
+}
+
+/// Class ids from the bytes of an `.npy` labels file (`path` names it in errors).
+pub(super) fn parse_npy_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u32>> {
+    let npy = parse_npy(LOAD, path, bytes)?;
     match npy.shape[..] {
         [_] => {}
         [_, 1] => {}

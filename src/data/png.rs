@@ -17,8 +17,27 @@ struct Decoded {
     data: Vec<u8>,
 }
 
+/// The first bytes of every PNG file.
+pub(super) const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+
 fn decode_png(path: &Path) -> Result<Decoded> {
-    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    decode_png_bytes(path, std::fs::read(path).map_err(|e| io_err(path, e))?)
+}
+
+/// One PNG's bytes as a set of one image (`path` names it in errors).
+pub(super) fn png_from_bytes(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
+    let d = decode_png_bytes(path, bytes.to_vec())?;
+    Ok(ImageSet { n: 1, c: d.c, h: d.h, w: d.w, pixels: to_planes(&d), labels: None, num_classes: 0 })
+}
+
+/// Most bytes of pixels `len` bytes of PNG can hold: deflate expands at most 1032:1, plus slack for the
+/// filter byte of each row of a tiny image.
+fn most_pixel_bytes(len: usize) -> usize {
+    len.saturating_mul(1032).saturating_add(1 << 16)
+}
+
+fn decode_png_bytes(path: &Path, bytes: Vec<u8>) -> Result<Decoded> {
+    let most = most_pixel_bytes(bytes.len());
     let mut dec = ::png::Decoder::new(std::io::Cursor::new(bytes));
     dec.set_transformations(::png::Transformations::EXPAND);
     let mut reader = dec.read_info().map_err(|e| bad(LOAD, path, format!("cannot decode PNG: {e}")))?;
@@ -34,6 +53,15 @@ fn decode_png(path: &Path) -> Result<Decoded> {
         ::png::ColorType::Indexed => return Err(bad(LOAD, path, "palette PNG was not expanded")),
     };
     let size = reader.output_buffer_size().ok_or_else(|| bad(LOAD, path, "PNG too large"))?;
+    // The header may claim any size: refuse what the file cannot hold before allocating for it.
+    if size > most {
+        let (w, h) = (reader.info().width, reader.info().height);
+        return Err(bad(
+            LOAD,
+            path,
+            format!("corrupt PNG: its header says {w}×{h} pixels ({size} bytes), more than a file this size can hold"),
+        ));
+    }
     let mut buf = vec![0u8; size];
     let info = reader.next_frame(&mut buf).map_err(|e| bad(LOAD, path, format!("cannot decode PNG: {e}")))?;
     let (w, h) = (info.width as usize, info.height as usize);
@@ -82,15 +110,18 @@ pub(super) fn load_png_folder(dir: &Path) -> Result<ImageSet> {
             ));
         }
     }
-    let per = c * h * w;
-    let mut pixels = vec![0f32; decoded.len() * per];
-    pixels.par_chunks_mut(per).zip(&decoded).for_each(|(out, d)| {
-        for (k, &v) in d.data.iter().enumerate() {
-            let (yx, ch) = (k / c, k % c);
-            out[ch * h * w + yx] = u8_to_unit(v);
-        }
-    });
+    let pixels = decoded.par_iter().flat_map_iter(to_planes).collect();
     Ok(ImageSet { n: decoded.len(), c, h, w, pixels, labels: None, num_classes: 0 })
+}
+
+/// A decoded image's HWC bytes as CHW values in [-1, 1].
+fn to_planes(d: &Decoded) -> Vec<f32> {
+    let (c, hw) = (d.c, d.h * d.w);
+    let mut out = vec![0f32; c * hw];
+    for (k, &v) in d.data.iter().enumerate() {
+        out[(k % c) * hw + k / c] = u8_to_unit(v);
+    }
+    out
 }
 
 /// Writes `n` images (NCHW, values in [-1, 1]; clamped, NaN shown as -1) as one PNG grid: `cols` images a

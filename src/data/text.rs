@@ -17,10 +17,12 @@ pub const VOCAB: usize = 256;
 /// Fraction of a corpus held out for validation (its end).
 pub const HOLDOUT: f64 = 0.1;
 
+/// A text corpus: its bytes and where they came from.
 #[derive(Clone, Debug)]
 pub struct Corpus {
     /// Where it came from: a path, or `<embedded>`.
     pub name: String,
+    /// The text, as bytes (UTF-8).
     pub bytes: Vec<u8>,
 }
 
@@ -33,7 +35,11 @@ impl Corpus {
     /// Reads a UTF-8 text file. Empty files and files that are not UTF-8 are refused by name.
     pub fn load(path: &Path) -> Result<Corpus> {
         let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
-        let name = path.display().to_string();
+        Corpus::from_bytes(path.display().to_string(), bytes)
+    }
+
+    /// A corpus of `bytes` (`name` says where they came from); empty or non-UTF-8 bytes are refused.
+    pub fn from_bytes(name: String, bytes: Vec<u8>) -> Result<Corpus> {
         if bytes.is_empty() {
             return Err(Error::invalid("data", format!("{name} is empty: a text corpus needs at least one byte")));
         }
@@ -54,10 +60,12 @@ impl Corpus {
         }
     }
 
+    /// Bytes in the corpus.
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
 
+    /// Whether the corpus has no bytes.
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
@@ -73,8 +81,9 @@ impl Corpus {
     /// that names the sizes.
     pub fn check_context(&self, context: usize) -> Result<()> {
         let ((_, train), (_, held)) = self.split();
-        let need = context + 1;
-        if train < need + 1 || held < need {
+        // Saturating: a context near usize::MAX is refused by this message, not by an overflow.
+        let need = context.saturating_add(1);
+        if train < need.saturating_add(1) || held < need {
             return Err(Error::invalid(
                 "data",
                 format!(
@@ -90,12 +99,14 @@ impl Corpus {
 
     /// Consecutive non-overlapping windows of `context` inputs (and their next-byte targets) covering
     /// a byte range: every byte after the first is predicted once. The last window may be shorter;
-    /// it is returned with its true length.
+    /// it is returned with its true length. A range past the corpus is cut at its end; a context of 0
+    /// counts as 1.
     pub fn windows(&self, (start, len): (usize, usize), context: usize) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
-        let end = start + len;
+        let end = start.saturating_add(len).min(self.len());
+        let context = context.max(1);
         let mut o = start;
-        while o + 1 < end {
+        while o.saturating_add(1) < end {
             let n = context.min(end - 1 - o);
             out.push((o, n));
             o += n;

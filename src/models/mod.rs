@@ -21,7 +21,48 @@ pub fn config_json<T: Serialize>(cfg: &T) -> Value {
     serde_json::from_str(&text).expect("serde_json reads what it writes")
 }
 
+/// Largest whole number a stored config may hold: every size tigel builds (a layer count, a width, a
+/// dimension) fits in 32 bits, and products of two such numbers cannot overflow a `usize`.
+pub const CONFIG_MAX_INT: u64 = u32::MAX as u64;
+/// Most entries a list in a stored config may hold (shapes and per-level multipliers are short).
+pub const CONFIG_MAX_LIST: usize = 64;
+
 /// A config from JSON (unknown keys ignored, so older and newer files load), or an error naming `what`.
+/// Configs come from checkpoints, which may be damaged or hand-edited: whole numbers over
+/// [`CONFIG_MAX_INT`] and lists over [`CONFIG_MAX_LIST`] entries are refused, naming the key, before any
+/// model code computes sizes from them.
 pub fn config_from_json<T: DeserializeOwned>(what: &'static str, v: &Value) -> Result<T> {
-    T::deserialize(v).map_err(|e| Error::invalid(what, format!("{e} in {v}")))
+    check_bounds(what, "", v)?;
+    T::deserialize(v).map_err(|e| Error::invalid(what, format!("{e} in {}", shorten(&v.to_string()))))
+}
+
+/// Walks `v` (at `key`, a dotted path) for numbers and lists beyond the bounds of a config.
+fn check_bounds(what: &'static str, key: &str, v: &Value) -> Result<()> {
+    let name = |k: &str| if k.is_empty() { "the config".to_string() } else { format!("`{k}`") };
+    match v {
+        Value::Number(n) if n.as_u64().is_some_and(|x| x > CONFIG_MAX_INT) => Err(Error::invalid(
+            what,
+            format!("{} is {n}, over the largest size a config may hold ({CONFIG_MAX_INT})", name(key)),
+        )),
+        Value::Array(items) if items.len() > CONFIG_MAX_LIST => Err(Error::invalid(
+            what,
+            format!("{} has {} entries, over the {CONFIG_MAX_LIST} a config list may hold", name(key), items.len()),
+        )),
+        Value::Array(items) => {
+            items.iter().enumerate().try_for_each(|(i, x)| check_bounds(what, &format!("{key}[{i}]"), x))
+        }
+        Value::Object(map) => map.iter().try_for_each(|(k, x)| {
+            let path = if key.is_empty() { k.clone() } else { format!("{key}.{k}") };
+            check_bounds(what, &path, x)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// At most 300 characters of `s` (a config quoted in an error), cut at a character boundary.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(300) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
 }
