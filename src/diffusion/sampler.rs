@@ -26,6 +26,9 @@ pub struct Process<'a> {
     pub num_classes: usize,
     /// Samples are multiplied by it on the way out (the model works at unit scale).
     pub data_scale: f32,
+    /// The data's extent per coordinate in model units: x̂_0 is clamped to [-x0_clip, x0_clip] when the
+    /// settings name no clip of their own (0: not known, no clamp).
+    pub x0_clip: f32,
 }
 
 impl Process<'_> {
@@ -68,7 +71,8 @@ pub struct SampleSettings {
     pub guidance: f32,
     /// Seed of the initial noise and of DDPM's per-step noise.
     pub seed: u64,
-    /// Clamp x̂_0 to [-clip, clip] in both reverse steps (images: 1, pixels live in [-1, 1]); 0: off.
+    /// Clamp x̂_0 to [-clip, clip] in both reverse steps (images: 1, pixels live in [-1, 1]); 0: the
+    /// model's data range (`Process::x0_clip`), which keeps every sample within the data's extent.
     pub clip: f32,
     /// Reverse steps after which to keep a copy of x (in data units), e.g. for a trajectory strip.
     pub keep_at: Vec<usize>,
@@ -187,6 +191,10 @@ impl<'a> Sampler<'a> {
             SamplerKind::Ddpm => (0..cfg.timesteps).rev().collect(),
             SamplerKind::Ddim { steps } => ddim_timesteps(cfg.timesteps, steps)?,
         };
+        // Without a clamp an ε-model's x̂_0 carries its error times 1/√ᾱ_t (2·10⁴ at the cosine schedule's
+        // last step) and a few samples in thousands fly off to 1e10; clamped, every step is a convex mix of
+        // x_t and a bounded x̂_0 (docs/benchmarks.md, diffusion).
+        let clip = if s.clip > 0.0 { s.clip } else { cfg.x0_clip };
         let mut kept = Vec::new();
         for (i, &t) in steps.iter().enumerate() {
             dev.write(&tin.buf, &vec![t as u32; m])?;
@@ -214,18 +222,11 @@ impl<'a> Sampler<'a> {
                 eps = diffusion::v_to_eps(dev, &eps, &x, &t_n, &self.sched.alpha_bar)?;
             }
             x = match s.sampler {
-                SamplerKind::Ddpm => diffusion::ddpm_step_clipped(
-                    dev,
-                    &x,
-                    &eps,
-                    t,
-                    &self.sched,
-                    s.seed,
-                    (i as u64 + 1) * stride,
-                    s.clip,
-                )?,
+                SamplerKind::Ddpm => {
+                    diffusion::ddpm_step_clipped(dev, &x, &eps, t, &self.sched, s.seed, (i as u64 + 1) * stride, clip)?
+                }
                 SamplerKind::Ddim { .. } => {
-                    diffusion::ddim_step_clipped(dev, &x, &eps, t, steps.get(i + 1).copied(), &self.sched, s.clip)?
+                    diffusion::ddim_step_clipped(dev, &x, &eps, t, steps.get(i + 1).copied(), &self.sched, clip)?
                 }
             };
             if s.keep_at.contains(&(i + 1)) {

@@ -209,6 +209,9 @@ pub struct Diffusion {
     /// [K + 1, E]; row K is the null class.
     classes: Option<Embedding>,
     net: Net,
+    /// The data's extent per coordinate in model units: sampling clamps x̂_0 to [-r, r], which keeps every
+    /// sample within it (images: 1; points: the training rows' largest |value|; None: not known).
+    pub x0_range: Option<f32>,
 }
 
 impl Diffusion {
@@ -228,7 +231,8 @@ impl Diffusion {
             Arch::Mlp { hidden, layers } => Net::Mlp(MlpNet::new(dev, rng, cfg.sample_shape[0], *hidden, *layers)?),
             Arch::Unet(u) => Net::Unet(Unet::new(dev, rng, u.clone(), cfg.sample_shape[0], e)?),
         };
-        Ok(Diffusion { cfg, time1, time2, classes, net })
+        let x0_range = (cfg.sample_shape.len() == 3).then_some(1.0);
+        Ok(Diffusion { cfg, time1, time2, classes, net, x0_range })
     }
     /// The model a checkpoint holds, with its EMA weights when it has them (they sample better).
     pub fn load(dev: &Device, ck: &Checkpoint, needed_by: &str) -> Result<Diffusion> {
@@ -236,7 +240,8 @@ impl Diffusion {
         let src = ck.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<memory>".into());
         let cfg = DiffusionConfig::from_json(ck.config.get("model").unwrap_or(&Value::Null))
             .map_err(|e| Error::Checkpoint { path: src.clone(), msg: format!("bad model config: {e}") })?;
-        let m = Diffusion::new(dev, cfg, 0)?;
+        let mut m = Diffusion::new(dev, cfg, 0)?;
+        m.x0_range = stored_x0_range(&ck.config, &m.cfg).or(m.x0_range);
         for (i, p) in m.params().iter().enumerate() {
             let ema = format!("ema.{i}");
             let name = if ck.tensors.contains_key(&ema) { ema } else { p.name.clone() };
@@ -308,12 +313,29 @@ impl Denoiser for Diffusion {
             prediction: c.prediction,
             num_classes: c.num_classes,
             data_scale: c.data_scale,
+            x0_clip: self.x0_range.unwrap_or(0.0),
         }
     }
 
     fn forward(&self, g: &mut Graph, xt: NodeId, tsin: NodeId, cond: Option<(NodeId, NodeId)>) -> Result<NodeId> {
         Diffusion::forward(self, g, xt, tsin, cond)
     }
+}
+
+/// The x̂_0 range a checkpoint's config records (`x0_range`, written since it was added) or, for a 2-D model
+/// trained on a named mixture before that, the mixture's extent (its farthest mode coordinate plus 5σ) in
+/// model units.
+fn stored_x0_range(config: &Value, cfg: &DiffusionConfig) -> Option<f32> {
+    if let Some(r) = config.get("x0_range").and_then(Value::as_f64).filter(|r| r.is_finite() && *r > 0.0) {
+        return Some(r as f32);
+    }
+    let mix = crate::data::mixture::Mixture::parse(config.get("data")?.as_str()?).ok()?;
+    (cfg.sample_shape == [2]).then(|| mixture_extent(&mix.modes(), mix.std()) / cfg.data_scale)
+}
+
+/// The largest |coordinate| a 2-D mixture's samples reach in practice: its farthest mode coordinate + 5σ.
+pub fn mixture_extent(modes: &[[f32; 2]], std: f32) -> f32 {
+    modes.iter().flat_map(|m| [m[0].abs(), m[1].abs()]).fold(0.0, f32::max) + 5.0 * std
 }
 
 /// The scale that gives a 2-D mixture about unit variance per coordinate: the RMS coordinate of its modes.

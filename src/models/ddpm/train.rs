@@ -95,7 +95,7 @@ impl DiffusionTrainer {
     /// Builds the step for `model` on `data`; `start_step` > 0 resumes (call `restore` before stepping).
     pub fn new(
         dev: &Device,
-        model: Diffusion,
+        mut model: Diffusion,
         data: TrainData,
         s: TrainSettings,
         start_step: u32,
@@ -110,6 +110,10 @@ impl DiffusionTrainer {
             ));
         }
         let n = data.rows.len() / d;
+        if cfg.sample_shape.len() == 1 {
+            // Points record their data's extent, to which sampling clamps x̂_0.
+            model.x0_range = Some(data.rows.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-3));
+        }
         let conditional = cfg.num_classes > 0;
         match (conditional, data.labels) {
             (true, None) => return Err(Error::invalid("diffusion train", "a class-conditional model needs labels")),
@@ -200,7 +204,8 @@ impl DiffusionTrainer {
 
     /// A copy of the model holding the EMA weights, for sampling.
     pub fn ema_model(&self, dev: &Device) -> Result<Diffusion> {
-        let m = Diffusion::new(dev, self.model.cfg.clone(), 0)?;
+        let mut m = Diffusion::new(dev, self.model.cfg.clone(), 0)?;
+        m.x0_range = self.model.x0_range;
         m.copy_weights_from(dev, self.trainer.ema().expect("the trainer keeps an EMA"))?;
         Ok(m)
     }
@@ -213,7 +218,10 @@ impl DiffusionTrainer {
 
     /// Saves everything needed to sample, evaluate or resume, atomically.
     pub fn save(&self, dev: &Device, path: &std::path::Path, data: &str) -> Result<()> {
-        let config = json!({"model": self.model.cfg.to_json(), "train": self.settings.to_json(), "data": data});
+        let mut config = json!({"model": self.model.cfg.to_json(), "train": self.settings.to_json(), "data": data});
+        if let (Some(r), true) = (self.model.x0_range, self.model.cfg.sample_shape.len() == 1) {
+            config["x0_range"] = json!(r);
+        }
         self.trainer.save(dev, path, KIND, config, json!({"seed": self.settings.seed}))
     }
 }
