@@ -161,36 +161,31 @@ pub fn train<R: Regime + ?Sized>(
     let mut pending: Option<Pending> = None;
     let mut kept = guard::Kept { checkpoint: &checkpoint, saved: None, resumed_from };
     let steps = cadence.steps;
-    let looped = (|| -> Result<()> {
-        for i in 1..=steps {
-            regime.step(dev)?;
-            let at = At { i, step: cadence.start_step + i, last: i == steps };
-            if i % LOG_EVERY == 0 || at.last {
-                // The losses (and guards) asked for at the previous log point have long arrived; ask
-                // for these.
-                take_pending(regime, &mut pending, &kept)?;
-                let guards = guard::read(dev, &regime.guarded(), false)?;
-                pending = Some(Pending { losses: regime.read_losses(dev)?, guards });
-                observer.progress(i, &regime.progress(at, &clock));
-            }
-            if i % cadence.eval_every == 0 || at.last {
-                take_pending(regime, &mut pending, &kept)?;
-                let side_start = Instant::now();
-                // Evaluating is a wait anyway: check everything up to this step, weights included.
-                let guarded = regime.guarded();
-                guard::check(&guarded, guard::read(dev, &guarded, true)?, &kept)?;
-                let e = regime.evaluate(dev, at, &clock)?;
-                metrics.append(&e.metrics)?;
-                observer.line(&e.line);
-                regime.save(dev, &checkpoint)?;
-                kept.saved = Some(at.step);
-                clock.side += side_start.elapsed().as_secs_f64();
-            }
+    for i in 1..=steps {
+        regime.step(dev)?;
+        let at = At { i, step: cadence.start_step + i, last: i == steps };
+        if i % LOG_EVERY == 0 || at.last {
+            // The losses (and guards) asked for at the previous log point have long arrived; ask for these.
+            take_pending(regime, &mut pending, &kept).inspect_err(|_| observer.finish())?;
+            let guards = guard::read(dev, &regime.guarded(), false)?;
+            pending = Some(Pending { losses: regime.read_losses(dev)?, guards });
+            observer.progress(i, &regime.progress(at, &clock));
         }
-        Ok(())
-    })();
+        if i % cadence.eval_every == 0 || at.last {
+            take_pending(regime, &mut pending, &kept).inspect_err(|_| observer.finish())?;
+            let side_start = Instant::now();
+            // Evaluating waits anyway: check everything up to this step first, weights included.
+            let guarded = regime.guarded();
+            guard::check(&guarded, guard::read(dev, &guarded, true)?, &kept).inspect_err(|_| observer.finish())?;
+            let e = regime.evaluate(dev, at, &clock)?;
+            metrics.append(&e.metrics)?;
+            observer.line(&e.line);
+            regime.save(dev, &checkpoint)?;
+            kept.saved = Some(at.step);
+            clock.side += side_start.elapsed().as_secs_f64();
+        }
+    }
     observer.finish();
-    looped?;
     let finished =
         Finished { steps, start_step: cadence.start_step, elapsed_s: clock.elapsed_s(), train_s: clock.train_s() };
     Ok(Outcome { finished, done: regime.done(&finished, &checkpoint), summary: regime.summary(dev, &finished) })
