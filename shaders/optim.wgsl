@@ -10,6 +10,11 @@
 //   so clipping costs no pass over the gradients. `sumsq_partial` (once per gradient tensor) and
 //   `clip_scale` compute it on the GPU with no readback; with clipping off clip[0] = 1 is filled once.
 //
+// * `flag` (four u32: [tripped, step, what, index]): the finiteness guard. `guard_finite` checks a short
+//   array (the loss, the gradients' partial sums of squares, a weight tensor) and, on the first
+//   non-finite value of the run, records the step, what was checked and the index of the first bad
+//   value; it is sticky, so a read every N steps still names the first bad step.
+//
 // Sums in the clipping kernels run in a fixed order (strided per-thread partials, then a tree in
 // workgroup memory, no atomics), so the norm is deterministic.
 //#include "common/index.wgsl"
@@ -60,6 +65,13 @@ struct ClipParams {
     max_norm: f32,
     _pad0: u32,
     _pad1: u32,
+}
+
+struct GuardParams {
+    n: u32,       // values to check
+    what: u32,    // recorded with the first non-finite value: 1 loss, 2 gradient partial sums, 3 weights
+    offset: u32,  // added to the step counter: 1 inside a step (0-based index), 0 after `advance_step`
+    tag: u32,     // added to the index of the first non-finite value (where the array sits in a larger list)
 }
 
 struct EmaParams {
@@ -213,6 +225,48 @@ fn clip_scale(@builtin(local_invocation_index) lid: u32) {
         let norm = sqrt(red[0]);
         cl_clip[0] = min(1.0, cp.max_norm / (norm + 1e-6));
         cl_clip[1] = norm;
+    }
+}
+
+// ---- finiteness guard ----
+
+@group(0) @binding(0) var<uniform> gp: GuardParams;
+@group(0) @binding(1) var<storage, read> gd_x: array<f32>;
+@group(0) @binding(2) var<storage, read> gd_step: array<u32>;
+@group(0) @binding(3) var<storage, read_write> gd_flag: array<u32>;
+
+const NONE: u32 = 0xffffffffu;
+
+var<workgroup> first_bad: array<u32, WG>;
+
+// Inf and NaN have every exponent bit set. A bit test, not x != x: compilers may assume finite floats.
+fn is_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+// One workgroup: the lowest index of a non-finite value among x[0..n), recorded if nothing was before.
+@compute @workgroup_size(256)
+fn guard_finite(@builtin(local_invocation_index) lid: u32) {
+    var bad = NONE;
+    for (var k = lid; k < gp.n; k += WG) {
+        if !is_finite(gd_x[k]) {
+            bad = k;
+            break;
+        }
+    }
+    first_bad[lid] = bad;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if lid < s {
+            first_bad[lid] = min(first_bad[lid], first_bad[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u && first_bad[0] != NONE && gd_flag[0] == 0u {
+        gd_flag[0] = 1u;
+        gd_flag[1] = gd_step[0] + gp.offset;
+        gd_flag[2] = gp.what;
+        gd_flag[3] = gp.tag + first_bad[0];
     }
 }
 

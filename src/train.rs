@@ -2,6 +2,11 @@
 //! weights), planned and recorded once, then replayed: one queue submission per step, no host wait.
 //! Checkpoints hold the parameters, the optimizer state and step, and whatever the caller adds (its
 //! config and RNG state), so a run resumes exactly where it stopped, on the same data or on new data.
+//!
+//! Every step also feeds a finiteness guard (`optim::Guard`): its loss and its gradient norm are
+//! checked on the device and the first non-finite one is recorded, to be read with the losses
+//! (`read_guard`, `divergence`); `check_weights` does the same for the weights between steps, and
+//! `save` refuses to write a checkpoint that holds a non-finite value.
 
 use std::path::Path;
 
@@ -10,7 +15,7 @@ use crate::device::{Device, Download};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Plan};
 use crate::nn::Param;
-use crate::optim::{Ema, Optimizer, OptimizerKind, Schedule};
+use crate::optim::{Ema, Guard, NonFinite, Optimizer, OptimizerKind, Schedule};
 use crate::tensor::{numel, Tensor};
 
 /// How to optimize.
@@ -33,6 +38,48 @@ pub struct Trainer {
     params: Vec<Param>,
     opt: Optimizer,
     ema: Option<Ema>,
+    guard: Guard,
+}
+
+/// The first non-finite value a trainer's guard recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Divergence {
+    /// The trainer's 1-based update (its step counter after the update) at which it happened.
+    pub update: u32,
+    /// What was not finite.
+    pub what: NonFinite,
+    /// The tensor it was first seen in, where known: the parameter whose gradient, or the state
+    /// tensor (`Trainer::state` name) whose values, were not finite.
+    pub tensor: Option<String>,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.what)?;
+        match (&self.tensor, self.what) {
+            (Some(t), NonFinite::GradientNorm) => write!(f, " (first non-finite gradient: `{t}`)"),
+            (Some(t), _) => write!(f, " (first in `{t}`)"),
+            (None, _) => Ok(()),
+        }
+    }
+}
+
+/// Reads `t` back for a checkpoint at `path`, refusing an f32 tensor that holds NaN or Inf (a diverged
+/// run must not overwrite a good checkpoint); `name` names it in the error.
+pub fn download_finite(dev: &Device, path: &Path, name: &str, t: &Tensor) -> Result<HostTensor> {
+    let h = HostTensor::from_device(dev, t)?;
+    if h.dtype == crate::tensor::DType::F32 {
+        if let Some(i) = h.data.iter().position(|&w| !f32::from_bits(w).is_finite()) {
+            return Err(Error::Checkpoint {
+                path: path.display().to_string(),
+                msg: format!(
+                    "not saved: `{name}` holds a non-finite value ({} at element {i}); the training diverged",
+                    f32::from_bits(h.data[i])
+                ),
+            });
+        }
+    }
+    Ok(h)
 }
 
 impl Trainer {
@@ -86,16 +133,20 @@ impl Trainer {
         let tensors: Vec<&Tensor> = params.iter().map(|p| &p.tensor).collect();
         let opt = Optimizer::with_step_counter(dev, cfg.optimizer, cfg.schedule, cfg.clip, &tensors, step)?;
         let ema = cfg.ema.map(|d| Ema::new(dev, &tensors, d, true)).transpose()?;
+        let guard = Guard::new(dev)?;
         let keep: Vec<NodeId> = std::iter::once(loss).chain(grads).collect();
         let plan = Plan::build_with(dev, &g, &keep, prologue, |kept| {
             let grads: Vec<&Tensor> = kept[1..].iter().collect();
             opt.update(dev, &tensors, &grads)?;
+            // The guard only reads what the step computed (and writes its flag): no number changes.
+            guard.check(dev, &kept[0], 1, opt.step_tensor(), NonFinite::Loss, 1, 0)?;
+            opt.guard_gradients(dev, &grads, &guard)?;
             if let Some(e) = &ema {
                 e.update(dev, &tensors, opt.step_tensor())?;
             }
             opt.advance(dev)
         })?;
-        Ok(Trainer { plan, loss, params, opt, ema })
+        Ok(Trainer { plan, loss, params, opt, ema, guard })
     }
 
     /// One training step (forward, backward, update): one submission on a GPU, no wait.
@@ -106,6 +157,41 @@ impl Trainer {
     /// Starts reading the loss of the latest step back (asynchronous; ordered after it).
     pub fn read_loss(&self, dev: &Device) -> Result<Download> {
         self.plan.read(dev, self.loss)
+    }
+
+    /// Starts reading the guard's flag (asynchronous; ordered after the steps submitted so far).
+    pub fn read_guard(&self, dev: &Device) -> Result<Download> {
+        self.guard.read(dev)
+    }
+
+    /// Has the guard check every f32 tensor of `state` (weights, optimizer state, EMA) between steps,
+    /// as of the latest update: eager dispatches, read with the next `read_guard`.
+    pub fn check_weights(&self, dev: &Device) -> Result<()> {
+        let mut tag = 0u32;
+        for (_, t) in self.state() {
+            if t.dtype == crate::tensor::DType::F32 {
+                self.guard.check(dev, &t, t.numel(), self.opt.step_tensor(), NonFinite::Weights, 0, tag)?;
+                tag = tag.saturating_add(u32::try_from(t.numel()).unwrap_or(u32::MAX));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the guard's flag (the words a `read_guard` gave) says: None while everything was finite.
+    pub fn divergence(&self, words: &[u32]) -> Option<Divergence> {
+        let t = Guard::decode(words)?;
+        let tensor = match t.what {
+            NonFinite::Loss => None,
+            NonFinite::GradientNorm => self.opt.param_of_slot(t.index as usize).map(|i| self.params[i].name.clone()),
+            NonFinite::Weights => {
+                let mut at = 0usize;
+                self.state().into_iter().filter(|(_, x)| x.dtype == crate::tensor::DType::F32).find_map(|(n, x)| {
+                    at += x.numel();
+                    (at > t.index as usize).then_some(n)
+                })
+            }
+        };
+        Some(Divergence { update: t.step, what: t.what, tensor })
     }
 
     /// The parameters trained, in the order their state is kept.
@@ -138,7 +224,8 @@ impl Trainer {
         out
     }
 
-    /// Saves the training state (atomically) with the caller's kind, config and RNG state.
+    /// Saves the training state (atomically) with the caller's kind, config and RNG state; refuses (and
+    /// leaves `path` as it was) when a tensor holds a non-finite value.
     pub fn save(
         &self,
         dev: &Device,
@@ -151,7 +238,8 @@ impl Trainer {
         ck.step = self.opt.current_step(dev)? as u64;
         ck.rng = rng;
         for (name, t) in self.state() {
-            ck.tensors.insert(name, HostTensor::from_device(dev, &t)?);
+            let h = download_finite(dev, path, &name, &t)?;
+            ck.tensors.insert(name, h);
         }
         ck.save(path)
     }

@@ -57,7 +57,17 @@ fn params_matmul_match_naga() {
 #[test]
 fn params_optim_match_naga() {
     use tigel::kernels::optim::*;
-    check!("optim", ScheduleParams, AdvanceParams, SgdParams, AdamParams, SumsqParams, ClipParams, EmaParams);
+    check!(
+        "optim",
+        ScheduleParams,
+        AdvanceParams,
+        SgdParams,
+        AdamParams,
+        SumsqParams,
+        ClipParams,
+        EmaParams,
+        GuardParams
+    );
 }
 
 #[test]

@@ -156,6 +156,9 @@ impl tigel::run::Regime for Spirals {
     fn read_losses(&self, dev: &Device) -> Result<Vec<tigel::device::Download>> {
         Ok(vec![self.t.read_loss(dev)?])
     }
+    fn guarded(&self) -> Vec<tigel::run::Guarded<'_>> {
+        vec![tigel::run::Guarded { name: "", trainer: &self.t, per_step: 1 }]
+    }
     fn take_losses(&mut self, losses: &[f64]) {
         self.losses.extend(losses);
     }

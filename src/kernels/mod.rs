@@ -201,6 +201,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &optim::SUMSQ_PARTIAL,
     &optim::CLIP_SCALE,
     &optim::EMA,
+    &optim::GUARD_FINITE,
     &reduce::REDUCE_ROWS,
     &reduce::REDUCE_STRIDED,
     &rng::BITS,

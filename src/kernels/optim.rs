@@ -24,6 +24,16 @@ pub static SUMSQ_PARTIAL: Kernel = Kernel { shader: "optim", entry: "sumsq_parti
 /// Entry point `clip_scale` of shaders/optim.wgsl.
 pub static CLIP_SCALE: Kernel = Kernel { shader: "optim", entry: "clip_scale" };
 
+/// Entry point `guard_finite` of shaders/optim.wgsl.
+pub static GUARD_FINITE: Kernel = Kernel { shader: "optim", entry: "guard_finite" };
+
+/// `GuardParams::what` and the guard flag's third word: the loss was not finite.
+pub const GUARD_LOSS: u32 = 1;
+/// The gradients' partial sums of squares (so the gradient norm) were not finite.
+pub const GUARD_GRADIENT: u32 = 2;
+/// A weight (or optimizer state) tensor held a non-finite value.
+pub const GUARD_WEIGHTS: u32 = 3;
+
 /// Entry point `ema` of shaders/optim.wgsl.
 pub static EMA: Kernel = Kernel { shader: "optim", entry: "ema" };
 

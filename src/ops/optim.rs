@@ -11,14 +11,17 @@
 //!   multiply every gradient element by clip[0] as they read it. `sumsq_partial` (once per gradient tensor,
 //!   each at its own slot range of a shared `partials` tensor) and then `clip_scale` write it; with
 //!   clipping off it stays [1, 0].
+//! * the guard flag: a u32 tensor of shape [4], [tripped, step, what, index] (`guard_flag`), zero until
+//!   `guard_finite` first sees a non-finite value; then it keeps that first one (see `GuardParams`).
 
 use super::{launch_1d, u32_of, want_dtype};
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::groups_1d;
 use crate::kernels::optim::{
-    schedule_lr_of, AdamParams, AdvanceParams, ClipParams, EmaParams, ScheduleParams, SgdParams, SumsqParams, ADAM,
-    ADVANCE_STEP, CLIP_SCALE, EMA, SCHED_CONSTANT, SCHED_COSINE, SCHED_LINEAR, SGD, SUMSQ_PARTIAL, WG,
+    schedule_lr_of, AdamParams, AdvanceParams, ClipParams, EmaParams, GuardParams, ScheduleParams, SgdParams,
+    SumsqParams, ADAM, ADVANCE_STEP, CLIP_SCALE, EMA, GUARD_FINITE, SCHED_CONSTANT, SCHED_COSINE, SCHED_LINEAR, SGD,
+    SUMSQ_PARTIAL, WG,
 };
 use crate::tensor::{DType, Tensor};
 
@@ -382,4 +385,40 @@ pub fn ema(dev: &Device, avg: &Tensor, param: &Tensor, step: &Tensor, decay: f32
     }
     let p = EmaParams { n: u32_of(OP, "elements", n)?, decay, warmup: warmup as u32, _pad0: 0 };
     launch_1d(dev, &EMA, &p, &[&avg.buf, &param.buf, &step.buf], n)
+}
+
+/// A clear guard flag [tripped, step, what, index] = [0, 0, 0, 0]: u32, shape [4].
+pub fn guard_flag(dev: &Device) -> Result<Tensor> {
+    Tensor::from_u32(dev, &[4], &[0; 4])
+}
+
+/// Records in `flag`, unless it holds a value already, the first non-finite value of `x[..n]`:
+/// [1, step[0] + offset, what, tag + its index]. One workgroup: meant for short arrays (a loss, partial
+/// sums) or checks outside the training step.
+#[allow(clippy::too_many_arguments)]
+pub fn guard_finite(
+    dev: &Device,
+    x: &Tensor,
+    n: usize,
+    step: &Tensor,
+    flag: &Tensor,
+    what: u32,
+    offset: u32,
+    tag: u32,
+) -> Result<()> {
+    const OP: &str = "guard_finite";
+    want_dtype(OP, x, DType::F32)?;
+    want_step(OP, step)?;
+    want_dtype(OP, flag, DType::U32)?;
+    if flag.numel() != 4 {
+        return Err(Error::invalid(OP, format!("the guard flag must hold four u32, got shape {:?}", flag.shape)));
+    }
+    if n > x.numel() {
+        return Err(Error::invalid(OP, format!("n = {n} but the tensor holds {}", x.numel())));
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let p = GuardParams { n: u32_of(OP, "n", n)?, what, offset, tag };
+    dev.dispatch(Dispatch::new(&GUARD_FINITE, &p, &[&x.buf, &step.buf, &flag.buf], [1, 1, 1]))
 }

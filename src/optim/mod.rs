@@ -25,6 +25,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod guard;
+
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::layout;
@@ -32,6 +34,7 @@ use crate::ops::optim::{self as k, AdamConfig, SgdConfig};
 use crate::tensor::{DType, Tensor};
 
 pub use crate::ops::optim::Schedule;
+pub use guard::{Guard, NonFinite, Tripped};
 
 /// Which update rule, with its hyper-parameters (the learning rate is the `Schedule`'s).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,8 +104,9 @@ pub struct Optimizer {
     clip: Tensor,
     /// One-word stand-in bound as the momentum buffer of SGD without momentum (never touched).
     placeholder: Option<Tensor>,
-    /// f32 partial sums of squares (clipping on), and each tensor's first slot.
-    partials: Option<Tensor>,
+    /// f32 partial sums of the gradients' squares (for clipping and the finiteness guard), and each
+    /// tensor's first slot.
+    partials: Tensor,
     slots: Vec<usize>,
     n_partials: usize,
 }
@@ -195,10 +199,7 @@ impl Optimizer {
             Rule::Sgd(c) if c.momentum == 0.0 => Some(Tensor::empty(dev, &[1], DType::F32)?),
             _ => None,
         };
-        let partials = match clip {
-            Some(_) => Some(Tensor::empty(dev, &[n_partials.max(1)], DType::F32)?),
-            None => None,
-        };
+        let partials = Tensor::empty(dev, &[n_partials.max(1)], DType::F32)?;
         Ok(Optimizer {
             kind,
             rule,
@@ -286,6 +287,27 @@ impl Optimizer {
         out
     }
 
+    fn check_step_args_grads(&self, grads: &[&Tensor]) -> Result<()> {
+        if grads.len() != self.shapes.len() {
+            return Err(Error::invalid(
+                OP_STEP,
+                format!("the optimizer was made for {} tensors, got {} gradients", self.shapes.len(), grads.len()),
+            ));
+        }
+        for (i, (g, shape)) in grads.iter().zip(&self.shapes).enumerate() {
+            check_tensor(OP_STEP, "gradient", i, g)?;
+            if &g.shape != shape {
+                return Err(Error::ShapeMismatch {
+                    op: OP_STEP,
+                    lhs: shape.clone(),
+                    rhs: g.shape.clone(),
+                    hint: format!(" (parameter {i} and its gradient)"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn check_step_args(&self, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
         if params.len() != self.shapes.len() || grads.len() != self.shapes.len() {
             return Err(Error::invalid(
@@ -325,11 +347,9 @@ impl Optimizer {
     /// runs more work (an `Ema::update`) before `advance`. `step` = `update` + `advance`.
     pub fn update(&self, dev: &Device, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
         self.check_step_args(params, grads)?;
-        if let (Some(max_norm), Some(partials)) = (self.max_norm, &self.partials) {
-            for (g, &slot) in grads.iter().zip(&self.slots) {
-                k::sumsq_partial(dev, g, partials, slot)?;
-            }
-            k::clip_scale(dev, partials, self.n_partials, max_norm, &self.clip)?;
+        if let Some(max_norm) = self.max_norm {
+            self.sumsq(dev, grads)?;
+            k::clip_scale(dev, &self.partials, self.n_partials, max_norm, &self.clip)?;
         }
         for ((p, g), s) in params.iter().zip(grads).zip(&self.state) {
             match (&self.rule, s) {
@@ -350,6 +370,32 @@ impl Optimizer {
             }
         }
         Ok(())
+    }
+
+    fn sumsq(&self, dev: &Device, grads: &[&Tensor]) -> Result<()> {
+        for (g, &slot) in grads.iter().zip(&self.slots) {
+            k::sumsq_partial(dev, g, &self.partials, slot)?;
+        }
+        Ok(())
+    }
+
+    /// Has `guard` check the gradients' partial sums of squares (non-finite exactly when the global
+    /// norm is) as step `step + 1`: after `update`, which computes them when clipping is on; without
+    /// clipping they are computed here (one pass over the gradients, nothing else changes).
+    pub fn guard_gradients(&self, dev: &Device, grads: &[&Tensor], guard: &Guard) -> Result<()> {
+        self.check_step_args_grads(grads)?;
+        if self.max_norm.is_none() {
+            self.sumsq(dev, grads)?;
+        }
+        guard.check(dev, &self.partials, self.n_partials, &self.step, NonFinite::GradientNorm, 1, 0)
+    }
+
+    /// The parameter tensor (its index at `new`) whose gradient sums into partial slot `slot`.
+    pub fn param_of_slot(&self, slot: usize) -> Option<usize> {
+        if slot >= self.n_partials {
+            return None;
+        }
+        Some(self.slots.partition_point(|&s| s <= slot) - 1)
     }
 
     /// Increments the step counter (on the device).

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::{At, Clock, Evaluation, Finished, Regime};
+use super::{At, Clock, Evaluation, Finished, Guarded, Regime};
 use crate::device::{Device, Download};
 use crate::error::Result;
 use crate::models::ddpm::{schedule_name, DiffusionTrainer};
@@ -64,6 +64,10 @@ impl Regime for DiffusionRun {
 
     fn read_losses(&self, dev: &Device) -> Result<Vec<Download>> {
         Ok(vec![self.trainer.read_loss(dev)?])
+    }
+
+    fn guarded(&self) -> Vec<Guarded<'_>> {
+        vec![Guarded { name: "", trainer: self.trainer.trainer(), per_step: 1 }]
     }
 
     fn take_losses(&mut self, losses: &[f64]) {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::{At, Clock, Evaluation, Finished, Regime};
+use super::{At, Clock, Evaluation, Finished, Guarded, Regime};
 use crate::data::images::write_png_grid;
 use crate::data::source::Source;
 use crate::device::{Device, Download};
@@ -68,6 +68,13 @@ impl Regime for GanRun<'_> {
     fn read_losses(&self, dev: &Device) -> Result<Vec<Download>> {
         let (d, g) = self.trainer.read_losses(dev)?;
         Ok(vec![d, g])
+    }
+
+    fn guarded(&self) -> Vec<Guarded<'_>> {
+        vec![
+            Guarded { name: "D", trainer: self.trainer.d_trainer(), per_step: self.trainer.settings.d_steps },
+            Guarded { name: "G", trainer: self.trainer.g_trainer(), per_step: 1 },
+        ]
     }
 
     fn take_losses(&mut self, losses: &[f64]) {

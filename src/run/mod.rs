@@ -11,6 +11,7 @@ pub mod diffusion;
 pub mod dir;
 pub mod gan;
 pub mod gpt;
+pub mod guard;
 pub mod report;
 
 use std::path::Path;
@@ -21,6 +22,7 @@ use serde_json::{json, Value};
 use crate::device::{Device, Download};
 use crate::error::Result;
 pub use dir::{resume_checkpoint, MetricsLog, RunDir};
+pub use guard::Guarded;
 pub use report::{Observer, Quiet};
 
 /// Steps between loss reads and progress reports.
@@ -32,6 +34,8 @@ pub trait Regime {
     fn step(&mut self, dev: &Device) -> Result<()>;
     /// Starts reading the latest step's losses back (asynchronous; one f32 each).
     fn read_losses(&self, dev: &Device) -> Result<Vec<Download>>;
+    /// The recorded steps a run step submits, whose finiteness guards the loop reads.
+    fn guarded(&self) -> Vec<Guarded<'_>>;
     /// The losses asked for by the previous `read_losses`, as they arrived.
     fn take_losses(&mut self, losses: &[f64]);
     /// The progress message at a log point.
@@ -129,7 +133,9 @@ pub fn loss_value(d: Download) -> Result<f64> {
 }
 
 /// Runs `regime` for `cadence.steps` steps into `dir`: creates it, writes config.json (with
-/// `resumed_from`), appends to metrics.jsonl and saves the checkpoint at each evaluation.
+/// `resumed_from`), appends to metrics.jsonl and saves the checkpoint at each evaluation. At the first
+/// non-finite loss, gradient norm or weight (the guard, see [`guard`]) it stops with an error naming
+/// the step, before anything of that step is evaluated, logged or saved.
 pub fn train<R: Regime + ?Sized>(
     dev: &Device,
     regime: &mut R,
@@ -152,24 +158,30 @@ pub fn train<R: Regime + ?Sized>(
     let checkpoint = dir.checkpoint();
 
     let mut clock = Clock { started: Instant::now(), side: 0.0 };
-    let mut pending: Option<Vec<Download>> = None;
+    let mut pending: Option<Pending> = None;
+    let mut kept = guard::Kept { checkpoint: &checkpoint, saved: None, resumed_from };
     let steps = cadence.steps;
     for i in 1..=steps {
         regime.step(dev)?;
         let at = At { i, step: cadence.start_step + i, last: i == steps };
         if i % LOG_EVERY == 0 || at.last {
-            // The losses asked for at the previous log point have long arrived; ask for these.
-            take_pending(regime, &mut pending)?;
-            pending = Some(regime.read_losses(dev)?);
+            // The losses (and guards) asked for at the previous log point have long arrived; ask for these.
+            take_pending(regime, &mut pending, &kept).inspect_err(|_| observer.finish())?;
+            let guards = guard::read(dev, &regime.guarded(), false)?;
+            pending = Some(Pending { losses: regime.read_losses(dev)?, guards });
             observer.progress(i, &regime.progress(at, &clock));
         }
         if i % cadence.eval_every == 0 || at.last {
-            take_pending(regime, &mut pending)?;
+            take_pending(regime, &mut pending, &kept).inspect_err(|_| observer.finish())?;
             let side_start = Instant::now();
+            // Evaluating waits anyway: check everything up to this step first, weights included.
+            let guarded = regime.guarded();
+            guard::check(&guarded, guard::read(dev, &guarded, true)?, &kept).inspect_err(|_| observer.finish())?;
             let e = regime.evaluate(dev, at, &clock)?;
             metrics.append(&e.metrics)?;
             observer.line(&e.line);
             regime.save(dev, &checkpoint)?;
+            kept.saved = Some(at.step);
             clock.side += side_start.elapsed().as_secs_f64();
         }
     }
@@ -179,10 +191,18 @@ pub fn train<R: Regime + ?Sized>(
     Ok(Outcome { finished, done: regime.done(&finished, &checkpoint), summary: regime.summary(dev, &finished) })
 }
 
-/// Hands the losses of an earlier read, if one is pending, to the regime.
-fn take_pending<R: Regime + ?Sized>(regime: &mut R, pending: &mut Option<Vec<Download>>) -> Result<()> {
+/// Reads asked for at a log point: the losses and the guards.
+struct Pending {
+    losses: Vec<Download>,
+    guards: Vec<Download>,
+}
+
+/// Checks the guards of an earlier read, if one is pending, and hands its losses to the regime (never
+/// those of a step past the first non-finite value).
+fn take_pending<R: Regime + ?Sized>(regime: &mut R, pending: &mut Option<Pending>, kept: &guard::Kept) -> Result<()> {
     if let Some(p) = pending.take() {
-        let losses = p.into_iter().map(loss_value).collect::<Result<Vec<f64>>>()?;
+        guard::check(&regime.guarded(), p.guards, kept)?;
+        let losses = p.losses.into_iter().map(loss_value).collect::<Result<Vec<f64>>>()?;
         regime.take_losses(&losses);
     }
     Ok(())

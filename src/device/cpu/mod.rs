@@ -87,6 +87,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("optim", "sumsq_partial") => optim::sumsq_partial,
         ("optim", "clip_scale") => optim::clip_scale,
         ("optim", "ema") => optim::ema,
+        ("optim", "guard_finite") => optim::guard_finite,
         ("reduce", "reduce_rows") => reduce::reduce_rows,
         ("reduce", "reduce_strided") => reduce::reduce_strided,
         ("rng", "bits") => rng::bits,

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use super::CpuArgs;
 use super::{par_chunks, CHUNK};
 use crate::kernels::optim::{
-    schedule_lr_of, AdamParams, AdvanceParams, ClipParams, EmaParams, SgdParams, SumsqParams, WG,
+    schedule_lr_of, AdamParams, AdvanceParams, ClipParams, EmaParams, GuardParams, SgdParams, SumsqParams, WG,
 };
 
 /// Bindings: params, step (read_write).
@@ -170,4 +170,21 @@ pub fn ema(args: &mut CpuArgs) {
             *a = d * *a + (1.0 - d) * p;
         }
     });
+}
+
+/// Bindings: params, x (read), step (read), flag (read_write). The lowest index of a non-finite value
+/// (what the shader's min tree finds), recorded only if the flag is clear.
+pub fn guard_finite(args: &mut CpuArgs) {
+    let gp: GuardParams = args.params();
+    let x = &args.f32_in(0)[..gp.n as usize];
+    let step = args.u32_in(1)[0];
+    let flag = args.u32_out(0);
+    if let Some(bad) = x.iter().position(|v| !v.is_finite()) {
+        if flag[0] == 0 {
+            flag[0] = 1;
+            flag[1] = step.wrapping_add(gp.offset);
+            flag[2] = gp.what;
+            flag[3] = gp.tag.wrapping_add(bad as u32);
+        }
+    }
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{Gan, GanConfig, Net, KIND};
-use crate::checkpoint::{Checkpoint, HostTensor};
+use crate::checkpoint::Checkpoint;
 use crate::data::rows::TrainData;
 use crate::device::{Device, Download};
 use crate::error::{Error, Result};
@@ -15,7 +15,7 @@ use crate::ops::elementwise::Unary;
 use crate::ops::{rng, sample};
 use crate::optim::{OptimizerKind, Schedule};
 use crate::tensor::{DType, Tensor};
-use crate::train::{TrainConfig, Trainer};
+use crate::train::{download_finite, TrainConfig, Trainer};
 
 /// How to train.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -250,7 +250,8 @@ impl GanTrainer {
         out
     }
 
-    /// Saves everything needed to sample, evaluate or resume, atomically.
+    /// Saves everything needed to sample, evaluate or resume, atomically; refuses (leaving `path` as it
+    /// was) when a tensor holds a non-finite value.
     pub fn save(&self, dev: &Device, path: &std::path::Path, data: &str) -> Result<()> {
         let config = json!({"model": self.model.cfg.to_json(), "train": self.settings.to_json(), "data": data,
                             "image_shape": if self.model.cfg.is_image() { json!(self.model.cfg.data_shape) } else { Value::Null }});
@@ -258,7 +259,8 @@ impl GanTrainer {
         ck.step = self.g.optimizer().current_step(dev)? as u64;
         ck.rng = json!({"seed": self.settings.seed});
         for (name, t) in self.state() {
-            ck.tensors.insert(name, HostTensor::from_device(dev, &t)?);
+            let h = download_finite(dev, path, &name, &t)?;
+            ck.tensors.insert(name, h);
         }
         ck.save(path)
     }
