@@ -3,7 +3,7 @@
 //! compositions of the forward ops.
 //! Kernels: shaders/elementwise.wgsl; CPU twins: device/cpu/elementwise.rs.
 
-use super::{launch_1d, u32_of, want_dtype};
+use super::{launch_1d, u32_of, want_dtype, want_f32_fit};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::{
@@ -138,15 +138,7 @@ pub fn unary_with(dev: &Device, op: Unary, x: &Tensor, alpha: f32) -> Result<Ten
 /// result is what the formula gives there (inf or NaN), as in the forward.
 pub fn unary_backward(dev: &Device, op: Unary, x: &Tensor, dy: &Tensor, alpha: f32) -> Result<Tensor> {
     want_dtype("unary_backward", x, DType::F32)?;
-    want_dtype("unary_backward", dy, DType::F32)?;
-    if x.shape != dy.shape {
-        return Err(Error::ShapeMismatch {
-            op: "unary_backward",
-            lhs: x.shape.clone(),
-            rhs: dy.shape.clone(),
-            hint: " (x and dy must have one shape)".into(),
-        });
-    }
+    want_f32_fit("unary_backward", dy, x, x.shape == dy.shape, || "x and dy must have one shape".into())?;
     let dx = Tensor::empty(dev, &x.shape, DType::F32)?;
     let n = x.numel();
     if n == 0 {

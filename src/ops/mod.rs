@@ -33,6 +33,27 @@ pub(crate) fn want_dtype(op: &'static str, t: &Tensor, want: DType) -> Result<()
     Ok(())
 }
 
+/// `t` (an argument checked against `x`) as f32 that `fits`; otherwise a shape mismatch of x and t whose
+/// hint `why` says what t must be.
+pub(crate) fn want_f32_fit(
+    op: &'static str,
+    t: &Tensor,
+    x: &Tensor,
+    fits: bool,
+    why: impl FnOnce() -> String,
+) -> Result<()> {
+    want_dtype(op, t, DType::F32)?;
+    if !fits {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: x.shape.clone(),
+            rhs: t.shape.clone(),
+            hint: format!(" ({})", why()),
+        });
+    }
+    Ok(())
+}
+
 /// Dispatches a 1-D kernel over `n` elements (one invocation each).
 pub(crate) fn launch_1d<P: bytemuck::Pod>(
     dev: &Device,
