@@ -3,6 +3,23 @@
 //! the constants shared with the shaders come from `crate::kernels::<family>` below, and the device runs
 //! them (on a GPU, or through the CPU engine's twins). Ops never name an engine.
 
+/// An op-code enum (the discriminant is the shader's op code) and its `ALL` list in code order, from one
+/// list of variants.
+macro_rules! op_codes {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident = $code:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vm])* $v = $code,)*
+        }
+
+        impl $name {
+            /// Every variant, in op-code order.
+            pub const ALL: [$name; [$($code),*].len()] = [$($name::$v),*];
+        }
+    };
+}
+
 pub mod attention;
 pub mod batch;
 pub mod chnorm;
