@@ -87,6 +87,41 @@ var<workgroup> f_v: array<vec4<f32>, FWD_BS * MAX_G>;  // read along groups by t
 var<workgroup> f_s: array<f32, BO * FWD_BS>;
 var<workgroup> f_p: array<f32, BO * FWD_BS>;
 
+// How the `bs` lanes of a query row share its gn column groups: ng groups side by side, ks splits of the
+// streamed rows among the lanes, passes groups of ng per lane. Uniform (barriers depend on it).
+struct Lanes {
+    ng: u32,
+    ks: u32,
+    passes: u32,
+}
+
+fn lanes_of(gn: u32, bs: u32) -> Lanes {
+    let ng = min(gn, bs);
+    return Lanes(ng, bs / ng, (gn + ng - 1u) / ng);
+}
+
+// One lane's place in Lanes: its split and first column group; busy is false for the lanes past ng * ks,
+// which sit the accumulate phase out.
+struct Lane {
+    split: u32,
+    g0: u32,
+    busy: bool,
+}
+
+fn lane_in(ln: Lanes, lane: u32) -> Lane {
+    let split = lane / ln.ng;
+    return Lane(split, lane % ln.ng, split < ln.ks);
+}
+
+// Key tiles of `bs` rows the query tile at q0 streams: all n_tiles, or with a causal mask those up to the
+// tile holding its last query.
+fn causal_end(n_tiles: u32, q0: u32, bs: u32) -> u32 {
+    if ap.causal == 1u {
+        return min(n_tiles, (q0 + BO - 1u) / bs + 1u);
+    }
+    return n_tiles;
+}
+
 @compute @workgroup_size(16, 16)
 fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -110,21 +145,14 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         f_q[(e / gn) * PITCH + e % gn] = qkv4(qb, q0 + e / gn, e % gn);
     }
 
-    let ng = min(gn, FWD_BS);  // lanes side by side over column groups
-    let ks = FWD_BS / ng;       // splits of the streamed rows among the lanes
-    let split = lane / ng;
-    let g0 = lane % ng;
-    let busy = split < ks;      // false for the lanes past ng * ks, which sit the accumulate phase out
-    let passes = (gn + ng - 1u) / ng;  // 1 or 2
+    let ln = lanes_of(gn, FWD_BS);  // passes: 1 or 2
+    let me = lane_in(ln, lane);
 
     var m = NEG;   // running max of the row's scaled scores
     var l = 0.0;   // running sum of exp(score - m)
     var acc = Acc();
     let n_tiles = (t_len + FWD_BS - 1u) / FWD_BS;
-    var kt_end = n_tiles;
-    if ap.causal == 1u {
-        kt_end = min(n_tiles, (q0 + BO - 1u) / FWD_BS + 1u);
-    }
+    let kt_end = causal_end(n_tiles, q0, FWD_BS);
     for (var kt = 0u; kt < kt_end; kt++) {
         let k0 = kt * FWD_BS;
         for (var e = lid; e < FWD_BS * gn; e += BO * FWD_BS) {
@@ -161,34 +189,34 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         l = l * alpha + psum;
         acc.a0 *= alpha;
         acc.a1 *= alpha;
-        if busy {
-            for (var j = split; j < FWD_BS; j += ks) {
+        if me.busy {
+            for (var j = me.split; j < FWD_BS; j += ln.ks) {
                 let w = f_p[o * FWD_BS + j];
-                let at = j * MAX_G + g0;
+                let at = j * MAX_G + me.g0;
                 acc.a0 += w * f_v[at];
-                if passes > 1u { acc.a1 += w * f_v[at + ng]; }
+                if ln.passes > 1u { acc.a1 += w * f_v[at + ln.ng]; }
             }
         }
         m = m_new;
         workgroupBarrier();
     }
 
-    // Add the key splits' partial sums (only when ks > 1, and then passes == 1).
-    if ks > 1u {
+    // Add the key splits' partial sums (only when ln.ks > 1, and then ln.passes == 1).
+    if ln.ks > 1u {
         f_v[o * FWD_BS + lane] = acc.a0;
         workgroupBarrier();
-        if busy && split == 0u {
-            for (var s2 = 1u; s2 < ks; s2++) {
-                acc.a0 += f_v[o * FWD_BS + s2 * ng + g0];
+        if me.busy && me.split == 0u {
+            for (var s2 = 1u; s2 < ln.ks; s2++) {
+                acc.a0 += f_v[o * FWD_BS + s2 * ln.ng + me.g0];
             }
         }
     }
     if qi < t_len {
-        if busy && split == 0u {
+        if me.busy && me.split == 0u {
             let inv = 1.0 / l;
             let row = (b * t_len + qi) * ap.heads * ap.head_dim + h * ap.head_dim;
-            store_out(row, g0, gn, acc.a0 * inv);
-            if passes > 1u { store_out(row, g0 + ng, gn, acc.a1 * inv); }
+            store_out(row, me.g0, gn, acc.a0 * inv);
+            if ln.passes > 1u { store_out(row, me.g0 + ln.ng, gn, acc.a1 * inv); }
         }
         if lane == 0u {
             f_lse[bh * t_len + qi] = m + log(l);
@@ -321,19 +349,12 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     }
     workgroupBarrier();
 
-    let ng = min(gn, BWD_BS);
-    let ks = BWD_BS / ng;
-    let split = lane / ng;
-    let g0 = lane % ng;
-    let busy = split < ks;
-    let passes = (gn + ng - 1u) / ng;  // 1..4
+    let ln = lanes_of(gn, BWD_BS);  // passes: 1..4
+    let me = lane_in(ln, lane);
 
     var acc = Acc();
     let n_tiles = (t_len + BWD_BS - 1u) / BWD_BS;
-    var kt_end = n_tiles;
-    if ap.causal == 1u {
-        kt_end = min(n_tiles, (q0 + BO - 1u) / BWD_BS + 1u);
-    }
+    let kt_end = causal_end(n_tiles, q0, BWD_BS);
     for (var kt = 0u; kt < kt_end; kt++) {
         let k0 = kt * BWD_BS;
         for (var e = lid; e < BWD_BS * gn; e += BO * BWD_BS) {
@@ -356,31 +377,31 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         q_ds[o * BWD_BS + lane] = p * (dp - delta);
         workgroupBarrier();
 
-        if busy {
-            for (var j = split; j < BWD_BS; j += ks) {
+        if me.busy {
+            for (var j = me.split; j < BWD_BS; j += ln.ks) {
                 let w = q_ds[o * BWD_BS + j];
-                let at = j * PITCH + g0;
+                let at = j * PITCH + me.g0;
                 acc.a0 += w * q_k[at];
-                if passes > 1u { acc.a1 += w * q_k[at + ng]; }
-                if passes > 2u { acc.a2 += w * q_k[at + 2u * ng]; }
-                if passes > 3u { acc.a3 += w * q_k[at + 3u * ng]; }
+                if ln.passes > 1u { acc.a1 += w * q_k[at + ln.ng]; }
+                if ln.passes > 2u { acc.a2 += w * q_k[at + 2u * ln.ng]; }
+                if ln.passes > 3u { acc.a3 += w * q_k[at + 3u * ln.ng]; }
             }
         }
         workgroupBarrier();
     }
 
-    if ks > 1u {
+    if ln.ks > 1u {
         q_k[o * BWD_BS + lane] = acc.a0;
         workgroupBarrier();
-        if busy && split == 0u {
-            for (var s2 = 1u; s2 < ks; s2++) {
-                acc.a0 += q_k[o * BWD_BS + s2 * ng + g0];
+        if me.busy && me.split == 0u {
+            for (var s2 = 1u; s2 < ln.ks; s2++) {
+                acc.a0 += q_k[o * BWD_BS + s2 * ln.ng + me.g0];
             }
         }
     }
-    if qi < t_len && busy && split == 0u {
+    if qi < t_len && me.busy && me.split == 0u {
         let row = (b * t_len + qi) * 3u * ap.heads * ap.head_dim + h * ap.head_dim;
-        store_acc(row, acc, g0, ng, gn, passes, ap.scale);
+        store_acc(row, acc, me.g0, ln.ng, gn, ln.passes, ap.scale);
     }
 }
 
@@ -420,12 +441,8 @@ fn attention_bwd_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         }
     }
 
-    let ng = min(gn, BWD_BS);
-    let ks = BWD_BS / ng;
-    let split = lane / ng;
-    let g0 = lane % ng;
-    let busy = split < ks;
-    let passes = (gn + ng - 1u) / ng;
+    let ln = lanes_of(gn, BWD_BS);
+    let me = lane_in(ln, lane);
 
     var dk = Acc();
     var dv = Acc();
@@ -463,45 +480,45 @@ fn attention_bwd_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         k_ds[o * BWD_BS + lane] = p * (dp - delta);
         workgroupBarrier();
 
-        if busy {
-            for (var j = split; j < BWD_BS; j += ks) {
+        if me.busy {
+            for (var j = me.split; j < BWD_BS; j += ln.ks) {
                 let wp = k_p[o * BWD_BS + j];
                 let wd = k_ds[o * BWD_BS + j];
-                let at = j * PITCH + g0;
+                let at = j * PITCH + me.g0;
                 dv.a0 += wp * k_do[at];
                 dk.a0 += wd * k_q[at];
-                if passes > 1u {
-                    dv.a1 += wp * k_do[at + ng];
-                    dk.a1 += wd * k_q[at + ng];
+                if ln.passes > 1u {
+                    dv.a1 += wp * k_do[at + ln.ng];
+                    dk.a1 += wd * k_q[at + ln.ng];
                 }
-                if passes > 2u {
-                    dv.a2 += wp * k_do[at + 2u * ng];
-                    dk.a2 += wd * k_q[at + 2u * ng];
+                if ln.passes > 2u {
+                    dv.a2 += wp * k_do[at + 2u * ln.ng];
+                    dk.a2 += wd * k_q[at + 2u * ln.ng];
                 }
-                if passes > 3u {
-                    dv.a3 += wp * k_do[at + 3u * ng];
-                    dk.a3 += wd * k_q[at + 3u * ng];
+                if ln.passes > 3u {
+                    dv.a3 += wp * k_do[at + 3u * ln.ng];
+                    dk.a3 += wd * k_q[at + 3u * ln.ng];
                 }
             }
         }
         workgroupBarrier();
     }
 
-    if ks > 1u {
+    if ln.ks > 1u {
         k_k[o * BWD_BS + lane] = dk.a0;
         k_v[o * BWD_BS + lane] = dv.a0;
         workgroupBarrier();
-        if busy && split == 0u {
-            for (var s2 = 1u; s2 < ks; s2++) {
-                dk.a0 += k_k[o * BWD_BS + s2 * ng + g0];
-                dv.a0 += k_v[o * BWD_BS + s2 * ng + g0];
+        if me.busy && me.split == 0u {
+            for (var s2 = 1u; s2 < ln.ks; s2++) {
+                dk.a0 += k_k[o * BWD_BS + s2 * ln.ng + me.g0];
+                dv.a0 += k_v[o * BWD_BS + s2 * ln.ng + me.g0];
             }
         }
     }
-    if kj < t_len && busy && split == 0u {
+    if kj < t_len && me.busy && me.split == 0u {
         let c = ap.heads * ap.head_dim;
         let row = (b * t_len + kj) * 3u * c + h * ap.head_dim;
-        store_acc(row + c, dk, g0, ng, gn, passes, ap.scale);
-        store_acc(row + 2u * c, dv, g0, ng, gn, passes, 1.0);
+        store_acc(row + c, dk, me.g0, ln.ng, gn, ln.passes, ap.scale);
+        store_acc(row + 2u * c, dv, me.g0, ln.ng, gn, ln.passes, 1.0);
     }
 }

@@ -51,6 +51,16 @@ fn stat_index(n: u32, c: u32) -> u32 {
     return select(0u, n * (cp.c / cp.cg), cp.per_sample == 1u) + c / cp.cg;
 }
 
+// Channel and stat group of element i of x.
+fn elem_channel(i: u32) -> u32 {
+    return (i / cp.hw) % cp.c;
+}
+fn elem_stat(i: u32) -> u32 {
+    let p = i / cp.hw;
+    let n = p / cp.c;
+    return stat_index(n, p - n * cp.c);
+}
+
 fn stat_groups() -> u32 {
     return select(1u, cp.n, cp.per_sample == 1u) * (cp.c / cp.cg);
 }
@@ -152,10 +162,8 @@ fn chnorm_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
     if i >= cp.n * cp.c * cp.hw { return; }
-    let p = i / cp.hw;
-    let n = p / cp.c;
-    let c = p - n * cp.c;
-    let t = stat_index(n, c);
+    let c = elem_channel(i);
+    let t = elem_stat(i);
     var rs = ap_rstd[t];
     if cp.var_in == 1u {
         rs = 1.0 / sqrt(rs + cp.eps);
@@ -267,10 +275,8 @@ fn chnorm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                  @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
     if i >= cp.n * cp.c * cp.hw { return; }
-    let p = i / cp.hw;
-    let n = p / cp.c;
-    let c = p - n * cp.c;
-    let t = stat_index(n, c);
+    let c = elem_channel(i);
+    let t = elem_stat(i);
     let rs = dx_rstd[t];
     let xh = (x[i] - dx_mean[t]) * rs;
     dx[i] = rs * (dx_dy[i] * gamma[c] - dx_ab[2u * t] - xh * dx_ab[2u * t + 1u]);

@@ -18,6 +18,7 @@
 //   bce_logits_bwd: dx = (sigmoid(x) - t) * dy, dy one element broadcast (dy_full = 0) or one per element.
 //#include "common/index.wgsl"
 //#include "common/workgroup_reduce.wgsl"
+//#include "common/row_max_sumexp.wgsl"
 
 const WG: u32 = 256u;
 
@@ -36,7 +37,7 @@ struct BceParams {
 }
 
 @group(0) @binding(0) var<uniform> cp: CrossEntropyParams;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
+// Binding 1, the logits, is row_in of common/row_max_sumexp.wgsl.
 @group(0) @binding(2) var<storage, read> targets: array<u32>;
 @group(0) @binding(3) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;
@@ -54,23 +55,14 @@ fn cross_entropy_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let base = row * cp.len;
     let len = cp.len;
 
-    // Row max; threads past the end of a short row hold the first element, no -inf sentinel needed.
-    var m = logits[base];
-    for (var k = lid; k < len; k += WG) {
-        m = max(m, logits[base + k]);
-    }
-    m = wg_max(lid, m);
-
-    var acc = 0.0;
-    for (var k = lid; k < len; k += WG) {
-        acc += exp(logits[base + k] - m);
-    }
-    let sum = wg_sum(lid, acc);
+    let ms = row_max_sumexp(lid, base, len);
+    let m = ms.x;
+    let sum = ms.y;
 
     if lid == 0u {
         let ls = log(sum);
         lse[row] = m + ls;
-        loss[row] = ls + (m - logits[base + target_of(row)]);
+        loss[row] = ls + (m - row_in[base + target_of(row)]);
     }
 }
 
@@ -86,7 +78,7 @@ fn cross_entropy_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let row = i / cp.len;
     let v = i - row * cp.len;
     let onehot = select(0.0, 1.0, v == target_of(row));
-    dlogits[i] = (exp(logits[i] - lse_in[row]) - onehot) * g[row];
+    dlogits[i] = (exp(row_in[i] - lse_in[row]) - onehot) * g[row];
 }
 
 @group(0) @binding(0) var<uniform> bp: BceParams;

@@ -9,6 +9,7 @@
 // Inputs are expected finite (WGSL comparisons with NaN are implementation-defined).
 //#include "common/index.wgsl"
 //#include "common/workgroup_reduce.wgsl"
+//#include "common/row_max_sumexp.wgsl"
 
 const WG: u32 = 256u;
 
@@ -20,7 +21,7 @@ struct SoftmaxParams {
 }
 
 @group(0) @binding(0) var<uniform> sp: SoftmaxParams;
-@group(0) @binding(1) var<storage, read> sx: array<f32>;
+// Binding 1, x, is row_in of common/row_max_sumexp.wgsl.
 @group(0) @binding(2) var<storage, read_write> sout: array<f32>;
 
 @compute @workgroup_size(256)
@@ -31,30 +32,20 @@ fn softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let base = row * sp.len;
     let len = sp.len;
 
-    // Pass 1: every thread starts from the row's first element, so threads past the end of a short row
-    // hold a real value and no -inf sentinel is needed.
-    var m = sx[base];
-    for (var k = lid; k < len; k += WG) {
-        m = max(m, sx[base + k]);
-    }
-    m = wg_max(lid, m);
-
-    // Pass 2.
-    var acc = 0.0;
-    for (var k = lid; k < len; k += WG) {
-        acc += exp(sx[base + k] - m);
-    }
-    let sum = wg_sum(lid, acc);
+    // Passes 1 and 2.
+    let ms = row_max_sumexp(lid, base, len);
+    let m = ms.x;
+    let sum = ms.y;
 
     // Pass 3.
     if sp.log == 1u {
         let ls = log(sum);
         for (var k = lid; k < len; k += WG) {
-            sout[base + k] = (sx[base + k] - m) - ls;
+            sout[base + k] = (row_in[base + k] - m) - ls;
         }
     } else {
         for (var k = lid; k < len; k += WG) {
-            sout[base + k] = exp(sx[base + k] - m) / sum;
+            sout[base + k] = exp(row_in[base + k] - m) / sum;
         }
     }
 }

@@ -7,14 +7,46 @@ use crate::nn::{Init, Param};
 use crate::ops::conv::Conv2d as ConvOpts;
 use crate::ops::rng::RngState;
 
-/// Adds a per-channel bias to NCHW `x`: [C] is reshaped to [C, 1, 1], [C, 1, 1] is used as it is
+/// Adds a per-channel bias, if any, to NCHW `x`: [C] is reshaped to [C, 1, 1], [C, 1, 1] is used as it is
 /// (both layouts exist in checkpoints).
-fn add_bias(g: &mut Graph, x: NodeId, b: &Param) -> Result<NodeId> {
+fn add_bias(g: &mut Graph, x: NodeId, b: Option<&Param>) -> Result<NodeId> {
+    let Some(b) = b else { return Ok(x) };
     let shape = b.tensor.shape.clone();
     let b = g.param(&b.tensor);
     let b = if shape.len() == 1 { g.reshape(b, &[shape[0], 1, 1])? } else { b };
     g.add(x, b)
 }
+
+/// The parts both convolutions share: a zero bias on request, and the kernel then the bias as parameters.
+macro_rules! kernel_and_bias {
+    ($layer:ident) => {
+        impl $layer {
+            /// The same with a zero bias named `name` of `shape` ([Cout] or [Cout, 1, 1]).
+            pub fn with_bias(
+                mut self,
+                dev: &Device,
+                rng: &mut RngState,
+                name: impl Into<String>,
+                shape: &[usize],
+            ) -> Result<Self> {
+                self.b = Some(Init::Const(0.0).param(dev, rng, name, shape)?);
+                Ok(self)
+            }
+
+            /// The kernel, then the bias.
+            pub fn params(&self) -> Vec<Param> {
+                std::iter::once(self.w.clone()).chain(self.b.clone()).collect()
+            }
+
+            /// The same, mutable (to swap in other weights).
+            pub fn params_mut(&mut self) -> Vec<&mut Param> {
+                std::iter::once(&mut self.w).chain(self.b.as_mut()).collect()
+            }
+        }
+    };
+}
+kernel_and_bias!(Conv2d);
+kernel_and_bias!(ConvTranspose2d);
 
 /// A convolution: weight [Cout, Cin, k, k], x [B, Cin, H, W] → [B, Cout, H', W'].
 #[derive(Clone, Debug)]
@@ -40,36 +72,11 @@ impl Conv2d {
         Ok(Conv2d { w: init.param(dev, rng, name, &[cout, cin, k, k])?, b: None, opts })
     }
 
-    /// The same with a zero bias named `name` of `shape` ([Cout] or [Cout, 1, 1]).
-    pub fn with_bias(
-        mut self,
-        dev: &Device,
-        rng: &mut RngState,
-        name: impl Into<String>,
-        shape: &[usize],
-    ) -> Result<Self> {
-        self.b = Some(Init::Const(0.0).param(dev, rng, name, shape)?);
-        Ok(self)
-    }
-
     /// conv(x, W) (+ b).
     pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let w = g.param(&self.w.tensor);
         let y = g.conv2d(x, w, self.opts)?;
-        match &self.b {
-            Some(b) => add_bias(g, y, b),
-            None => Ok(y),
-        }
-    }
-
-    /// The kernel, then the bias.
-    pub fn params(&self) -> Vec<Param> {
-        std::iter::once(self.w.clone()).chain(self.b.clone()).collect()
-    }
-
-    /// The same, mutable (to swap in other weights).
-    pub fn params_mut(&mut self) -> Vec<&mut Param> {
-        std::iter::once(&mut self.w).chain(self.b.as_mut()).collect()
+        add_bias(g, y, self.b.as_ref())
     }
 }
 
@@ -98,35 +105,10 @@ impl ConvTranspose2d {
         Ok(ConvTranspose2d { w: init.param(dev, rng, name, &[cin, cout, k, k])?, b: None, opts })
     }
 
-    /// The same with a zero bias named `name` of `shape` ([Cout] or [Cout, 1, 1]).
-    pub fn with_bias(
-        mut self,
-        dev: &Device,
-        rng: &mut RngState,
-        name: impl Into<String>,
-        shape: &[usize],
-    ) -> Result<Self> {
-        self.b = Some(Init::Const(0.0).param(dev, rng, name, shape)?);
-        Ok(self)
-    }
-
     /// convᵀ(x, W) (+ b).
     pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let w = g.param(&self.w.tensor);
         let y = g.conv_transpose2d(x, w, self.opts, 0)?;
-        match &self.b {
-            Some(b) => add_bias(g, y, b),
-            None => Ok(y),
-        }
-    }
-
-    /// The kernel, then the bias.
-    pub fn params(&self) -> Vec<Param> {
-        std::iter::once(self.w.clone()).chain(self.b.clone()).collect()
-    }
-
-    /// The same, mutable (to swap in other weights).
-    pub fn params_mut(&mut self) -> Vec<&mut Param> {
-        std::iter::once(&mut self.w).chain(self.b.as_mut()).collect()
+        add_bias(g, y, self.b.as_ref())
     }
 }

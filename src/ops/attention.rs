@@ -12,7 +12,7 @@
 //! into a scratch tensor) then `attention_bwd_dkv` (per key tile: dK and dV). They write disjoint
 //! columns of one `dqkv` buffer, each element once: no atomics, deterministic.
 
-use super::{u32_of, want_dtype};
+use super::{u32_of, want_dtype, want_f32_fit};
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::attention::{
@@ -76,16 +76,7 @@ fn params(b: usize, t: usize, h: usize, d: usize, causal: bool) -> AttentionPara
 
 /// Checks an f32 tensor of the given shape (an argument of the backward) against qkv's.
 fn want(op: &'static str, what: &str, t: &Tensor, shape: &[usize], qkv: &Tensor) -> Result<()> {
-    want_dtype(op, t, DType::F32)?;
-    if t.shape != shape {
-        return Err(Error::ShapeMismatch {
-            op,
-            lhs: qkv.shape.clone(),
-            rhs: t.shape.clone(),
-            hint: format!(" ({what} must be {shape:?} for qkv {:?})", qkv.shape),
-        });
-    }
-    Ok(())
+    want_f32_fit(op, t, qkv, t.shape == shape, || format!("{what} must be {shape:?} for qkv {:?}", qkv.shape))
 }
 
 /// Multi-head self-attention of `qkv` [B, T, 3C] with `heads` heads: returns `out` [B, T, C] and

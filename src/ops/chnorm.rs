@@ -8,7 +8,7 @@
 //! backward (batch norm: [C]; group norm: [N·G], sample-major). Every reduction sums partials in a fixed
 //! order (no float atomics), so results are deterministic run to run on every device.
 
-use super::{launch_1d, u32_of, want_dtype};
+use super::{launch_1d, u32_of, want_dtype, want_f32_fit};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernels::chnorm::{
@@ -45,30 +45,12 @@ fn dims(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
 
 /// A per-channel tensor (gamma, beta, running statistics): f32 of shape [C].
 fn want_channels(op: &'static str, what: &str, t: &Tensor, x: &Tensor, c: usize) -> Result<()> {
-    want_dtype(op, t, DType::F32)?;
-    if t.shape != [c] {
-        return Err(Error::ShapeMismatch {
-            op,
-            lhs: x.shape.clone(),
-            rhs: t.shape.clone(),
-            hint: format!(" ({what} must have shape [{c}], one value per channel)"),
-        });
-    }
-    Ok(())
+    want_f32_fit(op, t, x, t.shape == [c], || format!("{what} must have shape [{c}], one value per channel"))
 }
 
 /// Saved statistics (mean, rstd): f32 with one value per stat group.
 fn want_stats(op: &'static str, what: &str, t: &Tensor, x: &Tensor, count: usize, per: &str) -> Result<()> {
-    want_dtype(op, t, DType::F32)?;
-    if t.numel() != count {
-        return Err(Error::ShapeMismatch {
-            op,
-            lhs: x.shape.clone(),
-            rhs: t.shape.clone(),
-            hint: format!(" ({what} must hold {count} values, one per {per} of x)"),
-        });
-    }
-    Ok(())
+    want_f32_fit(op, t, x, t.numel() == count, || format!("{what} must hold {count} values, one per {per} of x"))
 }
 
 fn want_eps(op: &'static str, eps: f32) -> Result<()> {
@@ -178,15 +160,7 @@ fn backward(
 }
 
 fn want_dy(op: &'static str, x: &Tensor, dy: &Tensor) -> Result<()> {
-    want_dtype(op, dy, DType::F32)?;
-    if dy.shape != x.shape {
-        return Err(Error::ShapeMismatch {
-            op,
-            lhs: x.shape.clone(),
-            rhs: dy.shape.clone(),
-            hint: " (dy must have the shape of x)".into(),
-        });
-    }
+    want_f32_fit(op, dy, x, dy.shape == x.shape, || "dy must have the shape of x".into())?;
     Ok(())
 }
 

@@ -154,6 +154,32 @@ fn check_opts(op: &'static str, opts: Conv2d, ctx: &str) -> Result<()> {
     Ok(())
 }
 
+/// The checks both shape functions make on x [N, C, H, W] and w: the stride, rank 4 with no empty axis, a
+/// square kernel, and x's C equal to w's axis `cin.0` (`cin.1` names w's layout in the error). Returns K.
+fn check_shapes(
+    op: &'static str,
+    x: &[usize],
+    w: &[usize],
+    opts: Conv2d,
+    (cin, layout): (usize, &str),
+    ctx: &str,
+) -> Result<usize> {
+    check_opts(op, opts, ctx)?;
+    if x.len() != 4 || w.len() != 4 || x.contains(&0) || w.contains(&0) {
+        return Err(Error::invalid(op, format!("x and w must be non-empty and of rank 4 ({ctx})")));
+    }
+    if w[2] != w[3] {
+        return Err(Error::invalid(op, format!("w {w:?} is not a square kernel ({ctx})")));
+    }
+    if x[1] != w[cin] {
+        return Err(Error::invalid(
+            op,
+            format!("x {x:?} has {} channels but w {w:?} takes {} (w is {layout})", x[1], w[cin]),
+        ));
+    }
+    Ok(w[2])
+}
+
 /// w [a, b, k, k]: square kernel; returns k.
 fn square_kernel(op: &'static str, w: &Tensor, ctx: &str) -> Result<usize> {
     if w.shape[2] != w.shape[3] {
@@ -178,20 +204,7 @@ fn too_small(op: &'static str, h: usize, w: usize, k: usize, opts: Conv2d, ctx: 
 pub fn conv2d_shape(x: &[usize], w: &[usize], opts: Conv2d) -> Result<ConvShape> {
     const OP: &str = "conv2d";
     let ctx = format!("x {x:?}, w {w:?}, stride {}, padding {}", opts.stride, opts.padding);
-    check_opts(OP, opts, &ctx)?;
-    if x.len() != 4 || w.len() != 4 || x.contains(&0) || w.contains(&0) {
-        return Err(Error::invalid(OP, format!("x and w must be non-empty and of rank 4 ({ctx})")));
-    }
-    if w[2] != w[3] {
-        return Err(Error::invalid(OP, format!("w {w:?} is not a square kernel ({ctx})")));
-    }
-    if x[1] != w[1] {
-        return Err(Error::invalid(
-            OP,
-            format!("x {x:?} has {} channels but w {w:?} takes {} (w is [Cout, Cin, K, K])", x[1], w[1]),
-        ));
-    }
-    let k = w[2];
+    let k = check_shapes(OP, x, w, opts, (1, "[Cout, Cin, K, K]"), &ctx)?;
     let (ho, wo) = match (conv2d_out_len(x[2], k, opts), conv2d_out_len(x[3], k, opts)) {
         (Some(a), Some(b)) => (a, b),
         _ => return Err(too_small(OP, x[2], x[3], k, opts, &ctx)),
@@ -320,24 +333,11 @@ pub fn conv_transpose2d_shape(x: &[usize], w: &[usize], opts: Conv2d, output_pad
     const OP: &str = "conv_transpose2d";
     let ctx =
         format!("x {x:?}, w {w:?}, stride {}, padding {}, output_padding {output_padding}", opts.stride, opts.padding);
-    check_opts(OP, opts, &ctx)?;
-    if x.len() != 4 || w.len() != 4 || x.contains(&0) || w.contains(&0) {
-        return Err(Error::invalid(OP, format!("x and w must be non-empty and of rank 4 ({ctx})")));
-    }
-    if w[2] != w[3] {
-        return Err(Error::invalid(OP, format!("w {w:?} is not a square kernel ({ctx})")));
-    }
-    if x[1] != w[0] {
-        return Err(Error::invalid(
-            OP,
-            format!("x {x:?} has {} channels but w {w:?} takes {} (w is [Cin, Cout, K, K])", x[1], w[0]),
-        ));
-    }
+    let k = check_shapes(OP, x, w, opts, (0, "[Cin, Cout, K, K]"), &ctx)?;
     // PyTorch's rule: with output_padding >= stride the output would have positions no input reaches.
     if output_padding >= opts.stride && output_padding > 0 {
         return Err(Error::invalid(OP, format!("output_padding must be smaller than the stride ({ctx})")));
     }
-    let k = w[2];
     let (ho, wo) = match (
         conv_transpose2d_out_len(x[2], k, opts, output_padding),
         conv_transpose2d_out_len(x[3], k, opts, output_padding),

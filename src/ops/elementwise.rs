@@ -3,7 +3,7 @@
 //! compositions of the forward ops.
 //! Kernels: shaders/elementwise.wgsl; CPU twins: device/cpu/elementwise.rs.
 
-use super::{launch_1d, u32_of, want_dtype};
+use super::{launch_1d, u32_of, want_dtype, want_f32_fit};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::{
@@ -11,108 +11,71 @@ use crate::kernels::elementwise::{
 };
 use crate::tensor::{DType, Tensor};
 
-/// Unary ops; the discriminant is the shader's op code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unary {
-    /// -x.
-    Neg = 0,
-    /// |x|.
-    Abs = 1,
-    /// e^x.
-    Exp = 2,
-    /// ln x.
-    Log = 3,
-    /// sqrt(x).
-    Sqrt = 4,
-    /// 1 / sqrt(x).
-    Rsqrt = 5,
-    /// 1 / x.
-    Recip = 6,
-    /// sin x.
-    Sin = 7,
-    /// cos x.
-    Cos = 8,
-    /// tanh x.
-    Tanh = 9,
-    /// 1 / (1 + e^-x).
-    Sigmoid = 10,
-    /// max(x, 0).
-    Relu = 11,
-    /// GELU, tanh approximation (as GPT-2).
-    Gelu = 12,
-    /// x * sigmoid(x).
-    Silu = 13,
-    /// x * x.
-    Square = 14,
-    /// -1, 0 or 1.
-    Sign = 15,
-    /// Leaky ReLU; its slope is the `alpha` argument of `unary_with`.
-    LeakyRelu = 16,
+op_codes! {
+    /// Unary ops; the discriminant is the shader's op code.
+    pub enum Unary {
+        /// -x.
+        Neg = 0,
+        /// |x|.
+        Abs = 1,
+        /// e^x.
+        Exp = 2,
+        /// ln x.
+        Log = 3,
+        /// sqrt(x).
+        Sqrt = 4,
+        /// 1 / sqrt(x).
+        Rsqrt = 5,
+        /// 1 / x.
+        Recip = 6,
+        /// sin x.
+        Sin = 7,
+        /// cos x.
+        Cos = 8,
+        /// tanh x.
+        Tanh = 9,
+        /// 1 / (1 + e^-x).
+        Sigmoid = 10,
+        /// max(x, 0).
+        Relu = 11,
+        /// GELU, tanh approximation (as GPT-2).
+        Gelu = 12,
+        /// x * sigmoid(x).
+        Silu = 13,
+        /// x * x.
+        Square = 14,
+        /// -1, 0 or 1.
+        Sign = 15,
+        /// Leaky ReLU; its slope is the `alpha` argument of `unary_with`.
+        LeakyRelu = 16,
+    }
 }
 
-impl Unary {
-    /// Every unary op, in op-code order.
-    pub const ALL: [Unary; 17] = [
-        Unary::Neg,
-        Unary::Abs,
-        Unary::Exp,
-        Unary::Log,
-        Unary::Sqrt,
-        Unary::Rsqrt,
-        Unary::Recip,
-        Unary::Sin,
-        Unary::Cos,
-        Unary::Tanh,
-        Unary::Sigmoid,
-        Unary::Relu,
-        Unary::Gelu,
-        Unary::Silu,
-        Unary::Square,
-        Unary::Sign,
-        Unary::LeakyRelu,
-    ];
-}
-
-/// Binary ops; the discriminant is the shader's op code. Comparisons give 1.0 or 0.0; `Pow` is defined
-/// for a positive base (as WGSL's pow).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Binary {
-    /// a + b.
-    Add = 0,
-    /// a - b.
-    Sub = 1,
-    /// a * b.
-    Mul = 2,
-    /// a / b.
-    Div = 3,
-    /// max(a, b).
-    Max = 4,
-    /// min(a, b).
-    Min = 5,
-    /// a^b.
-    Pow = 6,
-    /// 1 where a > b, else 0.
-    Greater = 7,
-    /// 1 where a < b, else 0.
-    Less = 8,
-    /// 1 where a == b, else 0.
-    Equal = 9,
-}
-
-impl Binary {
-    /// Every binary op, in op-code order.
-    pub const ALL: [Binary; 10] = [
-        Binary::Add,
-        Binary::Sub,
-        Binary::Mul,
-        Binary::Div,
-        Binary::Max,
-        Binary::Min,
-        Binary::Pow,
-        Binary::Greater,
-        Binary::Less,
-        Binary::Equal,
-    ];
+op_codes! {
+    /// Binary ops; the discriminant is the shader's op code. Comparisons give 1.0 or 0.0; `Pow` is defined
+    /// for a positive base (as WGSL's pow).
+    pub enum Binary {
+        /// a + b.
+        Add = 0,
+        /// a - b.
+        Sub = 1,
+        /// a * b.
+        Mul = 2,
+        /// a / b.
+        Div = 3,
+        /// max(a, b).
+        Max = 4,
+        /// min(a, b).
+        Min = 5,
+        /// a^b.
+        Pow = 6,
+        /// 1 where a > b, else 0.
+        Greater = 7,
+        /// 1 where a < b, else 0.
+        Less = 8,
+        /// 1 where a == b, else 0.
+        Equal = 9,
+    }
 }
 
 /// `op` applied to every element of x.
@@ -138,15 +101,7 @@ pub fn unary_with(dev: &Device, op: Unary, x: &Tensor, alpha: f32) -> Result<Ten
 /// result is what the formula gives there (inf or NaN), as in the forward.
 pub fn unary_backward(dev: &Device, op: Unary, x: &Tensor, dy: &Tensor, alpha: f32) -> Result<Tensor> {
     want_dtype("unary_backward", x, DType::F32)?;
-    want_dtype("unary_backward", dy, DType::F32)?;
-    if x.shape != dy.shape {
-        return Err(Error::ShapeMismatch {
-            op: "unary_backward",
-            lhs: x.shape.clone(),
-            rhs: dy.shape.clone(),
-            hint: " (x and dy must have one shape)".into(),
-        });
-    }
+    want_f32_fit("unary_backward", dy, x, x.shape == dy.shape, || "x and dy must have one shape".into())?;
     let dx = Tensor::empty(dev, &x.shape, DType::F32)?;
     let n = x.numel();
     if n == 0 {

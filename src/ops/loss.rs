@@ -13,7 +13,7 @@
 //! where they are made, with `check_targets`.
 
 use super::elementwise::{self as ew, Binary, Unary};
-use super::{launch_1d, layout, reduce, u32_of, want_dtype};
+use super::{launch_1d, layout, reduce, u32_of, want_dtype, want_f32_fit};
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::groups_1d;
@@ -85,16 +85,8 @@ fn ce_shapes(op: &'static str, logits: &Tensor, targets: &Tensor) -> Result<(usi
 
 /// Checks a per-row f32 tensor (lse, g) of shape [N].
 fn want_rows(op: &'static str, what: &str, t: &Tensor, logits: &Tensor) -> Result<()> {
-    want_dtype(op, t, DType::F32)?;
-    if t.shape != [logits.shape[0]] {
-        return Err(Error::ShapeMismatch {
-            op,
-            lhs: logits.shape.clone(),
-            rhs: t.shape.clone(),
-            hint: format!(" ({what} must be [N] = [{}] for logits [N, V])", logits.shape[0]),
-        });
-    }
-    Ok(())
+    let n = logits.shape[0];
+    want_f32_fit(op, t, logits, t.shape == [n], || format!("{what} must be [N] = [{n}] for logits [N, V]"))
 }
 
 /// Cross-entropy of each row: loss[n] = logsumexp(logits[n]) - logits[n, targets[n]]. Returns

@@ -3,6 +3,23 @@
 //! the constants shared with the shaders come from `crate::kernels::<family>` below, and the device runs
 //! them (on a GPU, or through the CPU engine's twins). Ops never name an engine.
 
+/// An op-code enum (the discriminant is the shader's op code) and its `ALL` list in code order, from one
+/// list of variants.
+macro_rules! op_codes {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident = $code:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vm])* $v = $code,)*
+        }
+
+        impl $name {
+            /// Every variant, in op-code order.
+            pub const ALL: [$name; [$($code),*].len()] = [$($name::$v),*];
+        }
+    };
+}
+
 pub mod attention;
 pub mod batch;
 pub mod chnorm;
@@ -29,6 +46,27 @@ use crate::tensor::{DType, Tensor};
 pub(crate) fn want_dtype(op: &'static str, t: &Tensor, want: DType) -> Result<()> {
     if t.dtype != want {
         return Err(Error::DType { op, got: t.dtype.name(), want: want.name() });
+    }
+    Ok(())
+}
+
+/// `t` (an argument checked against `x`) as f32 that `fits`; otherwise a shape mismatch of x and t whose
+/// hint `why` says what t must be.
+pub(crate) fn want_f32_fit(
+    op: &'static str,
+    t: &Tensor,
+    x: &Tensor,
+    fits: bool,
+    why: impl FnOnce() -> String,
+) -> Result<()> {
+    want_dtype(op, t, DType::F32)?;
+    if !fits {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: x.shape.clone(),
+            rhs: t.shape.clone(),
+            hint: format!(" ({})", why()),
+        });
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! biased variance. The backward returns dx, dgamma [C] and dbeta [C]; the column sums are formed without
 //! float atomics (per-chunk partials, then the chunks in order), so they are deterministic on every device.
 
-use super::{launch_1d, u32_of, want_dtype};
+use super::{launch_1d, u32_of, want_dtype, want_f32_fit};
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::groups_1d;
@@ -31,30 +31,12 @@ fn rows_of(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
 
 /// A per-feature tensor (gamma, beta): f32 of shape [C].
 fn want_features(op: &'static str, what: &str, t: &Tensor, x: &Tensor, c: usize) -> Result<()> {
-    want_dtype(op, t, DType::F32)?;
-    if t.shape != [c] {
-        return Err(Error::ShapeMismatch {
-            op,
-            lhs: x.shape.clone(),
-            rhs: t.shape.clone(),
-            hint: format!(" ({what} must have shape [{c}], the last axis of x)"),
-        });
-    }
-    Ok(())
+    want_f32_fit(op, t, x, t.shape == [c], || format!("{what} must have shape [{c}], the last axis of x"))
 }
 
 /// A per-row tensor (mean, rstd): f32 with N elements.
 fn want_rows(op: &'static str, what: &str, t: &Tensor, x: &Tensor, n: usize) -> Result<()> {
-    want_dtype(op, t, DType::F32)?;
-    if t.numel() != n {
-        return Err(Error::ShapeMismatch {
-            op,
-            lhs: x.shape.clone(),
-            rhs: t.shape.clone(),
-            hint: format!(" ({what} must hold one value per row of x, {n})"),
-        });
-    }
-    Ok(())
+    want_f32_fit(op, t, x, t.numel() == n, || format!("{what} must hold one value per row of x, {n}"))
 }
 
 /// Rows per column partial of the backward: about sqrt(N), so that the partial pass (N / chunk · C threads,

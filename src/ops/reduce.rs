@@ -20,23 +20,21 @@ use crate::kernels::groups_1d;
 use crate::kernels::reduce::{ReduceParams, REDUCE_ROWS, REDUCE_STRIDED};
 use crate::tensor::{DType, Tensor};
 
-/// Reduction ops; the discriminant is the shader's op code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReduceOp {
-    /// Sum along the axis.
-    Sum = 0,
-    /// Sum divided by the axis length.
-    Mean = 1,
-    /// Largest element along the axis.
-    Max = 2,
-    /// Index (u32) of the first maximum along the axis.
-    ArgMax = 3,
+op_codes! {
+    /// Reduction ops; the discriminant is the shader's op code.
+    pub enum ReduceOp {
+        /// Sum along the axis.
+        Sum = 0,
+        /// Sum divided by the axis length.
+        Mean = 1,
+        /// Largest element along the axis.
+        Max = 2,
+        /// Index (u32) of the first maximum along the axis.
+        ArgMax = 3,
+    }
 }
 
 impl ReduceOp {
-    /// Every reduction, in op-code order.
-    pub const ALL: [ReduceOp; 4] = [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::ArgMax];
-
     /// Lower-case name.
     pub fn name(self) -> &'static str {
         match self {

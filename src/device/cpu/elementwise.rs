@@ -1,7 +1,7 @@
 //! CPU twin of shaders/elementwise.wgsl.
 
-use super::par_chunks;
 use super::CpuArgs;
+use super::{par_chunks, Odometer};
 use crate::kernels::elementwise::{BinaryParams, ScalarParams, UnaryParams};
 
 /// WGSL's sign: 0 at 0 (Rust's signum gives 1).
@@ -223,29 +223,10 @@ pub fn binary(args: &mut CpuArgs) {
     let n = p.n as usize;
     let rank = p.rank as usize;
     par_chunks(&mut out[..n], |s, ch| {
-        // Decompose the chunk's first index once, then step an odometer (the shader decomposes per
-        // element; the offsets are the same).
-        let mut idx = [0usize; 8];
-        let mut rem = s;
-        for d in (0..rank).rev() {
-            idx[d] = rem % p.shape[d] as usize;
-            rem /= p.shape[d] as usize;
-        }
-        let mut ia: usize = (0..rank).map(|d| idx[d] * p.a_strides[d] as usize).sum();
-        let mut ib: usize = (0..rank).map(|d| idx[d] * p.b_strides[d] as usize).sum();
+        let mut od = Odometer::new(s, &p.shape[..rank], [&p.a_strides, &p.b_strides]);
         for o in ch.iter_mut() {
-            *o = binary_op(p.op, a[ia], b[ib]);
-            for d in (0..rank).rev() {
-                idx[d] += 1;
-                ia += p.a_strides[d] as usize;
-                ib += p.b_strides[d] as usize;
-                if idx[d] < p.shape[d] as usize {
-                    break;
-                }
-                ia -= idx[d] * p.a_strides[d] as usize;
-                ib -= idx[d] * p.b_strides[d] as usize;
-                idx[d] = 0;
-            }
+            *o = binary_op(p.op, a[od.at[0]], b[od.at[1]]);
+            od.step();
         }
     });
 }

@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::CpuArgs;
-use super::{par_chunks, CHUNK};
+use super::{par_chunks, Odometer, CHUNK};
 use crate::kernels::layout::{CopyParams, FillParams, PermuteParams, RegionParams, TileParams, TILE};
 
 /// Tile row stride in words (shaders/layout.wgsl `TILE_STRIDE`; the padding only matters on a GPU).
@@ -31,26 +31,10 @@ pub fn permute(args: &mut CpuArgs) {
     let dst = args.u32_out(0);
     let rank = p.rank as usize;
     par_chunks(&mut dst[..p.n as usize], |s, ch| {
-        // Decompose the chunk's first output index once, then step an odometer (the shader decomposes
-        // per element; the offsets are the same).
-        let mut idx = [0usize; 8];
-        let mut rem = s;
-        for d in (0..rank).rev() {
-            idx[d] = rem % p.shape[d] as usize;
-            rem /= p.shape[d] as usize;
-        }
-        let mut at: usize = (0..rank).map(|d| idx[d] * p.strides[d] as usize).sum();
+        let mut od = Odometer::new(s, &p.shape[..rank], [&p.strides]);
         for o in ch.iter_mut() {
-            *o = src[at];
-            for d in (0..rank).rev() {
-                idx[d] += 1;
-                at += p.strides[d] as usize;
-                if idx[d] < p.shape[d] as usize {
-                    break;
-                }
-                at -= idx[d] * p.strides[d] as usize;
-                idx[d] = 0;
-            }
+            *o = src[od.at[0]];
+            od.step();
         }
     });
 }

@@ -146,3 +146,46 @@ pub fn has_avx2() -> bool {
 unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
+
+/// Walks the flat indices s, s + 1, ... of a row-major `shape`, keeping each element's offset under K
+/// stride sets. The shaders decompose every flat index anew; stepping gives the same offsets without the
+/// divisions. Ranks up to 8.
+pub(crate) struct Odometer<'a, const K: usize> {
+    shape: &'a [u32],
+    strides: [&'a [u32]; K],
+    idx: [usize; 8],
+    /// The current element's offset under each stride set.
+    pub at: [usize; K],
+}
+
+impl<'a, const K: usize> Odometer<'a, K> {
+    /// Starts at flat index `s` of `shape` (the first `shape.len()` entries of each stride set count).
+    pub(crate) fn new(s: usize, shape: &'a [u32], strides: [&'a [u32]; K]) -> Self {
+        let mut idx = [0usize; 8];
+        let mut rem = s;
+        for d in (0..shape.len()).rev() {
+            idx[d] = rem % shape[d] as usize;
+            rem /= shape[d] as usize;
+        }
+        let at = strides.map(|st| (0..shape.len()).map(|d| idx[d] * st[d] as usize).sum());
+        Odometer { shape, strides, idx, at }
+    }
+
+    /// Moves to the next flat index.
+    #[inline]
+    pub(crate) fn step(&mut self) {
+        for d in (0..self.shape.len()).rev() {
+            self.idx[d] += 1;
+            for (a, st) in self.at.iter_mut().zip(&self.strides) {
+                *a += st[d] as usize;
+            }
+            if self.idx[d] < self.shape[d] as usize {
+                break;
+            }
+            for (a, st) in self.at.iter_mut().zip(&self.strides) {
+                *a -= self.idx[d] * st[d] as usize;
+            }
+            self.idx[d] = 0;
+        }
+    }
+}
