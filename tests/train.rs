@@ -237,8 +237,14 @@ fn run_loop_cadence_files_and_resume() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     };
-    let steps: Vec<u64> = metrics(&out).iter().map(|m| m["step"].as_u64().unwrap()).collect();
-    assert_eq!(steps, [10, 20, 25]);
+    // An evaluation line at each evaluation, a training line every log_every steps (and at the last).
+    let steps = |kind: &str| -> Vec<u64> {
+        metrics(&out).iter().filter(|m| m["kind"] == kind).map(|m| m["step"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(steps("eval"), [10, 20, 25]);
+    assert_eq!(steps("train"), [10, 20, 25]);
+    assert_eq!(metrics(&out).len(), 6);
+    assert!(metrics(&out).iter().all(|m| m["train_s"].as_f64().is_some_and(|t| t > 0.0)));
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config, serde_json::json!({"model": "spirals", "resumed_from": null, "start_step": 0}));
@@ -257,8 +263,8 @@ fn run_loop_cadence_files_and_resume() {
     let cadence = Cadence { steps: 10, eval_every: 10, log_every: 10, start_step: 25 };
     let o = run::train(&dev, &mut r2, &dir2, cadence, Some(&out), &mut run::Quiet).unwrap();
     assert_eq!(o.summary["steps"], 35);
-    let steps: Vec<u64> = metrics(&out).iter().map(|m| m["step"].as_u64().unwrap()).collect();
-    assert_eq!(steps, [10, 20, 25, 35]);
+    assert_eq!(steps("eval"), [10, 20, 25, 35]);
+    assert_eq!(steps("train"), [10, 20, 25, 35]);
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["start_step"], 25);
