@@ -271,7 +271,7 @@ pub fn run(backend: Option<&str>, n: usize) -> Result<()> {
             let ok = err <= c.tol;
             failed += !ok as usize;
             println!(
-                "{:<12} {:<22} {:<36} {:>9.2} ms   max rel err {:<9.2e} {}",
+                "{:<12} {:<22} {:<44} {:>9.2} ms   max rel err {:<9.2e} {}",
                 c.family,
                 c.name,
                 d.name(),
