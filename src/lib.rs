@@ -44,6 +44,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+#[cfg(feature = "plot")]
 pub mod plot;
 pub mod run;
 pub mod tensor;

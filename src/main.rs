@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tigel", version, about = "Train generative models on any GPU through hand-written WGSL kernels")]
+#[command(
+    name = "tigel",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TIGEL_GIT_COMMIT"), ")"),
+    about = "Train generative models on any GPU through hand-written WGSL kernels"
+)]
 struct Cli {
     /// auto, vulkan, metal, dx12, gl or cpu (default: $TIGEL_BACKEND, else auto). `auto` takes a hardware
     /// GPU when there is one, else the CPU backend; software adapters only when named.
@@ -25,11 +29,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Runs each kernel family on every backend here (or on --backend) and checks it against the CPU backend.
+    /// Runs every kernel family (small sizes) on every backend here (or on --backend) and checks it
+    /// against the CPU backend: one line per family with its largest relative difference.
     Demo {
-        /// Matrix size for the matmul check.
-        #[arg(long, default_value_t = 256)]
+        /// Side of the square inputs (matrices, images are smaller multiples of it), 1 to 4096.
+        #[arg(long, default_value_t = 64)]
         size: usize,
+    },
+    /// Prints a shell completion script: `tigel completions bash > /etc/bash_completion.d/tigel`,
+    /// `tigel completions zsh > ~/.zfunc/_tigel`, `tigel completions fish > ~/.config/fish/completions/tigel.fish`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// Trains a model.
     Train {
@@ -55,9 +66,9 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// Also write the results as JSON to this file.
-    #[arg(long)]
-    json: Option<std::path::PathBuf>,
+    /// Also write the results as JSON to this file (`--json FILE`, its old name, still works).
+    #[arg(long, alias = "json", value_name = "FILE")]
+    out: Option<std::path::PathBuf>,
     /// Fewer sizes and repeats.
     #[arg(long)]
     quick: bool,
@@ -119,6 +130,11 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Info { json } => cmd::info::run(cli.backend.as_deref(), json),
         Cmd::Demo { size } => cmd::demo::run(cli.backend.as_deref(), size),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "tigel", &mut std::io::stdout());
+            Ok(())
+        }
         Cmd::Train { what: TrainWhat::Gpt(a) } => cmd::gpt::train(cli.backend.as_deref(), a),
         Cmd::Sample { what: SampleWhat::Gpt(a) } => cmd::gpt::sample(cli.backend.as_deref(), a),
         Cmd::Eval { what: EvalWhat::Gpt(a) } => cmd::gpt::eval(cli.backend.as_deref(), a),
@@ -139,7 +155,7 @@ fn main() -> ExitCode {
                 BenchWhat::All(a) => (true, true, a),
                 BenchWhat::Compare { .. } | BenchWhat::Soak(_) => unreachable!("matched above"),
             };
-            cmd::bench::run(cli.backend.as_deref(), kernels, train, args.json.as_deref(), args.quick)
+            cmd::bench::run(cli.backend.as_deref(), kernels, train, args.out.as_deref(), args.quick)
         }
     };
     match r {

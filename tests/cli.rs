@@ -67,6 +67,7 @@ fn gpt_train_sample_eval_resume() {
     let (t, r) = (text.to_str().unwrap(), run.to_str().unwrap());
     let small = ["--layers", "1", "--heads", "2", "--width", "16", "--context", "16", "--batch", "2"];
     let mut args = vec!["--backend", "cpu", "train", "gpt", "--data", t, "--steps", "20", "--eval-every", "10"];
+    args.extend(["--log-every", "5"]);
     args.extend(small);
     args.extend(["--out", r, "--json"]);
     let (code, out, err) = tigel(&args, &[]);
@@ -80,7 +81,31 @@ fn gpt_train_sample_eval_resume() {
     for f in ["checkpoint.safetensors", "config.json", "metrics.jsonl"] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
-    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 2);
+    // metrics.jsonl: a training line every --log-every steps, an evaluation line at each evaluation;
+    // the pictures beside it (sample pictures at least 256 pixels wide).
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps = |kind: &str| -> Vec<u64> {
+        lines.iter().filter(|l| l["kind"] == kind).map(|l| l["step"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(steps("eval"), [10, 20]);
+    assert_eq!(steps("train"), [5, 10, 15, 20]);
+    assert_eq!(lines.len(), [10, 20].len() + [5, 10, 15, 20].len());
+    for l in &lines {
+        assert!(l["train_s"].as_f64().is_some_and(|t| t > 0.0 && t <= l["elapsed_s"].as_f64().unwrap()), "{l}");
+    }
+    for (f, min_width) in [("loss.png", 256)] {
+        let png = std::fs::read(run.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        assert!(png.starts_with(b"\x89PNG") && width >= min_width, "{f}: {width} pixels wide");
+    }
+    assert!(lines.iter().filter(|l| l["kind"] == "train").all(|l| l["lr"].as_f64().is_some_and(|x| x > 0.0)
+        && l["tokens_per_s"].as_f64().is_some_and(|x| x > 0.0)
+        && l["train_bits_per_char"].as_f64().is_some_and(f64::is_finite)));
+    assert!(lines.iter().filter(|l| l["kind"] == "eval").all(|l| l["val_bits_per_char"].as_f64().is_some()));
 
     let (code, out, err) =
         tigel(&["--backend", "cpu", "sample", "gpt", "--checkpoint", r, "--prompt", "In the", "--tokens", "12"], &[]);

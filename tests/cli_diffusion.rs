@@ -62,14 +62,34 @@ fn ring8_train_sample_eval_resume() {
     let tiny = ["--hidden", "32", "--layers", "2", "--timesteps", "50", "--batch", "64", "--save-every", "50"];
     let mut args = vec!["--backend", "cpu", "train", "diffusion", "--data", "ring8", "--steps", "100"];
     args.extend(tiny);
-    args.extend(["--out", r, "--json"]);
+    args.extend(["--log-every", "25", "--out", r, "--json"]);
     let v = json_line(&ok(&args));
     assert_eq!(v["steps"], 100);
     assert!(v["loss"].as_f64().is_some_and(|l| l.is_finite() && l > 0.0), "{v}");
     for f in ["checkpoint.safetensors", "config.json", "metrics.jsonl"] {
         assert!(run.join(f).exists(), "{f} missing");
     }
-    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 2);
+    // metrics.jsonl: a training line every --log-every steps, an evaluation line at each evaluation;
+    // the pictures beside it (sample pictures at least 256 pixels wide).
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps = |kind: &str| -> Vec<u64> {
+        lines.iter().filter(|l| l["kind"] == kind).map(|l| l["step"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(steps("eval"), [50, 100]);
+    assert_eq!(steps("train"), [25, 50, 75, 100]);
+    assert_eq!(lines.len(), [50, 100].len() + [25, 50, 75, 100].len());
+    for l in &lines {
+        assert!(l["train_s"].as_f64().is_some_and(|t| t > 0.0 && t <= l["elapsed_s"].as_f64().unwrap()), "{l}");
+    }
+    for (f, min_width) in [("loss.png", 256), ("samples.png", 256)] {
+        let png = std::fs::read(run.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        assert!(png.starts_with(b"\x89PNG") && width >= min_width, "{f}: {width} pixels wide");
+    }
 
     // An occupied --out is refused, nothing overwritten.
     let before = std::fs::read(run.join("checkpoint.safetensors")).unwrap();

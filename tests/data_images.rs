@@ -391,12 +391,37 @@ fn bad_inputs_are_errors_naming_file_and_problem() {
     let p = dir.join("big.npy");
     let mut vals = [0.5f32; 18];
     vals[11] = 1.5;
-    std::fs::write(
-        &p,
-        npy(1, &npy_header("<f4", "(2, 3, 3)"), &vals.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()),
-    )
-    .unwrap();
+    vals[3] = -0.5;
+    let f32s = |v: &[f32]| {
+        npy(1, &npy_header("<f4", "(2, 3, 3)"), &v.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>())
+    };
+    std::fs::write(&p, f32s(&vals)).unwrap();
     assert_err(load_images(&p), &p, &["[-1, 1]", "1.5", "index 11", "image 1"]);
+    vals[3] = 0.5;
+    vals[11] = 300.0;
+    std::fs::write(&p, f32s(&vals)).unwrap();
+    assert_err(load_images(&p), &p, &["[0, 255]", "300", "index 11", "image 1"]);
+    // The range is read from the values: [0, 1] and [0, 255] map onto [-1, 1]; [-1, 1] is kept.
+    for (scale, top) in [(1.0f32, 1.0f32), (255.0, 1.0), (1.0, 0.5)] {
+        let v: Vec<f32> = (0..18)
+            .map(|i| {
+                if i == 0 {
+                    0.0
+                } else if i == 1 {
+                    top * scale
+                } else {
+                    0.25 * scale
+                }
+            })
+            .collect();
+        std::fs::write(&p, f32s(&v)).unwrap();
+        let s = load_images(&p).unwrap();
+        let want = |x: f32| if scale == 1.0 { 2.0 * x - 1.0 } else { x / 127.5 - 1.0 };
+        assert_eq!((s.pixels[0], s.pixels[1], s.pixels[2]), (-1.0, want(top * scale), want(0.25 * scale)));
+    }
+    let v: Vec<f32> = (0..18).map(|i| i as f32 / 8.5 - 1.0).collect();
+    std::fs::write(&p, f32s(&v)).unwrap();
+    assert_eq!(load_images(&p).unwrap().pixels, v);
     let p = dir.join("cut.npy");
     std::fs::write(&p, npy(1, &npy_header("<f4", "(2, 3, 3)"), &f4[..70])).unwrap();
     assert_err(load_images(&p), &p, &["truncated", "72 bytes", "70"]);

@@ -221,7 +221,7 @@ fn run_loop_cadence_files_and_resume() {
     let dir = RunDir::choose("test", "mlp", Some(&out), None).unwrap();
     let mut r = Spirals { t: trainer(&dev, adamw()), losses: vec![], evals: vec![] };
     let mut shown = Shown::default();
-    let cadence = Cadence { steps: 25, eval_every: 10, start_step: 0 };
+    let cadence = Cadence { steps: 25, eval_every: 10, log_every: 10, start_step: 0 };
     let o = run::train(&dev, &mut r, &dir, cadence, None, &mut shown).unwrap();
     let at: Vec<u32> = shown.progress.iter().map(|p| p.0).collect();
     assert_eq!(at, [10, 20, 25]);
@@ -240,8 +240,14 @@ fn run_loop_cadence_files_and_resume() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     };
-    let steps: Vec<u64> = metrics(&out).iter().map(|m| m["step"].as_u64().unwrap()).collect();
-    assert_eq!(steps, [10, 20, 25]);
+    // An evaluation line at each evaluation, a training line every log_every steps (and at the last).
+    let steps = |kind: &str| -> Vec<u64> {
+        metrics(&out).iter().filter(|m| m["kind"] == kind).map(|m| m["step"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(steps("eval"), [10, 20, 25]);
+    assert_eq!(steps("train"), [10, 20, 25]);
+    assert_eq!(metrics(&out).len(), 6);
+    assert!(metrics(&out).iter().all(|m| m["train_s"].as_f64().is_some_and(|t| t > 0.0)));
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config, serde_json::json!({"model": "spirals", "resumed_from": null, "start_step": 0}));
@@ -257,17 +263,17 @@ fn run_loop_cadence_files_and_resume() {
     assert_eq!(dir2.path(), out);
     let mut r2 = Spirals { t: trainer(&dev, adamw()), losses: vec![], evals: vec![] };
     r2.t.restore(&dev, &ck).unwrap();
-    let cadence = Cadence { steps: 10, eval_every: 10, start_step: 25 };
+    let cadence = Cadence { steps: 10, eval_every: 10, log_every: 10, start_step: 25 };
     let o = run::train(&dev, &mut r2, &dir2, cadence, Some(&out), &mut run::Quiet).unwrap();
     assert_eq!(o.summary["steps"], 35);
-    let steps: Vec<u64> = metrics(&out).iter().map(|m| m["step"].as_u64().unwrap()).collect();
-    assert_eq!(steps, [10, 20, 25, 35]);
+    assert_eq!(steps("eval"), [10, 20, 25, 35]);
+    assert_eq!(steps("train"), [10, 20, 25, 35]);
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["start_step"], 25);
     assert_eq!(config["resumed_from"], out.to_str().unwrap());
     assert_eq!(Checkpoint::load(&dir2.checkpoint()).unwrap().step, 35);
-    let cadence = Cadence { steps: 10, eval_every: 0, start_step: 0 };
+    let cadence = Cadence { steps: 10, eval_every: 0, log_every: 10, start_step: 0 };
     assert!(run::train(&dev, &mut r2, &dir2, cadence, None, &mut run::Quiet).is_err());
     std::fs::remove_dir_all(&out).ok();
 }

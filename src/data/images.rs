@@ -18,7 +18,7 @@ use crate::host::fs::io_err;
 use super::{idx, npy, png};
 
 pub use super::npy::write_npy_f32;
-pub use super::png::write_png_grid;
+pub use super::png::{grid_u8, write_png_grid, write_png_u8};
 
 /// A set of images, NCHW, every pixel in [-1, 1].
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +62,47 @@ pub(super) fn unit_to_u8(x: f32) -> u8 {
     ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
 }
 
+/// Float pixels to [-1, 1], their range read from their minimum and maximum: values in [-1, 1] with a
+/// negative one are used as given; values in [0, 1] (the usual convention for floats) are mapped by
+/// 2x − 1, values in [0, 255] by x / 127.5 − 1. Anything else (a NaN, or values beyond those ranges) is
+/// an error that names the range found and the ranges taken. `per` values make one image (for the
+/// message).
+pub(super) fn float_to_unit(path: &Path, pixels: &mut [f32], per: usize) -> Result<()> {
+    if let Some(i) = pixels.par_iter().position_first(|v| !v.is_finite()) {
+        return Err(bad(LOAD, path, format!("pixel {} at flat index {i} (image {})", pixels[i], i / per.max(1))));
+    }
+    let (lo, hi) = pixels
+        .par_iter()
+        .fold(|| (f32::INFINITY, f32::NEG_INFINITY), |m, &v| (m.0.min(v), m.1.max(v)))
+        .reduce(|| (f32::INFINITY, f32::NEG_INFINITY), |a, b| (a.0.min(b.0), a.1.max(b.1)));
+    let (scale, shift) = if lo < 0.0 && lo >= -1.0 && hi <= 1.0 {
+        return Ok(());
+    } else if lo >= 0.0 && hi <= 1.0 {
+        (2.0, -1.0)
+    } else if lo >= 0.0 && hi <= 255.0 {
+        (1.0 / 127.5, -1.0)
+    } else {
+        // The first value outside the range the data's sign points to.
+        let range = if lo < 0.0 { -1.0..=1.0 } else { 0.0..=255.0 };
+        let i = pixels.par_iter().position_first(|v| !range.contains(v)).unwrap_or(0);
+        return Err(bad(
+            LOAD,
+            path,
+            format!(
+                "float pixels span [{lo}, {hi}]: value {} at flat index {i} (image {}) is outside [{}, {}]; \
+                 tigel takes pixels in [-1, 1], [0, 1] or [0, 255] (read from their minimum and maximum): \
+                 rescale them into one of these",
+                pixels[i],
+                i / per.max(1),
+                range.start(),
+                range.end()
+            ),
+        ));
+    };
+    pixels.par_iter_mut().for_each(|v| *v = *v * scale + shift);
+    Ok(())
+}
+
 /// An error of `op` about the file `path`.
 pub(super) fn bad(op: &'static str, path: &Path, msg: impl std::fmt::Display) -> Error {
     Error::invalid(op, format!("{}: {msg}", path.display()))
@@ -76,8 +117,9 @@ pub(super) const LOAD: &str = "load_images";
 ///   and the same channel count; 8-bit gray, gray+alpha, RGB, RGBA or palette (alpha is dropped, so C is
 ///   1 or 3). No labels.
 /// - a file starting with `\x93NUMPY` (or named `*.npy`): a NumPy array, format 1.0, 2.0 or 3.0, C order,
-///   shape (N, H, W) or (N, C, H, W), dtype `|u1` (scaled 0..255 → -1..1) or `<f4` / `<f8` (used as given;
-///   every value must already lie in [-1, 1], else an error says where one does not). Labels come from
+///   shape (N, H, W) or (N, C, H, W), dtype `|u1` (scaled 0..255 → -1..1) or `<f4` / `<f8`, whose range
+///   is read from the values (`float_to_unit`): [-1, 1] when some are negative, [0, 1] (the usual
+///   convention) or [0, 255] when none are, each mapped to [-1, 1]; other values are an error. Labels come from
 ///   `<stem>_labels.npy`, or else `labels.npy`, in the same folder (integer dtype, shape (N,)).
 /// - any other file: IDX (the MNIST format), magic 0x00000803, u8 images [N, H, W] (C = 1). Labels come
 ///   from the file beside it whose name has `images` → `labels` and `idx3` → `idx1` (with or without

@@ -268,17 +268,9 @@ pub(super) fn parse_npy_images(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
             .collect(),
         d => return Err(bad(LOAD, path, format!("unsupported dtype {d}: images must be |u1, <f4 or <f8"))),
     };
-    if let Some(i) = pixels.par_iter().position_first(|v| !(-1.0..=1.0).contains(v)) {
-        return Err(bad(
-            LOAD,
-            path,
-            format!(
-                "float pixels must lie in [-1, 1] (they are used as given): value {} at flat index {i} \
-                 (image {})",
-                pixels[i],
-                i / (c * h * w)
-            ),
-        ));
+    let mut pixels = pixels;
+    if !npy.descr.ends_with("u1") {
+        super::images::float_to_unit(path, &mut pixels, c * h * w)?;
     }
     Ok(ImageSet { n, c, h, w, pixels, labels: None, num_classes: 0 })
 }

@@ -126,8 +126,22 @@ fn to_planes(d: &Decoded) -> Vec<f32> {
 
 /// Writes `n` images (NCHW, values in [-1, 1]; clamped, NaN shown as -1) as one PNG grid: `cols` images a
 /// row (fewer if `n < cols`), a 1-pixel white gap between neighbours and no outer border. `c` is 1 (gray)
-/// or 3 (RGB). Atomic.
+/// or 3 (RGB). Atomic. Pixel for pixel: `plot::sample_grid` writes the scaled, labelled picture.
 pub fn write_png_grid(path: &Path, pixels: &[f32], n: usize, c: usize, h: usize, w: usize, cols: usize) -> Result<()> {
+    let (gw, gh, buf) = grid_u8(path, pixels, n, c, h, w, cols)?;
+    write_png_u8(path, gw, gh, c, &buf)
+}
+
+/// The grid of [`write_png_grid`] as 8-bit pixels: (width, height, HWC bytes); `path` names errors.
+pub fn grid_u8(
+    path: &Path,
+    pixels: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    cols: usize,
+) -> Result<(usize, usize, Vec<u8>)> {
     const OP: &str = "write_png_grid";
     if c != 1 && c != 3 {
         return Err(bad(OP, path, format!("{c} channels: want 1 (gray) or 3 (RGB)")));
@@ -157,13 +171,22 @@ pub fn write_png_grid(path: &Path, pixels: &[f32], n: usize, c: usize, h: usize,
             }
         }
     }
+    Ok((gw, gh, buf))
+}
+
+/// Writes 8-bit pixels (HWC, `c` 1: gray or 3: RGB) as a PNG of `w` × `h`. Atomic.
+pub fn write_png_u8(path: &Path, w: usize, h: usize, c: usize, buf: &[u8]) -> Result<()> {
+    const OP: &str = "write_png";
+    if (c != 1 && c != 3) || buf.len() != w * h * c || w > u32::MAX as usize || h > u32::MAX as usize {
+        return Err(bad(OP, path, format!("{} bytes for a {w}×{h} image of {c} channels", buf.len())));
+    }
     write_atomic_with(path, |out| {
-        let mut enc = ::png::Encoder::new(out, gw as u32, gh as u32);
+        let mut enc = ::png::Encoder::new(out, w as u32, h as u32);
         enc.set_color(if c == 1 { ::png::ColorType::Grayscale } else { ::png::ColorType::Rgb });
         enc.set_depth(::png::BitDepth::Eight);
         let png_err = |e: ::png::EncodingError| bad(OP, path, format!("PNG encoding failed: {e}"));
         let mut writer = enc.write_header().map_err(png_err)?;
-        writer.write_image_data(&buf).map_err(png_err)?;
+        writer.write_image_data(buf).map_err(png_err)?;
         writer.finish().map_err(png_err)
     })
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::{At, Clock, Evaluation, Finished, Guarded, Regime};
 use crate::device::{Device, Download};
 use crate::error::Result;
-use crate::models::ddpm::{schedule_name, DiffusionTrainer};
+use crate::models::ddpm::{schedule_name, Arch, DiffusionTrainer};
 
 /// A diffusion training run.
 pub struct DiffusionRun {
@@ -47,13 +47,55 @@ impl DiffusionRun {
     pub fn describe(&self, data: &str) -> String {
         let cfg = &self.trainer.model.cfg;
         format!(
-            "diffusion: {:?}, {:.2} M parameters, T = {} ({}), predicting {}; data {data}",
-            cfg.arch,
+            "diffusion: {}, {:.2} M parameters, T = {} ({}), predicting {}; data {data}",
+            arch_line(&cfg.arch),
             self.params as f64 / 1e6,
             cfg.timesteps,
             schedule_name(cfg.schedule),
             cfg.prediction.name(),
         )
+    }
+}
+
+impl DiffusionRun {
+    /// samples.png from the EMA weights with DDIM (50 steps, seed fixed so pictures compare across
+    /// evaluations): 64 images, or a row of 8 per class (up to 10) for a class-conditional model, or a
+    /// scatter plot of 2,000 points with the true modes.
+    #[cfg(feature = "plot")]
+    fn sample_picture(&self, dev: &Device, _at: At) -> Result<()> {
+        use crate::models::ddpm::{SampleSettings, Sampler, SamplerKind};
+        let cfg = &self.trainer.model.cfg;
+        let model = self.trainer.ema_model(dev)?;
+        let sampler = Sampler::new(dev, &model)?;
+        let image = cfg.sample_shape.len() == 3;
+        let s = SampleSettings {
+            sampler: SamplerKind::Ddim { steps: cfg.timesteps.min(50) },
+            label: None,
+            guidance: 1.0,
+            seed: 1,
+            clip: if image { 1.0 } else { 0.0 },
+            keep_at: vec![],
+        };
+        let path = self.out.join("samples.png");
+        if !image {
+            let x = sampler.sample(dev, 2000, 2000, &s)?.x;
+            let modes = crate::plot::mixture_modes(&self.data);
+            let extent = crate::plot::scatter_extent(&modes, 3.0 * cfg.data_scale);
+            return crate::plot::scatter(&path, &[&x], extent, &modes, 384);
+        }
+        let (c, h, w) = (cfg.sample_shape[0], cfg.sample_shape[1], cfg.sample_shape[2]);
+        if cfg.num_classes > 0 {
+            let (k, per) = (cfg.num_classes.min(10), 8);
+            let mut x = Vec::new();
+            for l in 0..k {
+                x.extend(sampler.sample(dev, per, per, &SampleSettings { label: Some(l as u32), ..s.clone() })?.x);
+            }
+            let labels: Vec<String> = (0..k).map(|l| l.to_string()).collect();
+            crate::plot::sample_grid(&path, &x, k * per, c, h, w, per, &labels)
+        } else {
+            let x = sampler.sample(dev, 64, 64, &s)?.x;
+            crate::plot::sample_grid(&path, &x, 64, c, h, w, 8, &[])
+        }
     }
 }
 
@@ -76,17 +118,41 @@ impl Regime for DiffusionRun {
         self.cnt += 1;
     }
 
-    fn progress(&self, _at: At, _clock: &Clock) -> String {
-        format!("loss {:.4}", self.loss)
+    fn progress(&self, at: At, clock: &Clock) -> String {
+        let rate = at.i as f64 / clock.train_s();
+        if self.loss.is_nan() {
+            format!("loss pending  {rate:.1} steps/s")
+        } else {
+            format!("loss {:.4}  {rate:.1} steps/s", self.loss)
+        }
     }
 
-    fn evaluate(&mut self, _dev: &Device, at: At, clock: &Clock) -> Result<Evaluation> {
+    fn train_metrics(&self, at: At, train_s: f64) -> Value {
+        json!({"loss": self.loss, "lr": self.trainer.trainer().optimizer().lr_at(at.step.saturating_sub(1)),
+               "samples_per_s": (at.i as usize * self.trainer.settings.batch) as f64 / train_s})
+    }
+
+    #[cfg(feature = "plot")]
+    fn plot(&self, dir: &Path, history: &[Value]) -> Result<()> {
+        use crate::plot::{line_plot, Curve};
+        let curves = [
+            Curve::from_metrics(history, "train", "loss", "training loss", false),
+            Curve::from_metrics(history, "eval", "mean_loss", "mean since the last evaluation", true),
+        ];
+        line_plot(&dir.join("loss.png"), "loss (MSE)", &curves)
+    }
+
+    fn evaluate(&mut self, dev: &Device, at: At, clock: &Clock) -> Result<Evaluation> {
+        #[cfg(feature = "plot")]
+        self.sample_picture(dev, at)?;
+        #[cfg(not(feature = "plot"))]
+        let _ = dev;
         let mean = self.acc / self.cnt.max(1) as f64;
         if self.first_window.is_nan() {
             self.first_window = mean;
         }
         let metrics = json!({"step": at.step, "loss": self.loss, "mean_loss": mean, "elapsed_s": clock.elapsed_s()});
-        let line = format!("step {}: loss {mean:.4} (mean since the last save)", at.step);
+        let line = format!("step {}: loss {mean:.4} (mean since the last evaluation)", at.step);
         if at.last {
             self.loss = mean;
         }
@@ -117,5 +183,19 @@ impl Regime for DiffusionRun {
         json!({"steps": fin.start_step + fin.steps, "loss": self.loss, "first_loss": self.first_window,
                "elapsed_s": fin.elapsed_s, "steps_per_s": fin.steps as f64 / fin.elapsed_s, "params": self.params,
                "backend": dev.backend_name(), "device": dev.name(), "out": self.out})
+    }
+}
+
+/// The denoiser in words: "MLP denoiser, 3 hidden layers of 256" or "UNet, 16 base channels, levels
+/// ×1,2,2, attention at the lowest".
+fn arch_line(arch: &Arch) -> String {
+    match arch {
+        Arch::Mlp { hidden, layers } => format!("MLP denoiser, {layers} hidden layers of {hidden}"),
+        Arch::Unet(u) => format!(
+            "UNet, {} base channels, levels ×{}, {}",
+            u.base,
+            u.mults.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(","),
+            if u.attention { "attention at the lowest" } else { "no attention" }
+        ),
     }
 }

@@ -81,8 +81,32 @@ impl Regime for GanRun<'_> {
         (self.loss_d, self.loss_g) = (losses[0], losses[1]);
     }
 
-    fn progress(&self, _at: At, _clock: &Clock) -> String {
-        format!("D {:.3}  G {:.3}", self.loss_d, self.loss_g)
+    fn progress(&self, at: At, clock: &Clock) -> String {
+        let rate = at.i as f64 / clock.train_s();
+        if self.loss_d.is_nan() {
+            format!("losses pending  {rate:.1} steps/s")
+        } else {
+            format!("D {:.3}  G {:.3}  {rate:.1} steps/s", self.loss_d, self.loss_g)
+        }
+    }
+
+    fn train_metrics(&self, at: At, train_s: f64) -> Value {
+        let s = &self.trainer.settings;
+        let k = at.step.saturating_sub(1);
+        json!({"loss_d": self.loss_d, "loss_g": self.loss_g,
+               "lr_d": self.trainer.d_trainer().optimizer().lr_at(k * s.d_steps),
+               "lr_g": self.trainer.g_trainer().optimizer().lr_at(k),
+               "samples_per_s": (at.i as usize * s.batch) as f64 / train_s})
+    }
+
+    #[cfg(feature = "plot")]
+    fn plot(&self, dir: &Path, history: &[Value]) -> Result<()> {
+        use crate::plot::{line_plot, Curve};
+        let curves = [
+            Curve::from_metrics(history, "train", "loss_d", "D loss", false),
+            Curve::from_metrics(history, "train", "loss_g", "G loss", false),
+        ];
+        line_plot(&dir.join("loss.png"), "loss", &curves)
     }
 
     fn evaluate(&mut self, dev: &Device, at: At, clock: &Clock) -> Result<Evaluation> {
@@ -92,6 +116,15 @@ impl Regime for GanRun<'_> {
             let [c, h, w] = [cfg.data_shape[0], cfg.data_shape[1], cfg.data_shape[2]];
             let path = self.out.join(format!("samples-{:06}.png", at.step));
             write_png_grid(&path, &samples[..64 * c * h * w], 64, c, h, w, 8)?;
+            #[cfg(feature = "plot")]
+            crate::plot::sample_grid(&self.out.join("samples.png"), &samples[..64 * c * h * w], 64, c, h, w, 8, &[])?;
+        } else {
+            #[cfg(feature = "plot")]
+            {
+                let modes = crate::plot::mixture_modes(&self.data);
+                let extent = crate::plot::scatter_extent(&modes, 1.25 * cfg.scale);
+                crate::plot::scatter(&self.out.join("samples.png"), &[&samples], extent, &modes, 384)?;
+            }
         }
         let scores = evaluate(&samples, self.src)?;
         let mut metrics = json!({"step": at.step, "loss_d": self.loss_d, "loss_g": self.loss_g,

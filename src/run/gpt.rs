@@ -117,7 +117,28 @@ impl Regime for GptRun<'_> {
 
     fn progress(&self, at: At, clock: &Clock) -> String {
         let tps = self.tokens_per_s(at.i, clock.train_s());
-        format!("loss {:.3} bits/char  {:.1}k tok/s", self.train_loss * BITS_PER_NAT, tps / 1e3)
+        let loss = if self.train_loss.is_nan() {
+            "loss pending".to_string()
+        } else {
+            format!("loss {:.3} bits/char", self.train_loss * BITS_PER_NAT)
+        };
+        format!("{loss}  {:.1}k tok/s", tps / 1e3)
+    }
+
+    fn train_metrics(&self, at: At, train_s: f64) -> Value {
+        json!({"loss": self.train_loss, "train_bits_per_char": self.train_loss * BITS_PER_NAT,
+               "lr": self.trainer.trainer().optimizer().lr_at(at.step.saturating_sub(1)),
+               "tokens_per_s": self.tokens_per_s(at.i, train_s)})
+    }
+
+    #[cfg(feature = "plot")]
+    fn plot(&self, dir: &Path, history: &[Value]) -> Result<()> {
+        use crate::plot::{line_plot, Curve};
+        let curves = [
+            Curve::from_metrics(history, "train", "train_bits_per_char", "training", false),
+            Curve::from_metrics(history, "eval", "val_bits_per_char", "held-out", true),
+        ];
+        line_plot(&dir.join("loss.png"), "bits/char", &curves)
     }
 
     fn evaluate(&mut self, dev: &Device, at: At, clock: &Clock) -> Result<Evaluation> {

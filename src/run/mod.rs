@@ -1,8 +1,10 @@
-//! The training loop every regime shares. Each step is submitted without a wait; every [`LOG_EVERY`]
-//! steps the loop takes the losses it asked for at the previous log point (long arrived) and asks for
-//! the latest (an asynchronous read), then reports progress; every `eval_every` steps, and at the last,
-//! the regime evaluates, the loop appends its line to metrics.jsonl, shows it and saves the checkpoint.
-//! Time spent evaluating and saving is kept apart, so throughput counts training alone.
+//! The training loop every regime shares. Each step is submitted without a wait; every [`READ_EVERY`]
+//! steps the loop takes the losses it asked for at the previous read point (long arrived) and asks for
+//! the latest (an asynchronous read), then reports progress. The losses of every `log_every`-th step,
+//! once they arrive, make a `"kind": "train"` line of metrics.jsonl and a plain progress line; every
+//! `eval_every` steps, and at the last, the regime evaluates, the loop appends its `"kind": "eval"` line,
+//! shows it, saves the checkpoint and redraws the plots. Time spent evaluating and saving is kept apart,
+//! so throughput and `train_s` count training alone. docs/metrics.md lists the keys.
 //!
 //! A regime (the GPT, the GAN, diffusion: [`gpt`], [`gan`], [`diffusion`]) plugs in through [`Regime`];
 //! what is shown goes through a [`report::Observer`], so the library draws nothing itself.
@@ -26,7 +28,10 @@ pub use guard::Guarded;
 pub use report::{Observer, Quiet};
 
 /// Steps between loss reads and progress reports.
-pub const LOG_EVERY: u32 = 10;
+pub const READ_EVERY: u32 = 10;
+/// The old name of [`READ_EVERY`].
+#[doc(hidden)]
+pub const LOG_EVERY: u32 = READ_EVERY;
 
 /// One training regime as the loop drives it.
 pub trait Regime {
@@ -40,6 +45,17 @@ pub trait Regime {
     fn take_losses(&mut self, losses: &[f64]);
     /// The progress message at a log point.
     fn progress(&self, at: At, clock: &Clock) -> String;
+    /// The regime's part of the metrics.jsonl line of step `at`, whose losses `take_losses` has just
+    /// been given (losses, learning rate, throughput over `train_s` seconds); the loop adds `kind`,
+    /// `step`, `elapsed_s` and `train_s`.
+    fn train_metrics(&self, _at: At, _train_s: f64) -> Value {
+        json!({})
+    }
+    /// Redraws the regime's pictures in the run directory `dir` (loss.png from the metrics lines so far,
+    /// `history`; samples.png for the generative regimes), after each evaluation.
+    fn plot(&self, _dir: &Path, _history: &[Value]) -> Result<()> {
+        Ok(())
+    }
     /// Evaluates at `at`: the metrics.jsonl line and the line to show.
     fn evaluate(&mut self, dev: &Device, at: At, clock: &Clock) -> Result<Evaluation>;
     /// Saves the checkpoint (atomically) to `path`.
@@ -99,6 +115,9 @@ pub struct Cadence {
     pub steps: u32,
     /// Evaluate (and save) every this many steps, and at the last.
     pub eval_every: u32,
+    /// Write a metrics.jsonl training line and a plain progress line every this many steps (and at the
+    /// last); 0 is taken as 1.
+    pub log_every: u32,
     /// The optimizer step the run starts at (a resumed run's; else 0).
     pub start_step: u32,
 }
@@ -160,28 +179,40 @@ pub fn train<R: Regime + ?Sized>(
     let mut clock = Clock { started: Instant::now(), side: 0.0 };
     let mut pending: Option<Pending> = None;
     let mut kept = guard::Kept { checkpoint: &checkpoint, saved: None, resumed_from };
+    let mut history = Vec::new();
     let steps = cadence.steps;
+    let log_every = cadence.log_every.max(1);
     for i in 1..=steps {
         regime.step(dev)?;
         let at = At { i, step: cadence.start_step + i, last: i == steps };
-        if i % LOG_EVERY == 0 || at.last {
-            // The losses (and guards) asked for at the previous log point have long arrived; ask for these.
-            take_pending(regime, &mut pending, &kept).inspect_err(|_| observer.finish())?;
+        let log = i % log_every == 0 || at.last;
+        if i % READ_EVERY == 0 || log {
+            // The losses (and guards) asked for at the previous read point have long arrived; ask for these.
+            take_pending(regime, &mut pending, &kept, &mut metrics, &mut history, observer)
+                .inspect_err(|_| observer.finish())?;
+            let (train_s, elapsed_s) = (clock.train_s(), clock.elapsed_s());
             let guards = guard::read(dev, &regime.guarded(), false)?;
-            pending = Some(Pending { losses: regime.read_losses(dev)?, guards });
+            pending = Some(Pending { at, train_s, elapsed_s, log, reads: regime.read_losses(dev)?, guards });
             observer.progress(i, &regime.progress(at, &clock));
         }
         if i % cadence.eval_every == 0 || at.last {
-            take_pending(regime, &mut pending, &kept).inspect_err(|_| observer.finish())?;
+            take_pending(regime, &mut pending, &kept, &mut metrics, &mut history, observer)
+                .inspect_err(|_| observer.finish())?;
             let side_start = Instant::now();
+            let (train_s, elapsed_s) = (clock.train_s(), clock.elapsed_s());
             // Evaluating waits anyway: check everything up to this step first, weights included.
             let guarded = regime.guarded();
             guard::check(&guarded, guard::read(dev, &guarded, true)?, &kept).inspect_err(|_| observer.finish())?;
             let e = regime.evaluate(dev, at, &clock)?;
-            metrics.append(&e.metrics)?;
+            let mut line = json!({"kind": "eval"});
+            merge(&mut line, e.metrics);
+            merge(&mut line, json!({"step": at.step, "elapsed_s": elapsed_s, "train_s": train_s}));
+            metrics.append(&line)?;
+            history.push(line);
             observer.line(&e.line);
             regime.save(dev, &checkpoint)?;
             kept.saved = Some(at.step);
+            regime.plot(dir.path(), &history)?;
             clock.side += side_start.elapsed().as_secs_f64();
         }
     }
@@ -191,19 +222,46 @@ pub fn train<R: Regime + ?Sized>(
     Ok(Outcome { finished, done: regime.done(&finished, &checkpoint), summary: regime.summary(dev, &finished) })
 }
 
-/// Reads asked for at a log point: the losses and the guards.
+/// Reads under way: the step they are of, the training time then, whether they make a log line, the
+/// losses and the guards.
 struct Pending {
-    losses: Vec<Download>,
+    at: At,
+    train_s: f64,
+    elapsed_s: f64,
+    log: bool,
+    reads: Vec<Download>,
     guards: Vec<Download>,
 }
 
+/// Adds the keys of the object `more` to the object `v` (a key already there is replaced).
+pub fn merge(v: &mut Value, more: Value) {
+    if let (Some(o), Value::Object(m)) = (v.as_object_mut(), more) {
+        o.extend(m);
+    }
+}
+
 /// Checks the guards of an earlier read, if one is pending, and hands its losses to the regime (never
-/// those of a step past the first non-finite value).
-fn take_pending<R: Regime + ?Sized>(regime: &mut R, pending: &mut Option<Pending>, kept: &guard::Kept) -> Result<()> {
-    if let Some(p) = pending.take() {
-        guard::check(&regime.guarded(), p.guards, kept)?;
-        let losses = p.losses.into_iter().map(loss_value).collect::<Result<Vec<f64>>>()?;
-        regime.take_losses(&losses);
+/// those of a step past the first non-finite value); a log step's make a training line of metrics.jsonl
+/// (kept in `history` for the plots) and a plain progress line.
+fn take_pending<R: Regime + ?Sized>(
+    regime: &mut R,
+    pending: &mut Option<Pending>,
+    kept: &guard::Kept,
+    metrics: &mut MetricsLog,
+    history: &mut Vec<Value>,
+    observer: &mut dyn Observer,
+) -> Result<()> {
+    let Some(p) = pending.take() else { return Ok(()) };
+    guard::check(&regime.guarded(), p.guards, kept)?;
+    let losses = p.reads.into_iter().map(loss_value).collect::<Result<Vec<f64>>>()?;
+    regime.take_losses(&losses);
+    if p.log {
+        let mut line = json!({"kind": "train", "step": p.at.step});
+        merge(&mut line, regime.train_metrics(p.at, p.train_s));
+        merge(&mut line, json!({"elapsed_s": p.elapsed_s, "train_s": p.train_s}));
+        metrics.append(&line)?;
+        observer.log(&report::plain_line(&line));
+        history.push(line);
     }
     Ok(())
 }

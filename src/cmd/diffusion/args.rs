@@ -24,6 +24,8 @@ pub(super) const IMAGES: Defaults =
     Defaults { steps: 3500, batch: 32, lr: 1.5e-3, schedule: "cosine", timesteps: 500, prediction: "v" };
 /// UNet channels at the first level for images (0.22 M parameters with mults 1,2,2).
 pub(super) const IMAGE_BASE: usize = 16;
+/// Steps between metrics.jsonl training lines and plain progress lines.
+pub const DEFAULT_LOG_EVERY: u32 = 100;
 /// Points the mixture's training set holds (generated once, uploaded once).
 pub(super) const MIXTURE_POINTS: usize = 100_000;
 
@@ -34,72 +36,76 @@ pub struct TrainArgs {
     /// With --resume, default: the checkpoint's data.
     #[arg(long)]
     pub data: Option<String>,
-    /// Optimizer steps in this run (default: 15000 for ring8, 25000 for grid25, 3500 for images).
+    /// Optimizer steps in this run [default: 15000 for ring8, 25000 for grid25, 3500 for images].
     #[arg(long)]
     pub steps: Option<u32>,
-    /// Noise schedule: linear or cosine (default: cosine).
+    /// Noise schedule: linear or cosine [default: cosine].
     #[arg(long)]
     pub schedule: Option<String>,
-    /// Diffusion timesteps T (default: 1000 for mixtures, 500 for images).
+    /// Diffusion timesteps T [default: 1000 for mixtures, 500 for images].
     #[arg(long)]
     pub timesteps: Option<usize>,
-    /// What the network predicts: eps (the noise) or v (default: eps for mixtures, v for images).
+    /// What the network predicts: eps (the noise) or v [default: eps for mixtures, v for images].
     #[arg(long)]
     pub prediction: Option<String>,
-    /// Samples per step (default: 256 for mixtures, 32 for images).
+    /// Samples per step [default: 256 for mixtures, 32 for images].
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Peak learning rate (AdamW, warmup then cosine decay to a tenth).
+    /// Peak learning rate (AdamW, linear warmup then cosine decay to a tenth at the last step; a resumed
+    /// run decays from it over its own steps) [default: 2e-3 for mixtures, 1.5e-3 for images].
     #[arg(long)]
     pub lr: Option<f32>,
-    /// Warmup steps.
+    /// Warmup steps (linear from 0 to --lr).
     #[arg(long, default_value_t = 100)]
     pub warmup: u32,
-    /// AdamW weight decay.
+    /// AdamW weight decay (decoupled, per step times the learning rate).
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f32,
-    /// Clip the global gradient norm to this (0: off).
+    /// Clip the global gradient norm (L2, over all parameters) to this (0: off).
     #[arg(long, default_value_t = 1.0)]
     pub clip: f32,
-    /// Decay of the EMA of the weights used for sampling.
+    /// Decay per step of the EMA of the weights used for sampling.
     #[arg(long, default_value_t = 0.999)]
     pub ema: f32,
-    /// MLP denoiser (mixtures): hidden width and layers.
+    /// MLP denoiser (mixtures): hidden width, also the time embedding's [default: 256].
     #[arg(long)]
     pub hidden: Option<usize>,
-    /// MLP denoiser layers.
+    /// MLP denoiser (mixtures): hidden layers [default: 3].
     #[arg(long)]
     pub layers: Option<usize>,
-    /// UNet (images): channels of the first level (default 16), multipliers per level (default 1,2,2),
-    /// attention at the lowest level.
+    /// UNet (images): channels of the first level [default: 16].
     #[arg(long)]
     pub base: Option<usize>,
-    /// UNet channel multipliers per level (comma separated).
+    /// UNet (images): channel multipliers per level, comma separated, one level each [default: 1,2,2].
     #[arg(long, value_delimiter = ',')]
     pub mults: Option<Vec<usize>>,
-    /// No attention at the UNet's lowest level.
+    /// UNet (images): no self-attention at the lowest level (there is by default).
     #[arg(long)]
     pub no_attention: bool,
     /// Train a class-conditional model (for classifier-free guidance) on the dataset's labels.
     #[arg(long)]
     pub conditional: bool,
-    /// Probability of dropping a label to the null class during training.
+    /// Probability, 0 to 1, of dropping a label to the null class during training (--conditional).
     #[arg(long, default_value_t = 0.1)]
     pub p_uncond: f32,
     /// Seed of the weights, the data drawn and the noise.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Log the loss and save a checkpoint every N steps.
-    #[arg(long, default_value_t = 500)]
-    pub save_every: u32,
-    /// Run directory for checkpoint.safetensors, config.json, metrics.jsonl (default: the first free
-    /// runs/diffusion, runs/diffusion-2, ...).
-    #[arg(long)]
+    /// Steps between evaluations: the mean loss, samples.png, loss.png and a checkpoint (and at the last step).
+    #[arg(long, alias = "save-every", default_value_t = 500)]
+    pub eval_every: u32,
+    /// Steps between metrics.jsonl training lines and plain progress lines (logs that are not a terminal).
+    #[arg(long, default_value_t = DEFAULT_LOG_EVERY)]
+    pub log_every: u32,
+    /// Run directory for checkpoint.safetensors, config.json, metrics.jsonl, loss.png and samples.png
+    /// [default: the first free runs/diffusion, runs/diffusion-2, ...; with --resume: the resumed run's].
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Continue training the checkpoint in this run directory.
-    #[arg(long)]
+    /// Continue training the checkpoint in this run directory or file: the model is the checkpoint's and
+    /// the step counter goes on from it.
+    #[arg(long, value_name = "RUN")]
     pub resume: Option<PathBuf>,
-    /// End with one JSON line of results on stdout.
+    /// Print the results as one JSON object on stdout (its last line) instead of text; progress goes to stderr.
     #[arg(long)]
     pub json: bool,
 }
@@ -108,21 +114,21 @@ pub struct TrainArgs {
 #[derive(clap::Args, Debug)]
 pub struct SampleArgs {
     /// Run directory (or checkpoint file) of a trained diffusion model.
-    #[arg(long)]
+    #[arg(long, value_name = "RUN")]
     pub checkpoint: PathBuf,
-    /// Samples to generate.
+    /// Samples to generate (per class with --per-class).
     #[arg(long, default_value_t = 64)]
     pub n: usize,
     /// ddpm (ancestral, all T steps) or ddim (deterministic, --sample-steps steps).
     #[arg(long, default_value = "ddpm")]
     pub sampler: String,
-    /// DDIM steps.
+    /// DDIM steps (with --sampler ddim).
     #[arg(long, default_value_t = 50)]
     pub sample_steps: usize,
     /// Class to generate (class-conditional models).
     #[arg(long)]
     pub label: Option<u32>,
-    /// Classifier-free guidance weight (needs --label and a class-conditional model).
+    /// Classifier-free guidance weight, 1: none (needs --label and a class-conditional model) [default: 1].
     #[arg(long)]
     pub guidance: Option<f32>,
     /// Write x_t at a few steps of the reverse process instead of the final samples only.
@@ -134,11 +140,12 @@ pub struct SampleArgs {
     /// Seed of the noise.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Samples per forward pass.
+    /// Samples per forward pass (memory against speed).
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
-    /// FILE.png (an image grid, or a scatter plot for 2-D data) or FILE.npy.
-    #[arg(long)]
+    /// FILE.png (an image grid scaled to at least 256 pixels wide, or a scatter plot of 2-D points with
+    /// the true modes) or FILE.npy (raw samples, data units).
+    #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
 }
 
@@ -146,7 +153,7 @@ pub struct SampleArgs {
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
     /// Run directory (or checkpoint file) of a trained diffusion model.
-    #[arg(long)]
+    #[arg(long, value_name = "RUN")]
     pub checkpoint: PathBuf,
     /// The data to compare with (default: the data the checkpoint was trained on); images are compared
     /// with the held-out last 10%.
@@ -158,7 +165,7 @@ pub struct EvalArgs {
     /// ddpm (ancestral, all T steps) or ddim (deterministic, --sample-steps steps).
     #[arg(long, default_value = "ddpm")]
     pub sampler: String,
-    /// DDIM steps.
+    /// DDIM steps (with --sampler ddim).
     #[arg(long, default_value_t = 50)]
     pub sample_steps: usize,
     /// Guidance weight for a class-conditional model (samples are spread evenly over the classes).
@@ -167,10 +174,10 @@ pub struct EvalArgs {
     /// Seed of the noise.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Samples per forward pass.
+    /// Samples per forward pass (memory against speed).
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
-    /// Print one JSON object instead of text.
+    /// Print the results as one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
 }

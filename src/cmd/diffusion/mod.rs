@@ -101,8 +101,8 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         seed: a.seed,
     };
     settings.validate()?;
-    if a.save_every == 0 {
-        return Err(Error::invalid("train diffusion", "--save-every must be positive"));
+    if a.eval_every == 0 {
+        return Err(Error::invalid("train diffusion", "--eval-every must be positive"));
     }
     let (rows, labels): (Vec<f32>, Option<Vec<u32>>) = match &source {
         Source::Mixture(m) => {
@@ -136,7 +136,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     let mut diffusion = DiffusionRun::new(t, &data, dir.path());
     eprintln!("{}", diffusion.describe(&source.describe()));
     eprintln!("writing {}", dir.path().display());
-    let cadence = Cadence { steps: settings.steps, eval_every: a.save_every, start_step };
+    let cadence = Cadence { steps: settings.steps, eval_every: a.eval_every, log_every: a.log_every, start_step };
     let mut bar = super::progress::Bar::new(settings.steps, a.json);
     let outcome = run::train(&dev, &mut diffusion, &dir, cadence, a.resume.as_deref(), &mut bar)?;
     eprintln!("{}", outcome.done);

@@ -4,9 +4,10 @@
 use std::time::Instant;
 
 use tigel::checkpoint::Checkpoint;
-use tigel::data::images::{write_npy_f32, write_png_grid};
+use tigel::data::images::write_npy_f32;
 use tigel::host::fs::io_err;
 use tigel::models::ddpm::{Diffusion, SampleSettings, Sampler, SamplerKind, KIND};
+use tigel::plot;
 use tigel::{Error, Result};
 
 use super::{parse_sampler, SampleArgs};
@@ -98,33 +99,30 @@ pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {
             }
             let shape = [rows * frames.len(), c, h, w];
             if png {
-                write_png_grid(&a.out, &pix, shape[0], c, h, w, frames.len())?;
+                plot::sample_grid(&a.out, &pix, shape[0], c, h, w, frames.len(), &[])?;
             } else {
                 write_npy_f32(&a.out, &pix, &[rows, frames.len(), c, h, w])?;
             }
         } else if a.per_class {
             if png {
-                write_png_grid(&a.out, &out.x, n, c, h, w, a.n)?;
+                let labels: Vec<String> = (0..rows).map(|k| k.to_string()).collect();
+                plot::sample_grid(&a.out, &out.x, n, c, h, w, a.n, &labels)?;
             } else {
                 write_npy_f32(&a.out, &out.x, &[rows, a.n, c, h, w])?;
             }
         } else if png {
             let cols = (n as f64).sqrt().ceil() as usize;
-            write_png_grid(&a.out, &out.x, n, c, h, w, cols)?;
+            plot::sample_grid(&a.out, &out.x, n, c, h, w, cols, &[])?;
         } else {
             write_npy_f32(&a.out, &out.x, &[n, c, h, w])?;
         }
     } else {
-        let extent = 3.0 * cfg.data_scale;
+        let modes = ck.config.get("data").and_then(|d| d.as_str()).map(plot::mixture_modes).unwrap_or_default();
+        let extent = plot::scatter_extent(&modes, 3.0 * cfg.data_scale);
         let sets: Vec<&[f32]> =
             if a.trajectory { out.kept.iter().map(|(_, f)| &f[..]).collect() } else { vec![&out.x[..]] };
         if png {
-            let size = 256;
-            let mut pix = Vec::new();
-            for set in &sets {
-                pix.extend(scatter(set, size, extent));
-            }
-            write_png_grid(&a.out, &pix, sets.len(), 1, size, size, sets.len())?;
+            plot::scatter(&a.out, &sets, extent, &modes, 384)?;
         } else if a.trajectory {
             let all: Vec<f32> = sets.iter().flat_map(|s| s.iter().copied()).collect();
             write_npy_f32(&a.out, &all, &[sets.len(), n, d])?;
@@ -134,22 +132,4 @@ pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {
     }
     eprintln!("{n} samples in {:.1} s, written to {}", started.elapsed().as_secs_f64(), a.out.display());
     Ok(())
-}
-
-/// A 2-D scatter plot: white background, each point a dark pixel, axes [-extent, extent]; values in [-1, 1].
-fn scatter(points: &[f32], size: usize, extent: f32) -> Vec<f32> {
-    let mut img = vec![1.0f32; size * size];
-    // Faint axes through the origin, for scale.
-    for i in 0..size {
-        img[size / 2 * size + i] = 0.7;
-        img[i * size + size / 2] = 0.7;
-    }
-    for p in points.chunks_exact(2) {
-        let px = ((p[0] / extent + 1.0) * 0.5 * size as f32) as isize;
-        let py = ((1.0 - (p[1] / extent + 1.0) * 0.5) * size as f32) as isize;
-        if (0..size as isize).contains(&px) && (0..size as isize).contains(&py) {
-            img[py as usize * size + px as usize] = -1.0;
-        }
-    }
-    img
 }

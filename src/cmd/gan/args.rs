@@ -19,6 +19,9 @@ pub(super) struct Defaults {
     pub(super) eval_every: u32,
 }
 
+/// Steps between metrics.jsonl training lines and plain progress lines.
+pub const DEFAULT_LOG_EVERY: u32 = 100;
+
 /// 2-D mixtures (ring8 and others).
 pub(super) const MIXTURE: Defaults = Defaults {
     steps: 15000,
@@ -59,60 +62,67 @@ pub(super) const IMAGES: Defaults = Defaults {
 /// `tigel train gan`
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// ring8, grid25, or an image file/folder (IDX, .npy, PNG folder); with --resume, default: the
-    /// checkpoint's data.
+    /// ring8, grid25, or an image file/folder (IDX, .npy, PNG folder; the last 10% held out) [with
+    /// --resume, default: the checkpoint's data]. Defaults below depend on it: mixture / grid25 / images.
     #[arg(long)]
     pub data: Option<String>,
-    /// Steps (one D and one G update each) in this run.
+    /// Steps (D and G updates) in this run [default: 15000 / 45000 / 6000].
     #[arg(long)]
     pub steps: Option<u32>,
-    /// Real (and generated) samples per step.
+    /// Real (and generated) samples per step [default: 512 / 1024 / 64; with --resume: the checkpoint's].
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Learning rate of both Adam optimizers (β1 = 0.5).
+    /// Learning rate of both Adam optimizers, β1 = 0.5 [default: 2e-3 / 2e-3 / 2e-4; with --resume: the
+    /// checkpoint's].
     #[arg(long)]
     pub lr: Option<f32>,
-    /// The learning rates decay linearly to this fraction of --lr at the last step (1: constant).
-    /// A resumed run keeps the schedule of the run it continues.
+    /// The learning rates decay linearly to this fraction of --lr at the last step, 1: constant [default:
+    /// 1 / 0.1 / 1]. A resumed run keeps the schedule of the run it continues.
     #[arg(long)]
     pub lr_end: Option<f32>,
-    /// The fraction of the run before that decay begins (0: from the first step).
+    /// The fraction of the run before that decay begins, 0 to 1 [default: 0 / 0.9 / 0].
     #[arg(long)]
     pub lr_hold: Option<f32>,
-    /// Noise dimension.
+    /// Noise dimension [default: 8 / 8 / 64].
     #[arg(long)]
     pub z_dim: Option<usize>,
-    /// MLP hidden width / DCGAN base channels.
+    /// MLP hidden width / DCGAN base channels [default: 128 / 128 / 32].
     #[arg(long)]
     pub width: Option<usize>,
-    /// MLP hidden layers.
+    /// MLP hidden layers (2-D only) [default: 3].
     #[arg(long)]
     pub depth: Option<usize>,
-    /// Samples the discriminator judges together (2-D only).
+    /// Samples the discriminator judges together (2-D only) [default: 4 / 8].
     #[arg(long)]
     pub pack: Option<usize>,
-    /// Decay of the moving average of G's weights used for sampling (0: off).
+    /// Decay per step of the moving average of G's weights used for sampling, 0: off [default: 0.9995 /
+    /// 0.9995 / 0].
     #[arg(long)]
     pub ema: Option<f32>,
-    /// R1 gradient penalty weight on real data (2-D only; 0: off).
+    /// R1 gradient penalty weight on real data (2-D only; 0: off) [default: 0].
     #[arg(long)]
     pub r1: Option<f32>,
-    /// Discriminator updates per generator update.
+    /// Discriminator updates per generator update [default: 1].
     #[arg(long)]
     pub d_steps: Option<u32>,
     /// Seed of the weights, the data drawn and the noise.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Evaluate, write a sample grid and save a checkpoint every N steps.
-    #[arg(long)]
+    /// Steps between evaluations: scores, samples.png, loss.png and a checkpoint (and at the last step)
+    /// [default: 2500 / 5000 / 1000].
+    #[arg(long, alias = "save-every")]
     pub eval_every: Option<u32>,
-    /// Run directory (default: the first free runs/gan, runs/gan-2, ...).
-    #[arg(long)]
+    /// Steps between metrics.jsonl training lines and plain progress lines (logs that are not a terminal).
+    #[arg(long, default_value_t = DEFAULT_LOG_EVERY)]
+    pub log_every: u32,
+    /// Run directory [default: the first free runs/gan, runs/gan-2, ...; with --resume: the resumed run's].
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Continue training the checkpoint in this run directory.
-    #[arg(long)]
+    /// Continue training the checkpoint in this run directory or file: the step counter goes on from
+    /// the checkpoint's, and the learning-rate schedule with it.
+    #[arg(long, value_name = "RUN")]
     pub resume: Option<PathBuf>,
-    /// End with one JSON line of results on stdout.
+    /// Print the results as one JSON object on stdout (its last line) instead of text; progress goes to stderr.
     #[arg(long)]
     pub json: bool,
 }
@@ -121,16 +131,17 @@ pub struct TrainArgs {
 #[derive(clap::Args, Debug)]
 pub struct SampleArgs {
     /// Run directory (or checkpoint file) of a trained GAN.
-    #[arg(long)]
+    #[arg(long, value_name = "RUN")]
     pub checkpoint: PathBuf,
-    /// Samples to generate.
+    /// Samples to generate (a grid of ⌈√n⌉ columns, scaled to at least 256 pixels wide).
     #[arg(long, default_value_t = 64)]
     pub n: usize,
     /// Seed of the noise.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// FILE.png (an image grid, or a scatter plot of 2-D points) or FILE.npy (raw samples).
-    #[arg(long)]
+    /// FILE.png (an image grid, or a scatter plot of 2-D points with the true modes) or FILE.npy (raw
+    /// samples, data units).
+    #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
 }
 
@@ -138,7 +149,7 @@ pub struct SampleArgs {
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
     /// Run directory (or checkpoint file) of a trained GAN.
-    #[arg(long)]
+    #[arg(long, value_name = "RUN")]
     pub checkpoint: PathBuf,
     /// Data to score against (default: the checkpoint's); images use their held-out last 10%.
     #[arg(long)]
@@ -149,7 +160,7 @@ pub struct EvalArgs {
     /// Seed of the noise.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Print one JSON object instead of text.
+    /// Print the results as one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
 }

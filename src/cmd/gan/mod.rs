@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use serde_json::json;
 use tigel::checkpoint::Checkpoint;
-use tigel::data::images::{write_npy_f32, write_png_grid};
+use tigel::data::images::write_npy_f32;
 use tigel::data::mixture::Mixture;
 use tigel::data::source::Source;
 use tigel::models::gan::{
-    check_data_fits, data_shape_of, evaluate, scatter_image, Gan, GanConfig, GanTrainer, Sampler, TrainData,
-    TrainSettings, KIND,
+    check_data_fits, data_shape_of, evaluate, Gan, GanConfig, GanTrainer, Sampler, TrainData, TrainSettings, KIND,
 };
+use tigel::plot;
 use tigel::run::{self, gan::GanRun, Cadence, RunDir};
 use tigel::{Error, Result};
 
@@ -92,7 +92,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     let mut gan = GanRun::new(&dev, t, &src, &spec, dir.path())?;
     eprintln!("{}", gan.describe());
     eprintln!("writing {}", dir.path().display());
-    let cadence = Cadence { steps: settings.steps, eval_every, start_step };
+    let cadence = Cadence { steps: settings.steps, eval_every, log_every: a.log_every, start_step };
     let mut bar = super::progress::Bar::new(settings.steps, a.json);
     let outcome = run::train(&dev, &mut gan, &dir, cadence, a.resume.as_deref(), &mut bar)?;
     eprintln!("{}", outcome.done);
@@ -124,10 +124,10 @@ pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {
     } else if cfg.is_image() {
         let [c, h, w] = [cfg.data_shape[0], cfg.data_shape[1], cfg.data_shape[2]];
         let cols = (a.n as f64).sqrt().ceil() as usize;
-        write_png_grid(&a.out, &samples, a.n, c, h, w, cols)?;
+        plot::sample_grid(&a.out, &samples, a.n, c, h, w, cols, &[])?;
     } else {
-        let side = 512;
-        write_png_grid(&a.out, &scatter_image(&samples, 1.25 * cfg.scale, side), 1, 1, side, side, 1)?;
+        let modes = ck.config.get("data").and_then(|d| d.as_str()).map(plot::mixture_modes).unwrap_or_default();
+        plot::scatter(&a.out, &[&samples], plot::scatter_extent(&modes, 1.25 * cfg.scale), &modes, 512)?;
     }
     let _ = writeln!(std::io::stderr(), "wrote {} samples to {}", a.n, a.out.display());
     Ok(())

@@ -15,68 +15,76 @@ pub const DEFAULT_CONTEXT: usize = 128;
 pub const DEFAULT_BATCH: usize = 16;
 /// Optimizer steps of a run.
 pub const DEFAULT_STEPS: u32 = 4000;
+/// Steps between metrics.jsonl training lines and plain progress lines (about 7 s on a 2-core CPU).
+pub const DEFAULT_LOG_EVERY: u32 = 50;
 /// Peak learning rate.
 pub const DEFAULT_LR: f32 = 2e-3;
 
 /// `tigel train gpt`
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// UTF-8 text file to learn (default: tigel's own sources and docs, built into the binary).
-    #[arg(long)]
+    /// UTF-8 text file to learn; its last 10% is held out (default: tigel's own sources and docs, built
+    /// into the binary; with --resume: the checkpoint's data).
+    #[arg(long, value_name = "FILE")]
     pub data: Option<PathBuf>,
     /// Optimizer steps in this run.
     #[arg(long, default_value_t = DEFAULT_STEPS)]
     pub steps: u32,
-    /// Transformer blocks.
+    /// Transformer blocks [default: 4; with --resume: the checkpoint's].
     #[arg(long)]
     pub layers: Option<usize>,
-    /// Attention heads per block.
+    /// Attention heads per block [default: 4; with --resume: the checkpoint's].
     #[arg(long)]
     pub heads: Option<usize>,
-    /// Embedding width (a multiple of --heads).
+    /// Embedding width, a multiple of --heads [default: 128; with --resume: the checkpoint's].
     #[arg(long)]
     pub width: Option<usize>,
-    /// Context length in bytes.
+    /// Context length in bytes (tokens) [default: 128; with --resume: the checkpoint's].
     #[arg(long)]
     pub context: Option<usize>,
-    /// Dropout probability after attention and MLP.
+    /// Dropout probability after attention and MLP, 0 to 1 [default: 0; with --resume: the checkpoint's].
     #[arg(long)]
     pub dropout: Option<f32>,
-    /// Sequences per step.
+    /// Sequences of --context bytes per step.
     #[arg(long, default_value_t = DEFAULT_BATCH)]
     pub batch: usize,
-    /// Peak learning rate (AdamW, linear warmup then cosine decay to a tenth).
+    /// Peak learning rate (AdamW, linear warmup then cosine decay to a tenth at the last step; a resumed
+    /// run decays from it over its own steps, without a second warmup).
     #[arg(long, default_value_t = DEFAULT_LR)]
     pub lr: f32,
-    /// Warmup steps.
+    /// Warmup steps (linear from 0 to --lr).
     #[arg(long, default_value_t = 100)]
     pub warmup: u32,
-    /// AdamW weight decay.
+    /// AdamW weight decay (decoupled, per step times the learning rate).
     #[arg(long, default_value_t = 0.1)]
     pub weight_decay: f32,
-    /// Clip the global gradient norm to this (0: off).
+    /// Clip the global gradient norm (L2, over all parameters) to this (0: off).
     #[arg(long, default_value_t = 1.0)]
     pub clip: f32,
-    /// Seed of the weights and of the batches drawn.
+    /// Seed of the weights, the batches drawn and the final sample.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Validate (and save a checkpoint) every N steps.
-    #[arg(long, default_value_t = 500)]
+    /// Steps between evaluations: held-out bits/char, a checkpoint, loss.png (and at the last step).
+    #[arg(long, alias = "save-every", default_value_t = 500)]
     pub eval_every: u32,
-    /// Windows of held-out text in each periodic validation (the final one uses all of it).
+    /// Steps between metrics.jsonl training lines and plain progress lines (logs that are not a terminal).
+    #[arg(long, default_value_t = DEFAULT_LOG_EVERY)]
+    pub log_every: u32,
+    /// Windows of --context bytes of held-out text in each periodic evaluation (the last one uses all of it).
     #[arg(long, default_value_t = 256)]
     pub eval_windows: usize,
-    /// Run directory for checkpoint.safetensors, config.json and metrics.jsonl (default: the first
-    /// free runs/gpt, runs/gpt-2, ...).
-    #[arg(long)]
+    /// Run directory for checkpoint.safetensors, config.json, metrics.jsonl and loss.png [default: the
+    /// first free runs/gpt, runs/gpt-2, ...; with --resume: the resumed run's directory].
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Continue training the checkpoint in this run directory (on --data, which may be new text).
-    #[arg(long)]
+    /// Continue training the checkpoint in this run directory or file (on --data, which may be new text):
+    /// the step counter goes on from the checkpoint's.
+    #[arg(long, value_name = "RUN")]
     pub resume: Option<PathBuf>,
-    /// End with one JSON line of results on stdout.
+    /// Print the results as one JSON object on stdout (its last line) instead of text; progress goes to stderr.
     #[arg(long)]
     pub json: bool,
-    /// Bytes to generate from the trained model at the end (0: none).
+    /// Bytes to generate from the trained model at the end, temperature 0.8, top-k 40 (0: none; not with --json).
     #[arg(long, default_value_t = 300)]
     pub sample_tokens: usize,
 }
@@ -85,15 +93,15 @@ pub struct TrainArgs {
 #[derive(clap::Args, Debug)]
 pub struct SampleArgs {
     /// Run directory (or checkpoint file) of a trained GPT.
-    #[arg(long)]
+    #[arg(long, value_name = "RUN")]
     pub checkpoint: PathBuf,
     /// Text to continue (cut to its last `context` bytes).
     #[arg(long, default_value = "")]
     pub prompt: String,
-    /// Bytes to generate.
+    /// Bytes (tokens) to generate after the prompt.
     #[arg(long, default_value_t = 400)]
     pub tokens: usize,
-    /// Sampling temperature (lower: more likely bytes).
+    /// Sampling temperature, > 0 (lower: more likely bytes).
     #[arg(long, default_value_t = 0.8)]
     pub temperature: f32,
     /// Sample among the k most likely bytes (0: all).
@@ -108,12 +116,12 @@ pub struct SampleArgs {
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
     /// Run directory (or checkpoint file) of a trained GPT.
-    #[arg(long)]
+    #[arg(long, value_name = "RUN")]
     pub checkpoint: PathBuf,
     /// Text whose held-out last 10% is scored (default: the data the checkpoint was trained on).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Print one JSON object instead of text.
+    /// Print the results as one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -75,7 +75,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     // TIGEL_PROFILE=1 on the CPU backend: time per kernel, printed at the end.
     let profile = dev.is_cpu() && std::env::var("TIGEL_PROFILE").is_ok_and(|v| v == "1");
     dev.set_profiling(profile);
-    let cadence = Cadence { steps: a.steps, eval_every: a.eval_every, start_step };
+    let cadence = Cadence { steps: a.steps, eval_every: a.eval_every, log_every: a.log_every, start_step };
     let mut bar = super::progress::Bar::new(a.steps, a.json);
     let outcome = run::train(&dev, &mut gpt, &dir, cadence, a.resume.as_deref(), &mut bar)?;
     eprintln!("{}", outcome.done);

@@ -28,7 +28,6 @@ pub use train::{GanTrainer, TrainSettings, MAX_D_STEPS};
 pub use crate::data::rows::{data_shape_of, TrainData, MIXTURE_POINTS};
 pub use crate::models::scores::{evaluate, Scores};
 pub use crate::nn::BnMode;
-pub use crate::plot::scatter_image;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
