@@ -31,4 +31,8 @@ impl Observer for Bar {
     fn finish(&mut self) {
         self.0.finish_and_clear();
     }
+
+    fn should_stop(&mut self) -> bool {
+        super::signal::requested()
+    }
 }

@@ -121,6 +121,9 @@ pub struct Outcome {
     pub done: String,
     /// The results ([`Regime::summary`]).
     pub summary: Value,
+    /// Whether the observer stopped the run early ([`Observer::should_stop`]); the checkpoint holds the
+    /// last step done.
+    pub interrupted: bool,
 }
 
 /// A loss read back: the first f32 of a download.
@@ -128,8 +131,8 @@ pub fn loss_value(d: Download) -> Result<f64> {
     Ok(f32::from_bits(d.wait()?[0]) as f64)
 }
 
-/// Runs `regime` for `cadence.steps` steps into `dir`: creates it, writes config.json (with
-/// `resumed_from`), appends to metrics.jsonl and saves the checkpoint at each evaluation.
+/// Runs `regime` for `cadence.steps` steps into `dir`: creates and locks it, and at each evaluation
+/// saves the checkpoint, then writes config.json (with `resumed_from`) and appends to metrics.jsonl.
 pub fn train<R: Regime + ?Sized>(
     dev: &Device,
     regime: &mut R,
@@ -141,42 +144,55 @@ pub fn train<R: Regime + ?Sized>(
     if cadence.eval_every == 0 {
         return Err(crate::Error::invalid("run", "the evaluation interval must be positive"));
     }
-    dir.create()?;
+    // One commit point: config.json and the metrics line are written after the checkpoint they describe,
+    // and a resume drops metrics lines past its checkpoint, so the three agree after any crash.
+    let _lock = dir.lock("run")?;
     let mut config = regime.config();
     if let Some(c) = config.as_object_mut() {
         c.insert("resumed_from".into(), json!(resumed_from));
         c.insert("start_step".into(), json!(cadence.start_step));
     }
-    dir.write_config(&config)?;
-    let mut metrics = dir.metrics()?;
+    let mut metrics = dir.metrics(cadence.start_step)?;
     let checkpoint = dir.checkpoint();
 
     let mut clock = Clock { started: Instant::now(), side: 0.0 };
     let mut pending: Option<Vec<Download>> = None;
-    let steps = cadence.steps;
+    let mut steps = cadence.steps;
+    let mut interrupted = false;
     for i in 1..=steps {
         regime.step(dev)?;
         let at = At { i, step: cadence.start_step + i, last: i == steps };
+        let stop = !at.last && observer.should_stop();
         if i % LOG_EVERY == 0 || at.last {
             // The losses asked for at the previous log point have long arrived; ask for these.
             take_pending(regime, &mut pending)?;
             pending = Some(regime.read_losses(dev)?);
             observer.progress(i, &regime.progress(at, &clock));
         }
-        if i % cadence.eval_every == 0 || at.last {
+        if i % cadence.eval_every == 0 || at.last || stop {
             take_pending(regime, &mut pending)?;
             let side_start = Instant::now();
             let e = regime.evaluate(dev, at, &clock)?;
+            regime.save(dev, &checkpoint)?;
+            dir.write_config(&config)?;
             metrics.append(&e.metrics)?;
             observer.line(&e.line);
-            regime.save(dev, &checkpoint)?;
             clock.side += side_start.elapsed().as_secs_f64();
+        }
+        if stop {
+            (steps, interrupted) = (i, true);
+            break;
         }
     }
     observer.finish();
     let finished =
         Finished { steps, start_step: cadence.start_step, elapsed_s: clock.elapsed_s(), train_s: clock.train_s() };
-    Ok(Outcome { finished, done: regime.done(&finished, &checkpoint), summary: regime.summary(dev, &finished) })
+    Ok(Outcome {
+        finished,
+        done: regime.done(&finished, &checkpoint),
+        summary: regime.summary(dev, &finished),
+        interrupted,
+    })
 }
 
 /// Hands the losses of an earlier read, if one is pending, to the regime.
