@@ -97,8 +97,6 @@ impl GptConfig {
         })();
         let what = || format!("--layers {l}, --width {c} and --context {t} give the GPT's parameters");
         crate::models::check_values("gpt config", what, params)?;
-        let what = || format!("--context {t} gives attention scores of context² per head");
-        crate::models::check_values("gpt config", what, t.checked_mul(t))?;
         Ok(())
     }
 
