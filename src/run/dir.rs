@@ -152,8 +152,8 @@ impl Drop for RunLock {
     }
 }
 
-/// Whether process `pid` is alive. On Linux /proc says; elsewhere a lock's owner counts as alive unless it
-/// is this very process's id reused (the lock is then removed by hand, as the refusal says).
+/// Whether process `pid` is alive. On Linux /proc says; elsewhere the owner counts as alive (the refusal
+/// says which file to remove if it is not).
 fn process_alive(pid: u32) -> bool {
     if cfg!(target_os = "linux") {
         Path::new(&format!("/proc/{pid}")).exists()
