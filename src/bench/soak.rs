@@ -14,14 +14,14 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::models::gpt::{Gpt, GptConfig, GptTrainer, TrainSettings};
 use crate::run::gpt::GptRun;
-use crate::run::{self, Cadence, Observer, RunDir, LOG_EVERY};
+use crate::run::{self, Cadence, Observer, RunDir, READ_EVERY};
 
 /// What the soak trains and how often it samples.
 #[derive(Clone, Copy, Debug)]
 pub struct SoakSettings {
     /// Training steps.
     pub steps: u32,
-    /// Steps between memory samples (rounded up to a multiple of the loop's `LOG_EVERY`).
+    /// Steps between memory samples (rounded up to a multiple of the loop's `READ_EVERY`).
     pub sample_every: u32,
     /// Steps after which memory must stay flat. The first evaluation touches the evaluator's buffers
     /// (allocated before step 0, resident only once written) and the first two saves size the
@@ -212,7 +212,7 @@ pub fn run(dev: &Device, s: &SoakSettings, out: &Path, show: &mut dyn FnMut(&str
             "steps, the sampling interval and the evaluation interval must be positive",
         ));
     }
-    let every = s.sample_every.div_ceil(LOG_EVERY) * LOG_EVERY;
+    let every = s.sample_every.div_ceil(READ_EVERY) * READ_EVERY;
     let s = &SoakSettings { warmup: s.warmup.max(s.eval_every.saturating_mul(2).saturating_add(1)).min(s.steps), ..*s };
     let corpus = Corpus::embedded();
     let settings = TrainSettings {
@@ -233,7 +233,7 @@ pub fn run(dev: &Device, s: &SoakSettings, out: &Path, show: &mut dyn FnMut(&str
     show(SAMPLE_HEADER);
     let mut sampler = Sampler { dev, every, start: Instant::now(), samples: Vec::new(), show };
     sampler.sample(0);
-    let cadence = Cadence { steps: s.steps, eval_every: s.eval_every, start_step: 0 };
+    let cadence = Cadence { steps: s.steps, eval_every: s.eval_every, start_step: 0, log_every: 100 };
     run::train(dev, &mut regime, &dir, cadence, None, &mut sampler)?;
     if sampler.samples.last().is_some_and(|m| m.step != s.steps) {
         sampler.sample(s.steps);

@@ -71,4 +71,8 @@ impl Observer for Bar {
     fn finish(&mut self) {
         self.bar.finish_and_clear();
     }
+
+    fn should_stop(&mut self) -> bool {
+        super::signal::requested()
+    }
 }

@@ -196,6 +196,9 @@ pub(super) fn strip_gz(path: &Path) -> PathBuf {
     }
 }
 
+/// Class ids must be below this (a label-conditioned model holds one embedding row per class).
+pub const MAX_CLASSES: usize = 1 << 16;
+
 /// Sets `set`'s labels (read from `lpath`) and class count, if there is one label per image.
 pub(super) fn attach_labels(set: &mut ImageSet, labels: Vec<u32>, images: &Path, lpath: &Path) -> Result<()> {
     if labels.len() != set.n {
@@ -204,6 +207,10 @@ pub(super) fn attach_labels(set: &mut ImageSet, labels: Vec<u32>, images: &Path,
             lpath,
             format!("label count mismatch: {} labels for {} images in {}", labels.len(), set.n, images.display()),
         ));
+    }
+    // A class id sets the size of a label-embedding table: refuse one no dataset has before it does.
+    if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l as usize >= MAX_CLASSES) {
+        return Err(bad(LOAD, lpath, format!("label {l} of image {i}: class ids must be below {MAX_CLASSES}")));
     }
     set.num_classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
     set.labels = Some(labels);

@@ -36,16 +36,25 @@ impl Source {
             ));
         }
         let set = load_images(path)?;
-        if set.n < 2 {
+        // Samples are written as gray or RGB PNGs: refuse other channel counts now, not after training.
+        if set.c != 1 && set.c != 3 {
             return Err(Error::invalid(
                 "--data",
-                format!("`{spec}` holds {} image(s); training needs at least 2 (one is held out)", set.n),
+                format!("`{spec}` has {} channels per image: want 1 (gray) or 3 (RGB)", set.c),
+            ));
+        }
+        let min = min_images();
+        if set.n < min {
+            return Err(Error::invalid(
+                "--data",
+                format!(
+                    "`{spec}` holds {} image(s); at least {min} are needed (the last {}% is held out for evaluation)",
+                    set.n,
+                    IMAGE_HOLDOUT * 100.0
+                ),
             ));
         }
         let (train, held) = split_holdout(set, IMAGE_HOLDOUT)?;
-        if train.n == 0 || held.n == 0 {
-            return Err(Error::invalid("--data", format!("`{spec}` is too small to hold out 10% for evaluation")));
-        }
         Ok(Source::Images { train, held })
     }
 
@@ -62,6 +71,13 @@ impl Source {
     }
 }
 
+/// The fewest images a dataset may hold: at least one held out (the last [`IMAGE_HOLDOUT`], rounded, as
+/// [`split_holdout`] counts it) and at least one left to train on.
+pub fn min_images() -> usize {
+    let held = |n: usize| ((n as f64 * IMAGE_HOLDOUT).round() as usize).min(n);
+    (1..1_000_000).find(|&n| held(n) >= 1 && held(n) < n).unwrap_or(usize::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +88,22 @@ mod tests {
         assert!(matches!(Source::open("grid25").unwrap(), Source::Mixture(Mixture::Grid25)));
         let e = Source::open("/nonexistent/ring9").unwrap_err().to_string();
         assert!(e.contains("ring9") && e.contains("ring8"), "{e}");
+    }
+
+    #[test]
+    fn min_images_is_the_real_minimum() {
+        let m = min_images();
+        assert_eq!(m, 5);
+        let split = |n| {
+            split_holdout(
+                ImageSet { n, c: 1, h: 1, w: 1, pixels: vec![0.0; n], labels: None, num_classes: 0 },
+                IMAGE_HOLDOUT,
+            )
+            .unwrap()
+        };
+        let (t, h) = split(m);
+        assert!(t.n > 0 && h.n > 0);
+        let (t, h) = split(m - 1);
+        assert!(t.n == 0 || h.n == 0);
     }
 }

@@ -66,3 +66,31 @@ fn shorten(s: &str) -> String {
         None => s.to_string(),
     }
 }
+
+/// The most values one tensor, or all of a model's parameters, may hold: kernels index with 32-bit
+/// integers, and 2^31 f32 values are already 8 GiB (four times that while training, with gradients
+/// and the optimizer's two moments).
+pub const MAX_VALUES: u64 = 1 << 31;
+
+/// The product of `dims`, or None when it overflows 64 bits.
+pub fn product(dims: &[usize]) -> Option<u64> {
+    dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+}
+
+/// Refuses a size over [`MAX_VALUES`] (None: it overflowed): `what` says what the size is and which
+/// arguments set it ("--layers 1000000000 and --width 128 give the GPT's parameters").
+pub fn check_values(op: &'static str, what: impl FnOnce() -> String, n: Option<u64>) -> Result<()> {
+    match n {
+        Some(n) if n <= MAX_VALUES => Ok(()),
+        Some(n) => Err(Error::invalid(op, format!("{}: {n} values, over the {MAX_VALUES} (2^31) supported", what()))),
+        None => Err(Error::invalid(op, format!("{}: more values than 64 bits count", what()))),
+    }
+}
+
+/// `--clip` (the global gradient norm's ceiling) must be 0 (off) or positive and finite.
+pub fn check_clip(op: &'static str, clip: f32) -> Result<()> {
+    if clip == 0.0 || (clip.is_finite() && clip > 0.0) {
+        return Ok(());
+    }
+    Err(Error::invalid(op, format!("--clip must be 0 (off) or a positive number, got {clip}")))
+}

@@ -43,6 +43,13 @@ impl UnetConfig {
         if self.base == 0 || self.mults.is_empty() || self.mults.contains(&0) {
             return bad(format!("base {} and mults {:?} must be positive and non-empty", self.base, self.mults));
         }
+        if self.mults.len() > MAX_LEVELS {
+            return bad(format!(
+                "{} levels (mults {:?}): at most {MAX_LEVELS} are supported",
+                self.mults.len(),
+                self.mults
+            ));
+        }
         let f = 1usize << (self.mults.len() - 1);
         if c == 0 || !h.is_multiple_of(f) || !w.is_multiple_of(f) || h == 0 || w == 0 {
             return bad(format!(
@@ -50,7 +57,8 @@ impl UnetConfig {
                 self.mults.len()
             ));
         }
-        if self.base * self.mults.iter().max().unwrap() > 128 * 8 {
+        let widest = self.mults.iter().try_fold(0usize, |m, &k| self.base.checked_mul(k).map(|c| c.max(m)));
+        if widest.is_none_or(|c| c > 128 * 8) {
             return bad("channels over 1024 are not supported".into());
         }
         Ok(())
@@ -66,6 +74,9 @@ impl UnetConfig {
         UnetConfig::deserialize(v).ok()
     }
 }
+
+/// The most UNet levels (each halves the image side).
+pub const MAX_LEVELS: usize = 8;
 
 /// Groups for a group norm of `c` channels: 8 when they divide evenly, else the largest of 4, 2, 1.
 pub fn groups_for(c: usize) -> usize {

@@ -66,11 +66,99 @@ impl RunDir {
         write_atomic(&self.path.join("config.json"), text.as_bytes())
     }
 
-    /// metrics.jsonl, opened to append (a resumed run adds to its lines).
-    pub fn metrics(&self) -> Result<MetricsLog> {
+    /// metrics.jsonl, opened to append (a resumed run adds to its lines). Lines for steps after
+    /// `start_step` (the checkpoint's step) are dropped first: a run that crashed after writing them
+    /// but before saving its checkpoint repeats those steps, so they would otherwise appear twice.
+    pub fn metrics(&self, start_step: u32) -> Result<MetricsLog> {
         let path = self.path.join("metrics.jsonl");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let after = |line: &str| {
+                serde_json::from_str::<Value>(line)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(Value::as_u64))
+                    .is_some_and(|s| s > start_step as u64)
+            };
+            if text.lines().any(after) {
+                let kept: String = text.lines().filter(|l| !after(l)).map(|l| format!("{l}\n")).collect();
+                write_atomic(&path, kept.as_bytes())?;
+            }
+        }
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err(&path, e))?;
         Ok(MetricsLog { path, file })
+    }
+
+    /// Creates the directory and takes its lock (`.lock`, holding this process's id): a second run on
+    /// the same directory is refused while the first lives; a lock left by a process that has died is
+    /// taken over. Temporary files that earlier crashes left behind are then removed. `op` names the
+    /// command in errors.
+    pub fn lock(&self, op: &'static str) -> Result<RunLock> {
+        self.create()?;
+        let path = self.path.join(LOCK_FILE);
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    writeln!(f, "{}", std::process::id()).map_err(|e| io_err(&path, e))?;
+                    let lock = RunLock { path };
+                    self.remove_stale_temps();
+                    return Ok(lock);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok());
+                    if let Some(pid) = owner.filter(|&p| process_alive(p)) {
+                        return Err(Error::invalid(
+                            op,
+                            format!(
+                                "{} is in use by another run (pid {pid}); wait for it to finish or choose another \
+                                 --out (if no such run exists, remove {})",
+                                self.path.display(),
+                                path.display()
+                            ),
+                        ));
+                    }
+                    // The owner has died (or the file is unreadable): take the lock over.
+                    std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+                }
+                Err(e) => return Err(io_err(&path, e)),
+            }
+        }
+        Err(Error::invalid(op, format!("{} is being locked by another run at the same moment", path.display())))
+    }
+
+    /// Removes the hidden temporary files (`.NAME.PID.N.tmp`, and the older `.NAME.tmp-*`) that a crash
+    /// during an atomic write leaves; called with the lock held, so no live writer owns them.
+    fn remove_stale_temps(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.path) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && (name.ends_with(".tmp") || name.contains(".tmp-")) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The lock file's name in a run directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// A held run-directory lock ([`RunDir::lock`]); dropping it removes the lock file.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether process `pid` is alive. On Linux /proc says; elsewhere the owner counts as alive (the refusal
+/// says which file to remove if it is not).
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
     }
 }
 

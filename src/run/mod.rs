@@ -29,9 +29,6 @@ pub use report::{Observer, Quiet};
 
 /// Steps between loss reads and progress reports.
 pub const READ_EVERY: u32 = 10;
-/// The old name of [`READ_EVERY`].
-#[doc(hidden)]
-pub const LOG_EVERY: u32 = READ_EVERY;
 
 /// One training regime as the loop drives it.
 pub trait Regime {
@@ -144,6 +141,9 @@ pub struct Outcome {
     pub done: String,
     /// The results ([`Regime::summary`]).
     pub summary: Value,
+    /// Whether the observer stopped the run early ([`Observer::should_stop`]); the checkpoint holds the
+    /// last step done.
+    pub interrupted: bool,
 }
 
 /// A loss read back: the first f32 of a download.
@@ -151,10 +151,12 @@ pub fn loss_value(d: Download) -> Result<f64> {
     Ok(d.f32()? as f64)
 }
 
-/// Runs `regime` for `cadence.steps` steps into `dir`: creates it, writes config.json (with
-/// `resumed_from`), appends to metrics.jsonl and saves the checkpoint at each evaluation. At the first
-/// non-finite loss, gradient norm or weight (the guard, see [`guard`]) it stops with an error naming
-/// the step, before anything of that step is evaluated, logged or saved.
+/// Runs `regime` for `cadence.steps` steps into `dir`: creates and locks it, and at each evaluation
+/// saves the checkpoint, then writes config.json (with `resumed_from`) and appends to metrics.jsonl, so
+/// the three describe the same step after any crash. At the first non-finite loss, gradient norm or
+/// weight (the guard, see [`guard`]) it stops with an error naming the step, before anything of that
+/// step is evaluated, logged or saved. When the observer asks it to stop (Ctrl-C), it evaluates and
+/// saves the step it is at and returns with `interrupted` set.
 pub fn train<R: Regime + ?Sized>(
     dev: &Device,
     regime: &mut R,
@@ -166,25 +168,28 @@ pub fn train<R: Regime + ?Sized>(
     if cadence.eval_every == 0 {
         return Err(crate::Error::invalid("run", "the evaluation interval must be positive"));
     }
-    dir.create()?;
+    // One commit point: config.json and the metrics line are written after the checkpoint they describe,
+    // and a resume drops metrics lines past its checkpoint, so the three agree after any crash.
+    let _lock = dir.lock("run")?;
     let mut config = regime.config();
     if let Some(c) = config.as_object_mut() {
         c.insert("resumed_from".into(), json!(resumed_from));
         c.insert("start_step".into(), json!(cadence.start_step));
     }
-    dir.write_config(&config)?;
-    let mut metrics = dir.metrics()?;
+    let mut metrics = dir.metrics(cadence.start_step)?;
     let checkpoint = dir.checkpoint();
 
     let mut clock = Clock { started: Instant::now(), side: 0.0 };
     let mut pending: Option<Pending> = None;
     let mut kept = guard::Kept { checkpoint: &checkpoint, saved: None, resumed_from };
     let mut history = Vec::new();
-    let steps = cadence.steps;
+    let mut steps = cadence.steps;
+    let mut interrupted = false;
     let log_every = cadence.log_every.max(1);
     for i in 1..=steps {
         regime.step(dev)?;
         let at = At { i, step: cadence.start_step + i, last: i == steps };
+        let stop = !at.last && observer.should_stop();
         let log = i % log_every == 0 || at.last;
         if i % READ_EVERY == 0 || log {
             // The losses (and guards) asked for at the previous read point have long arrived; ask for these.
@@ -195,7 +200,7 @@ pub fn train<R: Regime + ?Sized>(
             pending = Some(Pending { at, train_s, elapsed_s, log, reads: regime.read_losses(dev)?, guards });
             observer.progress(i, &regime.progress(at, &clock));
         }
-        if i % cadence.eval_every == 0 || at.last {
+        if i % cadence.eval_every == 0 || at.last || stop {
             take_pending(regime, &mut pending, &kept, &mut metrics, &mut history, observer)
                 .inspect_err(|_| observer.finish())?;
             let side_start = Instant::now();
@@ -204,22 +209,33 @@ pub fn train<R: Regime + ?Sized>(
             let guarded = regime.guarded();
             guard::check(&guarded, guard::read(dev, &guarded, true)?, &kept).inspect_err(|_| observer.finish())?;
             let e = regime.evaluate(dev, at, &clock)?;
+            // Checkpoint first, then config.json, then the metrics line: one commit point.
+            regime.save(dev, &checkpoint)?;
+            kept.saved = Some(at.step);
+            dir.write_config(&config)?;
             let mut line = json!({"kind": "eval"});
             merge(&mut line, e.metrics);
             merge(&mut line, json!({"step": at.step, "elapsed_s": elapsed_s, "train_s": train_s}));
             metrics.append(&line)?;
             history.push(line);
             observer.line(&e.line);
-            regime.save(dev, &checkpoint)?;
-            kept.saved = Some(at.step);
             regime.plot(dir.path(), &history)?;
             clock.side += side_start.elapsed().as_secs_f64();
+        }
+        if stop {
+            (steps, interrupted) = (i, true);
+            break;
         }
     }
     observer.finish();
     let finished =
         Finished { steps, start_step: cadence.start_step, elapsed_s: clock.elapsed_s(), train_s: clock.train_s() };
-    Ok(Outcome { finished, done: regime.done(&finished, &checkpoint), summary: regime.summary(dev, &finished) })
+    Ok(Outcome {
+        finished,
+        done: regime.done(&finished, &checkpoint),
+        summary: regime.summary(dev, &finished),
+        interrupted,
+    })
 }
 
 /// Reads under way: the step they are of, the training time then, whether they make a log line, the

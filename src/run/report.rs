@@ -17,6 +17,11 @@ pub trait Observer {
     fn log(&mut self, _text: &str) {}
     /// The loop has finished (a progress display clears itself here).
     fn finish(&mut self) {}
+    /// Asked after every step: true stops the run there, after saving a checkpoint (the command line
+    /// answers from its Ctrl-C and SIGTERM handler).
+    fn should_stop(&mut self) -> bool {
+        false
+    }
 }
 
 /// An observer that shows nothing.

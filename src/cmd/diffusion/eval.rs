@@ -22,6 +22,9 @@ pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
     let dev = super::super::device(backend)?;
     let model = Diffusion::load(&dev, &ck, "`tigel eval diffusion`")?;
     let cfg = model.cfg.clone();
+    let what = || format!("--n {:?} (and --batch {}) samples of {:?}", a.n, a.batch, cfg.sample_shape);
+    let n = a.n.unwrap_or(2000);
+    tigel::models::check_values("eval diffusion", what, tigel::models::product(&[n.max(a.batch), cfg.sample_len()]))?;
     let sampler = Sampler::new(&dev, &model)?;
     let kind = parse_sampler(&a.sampler, a.sample_steps)?;
     let started = Instant::now();

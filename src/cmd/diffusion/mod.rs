@@ -8,8 +8,8 @@ mod sample;
 use tigel::data::mixture::Mixture;
 use tigel::data::source::Source;
 use tigel::models::ddpm::{
-    mixture_scale, parse_schedule, Arch, Diffusion, DiffusionConfig, DiffusionTrainer, Prediction, SamplerKind,
-    TrainData, TrainSettings, KIND,
+    mixture_scale, parse_schedule, schedule_name, Arch, Diffusion, DiffusionConfig, DiffusionTrainer, Prediction,
+    SamplerKind, TrainData, TrainSettings, KIND,
 };
 use tigel::models::unet::UnetConfig;
 use tigel::run::{self, diffusion::DiffusionRun, Cadence, RunDir};
@@ -28,9 +28,42 @@ fn parse_sampler(name: &str, steps: usize) -> Result<SamplerKind> {
     }
 }
 
+/// Refuses model flags that conflict with the resumed model (its architecture and process are the
+/// checkpoint's; only training settings may change on resume).
+fn check_resumed_model(a: &TrainArgs, cfg: &DiffusionConfig) -> Result<()> {
+    let (mlp, unet) = match &cfg.arch {
+        Arch::Mlp { hidden, layers } => (Some((*hidden, *layers)), None),
+        Arch::Unet(u) => (None, Some(u)),
+    };
+    let none = |what: &str| format!("none: it is {what}");
+    let mlp_field = |f: fn((usize, usize)) -> usize| mlp.map_or(none("a UNet"), |m| f(m).to_string());
+    let mults = unet.map_or(none("an MLP"), |u| u.mults.iter().map(usize::to_string).collect::<Vec<_>>().join(","));
+    let given_mults = a.mults.as_ref().map(|m| m.iter().map(usize::to_string).collect::<Vec<_>>().join(","));
+    let attention = unet.map_or(none("an MLP"), |u| if u.attention { "attention on" } else { "attention off" }.into());
+    super::check_resumed(
+        "train diffusion",
+        &[
+            ("schedule", a.schedule.clone(), schedule_name(cfg.schedule).to_string()),
+            ("timesteps", super::given(a.timesteps), cfg.timesteps.to_string()),
+            ("prediction", a.prediction.clone(), cfg.prediction.name().to_string()),
+            ("hidden", super::given(a.hidden), mlp_field(|m| m.0)),
+            ("layers", super::given(a.layers), mlp_field(|m| m.1)),
+            ("base", super::given(a.base), unet.map_or(none("an MLP"), |u| u.base.to_string())),
+            ("mults", given_mults, mults),
+            ("no-attention", (a.no_attention && unet.is_none_or(|u| u.attention)).then(String::new), attention),
+            (
+                "conditional",
+                (a.conditional && cfg.num_classes == 0).then(String::new),
+                "it was trained unconditionally".into(),
+            ),
+        ],
+    )
+}
+
 /// `tigel train diffusion`: builds the denoiser and its trainer from the arguments (or the resumed
 /// checkpoint) and runs the library's training loop.
 pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
+    super::signal::install();
     let resume = run::resume_checkpoint(a.resume.as_deref(), KIND, "`tigel train diffusion --resume`")?;
     let data = super::data_spec("train diffusion", a.data.as_deref(), resume.as_ref())?;
     let source = Source::open(&data)?;
@@ -40,7 +73,11 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         Source::Images { .. } => IMAGES,
     };
     let cfg = match &resume {
-        Some(ck) => DiffusionConfig::from_json(ck.config.get("model").unwrap_or(&serde_json::Value::Null))?,
+        Some(ck) => {
+            let cfg = DiffusionConfig::from_json(ck.config.get("model").unwrap_or(&serde_json::Value::Null))?;
+            check_resumed_model(&a, &cfg)?;
+            cfg
+        }
         None => {
             let schedule = parse_schedule(a.schedule.as_deref().unwrap_or(d.schedule))?;
             let timesteps = a.timesteps.unwrap_or(d.timesteps);
@@ -101,6 +138,10 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         seed: a.seed,
     };
     settings.validate()?;
+    let start_step = super::start_step("train diffusion", resume.as_ref(), settings.steps)?;
+    let what = || format!("--batch {} of {:?} samples", settings.batch, cfg.sample_shape);
+    let widest = cfg.sample_len().max(cfg.emb);
+    tigel::models::check_values("train diffusion", what, tigel::models::product(&[settings.batch, widest]))?;
     if a.eval_every == 0 {
         return Err(Error::invalid("train diffusion", "--eval-every must be positive"));
     }
@@ -126,7 +167,6 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     let dir = RunDir::choose("train diffusion", "diffusion", a.out.as_deref(), a.resume.as_deref())?;
 
     let dev = super::device(backend)?;
-    let start_step = resume.as_ref().map_or(0, |ck| ck.step as u32);
     let model = Diffusion::new(&dev, cfg.clone(), a.seed)?;
     let t =
         DiffusionTrainer::new(&dev, model, TrainData { rows: &rows, labels: labels.as_deref() }, settings, start_step)?;
@@ -140,6 +180,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     let mut bar = super::progress::Bar::new(settings.steps, a.json);
     let outcome = run::train(&dev, &mut diffusion, &dir, cadence, a.resume.as_deref(), &mut bar)?;
     eprintln!("{}", outcome.done);
+    super::signal::exit_if_interrupted(&outcome, &dir.checkpoint());
     if a.json {
         println!("{}", outcome.summary);
     }

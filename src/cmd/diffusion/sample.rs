@@ -32,6 +32,13 @@ pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {
     let dev = super::super::device(backend)?;
     let model = Diffusion::load(&dev, &ck, "`tigel sample diffusion`")?;
     let cfg = model.cfg.clone();
+    let what = || format!("--n {} (and --batch {}) samples of {:?}", a.n, a.batch, cfg.sample_shape);
+    let rows = cfg.num_classes.max(1);
+    tigel::models::check_values(
+        "sample diffusion",
+        what,
+        tigel::models::product(&[a.n.max(a.batch), rows, cfg.sample_len()]),
+    )?;
     let sampler = Sampler::new(&dev, &model)?;
     let kind = parse_sampler(&a.sampler, a.sample_steps)?;
     let total = match kind {

@@ -22,6 +22,7 @@ pub use args::*;
 /// `tigel train gan`: builds both nets and their trainer from the arguments (or the resumed checkpoint)
 /// and runs the library's training loop.
 pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
+    super::signal::install();
     let resume = run::resume_checkpoint(a.resume.as_deref(), KIND, "`tigel train gan --resume`")?;
     let spec = super::data_spec("train gan", a.data.as_deref(), resume.as_ref())?;
     let src = Source::open(&spec)?;
@@ -38,10 +39,10 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
             super::check_resumed(
                 "train gan",
                 &[
-                    ("z-dim", a.z_dim, cfg.z_dim),
-                    ("width", a.width, cfg.width),
-                    ("depth", a.depth, cfg.depth),
-                    ("pack", a.pack, cfg.pack),
+                    ("z-dim", super::given(a.z_dim), cfg.z_dim.to_string()),
+                    ("width", super::given(a.width), cfg.width.to_string()),
+                    ("depth", super::given(a.depth), cfg.depth.to_string()),
+                    ("pack", super::given(a.pack), cfg.pack.to_string()),
                 ],
             )?;
             (cfg, ck.config.get("train").cloned())
@@ -76,6 +77,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         seed: if resume.is_some() && a.seed == 1 { pf("seed").map_or(a.seed, |v| v as u64) } else { a.seed },
     };
     settings.validate(&cfg)?;
+    let start_step = super::start_step("train gan", resume.as_ref(), settings.steps)?;
     let eval_every = a.eval_every.unwrap_or(d.eval_every);
     if eval_every == 0 {
         return Err(Error::invalid("train gan", "--eval-every must be a positive integer"));
@@ -83,7 +85,6 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     let dir = RunDir::choose("train gan", "gan", a.out.as_deref(), a.resume.as_deref())?;
 
     let dev = super::device(backend)?;
-    let start_step = resume.as_ref().map_or(0, |ck| ck.step as u32);
     let model = Gan::new(&dev, cfg.clone(), settings.seed)?;
     let t = GanTrainer::new(&dev, model, &TrainData::from_source(&src, cfg.scale), settings, start_step)?;
     if let Some(ck) = &resume {
@@ -96,6 +97,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     let mut bar = super::progress::Bar::new(settings.steps, a.json);
     let outcome = run::train(&dev, &mut gan, &dir, cadence, a.resume.as_deref(), &mut bar)?;
     eprintln!("{}", outcome.done);
+    super::signal::exit_if_interrupted(&outcome, &dir.checkpoint());
     if a.json {
         println!("{}", outcome.summary);
     }

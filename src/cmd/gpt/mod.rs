@@ -18,7 +18,9 @@ pub use args::*;
 /// `tigel train gpt`: builds the model and its trainer from the arguments (or the resumed checkpoint)
 /// and runs the library's training loop.
 pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
-    let corpus = Corpus::from_arg(a.data.as_deref())?;
+    super::signal::install();
+    let data = a.data.as_deref().map(|d| std::path::PathBuf::from(super::absolute_data(&d.to_string_lossy())));
+    let corpus = Corpus::from_arg(data.as_deref())?;
     let resume = run::resume_checkpoint(a.resume.as_deref(), KIND, "`tigel train gpt --resume`")?;
     let cfg = match &resume {
         Some(ck) => {
@@ -26,10 +28,10 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
             super::check_resumed(
                 "train gpt",
                 &[
-                    ("layers", a.layers, cfg.layers),
-                    ("heads", a.heads, cfg.heads),
-                    ("width", a.width, cfg.width),
-                    ("context", a.context, cfg.context),
+                    ("layers", super::given(a.layers), cfg.layers.to_string()),
+                    ("heads", super::given(a.heads), cfg.heads.to_string()),
+                    ("width", super::given(a.width), cfg.width.to_string()),
+                    ("context", super::given(a.context), cfg.context.to_string()),
                 ],
             )?;
             GptConfig { dropout: a.dropout.unwrap_or(cfg.dropout), ..cfg }
@@ -44,6 +46,13 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     };
     cfg.validate()?;
     corpus.check_context(cfg.context)?;
+    if a.sample_tokens as u64 > tigel::models::gpt::MAX_TOKENS {
+        let max = tigel::models::gpt::MAX_TOKENS;
+        return Err(Error::invalid(
+            "train gpt",
+            format!("--sample-tokens {} is over the {max} supported", a.sample_tokens),
+        ));
+    }
     let settings = TrainSettings {
         batch: a.batch,
         lr: a.lr,
@@ -55,13 +64,16 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         seed: a.seed,
     };
     settings.validate()?;
+    // The logits of one step: batch · context rows of 256.
+    let what = || format!("--batch {} and --context {} give the logits of one step", a.batch, cfg.context);
+    tigel::models::check_values("train gpt", what, tigel::models::product(&[a.batch, cfg.context, 256]))?;
+    let start_step = super::start_step("train gpt", resume.as_ref(), a.steps)?;
     if a.eval_every == 0 || a.eval_windows == 0 {
         return Err(Error::invalid("train gpt", "--eval-every and --eval-windows must be positive"));
     }
     let dir = RunDir::choose("train gpt", "gpt", a.out.as_deref(), a.resume.as_deref())?;
 
     let dev = super::device(backend)?;
-    let start_step = resume.as_ref().map_or(0, |ck| ck.step as u32);
     let t = GptTrainer::new(&dev, Gpt::new(&dev, cfg, a.seed)?, &corpus, settings, start_step)?;
     if let Some(ck) = &resume {
         t.restore(&dev, ck)?;
@@ -79,6 +91,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     let mut bar = super::progress::Bar::new(a.steps, a.json);
     let outcome = run::train(&dev, &mut gpt, &dir, cadence, a.resume.as_deref(), &mut bar)?;
     eprintln!("{}", outcome.done);
+    super::signal::exit_if_interrupted(&outcome, &dir.checkpoint());
     if a.sample_tokens > 0 && !a.json {
         println!("{}", GptRun::sample_header());
         let mut out = std::io::stdout().lock();
@@ -126,7 +139,10 @@ pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
         Some(p) => Corpus::load(p)?,
         None => match ck.config.get("data").and_then(|d| d.as_str()) {
             Some("<embedded>") | None => Corpus::embedded(),
-            Some(p) => Corpus::load(Path::new(p))?,
+            Some(p) => {
+                super::stored_data_exists("eval gpt", p, &ck)?;
+                Corpus::load(Path::new(p))?
+            }
         },
     };
     let dev = super::device(backend)?;

@@ -129,6 +129,21 @@ impl DiffusionConfig {
             (Arch::Unet(u), &[c, h, w]) => u.validate(c, h, w)?,
             (a, s) => return bad(format!("{a:?} does not take samples of shape {s:?}")),
         }
+        // Checked before anything is built: the MLP's weights, the label table, one sample.
+        let what = || format!("--hidden / embedding width {} with {:?}", self.emb, self.arch);
+        let layers = match self.arch {
+            Arch::Mlp { layers, .. } => layers,
+            Arch::Unet(_) => 1,
+        };
+        crate::models::check_values("diffusion config", what, crate::models::product(&[self.emb, self.emb, layers]))?;
+        let what = || format!("{} classes of a {}-wide label embedding", self.num_classes, self.emb);
+        crate::models::check_values(
+            "diffusion config",
+            what,
+            crate::models::product(&[self.num_classes.saturating_add(1), self.emb]),
+        )?;
+        let what = || format!("samples of shape {:?}", self.sample_shape);
+        crate::models::check_values("diffusion config", what, crate::models::product(&self.sample_shape))?;
         Ok(())
     }
 

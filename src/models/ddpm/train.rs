@@ -58,6 +58,7 @@ impl TrainSettings {
         if !(0.0..1.0).contains(&self.p_uncond) {
             return err(format!("--p-uncond must be in [0, 1), got {}", self.p_uncond));
         }
+        crate::models::check_clip("diffusion train", self.clip)?;
         Ok(())
     }
 
@@ -159,7 +160,12 @@ impl DiffusionTrainer {
         let pred = model.forward(&mut g, xt, ts, cond)?;
         let loss = g.mse(pred, target)?;
 
-        let total = start_step + s.steps;
+        let total = start_step.checked_add(s.steps).ok_or_else(|| {
+            Error::invalid(
+                "train",
+                format!("start step {start_step} + --steps {} pass the step counter's 32 bits", s.steps),
+            )
+        })?;
         let warmup = if start_step == 0 { s.warmup.min(s.steps) } else { start_step };
         let tc = TrainConfig {
             optimizer: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: s.weight_decay },

@@ -96,6 +96,19 @@ impl GanConfig {
         if !(self.scale.is_finite() && self.scale > 0.0) {
             return err(format!("scale must be positive, got {}", self.scale));
         }
+        // Checked before anything is built: the largest weights of either net (see `mlp` and `dcgan`).
+        let (z, w) = (self.z_dim, self.width);
+        let what = || format!("--z-dim {z}, --width {w} and --depth {} give the GAN's weights", self.depth);
+        let weights = if self.is_image() {
+            // G's first layer maps z to 4·width channels of up to 7×7; its convolutions hold 4·width · 2·width · 4².
+            (|| crate::models::product(&[z, w, 4 * 49])?.checked_add(crate::models::product(&[w, w, 8 * 16])?))()
+        } else {
+            (|| {
+                crate::models::product(&[w, w, self.depth])?
+                    .checked_add(crate::models::product(&[z.max(self.pack.saturating_mul(2)), w])?)
+            })()
+        };
+        crate::models::check_values("gan config", what, weights)?;
         Ok(())
     }
 

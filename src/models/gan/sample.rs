@@ -34,6 +34,8 @@ impl Sampler {
             return Err(Error::invalid("sample gan", "--n must be a positive integer, got 0"));
         }
         let (zd, len) = (self.cfg.z_dim, self.cfg.sample_len());
+        let what = || format!("--n {n} samples of {len} values");
+        crate::models::check_values("sample gan", what, crate::models::product(&[n, len]))?;
         let key = split64(seed ^ 0x5a3b_1e00);
         let mut out = Vec::with_capacity(n * len);
         let mut done = 0;

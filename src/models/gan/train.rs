@@ -64,11 +64,24 @@ impl TrainSettings {
         if !(1..=MAX_D_STEPS).contains(&self.d_steps) {
             return err(format!("--d-steps must be between 1 and {MAX_D_STEPS}, got {}", self.d_steps));
         }
-        for (f, v) in [("lr-d", self.lr_d), ("lr-g", self.lr_g)] {
+        // The command line sets both rates with --lr; the field names the one that is wrong.
+        for (f, v) in [("lr_d", self.lr_d), ("lr_g", self.lr_g)] {
             if !(v.is_finite() && v > 0.0) {
-                return err(format!("--{f} must be a positive number, got {v}"));
+                return err(format!("--lr must be a positive number, got {v} ({f})"));
             }
         }
+        let widest = cfg.z_dim.max(cfg.width).max(cfg.sample_len());
+        let what = || {
+            format!(
+                "--batch {} with --z-dim {} / --width {}: one layer's activations",
+                self.batch, cfg.z_dim, cfg.width
+            )
+        };
+        crate::models::check_values(
+            "gan train",
+            what,
+            crate::models::product(&[self.batch, widest, cfg.sample_len().max(1)]),
+        )?;
         if !(0.0..=1.0).contains(&self.lr_end) || self.horizon == 0 {
             return err(format!(
                 "--lr-end must be in [0, 1] (got {}) over a positive horizon ({})",
@@ -153,6 +166,17 @@ impl GanTrainer {
         let (seed_rows, seed_zd, seed_zg) = (s.seed ^ 0xda7a_0001, s.seed ^ 0x5eed_00d0, s.seed ^ 0x5eed_0060);
 
         // D step: D(real) → 1, D(G(z)) → 0, G held fixed.
+        // D's counter runs d_steps times G's: both, and the end of this run, must fit in 32 bits.
+        let counted = start_step.checked_add(s.steps).and_then(|e| e.max(s.horizon).checked_mul(s.d_steps));
+        if counted.is_none() {
+            return Err(Error::invalid(
+                "train gan",
+                format!(
+                    "start step {start_step} + --steps {} (× --d-steps {}) pass the step counter's 32 bits",
+                    s.steps, s.d_steps
+                ),
+            ));
+        }
         let step_d = crate::ops::optim::step_counter(dev, start_step * s.d_steps)?;
         let mut gd = Graph::new();
         let x = gd.input(&real);

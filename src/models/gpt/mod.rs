@@ -17,7 +17,7 @@ mod sample;
 mod train;
 
 pub use eval::Evaluator;
-pub use sample::{pick, SampleSettings, Sampler};
+pub use sample::{pick, SampleSettings, Sampler, MAX_TOKENS};
 pub use train::{GptTrainer, TrainSettings};
 
 use serde::{Deserialize, Serialize};
@@ -89,6 +89,14 @@ impl GptConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::invalid("gpt config", format!("dropout must be in [0, 1), got {}", self.dropout)));
         }
+        // Checked before anything is built: a huge --layers or --width must not reach the allocator.
+        let (l, c, t) = (self.layers as u64, self.width as u64, self.context as u64);
+        let params = (|| {
+            let block = c.checked_mul(c)?.checked_mul(12)?.checked_add(c.checked_mul(4)?)?;
+            l.checked_mul(block)?.checked_add((VOCAB as u64 + t + 2).checked_mul(c)?)
+        })();
+        let what = || format!("--layers {l}, --width {c} and --context {t} give the GPT's parameters");
+        crate::models::check_values("gpt config", what, params)?;
         Ok(())
     }
 

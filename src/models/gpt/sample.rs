@@ -7,6 +7,9 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Plan};
 use crate::tensor::{DType, Tensor};
 
+/// The most bytes one call of [`Sampler::generate`] draws (1 GiB, kept in memory twice).
+pub const MAX_TOKENS: u64 = 1 << 30;
+
 /// Generates text: the last `context` bytes in, the next byte's distribution out, one byte at a time.
 pub struct Sampler {
     plan: Plan,
@@ -52,8 +55,12 @@ impl Sampler {
         if !(s.temperature.is_finite() && s.temperature >= 0.0) {
             return Err(Error::invalid("sample", format!("--temperature must be >= 0, got {}", s.temperature)));
         }
+        // The bytes drawn are kept (and returned): refuse more than memory could hold before drawing any.
+        if s.tokens as u64 > MAX_TOKENS {
+            return Err(Error::invalid("sample", format!("--tokens {} is over the {MAX_TOKENS} supported", s.tokens)));
+        }
         let mut text: Vec<u8> = if prompt.is_empty() { b"\n".to_vec() } else { prompt.to_vec() };
-        let mut out = Vec::with_capacity(s.tokens);
+        let mut out = Vec::new();
         let t = self.context;
         for i in 0..s.tokens {
             let window = &text[text.len().saturating_sub(t)..];

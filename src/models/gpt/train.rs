@@ -49,6 +49,7 @@ impl TrainSettings {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return err(format!("--lr must be a positive number, got {}", self.lr));
         }
+        crate::models::check_clip("gpt train", self.clip)?;
         Ok(())
     }
 
@@ -93,7 +94,12 @@ impl GptTrainer {
         let logits = model.forward(&mut g, ids, (model.cfg.dropout > 0.0).then_some(&step))?;
         let loss = g.cross_entropy_mean(logits, targets)?;
 
-        let total = start_step + s.steps;
+        let total = start_step.checked_add(s.steps).ok_or_else(|| {
+            Error::invalid(
+                "train",
+                format!("start step {start_step} + --steps {} pass the step counter's 32 bits", s.steps),
+            )
+        })?;
         let warmup = if start_step == 0 { s.warmup.min(s.steps) } else { start_step };
         let schedule = Schedule::Cosine { lr: s.lr, warmup, total, min_lr: s.lr * s.min_lr_frac };
         let cfg = TrainConfig {
