@@ -11,12 +11,16 @@ use crate::error::{Error, Result};
 /// The fraction of an image dataset held out for evaluation (the last images of the file).
 pub const IMAGE_HOLDOUT: f64 = 0.1;
 
+/// What a GAN or diffusion model trains on.
 #[derive(Debug)]
 pub enum Source {
+    /// A named 2-D mixture.
     Mixture(Mixture),
     /// Training images and the held-out last `IMAGE_HOLDOUT` of them.
     Images {
+        /// The images trained on.
         train: ImageSet,
+        /// The held-out images the scores compare against.
         held: ImageSet,
     },
 }

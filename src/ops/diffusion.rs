@@ -36,10 +36,18 @@ pub const COSINE_MAX_BETA: f32 = 0.999;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Schedule {
     /// betas = linspace(beta_start, beta_end, T); DDPM uses 1e-4 to 0.02 for T = 1000.
-    Linear { beta_start: f32, beta_end: f32 },
+    Linear {
+        /// beta at t = 0.
+        beta_start: f32,
+        /// beta at t = T - 1.
+        beta_end: f32,
+    },
     /// abar(t) = f(t) / f(0), f(t) = cos^2(((t / T) + s) / (1 + s) * pi / 2), betas = min(1 - abar(t + 1) /
     /// abar(t), 0.999); s = 0.008 in the paper.
-    Cosine { s: f32 },
+    Cosine {
+        /// The offset that keeps beta small near t = 0.
+        s: f32,
+    },
 }
 
 impl Schedule {

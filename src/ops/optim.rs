@@ -32,19 +32,52 @@ pub const MIN_CHUNK: usize = 8 * WG;
 pub const MAX_SLOTS_PER_TENSOR: usize = 4096;
 
 /// Learning rate as a function of the step counter (see shaders/common/schedule.wgsl).
+/// A learning-rate schedule, evaluated in-kernel from the step counter on the device.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Schedule {
     /// `lr` at every step.
-    Constant { lr: f32 },
+    Constant {
+        /// The peak (or constant) learning rate.
+        lr: f32,
+    },
     /// Linear warmup from lr/warmup to `lr` over `warmup` steps, then a linear decay to `min_lr` at step
     /// `total`, and `min_lr` after. `min_lr == lr` gives warmup followed by a constant rate.
-    Linear { lr: f32, warmup: u32, total: u32, min_lr: f32 },
+    Linear {
+        /// The peak (or constant) learning rate.
+        lr: f32,
+        /// Steps of linear warmup.
+        warmup: u32,
+        /// The step at which the decay ends.
+        total: u32,
+        /// The rate at and after `total`.
+        min_lr: f32,
+    },
     /// Linear warmup as `Linear`, then a half cosine from `lr` down to `min_lr` at step `total`.
-    Cosine { lr: f32, warmup: u32, total: u32, min_lr: f32 },
+    Cosine {
+        /// The peak (or constant) learning rate.
+        lr: f32,
+        /// Steps of linear warmup.
+        warmup: u32,
+        /// The step at which the decay ends.
+        total: u32,
+        /// The rate at and after `total`.
+        min_lr: f32,
+    },
     /// Warmup-stable-decay: linear warmup as `Linear`, `lr` until step `hold`, then a linear decay to
     /// `min_lr` at step `total`. A run can stop anywhere in the stable phase and continue later, and the
     /// short decay at the end settles the weights.
-    Wsd { lr: f32, warmup: u32, hold: u32, total: u32, min_lr: f32 },
+    Wsd {
+        /// The peak (or constant) learning rate.
+        lr: f32,
+        /// Steps of linear warmup.
+        warmup: u32,
+        /// The step at which the decay begins.
+        hold: u32,
+        /// The step at which the decay ends.
+        total: u32,
+        /// The rate at and after `total`.
+        min_lr: f32,
+    },
 }
 
 fn bad(op: &'static str, field: &str, value: impl std::fmt::Display, rule: &str) -> Error {

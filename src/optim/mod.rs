@@ -41,11 +41,36 @@ pub use guard::{Guard, NonFinite, Tripped};
 pub enum OptimizerKind {
     /// SGD; `momentum` in [0, 1) (0: plain SGD, no state), Nesterov needs momentum > 0, `weight_decay`
     /// is L2 (added to the gradient).
-    Sgd { momentum: f32, nesterov: bool, weight_decay: f32 },
+    Sgd {
+        /// Momentum coefficient.
+        momentum: f32,
+        /// Nesterov momentum.
+        nesterov: bool,
+        /// L2 penalty added to the gradient.
+        weight_decay: f32,
+    },
     /// Adam; `weight_decay` is L2 (added to the gradient, so it passes through the moments).
-    Adam { beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    Adam {
+        /// Decay of the first moment.
+        beta1: f32,
+        /// Decay of the second moment.
+        beta2: f32,
+        /// Added to the root of the second moment.
+        eps: f32,
+        /// L2 penalty added to the gradient.
+        weight_decay: f32,
+    },
     /// AdamW: decoupled weight decay, `p *= 1 - lr * weight_decay` before the Adam update.
-    AdamW { beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    AdamW {
+        /// Decay of the first moment.
+        beta1: f32,
+        /// Decay of the second moment.
+        beta2: f32,
+        /// Added to the root of the second moment.
+        eps: f32,
+        /// Decoupled weight decay.
+        weight_decay: f32,
+    },
 }
 
 enum Rule {
@@ -216,10 +241,12 @@ impl Optimizer {
         })
     }
 
+    /// The update rule.
     pub fn kind(&self) -> OptimizerKind {
         self.kind
     }
 
+    /// The learning-rate schedule.
     pub fn schedule(&self) -> Schedule {
         self.schedule
     }
@@ -234,6 +261,7 @@ impl Optimizer {
         self.shapes.len()
     }
 
+    /// True when there is no parameter tensor.
     pub fn is_empty(&self) -> bool {
         self.shapes.is_empty()
     }
@@ -465,10 +493,12 @@ impl Ema {
     }
 
     /// The averages by name (`ema.i`), for checkpoints.
+    /// The averaged weights, named `ema.<i>` in parameter order (checkpoint names).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         self.avg.iter().enumerate().map(|(i, t)| (format!("ema.{i}"), t.clone())).collect()
     }
 
+    /// The EMA decay per step.
     pub fn decay(&self) -> f32 {
         self.decay
     }
