@@ -72,11 +72,19 @@ fn train_tiny_gpt(dir: &Path, out: &str, steps: &str, extra: &[&str]) {
     ok(dir, &args);
 }
 
+/// The steps of the evaluation lines of a run's metrics.jsonl, in order.
 fn steps_in_metrics(run: &Path) -> Vec<u64> {
+    steps_of_kind(run, "eval")
+}
+
+/// The steps of a run's metrics.jsonl lines of one kind ("train" or "eval"), in order.
+fn steps_of_kind(run: &Path, kind: &str) -> Vec<u64> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == kind)
+        .map(|v| v["step"].as_u64().unwrap())
         .collect()
 }
 
@@ -122,7 +130,7 @@ fn huge_sizes_are_refused() {
     big.config["model"]["layers"] = serde_json::json!(1_000_000_000_000u64);
     std::fs::create_dir_all(d.join("big")).unwrap();
     big.save(&d.join("big/checkpoint.safetensors")).unwrap();
-    refused(&d, &["sample", "gpt", "--checkpoint", "big", "--tokens", "5"], &["--layers 1000000000000"]);
+    refused(&d, &["sample", "gpt", "--checkpoint", "big", "--tokens", "5"], &["`layers` is 1000000000000"]);
     let mut late = ck.clone();
     late.step = 4_294_967_290;
     std::fs::create_dir_all(d.join("late")).unwrap();
@@ -133,7 +141,7 @@ fn huge_sizes_are_refused() {
     wide.config["model"]["z_dim"] = serde_json::json!(1_000_000_000_000u64);
     std::fs::create_dir_all(d.join("widegan")).unwrap();
     wide.save(&d.join("widegan/checkpoint.safetensors")).unwrap();
-    refused(&d, &["sample", "gan", "--checkpoint", "widegan", "--out", "s.png"], &["--z-dim 1000000000000"]);
+    refused(&d, &["sample", "gan", "--checkpoint", "widegan", "--out", "s.png"], &["`z_dim` is 1000000000000"]);
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -248,10 +256,14 @@ fn resume_after_crash_does_not_duplicate_steps() {
     assert_eq!(steps_in_metrics(&d.join("r")), [10, 20]);
     // As if a run resumed from step 20 wrote its line for step 30 and died before saving.
     let mut m = std::fs::read_to_string(d.join("r/metrics.jsonl")).unwrap();
-    m.push_str("{\"step\":30,\"val_bits_per_char\":1.0}\n");
+    m.push_str(
+        "{\"kind\":\"train\",\"step\":30,\"loss\":1.0}\n{\"kind\":\"eval\",\"step\":30,\"val_bits_per_char\":1.0}\n",
+    );
     std::fs::write(d.join("r/metrics.jsonl"), m).unwrap();
     ok(&d, &[&TINY_GPT[..], &["--steps", "20", "--eval-every", "10", "--resume", "r"]].concat());
     assert_eq!(steps_in_metrics(&d.join("r")), [10, 20, 30, 40]);
+    // Training lines come at the last step of each run (both shorter than --log-every), never twice.
+    assert_eq!(steps_of_kind(&d.join("r"), "train"), [20, 40]);
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("r/config.json")).unwrap()).unwrap();
     assert_eq!(config["start_step"], 20);

@@ -30,6 +30,7 @@
 mod case;
 mod cases;
 pub mod compare;
+pub mod demo;
 mod families;
 mod report;
 mod runner;
