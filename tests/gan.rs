@@ -252,7 +252,7 @@ fn gan_bad_input_is_refused_by_name() {
     for (s, what) in [
         (settings(7, 0.0, 0.0), "--pack"),
         (settings(1, 0.0, 0.0), "--batch"),
-        (TrainSettings { lr_d: 0.0, ..settings(8, 0.0, 0.0) }, "--lr-d"),
+        (TrainSettings { lr_d: 0.0, ..settings(8, 0.0, 0.0) }, "--lr must be a positive number"),
         (TrainSettings { ema: 1.0, ..settings(8, 0.0, 0.0) }, "--ema"),
         (TrainSettings { steps: 0, ..settings(8, 0.0, 0.0) }, "--steps"),
         (TrainSettings { d_steps: 0, ..settings(8, 0.0, 0.0) }, "--d-steps"),
