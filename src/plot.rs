@@ -11,6 +11,9 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+/// Points in chart coordinates.
+type Points = Vec<(f64, f64)>;
+
 use plotters::prelude::*;
 use serde_json::Value;
 
@@ -231,7 +234,7 @@ pub fn scatter(path: &Path, sets: &[&[f32]], extent: f32, modes: &[[f32; 2]], si
             chart.draw_series(LineSeries::new([(-ext, 0.0), (ext, 0.0)], axis)).map_err(e)?;
             chart.draw_series(LineSeries::new([(0.0, -ext), (0.0, ext)], axis)).map_err(e)?;
             let inside = |v: f64| (-ext..=ext).contains(&v);
-            let (pts, out): (Vec<(f64, f64)>, Vec<(f64, f64)>) =
+            let (pts, out): (Points, Points) =
                 set.chunks_exact(2).map(|p| (p[0] as f64, p[1] as f64)).partition(|p| inside(p.0) && inside(p.1));
             let blue = colour(0).mix(0.55);
             chart.draw_series(pts.iter().map(|&p| Circle::new(p, 1, blue.filled()))).map_err(e)?;

@@ -231,7 +231,7 @@ fn lock_and_stale_temps() {
     std::fs::create_dir_all(d.join("r")).unwrap();
     // This test process is alive: its pid holds the lock.
     std::fs::write(d.join("r/.lock"), format!("{}\n", std::process::id())).unwrap();
-    refused(&d, &[&TINY_GPT[..], &["--steps", "2", "--out", "r"]].concat(), &["in use", "pid"]);
+    refused(&d, &[TINY_GPT, &["--steps", "2", "--out", "r"]].concat(), &["in use", "pid"]);
     // A process that has exited.
     let mut child = Command::new("true").spawn().unwrap();
     let dead = child.id();
@@ -260,7 +260,7 @@ fn resume_after_crash_does_not_duplicate_steps() {
         "{\"kind\":\"train\",\"step\":30,\"loss\":1.0}\n{\"kind\":\"eval\",\"step\":30,\"val_bits_per_char\":1.0}\n",
     );
     std::fs::write(d.join("r/metrics.jsonl"), m).unwrap();
-    ok(&d, &[&TINY_GPT[..], &["--steps", "20", "--eval-every", "10", "--resume", "r"]].concat());
+    ok(&d, &[TINY_GPT, &["--steps", "20", "--eval-every", "10", "--resume", "r"]].concat());
     assert_eq!(steps_in_metrics(&d.join("r")), [10, 20, 30, 40]);
     // Training lines come at the last step of each run (both shorter than --log-every), never twice.
     assert_eq!(steps_of_kind(&d.join("r"), "train"), [20, 40]);

@@ -19,6 +19,7 @@ pub struct Check {
     pub name: &'static str,
     /// Max |got - want| allowed, relative to max |want| (0: bit-exact).
     pub tol: f32,
+    /// Runs the op on a device.
     pub run: fn(&Device, &Inputs) -> Result<Tensor>,
 }
 

@@ -75,7 +75,7 @@ pub(super) fn float_to_unit(path: &Path, pixels: &mut [f32], per: usize) -> Resu
         .par_iter()
         .fold(|| (f32::INFINITY, f32::NEG_INFINITY), |m, &v| (m.0.min(v), m.1.max(v)))
         .reduce(|| (f32::INFINITY, f32::NEG_INFINITY), |a, b| (a.0.min(b.0), a.1.max(b.1)));
-    let (scale, shift) = if lo < 0.0 && lo >= -1.0 && hi <= 1.0 {
+    let (scale, shift) = if (-1.0..0.0).contains(&lo) && hi <= 1.0 {
         return Ok(());
     } else if lo >= 0.0 && hi <= 1.0 {
         (2.0, -1.0)

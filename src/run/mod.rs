@@ -183,7 +183,9 @@ pub fn train<R: Regime + ?Sized>(
     let mut pending: Option<Pending> = None;
     let mut kept = guard::Kept { checkpoint: &checkpoint, saved: None, resumed_from };
     let mut history = Vec::new();
-    let mut steps = cadence.steps;
+    let steps = cadence.steps;
+    // The steps this run made: all of them, or up to a stop asked for by the observer.
+    let mut ran = steps;
     let mut interrupted = false;
     let log_every = cadence.log_every.max(1);
     for i in 1..=steps {
@@ -223,13 +225,13 @@ pub fn train<R: Regime + ?Sized>(
             clock.side += side_start.elapsed().as_secs_f64();
         }
         if stop {
-            (steps, interrupted) = (i, true);
+            (ran, interrupted) = (i, true);
             break;
         }
     }
     observer.finish();
     let finished =
-        Finished { steps, start_step: cadence.start_step, elapsed_s: clock.elapsed_s(), train_s: clock.train_s() };
+        Finished { steps: ran, start_step: cadence.start_step, elapsed_s: clock.elapsed_s(), train_s: clock.train_s() };
     Ok(Outcome {
         finished,
         done: regime.done(&finished, &checkpoint),
