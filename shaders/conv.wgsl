@@ -67,6 +67,10 @@ fn put_a(kk: u32, i: u32, v: f32) {
 fn put_b(kk: u32, j: u32, v: f32) {
     bs[kk * PITCH + j / 4u][j % 4u] = v;
 }
+// A thread's four B-tile values of depth kk: columns r, r + 16, r + 32, r + 48.
+fn put_b4(kk: u32, r: u32, v: vec4<f32>) {
+    for (var q = 0u; q < 4u; q++) { put_b(kk, r + 16u * q, v[q]); }
+}
 
 // The workgroup's tile (row tile, column tile) from a grid folded into y past the per-dimension limit
 // (kernels::groups_1d); rows vary fastest so neighbouring workgroups share the gathered column tile.
@@ -75,6 +79,20 @@ fn tile_of(wid: vec3<u32>, nwg: vec3<u32>, row_tiles: u32, col_tiles: u32) -> ve
     let t = wid.y * nwg.x + wid.x;
     if t >= row_tiles * col_tiles { return vec2<u32>(0xffffffffu, 0u); }
     return vec2<u32>(t % row_tiles, t / row_tiles);
+}
+
+// v as (v / per, r / inner, r % inner, r) with r = v % per: a flat index split into its outer index and
+// the row and column inside it, each division done once.
+fn split3(v: u32, per: u32, inner: u32) -> vec4<u32> {
+    let hi = v / per;
+    let r = v - hi * per;
+    let a = r / inner;
+    return vec4<u32>(hi, a, r - a * inner, r);
+}
+
+// (iy, ix) lies in the zero padding or past the edges of an hh x ww plane.
+fn outside(iy: i32, ix: i32, hh: u32, ww: u32) -> bool {
+    return iy < 0 || ix < 0 || iy >= i32(hh) || ix >= i32(ww);
 }
 
 // Spatial position of a pixel column: image base offset (0xffffffff past the end), and the top-left
@@ -98,18 +116,15 @@ struct Pix {
 fn fwd_pixel(pix: u32) -> Pix {
     let howo = fp.ho * fp.wo;
     if pix >= fp.n * howo { return Pix(0xffffffffu, 0, 0); }
-    let img = pix / howo;
-    let q = pix - img * howo;
-    let oh = q / fp.wo;
-    let ow = q - oh * fp.wo;
-    return Pix(img * fp.ci * fp.h * fp.w, i32(oh * fp.stride) - i32(fp.pad), i32(ow * fp.stride) - i32(fp.pad));
+    let d = split3(pix, howo, fp.wo);  // (img, oh, ow)
+    return Pix(d.x * fp.ci * fp.h * fp.w, i32(d.y * fp.stride) - i32(fp.pad), i32(d.z * fp.stride) - i32(fp.pad));
 }
 
 // x at tap (ci, kh, kw) of pixel px, 0 in the padding and past the ends.
 fn fwd_gather(px: Pix, cbase: u32, kh: u32, kw: u32, ok: bool) -> f32 {
     let iy = px.y0 + i32(kh);
     let ix = px.x0 + i32(kw);
-    if !ok || px.base == 0xffffffffu || iy < 0 || ix < 0 || iy >= i32(fp.h) || ix >= i32(fp.w) { return 0.0; }
+    if !ok || px.base == 0xffffffffu || outside(iy, ix, fp.h, fp.w) { return 0.0; }
     return fx[px.base + cbase + u32(iy) * fp.w + u32(ix)];
 }
 
@@ -134,21 +149,18 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     for (var k0 = 0u; k0 < depth; k0 += TK) {
         let kk = k0 + kq;
         let ok = kk < depth;
-        let c = kk / kk2;
-        let t = kk - c * kk2;
-        let kh = t / fp.k;
-        let kw = t - kh * fp.k;
-        let cbase = c * fp.h * fp.w;
+        let d = split3(kk, kk2, fp.k);  // (c, kh, kw)
+        let kh = d.y;
+        let kw = d.z;
+        let cbase = d.x * fp.h * fp.w;
         for (var q = 0u; q < 4u; q++) {
             let i = r + 16u * q;
             var v = 0.0;
             if ok && m0 + i < fp.co { v = fw[(m0 + i) * depth + kk]; }
             put_a(kq, i, v);
         }
-        put_b(kq, r, fwd_gather(px0, cbase, kh, kw, ok));
-        put_b(kq, r + 16u, fwd_gather(px1, cbase, kh, kw, ok));
-        put_b(kq, r + 32u, fwd_gather(px2, cbase, kh, kw, ok));
-        put_b(kq, r + 48u, fwd_gather(px3, cbase, kh, kw, ok));
+        put_b4(kq, r, vec4<f32>(fwd_gather(px0, cbase, kh, kw, ok), fwd_gather(px1, cbase, kh, kw, ok),
+                                fwd_gather(px2, cbase, kh, kw, ok), fwd_gather(px3, cbase, kh, kw, ok)));
         workgroupBarrier();
         acc = multiply_tiles(acc, lid3.x, lid3.y);
         workgroupBarrier();
@@ -158,12 +170,11 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     for (var j = 0u; j < 4u; j++) {
         let pix = n0 + 4u * lid3.x + j;
         if pix >= fp.n * howo { break; }
-        let img = pix / howo;
-        let q = pix - img * howo;
+        let d = split3(pix, howo, 1u);  // (img, .., .., pixel in image)
         for (var i = 0u; i < 4u; i++) {
             let ch = m0 + 4u * lid3.y + i;
             if ch >= fp.co { break; }
-            fy[(img * fp.co + ch) * howo + q] = acc_row(acc, i)[j];
+            fy[(d.x * fp.co + ch) * howo + d.w] = acc_row(acc, i)[j];
         }
     }
 }
@@ -193,17 +204,14 @@ fn phase_axis(len: u32, rem: u32) -> vec3<u32> {
 fn bwd_pixel(pix: u32, ah: vec3<u32>, aw: vec3<u32>) -> Pix {
     let per = ah.y * aw.y;
     if pix >= bp.n * per { return Pix(0xffffffffu, 0, 0); }
-    let img = pix / per;
-    let q = pix - img * per;
-    let a = q / aw.y;
-    let b = q - a * aw.y;
-    return Pix(img * bp.co * bp.ho * bp.wo, i32(ah.x + a), i32(aw.x + b));
+    let d = split3(pix, per, aw.y);  // (img, qh - qh_lo, qw - qw_lo)
+    return Pix(d.x * bp.co * bp.ho * bp.wo, i32(ah.x + d.y), i32(aw.x + d.z));
 }
 
 fn bwd_gather(px: Pix, cbase: u32, th: u32, tw: u32, ok: bool) -> f32 {
     let oy = px.y0 - i32(th);
     let ox = px.x0 - i32(tw);
-    if !ok || px.base == 0xffffffffu || oy < 0 || ox < 0 || oy >= i32(bp.ho) || ox >= i32(bp.wo) { return 0.0; }
+    if !ok || px.base == 0xffffffffu || outside(oy, ox, bp.ho, bp.wo) { return 0.0; }
     return bdy[px.base + cbase + u32(oy) * bp.wo + u32(ox)];
 }
 
@@ -236,10 +244,11 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     for (var k0 = 0u; k0 < depth; k0 += TK) {
         let kk = k0 + kq;
         let ok = kk < depth;
-        let c = kk / max(taps, 1u);
-        let t = kk - c * taps;
-        let th = t / max(aw.z, 1u);
-        let tw = t - th * aw.z;
+        // max(.., 1): a phase without taps has depth 0 and never gets here.
+        let d = split3(kk, max(taps, 1u), max(aw.z, 1u));  // (c, th, tw)
+        let c = d.x;
+        let th = d.y;
+        let tw = d.z;
         // w[c, ci, rh + s*th, rw + s*tw] for ci = m0 + i: consecutive ci are k*k apart.
         let wtap = (c * bp.ci * bp.k + rh + s * th) * bp.k + rw + s * tw;
         for (var q = 0u; q < 4u; q++) {
@@ -249,10 +258,8 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
             put_a(kq, i, v);
         }
         let cbase = c * hw_o;
-        put_b(kq, r, bwd_gather(px0, cbase, th, tw, ok));
-        put_b(kq, r + 16u, bwd_gather(px1, cbase, th, tw, ok));
-        put_b(kq, r + 32u, bwd_gather(px2, cbase, th, tw, ok));
-        put_b(kq, r + 48u, bwd_gather(px3, cbase, th, tw, ok));
+        put_b4(kq, r, vec4<f32>(bwd_gather(px0, cbase, th, tw, ok), bwd_gather(px1, cbase, th, tw, ok),
+                                bwd_gather(px2, cbase, th, tw, ok), bwd_gather(px3, cbase, th, tw, ok)));
         workgroupBarrier();
         acc = multiply_tiles(acc, lid3.x, lid3.y);
         workgroupBarrier();
@@ -264,17 +271,14 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     for (var j = 0u; j < 4u; j++) {
         let pix = n0 + 4u * lid3.x + j;
         if pix >= npix { break; }
-        let img = pix / per;
-        let q = pix - img * per;
-        let a = q / aw.y;
-        let b = q - a * aw.y;
-        let iy = (ah.x + a) * s + rh - bp.pad;
-        let ix = (aw.x + b) * s + rw - bp.pad;
+        let d = split3(pix, per, aw.y);
+        let iy = (ah.x + d.y) * s + rh - bp.pad;
+        let ix = (aw.x + d.z) * s + rw - bp.pad;
         let at = iy * bp.w + ix;
         for (var i = 0u; i < 4u; i++) {
             let ch = m0 + 4u * lid3.y + i;
             if ch >= bp.ci { break; }
-            bdx[(img * bp.ci + ch) * hw + at] = acc_row(acc, i)[j];
+            bdx[(d.x * bp.ci + ch) * hw + at] = acc_row(acc, i)[j];
         }
     }
 }
@@ -294,16 +298,14 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
 fn tap_of(col: u32) -> Pix {
     let kk2 = wp.k * wp.k;
     if col >= wp.ci * kk2 { return Pix(0xffffffffu, 0, 0); }
-    let c = col / kk2;
-    let t = col - c * kk2;
-    let kh = t / wp.k;
-    return Pix(c * wp.h * wp.w, i32(kh), i32(t - kh * wp.k));
+    let d = split3(col, kk2, wp.k);  // (c, kh, kw)
+    return Pix(d.x * wp.h * wp.w, i32(d.y), i32(d.z));
 }
 
 fn wgt_gather(tap: Pix, xbase: u32, y0: i32, x0: i32, ok: bool) -> f32 {
     let iy = y0 + tap.y0;
     let ix = x0 + tap.x0;
-    if !ok || tap.base == 0xffffffffu || iy < 0 || ix < 0 || iy >= i32(wp.h) || ix >= i32(wp.w) { return 0.0; }
+    if !ok || tap.base == 0xffffffffu || outside(iy, ix, wp.h, wp.w) { return 0.0; }
     return wx[xbase + tap.base + u32(iy) * wp.w + u32(ix)];
 }
 
@@ -330,12 +332,12 @@ fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     for (var k0 = first * howo; k0 < kend; k0 += TK) {
         let pix = k0 + kq;
         let ok = pix < kend;
-        let img = pix / howo;
-        let q = pix - img * howo;
-        let oh = q / wp.wo;
-        let ow = q - oh * wp.wo;
+        let d = split3(pix, howo, wp.wo);  // (img, oh, ow, pixel in image)
+        let img = d.x;
+        let oh = d.y;
+        let ow = d.z;
         // dy[img, co, oh, ow] for co = m0 + i: consecutive co are ho*wo apart.
-        let dyat = img * wp.co * howo + q;
+        let dyat = img * wp.co * howo + d.w;
         for (var t = 0u; t < 4u; t++) {
             let i = r + 16u * t;
             var v = 0.0;
@@ -345,10 +347,8 @@ fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         let xbase = img * chw;
         let y0 = i32(oh * wp.stride) - i32(wp.pad);
         let x0 = i32(ow * wp.stride) - i32(wp.pad);
-        put_b(kq, r, wgt_gather(tap0, xbase, y0, x0, ok));
-        put_b(kq, r + 16u, wgt_gather(tap1, xbase, y0, x0, ok));
-        put_b(kq, r + 32u, wgt_gather(tap2, xbase, y0, x0, ok));
-        put_b(kq, r + 48u, wgt_gather(tap3, xbase, y0, x0, ok));
+        put_b4(kq, r, vec4<f32>(wgt_gather(tap0, xbase, y0, x0, ok), wgt_gather(tap1, xbase, y0, x0, ok),
+                                wgt_gather(tap2, xbase, y0, x0, ok), wgt_gather(tap3, xbase, y0, x0, ok)));
         workgroupBarrier();
         acc = multiply_tiles(acc, lid3.x, lid3.y);
         workgroupBarrier();
