@@ -145,8 +145,6 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let flat = flat_id(wid, nwg, 0u, 1u);
     if flat >= ap.groups { return; }  // uniform: the whole workgroup leaves together
     let j = job_of(flat);
-    let t_len = ap.seq;
-    let gn = j.gn;
     let lane = lid3.x;
     let o = lid3.y;
     let q0 = j.t0;
@@ -155,23 +153,23 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let kb = qkv_base(j.b, 1u, j.h);
     let vb = qkv_base(j.b, 2u, j.h);
 
-    for (var e = lid; e < BO * gn; e += BO * FWD_BS) {
-        f_q[(e / gn) * PITCH + e % gn] = qkv4(qb, q0 + e / gn, e % gn);
+    for (var e = lid; e < BO * j.gn; e += BO * FWD_BS) {
+        f_q[(e / j.gn) * PITCH + e % j.gn] = qkv4(qb, q0 + e / j.gn, e % j.gn);
     }
 
-    let ln = lanes_of(gn, FWD_BS);  // passes: 1 or 2
+    let ln = lanes_of(j.gn, FWD_BS);  // passes: 1 or 2
     let me = lane_in(ln, lane);
 
     var m = NEG;   // running max of the row's scaled scores
     var l = 0.0;   // running sum of exp(score - m)
     var acc = Acc();
-    let n_tiles = (t_len + FWD_BS - 1u) / FWD_BS;
+    let n_tiles = (ap.seq + FWD_BS - 1u) / FWD_BS;
     let kt_end = causal_end(n_tiles, q0, FWD_BS);
     for (var kt = 0u; kt < kt_end; kt++) {
         let k0 = kt * FWD_BS;
-        for (var e = lid; e < FWD_BS * gn; e += BO * FWD_BS) {
-            let r = e / gn;
-            let g = e % gn;
+        for (var e = lid; e < FWD_BS * j.gn; e += BO * FWD_BS) {
+            let r = e / j.gn;
+            let g = e % j.gn;
             f_k[r * PITCH + g] = qkv4(kb, k0 + r, g);
             f_v[r * MAX_G + g] = qkv4(vb, k0 + r, g);
         }
@@ -179,10 +177,10 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 
         let kj = k0 + lane;
         var s = 0.0;
-        for (var g = 0u; g < gn; g++) {
+        for (var g = 0u; g < j.gn; g++) {
             s += dot(f_q[o * PITCH + g], f_k[lane * PITCH + g]);
         }
-        let valid = kj < t_len && (ap.causal == 0u || kj <= qi);
+        let valid = kj < ap.seq && (ap.causal == 0u || kj <= qi);
         s = select(NEG, s * ap.scale, valid);
         f_s[o * FWD_BS + lane] = s;
         workgroupBarrier();
@@ -225,15 +223,15 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
             }
         }
     }
-    if qi < t_len {
+    if qi < ap.seq {
         if me.busy && me.split == 0u {
             let inv = 1.0 / l;
-            let row = (j.b * t_len + qi) * ap.heads * ap.head_dim + j.h * ap.head_dim;
-            store_out(row, me.g0, gn, acc.a0 * inv);
-            if ln.passes > 1u { store_out(row, me.g0 + ln.ng, gn, acc.a1 * inv); }
+            let row = (j.b * ap.seq + qi) * ap.heads * ap.head_dim + j.h * ap.head_dim;
+            store_out(row, me.g0, j.gn, acc.a0 * inv);
+            if ln.passes > 1u { store_out(row, me.g0 + ln.ng, j.gn, acc.a1 * inv); }
         }
         if lane == 0u {
-            f_lse[j.bh * t_len + qi] = m + log(l);
+            f_lse[j.bh * ap.seq + qi] = m + log(l);
         }
     }
 }
@@ -382,8 +380,6 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let flat = flat_id(wid, nwg, 0u, 1u);
     if flat >= ap.groups { return; }
     let j = job_of(flat);
-    let t_len = ap.seq;
-    let gn = j.gn;
     let lane = lid3.x;
     let o = lid3.y;
     let q0 = j.t0;
@@ -394,7 +390,7 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     workgroupBarrier();
     // delta = dO . O for this row: each lane a strided part of the groups, then the 8 parts in order.
     var part = 0.0;
-    for (var g = lane; g < gn; g += BWD_BS) {
+    for (var g = lane; g < j.gn; g += BWD_BS) {
         part += dot(b_own1[o * PITCH + g], out4(ob, qi, g));
     }
     b_ds[o * BWD_BS + lane] = part;
@@ -404,17 +400,17 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         delta += b_ds[o * BWD_BS + c];
     }
     var lse = 0.0;
-    if qi < t_len {
-        lse = b_lse[j.bh * t_len + qi];
-        if lane == 0u { q_delta[j.bh * t_len + qi] = delta; }
+    if qi < ap.seq {
+        lse = b_lse[j.bh * ap.seq + qi];
+        if lane == 0u { q_delta[j.bh * ap.seq + qi] = delta; }
     }
     workgroupBarrier();
 
-    let ln = lanes_of(gn, BWD_BS);  // passes: 1..4
+    let ln = lanes_of(j.gn, BWD_BS);  // passes: 1..4
     let me = lane_in(ln, lane);
 
     var acc = Acc();
-    let n_tiles = (t_len + BWD_BS - 1u) / BWD_BS;
+    let n_tiles = (ap.seq + BWD_BS - 1u) / BWD_BS;
     let kt_end = causal_end(n_tiles, q0, BWD_BS);
     for (var kt = 0u; kt < kt_end; kt++) {
         let k0 = kt * BWD_BS;
@@ -422,8 +418,8 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         workgroupBarrier();
 
         let kj = k0 + lane;
-        let sd = scores(o, lane, gn);
-        let valid = qi < t_len && kj < t_len && (ap.causal == 0u || kj <= qi);
+        let sd = scores(o, lane, j.gn);
+        let valid = qi < ap.seq && kj < ap.seq && (ap.causal == 0u || kj <= qi);
         let p = select(0.0, exp(sd.x * ap.scale - lse), valid);
         b_ds[o * BWD_BS + lane] = p * (sd.y - delta);
         workgroupBarrier();
@@ -439,9 +435,9 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     if ln.ks > 1u {
         acc.a0 = fold_splits(acc.a0, 0u, o, lane, ln, me);
     }
-    if qi < t_len && me.busy && me.split == 0u {
-        let row = (j.b * t_len + qi) * 3u * ap.heads * ap.head_dim + j.h * ap.head_dim;
-        store_acc(row, acc, me.g0, ln.ng, gn, ln.passes, ap.scale);
+    if qi < ap.seq && me.busy && me.split == 0u {
+        let row = (j.b * ap.seq + qi) * 3u * ap.heads * ap.head_dim + j.h * ap.head_dim;
+        store_acc(row, acc, me.g0, ln.ng, j.gn, ln.passes, ap.scale);
     }
 }
 
@@ -451,8 +447,6 @@ fn attention_bwd_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let flat = flat_id(wid, nwg, 0u, 1u);
     if flat >= ap.groups { return; }
     let j = job_of(flat);
-    let t_len = ap.seq;
-    let gn = j.gn;
     let lane = lid3.x;
     let o = lid3.y;
     let k0 = j.t0;
@@ -460,12 +454,12 @@ fn attention_bwd_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 
     load_tiles(j, true, 1u, 2u, k0, lid);  // k, v
 
-    let ln = lanes_of(gn, BWD_BS);
+    let ln = lanes_of(j.gn, BWD_BS);
     let me = lane_in(ln, lane);
 
     var dk = Acc();
     var dv = Acc();
-    let n_tiles = (t_len + BWD_BS - 1u) / BWD_BS;
+    let n_tiles = (ap.seq + BWD_BS - 1u) / BWD_BS;
     var qt = 0u;
     if ap.causal == 1u {
         qt = k0 / BWD_BS;  // earlier query tiles see none of these keys
@@ -476,13 +470,13 @@ fn attention_bwd_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         workgroupBarrier();
 
         let qi = i0 + lane;
-        let sd = scores(o, lane, gn);
-        let valid = qi < t_len && kj < t_len && (ap.causal == 0u || kj <= qi);
+        let sd = scores(o, lane, j.gn);
+        let valid = qi < ap.seq && kj < ap.seq && (ap.causal == 0u || kj <= qi);
         var lse = 0.0;
         var delta = 0.0;
-        if qi < t_len {
-            lse = b_lse[j.bh * t_len + qi];
-            delta = k_delta[j.bh * t_len + qi];
+        if qi < ap.seq {
+            lse = b_lse[j.bh * ap.seq + qi];
+            delta = k_delta[j.bh * ap.seq + qi];
         }
         let p = select(0.0, exp(sd.x * ap.scale - lse), valid);
         b_p[o * BWD_BS + lane] = p;
@@ -503,10 +497,10 @@ fn attention_bwd_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         dk.a0 = fold_splits(dk.a0, 0u, o, lane, ln, me);
         dv.a0 = fold_splits(dv.a0, 1u, o, lane, ln, me);
     }
-    if kj < t_len && me.busy && me.split == 0u {
+    if kj < ap.seq && me.busy && me.split == 0u {
         let c = ap.heads * ap.head_dim;
-        let row = (j.b * t_len + kj) * 3u * c + j.h * ap.head_dim;
-        store_acc(row + c, dk, me.g0, ln.ng, gn, ln.passes, ap.scale);
-        store_acc(row + 2u * c, dv, me.g0, ln.ng, gn, ln.passes, 1.0);
+        let row = (j.b * ap.seq + kj) * 3u * c + j.h * ap.head_dim;
+        store_acc(row + c, dk, me.g0, ln.ng, j.gn, ln.passes, ap.scale);
+        store_acc(row + 2u * c, dv, me.g0, ln.ng, j.gn, ln.passes, 1.0);
     }
 }
