@@ -70,18 +70,46 @@ fn chunk_len(k: u32) -> u32 {
     return (cp.hw - k + cp.chunks - 1u) / cp.chunks;
 }
 
-// Stat group t spans samples n0 .. n0 + rn and channels c0 .. c0 + cg of each.
-fn group_n0(t: u32) -> u32 {
-    return select(0u, t / (cp.c / cp.cg), cp.per_sample == 1u);
+// Stat group t spans samples n0 .. n0 + rn and channels c0 .. c0 + cg of each: count elements.
+struct Group {
+    n0: u32,
+    rn: u32,
+    c0: u32,
+    count: f32,
 }
-fn group_rn() -> u32 {
-    return select(cp.n, 1u, cp.per_sample == 1u);
+
+fn group_of(t: u32) -> Group {
+    let rn = select(cp.n, 1u, cp.per_sample == 1u);
+    return Group(select(0u, t / (cp.c / cp.cg), cp.per_sample == 1u), rn, (t % (cp.c / cp.cg)) * cp.cg,
+                 f32(rn * cp.cg * cp.hw));
 }
-fn group_c0(t: u32) -> u32 {
-    return (t % (cp.c / cp.cg)) * cp.cg;
+
+// Plane p = i / K and chunk k = i % K of partial-kernel thread i.
+fn plane_chunk(i: u32) -> vec2<u32> {
+    let p = i / cp.chunks;
+    return vec2<u32>(p, i - p * cp.chunks);
+}
+
+// Where field f (0, 1) of chunk k of plane p sits in the partials [P, 2, K].
+fn part_at(p: u32, f: u32, k: u32) -> u32 {
+    return (2u * p + f) * cp.chunks + k;
+}
+
+// The partials of one plane, (Σ field 0, Σ field 1) over its chunks in order (b = part_at(p, 0, 0)).
+fn chunk_sums(b: u32) -> vec2<f32> {
+    let kk = cp.chunks;
+    var a1 = 0.0;
+    var a2 = 0.0;
+    for (var k = 0u; k < kk; k++) {
+        a1 += part[b + k];
+        a2 += part[b + kk + k];
+    }
+    return vec2<f32>(a1, a2);
 }
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+// The partials, read by the kernels that combine them (chnorm_stats_final, chnorm_bwd_params, _coeffs).
+@group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> sp_part: array<f32>;
 
 @compute @workgroup_size(64)
@@ -90,8 +118,9 @@ fn chnorm_stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     let i = flat_id(wid, nwg, lid, WG_SMALL);
     let kk = cp.chunks;
     if i >= cp.n * cp.c * kk { return; }  // the op keeps 2 · P · K below 2^32
-    let p = i / kk;
-    let k = i - p * kk;
+    let pk = plane_chunk(i);
+    let p = pk.x;
+    let k = pk.y;
     let base = p * cp.hw;
     var s = 0.0;
     for (var e = k; e < cp.hw; e += kk) {
@@ -103,11 +132,10 @@ fn chnorm_stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
         let d = x[base + e] - m;
         q += d * d;
     }
-    sp_part[2u * p * kk + k] = m;
-    sp_part[(2u * p + 1u) * kk + k] = q;
+    sp_part[part_at(p, 0u, k)] = m;
+    sp_part[part_at(p, 1u, k)] = q;
 }
 
-@group(0) @binding(1) var<storage, read> sf_part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> sf_mean: array<f32>;
 @group(0) @binding(3) var<storage, read_write> sf_rstd: array<f32>;
 
@@ -117,38 +145,35 @@ fn chnorm_stats_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let t = flat_id(wid, nwg, lid, WG_SMALL);
     if t >= stat_groups() { return; }
     let kk = cp.chunks;
-    let n0 = group_n0(t);
-    let rn = group_rn();
-    let c0 = group_c0(t);
-    let count = f32(rn * cp.cg * cp.hw);
+    let gr = group_of(t);
 
     var tot = 0.0;
-    for (var r = 0u; r < rn; r++) {
+    for (var r = 0u; r < gr.rn; r++) {
         var acc = 0.0;
         for (var j = 0u; j < cp.cg; j++) {
-            let b = 2u * ((n0 + r) * cp.c + c0 + j) * kk;
+            let b = part_at((gr.n0 + r) * cp.c + gr.c0 + j, 0u, 0u);
             for (var k = 0u; k < kk; k++) {
-                acc += f32(chunk_len(k)) * sf_part[b + k];
+                acc += f32(chunk_len(k)) * part[b + k];
             }
         }
         tot += acc;
     }
-    let mean = tot / count;
+    let mean = tot / gr.count;
 
     var m2 = 0.0;
-    for (var r = 0u; r < rn; r++) {
+    for (var r = 0u; r < gr.rn; r++) {
         var acc = 0.0;
         for (var j = 0u; j < cp.cg; j++) {
-            let b = 2u * ((n0 + r) * cp.c + c0 + j) * kk;
+            let b = part_at((gr.n0 + r) * cp.c + gr.c0 + j, 0u, 0u);
             for (var k = 0u; k < kk; k++) {
-                let d = sf_part[b + k] - mean;
-                acc += sf_part[b + kk + k] + f32(chunk_len(k)) * (d * d);
+                let d = part[b + k] - mean;
+                acc += part[b + kk + k] + f32(chunk_len(k)) * (d * d);
             }
         }
         m2 += acc;
     }
     sf_mean[t] = mean;
-    sf_rstd[t] = 1.0 / sqrt(m2 / count + cp.eps);
+    sf_rstd[t] = 1.0 / sqrt(m2 / gr.count + cp.eps);
 }
 
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
@@ -182,8 +207,9 @@ fn chnorm_bwd_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let i = flat_id(wid, nwg, lid, WG_SMALL);
     let kk = cp.chunks;
     if i >= cp.n * cp.c * kk { return; }
-    let p = i / kk;
-    let k = i - p * kk;
+    let pk = plane_chunk(i);
+    let p = pk.x;
+    let k = pk.y;
     let n = p / cp.c;
     let t = stat_index(n, p - n * cp.c);
     let m = bp_mean[t];
@@ -196,11 +222,10 @@ fn chnorm_bwd_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         s1 += d;
         s2 += d * ((x[base + e] - m) * rs);
     }
-    bp_part[2u * p * kk + k] = s1;
-    bp_part[(2u * p + 1u) * kk + k] = s2;
+    bp_part[part_at(p, 0u, k)] = s1;
+    bp_part[part_at(p, 1u, k)] = s2;
 }
 
-@group(0) @binding(1) var<storage, read> pp_part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dbeta: array<f32>;
 
@@ -209,25 +234,17 @@ fn chnorm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
                      @builtin(local_invocation_index) lid: u32) {
     let c = flat_id(wid, nwg, lid, WG_SMALL);
     if c >= cp.c { return; }
-    let kk = cp.chunks;
     var db = 0.0;
     var dg = 0.0;
     for (var n = 0u; n < cp.n; n++) {
-        let b = 2u * (n * cp.c + c) * kk;
-        var a1 = 0.0;
-        var a2 = 0.0;
-        for (var k = 0u; k < kk; k++) {
-            a1 += pp_part[b + k];
-            a2 += pp_part[b + kk + k];
-        }
-        db += a1;
-        dg += a2;
+        let a = chunk_sums(part_at(n * cp.c + c, 0u, 0u));
+        db += a.x;
+        dg += a.y;
     }
     dgamma[c] = dg;
     dbeta[c] = db;
 }
 
-@group(0) @binding(1) var<storage, read> bc_part: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bc_ab: array<f32>;
 
 @compute @workgroup_size(64)
@@ -235,33 +252,23 @@ fn chnorm_bwd_coeffs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
                      @builtin(local_invocation_index) lid: u32) {
     let t = flat_id(wid, nwg, lid, WG_SMALL);
     if t >= stat_groups() { return; }
-    let kk = cp.chunks;
-    let n0 = group_n0(t);
-    let rn = group_rn();
-    let c0 = group_c0(t);
-    let count = f32(rn * cp.cg * cp.hw);
+    let gr = group_of(t);
     var sa = 0.0;
     var sb = 0.0;
-    for (var r = 0u; r < rn; r++) {
+    for (var r = 0u; r < gr.rn; r++) {
         var ra = 0.0;
         var rb = 0.0;
         for (var j = 0u; j < cp.cg; j++) {
-            let b = 2u * ((n0 + r) * cp.c + c0 + j) * kk;
-            var a1 = 0.0;
-            var a2 = 0.0;
-            for (var k = 0u; k < kk; k++) {
-                a1 += bc_part[b + k];
-                a2 += bc_part[b + kk + k];
-            }
-            let g = gamma[c0 + j];
-            ra += g * a1;
-            rb += g * a2;
+            let a = chunk_sums(part_at((gr.n0 + r) * cp.c + gr.c0 + j, 0u, 0u));
+            let g = gamma[gr.c0 + j];
+            ra += g * a.x;
+            rb += g * a.y;
         }
         sa += ra;
         sb += rb;
     }
-    bc_ab[2u * t] = sa / count;
-    bc_ab[2u * t + 1u] = sb / count;
+    bc_ab[2u * t] = sa / gr.count;
+    bc_ab[2u * t + 1u] = sb / gr.count;
 }
 
 @group(0) @binding(3) var<storage, read> dx_mean: array<f32>;

@@ -50,6 +50,9 @@ struct ConvParams {
     _pad1: u32,
 }
 
+// The sizes, shared by the three kernels (each binds its own buffers at 1..3).
+@group(0) @binding(0) var<uniform> cv: ConvParams;
+
 // Row I of the block (0..3).
 fn acc_row(acc: Acc, i: u32) -> vec4<f32> {
     switch i {
@@ -67,6 +70,10 @@ fn put_a(kk: u32, i: u32, v: f32) {
 fn put_b(kk: u32, j: u32, v: f32) {
     bs[kk * PITCH + j / 4u][j % 4u] = v;
 }
+// A thread's four B-tile values of depth kk: columns r, r + 16, r + 32, r + 48.
+fn put_b4(kk: u32, r: u32, v: vec4<f32>) {
+    for (var q = 0u; q < 4u; q++) { put_b(kk, r + 16u * q, v[q]); }
+}
 
 // The workgroup's tile (row tile, column tile) from a grid folded into y past the per-dimension limit
 // (kernels::groups_1d); rows vary fastest so neighbouring workgroups share the gathered column tile.
@@ -75,6 +82,20 @@ fn tile_of(wid: vec3<u32>, nwg: vec3<u32>, row_tiles: u32, col_tiles: u32) -> ve
     let t = wid.y * nwg.x + wid.x;
     if t >= row_tiles * col_tiles { return vec2<u32>(0xffffffffu, 0u); }
     return vec2<u32>(t % row_tiles, t / row_tiles);
+}
+
+// v as (v / per, r / inner, r % inner, r) with r = v % per: a flat index split into its outer index and
+// the row and column inside it, each division done once.
+fn split3(v: u32, per: u32, inner: u32) -> vec4<u32> {
+    let hi = v / per;
+    let r = v - hi * per;
+    let a = r / inner;
+    return vec4<u32>(hi, a, r - a * inner, r);
+}
+
+// (iy, ix) lies in the zero padding or past the edges of an hh x ww plane.
+fn outside(iy: i32, ix: i32, hh: u32, ww: u32) -> bool {
+    return iy < 0 || ix < 0 || iy >= i32(hh) || ix >= i32(ww);
 }
 
 // Spatial position of a pixel column: image base offset (0xffffffff past the end), and the top-left
@@ -89,39 +110,35 @@ struct Pix {
 // conv2d_fwd: y [n, co, ho, wo] = conv(x [n, ci, h, w], w [co, ci, k, k]).
 // GEMM rows: co; columns: pixels (n, oh, ow) flattened; depth: (ci, kh, kw), w's own layout.
 
-@group(0) @binding(0) var<uniform> fp: ConvParams;
 @group(0) @binding(1) var<storage, read> fx: array<f32>;
 @group(0) @binding(2) var<storage, read> fw: array<f32>;
 @group(0) @binding(3) var<storage, read_write> fy: array<f32>;
 
 // Pixel `pix` of y: x's image base and the window's top-left corner.
 fn fwd_pixel(pix: u32) -> Pix {
-    let howo = fp.ho * fp.wo;
-    if pix >= fp.n * howo { return Pix(0xffffffffu, 0, 0); }
-    let img = pix / howo;
-    let q = pix - img * howo;
-    let oh = q / fp.wo;
-    let ow = q - oh * fp.wo;
-    return Pix(img * fp.ci * fp.h * fp.w, i32(oh * fp.stride) - i32(fp.pad), i32(ow * fp.stride) - i32(fp.pad));
+    let howo = cv.ho * cv.wo;
+    if pix >= cv.n * howo { return Pix(0xffffffffu, 0, 0); }
+    let d = split3(pix, howo, cv.wo);  // (img, oh, ow)
+    return Pix(d.x * cv.ci * cv.h * cv.w, i32(d.y * cv.stride) - i32(cv.pad), i32(d.z * cv.stride) - i32(cv.pad));
 }
 
 // x at tap (ci, kh, kw) of pixel px, 0 in the padding and past the ends.
 fn fwd_gather(px: Pix, cbase: u32, kh: u32, kw: u32, ok: bool) -> f32 {
     let iy = px.y0 + i32(kh);
     let ix = px.x0 + i32(kw);
-    if !ok || px.base == 0xffffffffu || iy < 0 || ix < 0 || iy >= i32(fp.h) || ix >= i32(fp.w) { return 0.0; }
-    return fx[px.base + cbase + u32(iy) * fp.w + u32(ix)];
+    if !ok || px.base == 0xffffffffu || outside(iy, ix, cv.h, cv.w) { return 0.0; }
+    return fx[px.base + cbase + u32(iy) * cv.w + u32(ix)];
 }
 
 @compute @workgroup_size(16, 16)
 fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let tile = tile_of(wid, nwg, fp.row_tiles, fp.col_tiles);
+    let tile = tile_of(wid, nwg, cv.row_tiles, cv.col_tiles);
     if tile.x == 0xffffffffu { return; }
     let m0 = tile.x * TM;
     let n0 = tile.y * TN;
-    let kk2 = fp.k * fp.k;
-    let depth = fp.ci * kk2;
+    let kk2 = cv.k * cv.k;
+    let depth = cv.ci * kk2;
     // Loads: this thread fills depth row kq of both tiles, at rows/columns r + 16t (t = 0..3).
     let kq = lid % TK;
     let r = lid / TK;
@@ -134,36 +151,32 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     for (var k0 = 0u; k0 < depth; k0 += TK) {
         let kk = k0 + kq;
         let ok = kk < depth;
-        let c = kk / kk2;
-        let t = kk - c * kk2;
-        let kh = t / fp.k;
-        let kw = t - kh * fp.k;
-        let cbase = c * fp.h * fp.w;
+        let d = split3(kk, kk2, cv.k);  // (c, kh, kw)
+        let kh = d.y;
+        let kw = d.z;
+        let cbase = d.x * cv.h * cv.w;
         for (var q = 0u; q < 4u; q++) {
             let i = r + 16u * q;
             var v = 0.0;
-            if ok && m0 + i < fp.co { v = fw[(m0 + i) * depth + kk]; }
+            if ok && m0 + i < cv.co { v = fw[(m0 + i) * depth + kk]; }
             put_a(kq, i, v);
         }
-        put_b(kq, r, fwd_gather(px0, cbase, kh, kw, ok));
-        put_b(kq, r + 16u, fwd_gather(px1, cbase, kh, kw, ok));
-        put_b(kq, r + 32u, fwd_gather(px2, cbase, kh, kw, ok));
-        put_b(kq, r + 48u, fwd_gather(px3, cbase, kh, kw, ok));
+        put_b4(kq, r, vec4<f32>(fwd_gather(px0, cbase, kh, kw, ok), fwd_gather(px1, cbase, kh, kw, ok),
+                                fwd_gather(px2, cbase, kh, kw, ok), fwd_gather(px3, cbase, kh, kw, ok)));
         workgroupBarrier();
         acc = multiply_tiles(acc, lid3.x, lid3.y);
         workgroupBarrier();
     }
 
-    let howo = fp.ho * fp.wo;
+    let howo = cv.ho * cv.wo;
     for (var j = 0u; j < 4u; j++) {
         let pix = n0 + 4u * lid3.x + j;
-        if pix >= fp.n * howo { break; }
-        let img = pix / howo;
-        let q = pix - img * howo;
+        if pix >= cv.n * howo { break; }
+        let d = split3(pix, howo, 1u);  // (img, .., .., pixel in image)
         for (var i = 0u; i < 4u; i++) {
             let ch = m0 + 4u * lid3.y + i;
-            if ch >= fp.co { break; }
-            fy[(img * fp.co + ch) * howo + q] = acc_row(acc, i)[j];
+            if ch >= cv.co { break; }
+            fy[(d.x * cv.co + ch) * howo + d.w] = acc_row(acc, i)[j];
         }
     }
 }
@@ -174,85 +187,80 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 // for iw); the taps that reach them: kh = rh + s*th, th < th_n; then oh = qh - th.
 // GEMM rows: ci; columns: the phase's pixels (n, qh, qw) flattened; depth: (co, th, tw).
 
-@group(0) @binding(0) var<uniform> bp: ConvParams;
 @group(0) @binding(1) var<storage, read> bdy: array<f32>;
 @group(0) @binding(2) var<storage, read> bw: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bdx: array<f32>;
 
 // One stride phase along one axis of extent `len`: first q, number of q, number of taps.
 fn phase_axis(len: u32, rem: u32) -> vec3<u32> {
-    let s = bp.stride;
+    let s = cv.stride;
     // ceil((pad - rem) / s) when pad > rem, else 0; rem < s, so nothing below underflows.
-    let lo = (bp.pad + s - 1u - rem) / s;
-    let hi = (len + bp.pad + s - 1u - rem) / s;
-    let taps = (bp.k + s - 1u - rem) / s;
+    let lo = (cv.pad + s - 1u - rem) / s;
+    let hi = (len + cv.pad + s - 1u - rem) / s;
+    let taps = (cv.k + s - 1u - rem) / s;
     return vec3<u32>(lo, select(0u, hi - lo, hi > lo), taps);
 }
 
 // Pixel `pix` of the phase: dy's image base, and (qh, qw) as the window's origin (oh = qh - th).
 fn bwd_pixel(pix: u32, ah: vec3<u32>, aw: vec3<u32>) -> Pix {
     let per = ah.y * aw.y;
-    if pix >= bp.n * per { return Pix(0xffffffffu, 0, 0); }
-    let img = pix / per;
-    let q = pix - img * per;
-    let a = q / aw.y;
-    let b = q - a * aw.y;
-    return Pix(img * bp.co * bp.ho * bp.wo, i32(ah.x + a), i32(aw.x + b));
+    if pix >= cv.n * per { return Pix(0xffffffffu, 0, 0); }
+    let d = split3(pix, per, aw.y);  // (img, qh - qh_lo, qw - qw_lo)
+    return Pix(d.x * cv.co * cv.ho * cv.wo, i32(ah.x + d.y), i32(aw.x + d.z));
 }
 
 fn bwd_gather(px: Pix, cbase: u32, th: u32, tw: u32, ok: bool) -> f32 {
     let oy = px.y0 - i32(th);
     let ox = px.x0 - i32(tw);
-    if !ok || px.base == 0xffffffffu || oy < 0 || ox < 0 || oy >= i32(bp.ho) || ox >= i32(bp.wo) { return 0.0; }
-    return bdy[px.base + cbase + u32(oy) * bp.wo + u32(ox)];
+    if !ok || px.base == 0xffffffffu || outside(oy, ox, cv.ho, cv.wo) { return 0.0; }
+    return bdy[px.base + cbase + u32(oy) * cv.wo + u32(ox)];
 }
 
 @compute @workgroup_size(16, 16)
 fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let tile = tile_of(wid, nwg, bp.row_tiles, bp.col_tiles);
+    let tile = tile_of(wid, nwg, cv.row_tiles, cv.col_tiles);
     if tile.x == 0xffffffffu { return; }
-    let s = bp.stride;
+    let s = cv.stride;
     let rh = wid.z / s;
     let rw = wid.z - rh * s;
-    let ah = phase_axis(bp.h, rh);
-    let aw = phase_axis(bp.w, rw);
-    let npix = bp.n * ah.y * aw.y;
+    let ah = phase_axis(cv.h, rh);
+    let aw = phase_axis(cv.w, rw);
+    let npix = cv.n * ah.y * aw.y;
     let m0 = tile.x * TM;
     let n0 = tile.y * TN;
     // Every workgroup of this z takes the same branch.
     if n0 >= npix { return; }
     let taps = ah.z * aw.z;
-    let depth = bp.co * taps;
+    let depth = cv.co * taps;
     let kq = lid % TK;
     let r = lid / TK;
     let px0 = bwd_pixel(n0 + r, ah, aw);
     let px1 = bwd_pixel(n0 + r + 16u, ah, aw);
     let px2 = bwd_pixel(n0 + r + 32u, ah, aw);
     let px3 = bwd_pixel(n0 + r + 48u, ah, aw);
-    let hw_o = bp.ho * bp.wo;
+    let hw_o = cv.ho * cv.wo;
 
     var acc = Acc();
     for (var k0 = 0u; k0 < depth; k0 += TK) {
         let kk = k0 + kq;
         let ok = kk < depth;
-        let c = kk / max(taps, 1u);
-        let t = kk - c * taps;
-        let th = t / max(aw.z, 1u);
-        let tw = t - th * aw.z;
+        // max(.., 1): a phase without taps has depth 0 and never gets here.
+        let d = split3(kk, max(taps, 1u), max(aw.z, 1u));  // (c, th, tw)
+        let c = d.x;
+        let th = d.y;
+        let tw = d.z;
         // w[c, ci, rh + s*th, rw + s*tw] for ci = m0 + i: consecutive ci are k*k apart.
-        let wtap = (c * bp.ci * bp.k + rh + s * th) * bp.k + rw + s * tw;
+        let wtap = (c * cv.ci * cv.k + rh + s * th) * cv.k + rw + s * tw;
         for (var q = 0u; q < 4u; q++) {
             let i = r + 16u * q;
             var v = 0.0;
-            if ok && m0 + i < bp.ci { v = bw[wtap + (m0 + i) * bp.k * bp.k]; }
+            if ok && m0 + i < cv.ci { v = bw[wtap + (m0 + i) * cv.k * cv.k]; }
             put_a(kq, i, v);
         }
         let cbase = c * hw_o;
-        put_b(kq, r, bwd_gather(px0, cbase, th, tw, ok));
-        put_b(kq, r + 16u, bwd_gather(px1, cbase, th, tw, ok));
-        put_b(kq, r + 32u, bwd_gather(px2, cbase, th, tw, ok));
-        put_b(kq, r + 48u, bwd_gather(px3, cbase, th, tw, ok));
+        put_b4(kq, r, vec4<f32>(bwd_gather(px0, cbase, th, tw, ok), bwd_gather(px1, cbase, th, tw, ok),
+                                bwd_gather(px2, cbase, th, tw, ok), bwd_gather(px3, cbase, th, tw, ok)));
         workgroupBarrier();
         acc = multiply_tiles(acc, lid3.x, lid3.y);
         workgroupBarrier();
@@ -260,21 +268,18 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
 
     // A phase without taps (stride > k) gets no terms: its pixels are written as 0.
     let per = ah.y * aw.y;
-    let hw = bp.h * bp.w;
+    let hw = cv.h * cv.w;
     for (var j = 0u; j < 4u; j++) {
         let pix = n0 + 4u * lid3.x + j;
         if pix >= npix { break; }
-        let img = pix / per;
-        let q = pix - img * per;
-        let a = q / aw.y;
-        let b = q - a * aw.y;
-        let iy = (ah.x + a) * s + rh - bp.pad;
-        let ix = (aw.x + b) * s + rw - bp.pad;
-        let at = iy * bp.w + ix;
+        let d = split3(pix, per, aw.y);
+        let iy = (ah.x + d.y) * s + rh - cv.pad;
+        let ix = (aw.x + d.z) * s + rw - cv.pad;
+        let at = iy * cv.w + ix;
         for (var i = 0u; i < 4u; i++) {
             let ch = m0 + 4u * lid3.y + i;
-            if ch >= bp.ci { break; }
-            bdx[(img * bp.ci + ch) * hw + at] = acc_row(acc, i)[j];
+            if ch >= cv.ci { break; }
+            bdx[(d.x * cv.ci + ch) * hw + at] = acc_row(acc, i)[j];
         }
     }
 }
@@ -284,7 +289,6 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
 // dy[n, co, oh, ow] * x[n, ci, oh*s - pad + kh, ow*s - pad + kw].
 // GEMM rows: co; columns: taps (ci, kh, kw), w's layout; depth: pixels (n, oh, ow) of the split.
 
-@group(0) @binding(0) var<uniform> wp: ConvParams;
 @group(0) @binding(1) var<storage, read> wx: array<f32>;
 @group(0) @binding(2) var<storage, read> wdy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> wpart: array<f32>;
@@ -292,31 +296,29 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
 // Tap column `col`: offset of its channel plane in an image of x, and (kh, kw); base 0xffffffff past
 // the end.
 fn tap_of(col: u32) -> Pix {
-    let kk2 = wp.k * wp.k;
-    if col >= wp.ci * kk2 { return Pix(0xffffffffu, 0, 0); }
-    let c = col / kk2;
-    let t = col - c * kk2;
-    let kh = t / wp.k;
-    return Pix(c * wp.h * wp.w, i32(kh), i32(t - kh * wp.k));
+    let kk2 = cv.k * cv.k;
+    if col >= cv.ci * kk2 { return Pix(0xffffffffu, 0, 0); }
+    let d = split3(col, kk2, cv.k);  // (c, kh, kw)
+    return Pix(d.x * cv.h * cv.w, i32(d.y), i32(d.z));
 }
 
 fn wgt_gather(tap: Pix, xbase: u32, y0: i32, x0: i32, ok: bool) -> f32 {
     let iy = y0 + tap.y0;
     let ix = x0 + tap.x0;
-    if !ok || tap.base == 0xffffffffu || iy < 0 || ix < 0 || iy >= i32(wp.h) || ix >= i32(wp.w) { return 0.0; }
-    return wx[xbase + tap.base + u32(iy) * wp.w + u32(ix)];
+    if !ok || tap.base == 0xffffffffu || outside(iy, ix, cv.h, cv.w) { return 0.0; }
+    return wx[xbase + tap.base + u32(iy) * cv.w + u32(ix)];
 }
 
 @compute @workgroup_size(16, 16)
 fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let tile = tile_of(wid, nwg, wp.row_tiles, wp.col_tiles);
+    let tile = tile_of(wid, nwg, cv.row_tiles, cv.col_tiles);
     if tile.x == 0xffffffffu { return; }
     let m0 = tile.x * TM;
     let n0 = tile.y * TN;
-    let howo = wp.ho * wp.wo;
-    let first = wid.z * wp.imgs_per_split;
-    let last = min(first + wp.imgs_per_split, wp.n);
+    let howo = cv.ho * cv.wo;
+    let first = wid.z * cv.imgs_per_split;
+    let last = min(first + cv.imgs_per_split, cv.n);
     let kend = select(0u, last * howo, last > first);
     let kq = lid % TK;
     let r = lid / TK;
@@ -324,41 +326,39 @@ fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let tap1 = tap_of(n0 + r + 16u);
     let tap2 = tap_of(n0 + r + 32u);
     let tap3 = tap_of(n0 + r + 48u);
-    let chw = wp.ci * wp.h * wp.w;
+    let chw = cv.ci * cv.h * cv.w;
 
     var acc = Acc();
     for (var k0 = first * howo; k0 < kend; k0 += TK) {
         let pix = k0 + kq;
         let ok = pix < kend;
-        let img = pix / howo;
-        let q = pix - img * howo;
-        let oh = q / wp.wo;
-        let ow = q - oh * wp.wo;
+        let d = split3(pix, howo, cv.wo);  // (img, oh, ow, pixel in image)
+        let img = d.x;
+        let oh = d.y;
+        let ow = d.z;
         // dy[img, co, oh, ow] for co = m0 + i: consecutive co are ho*wo apart.
-        let dyat = img * wp.co * howo + q;
+        let dyat = img * cv.co * howo + d.w;
         for (var t = 0u; t < 4u; t++) {
             let i = r + 16u * t;
             var v = 0.0;
-            if ok && m0 + i < wp.co { v = wdy[dyat + (m0 + i) * howo]; }
+            if ok && m0 + i < cv.co { v = wdy[dyat + (m0 + i) * howo]; }
             put_a(kq, i, v);
         }
         let xbase = img * chw;
-        let y0 = i32(oh * wp.stride) - i32(wp.pad);
-        let x0 = i32(ow * wp.stride) - i32(wp.pad);
-        put_b(kq, r, wgt_gather(tap0, xbase, y0, x0, ok));
-        put_b(kq, r + 16u, wgt_gather(tap1, xbase, y0, x0, ok));
-        put_b(kq, r + 32u, wgt_gather(tap2, xbase, y0, x0, ok));
-        put_b(kq, r + 48u, wgt_gather(tap3, xbase, y0, x0, ok));
+        let y0 = i32(oh * cv.stride) - i32(cv.pad);
+        let x0 = i32(ow * cv.stride) - i32(cv.pad);
+        put_b4(kq, r, vec4<f32>(wgt_gather(tap0, xbase, y0, x0, ok), wgt_gather(tap1, xbase, y0, x0, ok),
+                                wgt_gather(tap2, xbase, y0, x0, ok), wgt_gather(tap3, xbase, y0, x0, ok)));
         workgroupBarrier();
         acc = multiply_tiles(acc, lid3.x, lid3.y);
         workgroupBarrier();
     }
 
-    let cols = wp.ci * wp.k * wp.k;
-    let zbase = wid.z * wp.co * cols;
+    let cols = cv.ci * cv.k * cv.k;
+    let zbase = wid.z * cv.co * cols;
     for (var i = 0u; i < 4u; i++) {
         let ch = m0 + 4u * lid3.y + i;
-        if ch >= wp.co { break; }
+        if ch >= cv.co { break; }
         for (var j = 0u; j < 4u; j++) {
             let col = n0 + 4u * lid3.x + j;
             if col >= cols { break; }
