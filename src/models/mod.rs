@@ -87,6 +87,21 @@ pub fn check_values(op: &'static str, what: impl FnOnce() -> String, n: Option<u
     }
 }
 
+/// A positive `--batch`, `--steps` and `--lr` (finite): the checks every optimizer-driven run shares.
+pub fn check_batch_steps_lr(op: &'static str, batch: usize, steps: u32, lr: f32) -> Result<()> {
+    let err = |m: String| Err(Error::invalid(op, m));
+    if batch == 0 {
+        return err(format!("--batch must be a positive integer, got {batch}"));
+    }
+    if steps == 0 {
+        return err(format!("--steps must be a positive integer, got {steps}"));
+    }
+    if !(lr.is_finite() && lr > 0.0) {
+        return err(format!("--lr must be a positive number, got {lr}"));
+    }
+    Ok(())
+}
+
 /// `--clip` (the global gradient norm's ceiling) must be 0 (off) or positive and finite.
 pub fn check_clip(op: &'static str, clip: f32) -> Result<()> {
     if clip == 0.0 || (clip.is_finite() && clip > 0.0) {

@@ -43,15 +43,7 @@ impl TrainSettings {
     /// Positive sizes and rates in range.
     pub fn validate(&self) -> Result<()> {
         let err = |m: String| Err(Error::invalid("diffusion train", m));
-        if self.batch == 0 {
-            return err(format!("--batch must be a positive integer, got {}", self.batch));
-        }
-        if self.steps == 0 {
-            return err(format!("--steps must be a positive integer, got {}", self.steps));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return err(format!("--lr must be a positive number, got {}", self.lr));
-        }
+        crate::models::check_batch_steps_lr("diffusion train", self.batch, self.steps, self.lr)?;
         if !(0.0..1.0).contains(&self.ema) {
             return err(format!("--ema must be in [0, 1), got {}", self.ema));
         }
