@@ -21,6 +21,12 @@ pub fn config_json<T: Serialize>(cfg: &T) -> Value {
     serde_json::from_str(&text).expect("serde_json reads what it writes")
 }
 
+/// A run's config (config.json and the checkpoint's): the model's and the training settings' JSON and
+/// the data it learns.
+pub fn run_config(model: Value, train: Value, data: &str) -> Value {
+    serde_json::json!({"model": model, "train": train, "data": data})
+}
+
 /// Largest whole number a stored config may hold: every size tigel builds (a layer count, a width, a
 /// dimension) fits in 32 bits, and products of two such numbers cannot overflow a `usize`.
 pub const CONFIG_MAX_INT: u64 = u32::MAX as u64;

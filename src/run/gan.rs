@@ -140,7 +140,7 @@ impl Regime for GanRun<'_> {
     }
 
     fn config(&self) -> Value {
-        super::config_json(self.trainer.model.cfg.to_json(), self.trainer.settings.to_json(), self.data.as_str())
+        crate::models::run_config(self.trainer.model.cfg.to_json(), self.trainer.settings.to_json(), self.data.as_str())
     }
 
     fn done(&self, fin: &Finished, checkpoint: &Path) -> String {

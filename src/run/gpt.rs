@@ -163,7 +163,7 @@ impl Regime for GptRun<'_> {
     }
 
     fn config(&self) -> Value {
-        let mut v = super::config_json(
+        let mut v = crate::models::run_config(
             self.trainer.model.cfg.to_json(),
             self.trainer.settings.to_json(),
             self.corpus.name.as_str(),

@@ -140,12 +140,6 @@ impl Finished {
     }
 }
 
-/// The config.json of a run (and the checkpoint's config): the model's and the training settings' JSON
-/// and the data the run learns.
-pub fn config_json(model: Value, train: Value, data: impl Into<Value>) -> Value {
-    json!({"model": model, "train": train, "data": data.into()})
-}
-
 /// What [`train`] returns: the timing, the closing line and the results.
 #[derive(Clone, Debug)]
 pub struct Outcome {

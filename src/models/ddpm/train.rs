@@ -216,7 +216,7 @@ impl DiffusionTrainer {
 
     /// Saves everything needed to sample, evaluate or resume, atomically.
     pub fn save(&self, dev: &Device, path: &std::path::Path, data: &str) -> Result<()> {
-        let mut config = json!({"model": self.model.cfg.to_json(), "train": self.settings.to_json(), "data": data});
+        let mut config = crate::models::run_config(self.model.cfg.to_json(), self.settings.to_json(), data);
         if let (Some(r), true) = (self.model.x0_range, self.model.cfg.sample_shape.len() == 1) {
             config["x0_range"] = json!(r);
         }

@@ -130,7 +130,7 @@ impl GptTrainer {
 
     /// Saves everything needed to sample, evaluate or resume, atomically.
     pub fn save(&self, dev: &Device, path: &std::path::Path, data: &str) -> Result<()> {
-        let config = json!({"model": self.model.cfg.to_json(), "train": self.settings.to_json(), "data": data});
+        let config = crate::models::run_config(self.model.cfg.to_json(), self.settings.to_json(), data);
         self.trainer.save(dev, path, KIND, config, json!({"seed": self.settings.seed}))
     }
 }
