@@ -21,6 +21,12 @@ pub fn config_json<T: Serialize>(cfg: &T) -> Value {
     serde_json::from_str(&text).expect("serde_json reads what it writes")
 }
 
+/// A run's config (config.json and the checkpoint's): the model's and the training settings' JSON and
+/// the data it learns.
+pub fn run_config(model: Value, train: Value, data: &str) -> Value {
+    serde_json::json!({"model": model, "train": train, "data": data})
+}
+
 /// Largest whole number a stored config may hold: every size tigel builds (a layer count, a width, a
 /// dimension) fits in 32 bits, and products of two such numbers cannot overflow a `usize`.
 pub const CONFIG_MAX_INT: u64 = u32::MAX as u64;
@@ -85,6 +91,21 @@ pub fn check_values(op: &'static str, what: impl FnOnce() -> String, n: Option<u
         Some(n) => Err(Error::invalid(op, format!("{}: {n} values, over the {MAX_VALUES} (2^31) supported", what()))),
         None => Err(Error::invalid(op, format!("{}: more values than 64 bits count", what()))),
     }
+}
+
+/// A positive `--batch`, `--steps` and `--lr` (finite): the checks every optimizer-driven run shares.
+pub fn check_batch_steps_lr(op: &'static str, batch: usize, steps: u32, lr: f32) -> Result<()> {
+    let err = |m: String| Err(Error::invalid(op, m));
+    if batch == 0 {
+        return err(format!("--batch must be a positive integer, got {batch}"));
+    }
+    if steps == 0 {
+        return err(format!("--steps must be a positive integer, got {steps}"));
+    }
+    if !(lr.is_finite() && lr > 0.0) {
+        return err(format!("--lr must be a positive number, got {lr}"));
+    }
+    Ok(())
 }
 
 /// `--clip` (the global gradient norm's ceiling) must be 0 (off) or positive and finite.

@@ -147,6 +147,22 @@ fn rank4_f32(op: &'static str, name: &str, t: &Tensor, ctx: &str) -> Result<()> 
     Ok(())
 }
 
+/// The checks both weight gradients share (rank-4 f32 x and dy of one batch, valid options, k >= 1);
+/// returns the context that error messages end with.
+fn check_backward_weight(op: &'static str, x: &Tensor, dy: &Tensor, k: usize, opts: Conv2d) -> Result<String> {
+    let ctx = format!("x {:?}, dy {:?}, k {k}, stride {}, padding {}", x.shape, dy.shape, opts.stride, opts.padding);
+    rank4_f32(op, "x", x, &ctx)?;
+    rank4_f32(op, "dy", dy, &ctx)?;
+    check_opts(op, opts, &ctx)?;
+    if x.shape[0] != dy.shape[0] {
+        return Err(Error::invalid(op, format!("x and dy have different batch sizes ({ctx})")));
+    }
+    if k == 0 {
+        return Err(Error::invalid(op, format!("the kernel size must be at least 1 ({ctx})")));
+    }
+    Ok(ctx)
+}
+
 fn check_opts(op: &'static str, opts: Conv2d, ctx: &str) -> Result<()> {
     if opts.stride == 0 {
         return Err(Error::invalid(op, format!("stride must be at least 1 ({ctx})")));
@@ -292,16 +308,7 @@ pub fn conv2d_backward_input(
 /// dw of y = conv2d(x, w) for a k x k kernel: x [N, Cin, H, W], dy [N, Cout, Ho, Wo] -> [Cout, Cin, K, K].
 pub fn conv2d_backward_weight(dev: &Device, x: &Tensor, dy: &Tensor, k: usize, opts: Conv2d) -> Result<Tensor> {
     const OP: &str = "conv2d_backward_weight";
-    let ctx = format!("x {:?}, dy {:?}, k {k}, stride {}, padding {}", x.shape, dy.shape, opts.stride, opts.padding);
-    rank4_f32(OP, "x", x, &ctx)?;
-    rank4_f32(OP, "dy", dy, &ctx)?;
-    check_opts(OP, opts, &ctx)?;
-    if x.shape[0] != dy.shape[0] {
-        return Err(Error::invalid(OP, format!("x and dy have different batch sizes ({ctx})")));
-    }
-    if k == 0 {
-        return Err(Error::invalid(OP, format!("the kernel size must be at least 1 ({ctx})")));
-    }
+    let ctx = check_backward_weight(OP, x, dy, k, opts)?;
     let out = match (conv2d_out_len(x.shape[2], k, opts), conv2d_out_len(x.shape[3], k, opts)) {
         (Some(a), Some(b)) => (a, b),
         _ => return Err(too_small(OP, x.shape[2], x.shape[3], k, opts, &ctx)),
@@ -420,16 +427,7 @@ pub fn conv_transpose2d_backward_weight(
     opts: Conv2d,
 ) -> Result<Tensor> {
     const OP: &str = "conv_transpose2d_backward_weight";
-    let ctx = format!("x {:?}, dy {:?}, k {k}, stride {}, padding {}", x.shape, dy.shape, opts.stride, opts.padding);
-    rank4_f32(OP, "x", x, &ctx)?;
-    rank4_f32(OP, "dy", dy, &ctx)?;
-    check_opts(OP, opts, &ctx)?;
-    if x.shape[0] != dy.shape[0] {
-        return Err(Error::invalid(OP, format!("x and dy have different batch sizes ({ctx})")));
-    }
-    if k == 0 {
-        return Err(Error::invalid(OP, format!("the kernel size must be at least 1 ({ctx})")));
-    }
+    let ctx = check_backward_weight(OP, x, dy, k, opts)?;
     // dy's extent must be one that x's extent gives for some output_padding < stride.
     let fits = |len: usize, out: usize| conv2d_out_len(out, k, opts) == Some(len);
     if !fits(x.shape[2], dy.shape[2]) || !fits(x.shape[3], dy.shape[3]) {

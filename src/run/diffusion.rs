@@ -165,18 +165,11 @@ impl Regime for DiffusionRun {
     }
 
     fn config(&self) -> Value {
-        json!({"model": self.trainer.model.cfg.to_json(), "train": self.trainer.settings.to_json(),
-               "data": self.data})
+        crate::models::run_config(self.trainer.model.cfg.to_json(), self.trainer.settings.to_json(), self.data.as_str())
     }
 
     fn done(&self, fin: &Finished, checkpoint: &Path) -> String {
-        format!(
-            "done: {} steps in {:.0} s ({:.1} steps/s); checkpoint {}",
-            fin.steps,
-            fin.elapsed_s,
-            fin.steps as f64 / fin.elapsed_s,
-            checkpoint.display()
-        )
+        fin.done_line(&format!(" ({:.1} steps/s)", fin.steps as f64 / fin.elapsed_s), checkpoint)
     }
 
     fn summary(&self, dev: &Device, fin: &Finished) -> Value {

@@ -140,19 +140,12 @@ impl Regime for GanRun<'_> {
     }
 
     fn config(&self) -> Value {
-        json!({"model": self.trainer.model.cfg.to_json(), "train": self.trainer.settings.to_json(),
-               "data": self.data})
+        crate::models::run_config(self.trainer.model.cfg.to_json(), self.trainer.settings.to_json(), self.data.as_str())
     }
 
     fn done(&self, fin: &Finished, checkpoint: &Path) -> String {
-        format!(
-            "done: {} steps in {:.0} s ({:.0} s training, {:.1} steps/s); checkpoint {}",
-            fin.steps,
-            fin.elapsed_s,
-            fin.train_s,
-            fin.steps as f64 / fin.train_s,
-            checkpoint.display()
-        )
+        let detail = format!(" ({:.0} s training, {:.1} steps/s)", fin.train_s, fin.steps as f64 / fin.train_s);
+        fin.done_line(&detail, checkpoint)
     }
 
     fn summary(&self, dev: &Device, fin: &Finished) -> Value {

@@ -163,20 +163,23 @@ impl Regime for GptRun<'_> {
     }
 
     fn config(&self) -> Value {
-        json!({"model": self.trainer.model.cfg.to_json(), "train": self.trainer.settings.to_json(),
-               "data": self.corpus.name, "data_bytes": self.corpus.len()})
+        let mut v = crate::models::run_config(
+            self.trainer.model.cfg.to_json(),
+            self.trainer.settings.to_json(),
+            self.corpus.name.as_str(),
+        );
+        v["data_bytes"] = self.corpus.len().into();
+        v
     }
 
     fn done(&self, fin: &Finished, checkpoint: &Path) -> String {
-        format!(
-            "done: {} steps in {:.0} s ({:.0} s training), {:.1}k tokens/s; held-out {:.3} bits/char; checkpoint {}",
-            fin.steps,
-            fin.elapsed_s,
+        let detail = format!(
+            " ({:.0} s training), {:.1}k tokens/s; held-out {:.3} bits/char",
             fin.train_s,
             self.tokens_per_s(fin.steps, fin.train_s) / 1e3,
-            self.last_val,
-            checkpoint.display()
-        )
+            self.last_val
+        );
+        fin.done_line(&detail, checkpoint)
     }
 
     fn summary(&self, dev: &Device, fin: &Finished) -> Value {

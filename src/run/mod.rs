@@ -132,6 +132,14 @@ pub struct Finished {
     pub train_s: f64,
 }
 
+impl Finished {
+    /// The closing line every regime prints: "done: N steps in E s{detail}; checkpoint PATH", where
+    /// `detail` is the regime's own figures (rates, scores).
+    pub fn done_line(&self, detail: &str, checkpoint: &Path) -> String {
+        format!("done: {} steps in {:.0} s{detail}; checkpoint {}", self.steps, self.elapsed_s, checkpoint.display())
+    }
+}
+
 /// What [`train`] returns: the timing, the closing line and the results.
 #[derive(Clone, Debug)]
 pub struct Outcome {

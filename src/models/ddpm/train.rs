@@ -43,15 +43,7 @@ impl TrainSettings {
     /// Positive sizes and rates in range.
     pub fn validate(&self) -> Result<()> {
         let err = |m: String| Err(Error::invalid("diffusion train", m));
-        if self.batch == 0 {
-            return err(format!("--batch must be a positive integer, got {}", self.batch));
-        }
-        if self.steps == 0 {
-            return err(format!("--steps must be a positive integer, got {}", self.steps));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return err(format!("--lr must be a positive number, got {}", self.lr));
-        }
+        crate::models::check_batch_steps_lr("diffusion train", self.batch, self.steps, self.lr)?;
         if !(0.0..1.0).contains(&self.ema) {
             return err(format!("--ema must be in [0, 1), got {}", self.ema));
         }
@@ -224,7 +216,7 @@ impl DiffusionTrainer {
 
     /// Saves everything needed to sample, evaluate or resume, atomically.
     pub fn save(&self, dev: &Device, path: &std::path::Path, data: &str) -> Result<()> {
-        let mut config = json!({"model": self.model.cfg.to_json(), "train": self.settings.to_json(), "data": data});
+        let mut config = crate::models::run_config(self.model.cfg.to_json(), self.settings.to_json(), data);
         if let (Some(r), true) = (self.model.x0_range, self.model.cfg.sample_shape.len() == 1) {
             config["x0_range"] = json!(r);
         }

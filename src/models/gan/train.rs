@@ -277,8 +277,8 @@ impl GanTrainer {
     /// Saves everything needed to sample, evaluate or resume, atomically; refuses (leaving `path` as it
     /// was) when a tensor holds a non-finite value.
     pub fn save(&self, dev: &Device, path: &std::path::Path, data: &str) -> Result<()> {
-        let config = json!({"model": self.model.cfg.to_json(), "train": self.settings.to_json(), "data": data,
-                            "image_shape": if self.model.cfg.is_image() { json!(self.model.cfg.data_shape) } else { Value::Null }});
+        let mut config = crate::models::run_config(self.model.cfg.to_json(), self.settings.to_json(), data);
+        config["image_shape"] = if self.model.cfg.is_image() { json!(self.model.cfg.data_shape) } else { Value::Null };
         let mut ck = Checkpoint::new(KIND, config);
         ck.step = self.g.optimizer().current_step(dev)? as u64;
         ck.rng = json!({"seed": self.settings.seed});

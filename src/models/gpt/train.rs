@@ -39,16 +39,7 @@ pub struct TrainSettings {
 impl TrainSettings {
     /// A positive batch, step count and learning rate.
     pub fn validate(&self) -> Result<()> {
-        let err = |m: String| Err(Error::invalid("gpt train", m));
-        if self.batch == 0 {
-            return err(format!("--batch must be a positive integer, got {}", self.batch));
-        }
-        if self.steps == 0 {
-            return err(format!("--steps must be a positive integer, got {}", self.steps));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return err(format!("--lr must be a positive number, got {}", self.lr));
-        }
+        crate::models::check_batch_steps_lr("gpt train", self.batch, self.steps, self.lr)?;
         crate::models::check_clip("gpt train", self.clip)?;
         Ok(())
     }
@@ -139,7 +130,7 @@ impl GptTrainer {
 
     /// Saves everything needed to sample, evaluate or resume, atomically.
     pub fn save(&self, dev: &Device, path: &std::path::Path, data: &str) -> Result<()> {
-        let config = json!({"model": self.model.cfg.to_json(), "train": self.settings.to_json(), "data": data});
+        let config = crate::models::run_config(self.model.cfg.to_json(), self.settings.to_json(), data);
         self.trainer.save(dev, path, KIND, config, json!({"seed": self.settings.seed}))
     }
 }
