@@ -1,4 +1,6 @@
 //! The command line: bad input gives a clear message and a non-zero exit, never a panic.
+mod common;
+use common::check_run_dir;
 use std::process::Command;
 
 fn tigel(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -83,23 +85,7 @@ fn gpt_train_sample_eval_resume() {
     }
     // metrics.jsonl: a training line every --log-every steps, an evaluation line at each evaluation;
     // the pictures beside it (sample pictures at least 256 pixels wide).
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let steps = |kind: &str| -> Vec<u64> {
-        lines.iter().filter(|l| l["kind"] == kind).map(|l| l["step"].as_u64().unwrap()).collect()
-    };
-    assert_eq!(steps("eval"), [10, 20]);
-    assert_eq!(steps("train"), [5, 10, 15, 20]);
-    assert_eq!(lines.len(), [10, 20].len() + [5, 10, 15, 20].len());
-    for l in &lines {
-        assert!(l["train_s"].as_f64().is_some_and(|t| t > 0.0 && t <= l["elapsed_s"].as_f64().unwrap()), "{l}");
-    }
-    let png = std::fs::read(run.join("loss.png")).unwrap_or_else(|e| panic!("loss.png: {e}"));
-    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
-    assert!(png.starts_with(b"\x89PNG") && width >= 256, "loss.png: {width} pixels wide");
+    let lines = check_run_dir(&run, &[10, 20], &[5, 10, 15, 20], &["loss.png"]);
     assert!(lines.iter().filter(|l| l["kind"] == "train").all(|l| l["lr"].as_f64().is_some_and(|x| x > 0.0)
         && l["tokens_per_s"].as_f64().is_some_and(|x| x > 0.0)
         && l["train_bits_per_char"].as_f64().is_some_and(f64::is_finite)));

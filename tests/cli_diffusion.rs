@@ -1,4 +1,6 @@
 //! `tigel train|sample|eval diffusion` through the binary: tiny models end to end, and the refusals.
+mod common;
+use common::check_run_dir;
 use std::path::Path;
 use std::process::Command;
 
@@ -71,25 +73,7 @@ fn ring8_train_sample_eval_resume() {
     }
     // metrics.jsonl: a training line every --log-every steps, an evaluation line at each evaluation;
     // the pictures beside it (sample pictures at least 256 pixels wide).
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let steps = |kind: &str| -> Vec<u64> {
-        lines.iter().filter(|l| l["kind"] == kind).map(|l| l["step"].as_u64().unwrap()).collect()
-    };
-    assert_eq!(steps("eval"), [50, 100]);
-    assert_eq!(steps("train"), [25, 50, 75, 100]);
-    assert_eq!(lines.len(), [50, 100].len() + [25, 50, 75, 100].len());
-    for l in &lines {
-        assert!(l["train_s"].as_f64().is_some_and(|t| t > 0.0 && t <= l["elapsed_s"].as_f64().unwrap()), "{l}");
-    }
-    for (f, min_width) in [("loss.png", 256), ("samples.png", 256)] {
-        let png = std::fs::read(run.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
-        let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
-        assert!(png.starts_with(b"\x89PNG") && width >= min_width, "{f}: {width} pixels wide");
-    }
+    check_run_dir(&run, &[50, 100], &[25, 50, 75, 100], &["loss.png", "samples.png"]);
 
     // An occupied --out is refused, nothing overwritten.
     let before = std::fs::read(run.join("checkpoint.safetensors")).unwrap();

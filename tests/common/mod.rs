@@ -73,3 +73,30 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
         );
     }
 }
+
+/// Checks a run directory's metrics.jsonl (evaluation lines exactly at `eval` steps, training lines
+/// exactly at `train` steps, nothing else, each with 0 < train_s ≤ elapsed_s) and that each of `pngs` is
+/// a PNG at least 256 pixels wide. Returns the metrics lines for further checks.
+#[track_caller]
+pub fn check_run_dir(run: &std::path::Path, eval: &[u64], train: &[u64], pngs: &[&str]) -> Vec<serde_json::Value> {
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps = |kind: &str| -> Vec<u64> {
+        lines.iter().filter(|l| l["kind"] == kind).map(|l| l["step"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(steps("eval"), eval);
+    assert_eq!(steps("train"), train);
+    assert_eq!(lines.len(), eval.len() + train.len());
+    for l in &lines {
+        assert!(l["train_s"].as_f64().is_some_and(|t| t > 0.0 && t <= l["elapsed_s"].as_f64().unwrap()), "{l}");
+    }
+    for f in pngs {
+        let png = std::fs::read(run.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        assert!(png.starts_with(b"\x89PNG") && width >= 256, "{f}: {width} pixels wide");
+    }
+    lines
+}
