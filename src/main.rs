@@ -57,6 +57,9 @@ enum Cmd {
         #[command(subcommand)]
         what: EvalWhat,
     },
+    /// Writes a checkpoint's weights for PyTorch: safetensors, [out, in] matrices, the EMA weights where
+    /// sampling uses them, the GPT in nanoGPT's names (see docs/checkpoints.md).
+    Export(cmd::export::ExportArgs),
     /// Benchmarks (kernels: GFLOP/s or GB/s per kernel family, validated before timing).
     Bench {
         #[command(subcommand)]
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
         Cmd::Train { what: TrainWhat::Diffusion(a) } => cmd::diffusion::train(cli.backend.as_deref(), a),
         Cmd::Sample { what: SampleWhat::Diffusion(a) } => cmd::diffusion::sample(cli.backend.as_deref(), a),
         Cmd::Eval { what: EvalWhat::Diffusion(a) } => cmd::diffusion::eval(cli.backend.as_deref(), a),
+        Cmd::Export(a) => cmd::export::run(a),
         Cmd::Bench { what: BenchWhat::Soak(a) } => cmd::bench::soak(cli.backend.as_deref(), a),
         Cmd::Bench { what: BenchWhat::Compare { a, b } } => {
             tigel::bench::compare::compare(&a, &b).map(|text| print!("{text}"))

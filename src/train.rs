@@ -214,12 +214,12 @@ impl Trainer {
         &self.plan
     }
 
-    /// Every tensor a checkpoint holds: parameters by name, `optim.*`, `ema.*`.
+    /// Every tensor a checkpoint holds: parameters by name, `optim.*`, `ema.<parameter name>`.
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let mut out: Vec<(String, Tensor)> = self.params.iter().map(|p| (p.name.clone(), p.tensor.clone())).collect();
         out.extend(self.opt.state_tensors().into_iter().map(|(n, t)| (format!("optim.{n}"), t)));
         if let Some(e) = &self.ema {
-            out.extend(e.state_tensors());
+            out.extend(e.state_tensors(&self.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>()));
         }
         out
     }
@@ -247,6 +247,7 @@ impl Trainer {
     /// Restores parameters, optimizer state and step from a checkpoint made by `save` for a model
     /// of the same kind and shape (each tensor is checked; errors name the first that differs).
     pub fn restore(&self, dev: &Device, ck: &Checkpoint) -> Result<()> {
+        let ck = &*ck.with_named_ema("", &self.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>());
         let state = self.state();
         let specs: Vec<(&str, &[usize], crate::tensor::DType)> =
             state.iter().map(|(n, t)| (n.as_str(), &t.shape[..], t.dtype)).collect();

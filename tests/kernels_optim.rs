@@ -528,7 +528,7 @@ fn ema_in_captured_step(dev: &Device, rng: &mut Rng) {
         let want: Vec<f32> = avg.iter().map(|&v| v as f32).collect();
         assert_close(&format!("{} ema step {s}", dev.backend_name()), &read(dev, &ema.tensors()[0]), &want, 1e-5, 1e-5);
     }
-    assert_eq!(ema.state_tensors()[0].0, "ema.0");
+    assert_eq!(ema.state_tensors(&["w"])[0].0, "ema.w");
 }
 
 #[test]

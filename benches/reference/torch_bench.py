@@ -5,6 +5,9 @@ by side.
 
 Usage: torch_bench.py OUT.json [--quick] [--device cuda|cpu] [--no-train]
 
+Without PyTorch, a run by hand (in a terminal, $CI unset) installs it into a virtual environment first
+(`ensure_torch`); CI and benches/gpu-suite.sh never install it.
+
 Cases, names, shapes and FLOP/byte counts are those of src/bench/mod.rs and src/bench/families.rs on a
 hardware GPU (non-quick: "Full"; --quick: "Quick"):
   matmul      "matmul" | "matmul_at" (A stored [K, M]) | "matmul_bt" (B stored [N, K]); shape "MxNxK" or
@@ -30,15 +33,41 @@ this shape (tests/fixtures/torch_schema.json).
 import datetime
 import json
 import math
+import os
 import statistics
+import subprocess
 import sys
 import time
 
-try:
-    import torch
-    import torch.nn.functional as F
-except ImportError:  # the suite script checks this first; say it plainly if run by hand
-    sys.exit("torch_bench.py: PyTorch is not installed (pip install torch)")
+
+def ensure_torch():
+    """Imports torch, else re-runs this script with the Python of a virtual environment that has it:
+    $TIGEL_TORCH_VENV (default ~/.cache/tigel/torch-venv), made and filled with `pip install torch numpy`
+    (about 5 GB) only when run by hand (a terminal, $CI unset). Never installs in CI or from the GPU suite
+    (which checks `import torch` first and skips the reference without it)."""
+    try:
+        import torch  # noqa: F401
+        return
+    except ImportError:
+        pass
+    venv = os.environ.get("TIGEL_TORCH_VENV", os.path.expanduser("~/.cache/tigel/torch-venv"))
+    py = os.path.join(venv, "bin", "python")
+    here = os.path.realpath(sys.prefix) == os.path.realpath(venv)
+    if os.path.exists(py) and not here:
+        os.execv(py, [py] + sys.argv)
+    if os.environ.get("CI") or not sys.stdin.isatty():
+        sys.exit(f"torch_bench.py: PyTorch is not installed (pip install torch, or run this by hand in a terminal "
+                 f"to install it into {venv})")
+    print(f"torch_bench.py: PyTorch is not installed; installing torch and numpy into {venv} (about 5 GB)")
+    if not os.path.exists(py):
+        subprocess.check_call([sys.executable, "-m", "venv", venv])
+    subprocess.check_call([py, "-m", "pip", "install", "torch", "numpy"])
+    os.execv(py, [py] + sys.argv)
+
+
+ensure_torch()
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 M = 1 << 20
 

@@ -13,7 +13,8 @@
 //! the directory fsynced. A crash or a failed save leaves the previous checkpoint as it was.
 //!
 //! Files: `host_tensor` (tensors on the host), `format` (the safetensors header, written and read),
-//! `save` (the atomic save and its fault injection for tests).
+//! `save` (the atomic save and its fault injection for tests), `ema` (the EMA tensors' names, old and new),
+//! `export` (weights only, in PyTorch's layouts: `tigel export`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,10 +27,13 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
+mod ema;
+pub mod export;
 mod format;
 mod host_tensor;
 mod save;
 
+pub use ema::ema_name;
 pub use host_tensor::HostTensor;
 pub use save::SaveFault;
 

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod demo;
 pub mod diffusion;
+pub mod export;
 pub mod gan;
 pub mod gpt;
 pub mod info;

@@ -492,10 +492,10 @@ impl Ema {
         &self.avg
     }
 
-    /// The averages by name (`ema.i`), for checkpoints.
-    /// The averaged weights, named `ema.<i>` in parameter order (checkpoint names).
-    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        self.avg.iter().enumerate().map(|(i, t)| (format!("ema.{i}"), t.clone())).collect()
+    /// The averaged weights by checkpoint name, `ema.<parameter name>` (`names`: the parameters' names
+    /// in the order of `params` at `new`).
+    pub fn state_tensors(&self, names: &[&str]) -> Vec<(String, Tensor)> {
+        self.avg.iter().zip(names).map(|(t, n)| (crate::checkpoint::ema_name(n), t.clone())).collect()
     }
 
     /// The EMA decay per step.

@@ -257,8 +257,10 @@ impl Diffusion {
             .map_err(|e| Error::Checkpoint { path: src.clone(), msg: format!("bad model config: {e}") })?;
         let mut m = Diffusion::new(dev, cfg, 0)?;
         m.x0_range = stored_x0_range(&ck.config, &m.cfg).or(m.x0_range);
-        for (i, p) in m.params().iter().enumerate() {
-            let ema = format!("ema.{i}");
+        let params = m.params();
+        let ck = ck.with_named_ema("", &params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>());
+        for p in &params {
+            let ema = crate::checkpoint::ema_name(&p.name);
             let name = if ck.tensors.contains_key(&ema) { ema } else { p.name.clone() };
             ck.restore_into(dev, &name, &p.tensor)?;
         }

@@ -403,10 +403,12 @@ impl Gan {
         for (name, t) in m.g.running() {
             ck.restore_into(dev, &name, &t)?;
         }
-        if ema && ck.tensors.contains_key("g.ema.0") {
-            let params = m.g.params();
-            let w =
-                (0..params.len()).map(|i| ck.get(&format!("g.ema.{i}"))?.to_device(dev)).collect::<Result<Vec<_>>>()?;
+        let params = m.g.params();
+        let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+        let ck = ck.with_named_ema("g.", &names);
+        let ema_of = |n: &str| format!("g.{}", crate::checkpoint::ema_name(n));
+        if ema && names.first().is_some_and(|n| ck.tensors.contains_key(&ema_of(n))) {
+            let w = names.iter().map(|n| ck.get(&ema_of(n))?.to_device(dev)).collect::<Result<Vec<_>>>()?;
             m.g = m.g.with_weights(&w)?;
         }
         Ok(m)

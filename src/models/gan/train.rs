@@ -261,7 +261,7 @@ impl GanTrainer {
     }
 
     /// Everything a checkpoint holds: both nets, both optimizers (`d.optim.*`, `g.optim.*`), G's EMA
-    /// (`g.ema.*`) and running statistics.
+    /// (`g.ema.<parameter name>`) and running statistics.
     fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (net, t) in [("d", &self.d), ("g", &self.g)] {
@@ -292,6 +292,7 @@ impl GanTrainer {
     /// Restores both nets, both optimizers and step counters, the EMA and the running statistics.
     pub fn restore(&self, dev: &Device, ck: &Checkpoint) -> Result<()> {
         ck.expect_kind_for(KIND, "`tigel train gan --resume`")?;
+        let ck = &*ck.with_named_ema("g.", &self.g.params().iter().map(|p| p.name.as_str()).collect::<Vec<_>>());
         let state = self.state();
         let specs: Vec<(&str, &[usize], DType)> =
             state.iter().map(|(n, t)| (n.as_str(), &t.shape[..], t.dtype)).collect();
