@@ -2,7 +2,6 @@
 //! writes checked against the checkpoint's tensors (transposes, the EMA chosen, no optimizer state), its
 //! refusals; and checkpoints with positional EMA names (`ema.0`, written by an older tigel) still loading,
 //! resuming and exporting.
-mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
