@@ -75,7 +75,7 @@ fn f32s(t: &HostTensor) -> Vec<f32> {
 fn transpose(t: &HostTensor) -> (Vec<usize>, Vec<f32>) {
     let (r, c) = (t.shape[0], t.shape[1]);
     let v = f32s(t);
-    ((vec![c, r]), (0..c * r).map(|k| v[(k % r) * c + k / r]).collect())
+    (vec![c, r], (0..c * r).map(|k| v[(k % r) * c + k / r]).collect())
 }
 
 fn assert_same(ex: &Exported, name: &str, want: (Vec<usize>, Vec<f32>)) {
