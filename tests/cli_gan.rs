@@ -252,14 +252,15 @@ fn stripes_npy(path: &Path, n: usize, side: usize) -> String {
 fn gan_small_images_train_with_fitted_defaults() {
     let d = dir("sizes");
     // 40 images: 36 trained on, so --batch is 36 / 4 rounded down to even = 8 and --steps at most 500.
-    for (side, width) in [(8, "64"), (16, "32")] {
+    for (side, width, lr, d_steps) in [(8, "64", "5e-4", "2"), (16, "32", "2e-4", "1")] {
         let data = stripes_npy(&d.join(format!("s{side}.npy")), 40, side);
         let run = d.join(format!("run{side}"));
         let r = run.to_str().unwrap();
         let (code, out, err) =
             tigel(&["--backend", "cpu", "train", "gan", "--data", &data, "--steps", "5", "--out", r, "--json"]);
         assert_eq!(code, 0, "{err}");
-        assert!(err.contains(&format!("width {width}*, z 64*, batch 8*, steps 5, lr 2e-4*, eval every 1*")), "{err}");
+        let line = format!("width {width}*, z 64*, batch 8*, steps 5, lr {lr}*, d-steps {d_steps}*, eval every 1*");
+        assert!(err.contains(&line), "{err}");
         let v = json_line(&out);
         assert!(v["mmd2"].as_f64().is_some_and(f64::is_finite), "{v}");
         assert_eq!(v["n"], 4, "{v}");

@@ -46,13 +46,15 @@ pub(super) const GRID25: Defaults =
 
 /// The image defaults' rule as `tigel train gan --help` states it (`image_defaults` computes it).
 pub(super) const IMAGE_RULE: &str = "\
-Image defaults follow from the side S of the images and the number N trained on (a DCGAN of `k` 2x stages
-from a 4x4 to 7x7 map; S = 8: k = 1, S = 16 or 28: k = 2, S = 32: k = 3, S = 64: k = 4):
+Image defaults follow from the side S of the images and the number N trained on. The DCGAN halves S while
+it stays even and at least 4 to find its first map, and doubles that back in k stages (S = 8: 4x4, k = 1;
+S = 16: 4x4, k = 2; S = 28: 7x7, k = 2; S = 32: k = 3; S = 64: k = 4):
   --width      64 / 2^(k-1), at least 16 (G's first map has 64 channels; 128 at S >= 64)
   --batch      64, at most N / 4
   --steps      2,560,000 / (k * S^2) rounded to 100, between 2,000 and 8,000 (S = 8: 8,000; 16: 5,000;
                28 and up: 2,000), at most 100 epochs of N images but at least 500
-  --lr         2e-4 (Adam, beta1 0.5), --z-dim 64, --eval-every a fifth of --steps
+  --lr         2e-4 (Adam, beta1 0.5); 5e-4 with --d-steps 2 when k = 1 (G and D one convolution deep)
+  --z-dim 64, --eval-every a fifth of --steps
 These train Fashion-MNIST at 8x8, 16x16 and 28x28 in minutes on 2 CPU cores (docs/benchmarks.md).";
 
 /// Image datasets (a DCGAN): the fields that do not follow from the data.
@@ -80,7 +82,10 @@ pub(super) fn image_defaults(side: usize, stages: usize, n: usize) -> Defaults {
     let by_size = (2_560_000.0 / (stages.max(1) * side * side) as f64 / 100.0).round() as u32 * 100;
     let epochs = (100 * n / batch).max(500).min(u32::MAX as usize) as u32;
     let steps = by_size.clamp(2000, 8000).min(epochs);
-    Defaults { width, batch, steps, ..IMAGES }
+    // One stage: D is a convolution and a linear layer, which a faster pace and two updates per G
+    // update keep up with G (8×8 Fashion-MNIST, docs/benchmarks.md).
+    let (lr, d_steps) = if stages <= 1 { (5e-4, 2) } else { (IMAGES.lr, IMAGES.d_steps) };
+    Defaults { width, batch, steps, lr, d_steps, ..IMAGES }
 }
 
 /// `tigel train gan`
@@ -98,8 +103,8 @@ pub struct TrainArgs {
     /// checkpoint's].
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Learning rate of both Adam optimizers, β1 = 0.5 [default: 2e-3 / 2e-3 / 2e-4; with --resume: the
-    /// checkpoint's].
+    /// Learning rate of both Adam optimizers, β1 = 0.5 [default: 2e-3 / 2e-3 / images: see below; with
+    /// --resume: the checkpoint's].
     #[arg(long)]
     pub lr: Option<f32>,
     /// The learning rates decay linearly to this fraction of --lr at the last step, 1: constant [default:
@@ -128,7 +133,7 @@ pub struct TrainArgs {
     /// R1 gradient penalty weight on real data (2-D only; 0: off) [default: 0].
     #[arg(long)]
     pub r1: Option<f32>,
-    /// Discriminator updates per generator update [default: 1].
+    /// Discriminator updates per generator update [default: 1 / 1 / images: see below].
     #[arg(long)]
     pub d_steps: Option<u32>,
     /// Seed of the weights, the data drawn and the noise.

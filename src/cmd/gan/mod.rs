@@ -119,7 +119,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
 fn settings_line(cfg: &GanConfig, s: &TrainSettings, eval_every: u32, a: &TrainArgs) -> String {
     let m = |given: bool| if given || a.resume.is_some() { "" } else { "*" };
     format!(
-        "width {}{}, z {}{}, batch {}{}, steps {}{}, lr {:e}{}, eval every {}{} (* default{})",
+        "width {}{}, z {}{}, batch {}{}, steps {}{}, lr {:e}{}, d-steps {}{}, eval every {}{} (* default{})",
         cfg.width,
         m(a.width.is_some()),
         cfg.z_dim,
@@ -130,6 +130,8 @@ fn settings_line(cfg: &GanConfig, s: &TrainSettings, eval_every: u32, a: &TrainA
         m(a.steps.is_some()),
         s.lr_g,
         m(a.lr.is_some()),
+        s.d_steps,
+        m(a.d_steps.is_some()),
         eval_every,
         m(a.eval_every.is_some()),
         if cfg.is_image() { ", fitted to the images: see --help" } else { "" }
