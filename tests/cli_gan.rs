@@ -189,13 +189,13 @@ fn gan_bad_input_is_refused() {
     npy.extend(h.as_bytes());
     npy.extend(vec![0u8; 2 * 28 * 28 * 8]);
     fail(train(&write(&d.join("ints.npy"), &npy)), "unsupported dtype");
-    // Images the DCGAN does not take (20×20).
+    // Images the DCGAN does not take (9×9: odd).
     let odd = d.join("odd");
     std::fs::create_dir_all(&odd).unwrap();
     for i in 0..20 {
-        tigel::data::images::write_png_grid(&odd.join(format!("{i}.png")), &vec![0.0; 400], 1, 1, 20, 20, 1).unwrap();
+        tigel::data::images::write_png_grid(&odd.join(format!("{i}.png")), &vec![0.0; 81], 1, 1, 9, 9, 1).unwrap();
     }
-    fail(train(odd.to_str().unwrap()), "28×28");
+    fail(train(odd.to_str().unwrap()), "even side from 8 to 256");
     fail(
         vec!["--backend", "cpu", "train", "gan", "--data", "ring8", "--batch", "6", "--pack", "4"]
             .into_iter()
@@ -230,5 +230,46 @@ fn gan_bad_input_is_refused() {
     assert_clean_failure(&["--backend", "cpu", "eval", "gan", "--checkpoint", g, "--n", "0"], "--n");
     assert_clean_failure(&["--backend", "cpu", "sample", "gan", "--checkpoint", g, "--out", "x.jpg"], ".png or .npy");
     assert!(!out.exists());
+    std::fs::remove_dir_all(&d).ok();
+}
+
+// ---- Images of any size with defaults fitted to them (issue 17).
+
+/// A uint8 .npy of `n` gray `side`×`side` images (stripes, so D has something to learn).
+fn stripes_npy(path: &Path, n: usize, side: usize) -> String {
+    let header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({n}, {side}, {side}), }}");
+    let h = format!("{header}{}\n", " ".repeat(63 - (10 + header.len()) % 64));
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend((h.len() as u16).to_le_bytes());
+    npy.extend(h.as_bytes());
+    npy.extend((0..n * side * side).map(|k| if (k / side + k / (side * side)) % 4 < 2 { 255u8 } else { 0 }));
+    write(path, &npy)
+}
+
+/// `train gan --data X.npy` on 8×8 and 16×16 images: the header prints the defaults the rule fits to the
+/// data (marked `*`), the run scores its samples against the held-out images, and --help states the rule.
+#[test]
+fn gan_small_images_train_with_fitted_defaults() {
+    let d = dir("sizes");
+    // 40 images: 36 trained on, so --batch is 36 / 4 rounded down to even = 8 and --steps at most 500.
+    for (side, width, lr, d_steps) in [(8, "64", "5e-4", "2"), (16, "32", "2e-4", "1")] {
+        let data = stripes_npy(&d.join(format!("s{side}.npy")), 40, side);
+        let run = d.join(format!("run{side}"));
+        let r = run.to_str().unwrap();
+        let (code, out, err) =
+            tigel(&["--backend", "cpu", "train", "gan", "--data", &data, "--steps", "5", "--out", r, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let line = format!("width {width}*, z 64*, batch 8*, steps 5, lr {lr}*, d-steps {d_steps}*, eval every 1*");
+        assert!(err.contains(&line), "{err}");
+        let v = json_line(&out);
+        assert!(v["mmd2"].as_f64().is_some_and(f64::is_finite), "{v}");
+        assert_eq!(v["n"], 4, "{v}");
+        let (code, out, err) = tigel(&["--backend", "cpu", "eval", "gan", "--checkpoint", r, "--n", "8", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(json_line(&out)["recall"].as_f64().is_some_and(|p| (0.0..=1.0).contains(&p)), "{out}");
+    }
+    let (code, out, _) = tigel(&["train", "gan", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Image defaults follow from the side S") && out.contains("2,560,000 / (k * S^2)"), "{out}");
     std::fs::remove_dir_all(&d).ok();
 }

@@ -6,7 +6,8 @@ use tigel::checkpoint::Checkpoint;
 use tigel::data::mixture::Mixture;
 use tigel::data::source::Source;
 use tigel::graph::{BnRunning, Graph, Plan};
-use tigel::models::gan::{evaluate, Gan, GanConfig, GanTrainer, Sampler, Scores, TrainData, TrainSettings};
+use tigel::models::gan::{evaluate, DcganPlan, Gan, GanConfig, GanTrainer, Sampler, Scores, TrainData, TrainSettings};
+use tigel::models::gan::{BnMode, Layer};
 use tigel::{Device, Tensor};
 
 fn mlp_cfg() -> GanConfig {
@@ -239,7 +240,7 @@ fn gan_resume_is_exact() {
 fn gan_bad_input_is_refused_by_name() {
     let dev = Device::cpu();
     for (cfg, what) in [
-        (GanConfig { data_shape: vec![1, 20, 20], ..dcgan_cfg(1, 28) }, "28×28"),
+        (GanConfig { data_shape: vec![1, 5, 5], ..dcgan_cfg(1, 28) }, "even side from 8 to 256"),
         (GanConfig { data_shape: vec![2, 28, 28], ..dcgan_cfg(1, 28) }, "channels"),
         (GanConfig { z_dim: 0, ..mlp_cfg() }, "--z-dim"),
         (GanConfig { width: 0, ..mlp_cfg() }, "--width"),
@@ -326,4 +327,77 @@ fn dcgan_parameter_names_and_order_are_stable() {
     let running: Vec<String> = m.g.running().into_iter().map(|(n, _)| n).collect();
     assert_eq!(running, ["g.2.running_mean", "g.2.running_var", "g.5.running_mean", "g.5.running_var"]);
     assert!(m.d.running().is_empty());
+}
+
+// ---- A DCGAN for any image size (issue 17): stacks derived from the side, old layouts kept, bad sizes refused.
+
+/// The plan halves the side while it stays even and at least 4; 28 and 32 keep the first DCGANs' layouts.
+#[test]
+fn dcgan_plan_follows_the_side() {
+    let plan = |side| DcganPlan::for_side(side).map(|p| (p.first, p.stages));
+    for (side, want) in [(8, (4, 1)), (10, (5, 1)), (12, (6, 1)), (16, (4, 2)), (20, (5, 2)), (28, (7, 2))] {
+        assert_eq!(plan(side), Some(want), "side {side}");
+    }
+    for (side, want) in [(32, (4, 3)), (36, (9, 2)), (64, (4, 4)), (256, (4, 6))] {
+        assert_eq!(plan(side), Some(want), "side {side}");
+    }
+    for side in [0, 2, 4, 5, 6, 7, 9, 27, 258, 512] {
+        assert_eq!(plan(side), None, "side {side}");
+    }
+}
+
+/// G and D for sizes 8 to 64, gray and RGB: the right shapes, and a few training steps stay finite.
+#[test]
+fn dcgan_any_size_has_the_right_shapes_and_trains_finite() {
+    let dev = cpu();
+    for side in [8, 12, 16, 20, 28, 32, 64] {
+        for c in [1, 3] {
+            let cfg = dcgan_cfg(c, side);
+            let m = Gan::new(&dev, cfg.clone(), 2).unwrap();
+            let z = Tensor::from_f32(&dev, &[2, cfg.z_dim], &Rng::new(seed()).vec(2 * cfg.z_dim, -1.0, 1.0)).unwrap();
+            let mut g = Graph::new();
+            let zi = g.input(&z);
+            let x = m.g.forward(&mut g, zi, BnMode::Train { update: false }).unwrap();
+            let d = m.discriminate(&mut g, x, BnMode::Train { update: false }).unwrap();
+            assert_eq!((g.shape(x), g.shape(d)), (&[2, c, side, side][..], &[2, 1][..]), "{c}×{side}×{side}");
+            let plan = DcganPlan::for_side(side).unwrap();
+            // Linear + one transposed convolution per stage in G; one convolution per stage + linear in D.
+            let convs = |n: &tigel::models::gan::Net| n.layers.iter().filter(|l| matches!(l, Layer::ConvT(_))).count();
+            assert_eq!(convs(&m.g), plan.stages, "{side}");
+            let t = GanTrainer::new(&dev, m, &images(6, c, side), settings(2, 0.9, 0.0), 0).unwrap();
+            for (i, (ld, lg)) in losses(&dev, &t, 2).into_iter().enumerate() {
+                assert!(ld.is_finite() && lg.is_finite(), "{c}×{side}×{side} step {i}: D {ld}, G {lg}");
+            }
+        }
+    }
+}
+
+/// Sizes and channel counts the DCGAN does not take are refused by `validate`, before anything is built
+/// or trained, with the sizes that work.
+#[test]
+fn dcgan_bad_sizes_are_refused_before_training() {
+    for shape in [[1, 5, 5], [1, 6, 6], [1, 9, 9], [1, 28, 32], [2, 16, 16], [5, 16, 16], [1, 258, 258], [3, 0, 0]] {
+        let cfg = GanConfig { data_shape: shape.to_vec(), ..dcgan_cfg(1, 28) };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains(&format!("{shape:?}")) && e.contains("even side from 8 to 256"), "{shape:?}: {e}");
+        assert!(e.contains("1 or 3 channels"), "{e}");
+    }
+}
+
+/// Checkpoints of the 28×28 and 32×32 DCGANs written before the stacks were derived from the size
+/// (tests/fixtures/gan: width 4, z 8, 5 steps at lr 0.05 with an EMA, by `tigel train gan` of commit
+/// 3492599) load and sample what that commit's `tigel sample gan --n 3 --seed 5` wrote.
+#[test]
+fn old_dcgan_checkpoints_load_and_sample_the_same() {
+    let dev = cpu();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gan");
+    for (name, shape) in [("dcgan28", [1, 28, 28]), ("dcgan32", [3, 32, 32])] {
+        let ck = Checkpoint::load(&dir.join(format!("{name}.safetensors"))).unwrap();
+        let m = Gan::load(&dev, &ck, "test", true).unwrap();
+        assert_eq!(m.cfg.data_shape, shape);
+        let got = Sampler::new(&dev, &m.cfg, &m.g, 3).unwrap().sample(&dev, 3, 5).unwrap();
+        let want = tigel::data::images::load_images(&dir.join(format!("{name}-samples.npy"))).unwrap();
+        assert_eq!((want.n, [want.c, want.h, want.w]), (3, shape));
+        assert_close(name, &got, &want.pixels, 1e-5, 1e-4);
+    }
 }

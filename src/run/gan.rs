@@ -49,9 +49,13 @@ impl<'a> GanRun<'a> {
     pub fn describe(&self) -> String {
         let m = &self.trainer.model;
         let params = |ps: Vec<crate::nn::Param>| ps.iter().map(|p| p.tensor.numel()).sum::<usize>();
+        let arch = match crate::models::gan::DcganPlan::for_side(m.cfg.data_shape[m.cfg.data_shape.len() - 1]) {
+            Some(p) if m.cfg.is_image() => format!("DCGAN, {0}×{0} map, {1} 2× stage(s)", p.first, p.stages),
+            _ if m.cfg.is_image() => "DCGAN".into(),
+            _ => "MLP".into(),
+        };
         format!(
-            "gan ({}): G {} parameters, D {}, z {}; {}",
-            if m.cfg.is_image() { "DCGAN" } else { "MLP" },
+            "gan ({arch}): G {} parameters, D {}, z {}; {}",
             params(m.g.params()),
             params(m.d.params()),
             m.cfg.z_dim,

@@ -42,9 +42,24 @@ pub(super) const MIXTURE: Defaults = Defaults {
 /// decay of the rates over the last tenth for precision.
 pub(super) const GRID25: Defaults =
     Defaults { steps: 45000, batch: 1024, pack: 8, lr_end: 0.1, lr_hold: 0.9, eval_every: 5000, ..MIXTURE };
-/// Image datasets (a DCGAN).
-pub(super) const IMAGES: Defaults = Defaults {
-    steps: 6000,
+// ---- Image defaults that follow from the data (issue 17): the rule, its text for --help, its figures.
+
+/// The image defaults' rule as `tigel train gan --help` states it (`image_defaults` computes it).
+pub(super) const IMAGE_RULE: &str = "\
+Image defaults follow from the side S of the images and the number N trained on. The DCGAN halves S while
+it stays even and at least 4 to find its first map, and doubles that back in k stages (S = 8: 4x4, k = 1;
+S = 16: 4x4, k = 2; S = 28: 7x7, k = 2; S = 32: k = 3; S = 64: k = 4):
+  --width      64 / 2^(k-1), at least 16 (G's first map has 64 channels; 128 at S >= 64)
+  --batch      64, at most N / 4
+  --steps      2,560,000 / (k * S^2) rounded to 100, between 2,000 and 8,000 (S = 8: 8,000; 16: 5,000;
+               28 and up: 2,000), at most 100 epochs of N images but at least 500
+  --lr         2e-4 (Adam, beta1 0.5); 5e-4 with --d-steps 2 when k = 1 (G and D one convolution deep)
+  --z-dim 64, --eval-every a fifth of --steps
+These train Fashion-MNIST at 8x8, 16x16 and 28x28 in minutes on 2 CPU cores (docs/benchmarks.md).";
+
+/// Image datasets (a DCGAN): the fields that do not follow from the data.
+const IMAGES: Defaults = Defaults {
+    steps: 2000,
     batch: 64,
     lr: 2e-4,
     lr_end: 1.0,
@@ -56,24 +71,40 @@ pub(super) const IMAGES: Defaults = Defaults {
     ema: 0.0,
     r1: 0.0,
     d_steps: 1,
-    eval_every: 1000,
+    // Unused: images evaluate every fifth of the run's steps.
+    eval_every: 400,
 };
+
+/// The defaults for `n` training images of side `side` taking `stages` 2× stages, by `IMAGE_RULE`.
+pub(super) fn image_defaults(side: usize, stages: usize, n: usize) -> Defaults {
+    let width = (64usize >> (stages.max(1) - 1).min(6)).max(16);
+    let batch = 64.min(n / 4 / 2 * 2).max(2);
+    let by_size = (2_560_000.0 / (stages.max(1) * side * side) as f64 / 100.0).round() as u32 * 100;
+    let epochs = (100 * n / batch).max(500).min(u32::MAX as usize) as u32;
+    let steps = by_size.clamp(2000, 8000).min(epochs);
+    // One stage: D is a convolution and a linear layer, which a faster pace and two updates per G
+    // update keep up with G (8×8 Fashion-MNIST, docs/benchmarks.md).
+    let (lr, d_steps) = if stages <= 1 { (5e-4, 2) } else { (IMAGES.lr, IMAGES.d_steps) };
+    Defaults { width, batch, steps, lr, d_steps, ..IMAGES }
+}
 
 /// `tigel train gan`
 #[derive(clap::Args, Debug)]
+#[command(after_help = IMAGE_RULE)]
 pub struct TrainArgs {
     /// ring8, grid25, or an image file/folder (IDX, .npy, PNG folder; the last 10% held out) [with
     /// --resume, default: the checkpoint's data]. Defaults below depend on it: mixture / grid25 / images.
     #[arg(long)]
     pub data: Option<String>,
-    /// Steps (D and G updates) in this run [default: 15000 / 45000 / 6000].
+    /// Steps (D and G updates) in this run [default: 15000 / 45000 / images: see below].
     #[arg(long)]
     pub steps: Option<u32>,
-    /// Real (and generated) samples per step [default: 512 / 1024 / 64; with --resume: the checkpoint's].
+    /// Real (and generated) samples per step [default: 512 / 1024 / images: see below; with --resume: the
+    /// checkpoint's].
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Learning rate of both Adam optimizers, β1 = 0.5 [default: 2e-3 / 2e-3 / 2e-4; with --resume: the
-    /// checkpoint's].
+    /// Learning rate of both Adam optimizers, β1 = 0.5 [default: 2e-3 / 2e-3 / images: see below; with
+    /// --resume: the checkpoint's].
     #[arg(long)]
     pub lr: Option<f32>,
     /// The learning rates decay linearly to this fraction of --lr at the last step, 1: constant [default:
@@ -86,7 +117,7 @@ pub struct TrainArgs {
     /// Noise dimension [default: 8 / 8 / 64].
     #[arg(long)]
     pub z_dim: Option<usize>,
-    /// MLP hidden width / DCGAN base channels [default: 128 / 128 / 32].
+    /// MLP hidden width / DCGAN base channels (D's first, G's last) [default: 128 / 128 / images: see below].
     #[arg(long)]
     pub width: Option<usize>,
     /// MLP hidden layers (2-D only) [default: 3].
@@ -102,14 +133,14 @@ pub struct TrainArgs {
     /// R1 gradient penalty weight on real data (2-D only; 0: off) [default: 0].
     #[arg(long)]
     pub r1: Option<f32>,
-    /// Discriminator updates per generator update [default: 1].
+    /// Discriminator updates per generator update [default: 1 / 1 / images: see below].
     #[arg(long)]
     pub d_steps: Option<u32>,
     /// Seed of the weights, the data drawn and the noise.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Steps between evaluations: scores, samples.png, loss.png and a checkpoint (and at the last step)
-    /// [default: 2500 / 5000 / 1000].
+    /// [default: 2500 / 5000 / images: see below].
     #[arg(long, alias = "save-every")]
     pub eval_every: Option<u32>,
     /// Steps between metrics.jsonl training lines and plain progress lines (logs that are not a terminal).

@@ -11,7 +11,8 @@ use tigel::data::images::write_npy_f32;
 use tigel::data::mixture::Mixture;
 use tigel::data::source::Source;
 use tigel::models::gan::{
-    check_data_fits, data_shape_of, evaluate, Gan, GanConfig, GanTrainer, Sampler, TrainData, TrainSettings, KIND,
+    check_data_fits, data_shape_of, evaluate, DcganPlan, Gan, GanConfig, GanTrainer, Sampler, TrainData, TrainSettings,
+    KIND,
 };
 use tigel::plot;
 use tigel::run::{self, gan::GanRun, Cadence, RunDir};
@@ -27,8 +28,15 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     let spec = super::data_spec("train gan", a.data.as_deref(), resume.as_ref())?;
     let src = Source::open(&spec)?;
     let (shape, scale) = data_shape_of(&src);
+    let shape_is_image = shape.len() == 3;
+    let fitted;
     let d = match &src {
-        _ if shape.len() == 3 => &IMAGES,
+        Source::Images { train, .. } => {
+            // An unsupported side gets the 28×28 figures here and is refused by `cfg.validate` below.
+            let stages = DcganPlan::for_side(train.h).map_or(2, |p| p.stages);
+            fitted = image_defaults(train.h, stages, train.n);
+            &fitted
+        }
         Source::Mixture(Mixture::Grid25) => &GRID25,
         _ => &MIXTURE,
     };
@@ -78,7 +86,8 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     };
     settings.validate(&cfg)?;
     let start_step = super::start_step("train gan", resume.as_ref(), settings.steps)?;
-    let eval_every = a.eval_every.unwrap_or(d.eval_every);
+    // Images evaluate five times a run, however long it is.
+    let eval_every = a.eval_every.unwrap_or(if shape_is_image { (settings.steps / 5).max(1) } else { d.eval_every });
     if eval_every == 0 {
         return Err(Error::invalid("train gan", "--eval-every must be a positive integer"));
     }
@@ -92,6 +101,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     }
     let mut gan = GanRun::new(&dev, t, &src, &spec, dir.path())?;
     eprintln!("{}", gan.describe());
+    eprintln!("{}", settings_line(&cfg, &settings, eval_every, &a));
     eprintln!("writing {}", dir.path().display());
     let cadence = Cadence { steps: settings.steps, eval_every, log_every: a.log_every, start_step };
     let mut bar = super::progress::Bar::new(settings.steps, a.json);
@@ -102,6 +112,30 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         println!("{}", outcome.summary);
     }
     Ok(())
+}
+
+/// The settings of a run, each marked `*` where it is a default (for images, `IMAGE_RULE`'s) rather than
+/// given or resumed.
+fn settings_line(cfg: &GanConfig, s: &TrainSettings, eval_every: u32, a: &TrainArgs) -> String {
+    let m = |given: bool| if given || a.resume.is_some() { "" } else { "*" };
+    format!(
+        "width {}{}, z {}{}, batch {}{}, steps {}{}, lr {:e}{}, d-steps {}{}, eval every {}{} (* default{})",
+        cfg.width,
+        m(a.width.is_some()),
+        cfg.z_dim,
+        m(a.z_dim.is_some()),
+        s.batch,
+        m(a.batch.is_some()),
+        s.steps,
+        m(a.steps.is_some()),
+        s.lr_g,
+        m(a.lr.is_some()),
+        s.d_steps,
+        m(a.d_steps.is_some()),
+        eval_every,
+        m(a.eval_every.is_some()),
+        if cfg.is_image() { ", fitted to the images: see --help" } else { "" }
+    )
 }
 
 /// `tigel sample gan`: samples into a PNG (an image grid or a 2-D scatter plot) or a .npy file.

@@ -1,5 +1,5 @@
 //! Generative adversarial networks, read top to bottom: an MLP GAN for 2-D points and a DCGAN for
-//! 28×28 or 32×32 images with one or three channels.
+//! square images of any even side from 8 to 256 pixels, with one or three channels.
 //!
 //! z ~ N(0, I) ──► G ──► fake ──┐
 //!                              ├──► D ──► logits      D learns real → 1, fake → 0;
@@ -9,8 +9,10 @@
 //!             (PacGAN: D judges m samples jointly, which exposes a collapsed G) ─► [Linear, LeakyReLU] ×
 //!             depth ─► Linear(1).
 //! DCGAN:      G: z ─► Linear ─► [C0, s, s] ─► BN, ReLU ─► [ConvT 4×4/2 ─► BN, ReLU] ×… ─► ConvT 4×4/2 + bias
-//!             ─► tanh, s = 7 (28×28) or 4 (32×32); D: Conv 4×4/2 + bias, LeakyReLU ─► [Conv 4×4/2, BN,
-//!             LeakyReLU] ×… ─► Linear(1).
+//!             ─► tanh; D: Conv 4×4/2 + bias, LeakyReLU ─► [Conv 4×4/2, BN, LeakyReLU] ×… ─► Linear(1).
+//!             Both stacks follow from the side (`DcganPlan`): halve it while it stays even and at least
+//!             4 to find the first map s (8 → 4, 16 → 4, 28 → 7, 32 → 4, 20 → 5, 12 → 6), one 2× stage per
+//!             halving, channels halving as the resolution doubles (C0 = width · 2^(stages − 1)).
 //!
 //! Training alternates two recorded steps, each its own `Trainer` (own Adam, β1 = 0.5) over the shared
 //! weights: the D step draws real rows from the data set held on the device and z from the Philox stream of
@@ -53,7 +55,7 @@ const HALVE: ConvOpts = ConvOpts { stride: 2, padding: 1 };
 /// The shape of both networks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GanConfig {
-    /// [2] for points, [C, H, W] for images (H = W = 28 or 32, C = 1 or 3).
+    /// [2] for points, [C, H, W] for images (H = W even, 8 to 256; C = 1 or 3).
     pub data_shape: Vec<usize>,
     /// Noise dimension.
     pub z_dim: usize,
@@ -78,10 +80,11 @@ impl GanConfig {
         let err = |m: String| Err(Error::invalid("gan config", m));
         match self.data_shape[..] {
             [2] => {}
-            [c, h, w] if (c == 1 || c == 3) && h == w && (h == 28 || h == 32) => {}
+            [c, h, w] if (c == 1 || c == 3) && h == w && DcganPlan::for_side(h).is_some() => {}
             ref s => {
                 return err(format!(
-                    "data of shape {s:?}: the GAN takes 2-D points or 28×28 / 32×32 images with 1 or 3 channels"
+                    "data of shape {s:?}: the GAN takes 2-D points or square images with 1 or 3 channels and an \
+                     even side from {MIN_SIDE} to {MAX_SIDE} pixels (8×8, 10×10, 12×12, …, 28×28, 32×32, 64×64, …)"
                 ))
             }
         }
@@ -100,8 +103,12 @@ impl GanConfig {
         let (z, w) = (self.z_dim, self.width);
         let what = || format!("--z-dim {z}, --width {w} and --depth {} give the GAN's weights", self.depth);
         let weights = if self.is_image() {
-            // G's first layer maps z to 4·width channels of up to 7×7; its convolutions hold 4·width · 2·width · 4².
-            (|| crate::models::product(&[z, w, 4 * 49])?.checked_add(crate::models::product(&[w, w, 8 * 16])?))()
+            // G's first layer maps z to C0 channels of s×s; its widest convolution holds C0 · C0/2 · 4².
+            (|| {
+                let p = DcganPlan::for_side(self.data_shape[1])?;
+                let c0 = w.checked_mul(1 << (p.stages - 1))?;
+                crate::models::product(&[z, c0, p.first * p.first])?.checked_add(crate::models::product(&[c0, c0, 8])?)
+            })()
         } else {
             (|| {
                 crate::models::product(&[w, w, self.depth])?
@@ -129,6 +136,38 @@ impl GanConfig {
         let cfg: GanConfig = crate::models::config_from_json("gan config", v)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+}
+
+/// The smallest image side the DCGAN takes (a 4×4 first map and one 2× stage).
+pub const MIN_SIDE: usize = 8;
+/// The largest image side the DCGAN takes.
+pub const MAX_SIDE: usize = 256;
+
+/// How a DCGAN reaches an image side: a `first`×`first` map doubled `stages` times by 4×4 stride-2
+/// transposed convolutions (D mirrors it with stride-2 convolutions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DcganPlan {
+    /// Side of G's first feature map (and of D's last): 4 for 8, 16, 32, 64; 7 for 28; 9 for 36.
+    pub first: usize,
+    /// 2× stages: G's transposed convolutions, D's convolutions.
+    pub stages: usize,
+}
+
+impl DcganPlan {
+    /// Halves `side` while it stays even and at least 4 (28 → 7 in 2 stages, 32 → 4 in 3: the layouts of
+    /// the first DCGANs, so their checkpoints load unchanged); `None` for a side the DCGAN does not take
+    /// (odd, below `MIN_SIDE` or above `MAX_SIDE`).
+    pub fn for_side(side: usize) -> Option<DcganPlan> {
+        if !(MIN_SIDE..=MAX_SIDE).contains(&side) || !side.is_multiple_of(2) {
+            return None;
+        }
+        let (mut first, mut stages) = (side, 0);
+        while first.is_multiple_of(2) && first / 2 >= 4 {
+            first /= 2;
+            stages += 1;
+        }
+        Some(DcganPlan { first, stages })
     }
 }
 
@@ -334,8 +373,9 @@ fn mlp(cfg: &GanConfig, g: &mut Builder, d: &mut Builder) -> Result<()> {
 /// DCGAN, every weight N(0, 0.02).
 fn dcgan(cfg: &GanConfig, g: &mut Builder, d: &mut Builder) -> Result<()> {
     let (c_img, side) = (cfg.data_shape[0], cfg.data_shape[1]);
-    // 28 = 7·2², 32 = 4·2³: the number of 2× upsamplings from the first feature map.
-    let (s0, ups) = if side == 28 { (7, 2) } else { (4, 3) };
+    let plan = DcganPlan::for_side(side)
+        .ok_or_else(|| Error::invalid("gan config", format!("no DCGAN for images of side {side}")))?;
+    let (s0, ups) = (plan.first, plan.stages);
     let c0 = cfg.width << (ups - 1);
     g.linear(cfg.z_dim, c0 * s0 * s0, 0.02)?;
     g.reshape(vec![c0, s0, s0]);
