@@ -81,7 +81,7 @@ struct BenchArgs {
 enum TrainWhat {
     /// A byte-level GPT language model on a text file (default: tigel's own sources, built in).
     Gpt(cmd::gpt::TrainArgs),
-    /// A GAN on a 2-D mixture (ring8, grid25; MLP) or on images (28×28 / 32×32; DCGAN).
+    /// A GAN on a 2-D mixture (ring8, grid25; MLP) or on square images (an even side from 8 to 256, gray or RGB; DCGAN).
     Gan(cmd::gan::TrainArgs),
     /// A denoising diffusion model on a 2-D mixture (ring8, grid25) or an image dataset.
     Diffusion(cmd::diffusion::TrainArgs),
