@@ -11,7 +11,7 @@ fn main() -> Result<()> {
     let path = std::env::args().nth(1);
     let corpus = Corpus::from_arg(path.as_deref().map(std::path::Path::new))?;
 
-    let cfg = GptConfig { layers: 2, heads: 4, width: 64, context: 64, dropout: 0.0 };
+    let cfg = GptConfig { layers: 2, heads: 4, width: 64, context: 64, dropout: 0.0, ..GptConfig::default() };
     let train = TrainSettings {
         batch: 16,
         lr: 3e-3,

@@ -440,7 +440,7 @@ fn png_images_never_panic() {
 
 /// A small GPT checkpoint saved by tigel's own writer: its config, a step, an rng and three tensors.
 fn gpt_checkpoint(rng: &mut Rng) -> Checkpoint {
-    let cfg = GptConfig { layers: 1, heads: 2, width: 8, context: 4, dropout: 0.0 };
+    let cfg = GptConfig { layers: 1, heads: 2, width: 8, context: 4, dropout: 0.0, ..GptConfig::default() };
     let mut ck = Checkpoint::new("gpt", json!({ "model": cfg.to_json(), "train": {"lr": 0.001}, "data": "x.txt" }));
     ck.step = 1234;
     ck.rng = json!({ "seed": 7 });
@@ -661,7 +661,7 @@ fn read_configs(v: &Value) {
 fn model_configs_never_panic() {
     let mut rng = Rng::new(14_005);
     let bases = [
-        GptConfig { layers: 4, heads: 4, width: 128, context: 128, dropout: 0.1 }.to_json(),
+        GptConfig { layers: 4, heads: 4, width: 128, context: 128, dropout: 0.1, ..GptConfig::default() }.to_json(),
         json!({"data_shape": [2], "z_dim": 8, "width": 64, "depth": 2, "pack": 4, "scale": 2.5, "arch": "mlp"}),
         json!({"data_shape": [1, 28, 28], "z_dim": 64, "width": 32, "depth": 1, "pack": 1, "scale": 1.0, "arch": "dcgan"}),
         json!({"arch": {"kind": "mlp", "hidden": 64, "layers": 3}, "sample_shape": [2], "timesteps": 100,

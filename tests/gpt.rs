@@ -8,7 +8,7 @@ use tigel::models::gpt::{pick, Evaluator, Gpt, GptConfig, GptTrainer, SampleSett
 use tigel::Device;
 
 fn tiny() -> GptConfig {
-    GptConfig { layers: 2, heads: 2, width: 16, context: 12, dropout: 0.0 }
+    GptConfig { layers: 2, heads: 2, width: 16, context: 12, dropout: 0.0, ..GptConfig::default() }
 }
 
 fn settings(steps: u32) -> TrainSettings {
@@ -208,6 +208,85 @@ fn gpt_configs_write_values_as_given_and_read_old_ones() {
     let mut v = old.clone();
     v.as_object_mut().unwrap().remove("dropout");
     assert_eq!(GptConfig::from_json(&v).unwrap().dropout, 0.0);
+    // Checkpoints from before the architecture options hold the plain model: every option off.
+    let o = GptConfig::from_json(&v).unwrap();
+    assert!(!o.rope && !o.qk_norm && !o.gated_mlp && !o.untied && o.mlp_hidden == 0, "{o:?}");
     v["vocab"] = 50257.into();
     assert!(GptConfig::from_json(&v).unwrap_err().to_string().contains("vocab must be 256"));
+}
+
+/// Every architecture option on: rotary positions, QK normalisation, the gated MLP, the untied head.
+fn modern() -> GptConfig {
+    GptConfig { rope: true, qk_norm: true, gated_mlp: true, untied: true, ..tiny() }
+}
+
+#[test]
+fn gpt_options_count_their_parameters_and_round_trip_their_config() {
+    let dev = Device::cpu();
+    let one = |f: fn(&mut GptConfig)| {
+        let mut c = tiny();
+        f(&mut c);
+        c
+    };
+    let cfgs = [
+        tiny(),
+        one(|c| c.rope = true),
+        one(|c| c.qk_norm = true),
+        one(|c| c.gated_mlp = true),
+        one(|c| c.mlp_hidden = 24),
+        one(|c| c.untied = true),
+        modern(),
+    ];
+    for cfg in cfgs {
+        let m = Gpt::new(&dev, cfg, 1).unwrap();
+        let n: usize = m.params().iter().map(|p| p.tensor.numel()).sum();
+        assert_eq!(n, cfg.param_count(), "{cfg:?}");
+        assert_eq!(GptConfig::from_json(&cfg.to_json()).unwrap(), cfg);
+    }
+    // The gated MLP keeps the plain one's parameters: hidden 8·width/3, a multiple of 16.
+    assert_eq!(GptConfig { gated_mlp: true, width: 128, heads: 4, ..tiny() }.hidden(), 336);
+    // Options that are off are not written: the old model's config reads as it always has.
+    assert!(modern().to_json().to_string().contains(r#""rope":true"#));
+    let e = Gpt::new(&dev, GptConfig { rope: true, width: 12, heads: 4, ..tiny() }, 1).err().unwrap().to_string();
+    assert!(e.contains("even head size"), "{e}");
+}
+
+#[test]
+fn gpt_options_learn_and_reload_to_the_same_score() {
+    let dev = Device::cpu();
+    let c = corpus(20_000);
+    let (_, held) = c.split();
+    let dir = std::env::temp_dir().join(format!("tigel-gpt-options-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("checkpoint.safetensors");
+    let m = Gpt::new(&dev, modern(), 3).unwrap();
+    let t = GptTrainer::new(&dev, m, &c, settings(150), 0).unwrap();
+    let l = losses(&dev, &t, 150);
+    let a = Evaluator::new(&dev, &t.model, 8).unwrap().bits_per_char(&dev, &c, held, None).unwrap();
+    eprintln!("loss {} -> {}, held-out {a:.3} bits/char", l[0], l[149]);
+    assert!(a < 3.5, "held-out bits/char after 150 steps: {a}");
+    assert!(l[149] < 0.5 * l[0], "training loss {} -> {}", l[0], l[149]);
+    t.save(&dev, &path, &c.name).unwrap();
+    let ck = Checkpoint::load(&path).unwrap();
+    let m2 = Gpt::load(&dev, &ck, "test").unwrap();
+    assert_eq!(m2.cfg, modern());
+    let b = Evaluator::new(&dev, &m2, 4).unwrap().bits_per_char(&dev, &c, held, None).unwrap();
+    assert_eq!(a, b);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn gpt_options_first_steps_agree_on_cpu_and_gpu() {
+    let Some(gpu) = gpu() else { return };
+    let c = corpus(4000);
+    let run = |dev: &Device| {
+        let m = Gpt::new(dev, modern(), 11).unwrap();
+        let t = GptTrainer::new(dev, m, &c, settings(5), 0).unwrap();
+        losses(dev, &t, 5)
+    };
+    let (a, b) = (run(&cpu()), run(&gpu));
+    eprintln!("cpu {a:?}\ngpu {b:?}");
+    for (s, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(((x - y) / x).abs() <= 1e-4, "step {s}: cpu loss {x}, gpu loss {y}");
+    }
 }

@@ -188,6 +188,12 @@ fn grad_transformer_ops() {
     // qkv [B=2, T=5, 3·C] with 2 heads of size 3; causal and full.
     check("attention (causal)", &[&[2, 5, 18]], -1.0, 1.0, |g, p, _| g.attention(p[0], 2, true));
     check("attention (full)", &[&[2, 5, 18]], -1.0, 1.0, |g, p, _| g.attention(p[0], 2, false));
+    // Rotary positions on qkv [B=2, T=3, 3·C] with 2 heads of size 4; the angle table is a constant.
+    check("rope", &[&[2, 3, 24]], -1.0, 1.0, |g, p, d| {
+        let table = tigel::ops::rope::rope_table(4, 4, 10_000.0);
+        let table = g.constant(&Tensor::from_f32(d, &[4, 2, 2], &table)?);
+        g.rope(p[0], table, 2)
+    });
     // Ids repeat (4 twice, 0 twice) and skip rows (3), so the scatter-add sums and leaves zeros.
     check("embedding", &[&[5, 4]], -1.0, 1.0, |g, p, d| {
         let ids = g.input(&Tensor::from_u32(d, &[2, 3], &[0, 4, 4, 1, 0, 2])?);

@@ -46,7 +46,7 @@ impl SoakSettings {
             sample_every: 250,
             warmup: 1000.min(steps / 5),
             eval_every: 500,
-            model: GptConfig { layers: 4, heads: 4, width: 128, context: 128, dropout: 0.0 },
+            model: GptConfig { layers: 4, heads: 4, width: 128, context: 128, dropout: 0.0, ..GptConfig::default() },
             batch: 16,
         }
     }
@@ -59,7 +59,7 @@ impl SoakSettings {
             sample_every: 20,
             warmup: steps / 5,
             eval_every: 50,
-            model: GptConfig { layers: 1, heads: 2, width: 32, context: 32, dropout: 0.0 },
+            model: GptConfig { layers: 1, heads: 2, width: 32, context: 32, dropout: 0.0, ..GptConfig::default() },
             batch: 4,
         }
     }

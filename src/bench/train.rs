@@ -95,7 +95,7 @@ pub fn mlp(dev: &Device, quick: bool, print: bool) -> Result<Value> {
 /// The GPT step: 2 layers, 4 heads, width 128, context 128, batch 8 (1024 tokens per step), on the
 /// embedded corpus, windows drawn on the device, AdamW with a cosine schedule and clipping, no dropout.
 pub fn gpt(dev: &Device, quick: bool, print: bool) -> Result<Value> {
-    let cfg = GptConfig { layers: 2, heads: 4, width: 128, context: 128, dropout: 0.0 };
+    let cfg = GptConfig { layers: 2, heads: 4, width: 128, context: 128, dropout: 0.0, ..GptConfig::default() };
     let s = TrainSettings {
         batch: 8,
         lr: 1e-3,

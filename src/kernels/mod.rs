@@ -25,6 +25,7 @@ pub mod norm;
 pub mod optim;
 pub mod reduce;
 pub mod rng;
+pub mod rope;
 pub mod sample;
 pub mod softmax;
 
@@ -210,6 +211,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &rng::PER_ELEMENT,
     &rng::UNIFORM_STEP,
     &rng::NORMAL_STEP,
+    &rope::ROPE_QKV,
     &sample::GATHER_ROWS,
     &sample::GATHER_LABELS,
     &softmax::SOFTMAX_ROWS,

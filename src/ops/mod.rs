@@ -35,6 +35,7 @@ pub mod norm;
 pub mod optim;
 pub mod reduce;
 pub mod rng;
+pub mod rope;
 pub mod sample;
 pub mod softmax;
 

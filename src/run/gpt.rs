@@ -54,11 +54,16 @@ impl<'a> GptRun<'a> {
         let plan = self.trainer.trainer().plan();
         vec![
             format!(
-                "gpt: {} layers, {} heads, width {}, context {}: {:.2} M parameters; {} ({} bytes, last 10% held out)",
+                "gpt: {} layers, {} heads, width {}, context {}{}: {:.2} M parameters; {} ({} bytes, last 10% held out)",
                 cfg.layers,
                 cfg.heads,
                 cfg.width,
                 cfg.context,
+                [(cfg.rope, ", rotary positions"), (cfg.qk_norm, ", QK norm"), (cfg.gated_mlp, ", gated MLP"), (cfg.untied, ", untied output")]
+                    .iter()
+                    .filter(|o| o.0)
+                    .map(|o| o.1)
+                    .collect::<String>(),
                 cfg.param_count() as f64 / 1e6,
                 self.corpus.name,
                 self.corpus.len()

@@ -32,6 +32,11 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
                     ("heads", super::given(a.heads), cfg.heads.to_string()),
                     ("width", super::given(a.width), cfg.width.to_string()),
                     ("context", super::given(a.context), cfg.context.to_string()),
+                    ("rope", super::given(a.rope), cfg.rope.to_string()),
+                    ("qk-norm", super::given(a.qk_norm), cfg.qk_norm.to_string()),
+                    ("gated-mlp", super::given(a.gated_mlp), cfg.gated_mlp.to_string()),
+                    ("mlp-hidden", super::given(a.mlp_hidden), cfg.hidden().to_string()),
+                    ("untied", super::given(a.untied), cfg.untied.to_string()),
                 ],
             )?;
             GptConfig { dropout: a.dropout.unwrap_or(cfg.dropout), ..cfg }
@@ -42,6 +47,11 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
             width: a.width.unwrap_or(DEFAULT_WIDTH),
             context: a.context.unwrap_or(DEFAULT_CONTEXT),
             dropout: a.dropout.unwrap_or(0.0),
+            rope: a.rope.unwrap_or(DEFAULT_ROPE),
+            qk_norm: a.qk_norm.unwrap_or(DEFAULT_QK_NORM),
+            gated_mlp: a.gated_mlp.unwrap_or(DEFAULT_GATED_MLP),
+            mlp_hidden: a.mlp_hidden.unwrap_or(0),
+            untied: a.untied.unwrap_or(DEFAULT_UNTIED),
         },
     };
     cfg.validate()?;
@@ -56,7 +66,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     let settings = TrainSettings {
         batch: a.batch,
         lr: a.lr,
-        min_lr_frac: 0.1,
+        min_lr_frac: a.min_lr_frac,
         warmup: a.warmup,
         steps: a.steps,
         weight_decay: a.weight_decay,

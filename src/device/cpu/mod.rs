@@ -23,6 +23,7 @@ pub mod norm;
 pub mod optim;
 pub mod reduce;
 pub mod rng;
+pub mod rope;
 pub mod sample;
 pub mod softmax;
 
@@ -96,6 +97,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("rng", "per_element") => rng::per_element,
         ("rng", "uniform_step") => rng::uniform_step,
         ("rng", "normal_step") => rng::normal_step,
+        ("rope", "rope_qkv") => rope::rope_qkv,
         ("sample", "gather_rows") => sample::gather_rows,
         ("sample", "gather_labels") => sample::gather_labels,
         ("softmax", "softmax_rows") => softmax::softmax_rows,

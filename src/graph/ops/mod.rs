@@ -18,6 +18,7 @@ pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod reduce;
+pub mod rope;
 pub mod softmax;
 
 use super::reference::Value;

@@ -5,17 +5,21 @@
 //!        ──► LN ──► logits = h · Wteᵀ                             (output weights tied to the input embedding)
 //!
 //! Attention is one fused kernel over a packed q|k|v projection (no T×T matrix in memory); the MLP is
-//! width → 4·width → width with GELU. Matrices carry no bias (the layer norms hold the only offsets),
+//! width → 4·width → width with GELU. Options (`GptConfig`, all off in old checkpoints): rotary positions
+//! instead of the position table, QK normalisation, a gated SiLU MLP, an untied output projection. Matrices carry no bias (the layer norms hold the only offsets),
 //! which saves a pass per layer at no cost in quality. Activations stay rank 2, [B·T, width], so every
 //! weight gradient is one matmul over the whole batch.
 //!
 //! Beside the model: `train` (`GptTrainer`, a step that draws its own batch on the device), `eval`
 //! (`Evaluator`, bits per character over held-out text) and `sample` (`Sampler`, text from a prompt).
 
+mod block;
 mod eval;
 mod sample;
 mod train;
 
+use block::ResidDropout;
+pub use block::{Attention, Block, Mlp, Rotary};
 pub use eval::Evaluator;
 pub use sample::{pick, SampleSettings, Sampler, MAX_TOKENS};
 pub use train::{GptTrainer, TrainSettings};
@@ -28,8 +32,7 @@ use crate::data::text::VOCAB;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId};
-use crate::nn::{Activation, Embedding, Init, LayerNorm, Linear, Param};
-use crate::ops::dropout::{self, Dropout};
+use crate::nn::{Embedding, Init, LayerNorm, Linear, Param};
 use crate::ops::matmul::MatmulOpts;
 use crate::ops::rng::RngState;
 use crate::tensor::Tensor;
@@ -60,6 +63,52 @@ pub struct GptConfig {
     /// Dropout after attention and after the MLP, training only (0: off; absent in old checkpoints).
     #[serde(default)]
     pub dropout: f32,
+    /// Rotary position embeddings on q and k instead of a learned position table (absent in old
+    /// checkpoints: off).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub rope: bool,
+    /// Layer norm of q and k over each head's values before attention (old checkpoints: off).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub qk_norm: bool,
+    /// Gated MLP, SiLU(x·W_fc) ⊙ x·W_up, instead of GELU(x·W_fc) (old checkpoints: off).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub gated_mlp: bool,
+    /// MLP hidden width (0: 4·width, or for the gated MLP the multiple of 16 nearest 8·width/3, the same
+    /// parameters and FLOPs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mlp_hidden: usize,
+    /// A separate output projection instead of the token embedding's transpose (old checkpoints: tied).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub untied: bool,
+}
+
+/// Options that are off are not written, so the old model's config reads as it always has.
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// See `is_false`.
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Default for GptConfig {
+    /// `tigel train gpt`'s shape (4 layers, 4 heads, width 128, context 128) with every architecture
+    /// option off: the model old checkpoints hold.
+    fn default() -> GptConfig {
+        GptConfig {
+            layers: 4,
+            heads: 4,
+            width: 128,
+            context: 128,
+            dropout: 0.0,
+            rope: false,
+            qk_norm: false,
+            gated_mlp: false,
+            mlp_hidden: 0,
+            untied: false,
+        }
+    }
 }
 
 impl GptConfig {
@@ -86,14 +135,21 @@ impl GptConfig {
                 format!("head size width/heads = {} is over {MAX_HEAD_DIM}; use more heads", self.width / self.heads),
             ));
         }
+        if self.rope && (self.width / self.heads) % 2 == 1 {
+            return Err(Error::invalid(
+                "gpt config",
+                format!("rotary positions need an even head size, got width/heads = {}", self.width / self.heads),
+            ));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::invalid("gpt config", format!("dropout must be in [0, 1), got {}", self.dropout)));
         }
         // Checked before anything is built: a huge --layers or --width must not reach the allocator.
-        let (l, c, t) = (self.layers as u64, self.width as u64, self.context as u64);
+        let (l, c, t, h) = (self.layers as u64, self.width as u64, self.context as u64, self.mlp_hidden as u64);
         let params = (|| {
-            let block = c.checked_mul(c)?.checked_mul(12)?.checked_add(c.checked_mul(4)?)?;
-            l.checked_mul(block)?.checked_add((VOCAB as u64 + t + 2).checked_mul(c)?)
+            let mlp = c.checked_mul(h.max(c.checked_mul(4)?))?.checked_mul(3)?;
+            let block = c.checked_mul(c)?.checked_mul(4)?.checked_add(mlp)?.checked_add(c.checked_mul(8)?)?;
+            l.checked_mul(block)?.checked_add((2 * VOCAB as u64 + t + 2).checked_mul(c)?)
         })();
         let what = || format!("--layers {l}, --width {c} and --context {t} give the GPT's parameters");
         crate::models::check_values("gpt config", what, params)?;
@@ -118,136 +174,23 @@ impl GptConfig {
         Ok(cfg)
     }
 
+    /// The MLP's hidden width.
+    pub fn hidden(&self) -> usize {
+        match (self.mlp_hidden, self.gated_mlp) {
+            (0, false) => 4 * self.width,
+            (0, true) => ((8 * self.width / 3 + 8) / 16 * 16).max(16),
+            (h, _) => h,
+        }
+    }
+
     /// Number of trainable values.
     pub fn param_count(&self) -> usize {
-        let c = self.width;
-        VOCAB * c + self.context * c + self.layers * (12 * c * c + 4 * c) + 2 * c
-    }
-}
-
-/// Dropout on the residual branches while training (`step` is the optimizer's step counter, so each
-/// step draws a fresh mask); the identity when evaluating or sampling.
-struct ResidDropout<'a> {
-    p: f32,
-    step: Option<&'a Tensor>,
-}
-
-impl ResidDropout<'_> {
-    /// Site k (1, 2, ... through the model) has its own mask stream.
-    fn apply(&self, g: &mut Graph, x: NodeId, site: u64) -> Result<NodeId> {
-        let Some(step) = self.step else { return Ok(x) };
-        let stride = dropout::stride_for(g.shape(x).iter().product())?;
-        let d = Dropout { p: self.p, seed: 0x6770_7400 ^ site, offset: 0, stride };
-        g.dropout(x, d, step)
-    }
-}
-
-/// Causal multi-head self-attention over a packed q|k|v projection.
-pub struct Attention {
-    /// [width, 3·width]: q | k | v.
-    pub qkv: Linear,
-    /// [width, width], writes into the residual stream.
-    pub proj: Linear,
-    /// Heads.
-    pub heads: usize,
-}
-
-impl Attention {
-    fn new(dev: &Device, rng: &mut RngState, name: &str, cfg: &GptConfig, resid_std: f32) -> Result<Attention> {
-        let c = cfg.width;
-        Ok(Attention {
-            qkv: Linear::named(dev, rng, format!("{name}.qkv"), None, [c, 3 * c], Init::Normal(INIT_STD))?,
-            proj: Linear::named(dev, rng, format!("{name}.proj"), None, [c, c], Init::Normal(resid_std))?,
-            heads: cfg.heads,
-        })
-    }
-
-    /// x [B·T, C] → proj(attention(q, k, v)) [B·T, C], for sequences of length `t`.
-    pub fn forward(&self, g: &mut Graph, x: NodeId, b: usize, t: usize) -> Result<NodeId> {
-        let c = g.shape(x)[1];
-        let qkv = self.qkv.forward(g, x)?;
-        let qkv = g.reshape(qkv, &[b, t, 3 * c])?;
-        let a = g.attention(qkv, self.heads, true)?;
-        let a = g.reshape(a, &[b * t, c])?;
-        self.proj.forward(g, a)
-    }
-}
-
-/// The feed-forward part of a block: width → 4·width → GELU → width.
-pub struct Mlp {
-    /// [width, 4·width].
-    pub fc: Linear,
-    /// [4·width, width], writes into the residual stream.
-    pub out: Linear,
-}
-
-impl Mlp {
-    fn new(dev: &Device, rng: &mut RngState, name: &str, c: usize, resid_std: f32) -> Result<Mlp> {
-        Ok(Mlp {
-            fc: Linear::named(dev, rng, format!("{name}.fc"), None, [c, 4 * c], Init::Normal(INIT_STD))?,
-            out: Linear::named(dev, rng, format!("{name}.out"), None, [4 * c, c], Init::Normal(resid_std))?,
-        })
-    }
-
-    /// out(gelu(fc(x))).
-    pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
-        let u = self.fc.forward(g, x)?;
-        let u = Activation::Gelu.forward(g, u)?;
-        self.out.forward(g, u)
-    }
-}
-
-/// One pre-norm residual block: x += attn(LN(x)); x += mlp(LN(x)).
-pub struct Block {
-    /// Norm before attention.
-    pub ln1: LayerNorm,
-    /// Self-attention.
-    pub attn: Attention,
-    /// Norm before the MLP.
-    pub ln2: LayerNorm,
-    /// Feed-forward.
-    pub mlp: Mlp,
-}
-
-impl Block {
-    /// Block `i`, its parameters named `h.{i}.*`.
-    fn new(dev: &Device, rng: &mut RngState, i: usize, cfg: &GptConfig, resid_std: f32) -> Result<Block> {
-        let c = cfg.width;
-        Ok(Block {
-            ln1: LayerNorm::new(dev, &format!("h.{i}.ln1"), c, LN_EPS)?,
-            attn: Attention::new(dev, rng, &format!("h.{i}.attn"), cfg, resid_std)?,
-            ln2: LayerNorm::new(dev, &format!("h.{i}.ln2"), c, LN_EPS)?,
-            mlp: Mlp::new(dev, rng, &format!("h.{i}.mlp"), c, resid_std)?,
-        })
-    }
-
-    /// x [B·T, C] through the block; block `i` uses dropout sites 2i+1 and 2i+2.
-    fn forward(
-        &self,
-        g: &mut Graph,
-        x: NodeId,
-        (b, t): (usize, usize),
-        i: usize,
-        drop: &ResidDropout,
-    ) -> Result<NodeId> {
-        let h = self.ln1.forward(g, x)?;
-        let a = self.attn.forward(g, h, b, t)?;
-        let a = drop.apply(g, a, 2 * i as u64 + 1)?;
-        let x = g.add(x, a)?;
-        let h = self.ln2.forward(g, x)?;
-        let m = self.mlp.forward(g, h)?;
-        let m = drop.apply(g, m, 2 * i as u64 + 2)?;
-        g.add(x, m)
-    }
-
-    fn params(&self) -> Vec<Param> {
-        let mut v = self.ln1.params();
-        v.extend(self.attn.qkv.params());
-        v.extend(self.attn.proj.params());
-        v.extend(self.ln2.params());
-        v.extend(self.mlp.fc.params());
-        v.extend(self.mlp.out.params());
-        v
+        let (c, h) = (self.width, self.hidden());
+        let mlp = if self.gated_mlp { 3 * c * h } else { 2 * c * h };
+        let qk = if self.qk_norm { 4 * (c / self.heads) } else { 0 };
+        let pos = if self.rope { 0 } else { self.context * c };
+        let head = if self.untied { VOCAB * c } else { 0 };
+        VOCAB * c + pos + head + self.layers * (4 * c * c + mlp + 4 * c + qk) + 2 * c
     }
 }
 
@@ -255,10 +198,14 @@ impl Block {
 pub struct Gpt {
     /// Its shape.
     pub cfg: GptConfig,
-    /// Token embedding [256, width], also the output projection.
+    /// Token embedding [256, width], also the output projection unless `untied`.
     pub wte: Embedding,
-    /// Position embedding [context, width].
-    pub wpe: Param,
+    /// Learned position embedding [context, width] (None with rotary positions).
+    pub wpe: Option<Param>,
+    /// Rotary tables (with `rope`).
+    pub rotary: Option<Rotary>,
+    /// The output projection [width, 256] (with `untied`).
+    pub head: Option<Linear>,
     /// The residual blocks.
     pub blocks: Vec<Block>,
     /// The final norm.
@@ -274,10 +221,19 @@ impl Gpt {
         let c = cfg.width;
         let resid_std = INIT_STD / ((2 * cfg.layers) as f32).sqrt();
         let wte = Embedding::new(dev, &mut rng, "wte", VOCAB, c, Init::Normal(INIT_STD))?;
-        let wpe = Init::Normal(INIT_STD).param(dev, &mut rng, "wpe", &[cfg.context, c])?;
+        let (wpe, rotary) = if cfg.rope {
+            (None, Some(Rotary::new(dev, cfg.context, c / cfg.heads)?))
+        } else {
+            (Some(Init::Normal(INIT_STD).param(dev, &mut rng, "wpe", &[cfg.context, c])?), None)
+        };
         let blocks = (0..cfg.layers).map(|i| Block::new(dev, &mut rng, i, &cfg, resid_std)).collect::<Result<_>>()?;
         let ln_f = LayerNorm::new(dev, "ln_f", c, LN_EPS)?;
-        Ok(Gpt { cfg, wte, wpe, blocks, ln_f })
+        let head = if cfg.untied {
+            Some(Linear::named(dev, &mut rng, "lm_head".into(), None, [c, VOCAB], Init::Normal(INIT_STD))?)
+        } else {
+            None
+        };
+        Ok(Gpt { cfg, wte, wpe, rotary, head, blocks, ln_f })
     }
 
     /// The model a checkpoint holds (its config and weights).
@@ -294,11 +250,15 @@ impl Gpt {
 
     /// Every parameter, named as in checkpoints.
     pub fn params(&self) -> Vec<Param> {
-        let mut out = vec![self.wte.table.clone(), self.wpe.clone()];
+        let mut out = vec![self.wte.table.clone()];
+        out.extend(self.wpe.clone());
         for b in &self.blocks {
             out.extend(b.params());
         }
         out.extend(self.ln_f.params());
+        if let Some(h) = &self.head {
+            out.extend(h.params());
+        }
         out
     }
 
@@ -316,19 +276,24 @@ impl Gpt {
         };
         let drop = ResidDropout { p: self.cfg.dropout, step };
 
-        // Embeddings: x = wte[ids] + wpe[0..T], as [B·T, C].
-        let tok = self.wte.forward(g, ids)?;
-        let wpe = g.param(&self.wpe.tensor);
-        let pos = g.slice(wpe, 0, 0, t)?;
-        let x = g.add(tok, pos)?;
+        // Embeddings: x = wte[ids] + wpe[0..T] (rotary positions: x = wte[ids]), as [B·T, C].
+        let mut x = self.wte.forward(g, ids)?;
+        if let Some(wpe) = &self.wpe {
+            let wpe = g.param(&wpe.tensor);
+            let pos = g.slice(wpe, 0, 0, t)?;
+            x = g.add(x, pos)?;
+        }
         let mut x = g.reshape(x, &[b * t, self.cfg.width])?;
 
         for (i, blk) in self.blocks.iter().enumerate() {
-            x = blk.forward(g, x, (b, t), i, &drop)?;
+            x = blk.forward(g, x, (b, t), (i, self.rotary.as_ref()), &drop)?;
         }
 
-        // Tied output projection: logits = LN(x) · Wteᵀ.
+        // Output projection: logits = LN(x) · Wteᵀ (tied), or LN(x) · W_head.
         let h = self.ln_f.forward(g, x)?;
+        if let Some(head) = &self.head {
+            return head.forward(g, h);
+        }
         let wte = g.param(&self.wte.table.tensor);
         g.matmul(h, wte, MatmulOpts { trans_b: true, ..MatmulOpts::default() })
     }

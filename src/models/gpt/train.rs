@@ -41,6 +41,12 @@ impl TrainSettings {
     pub fn validate(&self) -> Result<()> {
         crate::models::check_batch_steps_lr("gpt train", self.batch, self.steps, self.lr)?;
         crate::models::check_clip("gpt train", self.clip)?;
+        if !(0.0..=1.0).contains(&self.min_lr_frac) {
+            return Err(Error::invalid(
+                "gpt train",
+                format!("--min-lr-frac must be in [0, 1], got {}", self.min_lr_frac),
+            ));
+        }
         Ok(())
     }
 

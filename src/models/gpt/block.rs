@@ -1,0 +1,216 @@
+//! One transformer block and its two halves: causal self-attention (optionally with QK normalisation and
+//! rotary positions) and the feed-forward MLP (GELU, or gated SiLU: SwiGLU).
+
+use super::{GptConfig, INIT_STD, LN_EPS};
+use crate::device::Device;
+use crate::error::Result;
+use crate::graph::{Graph, NodeId};
+use crate::nn::{Activation, Init, LayerNorm, Linear, Param};
+use crate::ops::dropout::{self, Dropout};
+use crate::ops::rng::RngState;
+use crate::tensor::Tensor;
+
+/// Base of the rotary angles: pair j of a head turns by position · ROPE_BASE^(−2j/head size).
+const ROPE_BASE: f64 = 10_000.0;
+
+/// Dropout on the residual branches while training (`step` is the optimizer's step counter, so each
+/// step draws a fresh mask); the identity when evaluating or sampling.
+pub(super) struct ResidDropout<'a> {
+    pub(super) p: f32,
+    pub(super) step: Option<&'a Tensor>,
+}
+
+impl ResidDropout<'_> {
+    /// Site k (1, 2, ... through the model) has its own mask stream.
+    fn apply(&self, g: &mut Graph, x: NodeId, site: u64) -> Result<NodeId> {
+        let Some(step) = self.step else { return Ok(x) };
+        let stride = dropout::stride_for(g.shape(x).iter().product())?;
+        let d = Dropout { p: self.p, seed: 0x6770_7400 ^ site, offset: 0, stride };
+        g.dropout(x, d, step)
+    }
+}
+
+/// The rotary angle table [context, head size / 2, 2] of (cos, sin): a constant of the model, not a
+/// parameter.
+pub struct Rotary {
+    /// The table (`ops::rope::rope_table`).
+    pub table: Tensor,
+}
+
+impl Rotary {
+    /// The table for `context` positions and heads of `head_dim` values (even).
+    pub fn new(dev: &Device, context: usize, head_dim: usize) -> Result<Rotary> {
+        let v = crate::ops::rope::rope_table(context, head_dim, ROPE_BASE);
+        Ok(Rotary { table: Tensor::from_f32(dev, &[context, head_dim / 2, 2], &v)? })
+    }
+}
+
+/// Causal multi-head self-attention over a packed q|k|v projection.
+pub struct Attention {
+    /// [width, 3·width]: q | k | v.
+    pub qkv: Linear,
+    /// [width, width], writes into the residual stream.
+    pub proj: Linear,
+    /// Heads.
+    pub heads: usize,
+    /// Layer norms of q and of k over each head's values (`qk_norm`), shared by the heads.
+    pub qk_norm: Option<(LayerNorm, LayerNorm)>,
+}
+
+impl Attention {
+    fn new(dev: &Device, rng: &mut RngState, name: &str, cfg: &GptConfig, resid_std: f32) -> Result<Attention> {
+        let c = cfg.width;
+        let hd = c / cfg.heads;
+        let qk_norm = if cfg.qk_norm {
+            Some((
+                LayerNorm::new(dev, &format!("{name}.q_ln"), hd, LN_EPS)?,
+                LayerNorm::new(dev, &format!("{name}.k_ln"), hd, LN_EPS)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Attention {
+            qkv: Linear::named(dev, rng, format!("{name}.qkv"), None, [c, 3 * c], Init::Normal(INIT_STD))?,
+            proj: Linear::named(dev, rng, format!("{name}.proj"), None, [c, c], Init::Normal(resid_std))?,
+            heads: cfg.heads,
+            qk_norm,
+        })
+    }
+
+    /// q or k [B, T, C] layer-normalised over each head's values.
+    fn normalise(&self, g: &mut Graph, x: NodeId, norm: &LayerNorm, (b, t): (usize, usize)) -> Result<NodeId> {
+        let c = g.shape(x)[2];
+        let x = g.reshape(x, &[b * t * self.heads, c / self.heads])?;
+        let x = norm.forward(g, x)?;
+        g.reshape(x, &[b, t, c])
+    }
+
+    /// x [B·T, C] → proj(attention(q, k, v)) [B·T, C], for sequences of length `t`.
+    pub fn forward(&self, g: &mut Graph, x: NodeId, b: usize, t: usize, rope: Option<&Rotary>) -> Result<NodeId> {
+        let c = g.shape(x)[1];
+        let qkv = self.qkv.forward(g, x)?;
+        let mut qkv = g.reshape(qkv, &[b, t, 3 * c])?;
+        if let Some((qn, kn)) = &self.qk_norm {
+            let (q, k, v) = (g.slice(qkv, 2, 0, c)?, g.slice(qkv, 2, c, c)?, g.slice(qkv, 2, 2 * c, c)?);
+            let q = self.normalise(g, q, qn, (b, t))?;
+            let k = self.normalise(g, k, kn, (b, t))?;
+            qkv = g.concat(&[q, k, v], 2)?;
+        }
+        if let Some(r) = rope {
+            let table = g.constant(&r.table);
+            qkv = g.rope(qkv, table, self.heads)?;
+        }
+        let a = g.attention(qkv, self.heads, true)?;
+        let a = g.reshape(a, &[b * t, c])?;
+        self.proj.forward(g, a)
+    }
+
+    fn params(&self) -> Vec<Param> {
+        let mut v = self.qkv.params();
+        if let Some((q, k)) = &self.qk_norm {
+            v.extend(q.params());
+            v.extend(k.params());
+        }
+        v.extend(self.proj.params());
+        v
+    }
+}
+
+/// The feed-forward part of a block: width → hidden → GELU → width, or with `gated_mlp`
+/// width → (SiLU(x·W_fc) ⊙ x·W_up) → width (SwiGLU).
+pub struct Mlp {
+    /// [width, hidden].
+    pub fc: Linear,
+    /// [width, hidden], the gated MLP's second input projection.
+    pub up: Option<Linear>,
+    /// [hidden, width], writes into the residual stream.
+    pub out: Linear,
+}
+
+impl Mlp {
+    fn new(dev: &Device, rng: &mut RngState, name: &str, cfg: &GptConfig, resid_std: f32) -> Result<Mlp> {
+        let (c, h) = (cfg.width, cfg.hidden());
+        let lin = |rng: &mut RngState, n: &str, shape, std| {
+            Linear::named(dev, rng, format!("{name}.{n}"), None, shape, Init::Normal(std))
+        };
+        let fc = lin(rng, "fc", [c, h], INIT_STD)?;
+        let up = if cfg.gated_mlp { Some(lin(rng, "up", [c, h], INIT_STD)?) } else { None };
+        Ok(Mlp { fc, up, out: lin(rng, "out", [h, c], resid_std)? })
+    }
+
+    /// out(gelu(fc(x))), or out(silu(fc(x)) ⊙ up(x)).
+    pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let u = self.fc.forward(g, x)?;
+        let u = match &self.up {
+            None => Activation::Gelu.forward(g, u)?,
+            Some(up) => {
+                let s = Activation::Silu.forward(g, u)?;
+                let v = up.forward(g, x)?;
+                g.mul(s, v)?
+            }
+        };
+        self.out.forward(g, u)
+    }
+
+    fn params(&self) -> Vec<Param> {
+        let mut v = self.fc.params();
+        if let Some(up) = &self.up {
+            v.extend(up.params());
+        }
+        v.extend(self.out.params());
+        v
+    }
+}
+
+/// One pre-norm residual block: x += attn(LN(x)); x += mlp(LN(x)).
+pub struct Block {
+    /// Norm before attention.
+    pub ln1: LayerNorm,
+    /// Self-attention.
+    pub attn: Attention,
+    /// Norm before the MLP.
+    pub ln2: LayerNorm,
+    /// Feed-forward.
+    pub mlp: Mlp,
+}
+
+impl Block {
+    /// Block `i`, its parameters named `h.{i}.*`.
+    pub(super) fn new(dev: &Device, rng: &mut RngState, i: usize, cfg: &GptConfig, resid_std: f32) -> Result<Block> {
+        let c = cfg.width;
+        Ok(Block {
+            ln1: LayerNorm::new(dev, &format!("h.{i}.ln1"), c, LN_EPS)?,
+            attn: Attention::new(dev, rng, &format!("h.{i}.attn"), cfg, resid_std)?,
+            ln2: LayerNorm::new(dev, &format!("h.{i}.ln2"), c, LN_EPS)?,
+            mlp: Mlp::new(dev, rng, &format!("h.{i}.mlp"), cfg, resid_std)?,
+        })
+    }
+
+    /// x [B·T, C] through the block; block `i` uses dropout sites 2i+1 and 2i+2.
+    pub(super) fn forward(
+        &self,
+        g: &mut Graph,
+        x: NodeId,
+        (b, t): (usize, usize),
+        (i, rope): (usize, Option<&Rotary>),
+        drop: &ResidDropout,
+    ) -> Result<NodeId> {
+        let h = self.ln1.forward(g, x)?;
+        let a = self.attn.forward(g, h, b, t, rope)?;
+        let a = drop.apply(g, a, 2 * i as u64 + 1)?;
+        let x = g.add(x, a)?;
+        let h = self.ln2.forward(g, x)?;
+        let m = self.mlp.forward(g, h)?;
+        let m = drop.apply(g, m, 2 * i as u64 + 2)?;
+        g.add(x, m)
+    }
+
+    /// The block's parameters, in checkpoint order (the old model's order when no option is on).
+    pub(super) fn params(&self) -> Vec<Param> {
+        let mut v = self.ln1.params();
+        v.extend(self.attn.params());
+        v.extend(self.ln2.params());
+        v.extend(self.mlp.params());
+        v
+    }
+}
