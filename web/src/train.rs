@@ -1,5 +1,5 @@
 //! Training in the page: a few steps of a regime from a seed, each step's loss read back
-//! asynchronously. The same functions run natively (examples/losses.rs), so the page's losses can be
+//! asynchronously, on a built-in text. The same functions run natively (examples/losses.rs), so the page's losses can be
 //! compared with tigel's native CPU engine on the same seed and data.
 
 use serde_json::{json, Value};
@@ -35,10 +35,18 @@ pub struct Trained {
     pub steps_s: f64,
 }
 
-/// Trains the page's GPT on tigel's embedded text (its own sources and docs) for `steps` steps.
+/// The page's built-in text: the WGSL of every kernel tigel ships (about 100 KB). Fixed by the shaders
+/// alone, unlike `Corpus::embedded` (every source and doc), so a native build and a browser build of
+/// one commit train on the same bytes even when docs differ between the two builds.
+pub fn corpus() -> Result<Corpus> {
+    let text: String = tigel::kernels::SHADERS.iter().map(|s| s.source).collect::<Vec<_>>().join("\n");
+    Corpus::from_bytes("tigel's kernels (WGSL)".into(), text.into_bytes())
+}
+
+/// Trains the page's GPT on `corpus()` for `steps` steps.
 pub async fn gpt_losses(dev: &Device, steps: u32, seed: u64) -> Result<Trained> {
     let t0 = Instant::now();
-    let corpus = Corpus::embedded();
+    let corpus = corpus()?;
     let model = Gpt::new(dev, GPT, seed)?;
     let trainer = GptTrainer::new(dev, model, &corpus, gpt_settings(steps, seed), 0)?;
     let mut losses = Vec::with_capacity(steps as usize);
