@@ -1,6 +1,7 @@
 //! Attention family: the fused forward (out, lse) and backward (dqkv), causal and not, CPU twin against
 //! an unfused f64 reference, GPU against the CPU twin, the backward against finite differences of the
-//! forward, the folded workgroup grid, large scores, and bad input.
+//! forward, the folded workgroup grid, large scores, bad input, and the small-tile variant that a device
+//! with WebGPU's default 16 KiB of workgroup memory takes, against the full tiles and the CPU twin.
 //!
 //! Tolerances are relative to the scale of the tensor compared: atol = TOL * max|want| (lse, whose
 //! entries sit near log T, also gets TOL absolute). Inputs are uniform in [-1.5, 1.5), so scaled scores
@@ -20,7 +21,7 @@
 //!   (2h) ~ 1e-4; compared with atol 2e-3 + rtol 2e-2.
 mod common;
 use common::*;
-use tigel::kernels::attention::MAX_HEAD_DIM;
+use tigel::kernels::attention::{variant, FULL, MAX_HEAD_DIM, SMALL, SMALL_MAX_HEAD_DIM};
 use tigel::ops::attention as at;
 use tigel::{Device, Tensor};
 
@@ -334,4 +335,70 @@ fn attention_bad_input_is_an_error() {
     // An empty sequence gives empty outputs and no dispatch.
     let (o, l) = at::attention(&cpu, &t(&[2, 0, 12]), 2, true).unwrap();
     assert_eq!((o.shape, l.shape), (vec![2, 0, 4], vec![2, 2, 0]));
+}
+
+/// The test GPU's adapter opened again with WebGPU's default limits (16 KiB of workgroup memory), as a
+/// browser that offers only the defaults would give it.
+fn webgpu_defaults_device(full: &Device) -> Device {
+    let info = full.adapter_info().expect("a GPU device").clone();
+    let choice = tigel::device::adapter::backend_str(info.backend).parse().expect("a backend tigel names");
+    let adapter = tigel::device::adapter::adapters(choice)
+        .into_iter()
+        .find(|a| a.get_info().name == info.name)
+        .expect("the test GPU's adapter");
+    let (device, queue) = pollster::block_on(adapter.request_device(&tigel::wgpu::DeviceDescriptor {
+        label: Some("WebGPU default limits"),
+        required_limits: tigel::wgpu::Limits::default(),
+        ..Default::default()
+    }))
+    .expect("a device with WebGPU's default limits");
+    let d = Device::from_wgpu(device, queue, info).unwrap();
+    d.set_poison(true);
+    d
+}
+
+#[test]
+fn attention_variant_follows_the_workgroup_memory_limit() {
+    // The registry's figures: the full tiles need over WebGPU's default 16 KiB, the small ones fit it.
+    assert_eq!(FULL.workgroup_memory(), 27136);
+    assert!(SMALL.workgroup_memory() <= 16384, "{}", SMALL.workgroup_memory());
+    assert!(std::ptr::eq(variant(32768, MAX_HEAD_DIM).unwrap(), &FULL));
+    assert!(std::ptr::eq(variant(32768, 8).unwrap(), &FULL));
+    assert!(std::ptr::eq(variant(16384, SMALL_MAX_HEAD_DIM).unwrap(), &SMALL));
+    assert!(variant(16384, SMALL_MAX_HEAD_DIM + 1).is_none());
+    assert!(variant(32768, MAX_HEAD_DIM + 1).is_none());
+}
+
+#[test]
+fn attention_small_tiles_match_full_tiles_and_cpu_twin() {
+    // Same lanes, splits and summation order as the full tiles (only the tile pitch differs), so the
+    // results are bit-identical to the full tiles' and within TOL of the CPU twin.
+    let Some(full) = gpu() else { return };
+    let small = webgpu_defaults_device(&full);
+    assert_eq!(small.max_workgroup_memory(), 16384);
+    let cpu = cpu();
+    let mut rng = Rng::new(seed());
+    for &shape in SHAPES.iter().filter(|s| s.3 <= SMALL_MAX_HEAD_DIM) {
+        for causal in [true, false] {
+            let (qkv, dout) = inputs(&mut rng, shape);
+            let what = format!("{shape:?} causal={causal}");
+            let (out, lse) = fwd(&full, shape, &qkv, causal);
+            let (sout, slse) = fwd(&small, shape, &qkv, causal);
+            assert_close(&format!("out small vs full {what}"), &sout, &out, 0.0, 0.0);
+            assert_close(&format!("lse small vs full {what}"), &slse, &lse, 0.0, 0.0);
+            let (cout, clse) = fwd(&cpu, shape, &qkv, causal);
+            check(&format!("out small vs cpu {what}"), &sout, &cout, TOL, 0.0);
+            check(&format!("lse small vs cpu {what}"), &slse, &clse, TOL, TOL);
+            let want = bwd(&full, shape, &qkv, &cout, &clse, &dout, causal);
+            let got = bwd(&small, shape, &qkv, &cout, &clse, &dout, causal);
+            assert_close(&format!("dqkv small vs full {what}"), &got, &want, 0.0, 0.0);
+            let twin = bwd(&cpu, shape, &qkv, &cout, &clse, &dout, causal);
+            check(&format!("dqkv small vs cpu {what}"), &got, &twin, TOL, 0.0);
+        }
+    }
+    // Past the small tiles' head dim the device's limit is named, before any dispatch.
+    let d = SMALL_MAX_HEAD_DIM + 4;
+    let x = Tensor::from_f32(&small, &[1, 2, 3 * d], &vec![0.5; 6 * d]).unwrap();
+    let e = at::attention(&small, &x, 1, true).unwrap_err().to_string();
+    assert!(e.contains("max_compute_workgroup_storage_size") && e.contains(&format!("head dim {d}")), "{e}");
 }

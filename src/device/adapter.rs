@@ -4,6 +4,9 @@
 //! and otherwise the CPU backend. Software adapters (lavapipe, WARP, SwiftShader) are slower than
 //! tigel's own CPU backend for training, so `auto` never picks them: they are used only when their
 //! backend is named (`--backend vulkan` on a machine whose only Vulkan device is lavapipe).
+//!
+//! In a browser (wasm32) the only backend is the browser's WebGPU, which offers the one adapter it
+//! chose: `auto` takes it whatever its type, since tigel's CPU engine runs single-threaded there.
 
 use crate::error::{Error, Result};
 
@@ -22,6 +25,8 @@ pub enum BackendChoice {
     Gl,
     /// The CPU engine (the kernels' CPU twins).
     Cpu,
+    /// The browser's WebGPU (wasm32 builds with the `web` feature).
+    WebGpu,
 }
 
 impl std::str::FromStr for BackendChoice {
@@ -34,6 +39,7 @@ impl std::str::FromStr for BackendChoice {
             "dx12" | "d3d12" => BackendChoice::Dx12,
             "gl" | "gles" | "opengl" => BackendChoice::Gl,
             "cpu" => BackendChoice::Cpu,
+            "webgpu" | "web" => BackendChoice::WebGpu,
             _ => return Err(Error::UnknownBackend(s.to_string())),
         })
     }
@@ -42,9 +48,11 @@ impl std::str::FromStr for BackendChoice {
 impl BackendChoice {
     fn wgpu_backends(self) -> wgpu::Backends {
         match self {
+            BackendChoice::Auto if cfg!(target_arch = "wasm32") => wgpu::Backends::BROWSER_WEBGPU,
             BackendChoice::Auto => {
                 wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12 | wgpu::Backends::GL
             }
+            BackendChoice::WebGpu => wgpu::Backends::BROWSER_WEBGPU,
             BackendChoice::Vulkan => wgpu::Backends::VULKAN,
             BackendChoice::Metal => wgpu::Backends::METAL,
             BackendChoice::Dx12 => wgpu::Backends::DX12,
@@ -77,8 +85,9 @@ pub fn device_type_str(t: wgpu::DeviceType) -> &'static str {
     }
 }
 
-fn is_hardware(t: wgpu::DeviceType) -> bool {
-    !matches!(t, wgpu::DeviceType::Cpu)
+/// Whether `auto` may take an adapter of this type: hardware only, except in a browser (see above).
+fn auto_takes(t: wgpu::DeviceType) -> bool {
+    cfg!(target_arch = "wasm32") || !matches!(t, wgpu::DeviceType::Cpu)
 }
 
 /// Higher is better: device type first, then native APIs over GL.
@@ -135,7 +144,8 @@ impl AdapterSummary {
 pub(crate) fn summarize(a: &wgpu::Adapter) -> AdapterSummary {
     let info = a.get_info();
     AdapterSummary {
-        name: info.name.clone(),
+        // A browser may withhold the adapter's description.
+        name: if info.name.is_empty() { "unnamed adapter".into() } else { info.name.clone() },
         backend: backend_str(info.backend),
         device_type: device_type_str(info.device_type),
         driver: info.driver.clone(),
@@ -169,12 +179,21 @@ pub(crate) fn instance(backends: wgpu::Backends) -> wgpu::Instance {
 }
 
 /// Every adapter wgpu sees for the given choice.
-pub fn adapters(choice: BackendChoice) -> Vec<wgpu::Adapter> {
+pub async fn adapters_async(choice: BackendChoice) -> Vec<wgpu::Adapter> {
     let backends = choice.wgpu_backends();
     if backends.is_empty() {
         return Vec::new();
     }
-    pollster::block_on(instance(backends).enumerate_adapters(backends))
+    instance(backends).enumerate_adapters(backends).await
+}
+
+/// Every adapter wgpu sees for the given choice (none in a browser, which answers only asynchronously:
+/// use `adapters_async` there).
+pub fn adapters(choice: BackendChoice) -> Vec<wgpu::Adapter> {
+    if cfg!(target_arch = "wasm32") {
+        return Vec::new();
+    }
+    pollster::block_on(adapters_async(choice))
 }
 
 /// Summaries of every adapter wgpu sees on any backend.
@@ -187,11 +206,11 @@ pub(crate) enum Chosen {
     Gpu { adapter: wgpu::Adapter, note: String },
 }
 
-pub(crate) fn choose(choice: BackendChoice, filter: Option<&str>) -> Result<Chosen> {
+pub(crate) async fn choose_async(choice: BackendChoice, filter: Option<&str>) -> Result<Chosen> {
     if choice == BackendChoice::Cpu {
         return Ok(Chosen::Cpu { note: format!("backend: cpu ({} threads), as asked", rayon::current_num_threads()) });
     }
-    let all = adapters(choice);
+    let all = adapters_async(choice).await;
     let seen = if all.is_empty() {
         "none".to_string()
     } else {
@@ -204,7 +223,7 @@ pub(crate) fn choose(choice: BackendChoice, filter: Option<&str>) -> Result<Chos
     let mut candidates: Vec<wgpu::Adapter> = all
         .into_iter()
         .filter(|a| matches_filter(a))
-        .filter(|a| choice != BackendChoice::Auto || is_hardware(a.get_info().device_type))
+        .filter(|a| choice != BackendChoice::Auto || auto_takes(a.get_info().device_type))
         .collect();
     candidates.sort_by_key(|a| std::cmp::Reverse(rank(&a.get_info())));
 

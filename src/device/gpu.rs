@@ -4,18 +4,14 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use crate::device::{Counters, Raw, RawDispatch};
+use super::pipeline::Pipe;
+pub(crate) use super::readback::PendingRead;
+use super::readback::{Signal, Signalled};
+use crate::device::{Counters, Instant, Raw, RawDispatch};
 use crate::error::{Error, Result};
-use crate::kernels::{BindingKind, EntryInfo, Kernel};
-
-pub(crate) struct Pipe {
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
-    params_size: u64,
-}
 
 /// Eager work waiting for the next submission. Dispatches hold raw wgpu buffers, not tigel `Buffer`s:
 /// a tensor dropped while its dispatch is pending goes back to the pool at once, and a later dispatch
@@ -36,8 +32,8 @@ pub(crate) struct GpuEngine {
     pub limits: wgpu::Limits,
     /// Whether timestamp queries can time a replay.
     pub timestamps: bool,
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
-    pipes: Mutex<HashMap<(&'static str, &'static str), Arc<Pipe>>>,
+    pub(super) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pub(super) pipes: Mutex<HashMap<(&'static str, &'static str), Arc<Pipe>>>,
     pending: Mutex<Vec<Op>>,
     arena: Mutex<Option<wgpu::Buffer>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -70,25 +66,28 @@ pub(crate) struct Prepared {
 
 impl GpuEngine {
     /// Requests a device from `adapter` with the limits and features tigel wants.
-    pub fn from_adapter(adapter: &wgpu::Adapter, counters: Arc<Counters>) -> Result<GpuEngine> {
+    pub async fn from_adapter_async(adapter: &wgpu::Adapter, counters: Arc<Counters>) -> Result<GpuEngine> {
         let mut features = wgpu::Features::empty();
         if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
         // The adapter's own limits, not wgpu's conservative defaults: large buffers and workgroup
-        // memory are what make kernels fast on real GPUs.
+        // memory are what make kernels fast on real GPUs. Kernels that need more than WebGPU's
+        // defaults have variants chosen from these limits (see kernels::attention).
         let limits = adapter.limits();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("tigel"),
-            required_features: features,
-            required_limits: limits,
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| {
-            Error::DeviceRequest(format!("{} ({:?}): {e}", adapter.get_info().name, adapter.get_info().backend))
-        })?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tigel"),
+                required_features: features,
+                required_limits: limits,
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| {
+                Error::DeviceRequest(format!("{} ({:?}): {e}", adapter.get_info().name, adapter.get_info().backend))
+            })?;
         Ok(GpuEngine::new(device, queue, adapter.get_info(), counters))
     }
 
@@ -159,110 +158,6 @@ impl GpuEngine {
         self.flush()?;
         self.queue.write_buffer(raw, 0, bytes);
         Ok(())
-    }
-
-    fn module(&self, shader: &'static str) -> Result<wgpu::ShaderModule> {
-        let mut m = self.modules.lock().unwrap();
-        if let Some(x) = m.get(shader) {
-            return Ok(x.clone());
-        }
-        let info = crate::kernels::shader(shader).ok_or_else(|| Error::Other(format!("no shader `{shader}`")))?;
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(shader),
-            source: wgpu::ShaderSource::Wgsl(info.source.into()),
-        });
-        m.insert(shader, module.clone());
-        Ok(module)
-    }
-
-    /// Checks an entry point against the adapter's limits (before wgpu would reject it).
-    pub fn check_entry(&self, k: &Kernel, info: &EntryInfo) -> Result<()> {
-        let l = &self.limits;
-        let [x, y, z] = info.workgroup_size;
-        let checks: [(&str, u64, &'static str, u64); 5] = [
-            ("workgroup size x", x as u64, "max_compute_workgroup_size_x", l.max_compute_workgroup_size_x as u64),
-            ("workgroup size y", y as u64, "max_compute_workgroup_size_y", l.max_compute_workgroup_size_y as u64),
-            (
-                "invocations per workgroup",
-                (x * y * z) as u64,
-                "max_compute_invocations_per_workgroup",
-                l.max_compute_invocations_per_workgroup as u64,
-            ),
-            (
-                "workgroup memory (bytes)",
-                info.workgroup_memory as u64,
-                "max_compute_workgroup_storage_size",
-                l.max_compute_workgroup_storage_size as u64,
-            ),
-            (
-                "storage buffers",
-                (info.bindings.len() - 1) as u64,
-                "max_storage_buffers_per_shader_stage",
-                l.max_storage_buffers_per_shader_stage as u64,
-            ),
-        ];
-        for (what, v, limit_name, limit) in checks {
-            if v > limit {
-                return Err(Error::LimitExceeded {
-                    what: format!("kernel {}: {what}", k.name()),
-                    requested: v,
-                    limit_name,
-                    limit,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn pipe(&self, k: &'static Kernel) -> Result<Arc<Pipe>> {
-        if let Some(p) = self.pipes.lock().unwrap().get(&(k.shader, k.entry)) {
-            return Ok(p.clone());
-        }
-        let info = k.info()?;
-        self.check_entry(k, info)?;
-        let module = self.module(k.shader)?;
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = info
-            .bindings
-            .iter()
-            .map(|b| wgpu::BindGroupLayoutEntry {
-                binding: b.binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: match b.kind {
-                        BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
-                        BindingKind::StorageRead => wgpu::BufferBindingType::Storage { read_only: true },
-                        BindingKind::StorageReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
-                    },
-                    // Params live in one shared uniform buffer per batch, addressed by dynamic offset.
-                    has_dynamic_offset: b.kind == BindingKind::Uniform,
-                    min_binding_size: NonZeroU64::new(b.size as u64),
-                },
-                count: None,
-            })
-            .collect();
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let layout = self
-            .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(k.entry), entries: &entries });
-        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(k.entry),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(k.entry),
-            layout: Some(&pl),
-            module: &module,
-            entry_point: Some(k.entry),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("creating pipeline {}: {e}", k.name())));
-        }
-        let p = Arc::new(Pipe { pipeline, layout, params_size: info.bindings[0].size as u64 });
-        self.pipes.lock().unwrap().insert((k.shader, k.entry), p.clone());
-        Ok(p)
     }
 
     /// Adds one dispatch to the batch submitted at the next flush.
@@ -374,17 +269,17 @@ impl GpuEngine {
                 i += 1;
             }
         }
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         if let Some(p) = rec {
             self.encode_prepared(&mut enc, p, false);
         }
         drop(arena_guard);
-        let t1 = std::time::Instant::now();
+        let t1 = Instant::now();
         let cb = enc.finish();
-        let t2 = std::time::Instant::now();
+        let t2 = Instant::now();
         self.queue.submit([cb]);
         if rec.is_some() {
-            let t3 = std::time::Instant::now();
+            let t3 = Instant::now();
             *self.last_replay.lock().unwrap() = Some(ReplayCpuTimes {
                 record_s: (t1 - t0).as_secs_f64(),
                 finish_s: (t2 - t1).as_secs_f64(),
@@ -403,6 +298,15 @@ impl GpuEngine {
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
+        self.take_errors()
+    }
+
+    /// Waits until all work submitted so far is done.
+    pub async fn wait_async(&self) -> Result<()> {
+        let done = Arc::new(Signal::default());
+        let d = done.clone();
+        self.queue.on_submitted_work_done(move || d.set(true));
+        Signalled::new(self.device.clone(), done, "waiting for the queue").await?;
         self.take_errors()
     }
 
@@ -535,52 +439,4 @@ fn gpu_buffers(d: &RawDispatch) -> Vec<(wgpu::Buffer, u64)> {
             Raw::Cpu(_) => unreachable!("validated: GPU buffers on the GPU engine"),
         })
         .collect()
-}
-
-/// A buffer copy on its way to the host.
-pub(crate) struct PendingRead {
-    device: wgpu::Device,
-    staging: wgpu::Buffer,
-    words: usize,
-    // 0: in flight, 1: mapped, 2: failed
-    state: Arc<AtomicU8>,
-}
-
-impl PendingRead {
-    fn start(device: wgpu::Device, staging: wgpu::Buffer, words: usize) -> PendingRead {
-        let state = Arc::new(AtomicU8::new(0));
-        let s = state.clone();
-        staging
-            .slice(..)
-            .map_async(wgpu::MapMode::Read, move |r| s.store(if r.is_ok() { 1 } else { 2 }, Ordering::Release));
-        PendingRead { device, staging, words, state }
-    }
-
-    /// True once the data is on the host (never blocks).
-    pub fn poll(&mut self) -> Result<bool> {
-        if self.state.load(Ordering::Acquire) == 0 {
-            self.device.poll(wgpu::PollType::Poll).map_err(|e| Error::Gpu(e.to_string()))?;
-        }
-        match self.state.load(Ordering::Acquire) {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(Error::Gpu("buffer map failed".into())),
-        }
-    }
-
-    /// Blocks until the data is on the host and returns it.
-    pub fn wait(self) -> Result<Vec<u32>> {
-        while self.state.load(Ordering::Acquire) == 0 {
-            self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
-        }
-        if self.state.load(Ordering::Acquire) != 1 {
-            return Err(Error::Gpu("buffer map failed".into()));
-        }
-        let out = {
-            let view = self.staging.slice(..).get_mapped_range().map_err(|e| Error::Gpu(e.to_string()))?;
-            bytemuck::cast_slice::<u8, u32>(&view)[..self.words].to_vec()
-        };
-        self.staging.unmap();
-        Ok(out)
-    }
 }

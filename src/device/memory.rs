@@ -278,10 +278,28 @@ impl Download {
         }
     }
 
+    /// Waits until the data is on the host and returns it: `wait` awaited (see readback.rs for how each
+    /// target waits). Not counted as a blocking wait.
+    pub async fn wait_async(mut self) -> Result<Vec<u32>> {
+        match std::mem::replace(&mut self.state, DownloadState::Taken) {
+            DownloadState::Ready(v) => Ok(v),
+            DownloadState::Gpu(p) => p.wait_async().await,
+            DownloadState::Taken => Err(Error::Other("download already taken".into())),
+        }
+    }
+
+    /// `f32` awaited: the first value as an f32 (how a loss comes back).
+    pub async fn f32_async(self) -> Result<f32> {
+        first_f32(self.wait_async().await?)
+    }
+
     /// Blocks until the data is on the host and returns its first value as an f32: how a loss (a
     /// one-element f32 tensor, e.g. `Trainer::read_loss`) comes back.
     pub fn f32(self) -> Result<f32> {
-        let words = self.wait()?;
-        words.first().map(|&b| f32::from_bits(b)).ok_or_else(|| Error::Other("download of an empty buffer".into()))
+        first_f32(self.wait()?)
     }
+}
+
+fn first_f32(words: Vec<u32>) -> Result<f32> {
+    words.first().map(|&b| f32::from_bits(b)).ok_or_else(|| Error::Other("download of an empty buffer".into()))
 }

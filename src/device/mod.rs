@@ -8,6 +8,11 @@
 //! is a fixed list of dispatches prepared once (pipelines, bind groups, uniform data) and replayed with a
 //! single queue submission each time, which is how training steps run.
 //!
+//! Waiting: device creation, read-backs and `wait` have async forms (`Device::new_async`,
+//! `Download::wait_async`, `Device::wait_async`, ...) that every target can await; in a browser they are
+//! the only ones that wait, since nothing may block its event loop. The blocking forms stay for native
+//! code and are built on the async ones.
+//!
 //! Memory: buffers come from a pool of size classes on both engines. `Device::capture` runs ordinary
 //! eager code once with dispatches recorded instead of run and allocations served from a pool private to
 //! the capture: a tensor dropped during the capture frees its memory for later tensors of the same
@@ -15,10 +20,13 @@
 //! the step, and its peak is known before the first replay.
 
 pub mod adapter;
+mod async_forms;
 pub mod cpu;
 mod dispatch;
 pub mod gpu;
 mod memory;
+mod pipeline;
+mod readback;
 mod recording;
 
 use std::collections::HashMap;
@@ -34,6 +42,13 @@ use memory::Pools;
 pub(crate) use memory::Raw;
 pub use memory::{Buffer, Download};
 pub use recording::Recording;
+
+/// A monotonic clock on every target tigel builds for: std's `Instant` natively; in a browser, where
+/// std's panics, `web_time`'s (the page's `performance.now()`).
+#[cfg(not(target_arch = "wasm32"))]
+pub use std::time::Instant;
+#[cfg(target_arch = "wasm32")]
+pub use web_time::Instant;
 
 /// Poison written into freshly allocated buffers when `Device::set_poison(true)`: a quiet NaN with a
 /// recognisable payload, so a kernel that forgets to write an element fails any comparison.
@@ -147,16 +162,15 @@ impl Device {
         Device::select(choice, filter.as_deref())
     }
 
-    /// Like `new`, with the adapter-name filter given explicitly (a case-insensitive substring).
+    /// Like `new`, with the adapter-name filter given explicitly (a case-insensitive substring). In a
+    /// browser only the CPU backend can be made this way: use `select_async` there.
     pub fn select(choice: BackendChoice, adapter_filter: Option<&str>) -> Result<Device> {
-        match adapter::choose(choice, adapter_filter)? {
-            adapter::Chosen::Cpu { note } => Ok(Device::cpu_with_note(note)),
-            adapter::Chosen::Gpu { adapter, note } => {
-                let counters = Arc::new(Counters::default());
-                let engine = gpu::GpuEngine::from_adapter(&adapter, counters.clone())?;
-                Ok(Device { inner: DeviceInner::new(Engine::Gpu(engine), counters, note) })
-            }
+        if cfg!(target_arch = "wasm32") && choice != BackendChoice::Cpu {
+            return Err(crate::error::Error::DeviceRequest(
+                "a browser's GPU answers only asynchronously: use Device::select_async".into(),
+            ));
         }
+        pollster::block_on(Device::select_async(choice, adapter_filter))
     }
 
     /// `Device::new` with the choice read from `TIGEL_BACKEND` (default `auto`).
@@ -266,6 +280,15 @@ impl Device {
         match &self.inner.engine {
             Engine::Cpu => 65535,
             Engine::Gpu(g) => g.limits.max_compute_workgroups_per_dimension,
+        }
+    }
+
+    /// Bytes of workgroup memory a kernel may use (for the CPU backend, unbounded): kernels with
+    /// large tiles have variants for devices with less (WebGPU's default is 16 KiB).
+    pub fn max_workgroup_memory(&self) -> u32 {
+        match &self.inner.engine {
+            Engine::Cpu => u32::MAX,
+            Engine::Gpu(g) => g.limits.max_compute_workgroup_storage_size,
         }
     }
 

@@ -79,7 +79,7 @@ impl Device {
                     None => rec.dispatches.iter().for_each(run_cpu),
                     Some(p) => {
                         for d in &rec.dispatches {
-                            let t = std::time::Instant::now();
+                            let t = super::Instant::now();
                             run_cpu(d);
                             let e = p.entry((d.kernel.shader, d.kernel.entry)).or_default();
                             e.0 += 1;

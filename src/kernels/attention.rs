@@ -9,6 +9,10 @@ include!(concat!(env!("OUT_DIR"), "/params/attention.rs"));
 /// Largest head dim D the kernels support (their workgroup tiles are sized for it).
 pub const MAX_HEAD_DIM: usize = 128;
 
+/// Largest head dim of the small variant (shaders/attention_small.wgsl), which fits WebGPU's default
+/// 16 KiB of workgroup memory.
+pub const SMALL_MAX_HEAD_DIM: usize = 64;
+
 /// Owner rows per workgroup (queries in the forward and dQ kernels, keys in the dK/dV kernel).
 pub const TILE: usize = 16;
 
@@ -20,3 +24,58 @@ pub static ATTENTION_BWD_DQ: Kernel = Kernel { shader: "attention", entry: "atte
 
 /// Entry point `attention_bwd_dkv` of shaders/attention.wgsl.
 pub static ATTENTION_BWD_DKV: Kernel = Kernel { shader: "attention", entry: "attention_bwd_dkv" };
+
+/// Entry point `attention_fwd` of shaders/attention_small.wgsl.
+pub static ATTENTION_SMALL_FWD: Kernel = Kernel { shader: "attention_small", entry: "attention_fwd" };
+
+/// Entry point `attention_bwd_dq` of shaders/attention_small.wgsl.
+pub static ATTENTION_SMALL_BWD_DQ: Kernel = Kernel { shader: "attention_small", entry: "attention_bwd_dq" };
+
+/// Entry point `attention_bwd_dkv` of shaders/attention_small.wgsl.
+pub static ATTENTION_SMALL_BWD_DKV: Kernel = Kernel { shader: "attention_small", entry: "attention_bwd_dkv" };
+
+/// The three attention kernels of one tile size (same bindings, params and results).
+#[derive(Debug)]
+pub struct AttentionKernels {
+    /// The forward.
+    pub fwd: &'static Kernel,
+    /// The backward's dQ kernel (and delta).
+    pub bwd_dq: &'static Kernel,
+    /// The backward's dK/dV kernel.
+    pub bwd_dkv: &'static Kernel,
+    /// Largest head dim its tiles hold.
+    pub max_head_dim: usize,
+}
+
+impl AttentionKernels {
+    /// Bytes of workgroup memory its largest kernel uses (from the registry).
+    pub fn workgroup_memory(&self) -> u32 {
+        [self.fwd, self.bwd_dq, self.bwd_dkv]
+            .iter()
+            .map(|k| k.info().map_or(u32::MAX, |e| e.workgroup_memory))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Tiles for head dims up to `MAX_HEAD_DIM` (about 27 KiB of workgroup memory).
+pub static FULL: AttentionKernels = AttentionKernels {
+    fwd: &ATTENTION_FWD,
+    bwd_dq: &ATTENTION_BWD_DQ,
+    bwd_dkv: &ATTENTION_BWD_DKV,
+    max_head_dim: MAX_HEAD_DIM,
+};
+
+/// Tiles for head dims up to `SMALL_MAX_HEAD_DIM`, within WebGPU's default 16 KiB of workgroup memory.
+pub static SMALL: AttentionKernels = AttentionKernels {
+    fwd: &ATTENTION_SMALL_FWD,
+    bwd_dq: &ATTENTION_SMALL_BWD_DQ,
+    bwd_dkv: &ATTENTION_SMALL_BWD_DKV,
+    max_head_dim: SMALL_MAX_HEAD_DIM,
+};
+
+/// The kernels for head dim `head_dim` on a device with `workgroup_memory` bytes of workgroup memory
+/// per workgroup: the full tiles where they fit, else the small ones; None when neither does.
+pub fn variant(workgroup_memory: u32, head_dim: usize) -> Option<&'static AttentionKernels> {
+    [&FULL, &SMALL].into_iter().find(|v| head_dim <= v.max_head_dim && v.workgroup_memory() <= workgroup_memory)
+}

@@ -15,9 +15,7 @@
 use super::{u32_of, want_dtype, want_f32_fit};
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::attention::{
-    AttentionParams, ATTENTION_BWD_DKV, ATTENTION_BWD_DQ, ATTENTION_FWD, MAX_HEAD_DIM, TILE,
-};
+use crate::kernels::attention::{variant, AttentionKernels, AttentionParams, FULL, MAX_HEAD_DIM, SMALL, TILE};
 use crate::kernels::groups_1d;
 use crate::tensor::{DType, Tensor};
 
@@ -60,6 +58,18 @@ fn dims(op: &'static str, qkv: &Tensor, heads: usize) -> Result<(usize, usize, u
     Ok((b, t, heads, d))
 }
 
+/// The kernels for head dim `d` on `dev`: the small tiles where its workgroup memory is short (WebGPU's
+/// default 16 KiB).
+fn kernels(op: &'static str, dev: &Device, d: usize) -> Result<&'static AttentionKernels> {
+    let limit = dev.max_workgroup_memory();
+    variant(limit, d).ok_or_else(|| Error::LimitExceeded {
+        what: format!("{op} with head dim {d} (up to {} fits {} bytes)", SMALL.max_head_dim, SMALL.workgroup_memory()),
+        requested: FULL.workgroup_memory() as u64,
+        limit_name: "max_compute_workgroup_storage_size",
+        limit: limit as u64,
+    })
+}
+
 fn params(b: usize, t: usize, h: usize, d: usize, causal: bool) -> AttentionParams {
     let tiles = t.div_ceil(TILE);
     AttentionParams {
@@ -89,9 +99,10 @@ pub fn attention(dev: &Device, qkv: &Tensor, heads: usize, causal: bool) -> Resu
     if b * t == 0 {
         return Ok((out, lse));
     }
+    let k = kernels(op, dev, d)?;
     let p = params(b, t, h, d, causal);
     let groups = groups_1d(p.groups as usize, 1, dev.max_groups_per_dim());
-    dev.dispatch(Dispatch::new(&ATTENTION_FWD, &p, &[&qkv.buf, &out.buf, &lse.buf], groups))?;
+    dev.dispatch(Dispatch::new(k.fwd, &p, &[&qkv.buf, &out.buf, &lse.buf], groups))?;
     Ok((out, lse))
 }
 
@@ -117,19 +128,15 @@ pub fn attention_backward(
     }
     // delta = rowsum(dO * O) per (b, h, query): written by the dQ kernel, read by the dK/dV kernel.
     let delta = Tensor::empty(dev, &[b, h, t], DType::F32)?;
+    let k = kernels(op, dev, d)?;
     let p = params(b, t, h, d, causal);
     let groups = groups_1d(p.groups as usize, 1, dev.max_groups_per_dim());
     dev.dispatch(Dispatch::new(
-        &ATTENTION_BWD_DQ,
+        k.bwd_dq,
         &p,
         &[&qkv.buf, &lse.buf, &dout.buf, &out.buf, &dqkv.buf, &delta.buf],
         groups,
     ))?;
-    dev.dispatch(Dispatch::new(
-        &ATTENTION_BWD_DKV,
-        &p,
-        &[&qkv.buf, &lse.buf, &dout.buf, &delta.buf, &dqkv.buf],
-        groups,
-    ))?;
+    dev.dispatch(Dispatch::new(k.bwd_dkv, &p, &[&qkv.buf, &lse.buf, &dout.buf, &delta.buf, &dqkv.buf], groups))?;
     Ok(dqkv)
 }

@@ -36,9 +36,10 @@ pub use args::{CpuArgs, CpuTwin};
 /// (the device refuses to dispatch it on the CPU engine, naming the kernel).
 pub fn twin(k: &Kernel) -> Option<CpuTwin> {
     let f: CpuTwin = match (k.shader, k.entry) {
-        ("attention", "attention_fwd") => attention::attention_fwd,
-        ("attention", "attention_bwd_dq") => attention::attention_bwd_dq,
-        ("attention", "attention_bwd_dkv") => attention::attention_bwd_dkv,
+        // The small-tile variant computes the same results: one twin serves both.
+        ("attention" | "attention_small", "attention_fwd") => attention::attention_fwd,
+        ("attention" | "attention_small", "attention_bwd_dq") => attention::attention_bwd_dq,
+        ("attention" | "attention_small", "attention_bwd_dkv") => attention::attention_bwd_dkv,
         ("batch", "text_windows") => batch::text_windows,
         ("chnorm", "chnorm_stats_partial") => chnorm::chnorm_stats_partial,
         ("chnorm", "chnorm_stats_final") => chnorm::chnorm_stats_final,

@@ -254,6 +254,7 @@ pub fn chnorm_stats_partial(args: &mut CpuArgs) {
     let g = Geo::of(&p);
     let per = planes_per_task(g.hw);
     let lens: Vec<f32> = (0..g.k).map(|j| g.chunk_len(j) as f32).collect();
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     let avx2 = has_avx2();
     part[..g.planes() * 2 * g.k].par_chunks_mut(per * 2 * g.k).enumerate().for_each(|(ti, pc)| {
         #[cfg(target_arch = "x86_64")]
@@ -326,6 +327,7 @@ pub fn chnorm_bwd_partial(args: &mut CpuArgs) {
     let part = args.f32_out(0);
     let g = Geo::of(&p);
     let per = planes_per_task(g.hw);
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     let avx2 = has_avx2();
     part[..g.planes() * 2 * g.k].par_chunks_mut(per * 2 * g.k).enumerate().for_each(|(ti, pc)| {
         #[cfg(target_arch = "x86_64")]

@@ -1,0 +1,14 @@
+// Fused multi-head self-attention for devices with WebGPU's default 16 KiB of workgroup memory: the
+// kernels of attention.wgsl with tiles sized for head dims up to 64 (workgroup memory 14848 bytes in the
+// forward, 13568 / 14080 in the backward). Same entry points, bindings and results.
+
+const MAX_D: u32 = 64u;      // largest head dim (kernels::attention::variant checks it)
+const MAX_G: u32 = 16u;      // vec4 groups in a row of MAX_D
+// vec4 row pitch of tiles whose rows are read by different lanes at once: odd, so rows start in
+// different memory banks.
+const PITCH: u32 = 17u;
+const BO: u32 = 16u;         // owner rows per workgroup
+const FWD_BS: u32 = 16u;     // keys per streamed tile in the forward (= its lanes per owner row)
+const BWD_BS: u32 = 8u;      // rows per streamed tile in the backward (= its lanes per owner row)
+
+//#include "common/attention_kernels.wgsl"
