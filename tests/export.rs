@@ -94,9 +94,12 @@ fn no_state(ex: &Exported) {
 fn gpt_exports_in_nanogpt_names_and_layouts() {
     let d = dir("gpt");
     let run = d.join("run");
+    // nanoGPT's own architecture: learned positions, GELU MLP, tied head.
     let model = ["--layers", "2", "--heads", "2", "--width", "16", "--context", "16"];
+    let classic = ["--rope", "false", "--qk-norm", "false", "--gated-mlp", "false", "--untied", "false"];
     let mut args = vec!["train", "gpt", "--steps", "2", "--eval-every", "2", "--sample-tokens", "0"];
     args.extend(model);
+    args.extend(classic);
     args.extend(["--out", s(&run)]);
     ok(&args);
     let out = d.join("gpt.safetensors");
@@ -139,12 +142,49 @@ fn gpt_exports_in_nanogpt_names_and_layouts() {
     }
     assert_eq!(cfg["bias"], false);
     assert_eq!(cfg["gelu"], "tanh");
+    for k in ["rope", "qk_norm", "gated_mlp"] {
+        assert_eq!(cfg[k], false, "{k}: {cfg}");
+    }
+    assert_eq!((cfg["tied_lm_head"].clone(), cfg["mlp_hidden"].clone()), (true.into(), 64.into()));
     let side: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("gpt.json")).unwrap()).unwrap();
     assert_eq!(side["config"], cfg);
     assert_eq!(side["tensors"]["transformer.h.1.mlp.c_fc.weight"]["from"], "h.1.mlp.fc");
     assert_eq!(side["tensors"]["transformer.h.1.mlp.c_fc.weight"]["transposed"], true);
     // tigel refuses the export as a checkpoint: it holds weights only.
     fails(&["eval", "gpt", "--checkpoint", s(&out)], "not a tigel checkpoint");
+}
+
+/// The options nanoGPT lacks (rotary positions, QK normalisation, the gated MLP, an untied head) export
+/// under names in its style, with config keys saying which are on.
+#[test]
+fn gpt_options_export_in_nanogpt_style_names() {
+    let d = dir("gpt-options");
+    let run = d.join("run");
+    let mut args = vec!["train", "gpt", "--steps", "2", "--eval-every", "2", "--sample-tokens", "0"];
+    args.extend(["--layers", "1", "--heads", "2", "--width", "16", "--context", "16", "--mlp-hidden", "32"]);
+    args.extend(["--rope", "true", "--qk-norm", "true", "--gated-mlp", "true", "--untied", "true"]);
+    args.extend(["--out", s(&run)]);
+    ok(&args);
+    let out = d.join("gpt.safetensors");
+    ok(&["export", "--checkpoint", s(&run), "--out", s(&out)]);
+    let ck = Checkpoint::load(&run).unwrap();
+    let ex = read_export(&out);
+    no_state(&ex);
+    let t = |n: &str| ck.get(n).unwrap();
+    let h = |p: &str| format!("transformer.h.0.{p}");
+    assert!(!ex.tensors.contains_key("transformer.wpe.weight"), "rotary positions have no wpe");
+    assert_same(&ex, &h("mlp.c_up.weight"), transpose(t("h.0.mlp.up")));
+    assert_same(&ex, &h("mlp.c_fc.weight"), transpose(t("h.0.mlp.fc")));
+    assert_eq!(ex.tensors[&h("mlp.c_up.weight")].0, vec![32, 16], "c_up is [hidden, C]");
+    assert_same(&ex, &h("attn.q_ln.weight"), (vec![8], f32s(t("h.0.attn.q_ln.gamma"))));
+    assert_same(&ex, &h("attn.k_ln.bias"), (vec![8], f32s(t("h.0.attn.k_ln.beta"))));
+    assert_same(&ex, "lm_head.weight", transpose(t("lm_head")));
+    assert_ne!(ex.tensors["lm_head.weight"].1, ex.tensors["transformer.wte.weight"].1, "the head is untied");
+    let cfg: serde_json::Value = serde_json::from_str(&ex.meta["config"]).unwrap();
+    for (k, v) in [("rope", true), ("qk_norm", true), ("gated_mlp", true), ("tied_lm_head", false)] {
+        assert_eq!(cfg[k], v, "{k}: {cfg}");
+    }
+    assert_eq!(cfg["mlp_hidden"], 32);
 }
 
 /// The GAN export: G's weights are its EMA's, D's its own; linear maps transposed (as the model's layers

@@ -8,10 +8,16 @@ Usage: load_export.py EXPORT.safetensors [--data TEXT] [--threads N]
 export's `tigel_config` metadata; a model trained on tigel's built-in text needs --data).
 Prints one JSON line: {"val_bits_per_char": ..., "held_out_bytes": ..., "torch_version": ...}.
 
-The model is nanoGPT's (Karpathy, model.py) with the three facts of tigel's GPT (docs/checkpoints.md):
+The model is nanoGPT's (Karpathy, model.py) with the facts of tigel's GPT (docs/checkpoints.md):
 - Linear layers have no bias ("bias": false) but every LayerNorm has one (eps 1e-5);
 - GELU is the tanh form;
-- the output projection is tied to the token embedding (lm_head.weight is transformer.wte.weight).
+- the output projection is tied to the token embedding (lm_head.weight is transformer.wte.weight)
+  unless "tied_lm_head" is false;
+and the options the config names (each off for a model without it):
+- "rope": rotary positions instead of wpe, on q and k, pairs (x_j, x_{j+D/2}) of each head turned by
+  position · rope_base^(-2j/D) (rotate-half form);
+- "qk_norm": a LayerNorm over each head's values of q (attn.q_ln) and of k (attn.k_ln), before the rotation;
+- "gated_mlp": c_proj(SiLU(c_fc(x)) ⊙ c_up(x)) with hidden width "mlp_hidden".
 Attention: causal, softmax(q·kᵀ/√head_dim), q|k|v packed in c_attn's rows, heads contiguous within each.
 
 Scoring (src/models/gpt/eval.rs, src/data/text.rs): the held-out part is the last round(0.1·len) bytes;
@@ -39,17 +45,42 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
+def rope_tables(block_size, head_dim, base):
+    """(cos, sin) [block_size, head_dim / 2] of position · base^(-2j/head_dim), in float64 then rounded."""
+    j = torch.arange(head_dim // 2, dtype=torch.float64)
+    angle = torch.arange(block_size, dtype=torch.float64)[:, None] * base ** (-2.0 * j / head_dim)
+    return angle.cos().float(), angle.sin().float()
+
+
+def rotate(x, cos, sin):
+    """x [B, heads, T, D]: each pair (x_j, x_{j+D/2}) turned by its position's angle."""
+    t, half = x.shape[2], x.shape[3] // 2
+    c, s = cos[:t], sin[:t]
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         c, self.n_head = cfg["n_embd"], cfg["n_head"]
+        hd = c // self.n_head
         self.c_attn = nn.Linear(c, 3 * c, bias=cfg["bias"])
         self.c_proj = nn.Linear(c, c, bias=cfg["bias"])
+        if cfg.get("qk_norm"):
+            self.q_ln, self.k_ln = LayerNorm(hd, cfg["ln_eps"]), LayerNorm(hd, cfg["ln_eps"])
+        self.rope = None
+        if cfg.get("rope"):
+            self.rope = rope_tables(cfg["block_size"], hd, cfg.get("rope_base", 10000.0))
 
     def forward(self, x):
         b, t, c = x.shape
         q, k, v = self.c_attn(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        if hasattr(self, "q_ln"):
+            q, k = self.q_ln(q), self.k_ln(k)
+        if self.rope is not None:
+            q, k = rotate(q, *self.rope), rotate(k, *self.rope)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
 
@@ -58,11 +89,17 @@ class MLP(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         c = cfg["n_embd"]
-        self.c_fc = nn.Linear(c, 4 * c, bias=cfg["bias"])
-        self.c_proj = nn.Linear(4 * c, c, bias=cfg["bias"])
+        h = cfg.get("mlp_hidden") or 4 * c
+        self.c_fc = nn.Linear(c, h, bias=cfg["bias"])
+        self.c_proj = nn.Linear(h, c, bias=cfg["bias"])
+        self.gated = bool(cfg.get("gated_mlp"))
+        if self.gated:
+            self.c_up = nn.Linear(c, h, bias=cfg["bias"])
         self.gelu = cfg.get("gelu", "tanh")
 
     def forward(self, x):
+        if self.gated:
+            return self.c_proj(F.silu(self.c_fc(x)) * self.c_up(x))
         return self.c_proj(F.gelu(self.c_fc(x), approximate=self.gelu))
 
 
@@ -81,18 +118,23 @@ class GPT(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         c = cfg["n_embd"]
-        self.transformer = nn.ModuleDict(dict(
+        parts = dict(
             wte=nn.Embedding(cfg["vocab_size"], c),
-            wpe=nn.Embedding(cfg["block_size"], c),
             h=nn.ModuleList(Block(cfg) for _ in range(cfg["n_layer"])),
             ln_f=LayerNorm(c, cfg["ln_eps"]),
-        ))
+        )
+        if not cfg.get("rope"):
+            parts["wpe"] = nn.Embedding(cfg["block_size"], c)
+        self.transformer = nn.ModuleDict(parts)
         self.lm_head = nn.Linear(c, cfg["vocab_size"], bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # tied
+        if cfg.get("tied_lm_head", True):
+            self.lm_head.weight = self.transformer.wte.weight  # tied
 
     def forward(self, idx):
         t = idx.shape[1]
-        x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(t, device=idx.device))
+        x = self.transformer.wte(idx)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(torch.arange(t, device=idx.device))
         for block in self.transformer.h:
             x = block(x)
         return self.lm_head(self.transformer.ln_f(x))

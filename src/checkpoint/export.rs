@@ -9,7 +9,10 @@
 //!   every 2-D weight but an embedding table is transposed; a convolution bias [C, 1, 1] becomes [C];
 //!   convolution kernels are already PyTorch's ([out, in, kh, kw]; transposed ones [in, out, kh, kw]);
 //! - the GPT's names become nanoGPT's (`transformer.h.0.attn.c_attn.weight`, ...) with `lm_head.weight`
-//!   tied to `transformer.wte.weight`; GAN and diffusion weights keep tigel's names.
+//!   tied to `transformer.wte.weight` (or the untied head's own); the options nanoGPT lacks get names in
+//!   its style (`attn.q_ln`/`attn.k_ln` for QK normalisation, `mlp.c_up` for the gated MLP's second
+//!   projection; no `wpe` with rotary positions) and keys in the config; GAN and diffusion weights keep
+//!   tigel's names.
 //!
 //! Metadata (strings): `format` = "pt", `exported_by` = "tigel", `kind`, `step`, `ema`, `config` (JSON:
 //! for the GPT nanoGPT's config, else the model config) and `tigel_config` (the checkpoint's whole config).
@@ -45,13 +48,19 @@ pub struct Export {
 }
 
 /// The model config nanoGPT's `GPTConfig` takes for a tigel GPT config (`model` of a `gpt` checkpoint),
-/// with the facts a nanoGPT-style model needs to match tigel exactly beside it.
-pub fn nanogpt_config(model: &Value) -> std::result::Result<Value, String> {
+/// with the facts a nanoGPT-style model needs to match tigel exactly beside it, including the options
+/// nanoGPT lacks (rotary positions, QK normalisation, the gated MLP, an untied head): each is a key the
+/// loading model reads (benches/reference/load_export.py), false for a model without it. `mlp_hidden` is
+/// the hidden width of the checkpoint's MLP (its `h.0.mlp.fc` tensor's columns).
+pub fn nanogpt_config(model: &Value, mlp_hidden: usize) -> std::result::Result<Value, String> {
     let get = |k: &str| model.get(k).and_then(Value::as_u64).ok_or_else(|| format!("model config has no `{k}`"));
+    let on = |k: &str| model.get(k).and_then(Value::as_bool).unwrap_or(false);
     Ok(json!({
         "n_layer": get("layers")?, "n_head": get("heads")?, "n_embd": get("width")?,
         "block_size": get("context")?, "vocab_size": get("vocab")?,
-        "bias": false, "ln_bias": true, "ln_eps": 1e-5, "gelu": "tanh", "tied_lm_head": true, "dropout": 0.0
+        "bias": false, "ln_bias": true, "ln_eps": 1e-5, "gelu": "tanh", "tied_lm_head": !on("untied"),
+        "dropout": 0.0, "mlp_hidden": mlp_hidden, "gated_mlp": on("gated_mlp"), "qk_norm": on("qk_norm"),
+        "rope": on("rope"), "rope_base": 10_000.0
     }))
 }
 
@@ -98,10 +107,14 @@ pub fn export(ck: &Checkpoint) -> Result<Export> {
         ex.tensors.insert(to, out);
     }
     if ck.kind == "gpt" {
-        ex.config = nanogpt_config(&ex.config).map_err(err)?;
-        let wte = ex.tensors.get("transformer.wte.weight").cloned().ok_or_else(|| err("no tensor `wte`".into()))?;
-        ex.sources.insert("lm_head.weight".into(), ("wte".into(), false));
-        ex.tensors.insert("lm_head.weight".into(), wte);
+        let hidden = ck.tensors.get("h.0.mlp.fc").and_then(|t| t.shape.get(1).copied()).unwrap_or(0);
+        ex.config = nanogpt_config(&ex.config, hidden).map_err(err)?;
+        if !ex.tensors.contains_key("lm_head.weight") {
+            let wte =
+                ex.tensors.get("transformer.wte.weight").cloned().ok_or_else(|| err("no tensor `wte`".into()))?;
+            ex.sources.insert("lm_head.weight".into(), ("wte".into(), false));
+            ex.tensors.insert("lm_head.weight".into(), wte);
+        }
     }
     for (k, v) in [
         ("format", "pt".to_string()),
@@ -141,6 +154,10 @@ fn gpt_name(name: &str) -> std::result::Result<(String, bool), String> {
         ["h", i, "attn", "proj"] => (format!("transformer.h.{i}.attn.c_proj.weight"), true),
         ["h", i, "mlp", "fc"] => (format!("transformer.h.{i}.mlp.c_fc.weight"), true),
         ["h", i, "mlp", "out"] => (format!("transformer.h.{i}.mlp.c_proj.weight"), true),
+        ["h", i, "mlp", "up"] => (format!("transformer.h.{i}.mlp.c_up.weight"), true),
+        ["h", i, "attn", "q_ln", p] => (norm(&format!("transformer.h.{i}.attn.q_ln"), p)?, false),
+        ["h", i, "attn", "k_ln", p] => (norm(&format!("transformer.h.{i}.attn.k_ln"), p)?, false),
+        ["lm_head"] => ("lm_head.weight".into(), true),
         _ => return Err(format!("unexpected GPT tensor `{name}`")),
     })
 }
