@@ -101,7 +101,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = DEFAULT_LOG_EVERY)]
     pub log_every: u32,
     /// Run directory for checkpoint.safetensors, config.json, metrics.jsonl, loss.png and samples.png
-    /// [default: the first free runs/diffusion, runs/diffusion-2, ...; with --resume: the resumed run's].
+    /// [default: the first free runs/diffusion, runs/diffusion-2, ...; with --resume: the resumed run's, unless
+    /// --resume-schedule restart].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Continue training the checkpoint in this run directory or file: the model is the checkpoint's;

@@ -118,7 +118,8 @@ pub struct TrainArgs {
     /// Steps between metrics.jsonl training lines and plain progress lines (logs that are not a terminal).
     #[arg(long, default_value_t = DEFAULT_LOG_EVERY)]
     pub log_every: u32,
-    /// Run directory [default: the first free runs/gan, runs/gan-2, ...; with --resume: the resumed run's].
+    /// Run directory [default: the first free runs/gan, runs/gan-2, ...; with --resume: the resumed
+    /// run's, unless --resume-schedule restart].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Continue training the checkpoint in this run directory or file; --resume-schedule says what

@@ -76,7 +76,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 256)]
     pub eval_windows: usize,
     /// Run directory for checkpoint.safetensors, config.json, metrics.jsonl and loss.png [default: the
-    /// first free runs/gpt, runs/gpt-2, ...; with --resume: the resumed run's directory].
+    /// first free runs/gpt, runs/gpt-2, ...; with --resume: the resumed run's directory, unless
+    /// --resume-schedule restart].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Continue training the checkpoint in this run directory or file (on --data, which may be new
