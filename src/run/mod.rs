@@ -135,6 +135,8 @@ pub struct Cadence {
 pub struct Finished {
     /// Steps in this run.
     pub steps: u32,
+    /// Steps this run was asked for (more than `steps` when the observer stopped it).
+    pub planned: u32,
     /// The optimizer step the run started at.
     pub start_step: u32,
     /// Wall-clock seconds of the loop.
@@ -261,8 +263,13 @@ pub fn train<R: Regime + ?Sized>(
         }
     }
     observer.finish();
-    let finished =
-        Finished { steps: ran, start_step: cadence.start_step, elapsed_s: clock.elapsed_s(), train_s: clock.train_s() };
+    let finished = Finished {
+        steps: ran,
+        planned: steps,
+        start_step: cadence.start_step,
+        elapsed_s: clock.elapsed_s(),
+        train_s: clock.train_s(),
+    };
     let best = retention.best();
     let mut done = regime.done(&finished, &checkpoint);
     if let Some((path, key, b)) = &best {
