@@ -164,6 +164,19 @@ impl Trainer {
         self.guard.read(dev)
     }
 
+    /// Starts reading the latest step's gradient sums of squares (asynchronous, like `read_loss`);
+    /// `grad_norm` turns what arrives into the global gradient norm.
+    pub fn read_grad_norm(&self, dev: &Device) -> Result<Download> {
+        dev.download(&self.opt.grad_partials().0.buf)
+    }
+
+    /// The global gradient norm (L2 over all parameters, before clipping) from the words a
+    /// `read_grad_norm` gave.
+    pub fn grad_norm(&self, words: &[u32]) -> f64 {
+        let n = self.opt.grad_partials().1;
+        words.iter().take(n).map(|&w| f32::from_bits(w) as f64).sum::<f64>().sqrt()
+    }
+
     /// Has the guard check every f32 tensor of `state` (weights, optimizer state, EMA) between steps,
     /// as of the latest update: eager dispatches, read with the next `read_guard`.
     pub fn check_weights(&self, dev: &Device) -> Result<()> {

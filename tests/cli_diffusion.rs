@@ -73,7 +73,11 @@ fn ring8_train_sample_eval_resume() {
     }
     // metrics.jsonl: a training line every --log-every steps, an evaluation line at each evaluation;
     // the pictures beside it (sample pictures at least 256 pixels wide).
-    check_run_dir(&run, &[50, 100], &[25, 50, 75, 100], &["loss.png", "samples.png"]);
+    let lines = check_run_dir(&run, &[50, 100], &[25, 50, 75, 100], &["loss.png", "samples.png"]);
+    // The gradient norm in the training lines; the best evaluation (lowest mean loss) kept.
+    assert!(lines.iter().filter(|l| l["kind"] == "train").all(|l| l["grad_norm"].as_f64().is_some_and(|g| g > 0.0)));
+    assert_eq!(lines.iter().find(|l| l["kind"] == "eval").unwrap()["best"], true);
+    assert!(run.join("best.safetensors").is_file());
 
     // An occupied --out is refused, nothing overwritten.
     let before = std::fs::read(run.join("checkpoint.safetensors")).unwrap();

@@ -60,7 +60,16 @@ fn gan_ring8_train_sample_eval_resume() {
     }
     // metrics.jsonl: a training line every --log-every steps, an evaluation line at each evaluation;
     // the pictures beside it (sample pictures at least 256 pixels wide).
-    check_run_dir(&run, &[20, 40], &[10, 20, 30, 40], &["loss.png", "samples.png"]);
+    let lines = check_run_dir(&run, &[20, 40], &[10, 20, 30, 40], &["loss.png", "samples.png"]);
+    // Both nets' gradient norms in the training lines; the best evaluation (lowest reverse KL) kept.
+    for k in ["grad_norm_d", "grad_norm_g"] {
+        assert!(lines.iter().filter(|l| l["kind"] == "train").all(|l| l[k].as_f64().is_some_and(|g| g > 0.0)), "{k}");
+    }
+    assert!(lines
+        .iter()
+        .filter(|l| l["kind"] == "eval")
+        .all(|l| l["best"].is_boolean() && l["reverse_kl"].is_number()));
+    assert!(run.join("best.safetensors").is_file());
 
     let npy = d.join("s.npy");
     let (code, _, err) =

@@ -19,6 +19,8 @@ enum Plain {
 pub struct Bar {
     bar: ProgressBar,
     plain: Option<Plain>,
+    /// The latest gradient norm(s), shown after the regime's message.
+    gradient: String,
 }
 
 impl Bar {
@@ -35,7 +37,7 @@ impl Bar {
             (_, _, false) => Some(Plain::Stderr),
             _ => None,
         };
-        Bar { bar, plain }
+        Bar { bar, plain, gradient: String::new() }
     }
 
     fn plain(&self, text: &str) {
@@ -54,7 +56,15 @@ impl Bar {
 impl Observer for Bar {
     fn progress(&mut self, done: u32, message: &str) {
         self.bar.set_position(done as u64);
-        self.bar.set_message(message.to_string());
+        if self.gradient.is_empty() {
+            self.bar.set_message(message.to_string());
+        } else {
+            self.bar.set_message(format!("{message}  {}", self.gradient));
+        }
+    }
+
+    fn gradient(&mut self, text: &str) {
+        self.gradient = text.to_string();
     }
 
     fn line(&mut self, text: &str) {

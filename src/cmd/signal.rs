@@ -32,9 +32,12 @@ pub fn exit_if_interrupted(outcome: &Outcome, checkpoint: &std::path::Path) {
     if outcome.interrupted {
         let f = &outcome.finished;
         eprintln!(
-            "interrupted after step {}: checkpoint saved to {}; continue with --resume",
+            "interrupted after step {}: checkpoint saved to {}; continue with --resume {} --steps {} (the steps \
+             left: the same learning-rate schedule)",
             f.start_step + f.steps,
-            checkpoint.display()
+            checkpoint.display(),
+            checkpoint.parent().unwrap_or(std::path::Path::new(".")).display(),
+            f.planned - f.steps
         );
         std::process::exit(EXIT_INTERRUPTED);
     }

@@ -62,12 +62,87 @@ pub(super) fn unit_to_u8(x: f32) -> u8 {
     ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
 }
 
-/// Float pixels to [-1, 1], their range read from their minimum and maximum: values in [-1, 1] with a
-/// negative one are used as given; values in [0, 1] (the usual convention for floats) are mapped by
-/// 2x − 1, values in [0, 255] by x / 127.5 − 1. Anything else (a NaN, or values beyond those ranges) is
-/// an error that names the range found and the ranges taken. `per` values make one image (for the
-/// message).
-pub(super) fn float_to_unit(path: &Path, pixels: &mut [f32], per: usize) -> Result<()> {
+/// The range the pixels of float image data (`.npy` `<f4`/`<f8`) are in, as `--range` gives it; they
+/// are mapped from it to [-1, 1]. 8-bit data (IDX, PNG, `.npy` `|u1`) is 0..255 by its type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PixelRange {
+    /// Read from the values' minimum and maximum (`auto`): [-1, 1] when one is negative, else [0, 1]
+    /// when all are at most 1, else [0, 255].
+    #[default]
+    Auto,
+    /// [-1, 1] (`-1,1`), used as given.
+    Signed,
+    /// [0, 1] (`0,1`), mapped by 2x − 1.
+    Unit,
+    /// [0, 255] (`0,255`), mapped by x / 127.5 − 1.
+    Byte,
+}
+
+impl PixelRange {
+    /// The bounds, None for `Auto`.
+    pub fn bounds(self) -> Option<(f32, f32)> {
+        match self {
+            PixelRange::Auto => None,
+            PixelRange::Signed => Some((-1.0, 1.0)),
+            PixelRange::Unit => Some((0.0, 1.0)),
+            PixelRange::Byte => Some((0.0, 255.0)),
+        }
+    }
+
+    /// (scale, shift) taking the range to [-1, 1]; identity for `Auto`.
+    fn map(self) -> (f32, f32) {
+        match self {
+            PixelRange::Auto | PixelRange::Signed => (1.0, 0.0),
+            PixelRange::Unit => (2.0, -1.0),
+            PixelRange::Byte => (1.0 / 127.5, -1.0),
+        }
+    }
+
+    /// Refuses a range other than `auto` or `0,255` for 8-bit data (`what` describes it).
+    pub(super) fn check_u8(self, path: &Path, what: &str) -> Result<()> {
+        if matches!(self, PixelRange::Auto | PixelRange::Byte) {
+            return Ok(());
+        }
+        Err(bad(
+            LOAD,
+            path,
+            format!("--range {self} is for float pixels; {what} holds 8-bit pixels, 0..255 by their type"),
+        ))
+    }
+}
+
+impl std::str::FromStr for PixelRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.replace(' ', "").as_str() {
+            "auto" => Ok(PixelRange::Auto),
+            "-1,1" => Ok(PixelRange::Signed),
+            "0,1" => Ok(PixelRange::Unit),
+            "0,255" => Ok(PixelRange::Byte),
+            _ => Err(format!("`{s}`: want 0,1, -1,1, 0,255 or auto")),
+        }
+    }
+}
+
+impl std::fmt::Display for PixelRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PixelRange::Auto => "auto",
+            PixelRange::Signed => "-1,1",
+            PixelRange::Unit => "0,1",
+            PixelRange::Byte => "0,255",
+        })
+    }
+}
+
+/// Float pixels to [-1, 1] from `range`. Given a range, every value must lie in it: the first that does
+/// not is an error naming it, its image, the range given and the span found. With `Auto` the range is
+/// read from the minimum and maximum: values in [-1, 1] with a negative one are used as given; values in
+/// [0, 1] (the usual convention for floats) are mapped by 2x − 1, values in [0, 255] by x / 127.5 − 1;
+/// anything beyond those ranges is an error that names the span found and the ranges taken. A NaN or an
+/// infinity is always an error. `per` values make one image (for the message).
+pub(super) fn float_to_unit(path: &Path, pixels: &mut [f32], per: usize, range: PixelRange) -> Result<()> {
     if let Some(i) = pixels.par_iter().position_first(|v| !v.is_finite()) {
         return Err(bad(LOAD, path, format!("pixel {} at flat index {i} (image {})", pixels[i], i / per.max(1))));
     }
@@ -75,6 +150,25 @@ pub(super) fn float_to_unit(path: &Path, pixels: &mut [f32], per: usize) -> Resu
         .par_iter()
         .fold(|| (f32::INFINITY, f32::NEG_INFINITY), |m, &v| (m.0.min(v), m.1.max(v)))
         .reduce(|| (f32::INFINITY, f32::NEG_INFINITY), |a, b| (a.0.min(b.0), a.1.max(b.1)));
+    if let Some((a, b)) = range.bounds() {
+        if let Some(i) = pixels.par_iter().position_first(|v| !(a..=b).contains(v)) {
+            return Err(bad(
+                LOAD,
+                path,
+                format!(
+                    "value {} at flat index {i} (image {}) is outside --range {range}: the pixels span [{lo}, {hi}]; \
+                     give the range they are in (0,1, -1,1, 0,255) or auto",
+                    pixels[i],
+                    i / per.max(1)
+                ),
+            ));
+        }
+        let (scale, shift) = range.map();
+        if (scale, shift) != (1.0, 0.0) {
+            pixels.par_iter_mut().for_each(|v| *v = *v * scale + shift);
+        }
+        return Ok(());
+    }
     let (scale, shift) = if (-1.0..0.0).contains(&lo) && hi <= 1.0 {
         return Ok(());
     } else if lo >= 0.0 && hi <= 1.0 {
@@ -118,8 +212,9 @@ pub(super) const LOAD: &str = "load_images";
 ///   1 or 3). No labels.
 /// - a file starting with `\x93NUMPY` (or named `*.npy`): a NumPy array, format 1.0, 2.0 or 3.0, C order,
 ///   shape (N, H, W) or (N, C, H, W), dtype `|u1` (scaled 0..255 → -1..1) or `<f4` / `<f8`, whose range
-///   is read from the values (`float_to_unit`): [-1, 1] when some are negative, [0, 1] (the usual
-///   convention) or [0, 255] when none are, each mapped to [-1, 1]; other values are an error. Labels come from
+///   is read from the values (`float_to_unit`, or given: `load_images_in`): [-1, 1] when some are
+///   negative, [0, 1] (the usual convention) or [0, 255] when none are, each mapped to [-1, 1]; other
+///   values are an error. Labels come from
 ///   `<stem>_labels.npy`, or else `labels.npy`, in the same folder (integer dtype, shape (N,)).
 /// - any other file: IDX (the MNIST format), magic 0x00000803, u8 images [N, H, W] (C = 1). Labels come
 ///   from the file beside it whose name has `images` → `labels` and `idx3` → `idx1` (with or without
@@ -127,15 +222,23 @@ pub(super) const LOAD: &str = "load_images";
 ///
 /// Files that start with the gzip magic (1f 8b) are decompressed first, whatever their name.
 pub fn load_images(path: &Path) -> Result<ImageSet> {
+    load_images_in(path, PixelRange::Auto)
+}
+
+/// `load_images` with the pixel range of float data given (`--range`) rather than read from the values;
+/// a range other than `auto` or `0,255` for 8-bit data is an error naming the file.
+pub fn load_images_in(path: &Path, range: PixelRange) -> Result<ImageSet> {
     let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
     if meta.is_dir() {
+        range.check_u8(path, "this folder of PNGs")?;
         return png::load_png_folder(path);
     }
     let bytes = read_maybe_gz(path)?;
     let npy_name = strip_gz(path).extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     if bytes.starts_with(npy::NPY_MAGIC) || npy_name {
-        npy::load_npy_images(path, &bytes)
+        npy::load_npy_images(path, &bytes, range)
     } else {
+        range.check_u8(path, "this IDX file")?;
         idx::load_idx_images(path, &bytes)
     }
 }
@@ -147,7 +250,7 @@ pub fn images_from_bytes(name: &Path, bytes: &[u8]) -> Result<ImageSet> {
     let bytes = gunzip_if_gz(name, bytes)?;
     let npy_name = strip_gz(name).extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     if bytes.starts_with(npy::NPY_MAGIC) || npy_name {
-        npy::parse_npy_images(name, &bytes)
+        npy::parse_npy_images(name, &bytes, PixelRange::Auto)
     } else if bytes.starts_with(png::PNG_MAGIC) {
         png::png_from_bytes(name, &bytes)
     } else {

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::host::fs::{io_err, write_atomic_with};
 
-use super::images::{attach_labels, bad, read_maybe_gz, strip_gz, u8_to_unit, ImageSet, LOAD};
+use super::images::{attach_labels, bad, read_maybe_gz, strip_gz, u8_to_unit, ImageSet, PixelRange, LOAD};
 
 /// The first bytes of every `.npy` file.
 pub(super) const NPY_MAGIC: &[u8] = b"\x93NUMPY";
@@ -228,8 +228,8 @@ fn npy_itemsize(descr: &str) -> usize {
 }
 
 /// Images from the bytes of an `.npy` file (`path` names it in errors), with its labels file if any.
-pub(super) fn load_npy_images(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
-    let mut set = parse_npy_images(path, bytes)?;
+pub(super) fn load_npy_images(path: &Path, bytes: &[u8], range: PixelRange) -> Result<ImageSet> {
+    let mut set = parse_npy_images(path, bytes, range)?;
     if let Some(lpath) = npy_labels_path(path) {
         let labels = load_npy_labels(&lpath)?;
         attach_labels(&mut set, labels, path, &lpath)?;
@@ -237,8 +237,8 @@ pub(super) fn load_npy_images(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
     Ok(set)
 }
 
-/// Images from the bytes of an `.npy` file, without labels.
-pub(super) fn parse_npy_images(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
+/// Images from the bytes of an `.npy` file, without labels; float pixels are taken in `range`.
+pub(super) fn parse_npy_images(path: &Path, bytes: &[u8], range: PixelRange) -> Result<ImageSet> {
     let npy = parse_npy(LOAD, path, bytes)?;
     let (n, c, h, w) = match npy.shape[..] {
         [n, h, w] => (n, 1, h, w),
@@ -269,8 +269,10 @@ pub(super) fn parse_npy_images(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
         d => return Err(bad(LOAD, path, format!("unsupported dtype {d}: images must be |u1, <f4 or <f8"))),
     };
     let mut pixels = pixels;
-    if !npy.descr.ends_with("u1") {
-        super::images::float_to_unit(path, &mut pixels, c * h * w)?;
+    if npy.descr.ends_with("u1") {
+        range.check_u8(path, "this .npy file (dtype u1)")?;
+    } else {
+        super::images::float_to_unit(path, &mut pixels, c * h * w, range)?;
     }
     Ok(ImageSet { n, c, h, w, pixels, labels: None, num_classes: 0 })
 }

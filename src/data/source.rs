@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::images::{load_images, split_holdout, ImageSet};
+use super::images::{load_images_in, split_holdout, ImageSet, PixelRange};
 use super::mixture::Mixture;
 use crate::error::{Error, Result};
 
@@ -29,7 +29,19 @@ impl Source {
     /// `ring8` / `grid25` (any case), else a path. A path that does not exist is an error naming it and
     /// the mixtures, so a typo in a mixture name is not reported as a missing file only.
     pub fn open(spec: &str) -> Result<Source> {
+        Source::open_in(spec, PixelRange::Auto)
+    }
+
+    /// `open` with the pixel range of float image data given (`--range`); a range other than `auto`
+    /// for a mixture is an error.
+    pub fn open_in(spec: &str, range: PixelRange) -> Result<Source> {
         if let Ok(m) = Mixture::parse(spec) {
+            if range != PixelRange::Auto {
+                return Err(Error::invalid(
+                    "--range",
+                    format!("--range {range} is for image data; `{spec}` is a 2-D mixture"),
+                ));
+            }
             return Ok(Source::Mixture(m));
         }
         let path = Path::new(spec);
@@ -39,7 +51,7 @@ impl Source {
                 format!("`{spec}` is neither a mixture (ring8, grid25) nor an existing file or folder"),
             ));
         }
-        let set = load_images(path)?;
+        let set = load_images_in(path, range)?;
         // Samples are written as gray or RGB PNGs: refuse other channel counts now, not after training.
         if set.c != 1 && set.c != 3 {
             return Err(Error::invalid(

@@ -418,6 +418,12 @@ impl Optimizer {
         guard.check(dev, &self.partials, self.n_partials, &self.step, NonFinite::GradientNorm, 1, 0)
     }
 
+    /// The latest step's partial sums of the gradients' squares and their count: the global gradient
+    /// norm (before clipping) is the square root of their sum. Every recorded step writes them.
+    pub fn grad_partials(&self) -> (&Tensor, usize) {
+        (&self.partials, self.n_partials)
+    }
+
     /// The parameter tensor (its index at `new`) whose gradient sums into partial slot `slot`.
     pub fn param_of_slot(&self, slot: usize) -> Option<usize> {
         if slot >= self.n_partials {

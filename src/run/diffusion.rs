@@ -142,6 +142,11 @@ impl Regime for DiffusionRun {
         line_plot(&dir.join("loss.png"), "loss (MSE)", &curves)
     }
 
+    /// The mean training loss since the previous evaluation: nothing held out is scored during training.
+    fn best_key(&self) -> Option<&'static str> {
+        Some("mean_loss")
+    }
+
     fn evaluate(&mut self, dev: &Device, at: At, clock: &Clock) -> Result<Evaluation> {
         #[cfg(feature = "plot")]
         self.sample_picture(dev, at)?;

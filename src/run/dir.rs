@@ -1,5 +1,6 @@
-//! A run directory: where `tigel train KIND` writes checkpoint.safetensors, config.json and
-//! metrics.jsonl, how it is chosen, and the checkpoint a resumed run continues.
+//! A run directory: where `tigel train KIND` writes checkpoint.safetensors (and the checkpoints
+//! `retain` keeps beside it), config.json and metrics.jsonl, how it is chosen, and the checkpoint a
+//! resumed run continues.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use crate::host::fs::{io_err, write_atomic};
 #[derive(Clone, Debug)]
 pub struct RunDir {
     path: PathBuf,
+    keep: usize,
 }
 
 impl RunDir {
@@ -32,16 +34,16 @@ impl RunDir {
                     ),
                 ));
             }
-            return Ok(RunDir { path: o.to_path_buf() });
+            return Ok(RunDir { path: o.to_path_buf(), keep: 0 });
         }
         if let Some(r) = resume {
             let path = if r.is_dir() { r.to_path_buf() } else { r.parent().unwrap_or(Path::new(".")).to_path_buf() };
-            return Ok(RunDir { path });
+            return Ok(RunDir { path, keep: 0 });
         }
         (1..)
             .map(|i| PathBuf::from(if i == 1 { format!("runs/{kind}") } else { format!("runs/{kind}-{i}") }))
             .find(|p| !p.exists())
-            .map(|path| RunDir { path })
+            .map(|path| RunDir { path, keep: 0 })
             .ok_or_else(|| Error::invalid(op, "no free run directory"))
     }
 
@@ -53,6 +55,29 @@ impl RunDir {
     /// Where the run's checkpoint goes.
     pub fn checkpoint(&self) -> PathBuf {
         checkpoint_path(&self.path)
+    }
+
+    /// Keeps the last `n` periodic checkpoints (`--keep`) beside the latest and the best (0: none).
+    pub fn with_keep(mut self, n: usize) -> RunDir {
+        self.keep = n;
+        self
+    }
+
+    /// How many periodic checkpoints the run keeps.
+    pub fn keep(&self) -> usize {
+        self.keep
+    }
+
+    /// Where the best checkpoint goes (see `run::retain`).
+    pub fn best(&self) -> PathBuf {
+        self.path.join(super::retain::BEST_FILE)
+    }
+
+    /// The lines of metrics.jsonl as they are (none when there is no file; an unreadable line is
+    /// skipped).
+    pub fn read_metrics(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.path.join("metrics.jsonl")).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
     /// Creates the directory (and its parents) if it is not there.
@@ -162,7 +187,7 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
-/// metrics.jsonl: one JSON object per line, one line per evaluation.
+/// metrics.jsonl: one JSON object per line (training lines and evaluation lines).
 pub struct MetricsLog {
     path: PathBuf,
     file: std::fs::File,

@@ -113,6 +113,11 @@ impl Regime for GanRun<'_> {
         line_plot(&dir.join("loss.png"), "loss", &curves)
     }
 
+    /// Reverse KL on a 2-D mixture (it falls with both coverage and quality), MMD² on images.
+    fn best_key(&self) -> Option<&'static str> {
+        Some(if self.trainer.model.cfg.is_image() { "mmd2" } else { "reverse_kl" })
+    }
+
     fn evaluate(&mut self, dev: &Device, at: At, clock: &Clock) -> Result<Evaluation> {
         let cfg = &self.trainer.model.cfg;
         let samples = self.sampler.sample(dev, if cfg.is_image() { 500 } else { 2000 }, 0)?;

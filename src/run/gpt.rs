@@ -146,6 +146,10 @@ impl Regime for GptRun<'_> {
         line_plot(&dir.join("loss.png"), "bits/char", &curves)
     }
 
+    fn best_key(&self) -> Option<&'static str> {
+        Some("val_bits_per_char")
+    }
+
     fn evaluate(&mut self, dev: &Device, at: At, clock: &Clock) -> Result<Evaluation> {
         let (_, held) = self.corpus.split();
         let windows = if at.last { None } else { Some(self.eval_windows) };

@@ -2,9 +2,11 @@
 //! steps the loop takes the losses it asked for at the previous read point (long arrived) and asks for
 //! the latest (an asynchronous read), then reports progress. The losses of every `log_every`-th step,
 //! once they arrive, make a `"kind": "train"` line of metrics.jsonl and a plain progress line; every
-//! `eval_every` steps, and at the last, the regime evaluates, the loop appends its `"kind": "eval"` line,
-//! shows it, saves the checkpoint and redraws the plots. Time spent evaluating and saving is kept apart,
-//! so throughput and `train_s` count training alone. docs/metrics.md lists the keys.
+//! `eval_every` steps, and at the last, the regime evaluates, the loop saves the checkpoint (and keeps
+//! the best and periodic ones, [`retain`]), appends its `"kind": "eval"` line, shows it and redraws the
+//! plots. The gradient norm of each recorded step is read with the losses (no extra wait) and joins the
+//! training lines and the progress display. Time spent evaluating and saving is kept apart, so
+//! throughput and `train_s` count training alone. docs/metrics.md lists the keys.
 //!
 //! A regime (the GPT, the GAN, diffusion: [`gpt`], [`gan`], [`diffusion`]) plugs in through [`Regime`];
 //! what is shown goes through a [`report::Observer`], so the library draws nothing itself.
@@ -15,6 +17,8 @@ pub mod gan;
 pub mod gpt;
 pub mod guard;
 pub mod report;
+pub mod resume;
+pub mod retain;
 
 use std::path::Path;
 use std::time::Instant;
@@ -26,6 +30,8 @@ use crate::error::Result;
 pub use dir::{resume_checkpoint, MetricsLog, RunDir};
 pub use guard::Guarded;
 pub use report::{Observer, Quiet};
+pub use resume::ResumeSchedule;
+pub use retain::Best;
 
 /// Steps between loss reads and progress reports.
 pub const READ_EVERY: u32 = 10;
@@ -52,6 +58,11 @@ pub trait Regime {
     /// `history`; samples.png for the generative regimes), after each evaluation.
     fn plot(&self, _dir: &Path, _history: &[Value]) -> Result<()> {
         Ok(())
+    }
+    /// The key of the evaluation line's figure that picks the best checkpoint (lower is better), or
+    /// None to keep no best checkpoint.
+    fn best_key(&self) -> Option<&'static str> {
+        None
     }
     /// Evaluates at `at`: the metrics.jsonl line and the line to show.
     fn evaluate(&mut self, dev: &Device, at: At, clock: &Clock) -> Result<Evaluation>;
@@ -124,6 +135,8 @@ pub struct Cadence {
 pub struct Finished {
     /// Steps in this run.
     pub steps: u32,
+    /// Steps this run was asked for (more than `steps` when the observer stopped it).
+    pub planned: u32,
     /// The optimizer step the run started at.
     pub start_step: u32,
     /// Wall-clock seconds of the loop.
@@ -152,6 +165,9 @@ pub struct Outcome {
     /// Whether the observer stopped the run early ([`Observer::should_stop`]); the checkpoint holds the
     /// last step done.
     pub interrupted: bool,
+    /// The best checkpoint of the run directory when the run ended (its path, the figure's key, its step
+    /// and figure), when the regime names a figure ([`Regime::best_key`]).
+    pub best: Option<(std::path::PathBuf, &'static str, Best)>,
 }
 
 /// A loss read back: the first f32 of a download.
@@ -160,8 +176,8 @@ pub fn loss_value(d: Download) -> Result<f64> {
 }
 
 /// Runs `regime` for `cadence.steps` steps into `dir`: creates and locks it, and at each evaluation
-/// saves the checkpoint, then writes config.json (with `resumed_from`) and appends to metrics.jsonl, so
-/// the three describe the same step after any crash. At the first non-finite loss, gradient norm or
+/// saves the checkpoint (and the copies [`retain`] keeps), then writes config.json (with `resumed_from`)
+/// and appends to metrics.jsonl, so they describe the same step after any crash. At the first non-finite loss, gradient norm or
 /// weight (the guard, see [`guard`]) it stops with an error naming the step, before anything of that
 /// step is evaluated, logged or saved. When the observer asks it to stop (Ctrl-C), it evaluates and
 /// saves the step it is at and returns with `interrupted` set.
@@ -186,11 +202,13 @@ pub fn train<R: Regime + ?Sized>(
     }
     let mut metrics = dir.metrics(cadence.start_step)?;
     let checkpoint = dir.checkpoint();
+    // The lines kept from the run resumed: the plots continue them, the best figure is read from them.
+    let mut history = dir.read_metrics();
+    let mut retention = retain::Retention::open(dir, cadence.start_step, regime.best_key(), &history)?;
 
     let mut clock = Clock { started: Instant::now(), side: 0.0 };
     let mut pending: Option<Pending> = None;
     let mut kept = guard::Kept { checkpoint: &checkpoint, saved: None, resumed_from };
-    let mut history = Vec::new();
     let steps = cadence.steps;
     // The steps this run made: all of them, or up to a stop asked for by the observer.
     let mut ran = steps;
@@ -207,7 +225,9 @@ pub fn train<R: Regime + ?Sized>(
                 .inspect_err(|_| observer.finish())?;
             let (train_s, elapsed_s) = (clock.train_s(), clock.elapsed_s());
             let guards = guard::read(dev, &regime.guarded(), false)?;
-            pending = Some(Pending { at, train_s, elapsed_s, log, reads: regime.read_losses(dev)?, guards });
+            let reads = regime.read_losses(dev)?;
+            let norms = regime.guarded().iter().map(|g| g.trainer.read_grad_norm(dev)).collect::<Result<_>>()?;
+            pending = Some(Pending { at, train_s, elapsed_s, log, reads, guards, norms });
             observer.progress(i, &regime.progress(at, &clock));
         }
         if i % cadence.eval_every == 0 || at.last || stop {
@@ -219,13 +239,18 @@ pub fn train<R: Regime + ?Sized>(
             let guarded = regime.guarded();
             guard::check(&guarded, guard::read(dev, &guarded, true)?, &kept).inspect_err(|_| observer.finish())?;
             let e = regime.evaluate(dev, at, &clock)?;
-            // Checkpoint first, then config.json, then the metrics line: one commit point.
+            // Checkpoint first (and its kept copies), then config.json, then the metrics line: one
+            // commit point.
             regime.save(dev, &checkpoint)?;
             kept.saved = Some(at.step);
-            dir.write_config(&config)?;
             let mut line = json!({"kind": "eval"});
             merge(&mut line, e.metrics);
             merge(&mut line, json!({"step": at.step, "elapsed_s": elapsed_s, "train_s": train_s}));
+            let best = retention.saved(&checkpoint, at.step, &line)?;
+            if regime.best_key().is_some() {
+                merge(&mut line, json!({"best": best}));
+            }
+            dir.write_config(&config)?;
             metrics.append(&line)?;
             history.push(line);
             observer.line(&e.line);
@@ -238,14 +263,19 @@ pub fn train<R: Regime + ?Sized>(
         }
     }
     observer.finish();
-    let finished =
-        Finished { steps: ran, start_step: cadence.start_step, elapsed_s: clock.elapsed_s(), train_s: clock.train_s() };
-    Ok(Outcome {
-        finished,
-        done: regime.done(&finished, &checkpoint),
-        summary: regime.summary(dev, &finished),
-        interrupted,
-    })
+    let finished = Finished {
+        steps: ran,
+        planned: steps,
+        start_step: cadence.start_step,
+        elapsed_s: clock.elapsed_s(),
+        train_s: clock.train_s(),
+    };
+    let best = retention.best();
+    let mut done = regime.done(&finished, &checkpoint);
+    if let Some((path, key, b)) = &best {
+        done.push_str(&format!("; best {} (step {}, {key} {:.4})", path.display(), b.step, b.value));
+    }
+    Ok(Outcome { finished, done, summary: regime.summary(dev, &finished), interrupted, best })
 }
 
 /// Reads under way: the step they are of, the training time then, whether they make a log line, the
@@ -257,6 +287,7 @@ struct Pending {
     log: bool,
     reads: Vec<Download>,
     guards: Vec<Download>,
+    norms: Vec<Download>,
 }
 
 /// Adds the keys of the object `more` to the object `v` (a key already there is replaced).
@@ -267,8 +298,9 @@ pub fn merge(v: &mut Value, more: Value) {
 }
 
 /// Checks the guards of an earlier read, if one is pending, and hands its losses to the regime (never
-/// those of a step past the first non-finite value); a log step's make a training line of metrics.jsonl
-/// (kept in `history` for the plots) and a plain progress line.
+/// those of a step past the first non-finite value) and its gradient norms to the observer; a log
+/// step's make a training line of metrics.jsonl (kept in `history` for the plots) and a plain progress
+/// line.
 fn take_pending<R: Regime + ?Sized>(
     regime: &mut R,
     pending: &mut Option<Pending>,
@@ -281,9 +313,22 @@ fn take_pending<R: Regime + ?Sized>(
     guard::check(&regime.guarded(), p.guards, kept)?;
     let losses = p.reads.into_iter().map(loss_value).collect::<Result<Vec<f64>>>()?;
     regime.take_losses(&losses);
+    let guarded = regime.guarded();
+    let mut norms = serde_json::Map::new();
+    let mut shown = String::from("grad norm");
+    for (g, d) in guarded.iter().zip(p.norms) {
+        let norm = g.trainer.grad_norm(&d.wait()?);
+        let key =
+            if g.name.is_empty() { "grad_norm".to_string() } else { format!("grad_norm_{}", g.name.to_lowercase()) };
+        norms.insert(key, json!(norm));
+        let who = if g.name.is_empty() { String::new() } else { format!(" {}", g.name) };
+        shown.push_str(&format!("{who} {}", report::figure(&json!(norm))));
+    }
+    observer.gradient(&shown);
     if p.log {
         let mut line = json!({"kind": "train", "step": p.at.step});
         merge(&mut line, regime.train_metrics(p.at, p.train_s));
+        merge(&mut line, Value::Object(norms));
         merge(&mut line, json!({"elapsed_s": p.elapsed_s, "train_s": p.train_s}));
         metrics.append(&line)?;
         observer.log(&report::plain_line(&line));

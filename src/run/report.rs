@@ -10,6 +10,10 @@ use crate::device::Device;
 pub trait Observer {
     /// `done` steps of this run are done; `message` says how training goes (losses, throughput).
     fn progress(&mut self, _done: u32, _message: &str) {}
+    /// The gradient norm(s) of the step the latest progress message describes, as text to show beside
+    /// it (`grad norm 0.412`, or `grad norm D 0.52 G 1.31` for a regime with two nets); called just
+    /// before that `progress`.
+    fn gradient(&mut self, _text: &str) {}
     /// A line worth keeping on screen (an evaluation's result).
     fn line(&mut self, _text: &str) {}
     /// A plain progress line, one per `log_every` steps (see [`plain_line`]): for logs that are not a
@@ -56,7 +60,7 @@ pub fn plain_line(line: &Value) -> String {
 
 /// A number for reading: whole above 1000, four significant digits down to 0.001, then `1.23e-4`; `-`
 /// for a missing or non-finite value (JSON writes those as null).
-fn figure(v: &Value) -> String {
+pub fn figure(v: &Value) -> String {
     match v.as_f64() {
         _ if v.is_u64() || v.is_i64() => v.to_string(),
         Some(x) => {

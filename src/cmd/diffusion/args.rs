@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use tigel::data::images::PixelRange;
+use tigel::run::ResumeSchedule;
+
 /// Defaults per kind of data (docs/benchmarks.md has the measurements behind them).
 pub(super) struct Defaults {
     pub(super) steps: u32,
@@ -52,7 +55,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub batch: Option<usize>,
     /// Peak learning rate (AdamW, linear warmup then cosine decay to a tenth at the last step; a resumed
-    /// run decays from it over its own steps) [default: 2e-3 for mixtures, 1.5e-3 for images].
+    /// run: see --resume-schedule) [default: 2e-3 for mixtures, 1.5e-3 for images].
     #[arg(long)]
     pub lr: Option<f32>,
     /// Warmup steps (linear from 0 to --lr).
@@ -98,13 +101,30 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = DEFAULT_LOG_EVERY)]
     pub log_every: u32,
     /// Run directory for checkpoint.safetensors, config.json, metrics.jsonl, loss.png and samples.png
-    /// [default: the first free runs/diffusion, runs/diffusion-2, ...; with --resume: the resumed run's].
+    /// [default: the first free runs/diffusion, runs/diffusion-2, ...; with --resume: the resumed run's, unless
+    /// --resume-schedule restart].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Continue training the checkpoint in this run directory or file: the model is the checkpoint's and
-    /// the step counter goes on from it.
+    /// Continue training the checkpoint in this run directory or file: the model is the checkpoint's;
+    /// --resume-schedule says what happens to the step counter and the learning rate.
     #[arg(long, value_name = "RUN")]
     pub resume: Option<PathBuf>,
+    // Retention, resume semantics and the pixel range (run::retain, run::resume, data::images).
+    /// With --resume: `continue` goes on from the checkpoint's step with its AdamW moments, the schedule
+    /// that of a run of its step + --steps (a stopped run resumed with the steps it had left follows its
+    /// schedule exactly; the same --warmup); `restart` starts a new run from its weights: step 0, fresh moments, a new
+    /// schedule over --steps, in a new run directory (for new data).
+    #[arg(long, value_name = "continue|restart", default_value_t = ResumeSchedule::Continue)]
+    pub resume_schedule: ResumeSchedule,
+    /// Also keep the last N checkpoints of the evaluations, checkpoint-NNNNNN.safetensors (0: none).
+    /// checkpoint.safetensors (the latest) and best.safetensors (lowest mean training loss of an evaluation interval) are always kept.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep: usize,
+    /// The range of float .npy pixels: 0,1, -1,1, 0,255, or auto (read from the values: -1,1 when one
+    /// is negative, else 0,1 when all are at most 1, else 0,255). Values outside the range given are an
+    /// error naming the file; 8-bit data (IDX, PNG, u1 .npy) is 0..255.
+    #[arg(long, value_name = "RANGE", default_value_t = PixelRange::Auto, allow_hyphen_values = true)]
+    pub range: PixelRange,
     /// Print the results as one JSON object on stdout (its last line) instead of text; progress goes to stderr.
     #[arg(long)]
     pub json: bool,
@@ -113,7 +133,8 @@ pub struct TrainArgs {
 /// `tigel sample diffusion`
 #[derive(clap::Args, Debug)]
 pub struct SampleArgs {
-    /// Run directory (or checkpoint file) of a trained diffusion model.
+    /// Run directory (its latest checkpoint) or checkpoint file (e.g. RUN/best.safetensors) of a trained
+    /// diffusion model.
     #[arg(long, value_name = "RUN")]
     pub checkpoint: PathBuf,
     /// Samples to generate (per class with --per-class).
@@ -152,13 +173,20 @@ pub struct SampleArgs {
 /// `tigel eval diffusion`
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// Run directory (or checkpoint file) of a trained diffusion model.
+    /// Run directory (its latest checkpoint) or checkpoint file (e.g. RUN/best.safetensors) of a trained
+    /// diffusion model.
     #[arg(long, value_name = "RUN")]
     pub checkpoint: PathBuf,
     /// The data to compare with (default: the data the checkpoint was trained on); images are compared
     /// with the held-out last 10%.
     #[arg(long)]
     pub data: Option<String>,
+    // The pixel range (data::images).
+    /// The range of float .npy pixels: 0,1, -1,1, 0,255, or auto (read from the values: -1,1 when one
+    /// is negative, else 0,1 when all are at most 1, else 0,255). Values outside the range given are an
+    /// error naming the file (give the one training used); 8-bit data (IDX, PNG, u1 .npy) is 0..255.
+    #[arg(long, value_name = "RANGE", default_value_t = PixelRange::Auto, allow_hyphen_values = true)]
+    pub range: PixelRange,
     /// Samples to generate (default: 2000 for mixtures, 500 for images).
     #[arg(long)]
     pub n: Option<usize>,

@@ -18,7 +18,7 @@ pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
     let ck = Checkpoint::load(&a.checkpoint)?;
     ck.expect_kind_for(KIND, "`tigel eval diffusion`")?;
     let spec = super::super::data_spec("eval diffusion", a.data.as_deref(), Some(&ck))?;
-    let source = Source::open(&spec)?;
+    let source = Source::open_in(&spec, a.range)?;
     let dev = super::super::device(backend)?;
     let model = Diffusion::load(&dev, &ck, "`tigel eval diffusion`")?;
     let cfg = model.cfg.clone();

@@ -64,9 +64,10 @@ fn check_resumed_model(a: &TrainArgs, cfg: &DiffusionConfig) -> Result<()> {
 /// checkpoint) and runs the library's training loop.
 pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     super::signal::install();
-    let resume = run::resume_checkpoint(a.resume.as_deref(), KIND, "`tigel train diffusion --resume`")?;
+    let resume = run::resume_checkpoint(a.resume.as_deref(), KIND, "`tigel train diffusion --resume`")?
+        .map(|c| a.resume_schedule.prepare(c));
     let data = super::data_spec("train diffusion", a.data.as_deref(), resume.as_ref())?;
-    let source = Source::open(&data)?;
+    let source = Source::open_in(&data, a.range)?;
     let d = match source {
         Source::Mixture(Mixture::Grid25) => GRID25,
         Source::Mixture(_) => MIXTURE,
@@ -164,7 +165,8 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
             (train.pixels.clone(), labels)
         }
     };
-    let dir = RunDir::choose("train diffusion", "diffusion", a.out.as_deref(), a.resume.as_deref())?;
+    let into = a.resume.as_deref().filter(|_| a.resume_schedule.continues());
+    let dir = RunDir::choose("train diffusion", "diffusion", a.out.as_deref(), into)?.with_keep(a.keep);
 
     let dev = super::device(backend)?;
     let model = Diffusion::new(&dev, cfg.clone(), a.seed)?;

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use tigel::data::images::PixelRange;
+use tigel::run::ResumeSchedule;
+
 /// Defaults per kind of data (see docs/benchmarks.md for the measurements behind them).
 pub(super) struct Defaults {
     pub(super) steps: u32,
@@ -108,7 +111,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub lr: Option<f32>,
     /// The learning rates decay linearly to this fraction of --lr at the last step, 1: constant [default:
-    /// 1 / 0.1 / 1]. A resumed run keeps the schedule of the run it continues.
+    /// 1 / 0.1 / 1; with --resume: the checkpoint's]. A resumed run: see --resume-schedule.
     #[arg(long)]
     pub lr_end: Option<f32>,
     /// The fraction of the run before that decay begins, 0 to 1 [default: 0 / 0.9 / 0].
@@ -146,13 +149,30 @@ pub struct TrainArgs {
     /// Steps between metrics.jsonl training lines and plain progress lines (logs that are not a terminal).
     #[arg(long, default_value_t = DEFAULT_LOG_EVERY)]
     pub log_every: u32,
-    /// Run directory [default: the first free runs/gan, runs/gan-2, ...; with --resume: the resumed run's].
+    /// Run directory [default: the first free runs/gan, runs/gan-2, ...; with --resume: the resumed
+    /// run's, unless --resume-schedule restart].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Continue training the checkpoint in this run directory or file: the step counter goes on from
-    /// the checkpoint's, and the learning-rate schedule with it.
+    /// Continue training the checkpoint in this run directory or file; --resume-schedule says what
+    /// happens to the step counter and the learning rates.
     #[arg(long, value_name = "RUN")]
     pub resume: Option<PathBuf>,
+    // Retention, resume semantics and the pixel range (run::retain, run::resume, data::images).
+    /// With --resume: `continue` goes on from the checkpoint's step with its Adam moments, the schedule
+    /// that of a run of its step + --steps (a stopped run resumed with the steps it had left follows its
+    /// schedule exactly); `restart` starts a new run from its weights: step 0, fresh moments, a new
+    /// schedule over --steps, in a new run directory (for new data).
+    #[arg(long, value_name = "continue|restart", default_value_t = ResumeSchedule::Continue)]
+    pub resume_schedule: ResumeSchedule,
+    /// Also keep the last N checkpoints of the evaluations, checkpoint-NNNNNN.safetensors (0: none).
+    /// checkpoint.safetensors (the latest) and best.safetensors (lowest reverse KL on a mixture, MMD² on images) are always kept.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep: usize,
+    /// The range of float .npy pixels: 0,1, -1,1, 0,255, or auto (read from the values: -1,1 when one
+    /// is negative, else 0,1 when all are at most 1, else 0,255). Values outside the range given are an
+    /// error naming the file; 8-bit data (IDX, PNG, u1 .npy) is 0..255.
+    #[arg(long, value_name = "RANGE", default_value_t = PixelRange::Auto, allow_hyphen_values = true)]
+    pub range: PixelRange,
     /// Print the results as one JSON object on stdout (its last line) instead of text; progress goes to stderr.
     #[arg(long)]
     pub json: bool,
@@ -161,7 +181,7 @@ pub struct TrainArgs {
 /// `tigel sample gan`
 #[derive(clap::Args, Debug)]
 pub struct SampleArgs {
-    /// Run directory (or checkpoint file) of a trained GAN.
+    /// Run directory (its latest checkpoint) or checkpoint file (e.g. RUN/best.safetensors) of a trained GAN.
     #[arg(long, value_name = "RUN")]
     pub checkpoint: PathBuf,
     /// Samples to generate (a grid of ⌈√n⌉ columns, scaled to at least 256 pixels wide).
@@ -179,12 +199,18 @@ pub struct SampleArgs {
 /// `tigel eval gan`
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// Run directory (or checkpoint file) of a trained GAN.
+    /// Run directory (its latest checkpoint) or checkpoint file (e.g. RUN/best.safetensors) of a trained GAN.
     #[arg(long, value_name = "RUN")]
     pub checkpoint: PathBuf,
     /// Data to score against (default: the checkpoint's); images use their held-out last 10%.
     #[arg(long)]
     pub data: Option<String>,
+    // The pixel range (data::images).
+    /// The range of float .npy pixels: 0,1, -1,1, 0,255, or auto (read from the values: -1,1 when one
+    /// is negative, else 0,1 when all are at most 1, else 0,255). Values outside the range given are an
+    /// error naming the file (give the one training used); 8-bit data (IDX, PNG, u1 .npy) is 0..255.
+    #[arg(long, value_name = "RANGE", default_value_t = PixelRange::Auto, allow_hyphen_values = true)]
+    pub range: PixelRange,
     /// Samples to generate and score.
     #[arg(long, default_value_t = 2000)]
     pub n: usize,

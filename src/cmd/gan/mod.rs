@@ -24,9 +24,10 @@ pub use args::*;
 /// and runs the library's training loop.
 pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     super::signal::install();
-    let resume = run::resume_checkpoint(a.resume.as_deref(), KIND, "`tigel train gan --resume`")?;
+    let resume = run::resume_checkpoint(a.resume.as_deref(), KIND, "`tigel train gan --resume`")?
+        .map(|c| a.resume_schedule.prepare(c));
     let spec = super::data_spec("train gan", a.data.as_deref(), resume.as_ref())?;
-    let src = Source::open(&spec)?;
+    let src = Source::open_in(&spec, a.range)?;
     let (shape, scale) = data_shape_of(&src);
     let shape_is_image = shape.len() == 3;
     let fitted;
@@ -78,7 +79,8 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         lr_g: lr,
         lr_end: a.lr_end.unwrap_or(pf("lr_end").map_or(d.lr_end, |v| v as f32)),
         lr_hold: a.lr_hold.unwrap_or(pf("lr_hold").map_or(d.lr_hold, |v| v as f32)),
-        horizon: pf("horizon").map_or(a.steps.unwrap_or(d.steps), |v| v as u32),
+        // The schedule of a run of (the resumed step +) --steps: run::resume.
+        horizon: resume.as_ref().map_or(0, |c| c.step as u32).saturating_add(a.steps.unwrap_or(d.steps)),
         ema: a.ema.unwrap_or(pf("ema").map_or(d.ema, |v| v as f32)),
         r1: a.r1.unwrap_or(pf("r1").map_or(d.r1, |v| v as f32)),
         d_steps: a.d_steps.unwrap_or(pf("d_steps").map_or(d.d_steps, |v| v as u32)),
@@ -91,7 +93,8 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     if eval_every == 0 {
         return Err(Error::invalid("train gan", "--eval-every must be a positive integer"));
     }
-    let dir = RunDir::choose("train gan", "gan", a.out.as_deref(), a.resume.as_deref())?;
+    let into = a.resume.as_deref().filter(|_| a.resume_schedule.continues());
+    let dir = RunDir::choose("train gan", "gan", a.out.as_deref(), into)?.with_keep(a.keep);
 
     let dev = super::device(backend)?;
     let model = Gan::new(&dev, cfg.clone(), settings.seed)?;
@@ -178,7 +181,7 @@ pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
     let ck = Checkpoint::load(&a.checkpoint)?;
     ck.expect_kind_for(KIND, "`tigel eval gan`")?;
     let spec = super::data_spec("eval gan", a.data.as_deref(), Some(&ck))?;
-    let src = Source::open(&spec)?;
+    let src = Source::open_in(&spec, a.range)?;
     let dev = super::device(backend)?;
     let model = Gan::load(&dev, &ck, "`tigel eval gan`", true)?;
     check_data_fits(&model.cfg, &src)?;

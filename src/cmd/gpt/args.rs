@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use tigel::run::ResumeSchedule;
+
 /// Model and training defaults: the best model found to train in about ten minutes on a 2-core CPU
 /// (see docs/benchmarks.md for the measurements behind them).
 pub const DEFAULT_LAYERS: usize = 4;
@@ -83,7 +85,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = DEFAULT_BATCH)]
     pub batch: usize,
     /// Peak learning rate (AdamW, linear warmup then cosine decay to --min-lr-frac of it at the last
-    /// step; a resumed run decays from it over its own steps, without a second warmup).
+    /// step; a resumed run: see --resume-schedule).
     #[arg(long, default_value_t = DEFAULT_LR)]
     pub lr: f32,
     /// Warmup steps (linear from 0 to --lr).
@@ -111,13 +113,25 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 256)]
     pub eval_windows: usize,
     /// Run directory for checkpoint.safetensors, config.json, metrics.jsonl and loss.png [default: the
-    /// first free runs/gpt, runs/gpt-2, ...; with --resume: the resumed run's directory].
+    /// first free runs/gpt, runs/gpt-2, ...; with --resume: the resumed run's directory, unless
+    /// --resume-schedule restart].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Continue training the checkpoint in this run directory or file (on --data, which may be new text):
-    /// the step counter goes on from the checkpoint's.
+    /// Continue training the checkpoint in this run directory or file (on --data, which may be new
+    /// text); --resume-schedule says what happens to the step counter and the learning rate.
     #[arg(long, value_name = "RUN")]
     pub resume: Option<PathBuf>,
+    // Retention and resume semantics (run::retain, run::resume).
+    /// With --resume: `continue` goes on from the checkpoint's step with its AdamW moments, the schedule
+    /// that of a run of its step + --steps (a stopped run resumed with the steps it had left follows its
+    /// schedule exactly; the same --warmup); `restart` starts a new run from its weights: step 0, fresh
+    /// moments, a new warmup and decay over --steps, in a new run directory (for new data).
+    #[arg(long, value_name = "continue|restart", default_value_t = ResumeSchedule::Continue)]
+    pub resume_schedule: ResumeSchedule,
+    /// Also keep the last N checkpoints of the evaluations, checkpoint-NNNNNN.safetensors (0: none).
+    /// checkpoint.safetensors (the latest) and best.safetensors (lowest held-out bits/char) are always kept.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep: usize,
     /// Print the results as one JSON object on stdout (its last line) instead of text; progress goes to stderr.
     #[arg(long)]
     pub json: bool,
@@ -129,7 +143,7 @@ pub struct TrainArgs {
 /// `tigel sample gpt`
 #[derive(clap::Args, Debug)]
 pub struct SampleArgs {
-    /// Run directory (or checkpoint file) of a trained GPT.
+    /// Run directory (its latest checkpoint) or checkpoint file (e.g. RUN/best.safetensors) of a trained GPT.
     #[arg(long, value_name = "RUN")]
     pub checkpoint: PathBuf,
     /// Text to continue (cut to its last `context` bytes).
@@ -152,7 +166,7 @@ pub struct SampleArgs {
 /// `tigel eval gpt`
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// Run directory (or checkpoint file) of a trained GPT.
+    /// Run directory (its latest checkpoint) or checkpoint file (e.g. RUN/best.safetensors) of a trained GPT.
     #[arg(long, value_name = "RUN")]
     pub checkpoint: PathBuf,
     /// Text whose held-out last 10% is scored (default: the data the checkpoint was trained on).

@@ -21,7 +21,8 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     super::signal::install();
     let data = a.data.as_deref().map(|d| std::path::PathBuf::from(super::absolute_data(&d.to_string_lossy())));
     let corpus = Corpus::from_arg(data.as_deref())?;
-    let resume = run::resume_checkpoint(a.resume.as_deref(), KIND, "`tigel train gpt --resume`")?;
+    let resume = run::resume_checkpoint(a.resume.as_deref(), KIND, "`tigel train gpt --resume`")?
+        .map(|c| a.resume_schedule.prepare(c));
     let cfg = match &resume {
         Some(ck) => {
             let cfg = GptConfig::from_json(ck.config.get("model").unwrap_or(&serde_json::Value::Null))?;
@@ -81,7 +82,8 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     if a.eval_every == 0 || a.eval_windows == 0 {
         return Err(Error::invalid("train gpt", "--eval-every and --eval-windows must be positive"));
     }
-    let dir = RunDir::choose("train gpt", "gpt", a.out.as_deref(), a.resume.as_deref())?;
+    let into = a.resume.as_deref().filter(|_| a.resume_schedule.continues());
+    let dir = RunDir::choose("train gpt", "gpt", a.out.as_deref(), into)?.with_keep(a.keep);
 
     let dev = super::device(backend)?;
     let t = GptTrainer::new(&dev, Gpt::new(&dev, cfg, a.seed)?, &corpus, settings, start_step)?;

@@ -158,7 +158,8 @@ impl DiffusionTrainer {
                 format!("start step {start_step} + --steps {} pass the step counter's 32 bits", s.steps),
             )
         })?;
-        let warmup = if start_step == 0 { s.warmup.min(s.steps) } else { start_step };
+        // A resumed run continues the schedule of a start_step + steps run (run::resume).
+        let warmup = s.warmup.min(total);
         let tc = TrainConfig {
             optimizer: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: s.weight_decay },
             schedule: LrSchedule::Cosine { lr: s.lr, warmup, total, min_lr: s.lr * 0.1 },

@@ -72,8 +72,8 @@ pub struct GptTrainer {
 }
 
 impl GptTrainer {
-    /// Builds the step for `model` on `corpus`. `start_step` > 0 (a resumed run) makes the learning rate
-    /// decay from `lr` over this run's steps without a second warmup; call `restore` before stepping.
+    /// Builds the step for `model` on `corpus`. `start_step` > 0 (a resumed run) continues the schedule
+    /// of a run of `start_step + steps` steps; call `restore` before stepping.
     pub fn new(dev: &Device, model: Gpt, corpus: &Corpus, s: TrainSettings, start_step: u32) -> Result<GptTrainer> {
         s.validate()?;
         corpus.check_context(model.cfg.context)?;
@@ -97,7 +97,8 @@ impl GptTrainer {
                 format!("start step {start_step} + --steps {} pass the step counter's 32 bits", s.steps),
             )
         })?;
-        let warmup = if start_step == 0 { s.warmup.min(s.steps) } else { start_step };
+        // A resumed run continues the schedule of a start_step + steps run (run::resume).
+        let warmup = s.warmup.min(total);
         let schedule = Schedule::Cosine { lr: s.lr, warmup, total, min_lr: s.lr * s.min_lr_frac };
         let cfg = TrainConfig {
             optimizer: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: s.weight_decay },
