@@ -288,7 +288,7 @@ fn conditional_images_train_sample_eval() {
     refused(&sample_args(&["--per-class", "--label", "1"]), "--per-class");
     refused(&sample_args(&["--label", "3"]), "out of range");
     refused(&sample_args(&["--guidance", "2"]), "--label");
-    refused(&sample_args(&["--label", "1", "--guidance", "-1"]), ">= 0");
+    refused(&sample_args(&["--label", "1", "--guidance=-1"]), ">= 0");
     let v = json_line(&ok(&[
         "--backend",
         "cpu",

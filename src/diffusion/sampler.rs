@@ -259,7 +259,9 @@ impl<'a> Sampler<'a> {
                 }
                 SamplerKind::Ddim { .. } => {
                     let t_prev = steps.get(i + 1).copied();
-                    if order2 {
+                    // Below 15 steps the last step's log-SNR step dwarfs the one before (cosine, evenly spaced
+                    // t), and the extrapolation to D overshoots: first order there, as DPM-Solver++ does.
+                    if order2 && !(steps.len() < 15 && i + 2 >= steps.len()) {
                         eps = self.multistep_eps(dev, &x, &eps, t, t_prev, clip, &mut prev)?;
                     }
                     diffusion::ddim_step_clipped(dev, &x, &eps, t, t_prev, &self.sched, clip)?
