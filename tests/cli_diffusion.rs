@@ -139,6 +139,26 @@ fn ring8_train_sample_eval_resume() {
     refused(&[&s[..], &["--label", "1", "--out", o]].concat(), "not class-conditional");
     refused(&[&s[..], &["--sampler", "euler", "--out", o]].concat(), "euler");
     refused(&[&s[..], &["--sampler", "ddim", "--sample-steps", "51", "--out", o]].concat(), "51");
+    // Sampler combinations that cannot work: DDIM's step count or order with DDPM, an order DDIM lacks,
+    // zero steps, a negative guidance weight, guidance in eval of an unconditional model.
+    refused(&[&s[..], &["--sample-steps", "10", "--out", o]].concat(), "--sample-steps");
+    refused(&[&s[..], &["--order", "2", "--out", o]].concat(), "--order");
+    refused(&[&s[..], &["--sampler", "ddim", "--order", "3", "--out", o]].concat(), "order is 1 or 2");
+    refused(&[&s[..], &["--sampler", "ddim", "--sample-steps", "0", "--out", o]].concat(), "between 1 and");
+    let e = ["--backend", "cpu", "eval", "diffusion", "--checkpoint", r, "--n", "4"];
+    refused(&[&e[..], &["--guidance", "2"]].concat(), "not label-conditioned");
+    refused(&[&e[..], &["--sample-steps", "10"]].concat(), "--sample-steps");
+    // Both DDIM updates run and stay within the data's box (ring8: radius 2, std 0.02).
+    for order in ["1", "2"] {
+        let npy = dir.join(format!("ddim{order}.npy"));
+        ok(&[
+            &s[..],
+            &["--sampler", "ddim", "--sample-steps", "5", "--order", order, "--out"],
+            &[npy.to_str().unwrap()],
+        ]
+        .concat());
+        assert!(npy.exists());
+    }
     refused(&[&s[..], &["--out", dir.join("x.txt").to_str().unwrap()]].concat(), ".png or .npy");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -272,6 +292,7 @@ fn conditional_images_train_sample_eval() {
     refused(&sample_args(&["--per-class", "--label", "1"]), "--per-class");
     refused(&sample_args(&["--label", "3"]), "out of range");
     refused(&sample_args(&["--guidance", "2"]), "--label");
+    refused(&sample_args(&["--label", "1", "--guidance=-1"]), ">= 0");
     let v = json_line(&ok(&[
         "--backend",
         "cpu",

@@ -212,36 +212,39 @@ fn ddim_properties() {
     losses(&dev, &t, 1500);
     let model = t.ema_model(&dev).unwrap();
     let sampler = Sampler::new(&dev, &model).unwrap();
-    let s = |k: usize, seed: u64| SampleSettings {
-        sampler: SamplerKind::Ddim { steps: k },
-        label: None,
-        guidance: 1.0,
-        seed,
-        clip: 0.0,
-        keep_at: vec![],
-    };
-    let a = sampler.sample(&dev, 64, 64, &s(50, 1)).unwrap().x;
-    let b = sampler.sample(&dev, 64, 64, &s(50, 1)).unwrap().x;
-    let c = sampler.sample(&dev, 64, 64, &s(50, 2)).unwrap().x;
-    let k10 = sampler.sample(&dev, 64, 64, &s(10, 1)).unwrap().x;
-    assert_eq!(a, b, "DDIM is deterministic");
-    assert_ne!(a, c, "another seed, other samples");
-    let mean_dist = |x: &[f32], to: &dyn Fn(usize) -> [f32; 2]| {
-        x.chunks(2)
-            .enumerate()
-            .map(|(i, p)| ((p[0] - to(i)[0]).powi(2) + (p[1] - to(i)[1]).powi(2)).sqrt())
-            .sum::<f32>()
-            / (x.len() / 2) as f32
-    };
-    let to_point = mean_dist(&a, &|_| point);
-    let k10_to_kt = mean_dist(&k10, &|i| [a[2 * i], a[2 * i + 1]]);
-    eprintln!("DDIM K=T: mean distance to the point {to_point}; K=10 to K=T {k10_to_kt}");
-    assert!(to_point < 0.1, "{to_point}");
-    assert!(k10_to_kt < 0.1, "{k10_to_kt}");
-    // DDPM (ancestral) lands there too, by another path.
-    let ddpm = SampleSettings { sampler: SamplerKind::Ddpm, ..s(1, 1) };
-    let d = sampler.sample(&dev, 64, 64, &ddpm).unwrap().x;
-    assert!(mean_dist(&d, &|_| point) < 0.1);
+    // DDIM's first-order step and the second-order multistep update alike.
+    for order in [1usize, 2] {
+        let s = |k: usize, seed: u64| SampleSettings {
+            sampler: SamplerKind::Ddim { steps: k, order },
+            label: None,
+            guidance: 1.0,
+            seed,
+            clip: 0.0,
+            keep_at: vec![],
+        };
+        let a = sampler.sample(&dev, 64, 64, &s(50, 1)).unwrap().x;
+        let b = sampler.sample(&dev, 64, 64, &s(50, 1)).unwrap().x;
+        let c = sampler.sample(&dev, 64, 64, &s(50, 2)).unwrap().x;
+        let k10 = sampler.sample(&dev, 64, 64, &s(10, 1)).unwrap().x;
+        assert_eq!(a, b, "DDIM is deterministic");
+        assert_ne!(a, c, "another seed, other samples");
+        let mean_dist = |x: &[f32], to: &dyn Fn(usize) -> [f32; 2]| {
+            x.chunks(2)
+                .enumerate()
+                .map(|(i, p)| ((p[0] - to(i)[0]).powi(2) + (p[1] - to(i)[1]).powi(2)).sqrt())
+                .sum::<f32>()
+                / (x.len() / 2) as f32
+        };
+        let to_point = mean_dist(&a, &|_| point);
+        let k10_to_kt = mean_dist(&k10, &|i| [a[2 * i], a[2 * i + 1]]);
+        eprintln!("DDIM order {order}, K=T: mean distance to the point {to_point}; K=10 to K=T {k10_to_kt}");
+        assert!(to_point < 0.1, "{to_point}");
+        assert!(k10_to_kt < 0.1, "{k10_to_kt}");
+        // DDPM (ancestral) lands there too, by another path.
+        let ddpm = SampleSettings { sampler: SamplerKind::Ddpm, ..s(1, 1) };
+        let d = sampler.sample(&dev, 64, 64, &ddpm).unwrap().x;
+        assert!(mean_dist(&d, &|_| point) < 0.1);
+    }
 }
 
 /// A class-conditional UNet trains with label dropout; guided sampling runs and gives images of the
@@ -260,7 +263,7 @@ fn conditional_unet_and_guidance() {
     let sampler = Sampler::new(&dev, &model).unwrap();
     for label in 0..3u32 {
         let s = SampleSettings {
-            sampler: SamplerKind::Ddim { steps: 20 },
+            sampler: SamplerKind::Ddim { steps: 20, order: 1 },
             label: Some(label),
             guidance: 3.0,
             seed: 4,
@@ -308,7 +311,7 @@ fn bad_input_is_refused_with_a_clear_error() {
     assert!(e.contains("--guidance") && e.contains("conditional"), "{e}");
     let e = sampler.check(&SampleSettings { label: Some(0), ..base.clone() }).unwrap_err().to_string();
     assert!(e.contains("--label") && e.contains("conditional"), "{e}");
-    let e = sampler.check(&SampleSettings { sampler: SamplerKind::Ddim { steps: 11 }, ..base.clone() }).unwrap_err();
+    let e = sampler.check(&SampleSettings { sampler: SamplerKind::ddim(11), ..base.clone() }).unwrap_err();
     assert!(e.to_string().contains("11"), "{e}");
 
     let cond = Diffusion::new(&dev, unet(3), 0).unwrap();

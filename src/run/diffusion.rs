@@ -69,7 +69,7 @@ impl DiffusionRun {
         let sampler = Sampler::new(dev, &model)?;
         let image = cfg.sample_shape.len() == 3;
         let s = SampleSettings {
-            sampler: SamplerKind::Ddim { steps: cfg.timesteps.min(50) },
+            sampler: SamplerKind::ddim(cfg.timesteps.min(50)),
             label: None,
             guidance: 1.0,
             seed: 1,

@@ -29,6 +29,8 @@ pub(super) const IMAGES: Defaults =
 pub(super) const IMAGE_BASE: usize = 16;
 /// Steps between metrics.jsonl training lines and plain progress lines.
 pub const DEFAULT_LOG_EVERY: u32 = 100;
+/// DDIM's reverse steps when `--sample-steps` is not given.
+pub(super) const DEFAULT_DDIM_STEPS: usize = 50;
 /// Points the mixture's training set holds (generated once, uploaded once).
 pub(super) const MIXTURE_POINTS: usize = 100_000;
 
@@ -143,9 +145,13 @@ pub struct SampleArgs {
     /// ddpm (ancestral, all T steps) or ddim (deterministic, --sample-steps steps).
     #[arg(long, default_value = "ddpm")]
     pub sampler: String,
-    /// DDIM steps (with --sampler ddim).
-    #[arg(long, default_value_t = 50)]
-    pub sample_steps: usize,
+    /// DDIM steps (with --sampler ddim) [default: 50].
+    #[arg(long)]
+    pub sample_steps: Option<usize>,
+    /// DDIM's update (with --sampler ddim): 2, second-order multistep (DPM-Solver++(2M)), or 1, DDIM's own
+    /// first-order step [default: 2].
+    #[arg(long)]
+    pub order: Option<usize>,
     /// Class to generate (class-conditional models).
     #[arg(long)]
     pub label: Option<u32>,
@@ -193,12 +199,17 @@ pub struct EvalArgs {
     /// ddpm (ancestral, all T steps) or ddim (deterministic, --sample-steps steps).
     #[arg(long, default_value = "ddpm")]
     pub sampler: String,
-    /// DDIM steps (with --sampler ddim).
-    #[arg(long, default_value_t = 50)]
-    pub sample_steps: usize,
-    /// Guidance weight for a class-conditional model (samples are spread evenly over the classes).
-    #[arg(long, default_value_t = 1.0)]
-    pub guidance: f32,
+    /// DDIM steps (with --sampler ddim) [default: 50].
+    #[arg(long)]
+    pub sample_steps: Option<usize>,
+    /// DDIM's update (with --sampler ddim): 2, second-order multistep (DPM-Solver++(2M)), or 1, DDIM's own
+    /// first-order step [default: 2].
+    #[arg(long)]
+    pub order: Option<usize>,
+    /// Guidance weight for a class-conditional image model (samples are spread evenly over the classes)
+    /// [default: 1].
+    #[arg(long)]
+    pub guidance: Option<f32>,
     /// Seed of the noise.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

@@ -26,7 +26,19 @@ pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
     let n = a.n.unwrap_or(2000);
     tigel::models::check_values("eval diffusion", what, tigel::models::product(&[n.max(a.batch), cfg.sample_len()]))?;
     let sampler = Sampler::new(&dev, &model)?;
-    let kind = parse_sampler(&a.sampler, a.sample_steps)?;
+    let kind = parse_sampler(&a.sampler, a.sample_steps, a.order)?;
+    if let Some(w) = a.guidance {
+        let why = if cfg.num_classes == 0 {
+            Some("the checkpoint is not label-conditioned (train it with --conditional on data with labels)")
+        } else if !matches!(source, Source::Images { .. }) {
+            Some("guidance is for class-conditional image models")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Error::invalid("--guidance", format!("{w}: {why}")));
+        }
+    }
     let started = Instant::now();
     let v = match &source {
         Source::Mixture(mix) => {
@@ -47,16 +59,16 @@ pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
                 ));
             }
             let n = a.n.unwrap_or(500);
-            let x = sample_images(&dev, &sampler, &cfg, n, kind, a.guidance, a.seed, a.batch)?;
+            let x = sample_images(&dev, &sampler, &cfg, n, kind, a.guidance.unwrap_or(1.0), a.seed, a.batch)?;
             image_json(&x, held, n)?
         }
     };
     let mut v = v;
     v["sampler"] = json!(a.sampler);
-    v["sample_steps"] = json!(match kind {
-        SamplerKind::Ddpm => cfg.timesteps,
-        SamplerKind::Ddim { steps } => steps,
-    });
+    v["sample_steps"] = json!(kind.steps(cfg.timesteps));
+    if let SamplerKind::Ddim { order, .. } = kind {
+        v["order"] = json!(order);
+    }
     v["step"] = json!(ck.step);
     v["data"] = json!(spec);
     v["seconds"] = json!(started.elapsed().as_secs_f64());
@@ -73,10 +85,15 @@ pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
 pub fn mixture_json(x: &[f32], mix: Mixture, seed: u64) -> Result<serde_json::Value> {
     let m = tigel::metrics::mixture_metrics(x, mix)?;
     let real = tigel::metrics::mixture_metrics(&mix.sample(x.len() / 2, seed ^ 0xEA1, 1 << 40), mix)?;
+    // How far the samples reach, for bounds such as "within radius 3" or "within the grid's box plus 1".
+    let non_finite = x.chunks(2).filter(|p| !(p[0].is_finite() && p[1].is_finite())).count();
+    let max_radius = x.chunks(2).map(|p| p[0].hypot(p[1])).fold(0.0f32, f32::max);
+    let max_abs = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     Ok(json!({"n": x.len() / 2, "modes_covered": m.modes_covered, "num_modes": m.num_modes,
               "high_quality": m.high_quality, "reverse_kl": m.reverse_kl,
               "mean_log_density": m.mean_log_density, "real_mean_log_density": real.mean_log_density,
-              "log_density_gap": real.mean_log_density - m.mean_log_density, "mode_counts": m.mode_counts}))
+              "log_density_gap": real.mean_log_density - m.mean_log_density, "mode_counts": m.mode_counts,
+              "non_finite": non_finite, "max_radius": max_radius, "max_abs_coordinate": max_abs}))
 }
 
 /// `n` generated images, spread evenly over the classes of a class-conditional model.

@@ -19,11 +19,29 @@ pub use args::*;
 pub use eval::eval;
 pub use sample::sample;
 
-/// The reverse process `--sampler` names, with `--sample-steps` for DDIM.
-fn parse_sampler(name: &str, steps: usize) -> Result<SamplerKind> {
+/// The reverse process `--sampler` names, with `--sample-steps` and `--order` for DDIM (refused with
+/// DDPM, which runs all T steps of its own kind).
+fn parse_sampler(name: &str, steps: Option<usize>, order: Option<usize>) -> Result<SamplerKind> {
     match name {
-        "ddpm" => Ok(SamplerKind::Ddpm),
-        "ddim" => Ok(SamplerKind::Ddim { steps }),
+        "ddpm" => {
+            if let Some(k) = steps {
+                return Err(Error::invalid(
+                    "--sample-steps",
+                    format!("{k}: DDPM runs all the model's timesteps; use --sampler ddim for fewer steps"),
+                ));
+            }
+            if order.is_some() {
+                return Err(Error::invalid("--order", "is DDIM's (--sampler ddim); DDPM has no order to choose"));
+            }
+            Ok(SamplerKind::Ddpm)
+        }
+        "ddim" => {
+            let order = order.unwrap_or(2);
+            if !(1..=2).contains(&order) {
+                return Err(Error::invalid("--order", format!("DDIM's order is 1 or 2, got {order}")));
+            }
+            Ok(SamplerKind::Ddim { steps: steps.unwrap_or(DEFAULT_DDIM_STEPS), order })
+        }
         _ => Err(Error::invalid("--sampler", format!("`{name}`: choose ddpm or ddim"))),
     }
 }

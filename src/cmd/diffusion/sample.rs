@@ -6,7 +6,7 @@ use std::time::Instant;
 use tigel::checkpoint::Checkpoint;
 use tigel::data::images::write_npy_f32;
 use tigel::host::fs::io_err;
-use tigel::models::ddpm::{Diffusion, SampleSettings, Sampler, SamplerKind, KIND};
+use tigel::models::ddpm::{Diffusion, SampleSettings, Sampler, KIND};
 use tigel::plot;
 use tigel::{Error, Result};
 
@@ -40,11 +40,8 @@ pub fn sample(backend: Option<&str>, a: SampleArgs) -> Result<()> {
         tigel::models::product(&[a.n.max(a.batch), rows, cfg.sample_len()]),
     )?;
     let sampler = Sampler::new(&dev, &model)?;
-    let kind = parse_sampler(&a.sampler, a.sample_steps)?;
-    let total = match kind {
-        SamplerKind::Ddpm => cfg.timesteps,
-        SamplerKind::Ddim { steps } => steps,
-    };
+    let kind = parse_sampler(&a.sampler, a.sample_steps, a.order)?;
+    let total = kind.steps(cfg.timesteps);
     let frames = if a.trajectory { trajectory_frames(total) } else { vec![] };
     let s = SampleSettings {
         sampler: kind,
