@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Error)]
 pub enum Error {
     /// A backend name that is not one of those listed.
-    #[error("unknown backend `{0}`: choose one of auto, vulkan, metal, dx12, gl, cpu")]
+    #[error("unknown backend `{0}`: choose one of auto, vulkan, metal, dx12, gl, webgpu, cpu")]
     UnknownBackend(String),
 
     /// No adapter of the requested backend (and name filter) was found.

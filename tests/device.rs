@@ -11,7 +11,7 @@ fn unknown_backend_name_is_an_error_listing_the_choices() {
     let e = "vulcan".parse::<BackendChoice>().unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, Error::UnknownBackend(_)));
-    assert!(msg.contains("vulcan") && msg.contains("auto, vulkan, metal, dx12, gl, cpu"), "{msg}");
+    assert!(msg.contains("vulcan") && msg.contains("auto, vulkan, metal, dx12, gl, webgpu, cpu"), "{msg}");
     for ok in ["auto", "vulkan", "metal", "dx12", "gl", "cpu", "CPU"] {
         ok.parse::<BackendChoice>().unwrap();
     }

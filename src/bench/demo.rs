@@ -7,7 +7,7 @@ use crate::ops::conv::Conv2d;
 use crate::ops::dropout::Dropout;
 use crate::ops::{
     attention, batch, chnorm, conv, diffusion, dropout, elementwise as ew, embedding, layout, loss, matmul, norm,
-    optim, reduce, rng, sample, softmax,
+    optim, reduce, rng, rope, sample, softmax,
 };
 use crate::{Device, Result, Tensor};
 
@@ -103,6 +103,16 @@ pub const CHECKS: &[Check] = &[
         run: |d, i| {
             let tl = i.n.clamp(4, 64);
             attention::attention(d, &t(d, &[2, tl, 48], &i.u(11, 2 * tl * 48, -1.5, 1.5))?, 2, true).map(|r| r.0)
+        },
+    },
+    Check {
+        family: "rope",
+        name: "rotary q, k of 2 heads of 8",
+        tol: 1e-5,
+        run: |d, i| {
+            let tl = i.n.clamp(4, 64);
+            let table = t(d, &[tl, 4, 2], &rope::rope_table(tl, 8, 10_000.0))?;
+            rope::rope(d, &t(d, &[2, tl, 48], &i.u(12, 2 * tl * 48, -1.5, 1.5))?, &table, 2, 1.0)
         },
     },
     Check {
