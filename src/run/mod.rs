@@ -14,6 +14,7 @@ pub mod dir;
 pub mod gan;
 pub mod gpt;
 pub mod guard;
+pub mod history;
 pub mod report;
 
 use std::path::Path;
@@ -25,6 +26,7 @@ use crate::device::{Device, Download};
 use crate::error::Result;
 pub use dir::{resume_checkpoint, MetricsLog, RunDir};
 pub use guard::Guarded;
+pub use history::History;
 pub use report::{Observer, Quiet};
 
 /// Steps between loss reads and progress reports.
@@ -50,7 +52,7 @@ pub trait Regime {
     }
     /// Redraws the regime's pictures in the run directory `dir` (loss.png from the metrics lines so far,
     /// `history`; samples.png for the generative regimes), after each evaluation.
-    fn plot(&self, _dir: &Path, _history: &[Value]) -> Result<()> {
+    fn plot(&self, _dir: &Path, _history: &History) -> Result<()> {
         Ok(())
     }
     /// Evaluates at `at`: the metrics.jsonl line and the line to show.
@@ -190,7 +192,7 @@ pub fn train<R: Regime + ?Sized>(
     let mut clock = Clock { started: Instant::now(), side: 0.0 };
     let mut pending: Option<Pending> = None;
     let mut kept = guard::Kept { checkpoint: &checkpoint, saved: None, resumed_from };
-    let mut history = Vec::new();
+    let mut history = History::default();
     let steps = cadence.steps;
     // The steps this run made: all of them, or up to a stop asked for by the observer.
     let mut ran = steps;
@@ -274,7 +276,7 @@ fn take_pending<R: Regime + ?Sized>(
     pending: &mut Option<Pending>,
     kept: &guard::Kept,
     metrics: &mut MetricsLog,
-    history: &mut Vec<Value>,
+    history: &mut History,
     observer: &mut dyn Observer,
 ) -> Result<()> {
     let Some(p) = pending.take() else { return Ok(()) };
