@@ -393,8 +393,9 @@ fn second_sigint_exits_at_once() {
     std::fs::write(d.join("big.txt"), &text.as_bytes()[..8 << 20]).unwrap();
     let mut args = vec!["--backend", "cpu"];
     args.extend(TINY_GPT);
-    args.extend(["--data", "big.txt", "--steps", "1000000", "--eval-every", "1000000"]);
-    args.extend(["--eval-windows", "100000000", "--out", "r"]);
+    let w = args.iter().position(|&a| a == "--eval-windows").unwrap();
+    args[w + 1] = "100000000";
+    args.extend(["--data", "big.txt", "--steps", "1000000", "--eval-every", "1000000", "--out", "r"]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_tigel"))
         .current_dir(&d)
         .args(&args)
