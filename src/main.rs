@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Counts live heap bytes for `tigel bench soak` (forwards every call to the system allocator).
+#[global_allocator]
+static ALLOC: tigel::bench::heap::CountingAlloc = tigel::bench::heap::CountingAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "tigel",

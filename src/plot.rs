@@ -15,7 +15,6 @@ use std::sync::OnceLock;
 type Points = Vec<(f64, f64)>;
 
 use plotters::prelude::*;
-use serde_json::Value;
 
 use crate::data::images::{grid_u8, write_png_u8};
 use crate::error::{Error, Result};
@@ -83,14 +82,8 @@ pub struct Curve {
 
 impl Curve {
     /// The values of `key` in the metrics lines of `kind` ("train" or "eval") in `history`, against `step`.
-    pub fn from_metrics(history: &[Value], kind: &str, key: &str, label: &str, dots: bool) -> Curve {
-        let points = history
-            .iter()
-            .filter(|l| l["kind"] == kind)
-            .filter_map(|l| Some((l["step"].as_f64()?, l[key].as_f64()?)))
-            .filter(|p| p.1.is_finite())
-            .collect();
-        Curve { label: label.to_string(), points, dots }
+    pub fn from_metrics(history: &crate::run::History, kind: &str, key: &str, label: &str, dots: bool) -> Curve {
+        Curve { label: label.to_string(), points: history.points(kind, key), dots }
     }
 }
 

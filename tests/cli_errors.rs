@@ -40,6 +40,15 @@ fn refused(dir: &Path, args: &[&str], needles: &[&str]) {
     }
 }
 
+/// As [`refused`], and the message holds none of `absent` (a wrong command or flag named).
+fn refused_without(dir: &Path, args: &[&str], needles: &[&str], absent: &[&str]) {
+    refused(dir, args, needles);
+    let (_, _, err) = tigel_in(dir, args);
+    for a in absent {
+        assert!(!err.contains(a), "tigel {args:?}: stderr should not mention `{a}`:\n{err}");
+    }
+}
+
 fn ok(dir: &Path, args: &[&str]) -> String {
     let (code, out, err) = tigel_in(dir, args);
     assert_eq!(code, 0, "tigel {args:?} failed:\n{err}");
@@ -118,10 +127,16 @@ fn huge_sizes_are_refused() {
     refused(&d, &["train", "gpt", "--steps", "1", "--sample-tokens", max, "--out", "x"], &["--sample-tokens"]);
     refused(&d, &["train", "gpt", "--steps", "1", "--layers", "1000000000", "--out", "x"], &["--layers 1000000000"]);
     refused(&d, &["sample", "gan", "--checkpoint", "gan", "--n", max, "--out", "s.png"], &["--n"]);
-    refused(&d, &["eval", "gan", "--checkpoint", "gan", "--n", max], &["--n"]);
+    refused_without(&d, &["eval", "gan", "--checkpoint", "gan", "--n", max], &["--n", "eval gan"], &["sample gan"]);
     refused(&d, &["train", "gan", "--data", "ring8", "--width", "10000000", "--out", "x"], &["--width 10000000"]);
+    refused_without(
+        &d,
+        &["train", "gan", "--data", "ring8", "--width", "1000000000000", "--out", "x"],
+        &["--width 1000000000000"],
+        &["rng::normal"],
+    );
     refused(&d, &["train", "gan", "--data", "ring8", "--z-dim", "1000000000000", "--out", "x"], &["--z-dim"]);
-    refused(&d, &["train", "gan", "--data", "ring8", "--lr=-0.1", "--out", "x"], &["--lr must"]);
+    refused_without(&d, &["train", "gan", "--data", "ring8", "--lr=-0.1", "--out", "x"], &["--lr must"], &["--lr-d"]);
     refused(&d, &["train", "gpt", "--steps", "1", "--batch", max, "--out", "x"], &["--batch"]);
 
     // A checkpoint whose stored config is huge, and one whose step is near the counter's limit.
@@ -141,7 +156,64 @@ fn huge_sizes_are_refused() {
     wide.config["model"]["z_dim"] = serde_json::json!(1_000_000_000_000u64);
     std::fs::create_dir_all(d.join("widegan")).unwrap();
     wide.save(&d.join("widegan/checkpoint.safetensors")).unwrap();
-    refused(&d, &["sample", "gan", "--checkpoint", "widegan", "--out", "s.png"], &["`z_dim` is 1000000000000"]);
+    refused_without(
+        &d,
+        &["sample", "gan", "--checkpoint", "widegan", "--out", "s.png"],
+        &["`z_dim` is 1000000000000"],
+        &["rng::normal"],
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// An .npy file (format 1.0) of `descr` values with `shape`, from their little-endian bytes.
+fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
+    let dims: String = shape.iter().map(|d| format!("{d},")).collect();
+    let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((h.len() as u16).to_le_bytes());
+    bytes.extend(h.as_bytes());
+    bytes.extend(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A class label of 4e9 (in a labels file, as `--label`, as a checkpoint's class count) is refused naming
+/// the file, the flag or the key, never with a message from deep inside ("rng::normal: shape ...").
+#[test]
+fn huge_labels_are_refused() {
+    let d = tmp("labels");
+    let pixels: Vec<u8> = (0..8 * 64).flat_map(|i| (((i * 7) % 13) as f32 / 13.0 - 0.5).to_le_bytes()).collect();
+    let labels =
+        |last: i64| -> Vec<u8> { (0..8i64).flat_map(|i| if i == 7 { last } else { i % 4 }.to_le_bytes()).collect() };
+    write_npy(&d.join("imgs.npy"), "<f4", &[8, 1, 8, 8], &pixels);
+    write_npy(&d.join("imgs_labels.npy"), "<i8", &[8], &labels(3));
+    write_npy(&d.join("big.npy"), "<f4", &[8, 1, 8, 8], &pixels);
+    write_npy(&d.join("big_labels.npy"), "<i8", &[8], &labels(4_000_000_000));
+    let never = ["rng::normal", "panicked"];
+    for kind in ["gan", "diffusion"] {
+        let args = ["train", kind, "--data", "big.npy", "--conditional", "--steps", "2", "--out", "x"];
+        let args = if kind == "gan" { [&args[..4], &args[5..]].concat() } else { args.to_vec() };
+        refused_without(&d, &args, &["big_labels.npy", "label 4000000000", "below"], &never);
+    }
+    assert!(!d.join("x").exists(), "nothing was written");
+    ok(
+        &d,
+        &["train", "diffusion", "--data", "imgs.npy", "--conditional", "--steps", "2", "--batch", "4", "--out", "cd"],
+    );
+    refused_without(
+        &d,
+        &["sample", "diffusion", "--checkpoint", "cd", "--label", "4000000000", "--out", "s.png"],
+        &["--label", "4000000000", "4 classes"],
+        &never,
+    );
+    let mut ck = Checkpoint::load(&d.join("cd")).unwrap();
+    ck.config["model"]["num_classes"] = serde_json::json!(4_000_000_000u64);
+    std::fs::create_dir_all(d.join("many")).unwrap();
+    ck.save(&d.join("many/checkpoint.safetensors")).unwrap();
+    refused_without(&d, &["sample", "diffusion", "--checkpoint", "many", "--out", "s.png"], &["4000000000"], &never);
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -307,5 +379,53 @@ fn sigterm_saves_and_exits_130() {
     assert!(ck.step > 0 && ck.step < 1_000_000, "step {}", ck.step);
     assert_eq!(steps_in_metrics(&d.join("r")), [ck.step]);
     assert!(!d.join("r/.lock").exists(), "the lock is released");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A second Ctrl-C exits at once (130, no checkpoint saved), while the first is still finishing its step.
+#[cfg(unix)]
+#[test]
+fn second_sigint_exits_at_once() {
+    let d = tmp("sigint2");
+    // A long evaluation (the one the first Ctrl-C asks for: every held-out window of 8 MB of text) gives
+    // the second time to land during it.
+    let text: String = (0..400_000).map(|i| format!("line {i} of a corpus, {}.\n", i % 7)).collect();
+    std::fs::write(d.join("big.txt"), &text.as_bytes()[..8 << 20]).unwrap();
+    let mut args = vec!["--backend", "cpu"];
+    args.extend(TINY_GPT);
+    let w = args.iter().position(|&a| a == "--eval-windows").unwrap();
+    args[w + 1] = "100000000";
+    args.extend(["--data", "big.txt", "--steps", "1000000", "--eval-every", "1000000", "--out", "r"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tigel"))
+        .current_dir(&d)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut wait_for = |needle: &str, seen: &mut String| {
+        while !seen.contains(needle) {
+            let mut line = String::new();
+            assert!(err.read_line(&mut line).unwrap() > 0, "tigel ended early:\n{seen}");
+            seen.push_str(&line);
+        }
+    };
+    wait_for("writing", &mut seen);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let int = || assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    int();
+    wait_for("again to quit at once", &mut seen);
+    let asked = std::time::Instant::now();
+    int();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "stderr:\n{seen}{rest}");
+    assert!(asked.elapsed().as_secs() < 20, "the second Ctrl-C took {:?}", asked.elapsed());
+    assert!(!rest.contains("interrupted after step"), "the second Ctrl-C should not wait for the save:\n{rest}");
+    assert!(!rest.contains("panicked"), "{rest}");
+    assert!(!d.join("r/checkpoint.safetensors").exists(), "no checkpoint is saved after a second Ctrl-C");
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -211,6 +211,7 @@ fn diverging_runs(kind: &str, run_flags: &[&str], model: &[&str], bad: &[&str], 
     assert_eq!(code, 0, "{kind}: the good run failed:\n{err}");
     let lines = metrics_lines(&run);
     let before = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+    let config_before = std::fs::read(run.join("config.json")).unwrap();
 
     let fresh = d.join("bad");
     let (code, _, err) = call(args(model, bad, &["--out", fresh.to_str().unwrap()]));
@@ -227,6 +228,8 @@ fn diverging_runs(kind: &str, run_flags: &[&str], model: &[&str], bad: &[&str], 
     assert!(err.contains("is untouched"), "{kind}: {err}");
     assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), before, "{kind}: checkpoint changed");
     assert_eq!(metrics_lines(&run), lines, "{kind}: the diverging resume wrote metrics lines");
+    let config_after = std::fs::read(run.join("config.json")).unwrap();
+    assert_eq!(config_after, config_before, "{kind}: config.json describes a resume that never saved");
 
     let mut e = vec!["eval", kind, "--checkpoint", r, "--json"];
     e.extend(eval);

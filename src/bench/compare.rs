@@ -56,6 +56,7 @@ pub fn compare(a_path: &Path, b_path: &Path) -> Result<String> {
     let (a, b) = (load(a_path)?, load(b_path)?);
     let mut out = String::new();
     out += &format!("A: {}: {}\nB: {}: {}\n", a_path.display(), describe(&a), b_path.display(), describe(&b));
+    // `load` refused any report without a "results" array.
     let (ra, rb) = (a["results"].as_array().unwrap(), b["results"].as_array().unwrap());
     let mut common = 0;
     let mut kernel_lines = Vec::new();

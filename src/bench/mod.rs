@@ -32,6 +32,7 @@ mod cases;
 pub mod compare;
 pub mod demo;
 mod families;
+pub mod heap;
 mod report;
 mod runner;
 pub mod soak;

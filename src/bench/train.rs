@@ -58,7 +58,7 @@ fn random_images(dev: &Device, n: usize, side: usize) -> Result<Vec<f32>> {
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 

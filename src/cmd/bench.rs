@@ -51,6 +51,18 @@ pub struct SoakArgs {
     /// slow devices such as lavapipe.
     #[arg(long)]
     tiny: bool,
+    /// Layers, instead of the model's (4, or 1 with --tiny).
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Width, instead of the model's (128, or 32 with --tiny); a multiple of the heads (4, or 2 with --tiny).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Context, instead of the model's (128, or 32 with --tiny).
+    #[arg(long)]
+    context: Option<usize>,
+    /// Sequences per step, instead of the model's (16, or 4 with --tiny).
+    #[arg(long)]
+    batch: Option<usize>,
     /// Steps between memory samples (default: 250, or 20 with --tiny).
     #[arg(long)]
     sample_every: Option<u32>,
@@ -76,6 +88,10 @@ pub fn soak(backend: Option<&str>, a: SoakArgs) -> Result<()> {
     if let Some(e) = a.eval_every {
         s.eval_every = e;
     }
+    s.model.layers = a.layers.unwrap_or(s.model.layers);
+    s.model.width = a.width.unwrap_or(s.model.width);
+    s.model.context = a.context.unwrap_or(s.model.context);
+    s.batch = a.batch.unwrap_or(s.batch);
     let dev = super::device(backend)?;
     let dir = std::env::temp_dir().join(format!("tigel-soak-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -90,7 +106,7 @@ pub fn soak(backend: Option<&str>, a: SoakArgs) -> Result<()> {
         std::fs::write(path, text + "\n").map_err(|e| io_err(path, e))?;
         eprintln!("wrote {}", path.display());
     }
-    if report.rss_growth() > 0 || report.device_growth() != 0 {
+    if !report.flat() {
         return Err(tigel::Error::Other("bench soak: memory grew after warm-up (see the table above)".into()));
     }
     Ok(())

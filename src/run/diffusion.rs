@@ -133,7 +133,7 @@ impl Regime for DiffusionRun {
     }
 
     #[cfg(feature = "plot")]
-    fn plot(&self, dir: &Path, history: &[Value]) -> Result<()> {
+    fn plot(&self, dir: &Path, history: &crate::run::History) -> Result<()> {
         use crate::plot::{line_plot, Curve};
         let curves = [
             Curve::from_metrics(history, "train", "loss", "training loss", false),

@@ -104,7 +104,7 @@ impl Regime for GanRun<'_> {
     }
 
     #[cfg(feature = "plot")]
-    fn plot(&self, dir: &Path, history: &[Value]) -> Result<()> {
+    fn plot(&self, dir: &Path, history: &crate::run::History) -> Result<()> {
         use crate::plot::{line_plot, Curve};
         let curves = [
             Curve::from_metrics(history, "train", "loss_d", "D loss", false),

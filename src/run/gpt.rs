@@ -137,7 +137,7 @@ impl Regime for GptRun<'_> {
     }
 
     #[cfg(feature = "plot")]
-    fn plot(&self, dir: &Path, history: &[Value]) -> Result<()> {
+    fn plot(&self, dir: &Path, history: &crate::run::History) -> Result<()> {
         use crate::plot::{line_plot, Curve};
         let curves = [
             Curve::from_metrics(history, "train", "train_bits_per_char", "training", false),

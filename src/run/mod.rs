@@ -16,6 +16,7 @@ pub mod dir;
 pub mod gan;
 pub mod gpt;
 pub mod guard;
+pub mod history;
 pub mod report;
 pub mod resume;
 pub mod retain;
@@ -29,6 +30,7 @@ use crate::device::{Device, Download};
 use crate::error::Result;
 pub use dir::{resume_checkpoint, MetricsLog, RunDir};
 pub use guard::Guarded;
+pub use history::History;
 pub use report::{Observer, Quiet};
 pub use resume::ResumeSchedule;
 pub use retain::Best;
@@ -56,7 +58,7 @@ pub trait Regime {
     }
     /// Redraws the regime's pictures in the run directory `dir` (loss.png from the metrics lines so far,
     /// `history`; samples.png for the generative regimes), after each evaluation.
-    fn plot(&self, _dir: &Path, _history: &[Value]) -> Result<()> {
+    fn plot(&self, _dir: &Path, _history: &History) -> Result<()> {
         Ok(())
     }
     /// The key of the evaluation line's figure that picks the best checkpoint (lower is better), or
@@ -203,8 +205,12 @@ pub fn train<R: Regime + ?Sized>(
     let mut metrics = dir.metrics(cadence.start_step)?;
     let checkpoint = dir.checkpoint();
     // The lines kept from the run resumed: the plots continue them, the best figure is read from them.
-    let mut history = dir.read_metrics();
-    let mut retention = retain::Retention::open(dir, cadence.start_step, regime.best_key(), &history)?;
+    let earlier = dir.read_metrics();
+    let mut retention = retain::Retention::open(dir, cadence.start_step, regime.best_key(), &earlier)?;
+    let mut history = History::default();
+    for line in earlier {
+        history.push(line);
+    }
 
     let mut clock = Clock { started: Instant::now(), side: 0.0 };
     let mut pending: Option<Pending> = None;
@@ -306,7 +312,7 @@ fn take_pending<R: Regime + ?Sized>(
     pending: &mut Option<Pending>,
     kept: &guard::Kept,
     metrics: &mut MetricsLog,
-    history: &mut Vec<Value>,
+    history: &mut History,
     observer: &mut dyn Observer,
 ) -> Result<()> {
     let Some(p) = pending.take() else { return Ok(()) };

@@ -185,6 +185,12 @@ pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
     let dev = super::device(backend)?;
     let model = Gan::load(&dev, &ck, "`tigel eval gan`", true)?;
     check_data_fits(&model.cfg, &src)?;
+    let len = model.cfg.sample_len();
+    tigel::models::check_values(
+        "eval gan",
+        || format!("--n {} samples of {len} values", a.n),
+        tigel::models::product(&[a.n, len]),
+    )?;
     let started = Instant::now();
     let samples = Sampler::new(&dev, &model.cfg, &model.g, a.n.min(500))?.sample(&dev, a.n, a.seed)?;
     let scores = evaluate(&samples, &src)?;
