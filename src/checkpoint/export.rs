@@ -110,8 +110,7 @@ pub fn export(ck: &Checkpoint) -> Result<Export> {
         let hidden = ck.tensors.get("h.0.mlp.fc").and_then(|t| t.shape.get(1).copied()).unwrap_or(0);
         ex.config = nanogpt_config(&ex.config, hidden).map_err(err)?;
         if !ex.tensors.contains_key("lm_head.weight") {
-            let wte =
-                ex.tensors.get("transformer.wte.weight").cloned().ok_or_else(|| err("no tensor `wte`".into()))?;
+            let wte = ex.tensors.get("transformer.wte.weight").cloned().ok_or_else(|| err("no tensor `wte`".into()))?;
             ex.sources.insert("lm_head.weight".into(), ("wte".into(), false));
             ex.tensors.insert("lm_head.weight".into(), wte);
         }
