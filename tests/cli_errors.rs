@@ -128,6 +128,8 @@ fn huge_sizes_are_refused() {
     refused(&d, &["train", "gpt", "--steps", "1", "--layers", "1000000000", "--out", "x"], &["--layers 1000000000"]);
     refused(&d, &["sample", "gan", "--checkpoint", "gan", "--n", max, "--out", "s.png"], &["--n"]);
     refused_without(&d, &["eval", "gan", "--checkpoint", "gan", "--n", max], &["--n", "eval gan"], &["sample gan"]);
+    // Under the 2^31 values but more samples than the metrics can score against the data in memory.
+    refused(&d, &["eval", "gan", "--checkpoint", "gan", "--n", "2000000"], &["--n 2000000", "eval gan"]);
     refused(&d, &["train", "gan", "--data", "ring8", "--width", "10000000", "--out", "x"], &["--width 10000000"]);
     refused_without(
         &d,
@@ -209,6 +211,7 @@ fn huge_labels_are_refused() {
         &["--label", "4000000000", "4 classes"],
         &never,
     );
+    refused(&d, &["eval", "diffusion", "--checkpoint", "cd", "--n", "2000000"], &["--n 2000000", "eval diffusion"]);
     let mut ck = Checkpoint::load(&d.join("cd")).unwrap();
     ck.config["model"]["num_classes"] = serde_json::json!(4_000_000_000u64);
     std::fs::create_dir_all(d.join("many")).unwrap();

@@ -93,6 +93,22 @@ pub fn check_values(op: &'static str, what: impl FnOnce() -> String, n: Option<u
     }
 }
 
+/// Most samples an evaluation scores: the metrics compare every sample with the data (image metrics
+/// hold 256 f64 features per sample and search neighbours among them), so far more would exhaust memory
+/// or run for days rather than fail clearly.
+pub const MAX_EVAL_SAMPLES: usize = 1_000_000;
+
+/// Refuses an evaluation `--n` over [`MAX_EVAL_SAMPLES`], naming the command (`op`).
+pub fn check_eval_samples(op: &'static str, n: usize) -> Result<()> {
+    if n > MAX_EVAL_SAMPLES {
+        return Err(Error::invalid(
+            op,
+            format!("--n {n} is over the {MAX_EVAL_SAMPLES} samples an evaluation scores (use `sample` to draw more)"),
+        ));
+    }
+    Ok(())
+}
+
 /// A positive `--batch`, `--steps` and `--lr` (finite): the checks every optimizer-driven run shares.
 pub fn check_batch_steps_lr(op: &'static str, batch: usize, steps: u32, lr: f32) -> Result<()> {
     let err = |m: String| Err(Error::invalid(op, m));

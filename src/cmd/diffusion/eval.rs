@@ -24,6 +24,7 @@ pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
     let cfg = model.cfg.clone();
     let what = || format!("--n {:?} (and --batch {}) samples of {:?}", a.n, a.batch, cfg.sample_shape);
     let n = a.n.unwrap_or(2000);
+    tigel::models::check_eval_samples("eval diffusion", n)?;
     tigel::models::check_values("eval diffusion", what, tigel::models::product(&[n.max(a.batch), cfg.sample_len()]))?;
     let sampler = Sampler::new(&dev, &model)?;
     let kind = parse_sampler(&a.sampler, a.sample_steps, a.order)?;

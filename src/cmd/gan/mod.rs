@@ -186,6 +186,7 @@ pub fn eval(backend: Option<&str>, a: EvalArgs) -> Result<()> {
     let model = Gan::load(&dev, &ck, "`tigel eval gan`", true)?;
     check_data_fits(&model.cfg, &src)?;
     let len = model.cfg.sample_len();
+    tigel::models::check_eval_samples("eval gan", a.n)?;
     tigel::models::check_values(
         "eval gan",
         || format!("--n {} samples of {len} values", a.n),
