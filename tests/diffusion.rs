@@ -370,3 +370,38 @@ fn configs_keep_their_layout_and_write_values_as_given() {
     old["schedule"] = "quadratic".into();
     assert!(DiffusionConfig::from_json(&old).unwrap_err().to_string().contains("choose linear or cosine"));
 }
+
+/// The default UNet follows from the image size: the levels the docs list, and for sizes no level can
+/// halve (odd, non-square, tiny) a UNet that still builds and trains.
+#[test]
+fn unet_for_image_fits_any_size() {
+    let levels = |h, w| {
+        let u = UnetConfig::for_image(h, w);
+        (u.mults, u.attention)
+    };
+    assert_eq!(levels(8, 8), (vec![1, 2], true));
+    assert_eq!(levels(16, 16), (vec![1, 2, 2], true));
+    assert_eq!(levels(28, 28), (vec![1, 2, 2], true), "the measured Fashion-MNIST layout");
+    assert_eq!(levels(32, 32), (vec![1, 2, 2, 2], true));
+    assert_eq!(levels(64, 64), (vec![1, 2, 2, 2], true));
+    assert_eq!(levels(9, 9), (vec![1], true));
+    assert_eq!(levels(12, 20), (vec![1, 2], true));
+    assert_eq!(levels(256, 256), (vec![1, 2, 2, 2], false), "32x32 at the lowest level: no attention");
+    for h in 1..=70 {
+        for w in [h, h + 1, 2 * h] {
+            UnetConfig::for_image(h, w).validate(1, h, w).unwrap_or_else(|e| panic!("{h}x{w}: {e}"));
+        }
+    }
+    let dev = Device::cpu();
+    for (c, h, w) in [(1, 9, 9), (3, 6, 10), (1, 16, 16)] {
+        let u = UnetConfig::for_image(h, w);
+        let cfg = DiffusionConfig { arch: Arch::Unet(u), sample_shape: vec![c, h, w], ..unet(0) };
+        cfg.validate().unwrap();
+        let n = 6;
+        let px: Vec<f32> = (0..n * c * h * w).map(|i| ((i * 37 % 17) as f32 / 8.0) - 1.0).collect();
+        let m = Diffusion::new(&dev, cfg, 3).unwrap();
+        let t = DiffusionTrainer::new(&dev, m, TrainData { rows: &px, labels: None }, settings(2, 2, 2e-3), 0).unwrap();
+        let l = losses(&dev, &t, 2);
+        assert!(l.iter().all(|v| v.is_finite() && *v > 0.0), "{c}x{h}x{w}: losses {l:?}");
+    }
+}

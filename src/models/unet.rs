@@ -64,6 +64,20 @@ impl UnetConfig {
         Ok(())
     }
 
+    /// The default UNet for images of `h`×`w` (any number of channels): base 16 and as many levels as
+    /// halve both sides while they stay even and at least 4 after halving (at most 4 levels: 8 → 4×4 in
+    /// 2 levels, 16 → 4×4 in 3, 28 → 7×7 in 3, 32 → 4×4 in 4, 64 → 8×8 in 4), multipliers 1, 2, 2, ...
+    /// (a level more than halves the side at twice the channels, then keeps them), and self-attention at
+    /// the lowest level when it has at most 256 positions (its cost grows with their square).
+    pub fn for_image(h: usize, w: usize) -> UnetConfig {
+        let (mut lh, mut lw, mut levels) = (h, w, 1);
+        while levels < DEFAULT_MAX_LEVELS && lh % 2 == 0 && lw % 2 == 0 && lh / 2 >= 4 && lw / 2 >= 4 {
+            (lh, lw, levels) = (lh / 2, lw / 2, levels + 1);
+        }
+        let mults = (0..levels).map(|i| if i == 0 { 1 } else { 2 }).collect();
+        UnetConfig { base: DEFAULT_BASE, mults, attention: lh.saturating_mul(lw) <= 256 }
+    }
+
     /// The config as checkpoints store it.
     pub fn to_json(&self) -> Value {
         crate::models::config_json(self)
@@ -77,6 +91,10 @@ impl UnetConfig {
 
 /// The most UNet levels (each halves the image side).
 pub const MAX_LEVELS: usize = 8;
+/// The most levels `UnetConfig::for_image` chooses.
+const DEFAULT_MAX_LEVELS: usize = 4;
+/// Channels of the first level in `UnetConfig::for_image` (0.22 M parameters at 28×28 with mults 1,2,2).
+pub const DEFAULT_BASE: usize = 16;
 
 /// Groups for a group norm of `c` channels: 8 when they divide evenly, else the largest of 4, 2, 1.
 pub fn groups_for(c: usize) -> usize {

@@ -20,13 +20,35 @@ pub(super) const MIXTURE: Defaults =
     Defaults { steps: 15000, batch: 256, lr: 2e-3, schedule: "cosine", timesteps: 1000, prediction: "eps" };
 /// grid25's 25 tight modes need more steps: at 15,000 its log-density gap is 0.50 nats, at 25,000 0.20.
 pub(super) const GRID25: Defaults = Defaults { steps: 25000, ..MIXTURE };
-/// The measured Fashion-MNIST run (docs/benchmarks.md): about 20 minutes on a shared 2-core CPU. Images
-/// predict v: an ε-predicting UNet's x̂_0 = (x_t − √(1−ᾱ)ε̂)/√ᾱ multiplies its error by up to 1/√ᾱ_T (10⁴
-/// for the cosine schedule), which left deterministic DDIM samples blotchy; v keeps x̂_0 bounded.
+/// Images: the fields that do not follow from the data. They are those of the measured 28×28
+/// Fashion-MNIST run (docs/benchmarks.md). Images predict v: an ε-predicting UNet's
+/// x̂_0 = (x_t − √(1−ᾱ)ε̂)/√ᾱ multiplies its error by up to 1/√ᾱ_T (10⁴ for the cosine schedule), which left
+/// deterministic DDIM samples blotchy; v keeps x̂_0 bounded.
 pub(super) const IMAGES: Defaults =
     Defaults { steps: 3500, batch: 32, lr: 1.5e-3, schedule: "cosine", timesteps: 500, prediction: "v" };
-/// UNet channels at the first level for images (0.22 M parameters with mults 1,2,2).
-pub(super) const IMAGE_BASE: usize = 16;
+
+/// How the image defaults follow from the data (`tigel train diffusion --help`).
+pub(super) const IMAGE_RULE: &str = "\
+Image defaults follow from the images' height H, width W and the number N trained on. The UNet has base 16
+and as many levels as halve H and W while both stay even and at least 4 after halving, at most 4
+(8x8: mults 1,2, lowest 4x4; 16x16: 1,2,2, 4x4; 28x28: 1,2,2, 7x7; 32x32: 1,2,2,2, 4x4; 64x64: 1,2,2,2,
+8x8), with self-attention at the lowest level when it has at most 256 positions. Then:
+  --batch      32, at most N / 4
+  --steps      2,744,000 / (H * W) rounded to 100, between 3,500 and 8,000 (the pixels the 28x28 run
+               trains on: 8x8 and 16x16: 8,000; 28x28 and up: 3,500), at most 100 epochs of N images but
+               at least 500
+  --lr 1.5e-3, --timesteps 500, --schedule cosine, --prediction v
+These train Fashion-MNIST at 8x8, 16x16 and 28x28 on 2 CPU cores (docs/benchmarks.md).";
+
+/// The defaults for `n` training images of `h`×`w`, by `IMAGE_RULE` (the UNet: `UnetConfig::for_image`).
+pub(super) fn image_defaults(h: usize, w: usize, n: usize) -> Defaults {
+    let batch = IMAGES.batch.min(n / 4).max(1);
+    let pixels = h.saturating_mul(w).max(1) as f64;
+    let by_size = ((2_744_000.0 / pixels / 100.0).round() as u32 * 100).clamp(3500, 8000);
+    let epochs = (100 * n / batch).max(500).min(u32::MAX as usize) as u32;
+    Defaults { steps: by_size.min(epochs), batch, ..IMAGES }
+}
+
 /// Steps between metrics.jsonl training lines and plain progress lines.
 pub const DEFAULT_LOG_EVERY: u32 = 100;
 /// DDIM's reverse steps when `--sample-steps` is not given.
@@ -36,12 +58,13 @@ pub(super) const MIXTURE_POINTS: usize = 100_000;
 
 /// `tigel train diffusion`
 #[derive(clap::Args, Debug)]
+#[command(after_help = IMAGE_RULE)]
 pub struct TrainArgs {
     /// ring8, grid25, or an image dataset (IDX file, .npy, folder of PNGs); the last 10% of images is held out.
     /// With --resume, default: the checkpoint's data.
     #[arg(long)]
     pub data: Option<String>,
-    /// Optimizer steps in this run [default: 15000 for ring8, 25000 for grid25, 3500 for images].
+    /// Optimizer steps in this run [default: 15000 for ring8, 25000 for grid25; images: see below].
     #[arg(long)]
     pub steps: Option<u32>,
     /// Noise schedule: linear or cosine [default: cosine].
@@ -53,7 +76,7 @@ pub struct TrainArgs {
     /// What the network predicts: eps (the noise) or v [default: eps for mixtures, v for images].
     #[arg(long)]
     pub prediction: Option<String>,
-    /// Samples per step [default: 256 for mixtures, 32 for images].
+    /// Samples per step [default: 256 for mixtures; images: see below].
     #[arg(long)]
     pub batch: Option<usize>,
     /// Peak learning rate (AdamW, linear warmup then cosine decay to a tenth at the last step; a resumed
@@ -81,10 +104,12 @@ pub struct TrainArgs {
     /// UNet (images): channels of the first level [default: 16].
     #[arg(long)]
     pub base: Option<usize>,
-    /// UNet (images): channel multipliers per level, comma separated, one level each [default: 1,2,2].
+    /// UNet (images): channel multipliers per level, comma separated, one level each [default: from the
+    /// image size, see below].
     #[arg(long, value_delimiter = ',')]
     pub mults: Option<Vec<usize>>,
-    /// UNet (images): no self-attention at the lowest level (there is by default).
+    /// UNet (images): no self-attention at the lowest level (there is by default when it has at most 256
+    /// positions).
     #[arg(long)]
     pub no_attention: bool,
     /// Train a class-conditional model (for classifier-free guidance) on the dataset's labels.

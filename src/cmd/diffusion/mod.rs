@@ -86,10 +86,10 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         .map(|c| a.resume_schedule.prepare(c));
     let data = super::data_spec("train diffusion", a.data.as_deref(), resume.as_ref())?;
     let source = Source::open_in(&data, a.range)?;
-    let d = match source {
+    let d = match &source {
         Source::Mixture(Mixture::Grid25) => GRID25,
         Source::Mixture(_) => MIXTURE,
-        Source::Images { .. } => IMAGES,
+        Source::Images { train, .. } => image_defaults(train.h, train.w, train.n),
     };
     let cfg = match &resume {
         Some(ck) => {
@@ -125,12 +125,13 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
                             format!("`{data}` has no labels (IDX label file or labels .npy beside it)"),
                         ));
                     }
-                    let base = a.base.unwrap_or(IMAGE_BASE);
+                    let fitted = UnetConfig::for_image(train.h, train.w);
+                    let base = a.base.unwrap_or(fitted.base);
                     DiffusionConfig {
                         arch: Arch::Unet(UnetConfig {
                             base,
-                            mults: a.mults.clone().unwrap_or(vec![1, 2, 2]),
-                            attention: !a.no_attention,
+                            mults: a.mults.clone().unwrap_or(fitted.mults),
+                            attention: fitted.attention && !a.no_attention,
                         }),
                         sample_shape: vec![train.c, train.h, train.w],
                         timesteps,
