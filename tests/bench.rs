@@ -138,9 +138,7 @@ fn train_entries_report_rates_and_memory() {
 }
 
 fn tigel(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tigel")).args(args).output().unwrap();
-    let s = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
-    (out.status.code().unwrap_or(-1), s(&out.stdout), s(&out.stderr))
+    output_of(tigel_command().args(args))
 }
 
 fn keys(v: &serde_json::Value) -> std::collections::BTreeSet<String> {

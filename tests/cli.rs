@@ -1,20 +1,14 @@
 //! The command line: bad input gives a clear message and a non-zero exit, never a panic.
 mod common;
-use common::check_run_dir;
-use std::process::Command;
+use common::{check_run_dir, output_of, tigel_command};
 
 fn tigel(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tigel"));
-    c.args(args).env_remove("TIGEL_BACKEND").env_remove("TIGEL_ADAPTER");
+    let mut c = tigel_command();
+    c.args(args);
     for (k, v) in env {
         c.env(k, v);
     }
-    let o = c.output().expect("run tigel");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
+    output_of(&mut c)
 }
 
 fn assert_clean_failure(args: &[&str], env: &[(&str, &str)], needle: &str) {

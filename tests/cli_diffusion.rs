@@ -1,21 +1,10 @@
 //! `tigel train|sample|eval diffusion` through the binary: tiny models end to end, and the refusals.
 mod common;
-use common::check_run_dir;
+use common::{check_run_dir, output_of, tigel_command};
 use std::path::Path;
-use std::process::Command;
 
 fn tigel(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_tigel"))
-        .args(args)
-        .env_remove("TIGEL_BACKEND")
-        .env_remove("TIGEL_ADAPTER")
-        .output()
-        .expect("run tigel");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
+    output_of(tigel_command().args(args))
 }
 
 fn ok(args: &[&str]) -> String {

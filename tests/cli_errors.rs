@@ -5,22 +5,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod common;
+use common::{output_of, tigel_command};
+
 use tigel::checkpoint::Checkpoint;
 
 fn tigel_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_tigel"))
-        .current_dir(dir)
-        .arg("--backend")
-        .arg("cpu")
-        .args(args)
-        .env_remove("TIGEL_BACKEND")
-        .output()
-        .expect("run tigel");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
+    output_of(tigel_command().current_dir(dir).args(["--backend", "cpu"]).args(args))
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -354,13 +345,8 @@ fn sigterm_saves_and_exits_130() {
     let mut args = vec!["--backend", "cpu"];
     args.extend(TINY_GPT);
     args.extend(["--steps", "1000000", "--eval-every", "1000000", "--out", "r"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tigel"))
-        .current_dir(&d)
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        tigel_command().current_dir(&d).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     // "writing DIR" is printed just before training starts (the handler is in place by then).
@@ -399,13 +385,8 @@ fn second_sigint_exits_at_once() {
     let w = args.iter().position(|&a| a == "--eval-windows").unwrap();
     args[w + 1] = "100000000";
     args.extend(["--data", "big.txt", "--steps", "1000000", "--eval-every", "1000000", "--out", "r"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tigel"))
-        .current_dir(&d)
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        tigel_command().current_dir(&d).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     let mut wait_for = |needle: &str, seen: &mut String| {

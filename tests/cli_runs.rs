@@ -3,25 +3,15 @@
 //! from an earlier checkpoint; `--resume-schedule continue|restart` read back from the learning rates of
 //! metrics.jsonl's per-step lines; the gradient norm in those lines and in the plain progress lines.
 use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::{output_of, tigel_command};
 
 use serde_json::Value;
 use tigel::checkpoint::Checkpoint;
 use tigel::optim::Schedule;
 
 fn tigel_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_tigel"))
-        .current_dir(dir)
-        .args(["--backend", "cpu"])
-        .args(args)
-        .env_remove("TIGEL_BACKEND")
-        .output()
-        .expect("run tigel");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
+    output_of(tigel_command().current_dir(dir).args(["--backend", "cpu"]).args(args))
 }
 
 fn ok(dir: &Path, args: &[&str]) -> String {

@@ -3,7 +3,8 @@
 //! the range and the span found; 8-bit data and the 2-D mixtures take no other range; the command line
 //! passes it through (a hyphenated value included) for the GAN and diffusion.
 use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::{output_of, tigel_command};
 
 use tigel::data::images::{load_images, load_images_in, write_npy_f32, PixelRange};
 use tigel::data::source::Source;
@@ -91,14 +92,12 @@ fn command_line_passes_the_range() {
     write(&p, 0.5, 1.5);
     let x = p.to_str().unwrap();
     for (kind, range, needle) in [("gan", "0,1", "--range 0,1"), ("diffusion", "-1,1", "--range -1,1")] {
-        let o = Command::new(env!("CARGO_BIN_EXE_tigel"))
-            .args(["--backend", "cpu", "train", kind, "--data", x, "--range", range, "--steps", "1"])
-            .args(["--out", d.join(kind).to_str().unwrap()])
-            .env_remove("TIGEL_BACKEND")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && !err.contains("panicked"), "{kind}: {err}");
+        let (code, _, err) = output_of(
+            tigel_command()
+                .args(["--backend", "cpu", "train", kind, "--data", x, "--range", range, "--steps", "1"])
+                .args(["--out", d.join(kind).to_str().unwrap()]),
+        );
+        assert!(code != 0 && !err.contains("panicked"), "{kind}: {err}");
         for n in ["x.npy", "1.5", needle] {
             assert!(err.contains(n), "{kind}: `{err}` should mention `{n}`");
         }

@@ -5,7 +5,6 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::Command;
 use tigel::graph::Graph;
 use tigel::nn::Param;
 use tigel::ops::elementwise::Unary;
@@ -165,18 +164,7 @@ fn trainer_guard_names_the_step_and_what() {
 // Each regime through the binary (CPU backend, tiny settings).
 
 fn tigel(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_tigel"))
-        .args(["--backend", "cpu"])
-        .args(args)
-        .env_remove("TIGEL_BACKEND")
-        .env_remove("TIGEL_ADAPTER")
-        .output()
-        .expect("run tigel");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
+    output_of(tigel_command().args(["--backend", "cpu"]).args(args))
 }
 
 fn tmp(name: &str) -> std::path::PathBuf {

@@ -5,20 +5,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::{output_of, tigel_command};
 
 use safetensors::SafeTensors;
 use tigel::checkpoint::{Checkpoint, HostTensor};
 use tigel::models::{ddpm::Diffusion, gan::Gan, gan::Layer};
 
 fn tigel(args: &[&str]) -> (i32, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_tigel"))
-        .args(["--backend", "cpu"])
-        .args(args)
-        .env_remove("TIGEL_BACKEND")
-        .output()
-        .expect("run tigel");
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into())
+    let (code, _, err) = output_of(tigel_command().args(["--backend", "cpu"]).args(args));
+    (code, err)
 }
 
 fn ok(args: &[&str]) {

@@ -2,7 +2,9 @@
 //! `check_op`, the one-line kernel check (CPU twin and GPU against the op's f64 reference).
 #![allow(dead_code, unused_imports)]
 
+mod binary;
 mod kernel;
+pub use binary::*;
 pub use kernel::*;
 
 use tigel::{BackendChoice, Device};
