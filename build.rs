@@ -402,7 +402,10 @@ fn main() {
             }
             let vname = format!("{name}@{}", v.name);
             if emit(&mut reg, &mut kernels, &vname, &name, Some(&v), &vc, &out_dir) != params {
-                fail(&format!("shaders/{name}.wgsl: variant `{}` changes a uniform struct; variants share the family's params", v.name));
+                fail(&format!(
+                    "shaders/{name}.wgsl: variant `{}` changes a uniform struct; variants share the family's params",
+                    v.name
+                ));
             }
         }
     }
@@ -443,12 +446,7 @@ fn emit(
             ));
         }
     };
-    let info = match naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        caps,
-    )
-    .validate(&module)
-    {
+    let info = match naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps).validate(&module) {
         Ok(i) => i,
         Err(e) => {
             let at = e.location(&c.text).map(|l| origin_of(&c, l.offset as usize)).unwrap_or_default();

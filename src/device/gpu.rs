@@ -380,13 +380,7 @@ impl GpuEngine {
         });
         self.take_errors()?;
         let groups = dispatches.iter().zip(&pipes).map(|(d, p)| p.groups(d.groups)).collect();
-        Ok(Prepared {
-            pipes,
-            bind_groups,
-            groups,
-            _uniform: uniform,
-            timer,
-        })
+        Ok(Prepared { pipes, bind_groups, groups, _uniform: uniform, timer })
     }
 
     fn encode_prepared(&self, enc: &mut wgpu::CommandEncoder, p: &Prepared, timed: bool) {

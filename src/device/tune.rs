@@ -293,7 +293,8 @@ impl GpuEngine {
 
     /// Times `k` and each usable variant on `ds` (best of 3 runs each when `quick`, else of 8).
     fn time_candidates(&self, k: &'static Kernel, ds: &[&RawDispatch], quick: bool) -> Result<TuneResult> {
-        let candidates: Vec<&'static Kernel> = std::iter::once(k).chain(k.variants().filter(|v| self.usable(v))).collect();
+        let candidates: Vec<&'static Kernel> =
+            std::iter::once(k).chain(k.variants().filter(|v| self.usable(v))).collect();
         let reps = if quick { 3 } else { 8 };
         let mut times = Vec::new();
         for c in candidates {
@@ -351,7 +352,8 @@ impl Device {
         *g.tune.mode.lock().unwrap() = mode;
         if mode == TuneMode::Off {
             let mut chosen = g.tune.chosen.lock().unwrap();
-            let drop: Vec<Key> = chosen.iter().filter(|(_, (_, s))| *s != ChoiceSource::Forced).map(|(k, _)| *k).collect();
+            let drop: Vec<Key> =
+                chosen.iter().filter(|(_, (_, s))| *s != ChoiceSource::Forced).map(|(k, _)| *k).collect();
             for k in drop {
                 chosen.remove(&k);
                 g.pipes.lock().unwrap().remove(&k);

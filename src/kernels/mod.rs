@@ -260,6 +260,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &matmul::MATMUL_TILED,
     &matmul::MATMUL_TILED_VEC4,
     &matmul::MATMUL_SMALL,
+    &matmul::MATMUL_BLOCKED,
     &norm::LAYER_NORM_FWD,
     &norm::LAYER_NORM_BWD_DX,
     &norm::LAYER_NORM_BWD_PARTIAL,

@@ -77,7 +77,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("loss", "cross_entropy_bwd") => loss::cross_entropy_bwd,
         ("loss", "bce_logits_fwd") => loss::bce_logits_fwd,
         ("loss", "bce_logits_bwd") => loss::bce_logits_bwd,
-        ("matmul", "matmul_tiled") => matmul::matmul_tiled,
+        ("matmul", "matmul_tiled") | ("matmul_blocked", "matmul_blocked") => matmul::matmul_tiled,
         ("matmul", "matmul_tiled_vec4") => matmul::matmul_tiled_vec4,
         ("matmul", "matmul_small") => matmul::matmul_small,
         ("norm", "layer_norm_fwd") => norm::layer_norm_fwd,
