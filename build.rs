@@ -438,7 +438,7 @@ fn emit(
     let module = match naga::front::wgsl::parse_str(&c.text) {
         Ok(m) => m,
         Err(e) => {
-            let at = e.location(&c.text).map(|l| origin_of(&c, l.offset as usize)).unwrap_or_default();
+            let at = e.location(&c.text).map(|l| origin_of(c, l.offset as usize)).unwrap_or_default();
             fail(&format!(
                 "{at}: {}\n(the report below numbers lines of the composed shader)\n{}",
                 e.message(),
@@ -449,7 +449,7 @@ fn emit(
     let info = match naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps).validate(&module) {
         Ok(i) => i,
         Err(e) => {
-            let at = e.location(&c.text).map(|l| origin_of(&c, l.offset as usize)).unwrap_or_default();
+            let at = e.location(&c.text).map(|l| origin_of(c, l.offset as usize)).unwrap_or_default();
             fail(&format!(
                 "{at}: {}\n(the report below numbers lines of the composed shader)\n{}",
                 chain(e.as_inner()),

@@ -45,7 +45,10 @@ fn tuning_fills_the_cache_and_later_devices_use_it() {
     assert_close("tuned softmax vs cpu twin", &got, &want, 1e-6, 1e-5);
     let r = d.tune_results();
     let sm = r.iter().find(|r| r.kernel == "softmax::softmax_rows").expect("softmax was tuned");
-    assert_eq!(sm.times.len(), 1 + SOFTMAX_ROWS.variants().filter(|v| d.use_variant(&SOFTMAX_ROWS, v.variant_name()).is_ok()).count());
+    assert_eq!(
+        sm.times.len(),
+        1 + SOFTMAX_ROWS.variants().filter(|v| d.use_variant(&SOFTMAX_ROWS, v.variant_name()).is_ok()).count()
+    );
     let chosen = sm.chosen;
     let text = std::fs::read_to_string(&cache).expect("the cache was written");
     assert!(text.contains("softmax::softmax_rows"), "{text}");
