@@ -277,6 +277,7 @@ impl GpuEngine {
         if todo.is_empty() {
             return Ok(());
         }
+        let before = self.tune.results.lock().unwrap().len();
         for k in todo {
             let mine: Vec<&RawDispatch> = dispatches.iter().filter(|d| std::ptr::eq(d.kernel, k)).take(8).collect();
             let r = self.time_candidates(k, &mine, mode == TuneMode::Auto)?;
@@ -285,9 +286,17 @@ impl GpuEngine {
             self.tune.tuned.lock().unwrap().insert((k.shader, k.entry));
             self.tune.results.lock().unwrap().push(r);
         }
-        if let Err(e) = self.save_cache() {
-            eprintln!("note: the tuning cache was not written: {e}");
-        }
+        // One line per tuning (once per adapter and kernel set): which variant each kernel now runs.
+        let done: Vec<String> = self.tune.results.lock().unwrap()[before..]
+            .iter()
+            .map(|r| format!("{}={}", r.kernel, if r.chosen.is_empty() { "wgmem" } else { r.chosen }))
+            .collect();
+        let saved = match (self.save_cache(), cache_path()) {
+            (Ok(()), Some(p)) => format!("; cached in {}", p.display()),
+            (Ok(()), None) => String::new(),
+            (Err(e), _) => format!("; the tuning cache was not written: {e}"),
+        };
+        eprintln!("tuned kernel variants on {}: {}{saved}", self.info.name, done.join(", "));
         Ok(())
     }
 
