@@ -10,6 +10,7 @@ pub mod gpt;
 pub mod info;
 pub mod progress;
 pub mod signal;
+pub mod tune;
 
 use tigel::{BackendChoice, Device, Error, Result};
 
