@@ -163,7 +163,8 @@ async function trainLoop(until) {
     drawCurve();
     if (now - S.lastSample > 10000 && until === undefined) { await sample(); S.lastSample = performance.now(); }
   }
-  S.running = false; $("start").disabled = false; $("stop").disabled = true; $("start").textContent = "resume";
+  S.running = false; $("start").disabled = false; $("stop").disabled = true;
+  $("start").textContent = S.live ? "resume" : "train";
   status("stopped");
 }
 
