@@ -128,11 +128,11 @@ pub fn diffusion_settings(data: Data, steps: u32, seed: u64) -> ddpm::TrainSetti
 /// A regime's trainer.
 pub enum Model {
     /// The GPT on `corpus()`.
-    Gpt(GptTrainer),
+    Gpt(Box<GptTrainer>),
     /// The GAN.
-    Gan(GanTrainer),
+    Gan(Box<GanTrainer>),
     /// The diffusion model.
-    Diffusion(DiffusionTrainer),
+    Diffusion(Box<DiffusionTrainer>),
 }
 
 /// A regime training on a device.
@@ -149,15 +149,17 @@ impl Session {
     /// A new model of `regime` (`gpt`, `gan`, `diffusion`) on `data`, with a schedule of `steps` steps.
     pub fn new(dev: &Device, regime: &str, data: Data, steps: u32, seed: u64) -> Result<Session> {
         let model = match regime {
-            "gpt" => Model::Gpt(gpt_trainer(dev, GPT, gpt_settings(steps, seed), 0, seed)?),
-            "gan" => Model::Gan(gan_trainer(dev, data, gan_config(data), gan_settings(data, steps, seed), 0)?),
-            "diffusion" => Model::Diffusion(diffusion_trainer(
+            "gpt" => Model::Gpt(Box::new(gpt_trainer(dev, GPT, gpt_settings(steps, seed), 0, seed)?)),
+            "gan" => {
+                Model::Gan(Box::new(gan_trainer(dev, data, gan_config(data), gan_settings(data, steps, seed), 0)?))
+            }
+            "diffusion" => Model::Diffusion(Box::new(diffusion_trainer(
                 dev,
                 data,
                 diffusion_config(data),
                 diffusion_settings(data, steps, seed),
                 0,
-            )?),
+            )?)),
             _ => {
                 return Err(Error::invalid("run", format!("regime `{regime}`: the page trains gpt, gan and diffusion")))
             }
@@ -183,14 +185,14 @@ impl Session {
                 let s = gpt::TrainSettings { steps: s.steps.saturating_sub(start).max(1), ..s };
                 let t = gpt_trainer(dev, cfg, s, start, s.seed)?;
                 t.restore(dev, ck)?;
-                Model::Gpt(t)
+                Model::Gpt(Box::new(t))
             }
             gan::KIND => {
                 let cfg = GanConfig::from_json(&part("model"))?;
                 let s: gan::TrainSettings = serde_json::from_value(part("train")).map_err(|e| bad("train", e))?;
                 let t = gan_trainer(dev, data, cfg, s, start)?;
                 t.restore(dev, ck)?;
-                Model::Gan(t)
+                Model::Gan(Box::new(t))
             }
             ddpm::KIND => {
                 let cfg = DiffusionConfig::from_json(&part("model"))?;
@@ -198,7 +200,7 @@ impl Session {
                 let s = ddpm::TrainSettings { steps: s.steps.saturating_sub(start).max(1), ..s };
                 let t = diffusion_trainer(dev, data, cfg, s, start)?;
                 t.restore(dev, ck)?;
-                Model::Diffusion(t)
+                Model::Diffusion(Box::new(t))
             }
             k => {
                 return Err(Error::invalid(
