@@ -12,6 +12,9 @@
 #[path = "../web/src/data.rs"]
 mod data;
 #[allow(dead_code)]
+#[path = "../web/src/sample.rs"]
+mod sample;
+#[allow(dead_code)]
 #[path = "../web/src/session.rs"]
 mod session;
 #[allow(dead_code)]
@@ -21,7 +24,7 @@ mod train;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tigel::Device;
 
 /// Steps of each regime in the page: a few, since SwiftShader runs the GPU on the CPU.
@@ -52,11 +55,16 @@ fn missing() -> Option<String> {
     None
 }
 
-/// Runs the page's query in headless Chromium; the `#result` JSON.
+/// Runs the page's query in headless Chromium (`extra`: more run.py flags); the `#result` JSON.
 fn page(query: &str, timeout_s: u32) -> Value {
+    page_with(query, timeout_s, &[])
+}
+
+fn page_with(query: &str, timeout_s: u32, extra: &[&str]) -> Value {
     let out = Command::new("python3")
         .arg(root().join("web/run.py"))
         .args([query, "--timeout", &timeout_s.to_string()])
+        .args(extra)
         .output()
         .expect("python3 runs");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -98,6 +106,17 @@ fn page_compiles_every_shader_and_trains_each_regime_like_the_cpu_engine() {
         assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{limits}: compiler errors: {r}");
         assert_eq!(r["warnings"].as_array().map(Vec::len), Some(0), "{limits}: compiler warnings: {r}");
     }
+
+    // The demo itself: its training loop, a sample, and a save and a load in the page.
+    let demo = page("demo=gan&data=ring8&steps=3&seed=1", 600);
+    assert_eq!(demo["ok"], true, "the demo: {demo}");
+    assert_eq!(demo["loaded_step"], 3, "the demo's checkpoint: {demo}");
+    // Without WebGPU the page says so and trains on the CPU engine in wasm.
+    let fallback = page_with("demo=diffusion&data=ring8&steps=3&seed=1", 600, &["--no-webgpu"]);
+    assert_eq!(
+        (&fallback["ok"], &fallback["webgpu"], &fallback["backend"]),
+        (&json!(true), &json!(false), &json!("cpu"))
+    );
 
     let cpu = Device::cpu();
     for (regime, data) in
@@ -143,5 +162,15 @@ fn page_checkpoints_resume_exactly() {
         b.step(&cpu).unwrap();
         let (la, lb) = (pollster::block_on(a.losses(&cpu)).unwrap(), pollster::block_on(b.losses(&cpu)).unwrap());
         assert_eq!(la, lb, "{regime}: the step after a save and a load");
+        // What the page draws from it: the models `tigel sample` loads, through its samplers.
+        let shown = sample::sample(&ck, "fn ", 4, 1).unwrap();
+        let kind = if regime == "gpt" {
+            "text"
+        } else if data == data::Data::Ring8 {
+            "points"
+        } else {
+            "images"
+        };
+        assert_eq!(shown["kind"], kind, "{regime}: {shown}");
     }
 }

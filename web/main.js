@@ -223,10 +223,19 @@ async function demo(adapter) {
   await trainLoop(parseInt(q.get("steps") || "20", 10));
   const s = performance.now();
   await sample();
-  status(`trained ${S.hist.length} steps`);
-  return { ok: true, regime: S.regime, data: q.get("data") || "ring8", steps: S.hist.length, adapter,
-    first_loss: S.hist[0], last_loss: S.hist[S.hist.length - 1], seconds: (s - t0) / 1000,
-    sample_s: (performance.now() - s) / 1000 };
+  const sample_s = (performance.now() - s) / 1000;
+  // The checkpoint round trip: save the session, load it back as a new one.
+  const steps = S.hist.length, first = S.hist[0], last = S.hist[steps - 1];
+  const bytes = await serial(() => demo_save());
+  const loaded = await ask(() => demo_load("page.safetensors", bytes, $("backend").value));
+  const [hist, step0] = [S.hist, S.step0];
+  showSession(loaded);
+  [S.hist, S.step0] = [hist, step0];
+  drawCurve();
+  status(`trained ${steps} steps; saved and loaded the checkpoint (${bytes.length} bytes)`);
+  return { ok: loaded.step === steps, webgpu: !!adapter, backend: $("backend").value, regime: S.regime, data: q.get("data") || "ring8", steps, adapter,
+    first_loss: first, last_loss: last, seconds: (s - t0) / 1000, sample_s,
+    checkpoint_bytes: bytes.length, loaded_step: loaded.step };
 }
 
 async function main() {
