@@ -5,8 +5,8 @@
 //! modules compiled into this test).
 //!
 //! Needs python3, chromium (`CHROMIUM` names another), the wasm32-unknown-unknown target and
-//! wasm-bindgen-cli (build.sh installs it when missing). Without them it skips with the reason, or
-//! with CI=true fails.
+//! wasm-bindgen-cli of the version web/Cargo.toml pins (`bash web/build.sh --tools` installs both).
+//! Without them it skips with the reason, or with CI=true fails.
 
 #[allow(dead_code)]
 #[path = "../web/src/data.rs"]
@@ -51,6 +51,13 @@ fn missing() -> Option<String> {
     let targets = Command::new("rustup").args(["target", "list", "--installed"]).output();
     if !targets.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l == "wasm32-unknown-unknown")) {
         return Some("no wasm32-unknown-unknown target (rustup target add wasm32-unknown-unknown)".into());
+    }
+    // The CLI must be the version web/Cargo.toml pins (build.sh --tools installs it).
+    let manifest = std::fs::read_to_string(root().join("web/Cargo.toml")).unwrap_or_default();
+    let pinned = manifest.lines().find_map(|l| l.strip_prefix("wasm-bindgen = \"=")?.strip_suffix('"')).unwrap_or("?");
+    let cli = Command::new("wasm-bindgen").arg("--version").output();
+    if !cli.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == format!("wasm-bindgen {pinned}")) {
+        return Some(format!("no wasm-bindgen {pinned} (bash web/build.sh --tools installs it)"));
     }
     None
 }
