@@ -2,6 +2,16 @@
 # Builds the page into web/dist/: the wasm module (tigel with its `web` feature) through wasm-bindgen
 # (--target web), index.html and main.js. Needs the wasm32-unknown-unknown target and wasm-bindgen-cli
 # of the version web/Cargo.toml pins (installed here when missing).
+#
+#   bash web/build.sh            # -> web/dist
+#   bash web/build.sh --tools    # only install the target and wasm-bindgen-cli (CI does this first)
+#   PROFILE=dev bash web/build.sh
+#
+# Hook for shaders that need WGSL `enable` directives in a browser (`enable subgroups;`: Chromium's
+# compiler requires it before subgroup builtins, naga 30 rejects it): the page never edits shader text.
+# Every kernel's WGSL comes from tigel's build.rs registry, built here for wasm32 with
+# TIGEL_SHADER_TARGET=webgpu exported below; build.rs composes the directives a browser needs when it
+# sees that (or CARGO_CFG_TARGET_ARCH=wasm32), and `run=shaders` checks the result in the browser.
 set -euo pipefail
 cd "$(dirname "$0")"
 ver=$(sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' Cargo.toml)
@@ -10,6 +20,8 @@ if ! command -v wasm-bindgen >/dev/null || [ "$(wasm-bindgen --version | cut -d'
   cargo install wasm-bindgen-cli --version "$ver" --locked
 fi
 rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+[ "${1:-}" = "--tools" ] && exit 0
+export TIGEL_SHADER_TARGET=webgpu
 profile=${PROFILE:-release}
 cargo build --target wasm32-unknown-unknown --profile "$profile"
 target=${CARGO_TARGET_DIR:-target}

@@ -22,11 +22,10 @@ pub mod resume;
 pub mod retain;
 
 use std::path::Path;
-use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::device::{Device, Download};
+use crate::device::{Device, Download, Instant};
 use crate::error::Result;
 pub use dir::{resume_checkpoint, MetricsLog, RunDir};
 pub use guard::Guarded;

@@ -262,7 +262,7 @@ impl GanTrainer {
 
     /// Everything a checkpoint holds: both nets, both optimizers (`d.optim.*`, `g.optim.*`), G's EMA
     /// (`g.ema.<parameter name>`) and running statistics.
-    fn state(&self) -> Vec<(String, Tensor)> {
+    pub fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (net, t) in [("d", &self.d), ("g", &self.g)] {
             for (name, tensor) in t.state() {
