@@ -7,11 +7,10 @@
 #   bash web/build.sh --tools    # only install the target and wasm-bindgen-cli (CI does this first)
 #   PROFILE=dev bash web/build.sh
 #
-# Hook for shaders that need WGSL `enable` directives in a browser (`enable subgroups;`: Chromium's
-# compiler requires it before subgroup builtins, naga 30 rejects it): the page never edits shader text.
-# Every kernel's WGSL comes from tigel's build.rs registry, built here for wasm32 with
-# TIGEL_SHADER_TARGET=webgpu exported below; build.rs composes the directives a browser needs when it
-# sees that (or CARGO_CFG_TARGET_ARCH=wasm32), and `run=shaders` checks the result in the browser.
+# Shaders that need WGSL `enable` directives in a browser (`enable subgroups;`: Chromium's compiler
+# requires it before subgroup builtins, naga 30 rejects it) need nothing here: build.rs records each
+# module's directives in the registry, and on the browser's WebGPU the engine compiles
+# `ShaderInfo::source_with_enables()`; `run=shaders` checks every family and variant in the browser.
 set -euo pipefail
 cd "$(dirname "$0")"
 ver=$(sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' Cargo.toml)
@@ -21,7 +20,6 @@ if ! command -v wasm-bindgen >/dev/null || [ "$(wasm-bindgen --version | cut -d'
 fi
 rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 [ "${1:-}" = "--tools" ] && exit 0
-export TIGEL_SHADER_TARGET=webgpu
 profile=${PROFILE:-release}
 cargo build --target wasm32-unknown-unknown --profile "$profile"
 target=${CARGO_TARGET_DIR:-target}
