@@ -48,6 +48,7 @@ pub struct MatRef<'a> {
 //   k step does 12 FMAs for 2 loads + 6 broadcasts, well within the 2-3 loads/cycle budget.
 // * KC = 256: one B sliver is KC x NR x 4 B = 16 KiB, half of L1d, leaving room for the A
 //   sliver (6 KiB) and C lines; long enough to amortise loading/storing the C tile.
+//   (The AVX-512 kernel's 32-wide sliver is 32 KiB, within Zen 5's 48 KiB L1d beside its 12 KiB A sliver.)
 // * MC = 144: the packed A block is MC x KC x 4 B = 144 KiB, well inside the 512 KiB L2 with
 //   room for the B sliver stream. (Effective mc is then balanced over the threads.)
 // * NC = 4096: the packed B panel is KC x NC x 4 B = 4 MiB, sized for the shared L3 (a multiple of
