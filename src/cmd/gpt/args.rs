@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use tigel::models::gpt::{Decay, OptimizerChoice};
 use tigel::run::ResumeSchedule;
 
 /// Model and training defaults: the best model found to train in about ten minutes on a 2-core CPU
@@ -28,6 +29,16 @@ pub const DEFAULT_WARMUP: u32 = 100;
 pub const DEFAULT_MIN_LR_FRAC: f32 = 0.1;
 /// AdamW's decoupled weight decay.
 pub const DEFAULT_WEIGHT_DECAY: f32 = 0.1;
+/// The update rule.
+pub const DEFAULT_OPTIMIZER: OptimizerChoice = OptimizerChoice::Adamw;
+/// The learning rate's decay after warmup.
+pub const DEFAULT_DECAY: Decay = Decay::Cosine;
+/// Fraction of the steps the decay takes (1: all after warmup).
+pub const DEFAULT_COOLDOWN: f32 = 1.0;
+/// Muon's peak learning rate (the blocks' matrices).
+pub const DEFAULT_MUON_LR: f32 = 0.02;
+/// Muon's Nesterov momentum.
+pub const DEFAULT_MUON_MOMENTUM: f32 = 0.95;
 /// Rotary positions instead of a learned position table.
 pub const DEFAULT_ROPE: bool = true;
 /// QK normalisation.
@@ -88,6 +99,24 @@ pub struct TrainArgs {
     /// step; a resumed run: see --resume-schedule).
     #[arg(long, default_value_t = DEFAULT_LR)]
     pub lr: f32,
+    /// The update rule: `adamw` (every tensor), or `muon` (orthogonalised Nesterov momentum on the
+    /// blocks' matrices at --muon-lr, AdamW at --lr on the embeddings, the head and the norms)
+    /// [default: adamw; with --resume-schedule continue: the checkpoint's].
+    #[arg(long, value_name = "adamw|muon", value_parser = parse_optimizer)]
+    pub optimizer: Option<OptimizerChoice>,
+    /// Muon's peak learning rate (same warmup and decay as --lr).
+    #[arg(long, default_value_t = DEFAULT_MUON_LR)]
+    pub muon_lr: f32,
+    /// Muon's Nesterov momentum, in (0, 1).
+    #[arg(long, default_value_t = DEFAULT_MUON_MOMENTUM)]
+    pub muon_momentum: f32,
+    /// The learning rate's decay after warmup: `cosine` or `linear`.
+    #[arg(long, value_name = "cosine|linear", value_parser = parse_decay, default_value_t = DEFAULT_DECAY)]
+    pub decay: Decay,
+    /// The fraction of the steps over which the rate decays, in (0, 1]; below 1 the rate holds at its
+    /// peak until then (warmup-stable-decay, with --decay linear).
+    #[arg(long, default_value_t = DEFAULT_COOLDOWN)]
+    pub cooldown: f32,
     /// Warmup steps (linear from 0 to --lr).
     #[arg(long, default_value_t = DEFAULT_WARMUP)]
     pub warmup: u32,
@@ -175,4 +204,20 @@ pub struct EvalArgs {
     /// Print the results as one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_optimizer(s: &str) -> Result<OptimizerChoice, String> {
+    match s {
+        "adamw" => Ok(OptimizerChoice::Adamw),
+        "muon" => Ok(OptimizerChoice::Muon),
+        _ => Err("expected `adamw` or `muon`".into()),
+    }
+}
+
+fn parse_decay(s: &str) -> Result<Decay, String> {
+    match s {
+        "cosine" => Ok(Decay::Cosine),
+        "linear" => Ok(Decay::Linear),
+        _ => Err("expected `cosine` or `linear`".into()),
+    }
 }
