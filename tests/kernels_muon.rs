@@ -166,13 +166,12 @@ fn reference(p: &[f32], g: &[f32], m: &[f32], r: usize, c: usize, step: u32, cfg
     (newp.collect(), m2.iter().map(|&v| v as f32).collect())
 }
 
+/// Optimizer state tensors by name, read back.
+type State = Vec<(String, Vec<f32>)>;
+
 /// One Muon step over a wide and a tall matrix, an "embedding" (AdamW) and a vector (AdamW, no decay).
 /// Returns every tensor after the step.
-fn muon_step(
-    d: &Device,
-    inputs: &[(Vec<usize>, Vec<f32>, Vec<f32>)],
-    step: u32,
-) -> (Vec<Vec<f32>>, Vec<(String, Vec<f32>)>) {
+fn muon_step(d: &Device, inputs: &[(Vec<usize>, Vec<f32>, Vec<f32>)], step: u32) -> (Vec<Vec<f32>>, State) {
     let params: Vec<Tensor> = inputs.iter().map(|(s, p, _)| f32s(d, s, p)).collect();
     let grads: Vec<Tensor> = inputs.iter().map(|(s, _, g)| f32s(d, s, g)).collect();
     let pr: Vec<&Tensor> = params.iter().collect();
