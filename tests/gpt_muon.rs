@@ -116,6 +116,14 @@ fn gpt_muon_resumes_exactly() {
     let adamw = GptTrainer::new(&dev, Gpt::load(&dev, &ck, "test").unwrap(), &c, settings(3), 3).unwrap();
     let e = adamw.restore(&dev, &ck).unwrap_err().to_string();
     assert!(e.contains("optim."), "{e}");
+
+    // A restart (step 0, zeroed optimizer state) may change the optimizer: AdamW from the Muon
+    // checkpoint's weights trains as AdamW from those weights would.
+    let restart = tigel::run::ResumeSchedule::Restart.prepare(ck.clone());
+    let adamw = GptTrainer::new(&dev, Gpt::load(&dev, &restart, "test").unwrap(), &c, settings(3), 0).unwrap();
+    adamw.restore(&dev, &restart).unwrap();
+    assert_eq!(adamw.trainer().optimizer().current_step(&dev).unwrap(), 0);
+    assert!(losses(&dev, &adamw, 3).iter().all(|l| l.is_finite()));
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -287,7 +287,23 @@ impl GptTrainer {
     /// Restores weights, optimizer state and step counter.
     pub fn restore(&self, dev: &Device, ck: &Checkpoint) -> Result<()> {
         ck.expect_kind_for(KIND, "`tigel train gpt --resume`")?;
-        self.trainer.restore(dev, ck)
+        // A restarted run (step 0, the optimizer state zeroed: `ResumeSchedule::Restart`) may take
+        // another optimizer than its checkpoint's (an AdamW checkpoint under the Muon default): its fresh
+        // state is zeros under this optimizer's names.
+        let optim = |n: &str| n.starts_with("optim.");
+        let fresh =
+            ck.step == 0 && ck.tensors.iter().filter(|(n, _)| optim(n)).all(|(_, t)| t.data.iter().all(|&w| w == 0));
+        if !fresh {
+            return self.trainer.restore(dev, ck);
+        }
+        let mut ck = ck.clone();
+        ck.tensors.retain(|n, _| !optim(n));
+        for (name, t) in self.trainer.state().into_iter().filter(|(n, _)| optim(n)) {
+            let zeros =
+                crate::checkpoint::HostTensor { shape: t.shape.clone(), dtype: t.dtype, data: vec![0; t.numel()] };
+            ck.tensors.insert(name, zeros);
+        }
+        self.trainer.restore(dev, &ck)
     }
 
     /// Saves everything needed to sample, evaluate or resume, atomically.
