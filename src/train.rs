@@ -131,7 +131,8 @@ impl Trainer {
         let nodes: Vec<NodeId> = params.iter().map(|p| g.param(&p.tensor)).collect();
         let grads = g.backward(loss, &nodes)?;
         let tensors: Vec<&Tensor> = params.iter().map(|p| &p.tensor).collect();
-        let opt = Optimizer::with_step_counter(dev, cfg.optimizer, cfg.schedule, cfg.clip, &tensors, step)?;
+        let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+        let opt = Optimizer::with_names(dev, cfg.optimizer, cfg.schedule, cfg.clip, &tensors, &names, step)?;
         let ema = cfg.ema.map(|d| Ema::new(dev, &tensors, d, true)).transpose()?;
         let guard = Guard::new(dev)?;
         let keep: Vec<NodeId> = std::iter::once(loss).chain(grads).collect();

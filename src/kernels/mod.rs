@@ -21,6 +21,7 @@ pub mod embedding;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
+pub mod muon;
 pub mod norm;
 pub mod optim;
 pub mod reduce;
@@ -265,6 +266,9 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &norm::LAYER_NORM_BWD_DX,
     &norm::LAYER_NORM_BWD_PARTIAL,
     &norm::LAYER_NORM_BWD_PARAMS,
+    &muon::MUON_MOMENTUM,
+    &muon::MUON_NORMALIZE,
+    &muon::MUON_AXPBY,
     &optim::ADVANCE_STEP,
     &optim::SGD,
     &optim::ADAM,

@@ -9,7 +9,9 @@ use std::time::Instant;
 use serde_json::json;
 use tigel::checkpoint::Checkpoint;
 use tigel::data::text::Corpus;
-use tigel::models::gpt::{Evaluator, Gpt, GptConfig, GptTrainer, SampleSettings, Sampler, TrainSettings, KIND};
+use tigel::models::gpt::{
+    Evaluator, Gpt, GptConfig, GptTrainer, OptimSettings, SampleSettings, Sampler, TrainSettings, KIND,
+};
 use tigel::run::{self, gpt::GptRun, report, Cadence, RunDir};
 use tigel::{Error, Result};
 
@@ -75,6 +77,19 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         seed: a.seed,
     };
     settings.validate()?;
+    // A continued run keeps its optimizer (its state is that optimizer's); older runs trained with AdamW.
+    let resumed_optim = match &resume {
+        Some(ck) if a.resume_schedule.continues() => Some(OptimSettings::from_config(&ck.config)?.optimizer),
+        _ => None,
+    };
+    let optim = OptimSettings {
+        optimizer: a.optimizer.or(resumed_optim).unwrap_or(DEFAULT_OPTIMIZER),
+        decay: a.decay,
+        cooldown: a.cooldown,
+        muon_lr: a.muon_lr,
+        muon_momentum: a.muon_momentum,
+    };
+    optim.validate()?;
     // The logits of one step: batch · context rows of 256.
     let what = || format!("--batch {} and --context {} give the logits of one step", a.batch, cfg.context);
     tigel::models::check_values("train gpt", what, tigel::models::product(&[a.batch, cfg.context, 256]))?;
@@ -86,7 +101,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     let dir = RunDir::choose("train gpt", "gpt", a.out.as_deref(), into)?.with_keep(a.keep);
 
     let dev = super::device(backend)?;
-    let t = GptTrainer::new(&dev, Gpt::new(&dev, cfg, a.seed)?, &corpus, settings, start_step)?;
+    let t = GptTrainer::with_optim(&dev, Gpt::new(&dev, cfg, a.seed)?, &corpus, settings, optim, start_step)?;
     if let Some(ck) = &resume {
         t.restore(&dev, ck)?;
     }

@@ -19,6 +19,7 @@ pub mod fastmath;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
+pub mod muon;
 pub mod norm;
 pub mod optim;
 pub mod reduce;
@@ -84,6 +85,9 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("norm", "layer_norm_bwd_dx") => norm::layer_norm_bwd_dx,
         ("norm", "layer_norm_bwd_partial") => norm::layer_norm_bwd_partial,
         ("norm", "layer_norm_bwd_params") => norm::layer_norm_bwd_params,
+        ("muon", "muon_momentum") => muon::muon_momentum,
+        ("muon", "muon_normalize") => muon::muon_normalize,
+        ("muon", "muon_axpby") => muon::muon_axpby,
         ("optim", "advance_step") => optim::advance_step,
         ("optim", "sgd") => optim::sgd,
         ("optim", "adam") => optim::adam,
