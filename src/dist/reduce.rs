@@ -8,10 +8,8 @@
 //! copies the averaged loss over the plan's loss (what `Plan::read` shows) and runs the update on views
 //! of the buffer: clipping, optimizer, guard and EMA see the same numbers on every rank.
 
-use std::time::Instant;
-
 use super::Collective;
-use crate::device::{Device, Recording};
+use crate::device::{Device, Instant, Recording};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Plan};
 use crate::ops::layout;
