@@ -22,9 +22,9 @@ const LOSS_RTOL: f64 = 1e-4;
 /// Largest difference allowed between a 2-rank and a 1-process checkpoint tensor (weights, optimizer
 /// moments, EMA), relative to the tensor's largest magnitude (at least `CK_FLOOR`): single gradient
 /// elements (an embedding row summed over the batch) differ more than the loss in their last bits, and
-/// training carries the difference on: after 20 GPT steps the largest measured is 1.2e-3 (an Adam first
-/// moment, 2 ranks then 1 resumed, `TIGEL_MPI_DIAG=1` prints them), weights 2e-4.
-const CK_RTOL: f64 = 5e-3;
+/// training carries the difference on (at the GPT's `--lr 1e-3` below the largest measured is 6e-5;
+/// `TIGEL_MPI_DIAG=1` prints them).
+const CK_RTOL: f64 = 1e-3;
 const CK_FLOOR: f64 = 1e-6;
 /// The survivors of a killed rank must be gone within this.
 const KILL_BOUND: Duration = Duration::from_secs(60);
@@ -176,9 +176,13 @@ fn assert_same_checkpoint(what: &str, a: &Path, b: &Path) {
     }
 }
 
+/// The GPT at a modest learning rate: the 10-step halves of the resume test warm up to it in 10 steps,
+/// and a higher rate amplifies the order-of-sums differences past the tolerance within 20 steps.
 const GPT: &[&str] = &[
     "train",
     "gpt",
+    "--lr",
+    "1e-3",
     "--layers",
     "1",
     "--width",
