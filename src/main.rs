@@ -144,6 +144,14 @@ enum BenchWhat {
 fn main() -> ExitCode {
     quiet_headless_vulkan();
     let cli = Cli::parse();
+    // Under `mpirun` (the `mpi` feature): MPI starts here and ends when this is dropped, after the command.
+    let _mpi = match cmd::dist::start() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let r = match cli.cmd {
         Cmd::Info { json } => cmd::info::run(cli.backend.as_deref(), json),
         Cmd::Demo { size } => cmd::demo::run(cli.backend.as_deref(), size),
@@ -180,7 +188,8 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // On several ranks this ends them all.
+            cmd::dist::fail(&e);
             ExitCode::FAILURE
         }
     }

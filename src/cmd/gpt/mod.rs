@@ -106,6 +106,10 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         t.restore(&dev, ck)?;
     }
     let mut gpt = GptRun::new(&dev, t, &corpus, a.eval_windows, dir.path())?;
+    let cadence = Cadence { steps: a.steps, eval_every: a.eval_every, log_every: a.log_every, start_step };
+    if super::dist::follow(&dev, &mut gpt, &dir, cadence, a.resume.as_deref())? {
+        return Ok(());
+    }
     for line in gpt.describe() {
         eprintln!("{line}");
     }
@@ -114,10 +118,10 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     // TIGEL_PROFILE=1 on the CPU backend: time per kernel, printed at the end.
     let profile = dev.is_cpu() && std::env::var("TIGEL_PROFILE").is_ok_and(|v| v == "1");
     dev.set_profiling(profile);
-    let cadence = Cadence { steps: a.steps, eval_every: a.eval_every, log_every: a.log_every, start_step };
     let mut bar = super::progress::Bar::new(a.steps, a.json);
-    let outcome = run::train(&dev, &mut gpt, &dir, cadence, a.resume.as_deref(), &mut bar)?;
+    let outcome = run::train(&dev, &mut gpt, &dir, cadence, a.resume.as_deref(), &mut super::dist::agreed(&mut bar))?;
     eprintln!("{}", outcome.done);
+    super::dist::done();
     super::signal::exit_if_interrupted(&outcome, &dir.checkpoint());
     if a.sample_tokens > 0 && !a.json {
         println!("{}", GptRun::sample_header());

@@ -7,6 +7,7 @@ use super::{Gpt, KIND};
 use crate::checkpoint::Checkpoint;
 use crate::data::text::Corpus;
 use crate::device::{Device, Download};
+use crate::dist::Share;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::ops::batch;
@@ -237,12 +238,15 @@ impl GptTrainer {
         s.validate()?;
         o.validate()?;
         corpus.check_context(model.cfg.context)?;
-        let (b, t) = (s.batch, model.cfg.context);
+        // On several ranks (`dist`) this rank's graph reads its share of the global batch's windows.
+        let share = Share::of("train gpt", s.batch, 1)?;
+        let (b, t) = (share.len, model.cfg.context);
         let ((train_start, train_len), _) = corpus.split();
         let words = batch::pack_bytes(&corpus.bytes);
         let corpus_buf = Tensor::from_u32(dev, &[words.len()], &words)?;
         let x = Tensor::empty(dev, &[b, t], DType::U32)?;
         let y = Tensor::empty(dev, &[b * t], DType::U32)?;
+        let (x_all, y_all) = (share.full(dev, &x)?, share.full(dev, &y.reshape(&[b, t])?)?);
         let step = crate::ops::optim::step_counter(dev, start_step)?;
 
         let mut g = Graph::new();
@@ -264,9 +268,11 @@ impl GptTrainer {
         let seed = s.seed;
         let (xs, ys, step_c, cb) = (x.clone(), y.reshape(&[b, t])?, step.clone(), corpus_buf.clone());
         let trainer = Trainer::with_prologue(dev, g, loss, model.params(), cfg, step, move || {
-            batch::text_windows_into(dev, &cb, train_start as u64, train_len as u64, seed, &step_c, &xs, &ys)
+            batch::text_windows_into(dev, &cb, train_start as u64, train_len as u64, seed, &step_c, &x_all, &y_all)?;
+            share.take(dev, &x_all, &xs)?;
+            share.take(dev, &y_all, &ys)
         })?;
-        Ok(GptTrainer { model, trainer, start_step, settings: s, tokens_per_step: b * t, optim: o })
+        Ok(GptTrainer { model, trainer, start_step, settings: s, tokens_per_step: s.batch * t, optim: o })
     }
 
     /// Submits one training step (no wait).
