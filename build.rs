@@ -19,28 +19,126 @@ use std::path::{Path, PathBuf};
 struct Composed {
     text: String,
     origin: Vec<(PathBuf, usize)>,
+    /// The `//#enable` directives met (for example `subgroups`).
+    enables: Vec<String>,
 }
 
-fn compose(path: &Path, root: &Path, seen: &mut HashSet<PathBuf>, out: &mut Composed) {
+fn compose(path: &Path, root: &Path, seen: &mut HashSet<PathBuf>, sg: bool, out: &mut Composed) {
     let src = std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{}: cannot read: {e}", path.display())));
     println!("cargo:rerun-if-changed={}", path.display());
     for (i, line) in src.lines().enumerate() {
-        if let Some(rest) = line.trim().strip_prefix("//#include") {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("//#include") {
             let name = rest.trim().trim_matches('"');
-            let inc = root.join(name);
+            let mut inc = root.join(name);
             if !inc.is_file() {
                 fail(&format!("{}:{}: included file `{name}` not found under shaders/", path.display(), i + 1));
             }
+            // A subgroup variant takes the `_sg` form of a snippet where one exists.
+            let sg_form = inc.with_file_name(format!("{}_sg.wgsl", inc.file_stem().unwrap().to_string_lossy()));
+            if sg && sg_form.is_file() {
+                inc = sg_form;
+            }
             // Include-once: a snippet used by two snippets of one family is composed a single time.
             if seen.insert(inc.clone()) {
-                compose(&inc, root, seen, out);
+                compose(&inc, root, seen, sg, out);
             }
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix("//#enable") {
+            // A WGSL `enable` directive this code needs on compilers that require one (Chromium's Tint
+            // for subgroups); naga rejects it, so it lives in the registry, not in the native source.
+            let ext = rest.trim().to_string();
+            if !out.enables.contains(&ext) {
+                out.enables.push(ext);
+            }
+            continue;
+        }
+        if t.starts_with("//#variant") {
             continue;
         }
         out.text.push_str(line);
         out.text.push('\n');
         out.origin.push((path.to_path_buf(), i + 1));
     }
+}
+
+/// One `//#variant NAME [subgroups] [grid=X,Y,Z] [entries=A,B] CONST=VALUE ...` line of a family: the
+/// family composed again with those constants (and, with `subgroups`, the `_sg` forms of its snippets).
+struct Variant {
+    name: String,
+    subgroups: bool,
+    /// The base grid is divided (rounding up) by these per axis: a variant whose tiles are k times the
+    /// base's along an axis needs k times fewer workgroups there.
+    grid_div: [u32; 3],
+    /// Entry points the variant is registered for (all when empty).
+    entries: Vec<String>,
+    consts: Vec<(String, String)>,
+}
+
+fn variants(path: &Path) -> Vec<Variant> {
+    let src = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out: Vec<Variant> = Vec::new();
+    for (i, line) in src.lines().enumerate() {
+        let Some(rest) = line.trim().strip_prefix("//#variant") else { continue };
+        let at = format!("{}:{}", path.display(), i + 1);
+        let mut words = rest.split_whitespace();
+        let name = words.next().unwrap_or_else(|| fail(&format!("{at}: //#variant needs a name")));
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || out.iter().any(|v| v.name == name) {
+            fail(&format!("{at}: variant name `{name}` must be unique and alphanumeric"));
+        }
+        let mut v = Variant {
+            name: name.to_string(),
+            subgroups: false,
+            grid_div: [1, 1, 1],
+            entries: Vec::new(),
+            consts: Vec::new(),
+        };
+        for w in words {
+            match w.split_once('=') {
+                None if w == "subgroups" => v.subgroups = true,
+                Some(("grid", g)) => {
+                    let d: Vec<u32> = g.split(',').filter_map(|x| x.parse().ok()).filter(|&x| x >= 1).collect();
+                    if d.len() != 3 {
+                        fail(&format!("{at}: grid={g} must be three divisors >= 1, e.g. grid=2,1,1"));
+                    }
+                    v.grid_div = [d[0], d[1], d[2]];
+                }
+                Some(("entries", e)) => v.entries = e.split(',').map(str::to_string).collect(),
+                Some((k, val)) => v.consts.push((k.to_string(), val.to_string())),
+                None => fail(&format!("{at}: `{w}` is not `subgroups`, `grid=..`, `entries=..` or CONST=VALUE")),
+            }
+        }
+        out.push(v);
+    }
+    out
+}
+
+/// Replaces the value of every top-level `const NAME: T = VALUE;` named in `consts` (the composed text
+/// keeps its line count, so origins still hold).
+fn substitute(family: &str, variant: &str, text: &str, consts: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut hit = vec![false; consts.len()];
+    for line in text.lines() {
+        let mut l = line.to_string();
+        if let Some(rest) = line.strip_prefix("const ") {
+            for (j, (k, v)) in consts.iter().enumerate() {
+                if rest.strip_prefix(k.as_str()).is_some_and(|r| r.trim_start().starts_with(':')) {
+                    let (Some(eq), Some(semi)) = (line.find('='), line.find(';')) else { continue };
+                    l = format!("{}= {v}{}", &line[..eq], &line[semi..]);
+                    hit[j] = true;
+                }
+            }
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    for (j, (k, _)) in consts.iter().enumerate() {
+        if !hit[j] {
+            fail(&format!("shaders/{family}.wgsl: variant `{variant}` sets `{k}`, which is no top-level const"));
+        }
+    }
+    out
 }
 
 fn fail(msg: &str) -> ! {
@@ -287,117 +385,168 @@ fn main() {
 
     let mut reg = String::new();
     reg.push_str("// Generated by build.rs from shaders/*.wgsl. Do not edit.\n");
-    reg.push_str("/// Every shader family build.rs validated, with its entry points and structs.\npub static SHADERS: &[ShaderInfo] = &[\n");
+    reg.push_str("/// Every shader family build.rs validated, with its entry points and structs, then every\n/// variant of a family (`family@variant`).\npub static SHADERS: &[ShaderInfo] = &[\n");
+    let mut kernels = String::new();
     for path in &families {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
-        let mut c = Composed { text: String::new(), origin: Vec::new() };
-        compose(path, &root, &mut HashSet::new(), &mut c);
-
-        let module = match naga::front::wgsl::parse_str(&c.text) {
-            Ok(m) => m,
-            Err(e) => {
-                let at = e.location(&c.text).map(|l| origin_of(&c, l.offset as usize)).unwrap_or_default();
+        let mut c = Composed { text: String::new(), origin: Vec::new(), enables: Vec::new() };
+        compose(path, &root, &mut HashSet::new(), false, &mut c);
+        let params = emit(&mut reg, &mut kernels, &name, &name, None, &c, &out_dir);
+        std::fs::write(out_dir.join("params").join(format!("{name}.rs")), &params).unwrap();
+        for v in variants(path) {
+            let mut vc = Composed { text: String::new(), origin: Vec::new(), enables: Vec::new() };
+            compose(path, &root, &mut HashSet::new(), v.subgroups, &mut vc);
+            vc.text = substitute(&name, &v.name, &vc.text, &v.consts);
+            if v.subgroups && !vc.enables.iter().any(|e| e == "subgroups") {
+                fail(&format!("shaders/{name}.wgsl: variant `{}` asks for subgroups but no snippet it includes has an `_sg` form with `//#enable subgroups`", v.name));
+            }
+            let vname = format!("{name}@{}", v.name);
+            if emit(&mut reg, &mut kernels, &vname, &name, Some(&v), &vc, &out_dir) != params {
                 fail(&format!(
-                    "{at}: {}\n(the report below numbers lines of the composed shader)\n{}",
-                    e.message(),
-                    e.emit_to_string(&c.text)
+                    "shaders/{name}.wgsl: variant `{}` changes a uniform struct; variants share the family's params",
+                    v.name
                 ));
             }
-        };
-        let info = match naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::default(),
-        )
-        .validate(&module)
-        {
-            Ok(i) => i,
-            Err(e) => {
-                let at = e.location(&c.text).map(|l| origin_of(&c, l.offset as usize)).unwrap_or_default();
-                fail(&format!(
-                    "{at}: {}\n(the report below numbers lines of the composed shader)\n{}",
-                    chain(e.as_inner()),
-                    e.emit_to_string(&c.text)
-                ));
-            }
-        };
-        let mut layouter = naga::proc::Layouter::default();
-        layouter.update(module.to_ctx()).unwrap();
-
-        let params = params_structs(&name, &module, &layouter, &c.text);
-        std::fs::write(out_dir.join("params").join(format!("{name}.rs")), params).unwrap();
-
-        let composed_path = out_dir.join("shaders").join(format!("{name}.wgsl"));
-        std::fs::write(&composed_path, &c.text).unwrap();
-
-        writeln!(reg, "    ShaderInfo {{").unwrap();
-        writeln!(reg, "        name: {name:?},").unwrap();
-        writeln!(reg, "        source: include_str!(concat!(env!(\"OUT_DIR\"), \"/shaders/{name}.wgsl\")),").unwrap();
-        writeln!(reg, "        entries: &[").unwrap();
-        for (i, ep) in module.entry_points.iter().enumerate() {
-            if ep.stage != naga::ShaderStage::Compute {
-                fail(&format!("shaders/{name}.wgsl: entry point `{}` is not a compute shader", ep.name));
-            }
-            let fi = info.get_entry_point(i);
-            let mut bindings = Vec::new();
-            let mut wg_mem = 0u32;
-            for (h, var) in module.global_variables.iter() {
-                let usage = fi[h];
-                if usage.is_empty() {
-                    continue;
-                }
-                if var.space == naga::AddressSpace::WorkGroup {
-                    wg_mem += layouter[var.ty].size;
-                    continue;
-                }
-                let Some(rb) = &var.binding else { continue };
-                if rb.group != 0 {
-                    fail(&format!(
-                        "shaders/{name}.wgsl: `{}` uses group {}; tigel kernels bind everything in group 0",
-                        var.name.as_deref().unwrap_or("?"),
-                        rb.group
-                    ));
-                }
-                let kind = match var.space {
-                    naga::AddressSpace::Uniform => "Uniform",
-                    naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => {
-                        "StorageReadWrite"
-                    }
-                    naga::AddressSpace::Storage { .. } => "StorageRead",
-                    other => fail(&format!("shaders/{name}.wgsl: unsupported binding space {other:?}")),
-                };
-                bindings.push((rb.binding, var.name.clone().unwrap_or_default(), kind, layouter[var.ty].size));
-            }
-            bindings.sort_by_key(|b| b.0);
-            for (i, b) in bindings.iter().enumerate() {
-                if b.0 as usize != i {
-                    fail(&format!(
-                        "shaders/{name}.wgsl: entry point `{}` binds {:?}; bindings must be 0..N with no gaps",
-                        ep.name,
-                        bindings.iter().map(|b| b.0).collect::<Vec<_>>()
-                    ));
-                }
-            }
-            writeln!(
-                reg,
-                "            EntryInfo {{ name: {:?}, workgroup_size: {:?}, workgroup_memory: {wg_mem}, bindings: &[",
-                ep.name, ep.workgroup_size
-            )
-            .unwrap();
-            for (binding, vname, kind, size) in &bindings {
-                writeln!(reg, "                BindingInfo {{ binding: {binding}, name: {vname:?}, kind: BindingKind::{kind}, size: {size} }},").unwrap();
-            }
-            writeln!(reg, "            ] }},").unwrap();
         }
-        writeln!(reg, "        ],").unwrap();
-        writeln!(reg, "        structs: &[").unwrap();
-        for (h, ty) in module.types.iter() {
-            if let (Some(tn), naga::TypeInner::Struct { .. }) = (&ty.name, &ty.inner) {
-                writeln!(reg, "            ({tn:?}, {}),", layouter[h].size).unwrap();
-            }
-        }
-        writeln!(reg, "        ],").unwrap();
-        writeln!(reg, "    }},").unwrap();
     }
     reg.push_str("];\n");
+    reg.push_str("/// One `Kernel` per entry point of every variant (`family@variant::entry`), so each is `'static`.\npub static VARIANT_KERNELS: &[Kernel] = &[\n");
+    reg.push_str(&kernels);
+    reg.push_str("];\n");
     std::fs::write(out_dir.join("registry_data.rs"), reg).unwrap();
+}
+
+/// Validates one composed module (a family or one of its variants), writes its source to
+/// `$OUT_DIR/shaders/<name>.wgsl` and its registry entry to `reg` (and, for a variant, its kernels to
+/// `kernels`); returns the Rust twins of its uniform structs.
+fn emit(
+    reg: &mut String,
+    kernels: &mut String,
+    name: &str,
+    family: &str,
+    variant: Option<&Variant>,
+    c: &Composed,
+    out_dir: &Path,
+) -> String {
+    // Subgroup operations validate only where the module declares `//#enable subgroups`, so the
+    // directive the browser's compiler needs can never be missing from the registry.
+    let caps = if c.enables.iter().any(|e| e == "subgroups") {
+        naga::valid::Capabilities::SUBGROUP
+    } else {
+        naga::valid::Capabilities::default()
+    };
+    let module = match naga::front::wgsl::parse_str(&c.text) {
+        Ok(m) => m,
+        Err(e) => {
+            let at = e.location(&c.text).map(|l| origin_of(c, l.offset as usize)).unwrap_or_default();
+            fail(&format!(
+                "{at}: {}\n(the report below numbers lines of the composed shader)\n{}",
+                e.message(),
+                e.emit_to_string(&c.text)
+            ));
+        }
+    };
+    let info = match naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps).validate(&module) {
+        Ok(i) => i,
+        Err(e) => {
+            let at = e.location(&c.text).map(|l| origin_of(c, l.offset as usize)).unwrap_or_default();
+            fail(&format!(
+                "{at}: {}\n(the report below numbers lines of the composed shader)\n{}",
+                chain(e.as_inner()),
+                e.emit_to_string(&c.text)
+            ));
+        }
+    };
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).unwrap();
+
+    let params = params_structs(family, &module, &layouter, &c.text);
+
+    let composed_path = out_dir.join("shaders").join(format!("{name}.wgsl"));
+    std::fs::write(&composed_path, &c.text).unwrap();
+
+    writeln!(reg, "    ShaderInfo {{").unwrap();
+    writeln!(reg, "        name: {name:?},").unwrap();
+    writeln!(reg, "        family: {family:?},").unwrap();
+    let (vn, sg, div, consts) = match variant {
+        Some(v) => (v.name.as_str(), v.subgroups, v.grid_div, v.consts.clone()),
+        None => ("", false, [1, 1, 1], Vec::new()),
+    };
+    writeln!(reg, "        variant: {vn:?},").unwrap();
+    writeln!(reg, "        subgroups: {sg},").unwrap();
+    writeln!(reg, "        grid_div: {div:?},").unwrap();
+    writeln!(reg, "        consts: &{consts:?},").unwrap();
+    writeln!(reg, "        enables: &{:?},", c.enables).unwrap();
+    writeln!(reg, "        source: include_str!(concat!(env!(\"OUT_DIR\"), \"/shaders/{name}.wgsl\")),").unwrap();
+    writeln!(reg, "        entries: &[").unwrap();
+    for (i, ep) in module.entry_points.iter().enumerate() {
+        if ep.stage != naga::ShaderStage::Compute {
+            fail(&format!("shaders/{name}.wgsl: entry point `{}` is not a compute shader", ep.name));
+        }
+        let fi = info.get_entry_point(i);
+        if let Some(v) = variant {
+            if v.entries.is_empty() || v.entries.iter().any(|e| e == &ep.name) {
+                writeln!(kernels, "    Kernel {{ shader: {name:?}, entry: {:?} }},", ep.name).unwrap();
+            }
+        }
+        let mut bindings = Vec::new();
+        let mut wg_mem = 0u32;
+        for (h, var) in module.global_variables.iter() {
+            let usage = fi[h];
+            if usage.is_empty() {
+                continue;
+            }
+            if var.space == naga::AddressSpace::WorkGroup {
+                wg_mem += layouter[var.ty].size;
+                continue;
+            }
+            let Some(rb) = &var.binding else { continue };
+            if rb.group != 0 {
+                fail(&format!(
+                    "shaders/{name}.wgsl: `{}` uses group {}; tigel kernels bind everything in group 0",
+                    var.name.as_deref().unwrap_or("?"),
+                    rb.group
+                ));
+            }
+            let kind = match var.space {
+                naga::AddressSpace::Uniform => "Uniform",
+                naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => {
+                    "StorageReadWrite"
+                }
+                naga::AddressSpace::Storage { .. } => "StorageRead",
+                other => fail(&format!("shaders/{name}.wgsl: unsupported binding space {other:?}")),
+            };
+            bindings.push((rb.binding, var.name.clone().unwrap_or_default(), kind, layouter[var.ty].size));
+        }
+        bindings.sort_by_key(|b| b.0);
+        for (i, b) in bindings.iter().enumerate() {
+            if b.0 as usize != i {
+                fail(&format!(
+                    "shaders/{name}.wgsl: entry point `{}` binds {:?}; bindings must be 0..N with no gaps",
+                    ep.name,
+                    bindings.iter().map(|b| b.0).collect::<Vec<_>>()
+                ));
+            }
+        }
+        writeln!(
+            reg,
+            "            EntryInfo {{ name: {:?}, workgroup_size: {:?}, workgroup_memory: {wg_mem}, bindings: &[",
+            ep.name, ep.workgroup_size
+        )
+        .unwrap();
+        for (binding, vname, kind, size) in &bindings {
+            writeln!(reg, "                BindingInfo {{ binding: {binding}, name: {vname:?}, kind: BindingKind::{kind}, size: {size} }},").unwrap();
+        }
+        writeln!(reg, "            ] }},").unwrap();
+    }
+    writeln!(reg, "        ],").unwrap();
+    writeln!(reg, "        structs: &[").unwrap();
+    for (h, ty) in module.types.iter() {
+        if let (Some(tn), naga::TypeInner::Struct { .. }) = (&ty.name, &ty.inner) {
+            writeln!(reg, "            ({tn:?}, {}),", layouter[h].size).unwrap();
+        }
+    }
+    writeln!(reg, "        ],").unwrap();
+    writeln!(reg, "    }},").unwrap();
+    params
 }

@@ -9,6 +9,9 @@ const MAX_G: u32 = 16u;      // vec4 groups in a row of MAX_D
 const PITCH: u32 = 17u;
 const BO: u32 = 16u;         // owner rows per workgroup
 const FWD_BS: u32 = 16u;     // keys per streamed tile in the forward (= its lanes per owner row)
+// Variant: key tiles of 8 in the forward (8 x 16 threads; with head dims up to 64 a lane still holds at
+// most two vec4 column groups). Same grid, bindings and results up to summation order.
+//#variant bs8 FWD_BS=8u entries=attention_fwd
 const BWD_BS: u32 = 8u;      // rows per streamed tile in the backward (= its lanes per owner row)
 
 //#include "common/attention_kernels.wgsl"

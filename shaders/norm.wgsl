@@ -18,6 +18,14 @@
 //#include "common/workgroup_reduce.wgsl"
 
 const WG: u32 = 256u;
+// Threads per row of the row kernels (layer_norm_fwd, layer_norm_bwd_dx): WG_REDUCE of the reduction
+// snippet, which the variants set; the row grid is the same for all of them.
+const WG_ROW: u32 = WG_REDUCE;
+//#variant sg subgroups entries=layer_norm_fwd,layer_norm_bwd_dx
+//#variant sg128 subgroups WG_REDUCE=128u entries=layer_norm_fwd,layer_norm_bwd_dx
+//#variant sg64 subgroups WG_REDUCE=64u entries=layer_norm_fwd,layer_norm_bwd_dx
+//#variant wg128 WG_REDUCE=128u entries=layer_norm_fwd,layer_norm_bwd_dx
+//#variant wg64 WG_REDUCE=64u entries=layer_norm_fwd,layer_norm_bwd_dx
 
 struct NormParams {
     rows: u32,
@@ -34,7 +42,7 @@ struct NormParams {
 @group(0) @binding(5) var<storage, read_write> mean_out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> rstd_out: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG_ROW)
 fn layer_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let row = flat_id(wid, nwg, 0u, 1u);
@@ -43,19 +51,19 @@ fn layer_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let c = np.c;
 
     var acc = 0.0;
-    for (var k = lid; k < c; k += WG) {
+    for (var k = lid; k < c; k += WG_ROW) {
         acc += x[base + k];
     }
     let mean = wg_sum(lid, acc) / f32(c);
 
     var sq = 0.0;
-    for (var k = lid; k < c; k += WG) {
+    for (var k = lid; k < c; k += WG_ROW) {
         let d = x[base + k] - mean;
         sq += d * d;
     }
     let rstd = 1.0 / sqrt(wg_sum(lid, sq) / f32(c) + np.eps);
 
-    for (var k = lid; k < c; k += WG) {
+    for (var k = lid; k < c; k += WG_ROW) {
         y[base + k] = (x[base + k] - mean) * rstd * gamma[k] + beta[k];
     }
     if lid == 0u {
@@ -69,7 +77,7 @@ fn layer_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 @group(0) @binding(5) var<storage, read> dy: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG_ROW)
 fn layer_norm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
     let row = flat_id(wid, nwg, 0u, 1u);
@@ -81,7 +89,7 @@ fn layer_norm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 
     var sg = 0.0;
     var sgx = 0.0;
-    for (var k = lid; k < c; k += WG) {
+    for (var k = lid; k < c; k += WG_ROW) {
         let g = dy[base + k] * gamma[k];
         sg += g;
         sgx += g * ((x[base + k] - mean) * rstd);
@@ -89,7 +97,7 @@ fn layer_norm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let mg = wg_sum(lid, sg) / f32(c);
     let mgx = wg_sum(lid, sgx) / f32(c);
 
-    for (var k = lid; k < c; k += WG) {
+    for (var k = lid; k < c; k += WG_ROW) {
         let g = dy[base + k] * gamma[k];
         let xh = (x[base + k] - mean) * rstd;
         dx[base + k] = rstd * (g - mg - xh * mgx);

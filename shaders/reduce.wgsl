@@ -3,7 +3,7 @@
 //
 // Two entry points share the bindings:
 // * reduce_rows (inner == 1): one workgroup per row. Each thread strides over the row (coalesced across
-//   the workgroup), then the 256 partials meet in a tree reduction in workgroup memory.
+//   the workgroup), then the partials meet in `combine` (a tree in workgroup memory, or subgroups).
 // * reduce_strided (inner > 1): one thread per output element walks the axis; neighbouring threads read
 //   neighbouring addresses, so every step of the loop is a coalesced load.
 //
@@ -11,9 +11,19 @@
 // the bits of an f32 (bitcast), so one entry point serves all four ops.
 // Max and argmax expect finite inputs: WGSL comparisons with NaN are implementation-defined, and an
 // implementation may assume NaN is absent, so a NaN input gives an unspecified result.
+// reduce_rows has variants (64, 128 or 256 threads per row; workgroup-memory tree or subgroup
+// operations, common/reduce_combine.wgsl or its `_sg` form), all with the same row grid.
 //#include "common/index.wgsl"
+//#include "common/reduce_combine.wgsl"
 
 const WG: u32 = 256u;
+// Threads per row of reduce_rows (the variants set it).
+const WG_ROWS: u32 = 256u;
+//#variant sg subgroups entries=reduce_rows
+//#variant sg128 subgroups WG_ROWS=128u entries=reduce_rows
+//#variant sg64 subgroups WG_ROWS=64u entries=reduce_rows
+//#variant wg128 WG_ROWS=128u entries=reduce_rows
+//#variant wg64 WG_ROWS=64u entries=reduce_rows
 
 const OP_SUM: u32 = 0u;
 const OP_MEAN: u32 = 1u;
@@ -45,10 +55,7 @@ fn finish(op: u32, v: f32, i: u32, len: u32) -> u32 {
     }
 }
 
-var<workgroup> sv: array<f32, WG>;
-var<workgroup> si: array<u32, WG>;
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG_ROWS)
 fn reduce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     // Rows beyond the per-dimension limit fold into y (kernels::groups_1d with one row per workgroup).
@@ -62,34 +69,18 @@ fn reduce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         // Every thread starts from the row's first element (a real candidate at the lowest index), so
         // threads past the end of a short row need no sentinel value.
         acc = rx[base];
-        for (var k = lid; k < rp.len; k += WG) {
+        for (var k = lid; k < rp.len; k += WG_ROWS) {
             let v = rx[base + k];
             if v > acc { acc = v; idx = k; }
         }
     } else {
-        for (var k = lid; k < rp.len; k += WG) {
+        for (var k = lid; k < rp.len; k += WG_ROWS) {
             acc += rx[base + k];
         }
     }
-    sv[lid] = acc;
-    si[lid] = idx;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if lid < s {
-            let o = lid + s;
-            if op >= OP_MAX {
-                if beats(sv[o], si[o], sv[lid], si[lid]) {
-                    sv[lid] = sv[o];
-                    si[lid] = si[o];
-                }
-            } else {
-                sv[lid] = sv[lid] + sv[o];
-            }
-        }
-        workgroupBarrier();
-    }
+    let r = combine(lid, op >= OP_MAX, acc, idx);
     if lid == 0u {
-        rout[row] = finish(op, sv[0], si[0], rp.len);
+        rout[row] = finish(op, r.v, r.i, rp.len);
     }
 }
 

@@ -16,6 +16,9 @@
 //!   the planner and executor that record a whole step once and replay it.
 //! - `nn`, `optim` and `diffusion`: layers with named parameters; optimizers, learning-rate schedules,
 //!   clipping and EMA; noise schedules and the DDPM/DDIM samplers.
+//! - `dist`: data-parallel training across processes (ranks): each rank's share of the global batch,
+//!   and the gradients' allreduce between the recorded forward-backward and update (MPI behind the
+//!   `mpi` feature).
 //! - `train`: a recorded training step (forward, backward, update) with its optimizer state.
 //! - `models`, `data`, `checkpoint` and `metrics`: the GPT, GAN, diffusion and MLP models; datasets
 //!   (text, image sets, 2-D toy distributions); checkpoints (safetensors with tigel's metadata); sample
@@ -35,6 +38,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod diffusion;
+pub mod dist;
 pub mod error;
 pub mod graph;
 pub mod host;

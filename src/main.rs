@@ -33,6 +33,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Times the kernel variants (tile shapes, workgroup sizes, subgroups) on the GPU for the training
+    /// benchmarks' steps, keeps the fastest in the tuning cache that later runs use, prints the choices.
+    Tune {
+        /// Tune for these training benchmarks (mlp, gpt, dcgan, unet); default all, or mlp and gpt with --quick.
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Fewer models and timing runs (a minute or two on a software adapter).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Runs every kernel family (small sizes) on every backend here (or on --backend) and checks it
     /// against the CPU backend: one line per family with its largest relative difference.
     Demo {
@@ -134,9 +144,18 @@ enum BenchWhat {
 fn main() -> ExitCode {
     quiet_headless_vulkan();
     let cli = Cli::parse();
+    // Under `mpirun` (the `mpi` feature): MPI starts here and ends when this is dropped, after the command.
+    let _mpi = match cmd::dist::start() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let r = match cli.cmd {
         Cmd::Info { json } => cmd::info::run(cli.backend.as_deref(), json),
         Cmd::Demo { size } => cmd::demo::run(cli.backend.as_deref(), size),
+        Cmd::Tune { models, quick } => cmd::tune::run(cli.backend.as_deref(), &models, quick),
         Cmd::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(shell, &mut Cli::command(), "tigel", &mut std::io::stdout());
@@ -169,7 +188,8 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // On several ranks this ends them all.
+            cmd::dist::fail(&e);
             ExitCode::FAILURE
         }
     }

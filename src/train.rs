@@ -34,6 +34,7 @@ pub struct TrainConfig {
 /// A recorded training step over a graph's loss and parameters, with the optimizer (and EMA) state.
 pub struct Trainer {
     plan: Plan,
+    reduce: Option<crate::dist::Reduce>,
     loss: NodeId,
     params: Vec<Param>,
     opt: Optimizer,
@@ -131,11 +132,13 @@ impl Trainer {
         let nodes: Vec<NodeId> = params.iter().map(|p| g.param(&p.tensor)).collect();
         let grads = g.backward(loss, &nodes)?;
         let tensors: Vec<&Tensor> = params.iter().map(|p| &p.tensor).collect();
-        let opt = Optimizer::with_step_counter(dev, cfg.optimizer, cfg.schedule, cfg.clip, &tensors, step)?;
+        let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+        let opt = Optimizer::with_names(dev, cfg.optimizer, cfg.schedule, cfg.clip, &tensors, &names, step)?;
         let ema = cfg.ema.map(|d| Ema::new(dev, &tensors, d, true)).transpose()?;
         let guard = Guard::new(dev)?;
         let keep: Vec<NodeId> = std::iter::once(loss).chain(grads).collect();
-        let plan = Plan::build_with(dev, &g, &keep, prologue, |kept| {
+        // On several ranks (`dist`) the update is recorded apart, after the gradients' allreduce.
+        let (plan, reduce) = crate::dist::Reduce::plan(dev, &g, &keep, prologue, |kept| {
             let grads: Vec<&Tensor> = kept[1..].iter().collect();
             opt.update(dev, &tensors, &grads)?;
             // The guard only reads what the step computed (and writes its flag): no number changes.
@@ -146,12 +149,16 @@ impl Trainer {
             }
             opt.advance(dev)
         })?;
-        Ok(Trainer { plan, loss, params, opt, ema, guard })
+        Ok(Trainer { plan, reduce, loss, params, opt, ema, guard })
     }
 
-    /// One training step (forward, backward, update): one submission on a GPU, no wait.
+    /// One training step (forward, backward, update): one submission on a GPU, no wait. On several
+    /// ranks: forward and backward, the gradients' allreduce (which waits for them), the update.
     pub fn step(&self, dev: &Device) -> Result<()> {
-        self.plan.run(dev)
+        match &self.reduce {
+            Some(r) => r.step(dev, &self.plan),
+            None => self.plan.run(dev),
+        }
     }
 
     /// Starts reading the loss of the latest step back (asynchronous; ordered after it).

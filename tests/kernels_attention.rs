@@ -402,3 +402,28 @@ fn attention_small_tiles_match_full_tiles_and_cpu_twin() {
     let e = at::attention(&small, &x, 1, true).unwrap_err().to_string();
     assert!(e.contains("max_compute_workgroup_storage_size") && e.contains(&format!("head dim {d}")), "{e}");
 }
+
+#[test]
+fn attention_small_variants_match_cpu_twin() {
+    // Every tile variant of the small tiles, on the adapter opened with WebGPU's default limits (where
+    // the small tiles run), against the CPU twin within TOL.
+    use tigel::kernels::attention::ATTENTION_SMALL_FWD;
+    let Some(full) = gpu() else { return };
+    let cpu = cpu();
+    let mut rng = Rng::new(seed());
+    for v in ATTENTION_SMALL_FWD.variants() {
+        let small = webgpu_defaults_device(&full);
+        small.set_tune_mode(tigel::device::TuneMode::Off);
+        small.use_variant(&ATTENTION_SMALL_FWD, v.variant_name()).unwrap();
+        for &shape in SHAPES.iter().filter(|s| s.3 <= SMALL_MAX_HEAD_DIM) {
+            for causal in [true, false] {
+                let (qkv, _) = inputs(&mut rng, shape);
+                let what = format!("{} {shape:?} causal={causal}", v.name());
+                let (sout, slse) = fwd(&small, shape, &qkv, causal);
+                let (cout, clse) = fwd(&cpu, shape, &qkv, causal);
+                check(&format!("out vs cpu {what}"), &sout, &cout, TOL, 0.0);
+                check(&format!("lse vs cpu {what}"), &slse, &clse, TOL, TOL);
+            }
+        }
+    }
+}

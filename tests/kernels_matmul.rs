@@ -1,4 +1,4 @@
-//! Matmul family: each of the three kernels forced directly, GPU vs CPU twin, and the CPU twin (sgemm)
+//! Matmul family: each of the four kernels (matmul_blocked in every tile variant) forced directly, GPU vs CPU twin, and the CPU twin (sgemm)
 //! against an f64 reference.
 //!
 //! Tolerance: an f32 dot product of K terms has a rounding error of about sqrt(K) * eps * sum|terms|
@@ -12,7 +12,8 @@ use common::*;
 use tigel::ops::matmul::{self as mm, KernelChoice, MatmulOpts};
 use tigel::{DType, Device, Tensor};
 
-const KERNELS: [KernelChoice; 3] = [KernelChoice::Tiled, KernelChoice::TiledVec4, KernelChoice::Small];
+const KERNELS: [KernelChoice; 4] =
+    [KernelChoice::Tiled, KernelChoice::TiledVec4, KernelChoice::Small, KernelChoice::Blocked];
 const TRANS: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
 
 /// (M, N, K): ones, vectors, primes, sizes around the 64x64 tile and the 16-deep K step, shapes the vec4
@@ -192,6 +193,11 @@ fn check_gpu(gpu: &Device, cpu: &Device, c: &Case) {
 
 #[test]
 fn kernels_match_cpu_twin() {
+    // matmul_blocked in every tile variant (and the others once each), same assertions.
+    for_each_variant(&[&tigel::kernels::matmul::MATMUL_BLOCKED], |_| kernels_match_cpu_twin_once());
+}
+
+fn kernels_match_cpu_twin_once() {
     let Some(gpu) = gpu() else { return };
     let cpu = cpu();
     let mut rng = Rng::new(seed());
@@ -307,7 +313,7 @@ fn chooser_takes_vec4_only_when_aligned() {
                     } else if aligned(m, n, k, ta, tb) {
                         TiledVec4
                     } else {
-                        Tiled
+                        Blocked
                     };
                     assert_eq!(ch, want, "M={m} N={n} K={k} ta={ta} tb={tb}");
                 }
@@ -317,10 +323,10 @@ fn chooser_takes_vec4_only_when_aligned() {
     // Spot checks of the rule's intent.
     assert_eq!(mm::choose_kernel(64, 64, 64, false, false), TiledVec4);
     assert_eq!(mm::choose_kernel(63, 64, 64, false, false), TiledVec4); // M is no row length here
-    assert_eq!(mm::choose_kernel(63, 64, 64, true, false), Tiled); // A stored [K,M]: rows of 63
-    assert_eq!(mm::choose_kernel(64, 64, 63, false, false), Tiled);
+    assert_eq!(mm::choose_kernel(63, 64, 64, true, false), Blocked); // A stored [K,M]: rows of 63
+    assert_eq!(mm::choose_kernel(64, 64, 63, false, false), Blocked);
     assert_eq!(mm::choose_kernel(64, 64, 63, true, false), TiledVec4); // A [K,M], B [K,N]: K counts rows
-    assert_eq!(mm::choose_kernel(64, 66, 64, false, false), Tiled); // C rows of 66
+    assert_eq!(mm::choose_kernel(64, 66, 64, false, false), Blocked); // C rows of 66
     assert_eq!(mm::choose_kernel(1, 4096, 4096, false, false), Small);
     assert_eq!(mm::choose_kernel(4096, 8, 512, false, false), Small);
     assert_eq!(mm::choose_kernel(32, 32, 4096, false, false), Small);

@@ -185,6 +185,12 @@ fn compare(what: &str, got: &Outputs, want: &Outputs, bound: &Outputs, k: f32) {
 
 #[test]
 fn layer_norm_gpu_matches_cpu_twin() {
+    // Every variant of the row kernels (workgroup sizes, subgroups) against the twin, same assertions.
+    use tigel::kernels::norm::{LAYER_NORM_BWD_DX, LAYER_NORM_FWD};
+    for_each_variant(&[&LAYER_NORM_FWD, &LAYER_NORM_BWD_DX], |_| layer_norm_gpu_matches_cpu_twin_once());
+}
+
+fn layer_norm_gpu_matches_cpu_twin_once() {
     let Some(gpu) = gpu() else { return };
     let cpu = cpu();
     let mut rng = Rng::new(seed());

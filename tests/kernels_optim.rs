@@ -361,6 +361,9 @@ impl RefOpt {
                         let vhat = *v / (1.0 - b2.powi(t));
                         *p -= lr * mhat / (vhat.sqrt() + eps);
                     }
+                    OptimizerKind::Muon(_) => {
+                        unreachable!("an element-wise reference; tests/kernels_muon.rs checks Muon")
+                    }
                 }
             }
         }

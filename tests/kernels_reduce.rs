@@ -96,6 +96,11 @@ fn sum_bound(op: ReduceOp, len: usize, inner: usize, abs: f64, value: f64) -> f6
 
 #[test]
 fn gpu_matches_cpu_twin() {
+    // Every variant of reduce_rows (workgroup sizes, subgroups) against the twin, same assertions.
+    for_each_variant(&[&tigel::kernels::reduce::REDUCE_ROWS], |_| gpu_matches_cpu_twin_once());
+}
+
+fn gpu_matches_cpu_twin_once() {
     let Some(gpu) = gpu() else { return };
     let cpu = cpu();
     let mut rng = Rng::new(seed());

@@ -46,6 +46,11 @@ fn assert_rows_sum_to_one(what: &str, log: bool, len: usize, c: &Checked) {
 
 #[test]
 fn cpu_twin_and_gpu_match_f64_reference() {
+    // Every variant (workgroup sizes, subgroups) against the twin and the reference, same assertions.
+    for_each_variant(&[&tigel::kernels::softmax::SOFTMAX_ROWS], |_| cpu_twin_and_gpu_match_f64_reference_once());
+}
+
+fn cpu_twin_and_gpu_match_f64_reference_once() {
     for log in [false, true] {
         for &shape in SHAPES {
             let what = format!("log={log} {shape:?}");

@@ -2,7 +2,7 @@
 //! point has a `Kernel` in `kernels::ALL_KERNELS` and a CPU twin in the CPU engine's table.
 use std::mem::size_of;
 use tigel::device::cpu::twin;
-use tigel::kernels::{struct_size, Kernel, ALL_KERNELS, SHADERS};
+use tigel::kernels::{struct_size, Kernel, ALL_KERNELS, SHADERS, VARIANT_KERNELS};
 
 macro_rules! check {
     ($family:literal, $($ty:ident),+) => {
@@ -123,13 +123,25 @@ fn every_entry_point_has_a_kernel_with_a_cpu_twin() {
     let listed: Vec<(&str, &str)> = ALL_KERNELS.iter().map(|k| (k.shader, k.entry)).collect();
     for s in SHADERS {
         for e in s.entries {
+            if s.name != s.family {
+                // A variant: its family has the same entry point, and the family's twin serves it.
+                assert!(listed.contains(&(s.family, e.name)), "variant {}::{} has no family kernel", s.name, e.name);
+                continue;
+            }
             assert!(listed.contains(&(s.name, e.name)), "{}::{} has no Kernel in kernels::ALL_KERNELS", s.name, e.name);
             let k = Kernel { shader: s.name, entry: e.name };
             assert!(twin(&k).is_some(), "{}::{} has no CPU twin in device::cpu::twin", s.name, e.name);
         }
     }
-    for k in ALL_KERNELS {
+    for k in ALL_KERNELS.iter().copied().chain(VARIANT_KERNELS) {
         k.info().unwrap_or_else(|e| panic!("{}: {e}", k.name()));
+        assert!(twin(k).is_some(), "{} has no CPU twin", k.name());
+    }
+    // Variants share their family's uniform structs (build.rs checks) and bindings.
+    for v in VARIANT_KERNELS {
+        let (a, b) = (v.info().unwrap(), v.base().info().unwrap());
+        let kinds = |e: &tigel::kernels::EntryInfo| e.bindings.iter().map(|b| (b.kind, b.size)).collect::<Vec<_>>();
+        assert_eq!(kinds(a), kinds(b), "{}: bindings differ from {}", v.name(), v.base().name());
     }
 }
 

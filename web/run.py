@@ -9,6 +9,8 @@ so it needs nothing beyond Python's standard library.
 
     python3 web/run.py 'run=shaders'
     python3 web/run.py 'run=gpt&steps=20&seed=1' --timeout 600
+    python3 web/run.py 'demo=gan&data=ring8&steps=100' --screenshot shot.png
+    python3 web/run.py 'demo=gan&data=ring8&steps=3' --no-webgpu
 """
 import argparse
 import functools
@@ -42,16 +44,19 @@ def serve(root):
 class Browser:
     """Chromium driven over --remote-debugging-pipe."""
 
-    def __init__(self, exe, adapter):
+    def __init__(self, exe, adapter, webgpu=True):
         self.profile = tempfile.mkdtemp(prefix="tigel-chromium-")
         cmd_r, self.cmd_w = os.pipe()  # we write commands, Chromium reads fd 3
         self.resp_r, resp_w = os.pipe()  # Chromium writes fd 4, we read
         flags = [
-            "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan,WebGPU",
-            "--remote-debugging-pipe", f"--user-data-dir={self.profile}", "--no-first-run",
-            "--disable-gpu-sandbox", "--window-size=1000,800",
+            "--headless=new", "--no-sandbox", "--remote-debugging-pipe", f"--user-data-dir={self.profile}",
+            "--no-first-run", "--disable-gpu-sandbox", "--window-size=1000,800",
         ]
-        if adapter:
+        if not webgpu:
+            flags.append("--disable-features=WebGPU")
+        else:
+            flags += ["--enable-unsafe-webgpu", "--enable-features=Vulkan,WebGPU"]
+        if adapter and webgpu:
             flags.append(f"--use-webgpu-adapter={adapter}")
 
         def fds():
@@ -121,6 +126,7 @@ def main():
     ap.add_argument("--adapter", default="swiftshader", help="--use-webgpu-adapter ('' for the browser's choice)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds to wait for #result")
     ap.add_argument("--screenshot", help="write a PNG of the page when done")
+    ap.add_argument("--no-webgpu", action="store_true", help="a browser without WebGPU (the page's fallback)")
     a = ap.parse_args()
     exe = shutil.which(a.chromium)
     if not exe:
@@ -131,7 +137,7 @@ def main():
         return 2
     httpd = serve(a.dist)
     url = f"http://127.0.0.1:{httpd.server_address[1]}/index.html?{a.query}"
-    b = Browser(exe, a.adapter)
+    b = Browser(exe, a.adapter, webgpu=not a.no_webgpu)
     text = None
     try:
         target = b.call("Target.createTarget", url="about:blank")["targetId"]

@@ -111,7 +111,7 @@ fn causal_end(n_tiles: u32, q0: u32, bs: u32) -> u32 {
     return n_tiles;
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(FWD_BS, BO)
 fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let flat = flat_id(wid, nwg, 0u, 1u);
@@ -346,7 +346,7 @@ fn fold_splits(a0: vec4<f32>, which: u32, o: u32, lane: u32, ln: Lanes, me: Lane
     return r;
 }
 
-@compute @workgroup_size(8, 16)
+@compute @workgroup_size(BWD_BS, BO)
 fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let flat = flat_id(wid, nwg, 0u, 1u);
@@ -413,7 +413,7 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     }
 }
 
-@compute @workgroup_size(8, 16)
+@compute @workgroup_size(BWD_BS, BO)
 fn attention_bwd_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let flat = flat_id(wid, nwg, 0u, 1u);

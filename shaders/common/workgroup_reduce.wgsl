@@ -1,4 +1,5 @@
-// Tree reductions across one 256-thread workgroup. Each thread passes its partial value and every
+// Tree reductions across one workgroup of WG_REDUCE threads (a power of two; variants set it, and
+// common/workgroup_reduce_sg.wgsl is the subgroup form). Each thread passes its partial value and every
 // thread gets the workgroup's result. Call from uniform control flow (they contain barriers). The
 // trailing barrier lets every thread read the result before the next call reuses the scratch array.
 

@@ -23,6 +23,15 @@ pub enum SaveFault {
 }
 
 impl Checkpoint {
+    /// The bytes `save` writes, in memory (a web page has no files: it offers them as a download).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let header = self.encode_header().map_err(|m| self.err(format!("cannot encode: {m}")))?;
+        let mut out =
+            Vec::with_capacity(8 + header.len() + self.tensors.values().map(|t| 4 * t.data.len()).sum::<usize>());
+        write_body(&mut out, &header, &self.tensors).map_err(|e| self.err(format!("cannot encode: {e}")))?;
+        Ok(out)
+    }
+
     pub(super) fn save_inner(&self, path: &Path, fault: Option<SaveFault>) -> Result<()> {
         let perr = |msg: String| Error::Checkpoint { path: path.display().to_string(), msg };
         let header = self.encode_header().map_err(|m| perr(format!("cannot save: {m}")))?;
@@ -116,6 +125,14 @@ fn write_file(
         _ => None,
     };
     let mut w = io::BufWriter::with_capacity(1 << 20, FaultWriter { file, left });
+    write_body(&mut w, header, tensors)?;
+    w.flush()?;
+    drop(w);
+    file.sync_all()
+}
+
+/// The file's bytes after the header's: its length, the header, then every tensor's words (little-endian).
+fn write_body(w: &mut impl Write, header: &[u8], tensors: &BTreeMap<String, HostTensor>) -> io::Result<()> {
     w.write_all(&(header.len() as u64).to_le_bytes())?;
     w.write_all(header)?;
     for t in tensors.values() {
@@ -128,9 +145,7 @@ fn write_file(
             }
         }
     }
-    w.flush()?;
-    drop(w);
-    file.sync_all()
+    Ok(())
 }
 
 /// Makes the rename durable. Directories cannot be opened as files on Windows; there the rename is

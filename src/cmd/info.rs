@@ -21,6 +21,11 @@ pub fn run(backend: Option<&str>, json: bool) -> Result<()> {
                 "name": auto.name(),
                 "note": auto.note(),
                 "features": features,
+                "subgroup_sizes": auto.subgroup_sizes(),
+                "tune_mode": format!("{:?}", auto.tune_mode()).to_lowercase(),
+                "kernel_variants": auto.variant_choices().iter().map(|c| serde_json::json!({
+                    "kernel": c.kernel, "variant": c.variant, "source": format!("{:?}", c.source).to_lowercase(),
+                })).collect::<Vec<_>>(),
                 "limits": limits.map(|l| l.into_iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>()),
             },
             "cpu_threads": rayon::current_num_threads(),
@@ -43,6 +48,11 @@ pub fn run(backend: Option<&str>, json: bool) -> Result<()> {
         for (k, v) in l {
             println!("  {k:<40} {v}");
         }
+        if let Some((lo, hi)) = auto.subgroup_sizes() {
+            println!("  subgroup sizes: {lo}..{hi}");
+        }
+        println!("kernel variants (TIGEL_TUNE={:?}; `tigel tune` times them):", auto.tune_mode());
+        super::tune::print_choices(&auto);
     }
     Ok(())
 }

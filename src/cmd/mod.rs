@@ -4,22 +4,33 @@
 pub mod bench;
 pub mod demo;
 pub mod diffusion;
+pub mod dist;
 pub mod export;
 pub mod gan;
 pub mod gpt;
 pub mod info;
 pub mod progress;
 pub mod signal;
+pub mod tune;
 
 use tigel::{BackendChoice, Device, Error, Result};
 
-/// The device for `--backend` (or $TIGEL_BACKEND, else auto), with its one-line note on stderr.
+/// The device for `--backend` (or $TIGEL_BACKEND, else auto), with its one-line note on stderr. On
+/// several ranks each rank takes the GPU of its rank on the machine (unless `TIGEL_ADAPTER` says
+/// otherwise) and its line starts `rank R/N:`.
 pub fn device(backend: Option<&str>) -> Result<Device> {
-    let d = match backend {
-        Some(b) => Device::new(b.parse::<BackendChoice>()?)?,
-        None => Device::from_env()?,
+    let d = match (backend, tigel::dist::adapter_filter(tigel::dist::local_rank())) {
+        (b, Some(nth)) => {
+            let choice = match b.map(str::to_string).or_else(|| std::env::var("TIGEL_BACKEND").ok()) {
+                Some(b) if !b.is_empty() => b.parse::<BackendChoice>()?,
+                _ => BackendChoice::Auto,
+            };
+            Device::select(choice, Some(&nth))?
+        }
+        (Some(b), None) => Device::new(b.parse::<BackendChoice>()?)?,
+        (None, None) => Device::from_env()?,
     };
-    eprintln!("{}", d.note());
+    eprintln!("{}{}", tigel::dist::prefix(), d.note());
     Ok(d)
 }
 

@@ -42,3 +42,8 @@ pub fn exit_if_interrupted(outcome: &Outcome, checkpoint: &std::path::Path) {
         std::process::exit(EXIT_INTERRUPTED);
     }
 }
+
+/// Ends the process with [`EXIT_INTERRUPTED`] (a follower rank of a run stopped by a signal).
+pub fn exit_interrupted() -> ! {
+    std::process::exit(EXIT_INTERRUPTED)
+}

@@ -216,8 +216,12 @@ pub(crate) async fn choose_async(choice: BackendChoice, filter: Option<&str>) ->
     } else {
         all.iter().map(|a| summarize(a).label()).collect::<Vec<_>>().join(", ")
     };
-    let matches_filter =
-        |a: &wgpu::Adapter| filter.is_none_or(|f| a.get_info().name.to_lowercase().contains(&f.to_lowercase()));
+    // `#i`: the i-th of the adapters the choice would take from, best first, modulo their number (one GPU
+    // per rank of a data-parallel run).
+    let index = filter.and_then(|f| f.strip_prefix('#')).and_then(|i| i.parse::<usize>().ok());
+    let matches_filter = |a: &wgpu::Adapter| {
+        index.is_some() || filter.is_none_or(|f| a.get_info().name.to_lowercase().contains(&f.to_lowercase()))
+    };
     let filter_txt = filter.map(|f| format!(" matching TIGEL_ADAPTER=`{f}`")).unwrap_or_default();
 
     let mut candidates: Vec<wgpu::Adapter> = all
@@ -226,14 +230,23 @@ pub(crate) async fn choose_async(choice: BackendChoice, filter: Option<&str>) ->
         .filter(|a| choice != BackendChoice::Auto || auto_takes(a.get_info().device_type))
         .collect();
     candidates.sort_by_key(|a| std::cmp::Reverse(rank(&a.get_info())));
+    let count = candidates.len();
+    if let (Some(i), true) = (index, count > 0) {
+        candidates.rotate_left(i % count);
+    }
 
     match candidates.into_iter().next() {
         Some(a) => {
             let s = summarize(&a);
-            let why = if choice == BackendChoice::Auto { "the best hardware GPU" } else { "as asked" };
+            let nth = index.map(|i| format!("adapter {} of {count}, TIGEL_ADAPTER=#{i}", i % count));
+            let why = match &nth {
+                Some(n) => n.as_str(),
+                None if choice == BackendChoice::Auto => "the best hardware GPU",
+                None => "as asked",
+            };
             Ok(Chosen::Gpu { note: format!("backend: {} on {} ({why})", s.backend, s.label()), adapter: a })
         }
-        None if choice == BackendChoice::Auto && filter.is_none() => Ok(Chosen::Cpu {
+        None if choice == BackendChoice::Auto && (filter.is_none() || index.is_some()) => Ok(Chosen::Cpu {
             note: format!(
                 "backend: cpu ({} threads): no hardware GPU adapter (seen: {seen}); name a backend, e.g. --backend vulkan, to use a software adapter",
                 rayon::current_num_threads()

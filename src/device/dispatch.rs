@@ -160,6 +160,21 @@ impl Device {
     }
 }
 
+impl RawDispatch {
+    /// The same dispatch (params, buffers, grid) of another kernel with the same bindings: a variant,
+    /// for timing it (device::tune). Holds no buffers alive: the caller's dispatch does.
+    pub(crate) fn retarget(&self, kernel: &'static Kernel) -> RawDispatch {
+        RawDispatch {
+            kernel,
+            params: self.params.clone(),
+            buffers: self.buffers.clone(),
+            twin: None,
+            groups: self.groups,
+            _keep: Vec::new(),
+        }
+    }
+}
+
 /// Converts a validated dispatch to raw form. Buffers stamped with `capture` belong to that capture
 /// (its recording owns their memory); any other buffer is kept alive by the dispatch itself. `on_cpu`:
 /// the CPU engine will run it, so its twin is looked up now rather than at every run.

@@ -32,6 +32,10 @@ pub(crate) struct GpuEngine {
     pub limits: wgpu::Limits,
     /// Whether timestamp queries can time a replay.
     pub timestamps: bool,
+    /// Whether the device has SUBGROUP (subgroup variants of kernels can run).
+    pub subgroups: bool,
+    /// Which kernel variants it runs (device::tune).
+    pub(super) tune: super::tune::TuneState,
     pub(super) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pub(super) pipes: Mutex<HashMap<(&'static str, &'static str), Arc<Pipe>>>,
     pending: Mutex<Vec<Op>>,
@@ -71,6 +75,11 @@ impl GpuEngine {
         if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        // Subgroup operations make the reductions' workgroup step a few instructions (their variants
+        // are picked when pipelines are made; the workgroup-memory forms stay for adapters without).
+        if adapter.features().contains(wgpu::Features::SUBGROUP) {
+            features |= wgpu::Features::SUBGROUP;
+        }
         // The adapter's own limits, not wgpu's conservative defaults: large buffers and workgroup
         // memory are what make kernels fast on real GPUs. Kernels that need more than WebGPU's
         // defaults have variants chosen from these limits (see kernels::attention).
@@ -102,7 +111,10 @@ impl GpuEngine {
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().unwrap().push(e.to_string())));
         let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let subgroups = device.features().contains(wgpu::Features::SUBGROUP);
         GpuEngine {
+            subgroups,
+            tune: super::tune::TuneState::new(),
             limits: device.limits(),
             device,
             queue,
@@ -166,7 +178,8 @@ impl GpuEngine {
         let mut params = d.params.clone();
         params.resize(pipe.params_size as usize, 0);
         let buffers = gpu_buffers(&d);
-        self.pending.lock().unwrap().push(Op::Dispatch { pipe, params, buffers, groups: d.groups });
+        let groups = pipe.groups(d.groups);
+        self.pending.lock().unwrap().push(Op::Dispatch { pipe, params, buffers, groups });
         Ok(())
     }
 
@@ -366,13 +379,8 @@ impl GpuEngine {
             (qs, resolve)
         });
         self.take_errors()?;
-        Ok(Prepared {
-            pipes,
-            bind_groups,
-            groups: dispatches.iter().map(|d| d.groups).collect(),
-            _uniform: uniform,
-            timer,
-        })
+        let groups = dispatches.iter().zip(&pipes).map(|(d, p)| p.groups(d.groups)).collect();
+        Ok(Prepared { pipes, bind_groups, groups, _uniform: uniform, timer })
     }
 
     fn encode_prepared(&self, enc: &mut wgpu::CommandEncoder, p: &Prepared, timed: bool) {

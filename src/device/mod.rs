@@ -28,6 +28,7 @@ mod memory;
 mod pipeline;
 mod readback;
 mod recording;
+pub mod tune;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +43,7 @@ use memory::Pools;
 pub(crate) use memory::Raw;
 pub use memory::{Buffer, Download};
 pub use recording::Recording;
+pub use tune::{ChoiceSource, TuneMode, TuneResult, VariantChoice};
 
 /// A monotonic clock on every target tigel builds for: std's `Instant` natively; in a browser, where
 /// std's panics, `web_time`'s (the page's `performance.now()`).

@@ -14,6 +14,15 @@ pub(crate) struct Pipe {
     pub(super) pipeline: wgpu::ComputePipeline,
     pub(super) layout: wgpu::BindGroupLayout,
     pub(super) params_size: u64,
+    /// The variant it runs divides the family's grid by these (its tiles are that much larger).
+    pub(super) grid_div: [u32; 3],
+}
+
+impl Pipe {
+    /// The grid of a dispatch made for the family kernel, as this pipeline's variant needs it.
+    pub(super) fn groups(&self, g: [u32; 3]) -> [u32; 3] {
+        [0, 1, 2].map(|i| g[i].div_ceil(self.grid_div[i]))
+    }
 }
 
 impl GpuEngine {
@@ -23,9 +32,15 @@ impl GpuEngine {
             return Ok(x.clone());
         }
         let info = crate::kernels::shader(shader).ok_or_else(|| Error::Other(format!("no shader `{shader}`")))?;
+        // A browser's compiler requires the `enable` directives that naga (native) refuses.
+        let source = if self.info.backend == wgpu::Backend::BrowserWebGpu {
+            info.source_with_enables()
+        } else {
+            info.source.into()
+        };
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(shader),
-            source: wgpu::ShaderSource::Wgsl(info.source.into()),
+            source: wgpu::ShaderSource::Wgsl(source),
         });
         m.insert(shader, module.clone());
         Ok(module)
@@ -70,8 +85,10 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// Makes the pipeline of `k` (errors in it go to the current error scope or the uncaptured-error handler).
+    /// Makes the pipeline of `k`, as the variant this device runs for it (device::tune); errors in it go
+    /// to the current error scope or the uncaptured-error handler.
     fn build_pipe(&self, k: &'static Kernel) -> Result<Pipe> {
+        let k = self.resolve(k);
         let info = k.info()?;
         self.check_entry(k, info)?;
         let module = self.module(k.shader)?;
@@ -110,7 +127,8 @@ impl GpuEngine {
             compilation_options: Default::default(),
             cache: None,
         });
-        Ok(Pipe { pipeline, layout, params_size: info.bindings[0].size as u64 })
+        let grid_div = k.shader_info().map_or([1, 1, 1], |s| s.grid_div);
+        Ok(Pipe { pipeline, layout, params_size: info.bindings[0].size as u64, grid_div })
     }
 
     fn cached_pipe(&self, k: &'static Kernel) -> Option<Arc<Pipe>> {

@@ -52,7 +52,11 @@ impl Device {
     ) -> Result<Recording> {
         let gpu = match &self.inner.engine {
             Engine::Cpu => None,
-            Engine::Gpu(g) => Some(g.prepare(&dispatches)?),
+            Engine::Gpu(g) => {
+                // First use of a kernel with variants: time them on these dispatches (device::tune).
+                g.tune_dispatches(&dispatches)?;
+                Some(g.prepare(&dispatches)?)
+            }
         };
         let allocated = owned.iter().map(Raw::capacity).sum();
         Ok(Recording {

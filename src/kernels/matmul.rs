@@ -17,3 +17,7 @@ pub static MATMUL_TILED_VEC4: Kernel = Kernel { shader: "matmul", entry: "matmul
 
 /// Entry point `matmul_small` of shaders/matmul.wgsl.
 pub static MATMUL_SMALL: Kernel = Kernel { shader: "matmul", entry: "matmul_small" };
+
+/// Entry point `matmul_blocked` of shaders/matmul_blocked.wgsl: matmul_tiled's params, bindings, grid
+/// and results, with tile variants (blocks, register blocks, depths) that `device::tune` times.
+pub static MATMUL_BLOCKED: Kernel = Kernel { shader: "matmul_blocked", entry: "matmul_blocked" };

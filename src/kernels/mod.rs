@@ -21,6 +21,7 @@ pub mod embedding;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
+pub mod muon;
 pub mod norm;
 pub mod optim;
 pub mod reduce;
@@ -68,11 +69,33 @@ pub struct EntryInfo {
     pub bindings: &'static [BindingInfo],
 }
 
-/// One shader family (one `shaders/*.wgsl`), composed and validated by build.rs.
+/// One shader family (one `shaders/*.wgsl`) or one variant of a family, composed and validated by
+/// build.rs.
+///
+/// A family declares its variants with lines `//#variant NAME [subgroups] [grid=X,Y,Z] [entries=A,B]
+/// CONST=VALUE ...`: build.rs composes the family again with those top-level constants replaced (and,
+/// with `subgroups`, the `_sg.wgsl` form of each snippet that has one), validates it with naga, and
+/// registers it as `family@NAME` beside the family. Variants compute the same results as their family
+/// with the same params, bindings and CPU twin; the engine picks one per kernel when it makes the
+/// pipeline (see `device::tune`).
 #[derive(Debug)]
 pub struct ShaderInfo {
-    /// The family name: the file stem under shaders/.
+    /// `family` for the family itself, `family@variant` for a variant.
     pub name: &'static str,
+    /// The family: the file stem under shaders/.
+    pub family: &'static str,
+    /// The variant's name ("" for the family itself).
+    pub variant: &'static str,
+    /// Whether it uses subgroup operations (needs the SUBGROUP feature).
+    pub subgroups: bool,
+    /// The family's grid is divided by these per axis (rounding up) for this variant: its tiles are
+    /// that many times larger along the axis.
+    pub grid_div: [u32; 3],
+    /// The constants the variant sets, as (name, WGSL value).
+    pub consts: &'static [(&'static str, &'static str)],
+    /// WGSL extensions the source needs enabled on compilers that require the directive (Chromium's
+    /// Tint; naga rejects `enable subgroups;`, so the native source never carries it).
+    pub enables: &'static [&'static str],
     /// The composed WGSL source (snippets from shaders/common included).
     pub source: &'static str,
     /// Its compute entry points.
@@ -82,6 +105,24 @@ pub struct ShaderInfo {
 }
 
 include!(concat!(env!("OUT_DIR"), "/registry_data.rs"));
+
+impl ShaderInfo {
+    /// The source for a compiler that requires WGSL `enable` directives (a browser's WebGPU): one
+    /// `enable NAME;` line per extension, then the source.
+    pub fn source_with_enables(&self) -> std::borrow::Cow<'static, str> {
+        if self.enables.is_empty() {
+            return self.source.into();
+        }
+        let mut s: String = self.enables.iter().map(|e| format!("enable {e};\n")).collect();
+        s.push_str(self.source);
+        s.into()
+    }
+}
+
+/// The family a shader name belongs to (`softmax@sg` -> `softmax`).
+pub fn family_of(shader_name: &str) -> &str {
+    shader_name.split_once('@').map_or(shader_name, |(f, _)| f)
+}
 
 /// The shader family called `name`.
 pub fn shader(name: &str) -> Option<&'static ShaderInfo> {
@@ -126,6 +167,31 @@ impl Kernel {
             Some(b) if b.kind == BindingKind::Uniform => Ok(e),
             _ => Err(Error::Other(format!("{}: binding 0 must be the uniform params struct", self.name()))),
         }
+    }
+
+    /// The family kernel this one is a variant of (itself for a family kernel).
+    pub fn base(&'static self) -> &'static Kernel {
+        let fam = family_of(self.shader);
+        if fam == self.shader {
+            return self;
+        }
+        ALL_KERNELS.iter().copied().find(|k| k.shader == fam && k.entry == self.entry).unwrap_or(self)
+    }
+
+    /// The variants of this family kernel (`VARIANT_KERNELS` of its family and entry), in declaration
+    /// order; empty for a kernel without variants.
+    pub fn variants(&self) -> impl Iterator<Item = &'static Kernel> + '_ {
+        VARIANT_KERNELS.iter().filter(move |v| family_of(v.shader) == self.shader && v.entry == self.entry)
+    }
+
+    /// The registry entry of this kernel's shader family or variant.
+    pub fn shader_info(&self) -> Option<&'static ShaderInfo> {
+        shader(self.shader)
+    }
+
+    /// The variant's name ("" for a family kernel).
+    pub fn variant_name(&self) -> &'static str {
+        self.shader_info().map_or("", |s| s.variant)
     }
 
     /// The entry point's workgroup size ([1, 1, 1] if the registry lacks it).
@@ -195,10 +261,14 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &matmul::MATMUL_TILED,
     &matmul::MATMUL_TILED_VEC4,
     &matmul::MATMUL_SMALL,
+    &matmul::MATMUL_BLOCKED,
     &norm::LAYER_NORM_FWD,
     &norm::LAYER_NORM_BWD_DX,
     &norm::LAYER_NORM_BWD_PARTIAL,
     &norm::LAYER_NORM_BWD_PARAMS,
+    &muon::MUON_MOMENTUM,
+    &muon::MUON_NORMALIZE,
+    &muon::MUON_AXPBY,
     &optim::ADVANCE_STEP,
     &optim::SGD,
     &optim::ADAM,

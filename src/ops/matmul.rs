@@ -9,7 +9,7 @@
 use super::u32_of;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::matmul::{MatmulParams, MATMUL_SMALL, MATMUL_TILED, MATMUL_TILED_VEC4, TILE};
+use crate::kernels::matmul::{MatmulParams, MATMUL_BLOCKED, MATMUL_SMALL, MATMUL_TILED, MATMUL_TILED_VEC4, TILE};
 use crate::kernels::{groups_1d, Kernel};
 use crate::tensor::{numel, DType, Tensor};
 
@@ -43,6 +43,8 @@ pub enum KernelChoice {
     TiledVec4,
     /// `matmul_small`.
     Small,
+    /// `matmul_blocked` (shaders/matmul_blocked.wgsl), whose tile variant the device tunes.
+    Blocked,
 }
 
 impl KernelChoice {
@@ -53,6 +55,7 @@ impl KernelChoice {
             KernelChoice::Tiled => Some(&MATMUL_TILED),
             KernelChoice::TiledVec4 => Some(&MATMUL_TILED_VEC4),
             KernelChoice::Small => Some(&MATMUL_SMALL),
+            KernelChoice::Blocked => Some(&MATMUL_BLOCKED),
         }
     }
 }
@@ -98,7 +101,8 @@ pub fn choose_kernel(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool)
     } else if vec4_aligned(m, n, k, trans_a, trans_b) {
         KernelChoice::TiledVec4
     } else {
-        KernelChoice::Tiled
+        // matmul_tiled's tiling, with tile variants the device tunes.
+        KernelChoice::Blocked
     }
 }
 

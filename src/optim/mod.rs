@@ -26,6 +26,7 @@
 //! ```
 
 pub mod guard;
+pub mod muon;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -71,6 +72,8 @@ pub enum OptimizerKind {
         /// Decoupled weight decay.
         weight_decay: f32,
     },
+    /// Muon on the hidden matrices, AdamW on the other tensors (`muon::MuonConfig`).
+    Muon(muon::MuonConfig),
 }
 
 enum Rule {
@@ -90,11 +93,15 @@ impl OptimizerKind {
             OptimizerKind::AdamW { beta1, beta2, eps, weight_decay } => {
                 Rule::Adam(AdamConfig { beta1, beta2, eps, weight_decay, decoupled: true })
             }
+            OptimizerKind::Muon(c) => Rule::Adam(c.adam()),
         }
     }
 
     /// Checks the hyper-parameters; the error names the field and its value.
     pub fn validate(&self) -> Result<()> {
+        if let OptimizerKind::Muon(c) = self {
+            return c.validate(OP_NEW);
+        }
         match self.rule() {
             Rule::Sgd(c) => c.validate(OP_NEW),
             Rule::Adam(c) => c.validate(OP_NEW),
@@ -113,6 +120,8 @@ enum State {
         m: Tensor,
         v: Tensor,
     },
+    /// A Muon matrix's momentum buffer.
+    Muon(Tensor),
 }
 
 /// An optimizer over a fixed list of parameter tensors. See the module documentation.
@@ -134,6 +143,8 @@ pub struct Optimizer {
     partials: Tensor,
     slots: Vec<usize>,
     n_partials: usize,
+    /// The Muon matrices' work, for `OptimizerKind::Muon`.
+    muon: Option<muon::Muon>,
 }
 
 impl std::fmt::Debug for Optimizer {
@@ -184,6 +195,20 @@ impl Optimizer {
         params: &[&Tensor],
         step: Tensor,
     ) -> Result<Optimizer> {
+        Optimizer::with_names(dev, kind, schedule, clip, params, &[], step)
+    }
+
+    /// Like `with_step_counter`, with the parameters' names, which `OptimizerKind::Muon` reads to tell
+    /// the hidden matrices from the embeddings (without names, every rank-2 tensor is a matrix).
+    pub fn with_names(
+        dev: &Device,
+        kind: OptimizerKind,
+        schedule: Schedule,
+        clip: Option<f32>,
+        params: &[&Tensor],
+        names: &[&str],
+        step: Tensor,
+    ) -> Result<Optimizer> {
         if step.dtype != DType::U32 || step.shape != [1] {
             return Err(Error::invalid(
                 OP_NEW,
@@ -207,7 +232,15 @@ impl Optimizer {
         let zeros = |shape: &[usize]| layout::fill(dev, shape, 0.0);
         let rule = kind.rule();
         let mut state = Vec::with_capacity(params.len());
-        for p in params {
+        let is_muon = |i: usize, p: &Tensor| match kind {
+            OptimizerKind::Muon(c) => c.takes(names.get(i).copied().unwrap_or(""), &p.shape),
+            _ => false,
+        };
+        for (i, p) in params.iter().enumerate() {
+            if is_muon(i, p) {
+                state.push(State::Muon(zeros(&p.shape)?));
+                continue;
+            }
             state.push(match &rule {
                 Rule::Sgd(c) if c.momentum == 0.0 => State::Sgd(None),
                 Rule::Sgd(_) => State::Sgd(Some(zeros(&p.shape)?)),
@@ -225,6 +258,14 @@ impl Optimizer {
             _ => None,
         };
         let partials = Tensor::empty(dev, &[n_partials.max(1)], DType::F32)?;
+        let muon = match kind {
+            OptimizerKind::Muon(c) => {
+                let shapes: Vec<&[usize]> =
+                    params.iter().enumerate().filter(|(i, p)| is_muon(*i, p)).map(|(_, p)| &p.shape[..]).collect();
+                Some(muon::Muon::new(dev, c, schedule, &shapes)?)
+            }
+            _ => None,
+        };
         Ok(Optimizer {
             kind,
             rule,
@@ -238,6 +279,7 @@ impl Optimizer {
             partials,
             slots,
             n_partials,
+            muon,
         })
     }
 
@@ -298,7 +340,7 @@ impl Optimizer {
     }
 
     /// The state to checkpoint, by name: `step` (u32 [1]), and per parameter tensor i `i.momentum` (SGD
-    /// with momentum) or `i.m` and `i.v` (Adam, AdamW). The tensors share the optimizer's buffers: to
+    /// with momentum), `i.m` and `i.v` (Adam, AdamW) or `i.muon` (a Muon matrix's momentum). The tensors share the optimizer's buffers: to
     /// restore, write the saved values into them (`Device::write`) and `set_step`.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![("step".to_string(), self.step.clone())];
@@ -310,6 +352,7 @@ impl Optimizer {
                     out.push((format!("{i}.m"), m.clone()));
                     out.push((format!("{i}.v"), v.clone()));
                 }
+                State::Muon(m) => out.push((format!("{i}.muon"), m.clone())),
             }
         }
         out
@@ -392,7 +435,13 @@ impl Optimizer {
                     &self.clip,
                 )?,
                 (Rule::Adam(c), State::Adam { m, v }) => {
-                    k::adam(dev, &self.schedule, c, p, g, m, v, &self.step, &self.clip)?
+                    // Muon's AdamW tensors: no decay on gains and offsets.
+                    let no_decay = matches!(self.kind, OptimizerKind::Muon(_)) && p.shape.len() < 2;
+                    let c = AdamConfig { weight_decay: if no_decay { 0.0 } else { c.weight_decay }, ..*c };
+                    k::adam(dev, &self.schedule, &c, p, g, m, v, &self.step, &self.clip)?
+                }
+                (_, State::Muon(m)) => {
+                    self.muon.as_ref().expect("made with the state").update(dev, p, g, m, &self.step, &self.clip)?
                 }
                 _ => unreachable!("state is made from the rule"),
             }

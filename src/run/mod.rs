@@ -13,6 +13,7 @@
 
 pub mod diffusion;
 pub mod dir;
+pub mod follow;
 pub mod gan;
 pub mod gpt;
 pub mod guard;
@@ -22,13 +23,13 @@ pub mod resume;
 pub mod retain;
 
 use std::path::Path;
-use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::device::{Device, Download};
+use crate::device::{Device, Download, Instant};
 use crate::error::Result;
 pub use dir::{resume_checkpoint, MetricsLog, RunDir};
+pub use follow::{follow, Agreed};
 pub use guard::Guarded;
 pub use history::History;
 pub use report::{Observer, Quiet};

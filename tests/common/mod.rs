@@ -7,7 +7,38 @@ mod kernel;
 pub use binary::*;
 pub use kernel::*;
 
+use std::cell::RefCell;
+use tigel::device::TuneMode;
+use tigel::kernels::Kernel;
 use tigel::{BackendChoice, Device};
+
+thread_local! {
+    /// The kernel variant `gpu()` devices run on this test thread (`for_each_variant`).
+    static VARIANT: RefCell<Option<(Vec<&'static Kernel>, String)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` once per variant of the family kernels `kernels` (which share their variants' names):
+/// first the family's own workgroup-memory form, forced, then every variant the GPU can run, with
+/// every `gpu()` device made inside `f` running it. `f` gets the variant's name ("" for the family).
+pub fn for_each_variant(kernels: &[&'static Kernel], mut f: impl FnMut(&str)) {
+    let probe = gpu();
+    let mut names = vec![""];
+    for v in kernels[0].variants() {
+        let n = v.variant_name();
+        match &probe {
+            Some(d) if kernels.iter().all(|k| d.use_variant(k, n).is_ok()) => names.push(n),
+            Some(_) => eprintln!("variant {n}: this adapter cannot run it, skipped"),
+            None => {}
+        }
+    }
+    drop(probe);
+    for n in names {
+        eprintln!("variant `{n}` of {:?}", kernels);
+        VARIANT.with(|v| *v.borrow_mut() = Some((kernels.to_vec(), n.to_string())));
+        f(n);
+    }
+    VARIANT.with(|v| *v.borrow_mut() = None);
+}
 
 /// The GPU device the equivalence tests run on: `TIGEL_TEST_BACKEND` (default vulkan, which is
 /// lavapipe on a machine without a GPU). Under CI=true a missing adapter fails the test; elsewhere the
@@ -18,6 +49,15 @@ pub fn gpu() -> Option<Device> {
     match Device::new(choice) {
         Ok(d) => {
             d.set_poison(true);
+            // Tests run the defaults (or the variant `for_each_variant` names), never the user's cache.
+            d.set_tune_mode(TuneMode::Off);
+            VARIANT.with(|v| {
+                if let Some((ks, n)) = &*v.borrow() {
+                    for k in ks {
+                        d.use_variant(k, n).unwrap_or_else(|e| panic!("variant `{n}` of {k:?}: {e}"));
+                    }
+                }
+            });
             Some(d)
         }
         Err(e) => {

@@ -3,8 +3,13 @@
 //! * `shader_test`: every shader family through the browser's own WGSL compiler (Tint in Chromium) and
 //!   every kernel's pipeline, with the compiler's messages;
 //! * `ops_test`: a few kernels on WebGPU against their CPU twins (the CPU engine runs in wasm too);
-//! * `train`: a few training steps of a regime (see train.rs).
+//! * `train`: a few training steps of a regime (see train.rs);
+//! * `demo_*`: the interactive page's session (demo.rs): start, train, sample, save, load.
 
+pub mod data;
+mod demo;
+pub mod sample;
+pub mod session;
 mod shaders;
 pub mod train;
 
@@ -49,8 +54,38 @@ pub async fn ops_test() -> String {
     shaders::ops().await.to_string()
 }
 
-/// Trains `regime` for `steps` steps from `seed`; returns the report as JSON.
+/// Trains `regime` on `data` for `steps` steps from `seed`; returns the report as JSON.
 #[wasm_bindgen]
-pub async fn train(regime: String, steps: u32, seed: u32, backend: String) -> String {
-    train::run(&regime, steps, seed as u64, &backend).await.to_string()
+pub async fn train(regime: String, data: String, steps: u32, seed: u32, backend: String) -> String {
+    train::run(&regime, &data, steps, seed as u64, &backend).await.to_string()
+}
+
+/// Starts the interactive session; returns `{ok, regime, data, describe, device, loss_names, step}`.
+#[wasm_bindgen]
+pub async fn demo_start(regime: String, data: String, seed: u32, backend: String) -> String {
+    demo::reply(demo::start(&regime, &data, seed as u64, &backend).await)
+}
+
+/// Trains the session `steps` steps; returns `{ok, step, losses}`.
+#[wasm_bindgen]
+pub async fn demo_train(steps: u32) -> String {
+    demo::reply(demo::train(steps).await)
+}
+
+/// Samples the session's model; returns `{ok, kind, ...}` (text, points or images).
+#[wasm_bindgen]
+pub async fn demo_sample(prompt: String, tokens: u32, seed: u32) -> String {
+    demo::reply(demo::sample(&prompt, tokens as usize, seed as u64).await)
+}
+
+/// The session as a checkpoint file (safetensors with tigel's metadata, as `tigel train` saves).
+#[wasm_bindgen]
+pub async fn demo_save() -> Result<Vec<u8>, JsValue> {
+    demo::save().await.map_err(|e| JsValue::from_str(&e.to_string()))
+}
+
+/// Replaces the session with the one a checkpoint file holds; returns `demo_start`'s answer.
+#[wasm_bindgen]
+pub async fn demo_load(name: String, bytes: Vec<u8>, backend: String) -> String {
+    demo::reply(demo::load(&name, &bytes, &backend).await)
 }

@@ -103,13 +103,17 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         t.restore(&dev, ck)?;
     }
     let mut gan = GanRun::new(&dev, t, &src, &spec, dir.path())?;
+    let cadence = Cadence { steps: settings.steps, eval_every, log_every: a.log_every, start_step };
+    if super::dist::follow(&dev, &mut gan, &dir, cadence, a.resume.as_deref())? {
+        return Ok(());
+    }
     eprintln!("{}", gan.describe());
     eprintln!("{}", settings_line(&cfg, &settings, eval_every, &a));
     eprintln!("writing {}", dir.path().display());
-    let cadence = Cadence { steps: settings.steps, eval_every, log_every: a.log_every, start_step };
     let mut bar = super::progress::Bar::new(settings.steps, a.json);
-    let outcome = run::train(&dev, &mut gan, &dir, cadence, a.resume.as_deref(), &mut bar)?;
+    let outcome = run::train(&dev, &mut gan, &dir, cadence, a.resume.as_deref(), &mut super::dist::agreed(&mut bar))?;
     eprintln!("{}", outcome.done);
+    super::dist::done();
     super::signal::exit_if_interrupted(&outcome, &dir.checkpoint());
     if a.json {
         println!("{}", outcome.summary);

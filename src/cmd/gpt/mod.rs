@@ -9,7 +9,9 @@ use std::time::Instant;
 use serde_json::json;
 use tigel::checkpoint::Checkpoint;
 use tigel::data::text::Corpus;
-use tigel::models::gpt::{Evaluator, Gpt, GptConfig, GptTrainer, SampleSettings, Sampler, TrainSettings, KIND};
+use tigel::models::gpt::{
+    Evaluator, Gpt, GptConfig, GptTrainer, OptimSettings, SampleSettings, Sampler, TrainSettings, KIND,
+};
 use tigel::run::{self, gpt::GptRun, report, Cadence, RunDir};
 use tigel::{Error, Result};
 
@@ -75,6 +77,19 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         seed: a.seed,
     };
     settings.validate()?;
+    // A continued run keeps its optimizer (its state is that optimizer's); older runs trained with AdamW.
+    let resumed_optim = match &resume {
+        Some(ck) if a.resume_schedule.continues() => Some(OptimSettings::from_config(&ck.config)?.optimizer),
+        _ => None,
+    };
+    let optim = OptimSettings {
+        optimizer: a.optimizer.or(resumed_optim).unwrap_or(DEFAULT_OPTIMIZER),
+        decay: a.decay,
+        cooldown: a.cooldown,
+        muon_lr: a.muon_lr,
+        muon_momentum: a.muon_momentum,
+    };
+    optim.validate()?;
     // The logits of one step: batch · context rows of 256.
     let what = || format!("--batch {} and --context {} give the logits of one step", a.batch, cfg.context);
     tigel::models::check_values("train gpt", what, tigel::models::product(&[a.batch, cfg.context, 256]))?;
@@ -86,11 +101,15 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     let dir = RunDir::choose("train gpt", "gpt", a.out.as_deref(), into)?.with_keep(a.keep);
 
     let dev = super::device(backend)?;
-    let t = GptTrainer::new(&dev, Gpt::new(&dev, cfg, a.seed)?, &corpus, settings, start_step)?;
+    let t = GptTrainer::with_optim(&dev, Gpt::new(&dev, cfg, a.seed)?, &corpus, settings, optim, start_step)?;
     if let Some(ck) = &resume {
         t.restore(&dev, ck)?;
     }
     let mut gpt = GptRun::new(&dev, t, &corpus, a.eval_windows, dir.path())?;
+    let cadence = Cadence { steps: a.steps, eval_every: a.eval_every, log_every: a.log_every, start_step };
+    if super::dist::follow(&dev, &mut gpt, &dir, cadence, a.resume.as_deref())? {
+        return Ok(());
+    }
     for line in gpt.describe() {
         eprintln!("{line}");
     }
@@ -99,10 +118,10 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
     // TIGEL_PROFILE=1 on the CPU backend: time per kernel, printed at the end.
     let profile = dev.is_cpu() && std::env::var("TIGEL_PROFILE").is_ok_and(|v| v == "1");
     dev.set_profiling(profile);
-    let cadence = Cadence { steps: a.steps, eval_every: a.eval_every, log_every: a.log_every, start_step };
     let mut bar = super::progress::Bar::new(a.steps, a.json);
-    let outcome = run::train(&dev, &mut gpt, &dir, cadence, a.resume.as_deref(), &mut bar)?;
+    let outcome = run::train(&dev, &mut gpt, &dir, cadence, a.resume.as_deref(), &mut super::dist::agreed(&mut bar))?;
     eprintln!("{}", outcome.done);
+    super::dist::done();
     super::signal::exit_if_interrupted(&outcome, &dir.checkpoint());
     if a.sample_tokens > 0 && !a.json {
         println!("{}", GptRun::sample_header());

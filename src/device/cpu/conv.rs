@@ -7,10 +7,12 @@
 //!   miss a pixel for free.
 //! * conv2d_bwd_weight: partial[z] = dy [co, pixels] * col^T, over the images of split z.
 //!
-//! Images are grouped so that a group has at least `TARGET_COLS` pixels (a GEMM on fewer columns wastes
-//! the 16-wide micro-kernel and its packing); groups run in parallel for the forward and the input
-//! gradient (disjoint outputs), and the weight gradient's splits run in parallel (one partial sum
-//! each). A 1x1, stride 1, unpadded convolution skips im2col: x itself is the col matrix.
+//! Images are grouped into as few GEMMs as a col matrix of at most `COL_BUDGET` floats allows: one GEMM
+//! over many images packs the weights once, fills the micro-kernel's 32-wide tiles (a 7x7 output is
+//! 49 columns per image) and splits evenly over the threads. Groups run one after another, each GEMM
+//! parallel inside (and im2col, col2im parallel over channels); the weight gradient's splits run in
+//! parallel (one partial sum each). A 1x1, stride 1, unpadded convolution skips im2col: x itself is the
+//! col matrix.
 
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -19,8 +21,9 @@ use super::CpuArgs;
 use crate::host::gemm::{sgemm, MatRef};
 use crate::kernels::conv::ConvParams;
 
-/// Pixels of one GEMM's column dimension (forward, input gradient) or depth (weight gradient) to aim for.
-const TARGET_COLS: usize = 256;
+/// Most floats of one group's col matrix (8 MiB: within L3 beside the weights, and a bounded scratch
+/// for large images and batches).
+const COL_BUDGET: usize = 1 << 21;
 
 /// Scratch buffers shared by all threads. Thread-local buffers would not do: a thread waiting inside
 /// one group's parallel SGEMM steals other groups' work, and each nested group would then allocate and
@@ -98,20 +101,11 @@ impl Geom {
     }
 }
 
-/// Images per group for a GEMM over `cols_per_image` columns each: at least TARGET_COLS columns, and
-/// (when `split_work`) enough groups to give every thread one.
-fn group_images(n: usize, cols_per_image: usize, split_work: bool) -> usize {
-    let g = TARGET_COLS.div_ceil(cols_per_image.max(1)).clamp(1, n.max(1));
-    if !split_work {
-        // Balanced groups: 16 images at 6 per group would run 6, 6, 4.
-        return n.div_ceil(n.div_ceil(g));
-    }
-    let threads = rayon::current_num_threads().max(1);
-    let mut units = n.div_ceil(g).max(n.min(2));
-    if units > 1 && units < n {
-        units = units.next_multiple_of(threads).min(n);
-    }
-    n.div_ceil(units)
+/// Images per group for a GEMM over `cols_per_image` columns of `depth` rows each: as many as keep the
+/// col matrix within COL_BUDGET, then balanced (16 images at 6 per group would run 6, 6, 4).
+fn group_images(n: usize, cols_per_image: usize, depth: usize) -> usize {
+    let fit = (COL_BUDGET / (depth * cols_per_image).max(1)).clamp(1, n.max(1));
+    n.div_ceil(n.div_ceil(fit))
 }
 
 /// Row stride for a col matrix of `cols` columns that SGEMM reads transposed (the weight gradient's
@@ -144,13 +138,21 @@ fn padded<'a>(g: &Geom, plane: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
 
 /// Rows (c, kh, kw) of im2col for one channel plane of one image: `rows` holds the k*k rows of stride
 /// `ld`; the image's columns start at c0.
-fn im2col_channel(g: &Geom, plane: &[f32], rows: &mut [f32], ld: usize, c0: usize, buf: &mut Vec<f32>) {
+fn im2col_channel(g: &Geom, plane: &[f32], rows: &mut [f32], ld: usize, c0: usize, buf: &mut Vec<f32>, at: &Taps) {
     let (k, s, wo) = (g.k, g.s, g.wo);
     let wp = g.w + 2 * g.p;
     let src = padded(g, plane, buf);
     for kh in 0..k {
         for kw in 0..k {
             let dst = &mut rows[(kh * k + kw) * ld + c0..][..g.howo()];
+            if let Some(idx) = &at.0 {
+                // One gather per tap, no per-row loop or short copies.
+                let src = &src[kh * wp + kw..];
+                for (dv, &o) in dst.iter_mut().zip(idx) {
+                    *dv = src[o as usize];
+                }
+                continue;
+            }
             for (oh, d) in dst.chunks_exact_mut(wo).enumerate() {
                 let line = &src[(oh * s + kh) * wp + kw..];
                 if s == 1 {
@@ -165,20 +167,36 @@ fn im2col_channel(g: &Geom, plane: &[f32], rows: &mut [f32], ld: usize, c0: usiz
     }
 }
 
+/// Where output pixel j reads tap (0, 0) in the padded plane, (oh·s)·wp + ow·s, for strided or narrow
+/// outputs (rows under 16 wide): im2col and col2im then walk each tap as one gather or scatter over all
+/// ho·wo pixels instead of ho short rows. None: whole-row copies are as fast.
+struct Taps(Option<Vec<u32>>);
+
+impl Taps {
+    fn new(g: &Geom) -> Taps {
+        if g.s == 1 && g.wo >= 16 {
+            return Taps(None);
+        }
+        let wp = g.w + 2 * g.p;
+        Taps(Some((0..g.howo()).map(|j| ((j / g.wo) * g.s * wp + (j % g.wo) * g.s) as u32).collect()))
+    }
+}
+
 /// col [ci*k*k, ld] at columns img*ho*wo.. for each image of `xs` ([imgs, ci, h, w]), parallel over ci.
 fn im2col(g: &Geom, xs: &[f32], imgs: usize, col: &mut [f32], ld: usize) {
     let (hw, kk2) = (g.hw(), g.k * g.k);
+    let at = Taps::new(g);
     col[..g.depth() * ld].par_chunks_mut(kk2 * ld).enumerate().for_each(|(c, rows)| {
         let mut buf = Vec::new();
         for i in 0..imgs {
-            im2col_channel(g, &xs[(i * g.ci + c) * hw..][..hw], rows, ld, i * g.howo(), &mut buf);
+            im2col_channel(g, &xs[(i * g.ci + c) * hw..][..hw], rows, ld, i * g.howo(), &mut buf, &at);
         }
     });
 }
 
 /// The adjoint of `im2col_channel`: plane = the scatter-add of rows (c, kh, kw) at columns c0.., summed
 /// in a zero-padded accumulator whose interior is then the plane.
-fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, c0: usize, plane: &mut [f32], buf: &mut Vec<f32>) {
+fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, c0: usize, plane: &mut [f32], buf: &mut Vec<f32>, at: &Taps) {
     let (k, s, wo) = (g.k, g.s, g.wo);
     let wp = g.w + 2 * g.p;
     let acc: &mut [f32] = if g.p == 0 {
@@ -192,6 +210,14 @@ fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, c0: usize, plane: &mut [f32
     for kh in 0..k {
         for kw in 0..k {
             let src = &rows[(kh * k + kw) * ld + c0..][..g.howo()];
+            if let Some(idx) = &at.0 {
+                // Distinct pixels of one tap never share a target: the same sums in the same order.
+                let line = &mut acc[kh * wp + kw..];
+                for (&sv, &o) in src.iter().zip(idx) {
+                    line[o as usize] += sv;
+                }
+                continue;
+            }
             for (oh, srow) in src.chunks_exact(wo).enumerate() {
                 let line = &mut acc[(oh * s + kh) * wp + kw..];
                 if s == 1 {
@@ -216,9 +242,10 @@ fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, c0: usize, plane: &mut [f32
 /// dx planes [imgs, ci, h, w] = col2im of dcol (image i at columns i*ho*wo), parallel over planes.
 fn col2im(g: &Geom, dcol: &[f32], ld: usize, dx: &mut [f32]) {
     let (hw, kk2) = (g.hw(), g.k * g.k);
+    let at = Taps::new(g);
     dx.par_chunks_mut(hw).enumerate().for_each_init(Vec::new, |buf, (pl, plane)| {
         let (i, c) = (pl / g.ci, pl % g.ci);
-        col2im_channel(g, &dcol[c * kk2 * ld..], ld, i * g.howo(), plane, buf);
+        col2im_channel(g, &dcol[c * kk2 * ld..], ld, i * g.howo(), plane, buf, &at);
     });
 }
 
@@ -239,9 +266,9 @@ pub fn conv2d_fwd(args: &mut CpuArgs) {
     let y = args.f32_out(0);
     let g = Geom::new(&p);
     let (howo, hw, depth) = (g.howo(), g.hw(), g.depth());
-    let per = group_images(g.n, howo, true);
+    let per = group_images(g.n, howo, depth);
     let wm = MatRef { data: w, rs: depth, cs: 1 };
-    y[..g.n * g.co * howo].par_chunks_mut(per * g.co * howo).enumerate().for_each(|(u, yu)| {
+    y[..g.n * g.co * howo].chunks_mut(per * g.co * howo).enumerate().for_each(|(u, yu)| {
         let i0 = u * per;
         let imgs = yu.len() / (g.co * howo);
         let xs = &x[i0 * g.ci * hw..][..imgs * g.ci * hw];
@@ -259,10 +286,11 @@ pub fn conv2d_fwd(args: &mut CpuArgs) {
                 return;
             }
             sgemm(g.co, cols, depth, wm, b, yt, cols, false);
-            for (pl, dst) in yu.chunks_mut(howo).enumerate() {
+            let yt: &[f32] = yt;
+            yu.par_chunks_mut(howo).enumerate().with_min_len(64).for_each(|(pl, dst)| {
                 let (i, c) = (pl / g.co, pl % g.co);
                 dst.copy_from_slice(&yt[c * cols + i * howo..][..howo]);
-            }
+            });
         });
     });
 }
@@ -274,10 +302,10 @@ pub fn conv2d_bwd_input(args: &mut CpuArgs) {
     let dx = args.f32_out(0);
     let g = Geom::new(&p);
     let (howo, hw, depth) = (g.howo(), g.hw(), g.depth());
-    let per = group_images(g.n, howo, true);
+    let per = group_images(g.n, howo, depth);
     // w^T: [ci*k*k, co].
     let wt = MatRef { data: w, rs: 1, cs: depth };
-    dx[..g.n * g.ci * hw].par_chunks_mut(per * g.ci * hw).enumerate().for_each(|(u, dxu)| {
+    dx[..g.n * g.ci * hw].chunks_mut(per * g.ci * hw).enumerate().for_each(|(u, dxu)| {
         let i0 = u * per;
         let imgs = dxu.len() / (g.ci * hw);
         let dys = &dy[i0 * g.co * howo..][..imgs * g.co * howo];
@@ -317,7 +345,7 @@ pub fn conv2d_bwd_weight(args: &mut CpuArgs) {
             part.fill(0.0);
             return;
         }
-        let per = group_images(last - first, howo, false);
+        let per = group_images(last - first, howo, depth);
         for (gi, i0) in (first..last).step_by(per).enumerate() {
             let imgs = per.min(last - i0);
             let cols = imgs * howo;

@@ -23,7 +23,11 @@ pub fn exp(x: f32) -> f32 {
             + r * (0.5
                 + r * (0.166_666_67
                     + r * (0.041_666_668 + r * (0.008_333_334 + r * (0.001_388_889 + r * 0.000_198_412_7))))));
-    let scale = f32::from_bits(((k as i32 + 127) << 23) as u32);
+    // 2^k from k's bits after the rounding add: k + 1.5·2^23 holds k in its low mantissa bits, so the
+    // exponent field is those bits + 127 − (1.5·2^23's own bits). Integer ops only: `k as i32` (a
+    // saturating cast) would stop LLVM from vectorizing the loop, and k is already an exact integer
+    // in [−126, 127].
+    let scale = f32::from_bits(((k + ROUND).to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127)) << 23);
     let y = p * scale;
     if x < -87.33 {
         0.0

@@ -19,6 +19,7 @@ pub mod fastmath;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
+pub mod muon;
 pub mod norm;
 pub mod optim;
 pub mod reduce;
@@ -35,7 +36,8 @@ pub use args::{CpuArgs, CpuTwin};
 /// The CPU twin of `k`, matched on (shader family, entry point); None for an entry point without one
 /// (the device refuses to dispatch it on the CPU engine, naming the kernel).
 pub fn twin(k: &Kernel) -> Option<CpuTwin> {
-    let f: CpuTwin = match (k.shader, k.entry) {
+    // A variant (`family@variant`) computes what its family does: the family's twin serves it.
+    let f: CpuTwin = match (crate::kernels::family_of(k.shader), k.entry) {
         // The small-tile variant computes the same results: one twin serves both.
         ("attention" | "attention_small", "attention_fwd") => attention::attention_fwd,
         ("attention" | "attention_small", "attention_bwd_dq") => attention::attention_bwd_dq,
@@ -76,13 +78,16 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("loss", "cross_entropy_bwd") => loss::cross_entropy_bwd,
         ("loss", "bce_logits_fwd") => loss::bce_logits_fwd,
         ("loss", "bce_logits_bwd") => loss::bce_logits_bwd,
-        ("matmul", "matmul_tiled") => matmul::matmul_tiled,
+        ("matmul", "matmul_tiled") | ("matmul_blocked", "matmul_blocked") => matmul::matmul_tiled,
         ("matmul", "matmul_tiled_vec4") => matmul::matmul_tiled_vec4,
         ("matmul", "matmul_small") => matmul::matmul_small,
         ("norm", "layer_norm_fwd") => norm::layer_norm_fwd,
         ("norm", "layer_norm_bwd_dx") => norm::layer_norm_bwd_dx,
         ("norm", "layer_norm_bwd_partial") => norm::layer_norm_bwd_partial,
         ("norm", "layer_norm_bwd_params") => norm::layer_norm_bwd_params,
+        ("muon", "muon_momentum") => muon::muon_momentum,
+        ("muon", "muon_normalize") => muon::muon_normalize,
+        ("muon", "muon_axpby") => muon::muon_axpby,
         ("optim", "advance_step") => optim::advance_step,
         ("optim", "sgd") => optim::sgd,
         ("optim", "adam") => optim::adam,

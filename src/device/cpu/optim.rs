@@ -64,6 +64,85 @@ fn bias_correction(beta: f32, t: f32) -> f32 {
     }
 }
 
+/// One Adam(W) step's constants, hoisted out of the per-element loop (the same values the shader
+/// computes per element, so the update rounds identically).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep {
+    /// Gradient scale (the clipping factor).
+    pub scale: f32,
+    /// First-moment decay.
+    pub beta1: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Denominator guard.
+    pub eps: f32,
+    /// Weight decay (0: none).
+    pub weight_decay: f32,
+    /// Decoupled (AdamW: p *= 1 - lr·wd) rather than L2 (g += wd·p).
+    pub decoupled: bool,
+    /// Learning rate of this step.
+    pub lr: f32,
+    /// lr / (1 - beta1^t).
+    pub lr_bc1: f32,
+    /// sqrt(1 - beta2^t).
+    pub sqrt_bc2: f32,
+}
+
+impl AdamStep {
+    /// The constants of the `adam` kernel's params at optimizer step `step` (t = step + 1) with
+    /// gradient scale `scale`.
+    pub fn new(ap: &AdamParams, step: u32, scale: f32) -> AdamStep {
+        let lr = schedule_lr_of(&ap.sched, step);
+        let t = step.wrapping_add(1) as f32;
+        AdamStep {
+            scale,
+            beta1: ap.beta1,
+            beta2: ap.beta2,
+            eps: ap.eps,
+            weight_decay: ap.weight_decay,
+            decoupled: ap.decoupled == 1,
+            lr,
+            lr_bc1: lr / bias_correction(ap.beta1, t),
+            sqrt_bc2: bias_correction(ap.beta2, t).sqrt(),
+        }
+    }
+
+    /// Updates param, m, v (equal lengths; grad at least as long) in place, vectorized: the weight
+    /// decay mode is chosen once per slice, not per element.
+    pub fn update(&self, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
+        match (self.weight_decay != 0.0, self.decoupled) {
+            (false, _) => super::simd(|| self.update_mode::<0>(param, grad, m, v)),
+            (true, true) => super::simd(|| self.update_mode::<1>(param, grad, m, v)),
+            (true, false) => super::simd(|| self.update_mode::<2>(param, grad, m, v)),
+        }
+    }
+
+    #[inline(always)]
+    fn update_mode<const DECAY: u8>(&self, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let n = param.len();
+        let (m, v, grad) = (&mut m[..n], &mut v[..n], &grad[..n]);
+        for i in 0..n {
+            (param[i], m[i], v[i]) = self.element::<DECAY>(param[i], grad[i], m[i], v[i]);
+        }
+    }
+
+    /// One element: (p, g, m, v) -> (p', m', v'), as the shader. DECAY: 0 none, 1 decoupled, 2 L2.
+    #[inline(always)]
+    pub fn element<const DECAY: u8>(&self, p: f32, gi: f32, m: f32, v: f32) -> (f32, f32, f32) {
+        let mut p = p;
+        let mut g = gi * self.scale;
+        if DECAY == 1 {
+            p *= 1.0 - self.lr * self.weight_decay;
+        } else if DECAY == 2 {
+            g += self.weight_decay * p;
+        }
+        let m = self.beta1 * m + (1.0 - self.beta1) * g;
+        let v = self.beta2 * v + (1.0 - self.beta2) * g * g;
+        let denom = v.sqrt() / self.sqrt_bc2 + self.eps;
+        (p - self.lr_bc1 * (m / denom), m, v)
+    }
+}
+
 /// Bindings: params, param (read_write), grad (read), m (read_write), v (read_write), step (read),
 /// clip (read).
 pub fn adam(args: &mut CpuArgs) {
@@ -75,32 +154,17 @@ pub fn adam(args: &mut CpuArgs) {
     let param = &mut args.f32_out(0)[..n];
     let m = &mut args.f32_out(1)[..n];
     let v = &mut args.f32_out(2)[..n];
-    let lr = schedule_lr_of(&ap.sched, s);
-    let t = s.wrapping_add(1) as f32;
-    let bc1 = bias_correction(ap.beta1, t);
-    let bc2 = bias_correction(ap.beta2, t);
-    param.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).enumerate().for_each(
-        |(c, ((pc, mc), vc))| {
-            let g = &grad[c * CHUNK..];
-            for (((pp, mm), vv), &gi) in pc.iter_mut().zip(mc.iter_mut()).zip(vc.iter_mut()).zip(g) {
-                let mut p = *pp;
-                let mut g = gi * scale;
-                if ap.weight_decay != 0.0 {
-                    if ap.decoupled == 1 {
-                        p *= 1.0 - lr * ap.weight_decay;
-                    } else {
-                        g += ap.weight_decay * p;
-                    }
-                }
-                let m = ap.beta1 * *mm + (1.0 - ap.beta1) * g;
-                let v = ap.beta2 * *vv + (1.0 - ap.beta2) * g * g;
-                *mm = m;
-                *vv = v;
-                let denom = v.sqrt() / bc2.sqrt() + ap.eps;
-                *pp = p - (lr / bc1) * (m / denom);
-            }
-        },
-    );
+    let st = AdamStep::new(&ap, s, scale);
+    if n <= CHUNK {
+        st.update(param, grad, m, v);
+        return;
+    }
+    param
+        .par_chunks_mut(CHUNK)
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(c, ((pc, mc), vc))| st.update(pc, &grad[c * CHUNK..], mc, vc));
 }
 
 /// The shader's `tree_sum` over one workgroup's 256 values; returns red[0].

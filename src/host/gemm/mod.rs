@@ -19,9 +19,12 @@
 //! Edge tiles are packed with zero padding; the kernel computes a full MR x NR tile and only the
 //! valid part is written back. Tiny problems skip all of this and use a direct loop.
 //!
-//! The micro-kernel is 6x16 with AVX2+FMA (12 ymm accumulators + 2 for B + 1 broadcast of A =
-//! 15 of the 16 ymm registers), selected once at run time with `is_x86_feature_detected!`; a
-//! portable scalar kernel with the same packing is the fallback (other CPUs / architectures).
+//! The micro-kernel is 12x32 with AVX-512 (24 zmm accumulators, `avx512`), else 6x16 with AVX2+FMA
+//! (12 ymm accumulators + 2 for B + 1 broadcast of A = 15 of the 16 ymm registers), selected once at
+//! run time with `is_x86_feature_detected!`; a portable scalar kernel with the 6x16 packing is the
+//! fallback (other CPUs / architectures). The packing is generic over the tile (MR x NR). Every
+//! kernel sums each element of C over k in the same order (one chain per KC block), so the SIMD
+//! kernels agree bit for bit.
 
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -45,16 +48,25 @@ pub struct MatRef<'a> {
 //   k step does 12 FMAs for 2 loads + 6 broadcasts, well within the 2-3 loads/cycle budget.
 // * KC = 256: one B sliver is KC x NR x 4 B = 16 KiB, half of L1d, leaving room for the A
 //   sliver (6 KiB) and C lines; long enough to amortise loading/storing the C tile.
+//   (The AVX-512 kernel's 32-wide sliver is 32 KiB, within Zen 5's 48 KiB L1d beside its 12 KiB A sliver.)
 // * MC = 144: the packed A block is MC x KC x 4 B = 144 KiB, well inside the 512 KiB L2 with
 //   room for the B sliver stream. (Effective mc is then balanced over the threads.)
-// * NC = 4080: the packed B panel is KC x NC x 4 B ~ 4 MiB, sized for the shared L3; in
+// * NC = 4096: the packed B panel is KC x NC x 4 B = 4 MiB, sized for the shared L3 (a multiple of
+//   every kernel's NR, so that panels split on sliver boundaries); in
 //   practice n <= NC for the model's shapes, so B is packed once per KC step.
 // ---------------------------------------------------------------------------------------------
 const MR: usize = 6;
 const NR: usize = 16;
+/// The AVX-512 kernel's tile rows (its columns are `avx512::NR` = 32).
+#[cfg(target_arch = "x86_64")]
+const MR512: usize = 12;
 const KC: usize = 256;
 const MC: usize = 144;
-const NC: usize = 4080;
+const NC: usize = 4096;
+// Panels and row blocks split on tile boundaries for every kernel.
+const _: () = assert!(NC.is_multiple_of(NR) && MC.is_multiple_of(MR));
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(NC.is_multiple_of(avx512::NR) && MC.is_multiple_of(MR512));
 
 /// Below this many multiply-adds (m*n*k) the direct loop wins: packing/threading overhead dominates.
 const SMALL_WORK: usize = 32 * 32 * 32;
@@ -68,6 +80,9 @@ enum Kernel {
     /// Invariant: only constructed after `is_x86_feature_detected!` confirmed avx2 and fma.
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
+    /// Invariant: only constructed after `is_x86_feature_detected!` confirmed avx512f.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 fn detect_kernel() -> Kernel {
@@ -75,6 +90,9 @@ fn detect_kernel() -> Kernel {
     *KERNEL.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
+            if is_x86_feature_detected!("avx512f") {
+                return Kernel::Avx512;
+            }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 return Kernel::Avx2Fma;
             }
@@ -240,7 +258,7 @@ fn pack_sliver<const W: usize>(
 }
 
 /// Packs rows i0..i0+rows, columns p0..p0+kc of A into consecutive MR-row slivers.
-fn pack_a(dst: &mut [f32], a: MatRef, i0: usize, rows: usize, p0: usize, kc: usize) {
+fn pack_a<const MR: usize>(dst: &mut [f32], a: MatRef, i0: usize, rows: usize, p0: usize, kc: usize) {
     for (s, sliver) in dst.chunks_exact_mut(MR * kc).take(rows.div_ceil(MR)).enumerate() {
         let mr = MR.min(rows - s * MR);
         pack_sliver::<MR>(sliver, a.data, a.rs, a.cs, i0 + s * MR, mr, p0, kc);
@@ -248,14 +266,34 @@ fn pack_a(dst: &mut [f32], a: MatRef, i0: usize, rows: usize, p0: usize, kc: usi
 }
 
 /// Packs one NR-column sliver of B: rows p0..p0+kc, columns j0..j0+NR (clipped to n).
-fn pack_b_sliver(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0: usize, n: usize) {
+fn pack_b_sliver<const NR: usize>(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0: usize, n: usize) {
     pack_sliver::<NR>(dst, b.data, b.cs, b.rs, j0, NR.min(n - j0), p0, kc);
 }
 
 // ------------------------------------------ driver -------------------------------------------
 
+/// The blocked product with `kernel`'s tile.
 #[allow(clippy::too_many_arguments)]
 fn gemm_packed(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => gemm_blocked::<MR512, { avx512::NR }>(kernel, m, n, k, a, b, c, ldc, accumulate),
+        _ => gemm_blocked::<MR, NR>(kernel, m, n, k, a, b, c, ldc, accumulate),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_blocked<const MR: usize, const NR: usize>(
     kernel: Kernel,
     m: usize,
     n: usize,
@@ -291,7 +329,7 @@ fn gemm_packed(
             let acc = accumulate || pc > 0;
 
             let bp = aligned(&mut bbuf, slivers * NR * kc);
-            let pack = |(s, d): (usize, &mut [f32])| pack_b_sliver(d, b, pc, kc, jc + s * NR, n);
+            let pack = |(s, d): (usize, &mut [f32])| pack_b_sliver::<NR>(d, b, pc, kc, jc + s * NR, n);
             if parallel {
                 bp.par_chunks_mut(NR * kc).enumerate().with_min_len(4).for_each(pack);
             } else {
@@ -304,14 +342,14 @@ fn gemm_packed(
                 let rows = mc.min(m - i0);
                 let mut abuf = PACK_A.take();
                 let ap = aligned(&mut abuf, rows.next_multiple_of(MR) * kc);
-                pack_a(ap, a, i0, rows, pc, kc);
+                pack_a::<MR>(ap, a, i0, rows, pc, kc);
                 for (s, bs) in bp.chunks_exact(NR * kc).enumerate() {
                     let j = jc + s * NR;
                     let nr = NR.min(n - j);
                     for (t, as_) in ap.chunks_exact(MR * kc).enumerate() {
                         let mr = MR.min(rows - t * MR);
                         let ct = &mut cb[t * MR * ldc + j..];
-                        micro_tile(kernel, kc, as_, bs, ct, ldc, mr, nr, acc);
+                        micro_tile::<MR, NR>(kernel, kc, as_, bs, ct, ldc, mr, nr, acc);
                     }
                 }
                 PACK_A.set(abuf);
@@ -329,7 +367,7 @@ fn gemm_packed(
 /// C tile (mr x nr valid, row stride ldc) (+)= A sliver (MR x kc) * B sliver (kc x NR).
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn micro_tile(
+fn micro_tile<const MR: usize, const NR: usize>(
     kernel: Kernel,
     kc: usize,
     a: &[f32],
@@ -344,16 +382,34 @@ fn micro_tile(
     assert!(a.len() >= MR * kc && b.len() >= NR * kc);
     assert!((1..=MR).contains(&mr) && (1..=NR).contains(&nr) && c.len() >= (mr - 1) * ldc + nr);
     match kernel {
-        Kernel::Scalar => kernel_scalar(kc, a, b, c, ldc, mr, nr, acc),
+        Kernel::Scalar => kernel_scalar::<MR, NR>(kc, a, b, c, ldc, mr, nr, acc),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Kernel::Avx2Fma is only constructed after runtime detection of avx2 and fma.
-        Kernel::Avx2Fma => unsafe { avx2::kernel_6x16(kc, a, b, c, ldc, mr, nr, acc) },
+        Kernel::Avx2Fma => {
+            assert!(MR == 6 && NR == 16, "the AVX2 kernel packs 6x16 tiles");
+            // SAFETY: Kernel::Avx2Fma is only constructed after runtime detection of avx2 and fma;
+            // the tile is its own (asserted).
+            unsafe { avx2::kernel_6x16(kc, a, b, c, ldc, mr, nr, acc) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => {
+            assert!(NR == avx512::NR, "the AVX-512 kernel packs 32-column tiles");
+            // SAFETY: Kernel::Avx512 is only constructed after runtime detection of avx512f; the
+            // tile's columns are its own (asserted).
+            unsafe { avx512::kernel_x32::<MR>(kc, a, b, c, ldc, mr, nr, acc) }
+        }
     }
 }
 
 /// Writes a computed MR x NR tile into C (only the valid mr x nr part).
 #[inline]
-fn store_tile(t: &[[f32; NR]; MR], c: &mut [f32], ldc: usize, mr: usize, nr: usize, acc: bool) {
+fn store_tile<const MR: usize, const NR: usize>(
+    t: &[[f32; NR]; MR],
+    c: &mut [f32],
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    acc: bool,
+) {
     for (i, trow) in t.iter().enumerate().take(mr) {
         let crow = &mut c[i * ldc..i * ldc + nr];
         if acc {
@@ -366,7 +422,16 @@ fn store_tile(t: &[[f32; NR]; MR], c: &mut [f32], ldc: usize, mr: usize, nr: usi
 
 /// Portable micro-kernel: same packed layout, plain arrays the compiler can vectorise.
 #[allow(clippy::too_many_arguments)]
-fn kernel_scalar(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, mr: usize, nr: usize, acc: bool) {
+fn kernel_scalar<const MR: usize, const NR: usize>(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    acc: bool,
+) {
     let mut t = [[0f32; NR]; MR];
     for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
         for (trow, &ai) in t.iter_mut().zip(ap) {
@@ -380,6 +445,8 @@ fn kernel_scalar(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, mr:
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 #[cfg(test)]
 mod tests;

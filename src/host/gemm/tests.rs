@@ -52,10 +52,17 @@ fn check(path: Path, m: usize, n: usize, k: usize, ta: bool, tb: bool, acc: bool
     }
 }
 
+/// Every path this CPU can run: the AVX2 kernel is also tested where AVX-512 would be picked.
 fn paths() -> Vec<Path> {
     let mut v = vec![Path::Direct, Path::Packed(Kernel::Scalar)];
-    if detect_kernel() != Kernel::Scalar {
-        v.push(Path::Packed(detect_kernel()));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(Path::Packed(Kernel::Avx2Fma));
+        }
+        if detect_kernel() == Kernel::Avx512 {
+            v.push(Path::Packed(Kernel::Avx512));
+        }
     }
     v
 }
@@ -111,6 +118,14 @@ fn block_boundaries() {
         (2 * MC + 5, 2 * NR + 3, 2 * KC + 7),
         (289, 65, 511),
     ];
+    // The same around the AVX-512 tile (12 x 32).
+    #[cfg(target_arch = "x86_64")]
+    let shapes = {
+        let (mr, nr) = (MR512, avx512::NR);
+        let mut v = shapes.to_vec();
+        v.extend([(mr, nr, 1), (mr + 1, nr + 1, 2), (mr - 1, nr - 1, 3), (2 * mr, 2 * nr + 17, KC + 1)]);
+        v
+    };
     for path in paths() {
         for &(m, n, k) in &shapes {
             all_variants(path, m, n, k);
@@ -188,4 +203,24 @@ fn short_slice_panics() {
     let mut c = vec![0f32; 100];
     let v = MatRef { data: &a, rs: 4, cs: 1 };
     sgemm(4, 4, 4, v, v, &mut c, 4, false);
+}
+
+#[test]
+fn simd_kernels_agree_bitwise() {
+    // Both SIMD kernels sum each element over k in one FMA chain per KC block: identical bits.
+    #[cfg(target_arch = "x86_64")]
+    if detect_kernel() == Kernel::Avx512 {
+        let (m, n, k, ldc) = (77, 91, 2 * KC + 33, 95);
+        let mut rng = Rng::new(7);
+        let (ad, bd) = (rng.vec(m * k, -1.0, 1.0), rng.vec(k * n, -1.0, 1.0));
+        let a = MatRef { data: &ad, rs: 1, cs: m };
+        let b = MatRef { data: &bd, rs: n, cs: 1 };
+        let c0 = rng.vec(m * ldc, -1.0, 1.0);
+        for acc in [false, true] {
+            let (mut x, mut y) = (c0.clone(), c0.clone());
+            sgemm_with(Path::Packed(Kernel::Avx2Fma), m, n, k, a, b, &mut x, ldc, acc);
+            sgemm_with(Path::Packed(Kernel::Avx512), m, n, k, a, b, &mut y, ldc, acc);
+            assert!(x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()), "acc={acc}");
+        }
+    }
 }

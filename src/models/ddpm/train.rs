@@ -7,6 +7,7 @@ use super::{Diffusion, Prediction, KIND};
 use crate::checkpoint::Checkpoint;
 use crate::device::{Device, Download};
 use crate::diffusion::{MAX_PERIOD, TIME_SIN_DIM};
+use crate::dist::Share;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::ops::diffusion::{self, QSample, ScheduleTensors};
@@ -135,15 +136,22 @@ impl DiffusionTrainer {
         let vt = (cfg.prediction == Prediction::V).then(|| Tensor::empty(dev, &shape, DType::F32)).transpose()?;
         let u = Tensor::empty(dev, &[b, 1], DType::F32)?;
         let step = crate::ops::optim::step_counter(dev, start_step)?;
+        // The prologue draws the global batch (`--batch`) as one process would; on several ranks (`dist`)
+        // the graph reads this rank's share of its rows.
+        let share = Share::of("train diffusion", s.batch, 1)?;
+        let target_all = vt.as_ref().unwrap_or(&qs.eps).clone();
+        let (xt_l, ts_l, target_l) =
+            (share.local(dev, &qs.xt)?, share.local(dev, &tsin)?, share.local(dev, &target_all)?);
+        let (lab_l, u_l) = (lab.as_ref().map(|l| share.local(dev, l)).transpose()?, share.local(dev, &u)?);
 
         let mut g = Graph::new();
-        let xt = g.input(&qs.xt);
-        let ts = g.input(&tsin);
-        let target = g.input(vt.as_ref().unwrap_or(&qs.eps));
-        let cond = match &lab {
+        let xt = g.input(&xt_l);
+        let ts = g.input(&ts_l);
+        let target = g.input(&target_l);
+        let cond = match &lab_l {
             Some(l) => {
                 let ids = g.input(l);
-                let un = g.input(&u);
+                let un = g.input(&u_l);
                 let keep = g.scalar(Binary::Greater, un, s.p_uncond, false)?;
                 Some((ids, keep))
             }
@@ -180,6 +188,13 @@ impl DiffusionTrainer {
             }
             if lab.is_some() {
                 rng::uniform_step_into(dev, &u, seed_u, rng::step_stride(b), 0.0, 1.0, &sc)?;
+            }
+            share.take(dev, &qs.xt, &xt_l)?;
+            share.take(dev, &tsin, &ts_l)?;
+            share.take(dev, &target_all, &target_l)?;
+            if let (Some(l), Some(ll)) = (&lab, &lab_l) {
+                share.take(dev, l, ll)?;
+                share.take(dev, &u, &u_l)?;
             }
             Ok(())
         })?;

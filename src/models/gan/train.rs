@@ -8,6 +8,7 @@ use super::{Gan, GanConfig, Net, KIND};
 use crate::checkpoint::Checkpoint;
 use crate::data::rows::TrainData;
 use crate::device::{Device, Download};
+use crate::dist::Share;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId};
 use crate::nn::BnMode;
@@ -155,14 +156,18 @@ impl GanTrainer {
                 hint: " (the data's sample shape must be the model's)".into(),
             });
         }
-        let b = s.batch;
+        // On several ranks (`dist`) each graph reads this rank's share (whole packs) of the global batch;
+        // batch norm then normalises over the share (per-rank statistics, docs/distributed.md).
+        let share = Share::of("train gan", s.batch, cfg.pack)?;
+        let b = share.len;
         let data_t = Tensor::from_f32(dev, &data.shape, &data.rows)?;
         let mut bshape = vec![b];
         bshape.extend(&cfg.data_shape);
         let real = Tensor::empty(dev, &bshape, DType::F32)?;
         let z_d = Tensor::empty(dev, &[b, cfg.z_dim], DType::F32)?;
         let z_g = Tensor::empty(dev, &[b, cfg.z_dim], DType::F32)?;
-        let stride = rng::step_stride(b * cfg.z_dim);
+        let (real_all, zd_all, zg_all) = (share.full(dev, &real)?, share.full(dev, &z_d)?, share.full(dev, &z_g)?);
+        let stride = rng::step_stride(s.batch * cfg.z_dim);
         let (seed_rows, seed_zd, seed_zg) = (s.seed ^ 0xda7a_0001, s.seed ^ 0x5eed_00d0, s.seed ^ 0x5eed_0060);
 
         // D step: D(real) → 1, D(G(z)) → 0, G held fixed.
@@ -209,8 +214,10 @@ impl GanTrainer {
             adam(s.lr_d, &s, 0.0, s.d_steps),
             step_d,
             move || {
-                sample::sample_rows_into(dev, &dt, None, seed_rows, &sd, &rl, None)?;
-                rng::normal_step_into(dev, &zd, seed_zd, stride, &sd)
+                sample::sample_rows_into(dev, &dt, None, seed_rows, &sd, &real_all, None)?;
+                rng::normal_step_into(dev, &zd_all, seed_zd, stride, &sd)?;
+                share.take(dev, &real_all, &rl)?;
+                share.take(dev, &zd_all, &zd)
             },
         )?;
 
@@ -224,7 +231,8 @@ impl GanTrainer {
         let (zg, sg) = (z_g.clone(), step_g.clone());
         let g =
             Trainer::with_prologue(dev, gg, loss_g, model.g.params(), adam(s.lr_g, &s, s.ema, 1), step_g, move || {
-                rng::normal_step_into(dev, &zg, seed_zg, stride, &sg)
+                rng::normal_step_into(dev, &zg_all, seed_zg, stride, &sg)?;
+                share.take(dev, &zg_all, &zg)
             })?;
         Ok(GanTrainer { model, d, g, settings: s, _data: data_t })
     }
@@ -262,7 +270,7 @@ impl GanTrainer {
 
     /// Everything a checkpoint holds: both nets, both optimizers (`d.optim.*`, `g.optim.*`), G's EMA
     /// (`g.ema.<parameter name>`) and running statistics.
-    fn state(&self) -> Vec<(String, Tensor)> {
+    pub fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (net, t) in [("d", &self.d), ("g", &self.g)] {
             for (name, tensor) in t.state() {

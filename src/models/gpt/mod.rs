@@ -22,7 +22,7 @@ use block::ResidDropout;
 pub use block::{Attention, Block, Mlp, Rotary};
 pub use eval::Evaluator;
 pub use sample::{pick, SampleSettings, Sampler, MAX_TOKENS};
-pub use train::{GptTrainer, TrainSettings};
+pub use train::{Decay, GptTrainer, OptimSettings, OptimizerChoice, TrainSettings, EMBEDDING_NAMES};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -1,0 +1,126 @@
+// Batched matrix multiply in tile variants: C[b] = alpha * op(A[b]) * op(B[b]) (+ C[b] when accumulate),
+// the same params, bindings, grid and results as matmul_tiled in shaders/matmul.wgsl (src/ops/matmul.rs
+// dispatches either; one CPU twin serves both). A workgroup owns a BM x BN block of C; its
+// (BN/RN) x (BM/RM) threads each accumulate an RM x RN register block; operand tiles BK deep are staged
+// through workgroup memory, k-major. Any M, N, K (loads zero-fill, stores are bounds-checked).
+//
+// The family's own form is 64x64 blocks, 4x4 per thread, depth 16 (matmul_tiled's shape), dispatched on
+// a grid of 64x64 tiles; the variants below change the block (the engine divides that grid by `grid`),
+// the register block and the depth, and `device::tune` times them on the running GPU. Every product
+// sums K in order into one accumulator, as matmul_tiled does.
+
+const BM: u32 = 64u;   // rows of C per workgroup
+const BN: u32 = 64u;   // columns of C per workgroup
+const BK: u32 = 16u;   // depth of one shared-memory step
+const RM: u32 = 4u;    // rows of C per thread
+const RN: u32 = 4u;    // columns of C per thread
+const WX: u32 = BN / RN;
+const WY: u32 = BM / RM;
+const THREADS: u32 = WX * WY;
+//#variant k8 BK=8u
+//#variant k32 BK=32u
+//#variant r8x8 RM=8u RN=8u
+//#variant t128x64 BM=128u RM=8u grid=1,2,1
+//#variant t128x64k32 BM=128u RM=8u BK=32u grid=1,2,1
+//#variant t64x128 BN=128u RN=8u grid=2,1,1
+//#variant t128x128 BM=128u BN=128u RM=8u RN=8u BK=8u grid=2,2,1
+//#variant t128x128k16 BM=128u BN=128u RM=8u RN=8u grid=2,2,1
+
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    trans_a: u32,     // 1: A is stored [K,M]
+    trans_b: u32,     // 1: B is stored [N,K]
+    accumulate: u32,  // 1: C += alpha*A*B; 0: C = alpha*A*B (C is not read)
+    alpha: f32,
+    stride_a: u32,    // elements between batch matrices of A; 0 broadcasts
+    stride_b: u32,
+    stride_c: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: MatmulParams;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+// k-major tiles: ta[kk * BM + i] = op(A)[m0 + i, k0 + kk], tb[kk * BN + j] = op(B)[k0 + kk, n0 + j].
+var<workgroup> ta: array<f32, BK * BM>;
+var<workgroup> tb: array<f32, BK * BN>;
+
+@compute @workgroup_size(WX, WY)
+fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let m0 = wid.y * BM;
+    let n0 = wid.x * BN;
+    let base_a = wid.z * p.stride_a;
+    let base_b = wid.z * p.stride_b;
+    // Element strides of op(A) and op(B) as stored: op(A)[i, kk] = a[base_a + i*sa.x + kk*sa.y].
+    let sa = select(vec2<u32>(p.k, 1u), vec2<u32>(1u, p.m), p.trans_a == 1u);
+    let sb = select(vec2<u32>(p.n, 1u), vec2<u32>(1u, p.k), p.trans_b == 1u);
+    // This thread's block: rows m0 + RM*ty .., columns n0 + RN*tx ...
+    let r0 = RM * lid3.y;
+    let c0 = RN * lid3.x;
+
+    var acc: array<f32, RM * RN>;
+    var bv: array<f32, RN>;
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        // Consecutive threads walk the stored operand's contiguous dimension so global reads coalesce.
+        for (var e = lid; e < BM * BK; e += THREADS) {
+            var i = e / BK;
+            var kk = e % BK;
+            if p.trans_a == 1u {
+                i = e % BM;
+                kk = e / BM;
+            }
+            var v = 0.0;
+            if m0 + i < p.m && k0 + kk < p.k {
+                v = a[base_a + (m0 + i) * sa.x + (k0 + kk) * sa.y];
+            }
+            ta[kk * BM + i] = v;
+        }
+        for (var e = lid; e < BN * BK; e += THREADS) {
+            var j = e % BN;
+            var kb = e / BN;
+            if p.trans_b == 1u {
+                j = e / BK;
+                kb = e % BK;
+            }
+            var w = 0.0;
+            if k0 + kb < p.k && n0 + j < p.n {
+                w = b[base_b + (k0 + kb) * sb.x + (n0 + j) * sb.y];
+            }
+            tb[kb * BN + j] = w;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            for (var q = 0u; q < RN; q++) {
+                bv[q] = tb[kk * BN + c0 + q];
+            }
+            for (var r = 0u; r < RM; r++) {
+                let av = ta[kk * BM + r0 + r];
+                for (var q = 0u; q < RN; q++) {
+                    acc[r * RN + q] += av * bv[q];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+
+    let base_c = wid.z * p.stride_c;
+    for (var r = 0u; r < RM; r++) {
+        let row = m0 + r0 + r;
+        if row >= p.m { break; }
+        for (var q = 0u; q < RN; q++) {
+            let col = n0 + c0 + q;
+            if col >= p.n { break; }
+            let at = base_c + row * p.n + col;
+            // The old C is read only when accumulating: a fresh output may hold anything (even NaN).
+            var old = 0.0;
+            if p.accumulate == 1u { old = c[at]; }
+            c[at] = p.alpha * acc[r * RN + q] + old;
+        }
+    }
+}
