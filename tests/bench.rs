@@ -119,7 +119,7 @@ fn train_entries_report_rates_and_memory() {
     let dev = Device::cpu();
     let entries = bench::train::run(&dev, true, false).unwrap();
     let models: Vec<&str> = entries.iter().map(|e| e["model"].as_str().unwrap()).collect();
-    assert_eq!(models, ["mlp", "gpt", "dcgan", "unet"]);
+    assert_eq!(models, ["mlp", "gpt", "gpt-default", "dcgan", "unet"]);
     for e in &entries {
         for key in ["step_s", "step_min_s", "step_max_s", "steps_per_s", "samples_per_s"] {
             assert!(e[key].as_f64().unwrap() > 0.0, "{key}: {e}");

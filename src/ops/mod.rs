@@ -33,6 +33,7 @@ pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod optim;
+pub mod optim_multi;
 pub mod reduce;
 pub mod rng;
 pub mod rope;

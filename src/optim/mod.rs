@@ -2,6 +2,10 @@
 //! gradient clipping by global norm and a learning-rate `Schedule`, and `Ema`, an exponential moving
 //! average of the weights. Built on the optim kernel family (`ops::optim`, shaders/optim.wgsl).
 //!
+//! Where the device binds enough buffers per kernel (`ops::optim_multi::supported`), the updates, the
+//! clipping sums and the EMA run over up to `kernels::optim::SLOTS` tensors per dispatch, with the same
+//! numbers as one dispatch per tensor.
+//!
 //! Both allocate their state once, in `new`, and issue their work as ordinary eager dispatches, so a
 //! whole training step (forward, backward, `Optimizer::step`) can be recorded once with
 //! `Device::capture` and replayed every step: what changes from step to step (the step counter that
@@ -31,6 +35,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::layout;
 use crate::ops::optim::{self as k, AdamConfig, SgdConfig};
+use crate::ops::optim_multi as multi;
 use crate::tensor::{DType, Tensor};
 
 pub use crate::ops::optim::Schedule;
@@ -134,6 +139,8 @@ pub struct Optimizer {
     partials: Tensor,
     slots: Vec<usize>,
     n_partials: usize,
+    /// Multi-tensor kernels (the device binds enough buffers per kernel).
+    multi: bool,
 }
 
 impl std::fmt::Debug for Optimizer {
@@ -238,6 +245,7 @@ impl Optimizer {
             partials,
             slots,
             n_partials,
+            multi: multi::supported(dev),
         })
     }
 
@@ -379,6 +387,9 @@ impl Optimizer {
             self.sumsq(dev, grads)?;
             k::clip_scale(dev, &self.partials, self.n_partials, max_norm, &self.clip)?;
         }
+        if self.multi {
+            return self.update_multi(dev, params, grads);
+        }
         for ((p, g), s) in params.iter().zip(grads).zip(&self.state) {
             match (&self.rule, s) {
                 (Rule::Sgd(c), State::Sgd(m)) => k::sgd(
@@ -400,7 +411,44 @@ impl Optimizer {
         Ok(())
     }
 
+    /// The updates, `SLOTS` tensors per dispatch.
+    fn update_multi(&self, dev: &Device, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
+        let n = crate::kernels::optim::SLOTS;
+        for ((p, g), st) in params.chunks(n).zip(grads.chunks(n)).zip(self.state.chunks(n)) {
+            match &self.rule {
+                Rule::Sgd(c) => {
+                    let moms: Vec<&Tensor> = st
+                        .iter()
+                        .filter_map(|s| match s {
+                            State::Sgd(m) => m.as_ref(),
+                            State::Adam { .. } => None,
+                        })
+                        .collect();
+                    multi::sgd_multi(dev, &self.schedule, c, p, g, &moms, &self.step, &self.clip)?
+                }
+                Rule::Adam(c) => {
+                    let (ms, vs): (Vec<&Tensor>, Vec<&Tensor>) = st
+                        .iter()
+                        .filter_map(|s| match s {
+                            State::Adam { m, v } => Some((m, v)),
+                            State::Sgd(_) => None,
+                        })
+                        .unzip();
+                    multi::adam_multi(dev, &self.schedule, c, p, g, &ms, &vs, &self.step, &self.clip)?
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn sumsq(&self, dev: &Device, grads: &[&Tensor]) -> Result<()> {
+        if self.multi {
+            let n = crate::kernels::optim::SLOTS;
+            for (g, slots) in grads.chunks(n).zip(self.slots.chunks(n)) {
+                multi::sumsq_multi(dev, g, slots, &self.partials)?;
+            }
+            return Ok(());
+        }
         for (g, &slot) in grads.iter().zip(&self.slots) {
             k::sumsq_partial(dev, g, &self.partials, slot)?;
         }
@@ -437,7 +485,7 @@ impl Optimizer {
         k::advance_step(dev, &self.step, 1)
     }
 
-    /// One optimizer step: clipping kernels (if on), one update per tensor, then the step counter's
+    /// One optimizer step: clipping kernels (if on), the updates, then the step counter's
     /// increment. Eager dispatches: record it inside `Device::capture` to replay it every step.
     pub fn step(&self, dev: &Device, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
         self.update(dev, params, grads)?;
@@ -453,6 +501,8 @@ pub struct Ema {
     decay: f32,
     warmup: bool,
     avg: Vec<Tensor>,
+    /// Multi-tensor kernels (see `Optimizer`).
+    multi: bool,
 }
 
 impl std::fmt::Debug for Ema {
@@ -476,7 +526,7 @@ impl Ema {
                 layout::copy(dev, p)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Ema { decay, warmup, avg })
+        Ok(Ema { decay, warmup, avg, multi: multi::supported(dev) })
     }
 
     /// One update of every average from `params`; `step` is the step counter (`Optimizer::step_tensor`).
@@ -486,6 +536,14 @@ impl Ema {
                 "Ema::update",
                 format!("the average was made for {} tensors, got {}", self.avg.len(), params.len()),
             ));
+        }
+        if self.multi {
+            let n = crate::kernels::optim::SLOTS;
+            for (a, p) in self.avg.chunks(n).zip(params.chunks(n)) {
+                let a: Vec<&Tensor> = a.iter().collect();
+                multi::ema_multi(dev, &a, p, step, self.decay, self.warmup)?;
+            }
+            return Ok(());
         }
         for (a, p) in self.avg.iter().zip(params) {
             k::ema(dev, a, p, step, self.decay, self.warmup)?;

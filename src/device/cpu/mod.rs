@@ -21,6 +21,7 @@ pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod optim;
+pub mod optim_multi;
 pub mod reduce;
 pub mod rng;
 pub mod rope;
@@ -90,6 +91,10 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("optim", "clip_scale") => optim::clip_scale,
         ("optim", "ema") => optim::ema,
         ("optim", "guard_finite") => optim::guard_finite,
+        ("optim", "adam_multi") => optim_multi::adam_multi,
+        ("optim", "sgd_multi") => optim_multi::sgd_multi,
+        ("optim", "ema_multi") => optim_multi::ema_multi,
+        ("optim", "sumsq_multi") => optim_multi::sumsq_multi,
         ("reduce", "reduce_rows") => reduce::reduce_rows,
         ("reduce", "reduce_strided") => reduce::reduce_strided,
         ("rng", "bits") => rng::bits,
