@@ -194,6 +194,15 @@ fn grad_transformer_ops() {
         let table = g.constant(&Tensor::from_f32(d, &[4, 2, 2], &table)?);
         g.rope(p[0], table, 2)
     });
+    // QK norm on qkv [B=2, T=3, 3·C] with 2 heads of size 4, with rotary positions and without.
+    check("qk_norm (rope)", &[&[2, 3, 24], &[4], &[4], &[4], &[4]], -1.0, 1.0, |g, p, d| {
+        let table = tigel::ops::rope::rope_table(4, 4, 10_000.0);
+        let table = g.constant(&Tensor::from_f32(d, &[4, 2, 2], &table)?);
+        g.qk_norm(p[0], [p[1], p[2], p[3], p[4]], Some(table), 2, 1e-5)
+    });
+    check("qk_norm", &[&[2, 3, 18], &[3], &[3], &[3], &[3]], -1.0, 1.0, |g, p, _| {
+        g.qk_norm(p[0], [p[1], p[2], p[3], p[4]], None, 2, 1e-5)
+    });
     // Ids repeat (4 twice, 0 twice) and skip rows (3), so the scatter-add sums and leaves zeros.
     check("embedding", &[&[5, 4]], -1.0, 1.0, |g, p, d| {
         let ids = g.input(&Tensor::from_u32(d, &[2, 3], &[0, 4, 4, 1, 0, 2])?);

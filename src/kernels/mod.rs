@@ -23,6 +23,7 @@ pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod optim;
+pub mod qknorm;
 pub mod reduce;
 pub mod rng;
 pub mod rope;
@@ -219,6 +220,9 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &rng::UNIFORM_STEP,
     &rng::NORMAL_STEP,
     &rope::ROPE_QKV,
+    &qknorm::QK_NORM_FWD,
+    &qknorm::QK_NORM_BWD_DX,
+    &qknorm::QK_NORM_BWD_PARAMS,
     &sample::GATHER_ROWS,
     &sample::GATHER_LABELS,
     &softmax::SOFTMAX_ROWS,

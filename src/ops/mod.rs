@@ -34,6 +34,7 @@ pub mod matmul;
 pub mod norm;
 pub mod optim;
 pub mod optim_multi;
+pub mod qknorm;
 pub mod reduce;
 pub mod rng;
 pub mod rope;

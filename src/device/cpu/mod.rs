@@ -22,6 +22,7 @@ pub mod matmul;
 pub mod norm;
 pub mod optim;
 pub mod optim_multi;
+pub mod qknorm;
 pub mod reduce;
 pub mod rng;
 pub mod rope;
@@ -104,6 +105,9 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("rng", "uniform_step") => rng::uniform_step,
         ("rng", "normal_step") => rng::normal_step,
         ("rope", "rope_qkv") => rope::rope_qkv,
+        ("qknorm", "qk_norm_fwd") => qknorm::qk_norm_fwd,
+        ("qknorm", "qk_norm_bwd_dx") => qknorm::qk_norm_bwd_dx,
+        ("qknorm", "qk_norm_bwd_params") => qknorm::qk_norm_bwd_params,
         ("sample", "gather_rows") => sample::gather_rows,
         ("sample", "gather_labels") => sample::gather_labels,
         ("softmax", "softmax_rows") => softmax::softmax_rows,

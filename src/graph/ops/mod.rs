@@ -17,6 +17,7 @@ pub mod layout;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod qknorm;
 pub mod reduce;
 pub mod rope;
 pub mod softmax;

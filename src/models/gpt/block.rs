@@ -77,28 +77,22 @@ impl Attention {
         })
     }
 
-    /// q or k [B, T, C] layer-normalised over each head's values.
-    fn normalise(&self, g: &mut Graph, x: NodeId, norm: &LayerNorm, (b, t): (usize, usize)) -> Result<NodeId> {
-        let c = g.shape(x)[2];
-        let x = g.reshape(x, &[b * t * self.heads, c / self.heads])?;
-        let x = norm.forward(g, x)?;
-        g.reshape(x, &[b, t, c])
-    }
-
-    /// x [B·T, C] → proj(attention(q, k, v)) [B·T, C], for sequences of length `t`.
+    /// x [B·T, C] → proj(attention(q, k, v)) [B·T, C], for sequences of length `t`. QK norm and rotary
+    /// positions run as one fused op on the packed projection (`Graph::qk_norm`): the same numbers as
+    /// slicing q and k out, normalising each head, concatenating and rotating, in one dispatch.
     pub fn forward(&self, g: &mut Graph, x: NodeId, b: usize, t: usize, rope: Option<&Rotary>) -> Result<NodeId> {
         let c = g.shape(x)[1];
         let qkv = self.qkv.forward(g, x)?;
         let mut qkv = g.reshape(qkv, &[b, t, 3 * c])?;
-        if let Some((qn, kn)) = &self.qk_norm {
-            let (q, k, v) = (g.slice(qkv, 2, 0, c)?, g.slice(qkv, 2, c, c)?, g.slice(qkv, 2, 2 * c, c)?);
-            let q = self.normalise(g, q, qn, (b, t))?;
-            let k = self.normalise(g, k, kn, (b, t))?;
-            qkv = g.concat(&[q, k, v], 2)?;
-        }
-        if let Some(r) = rope {
-            let table = g.constant(&r.table);
-            qkv = g.rope(qkv, table, self.heads)?;
+        let table = rope.map(|r| g.constant(&r.table));
+        match (&self.qk_norm, table) {
+            (Some((qn, kn)), table) => {
+                let p = |g: &mut Graph, n: &LayerNorm| (g.param(&n.gamma.tensor), g.param(&n.beta.tensor));
+                let ((gq, bq), (gk, bk)) = (p(g, qn), p(g, kn));
+                qkv = g.qk_norm(qkv, [gq, bq, gk, bk], table, self.heads, qn.eps)?;
+            }
+            (None, Some(table)) => qkv = g.rope(qkv, table, self.heads)?,
+            (None, None) => {}
         }
         let a = g.attention(qkv, self.heads, true)?;
         let a = g.reshape(a, &[b * t, c])?;
