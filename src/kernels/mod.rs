@@ -18,6 +18,7 @@ pub mod diffusion;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
+pub mod gated;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
@@ -220,6 +221,8 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &rng::UNIFORM_STEP,
     &rng::NORMAL_STEP,
     &rope::ROPE_QKV,
+    &gated::SILU_GATE_FWD,
+    &gated::SILU_GATE_BWD,
     &qknorm::QK_NORM_FWD,
     &qknorm::QK_NORM_BWD_DX,
     &qknorm::QK_NORM_BWD_PARAMS,

@@ -28,6 +28,7 @@ pub mod diffusion;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
+pub mod gated;
 pub mod layout;
 pub mod loss;
 pub mod matmul;

@@ -16,6 +16,7 @@ pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
 pub mod fastmath;
+pub mod gated;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
@@ -105,6 +106,8 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("rng", "uniform_step") => rng::uniform_step,
         ("rng", "normal_step") => rng::normal_step,
         ("rope", "rope_qkv") => rope::rope_qkv,
+        ("gated", "silu_gate_fwd") => gated::silu_gate_fwd,
+        ("gated", "silu_gate_bwd") => gated::silu_gate_bwd,
         ("qknorm", "qk_norm_fwd") => qknorm::qk_norm_fwd,
         ("qknorm", "qk_norm_bwd_dx") => qknorm::qk_norm_bwd_dx,
         ("qknorm", "qk_norm_bwd_params") => qknorm::qk_norm_bwd_params,

@@ -13,6 +13,7 @@ pub mod conv;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
+pub mod gated;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
@@ -60,6 +61,19 @@ pub trait OpDef: std::fmt::Debug + Send + Sync {
         Err(Error::invalid("backward", format!("the second derivative through {} is not implemented", self.name())))
     }
 
+    /// A variant of this op that adds one more input, appended last, to its result, reusing that input's
+    /// buffer for the output (so the input must be used nowhere else). Autodiff folds a gradient sum
+    /// into the op that makes its newer term this way (`Graph::backward`); None: the op has none.
+    fn accumulating(&self) -> Option<std::sync::Arc<dyn OpDef>> {
+        None
+    }
+
+    /// True for ops that only pass on another node's second output (`Output`): they read no value of
+    /// their input node, so folding work into that node leaves them valid.
+    fn reads_second_output(&self) -> bool {
+        false
+    }
+
     /// The op in f64 on host values, written plainly (the gradient checks' oracle).
     fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
         let _ = (x, shape);
@@ -85,6 +99,9 @@ impl OpDef for Output {
     }
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
         single(f.aux[0][self.0 - 1].clone())
+    }
+    fn reads_second_output(&self) -> bool {
+        true
     }
 }
 
