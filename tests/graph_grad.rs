@@ -204,6 +204,12 @@ fn grad_transformer_ops() {
         let y = g.add(y, x5)?;
         g.mul(y, y)
     });
+    // The fused residual norm: both outputs used, so x and a get the add's and the norm's gradients.
+    check("add_layer_norm", &[&[5, 7], &[5, 7], &[7], &[7]], -1.0, 1.0, |g, p, _| {
+        let (s, y) = g.add_layer_norm(p[0], p[1], p[2], p[3], 1e-5)?;
+        let ss = g.mul(s, s)?;
+        g.add(y, ss)
+    });
     check("silu_gate", &[&[3, 5], &[3, 5]], -3.0, 3.0, |g, p, _| g.silu_gate(p[0], p[1]));
     // QK norm on qkv [B=2, T=3, 3·C] with 2 heads of size 4, with rotary positions and without.
     check("qk_norm (rope)", &[&[2, 3, 24], &[4], &[4], &[4], &[4]], -1.0, 1.0, |g, p, d| {

@@ -26,6 +26,7 @@ pub mod norm;
 pub mod optim;
 pub mod qknorm;
 pub mod reduce;
+pub mod resnorm;
 pub mod rng;
 pub mod rope;
 pub mod sample;
@@ -223,6 +224,8 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &rope::ROPE_QKV,
     &gated::SILU_GATE_FWD,
     &gated::SILU_GATE_BWD,
+    &resnorm::ADD_LAYER_NORM_FWD,
+    &resnorm::LAYER_NORM_BWD_FUSED,
     &qknorm::QK_NORM_FWD,
     &qknorm::QK_NORM_BWD_DX,
     &qknorm::QK_NORM_BWD_PARAMS,

@@ -37,6 +37,7 @@ pub mod optim;
 pub mod optim_multi;
 pub mod qknorm;
 pub mod reduce;
+pub mod resnorm;
 pub mod rng;
 pub mod rope;
 pub mod sample;

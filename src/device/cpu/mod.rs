@@ -25,6 +25,7 @@ pub mod optim;
 pub mod optim_multi;
 pub mod qknorm;
 pub mod reduce;
+pub mod resnorm;
 pub mod rng;
 pub mod rope;
 pub mod sample;
@@ -108,6 +109,8 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("rope", "rope_qkv") => rope::rope_qkv,
         ("gated", "silu_gate_fwd") => gated::silu_gate_fwd,
         ("gated", "silu_gate_bwd") => gated::silu_gate_bwd,
+        ("resnorm", "add_layer_norm_fwd") => resnorm::add_layer_norm_fwd,
+        ("resnorm", "layer_norm_bwd_fused") => resnorm::layer_norm_bwd_fused,
         ("qknorm", "qk_norm_fwd") => qknorm::qk_norm_fwd,
         ("qknorm", "qk_norm_bwd_dx") => qknorm::qk_norm_bwd_dx,
         ("qknorm", "qk_norm_bwd_params") => qknorm::qk_norm_bwd_params,

@@ -51,8 +51,8 @@ impl OpDef for Matmul {
             if o.trans_b { g.matmul(gy, a, opts(true, o.trans_a))? } else { g.matmul(a, gy, opts(!o.trans_a, false))? };
         Ok(vec![Some(g.reduce_batch(ga, &sa)?), Some(g.reduce_batch(gb, &sb)?)])
     }
-    fn accumulating(&self) -> Option<std::sync::Arc<dyn OpDef>> {
-        Some(std::sync::Arc::new(MatmulAcc(self.0)))
+    fn accumulating(&self) -> Option<super::Accumulating> {
+        Some(super::Accumulating { def: std::sync::Arc::new(MatmulAcc(self.0)), in_place: true })
     }
     fn reference(&self, x: &[&Value], _: &[usize]) -> Result<Value> {
         Ok(matmul_f64(x[0], x[1], self.0.trans_a, self.0.trans_b, self.0.alpha as f64))

@@ -20,6 +20,7 @@ pub mod matmul;
 pub mod norm;
 pub mod qknorm;
 pub mod reduce;
+pub mod resnorm;
 pub mod rope;
 pub mod softmax;
 
@@ -61,10 +62,10 @@ pub trait OpDef: std::fmt::Debug + Send + Sync {
         Err(Error::invalid("backward", format!("the second derivative through {} is not implemented", self.name())))
     }
 
-    /// A variant of this op that adds one more input, appended last, to its result, reusing that input's
-    /// buffer for the output (so the input must be used nowhere else). Autodiff folds a gradient sum
-    /// into the op that makes its newer term this way (`Graph::backward`); None: the op has none.
-    fn accumulating(&self) -> Option<std::sync::Arc<dyn OpDef>> {
+    /// A variant of this op that adds one more input, appended last, to its result. Autodiff folds a
+    /// gradient sum into the op that makes its newer term this way (`Graph::backward`); None: the op
+    /// has none.
+    fn accumulating(&self) -> Option<Accumulating> {
         None
     }
 
@@ -82,6 +83,15 @@ pub trait OpDef: std::fmt::Debug + Send + Sync {
             format!("{} has no f64 reference: gradient checks differentiate the forward", self.name()),
         ))
     }
+}
+
+/// An op's accumulating variant (`OpDef::accumulating`).
+pub struct Accumulating {
+    /// The variant: the op's inputs plus the term to add, last.
+    pub def: std::sync::Arc<dyn OpDef>,
+    /// It adds into the term's own buffer and returns it (so the term must be used nowhere else), rather
+    /// than reading it into a fresh output.
+    pub in_place: bool,
 }
 
 /// One output value from a forward with no second outputs.

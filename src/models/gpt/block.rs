@@ -180,23 +180,26 @@ impl Block {
         })
     }
 
-    /// x [B·T, C] through the block; block `i` uses dropout sites 2i+1 and 2i+2.
+    /// The residual stream x [B·T, C] and h = LN1(x) through the block: x += attn(h); x += mlp(LN2(x)).
+    /// Returns x and `next`(x), `next` being the norm that reads the stream after the block (the next
+    /// block's LN1, or the final norm): each residual add runs fused with the norm that reads its sum
+    /// (`Graph::add_layer_norm`). Block `i` uses dropout sites 2i+1 and 2i+2.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward(
         &self,
         g: &mut Graph,
-        x: NodeId,
+        (x, h): (NodeId, NodeId),
         (b, t): (usize, usize),
         (i, rope): (usize, Option<&Rotary>),
         drop: &ResidDropout,
-    ) -> Result<NodeId> {
-        let h = self.ln1.forward(g, x)?;
+        next: &LayerNorm,
+    ) -> Result<(NodeId, NodeId)> {
         let a = self.attn.forward(g, h, b, t, rope)?;
         let a = drop.apply(g, a, 2 * i as u64 + 1)?;
-        let x = g.add(x, a)?;
-        let h = self.ln2.forward(g, x)?;
+        let (x, h) = add_norm(g, &self.ln2, x, a)?;
         let m = self.mlp.forward(g, h)?;
         let m = drop.apply(g, m, 2 * i as u64 + 2)?;
-        g.add(x, m)
+        add_norm(g, next, x, m)
     }
 
     /// The block's parameters, in checkpoint order (the old model's order when no option is on).
@@ -207,4 +210,10 @@ impl Block {
         v.extend(self.mlp.params());
         v
     }
+}
+
+/// (x + a, norm(x + a)) in one fused op.
+pub(super) fn add_norm(g: &mut Graph, norm: &LayerNorm, x: NodeId, a: NodeId) -> Result<(NodeId, NodeId)> {
+    let (gamma, beta) = (g.param(&norm.gamma.tensor), g.param(&norm.beta.tensor));
+    g.add_layer_norm(x, a, gamma, beta, norm.eps)
 }
