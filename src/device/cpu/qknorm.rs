@@ -141,42 +141,45 @@ fn tree_sum(red: &mut [f32; WG]) -> f32 {
     red[0]
 }
 
-/// Bindings: params, x, stats, table, dy (read), dgq, dbq, dgk, dbk (read_write).
+/// Bindings: params, x, stats, table, dy (read), dgq, dbq, dgk, dbk (read_write). Head row i (row r,
+/// head h, i = r · heads + h) goes to lane i mod 256, as the shader's threads stride over them; each lane
+/// keeps every column's partials (for q and k), then each column's lanes are added as the shader's tree.
 pub fn qk_norm_bwd_params(args: &mut CpuArgs) {
     let qp: QkNormParams = args.params();
     let dm = dims(&qp);
     let (x, stats, table, dy) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3));
-    let w = 3 * dm.heads * dm.d;
-    let n = dm.rows * dm.heads;
-    // Column (which, j) as the shader's workgroup w = which · D + j computes it.
-    let sums: Vec<(f32, f32)> = (0..2 * dm.d)
+    let (w, d, n) = (3 * dm.heads * dm.d, dm.d, dm.rows * dm.heads);
+    // lanes[l] = [dγ_q | dβ_q | dγ_k | dβ_k] partials, D each.
+    let lanes: Vec<Vec<f32>> = (0..WG)
         .into_par_iter()
-        .map(|col| {
-            let (which, j) = (col / dm.d, col % dm.d);
-            let (mut dg, mut db) = ([0f32; WG], [0f32; WG]);
-            for lid in 0..WG.min(n) {
-                let (mut a, mut b) = (0f32, 0f32);
-                for i in (lid..n).step_by(WG) {
-                    let (r, h) = (i / dm.heads, i % dm.heads);
+        .map(|lane| {
+            let mut acc = vec![0f32; 4 * d];
+            for i in (lane..n).step_by(WG) {
+                let (r, h) = (i / dm.heads, i % dm.heads);
+                for which in 0..2 {
                     let s = which * dm.heads + h;
-                    let at = r * w + s * dm.d;
+                    let at = r * w + s * d;
                     let st = (r * 2 * dm.heads + s) * 2;
-                    let dn = dn_of(&dy[at..at + dm.d], table, &dm, r % dm.t, j);
-                    a += dn * ((x[at + j] - stats[st]) * stats[st + 1]);
-                    b += dn;
+                    let (mean, rstd) = (stats[st], stats[st + 1]);
+                    let (dyh, xh) = (&dy[at..at + d], &x[at..at + d]);
+                    let part = &mut acc[2 * which * d..2 * (which + 1) * d];
+                    for j in 0..d {
+                        let dn = dn_of(dyh, table, &dm, r % dm.t, j);
+                        part[j] += dn * ((xh[j] - mean) * rstd);
+                        part[d + j] += dn;
+                    }
                 }
-                dg[lid] = a;
-                db[lid] = b;
             }
-            (tree_sum(&mut dg), tree_sum(&mut db))
+            acc
         })
         .collect();
-    let d = dm.d;
-    for (k, out) in [(0usize, 0usize), (0, 1), (1, 0), (1, 1)].iter().enumerate() {
-        let o = &mut args.f32_out(k)[..d];
-        for (j, v) in o.iter_mut().enumerate() {
-            let (g, b) = sums[out.0 * d + j];
-            *v = if out.1 == 0 { g } else { b };
+    for (k, o) in (0..4).map(|k| (k, args.f32_out(k))).collect::<Vec<_>>() {
+        for (j, v) in o[..d].iter_mut().enumerate() {
+            let mut red = [0f32; WG];
+            for (l, r) in red.iter_mut().enumerate() {
+                *r = lanes[l][k * d + j];
+            }
+            *v = tree_sum(&mut red);
         }
     }
 }
