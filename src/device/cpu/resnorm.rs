@@ -69,7 +69,7 @@ pub fn layer_norm_bwd_fused(args: &mut CpuArgs) {
         let r = args.f32_in(4);
         par_chunks(&mut dx[..n * c], |st, ch| {
             for (k, o) in ch.iter_mut().enumerate() {
-                *o = r[st + k] + *o;
+                *o += r[st + k];
             }
         });
     }
