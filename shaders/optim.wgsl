@@ -106,21 +106,34 @@ fn sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let i = flat_id(wid, nwg, lid, WG);
     if i >= sp.n { return; }
     let lr = schedule_lr_of(sp.sched, sgd_step[0]);
-    let p = sgd_param[i];
-    var g = sgd_grad[i] * sgd_clip[0];
-    if sp.weight_decay != 0.0 {
-        g = g + sp.weight_decay * p;
-    }
+    var b = 0.0;
     if sp.momentum != 0.0 {
-        let b = sp.momentum * sgd_mom[i] + (1.0 - sp.dampening) * g;
-        sgd_mom[i] = b;
-        if sp.nesterov == 1u {
-            g = g + sp.momentum * b;
+        b = sgd_mom[i];
+    }
+    let r = sgd_update(sp, lr, sgd_param[i], sgd_grad[i] * sgd_clip[0], b);
+    if sp.momentum != 0.0 {
+        sgd_mom[i] = r.y;
+    }
+    sgd_param[i] = r.x;
+}
+
+// One element's SGD update from p, its clipped gradient g and its momentum b (ignored without momentum):
+// returns (p', b'). Shared by `sgd` and `sgd_multi`.
+fn sgd_update(c: SgdParams, lr: f32, p: f32, g0: f32, b0: f32) -> vec2<f32> {
+    var g = g0;
+    if c.weight_decay != 0.0 {
+        g = g + c.weight_decay * p;
+    }
+    var b = b0;
+    if c.momentum != 0.0 {
+        b = c.momentum * b0 + (1.0 - c.dampening) * g;
+        if c.nesterov == 1u {
+            g = g + c.momentum * b;
         } else {
             g = b;
         }
     }
-    sgd_param[i] = p - lr * g;
+    return vec2<f32>(p - lr * g, b);
 }
 
 // ---- Adam / AdamW ----
@@ -151,21 +164,28 @@ fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let t = f32(s + 1u);
     let bc1 = bias_correction(ap.beta1, t);
     let bc2 = bias_correction(ap.beta2, t);
-    var p = adam_param[i];
-    var g = adam_grad[i] * adam_clip[0];
-    if ap.weight_decay != 0.0 {
-        if ap.decoupled == 1u {
-            p = p * (1.0 - lr * ap.weight_decay);
+    let r = adam_update(ap, lr, bc1, bc2, adam_param[i], adam_grad[i] * adam_clip[0], adam_m[i], adam_v[i]);
+    adam_param[i] = r.x;
+    adam_m[i] = r.y;
+    adam_v[i] = r.z;
+}
+
+// One element's Adam/AdamW update from its parameter p, its clipped gradient g and its moments m, v:
+// returns (p', m', v'). Shared by `adam` and `adam_multi`, so both compute the same numbers.
+fn adam_update(a: AdamParams, lr: f32, bc1: f32, bc2: f32, p0: f32, g0: f32, m0: f32, v0: f32) -> vec3<f32> {
+    var p = p0;
+    var g = g0;
+    if a.weight_decay != 0.0 {
+        if a.decoupled == 1u {
+            p = p * (1.0 - lr * a.weight_decay);
         } else {
-            g = g + ap.weight_decay * p;
+            g = g + a.weight_decay * p;
         }
     }
-    let m = ap.beta1 * adam_m[i] + (1.0 - ap.beta1) * g;
-    let v = ap.beta2 * adam_v[i] + (1.0 - ap.beta2) * g * g;
-    adam_m[i] = m;
-    adam_v[i] = v;
-    let denom = sqrt(v) / sqrt(bc2) + ap.eps;
-    adam_param[i] = p - (lr / bc1) * (m / denom);
+    let m = a.beta1 * m0 + (1.0 - a.beta1) * g;
+    let v = a.beta2 * v0 + (1.0 - a.beta2) * g * g;
+    let denom = sqrt(v) / sqrt(bc2) + a.eps;
+    return vec3<f32>(p - (lr / bc1) * (m / denom), m, v);
 }
 
 // ---- gradient clipping by global norm ----
@@ -282,10 +302,288 @@ fn ema(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
        @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
     if i >= ep.n { return; }
-    var d = ep.decay;
-    if ep.warmup == 1u {
-        let s = ema_step[0];
+    let d = ema_decay(ep, ema_step[0]);
+    ema_avg[i] = d * ema_avg[i] + (1.0 - d) * ema_param[i];
+}
+
+// The decay of step s: the configured one, or with warmup min(decay, (1 + s) / (10 + s)).
+fn ema_decay(c: EmaParams, s: u32) -> f32 {
+    var d = c.decay;
+    if c.warmup == 1u {
         d = min(d, f32(1u + s) / f32(10u + s));
     }
-    ema_avg[i] = d * ema_avg[i] + (1.0 - d) * ema_param[i];
+    return d;
+}
+
+// ---- multi-tensor kernels: up to SLOTS tensors per dispatch ----
+//
+// The same updates and sums as the one-tensor kernels above, over up to SLOTS tensors bound side by side,
+// so an optimizer step over many tensors costs a few dispatches instead of several per tensor. Slot k
+// covers global indices [start[k], start[k] + n[k]) (elements for the updates, workgroups for
+// `sumsq_multi`); starts are multiples of WG, so each workgroup serves one slot, and an unused slot has
+// n = 0 and start = total. Each element computes exactly what the one-tensor kernel computes for it.
+
+const SLOTS: u32 = 7u;
+
+struct AdamMultiParams {
+    a: AdamParams,                // `n` unused: each slot has its own
+    n: array<vec4<u32>, 2>,       // elements of slot k's tensor
+    start: array<vec4<u32>, 2>,   // first global element of slot k
+    total: u32,                   // global elements, padding included
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+struct SgdMultiParams {
+    s: SgdParams,                 // `n` unused
+    n: array<vec4<u32>, 2>,
+    start: array<vec4<u32>, 2>,
+    total: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+struct EmaMultiParams {
+    e: EmaParams,                 // `n` unused
+    n: array<vec4<u32>, 2>,
+    start: array<vec4<u32>, 2>,
+    total: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+struct SumsqMultiParams {
+    n: array<vec4<u32>, 2>,       // elements of slot k's tensor
+    start: array<vec4<u32>, 2>,   // first global workgroup of slot k
+    chunk: array<vec4<u32>, 2>,   // elements per workgroup of slot k
+    slot: array<vec4<u32>, 2>,    // first partial slot of slot k's tensor
+    total: u32,                   // global workgroups
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// The slot of global index i: how many of the slots 1.. start at or before i (starts never decrease).
+fn slot_of(s: array<vec4<u32>, 2>, i: u32) -> u32 {
+    return select(0u, 1u, i >= s[0].y) + select(0u, 1u, i >= s[0].z) + select(0u, 1u, i >= s[0].w)
+        + select(0u, 1u, i >= s[1].x) + select(0u, 1u, i >= s[1].y) + select(0u, 1u, i >= s[1].z);
+}
+
+fn at(v: array<vec4<u32>, 2>, k: u32) -> u32 {
+    return select(v[1][k & 3u], v[0][k & 3u], k < 4u);
+}
+
+@group(0) @binding(0) var<uniform> amp: AdamMultiParams;
+@group(0) @binding(1) var<storage, read_write> am_p0: array<f32>;
+@group(0) @binding(2) var<storage, read> am_g0: array<f32>;
+@group(0) @binding(3) var<storage, read_write> am_m0: array<f32>;
+@group(0) @binding(4) var<storage, read_write> am_v0: array<f32>;
+@group(0) @binding(5) var<storage, read_write> am_p1: array<f32>;
+@group(0) @binding(6) var<storage, read> am_g1: array<f32>;
+@group(0) @binding(7) var<storage, read_write> am_m1: array<f32>;
+@group(0) @binding(8) var<storage, read_write> am_v1: array<f32>;
+@group(0) @binding(9) var<storage, read_write> am_p2: array<f32>;
+@group(0) @binding(10) var<storage, read> am_g2: array<f32>;
+@group(0) @binding(11) var<storage, read_write> am_m2: array<f32>;
+@group(0) @binding(12) var<storage, read_write> am_v2: array<f32>;
+@group(0) @binding(13) var<storage, read_write> am_p3: array<f32>;
+@group(0) @binding(14) var<storage, read> am_g3: array<f32>;
+@group(0) @binding(15) var<storage, read_write> am_m3: array<f32>;
+@group(0) @binding(16) var<storage, read_write> am_v3: array<f32>;
+@group(0) @binding(17) var<storage, read_write> am_p4: array<f32>;
+@group(0) @binding(18) var<storage, read> am_g4: array<f32>;
+@group(0) @binding(19) var<storage, read_write> am_m4: array<f32>;
+@group(0) @binding(20) var<storage, read_write> am_v4: array<f32>;
+@group(0) @binding(21) var<storage, read_write> am_p5: array<f32>;
+@group(0) @binding(22) var<storage, read> am_g5: array<f32>;
+@group(0) @binding(23) var<storage, read_write> am_m5: array<f32>;
+@group(0) @binding(24) var<storage, read_write> am_v5: array<f32>;
+@group(0) @binding(25) var<storage, read_write> am_p6: array<f32>;
+@group(0) @binding(26) var<storage, read> am_g6: array<f32>;
+@group(0) @binding(27) var<storage, read_write> am_m6: array<f32>;
+@group(0) @binding(28) var<storage, read_write> am_v6: array<f32>;
+@group(0) @binding(29) var<storage, read> am_step: array<u32>;
+@group(0) @binding(30) var<storage, read> am_clip: array<f32>;
+
+@compute @workgroup_size(256)
+fn adam_multi(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= amp.total { return; }
+    let k = slot_of(amp.start, i);
+    let j = i - at(amp.start, k);
+    if j >= at(amp.n, k) { return; }
+    let s = am_step[0];
+    let lr = schedule_lr_of(amp.a.sched, s);
+    let t = f32(s + 1u);
+    let bc1 = bias_correction(amp.a.beta1, t);
+    let bc2 = bias_correction(amp.a.beta2, t);
+    var p: f32;
+    var g: f32;
+    var m: f32;
+    var v: f32;
+    switch k {
+        case 0u: { p = am_p0[j]; g = am_g0[j]; m = am_m0[j]; v = am_v0[j]; }
+        case 1u: { p = am_p1[j]; g = am_g1[j]; m = am_m1[j]; v = am_v1[j]; }
+        case 2u: { p = am_p2[j]; g = am_g2[j]; m = am_m2[j]; v = am_v2[j]; }
+        case 3u: { p = am_p3[j]; g = am_g3[j]; m = am_m3[j]; v = am_v3[j]; }
+        case 4u: { p = am_p4[j]; g = am_g4[j]; m = am_m4[j]; v = am_v4[j]; }
+        case 5u: { p = am_p5[j]; g = am_g5[j]; m = am_m5[j]; v = am_v5[j]; }
+        default: { p = am_p6[j]; g = am_g6[j]; m = am_m6[j]; v = am_v6[j]; }
+    }
+    let r = adam_update(amp.a, lr, bc1, bc2, p, g * am_clip[0], m, v);
+    switch k {
+        case 0u: { am_p0[j] = r.x; am_m0[j] = r.y; am_v0[j] = r.z; }
+        case 1u: { am_p1[j] = r.x; am_m1[j] = r.y; am_v1[j] = r.z; }
+        case 2u: { am_p2[j] = r.x; am_m2[j] = r.y; am_v2[j] = r.z; }
+        case 3u: { am_p3[j] = r.x; am_m3[j] = r.y; am_v3[j] = r.z; }
+        case 4u: { am_p4[j] = r.x; am_m4[j] = r.y; am_v4[j] = r.z; }
+        case 5u: { am_p5[j] = r.x; am_m5[j] = r.y; am_v5[j] = r.z; }
+        default: { am_p6[j] = r.x; am_m6[j] = r.y; am_v6[j] = r.z; }
+    }
+}
+
+@group(0) @binding(0) var<uniform> smp: SgdMultiParams;
+@group(0) @binding(1) var<storage, read_write> sm_p0: array<f32>;
+@group(0) @binding(2) var<storage, read> sm_g0: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sm_b0: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sm_p1: array<f32>;
+@group(0) @binding(5) var<storage, read> sm_g1: array<f32>;
+@group(0) @binding(6) var<storage, read_write> sm_b1: array<f32>;
+@group(0) @binding(7) var<storage, read_write> sm_p2: array<f32>;
+@group(0) @binding(8) var<storage, read> sm_g2: array<f32>;
+@group(0) @binding(9) var<storage, read_write> sm_b2: array<f32>;
+@group(0) @binding(10) var<storage, read_write> sm_p3: array<f32>;
+@group(0) @binding(11) var<storage, read> sm_g3: array<f32>;
+@group(0) @binding(12) var<storage, read_write> sm_b3: array<f32>;
+@group(0) @binding(13) var<storage, read_write> sm_p4: array<f32>;
+@group(0) @binding(14) var<storage, read> sm_g4: array<f32>;
+@group(0) @binding(15) var<storage, read_write> sm_b4: array<f32>;
+@group(0) @binding(16) var<storage, read_write> sm_p5: array<f32>;
+@group(0) @binding(17) var<storage, read> sm_g5: array<f32>;
+@group(0) @binding(18) var<storage, read_write> sm_b5: array<f32>;
+@group(0) @binding(19) var<storage, read_write> sm_p6: array<f32>;
+@group(0) @binding(20) var<storage, read> sm_g6: array<f32>;
+@group(0) @binding(21) var<storage, read_write> sm_b6: array<f32>;
+@group(0) @binding(22) var<storage, read> sm_step: array<u32>;
+@group(0) @binding(23) var<storage, read> sm_clip: array<f32>;
+
+@compute @workgroup_size(256)
+fn sgd_multi(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= smp.total { return; }
+    let k = slot_of(smp.start, i);
+    let j = i - at(smp.start, k);
+    if j >= at(smp.n, k) { return; }
+    let lr = schedule_lr_of(smp.s.sched, sm_step[0]);
+    let mom = smp.s.momentum != 0.0;
+    var p: f32;
+    var g: f32;
+    var b = 0.0;
+    switch k {
+        case 0u: { p = sm_p0[j]; g = sm_g0[j]; if mom { b = sm_b0[j]; } }
+        case 1u: { p = sm_p1[j]; g = sm_g1[j]; if mom { b = sm_b1[j]; } }
+        case 2u: { p = sm_p2[j]; g = sm_g2[j]; if mom { b = sm_b2[j]; } }
+        case 3u: { p = sm_p3[j]; g = sm_g3[j]; if mom { b = sm_b3[j]; } }
+        case 4u: { p = sm_p4[j]; g = sm_g4[j]; if mom { b = sm_b4[j]; } }
+        case 5u: { p = sm_p5[j]; g = sm_g5[j]; if mom { b = sm_b5[j]; } }
+        default: { p = sm_p6[j]; g = sm_g6[j]; if mom { b = sm_b6[j]; } }
+    }
+    let r = sgd_update(smp.s, lr, p, g * sm_clip[0], b);
+    switch k {
+        case 0u: { sm_p0[j] = r.x; if mom { sm_b0[j] = r.y; } }
+        case 1u: { sm_p1[j] = r.x; if mom { sm_b1[j] = r.y; } }
+        case 2u: { sm_p2[j] = r.x; if mom { sm_b2[j] = r.y; } }
+        case 3u: { sm_p3[j] = r.x; if mom { sm_b3[j] = r.y; } }
+        case 4u: { sm_p4[j] = r.x; if mom { sm_b4[j] = r.y; } }
+        case 5u: { sm_p5[j] = r.x; if mom { sm_b5[j] = r.y; } }
+        default: { sm_p6[j] = r.x; if mom { sm_b6[j] = r.y; } }
+    }
+}
+
+@group(0) @binding(0) var<uniform> emp: EmaMultiParams;
+@group(0) @binding(1) var<storage, read_write> em_a0: array<f32>;
+@group(0) @binding(2) var<storage, read> em_p0: array<f32>;
+@group(0) @binding(3) var<storage, read_write> em_a1: array<f32>;
+@group(0) @binding(4) var<storage, read> em_p1: array<f32>;
+@group(0) @binding(5) var<storage, read_write> em_a2: array<f32>;
+@group(0) @binding(6) var<storage, read> em_p2: array<f32>;
+@group(0) @binding(7) var<storage, read_write> em_a3: array<f32>;
+@group(0) @binding(8) var<storage, read> em_p3: array<f32>;
+@group(0) @binding(9) var<storage, read_write> em_a4: array<f32>;
+@group(0) @binding(10) var<storage, read> em_p4: array<f32>;
+@group(0) @binding(11) var<storage, read_write> em_a5: array<f32>;
+@group(0) @binding(12) var<storage, read> em_p5: array<f32>;
+@group(0) @binding(13) var<storage, read_write> em_a6: array<f32>;
+@group(0) @binding(14) var<storage, read> em_p6: array<f32>;
+@group(0) @binding(15) var<storage, read> em_step: array<u32>;
+
+@compute @workgroup_size(256)
+fn ema_multi(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= emp.total { return; }
+    let k = slot_of(emp.start, i);
+    let j = i - at(emp.start, k);
+    if j >= at(emp.n, k) { return; }
+    let d = ema_decay(emp.e, em_step[0]);
+    switch k {
+        case 0u: { em_a0[j] = d * em_a0[j] + (1.0 - d) * em_p0[j]; }
+        case 1u: { em_a1[j] = d * em_a1[j] + (1.0 - d) * em_p1[j]; }
+        case 2u: { em_a2[j] = d * em_a2[j] + (1.0 - d) * em_p2[j]; }
+        case 3u: { em_a3[j] = d * em_a3[j] + (1.0 - d) * em_p3[j]; }
+        case 4u: { em_a4[j] = d * em_a4[j] + (1.0 - d) * em_p4[j]; }
+        case 5u: { em_a5[j] = d * em_a5[j] + (1.0 - d) * em_p5[j]; }
+        default: { em_a6[j] = d * em_a6[j] + (1.0 - d) * em_p6[j]; }
+    }
+}
+
+@group(0) @binding(0) var<uniform> qmp: SumsqMultiParams;
+@group(0) @binding(1) var<storage, read> qm_x0: array<f32>;
+@group(0) @binding(2) var<storage, read> qm_x1: array<f32>;
+@group(0) @binding(3) var<storage, read> qm_x2: array<f32>;
+@group(0) @binding(4) var<storage, read> qm_x3: array<f32>;
+@group(0) @binding(5) var<storage, read> qm_x4: array<f32>;
+@group(0) @binding(6) var<storage, read> qm_x5: array<f32>;
+@group(0) @binding(7) var<storage, read> qm_x6: array<f32>;
+@group(0) @binding(8) var<storage, read_write> qm_partials: array<f32>;
+
+// Workgroup w of slot k sums x_k^2 over its chunk into partials[slot[k] + w - start[k]]: the partials
+// `sumsq_partial` writes for each tensor, in the same order.
+@compute @workgroup_size(256)
+fn sumsq_multi(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let gw = flat_id(wid, nwg, 0u, 1u);
+    if gw >= qmp.total { return; }  // uniform: the whole workgroup leaves together
+    let k = slot_of(qmp.start, gw);
+    let w = gw - at(qmp.start, k);
+    let n = at(qmp.n, k);
+    let chunk = at(qmp.chunk, k);
+    let base = w * chunk;
+    if base >= n { return; }
+    let end = min(base + chunk, n);
+    var acc = 0.0;
+    for (var e = base + lid; e < end; e += WG) {
+        var x: f32;
+        switch k {
+            case 0u: { x = qm_x0[e]; }
+            case 1u: { x = qm_x1[e]; }
+            case 2u: { x = qm_x2[e]; }
+            case 3u: { x = qm_x3[e]; }
+            case 4u: { x = qm_x4[e]; }
+            case 5u: { x = qm_x5[e]; }
+            default: { x = qm_x6[e]; }
+        }
+        acc = acc + x * x;
+    }
+    red[lid] = acc;
+    workgroupBarrier();
+    tree_sum(lid);
+    if lid == 0u {
+        qm_partials[at(qmp.slot, k) + w] = red[0];
+    }
 }

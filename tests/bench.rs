@@ -112,14 +112,14 @@ fn utc_date_is_iso() {
     assert_eq!(&d[4..5], "-");
 }
 
-/// The training entries (MLP, GPT, DCGAN, UNet) run on the CPU backend and report positive rates and
+/// The training entries (MLP, GPT, the default GPT, DCGAN, UNet) run on the CPU backend and report positive rates and
 /// the plan.
 #[test]
 fn train_entries_report_rates_and_memory() {
     let dev = Device::cpu();
     let entries = bench::train::run(&dev, true, false).unwrap();
     let models: Vec<&str> = entries.iter().map(|e| e["model"].as_str().unwrap()).collect();
-    assert_eq!(models, ["mlp", "gpt", "dcgan", "unet"]);
+    assert_eq!(models, ["mlp", "gpt", "gpt-default", "dcgan", "unet"]);
     for e in &entries {
         for key in ["step_s", "step_min_s", "step_max_s", "steps_per_s", "samples_per_s"] {
             assert!(e[key].as_f64().unwrap() > 0.0, "{key}: {e}");
@@ -130,8 +130,14 @@ fn train_entries_report_rates_and_memory() {
     }
     assert_eq!(entries[1]["unit"], "tokens");
     assert_eq!(entries[1]["per_step"], 8 * 128);
+    // `tigel train gpt`'s default step: batch 16 of 128 tokens, its dispatches listed by kernel.
+    assert_eq!(entries[2]["unit"], "tokens");
+    assert_eq!(entries[2]["per_step"], 16 * 128);
+    let by_kernel: u64 =
+        entries[2]["dispatches_by_kernel"].as_array().unwrap().iter().map(|k| k[1].as_u64().unwrap()).sum();
+    assert_eq!(by_kernel, entries[2]["dispatches"].as_u64().unwrap());
     // The image regimes: a GAN step (D's and G's plans) over 64 images, a diffusion step over 32.
-    for (e, per_step) in [(&entries[2], 64), (&entries[3], 32)] {
+    for (e, per_step) in [(&entries[3], 64), (&entries[4], 32)] {
         assert_eq!(e["unit"], "images");
         assert_eq!(e["per_step"], per_step);
     }

@@ -194,6 +194,32 @@ fn grad_transformer_ops() {
         let table = g.constant(&Tensor::from_f32(d, &[4, 2, 2], &table)?);
         g.rope(p[0], table, 2)
     });
+    // x feeds two matmuls: its gradient's sum is folded into the second matmul (accumulating into the
+    // first one's buffer), and a third use through an add keeps a plain sum.
+    check("matmul gradient sums", &[&[3, 4], &[4, 5], &[4, 5]], -1.0, 1.0, |g, p, _| {
+        let o = MatmulOpts::default();
+        let (y1, y2) = (g.matmul(p[0], p[1], o)?, g.matmul(p[0], p[2], o)?);
+        let y = g.add(y1, y2)?;
+        let x5 = g.matmul(p[0], p[2], o)?;
+        let y = g.add(y, x5)?;
+        g.mul(y, y)
+    });
+    // The fused residual norm: both outputs used, so x and a get the add's and the norm's gradients.
+    check("add_layer_norm", &[&[5, 7], &[5, 7], &[7], &[7]], -1.0, 1.0, |g, p, _| {
+        let (s, y) = g.add_layer_norm(p[0], p[1], p[2], p[3], 1e-5)?;
+        let ss = g.mul(s, s)?;
+        g.add(y, ss)
+    });
+    check("silu_gate", &[&[3, 5], &[3, 5]], -3.0, 3.0, |g, p, _| g.silu_gate(p[0], p[1]));
+    // QK norm on qkv [B=2, T=3, 3·C] with 2 heads of size 4, with rotary positions and without.
+    check("qk_norm (rope)", &[&[2, 3, 24], &[4], &[4], &[4], &[4]], -1.0, 1.0, |g, p, d| {
+        let table = tigel::ops::rope::rope_table(4, 4, 10_000.0);
+        let table = g.constant(&Tensor::from_f32(d, &[4, 2, 2], &table)?);
+        g.qk_norm(p[0], [p[1], p[2], p[3], p[4]], Some(table), 2, 1e-5)
+    });
+    check("qk_norm", &[&[2, 3, 18], &[3], &[3], &[3], &[3]], -1.0, 1.0, |g, p, _| {
+        g.qk_norm(p[0], [p[1], p[2], p[3], p[4]], None, 2, 1e-5)
+    });
     // Ids repeat (4 twice, 0 twice) and skip rows (3), so the scatter-add sums and leaves zeros.
     check("embedding", &[&[5, 4]], -1.0, 1.0, |g, p, d| {
         let ids = g.input(&Tensor::from_u32(d, &[2, 3], &[0, 4, 4, 1, 0, 2])?);

@@ -6,6 +6,9 @@
 //! peak (largest sum of live intermediates), allocated (the buffers the plan holds) and persistent
 //! (the tensors bound into the graph: parameters, inputs, optimizer state).
 //!
+//! Each report also lists the step's dispatches by kernel (`dispatches_by_kernel`; printed too with
+//! `TIGEL_BENCH_KERNELS=1`), to show where fusing kernels would pay.
+//!
 //! Adding a regime: write `fn my_regime(dev, quick) -> Result<Bench>` that builds its trainer at a fixed
 //! config and returns a `Bench` (name, config, what one step processes, its plan and a step closure),
 //! and add it to `ENTRIES`. `measure` does the rest.
@@ -49,7 +52,8 @@ pub struct Bench<'a> {
 pub type Entry = fn(&Device, bool, bool) -> Result<Value>;
 
 /// The regimes' benchmarks, in report order: (name, builder run by `run`).
-pub const ENTRIES: &[(&str, Entry)] = &[("mlp", mlp), ("gpt", gpt), ("dcgan", dcgan), ("unet", unet)];
+pub const ENTRIES: &[(&str, Entry)] =
+    &[("mlp", mlp), ("gpt", gpt), ("gpt-default", gpt_default), ("dcgan", dcgan), ("unet", unet)];
 
 /// Images for the image regimes: the step cost does not depend on what they show, so random pixels in
 /// [-1, 1] from a fixed seed stand in for a data set.
@@ -93,7 +97,8 @@ pub fn mlp(dev: &Device, quick: bool, print: bool) -> Result<Value> {
 }
 
 /// The GPT step: 2 layers, 4 heads, width 128, context 128, batch 8 (1024 tokens per step), on the
-/// embedded corpus, windows drawn on the device, AdamW with a cosine schedule and clipping, no dropout.
+/// embedded corpus, windows drawn on the device, AdamW with a cosine schedule and clipping, no dropout,
+/// every architecture option off (the classic model, comparable with earlier reports).
 pub fn gpt(dev: &Device, quick: bool, print: bool) -> Result<Value> {
     let cfg = GptConfig { layers: 2, heads: 4, width: 128, context: 128, dropout: 0.0, ..GptConfig::default() };
     let s = TrainSettings {
@@ -106,10 +111,39 @@ pub fn gpt(dev: &Device, quick: bool, print: bool) -> Result<Value> {
         clip: 1.0,
         seed: 1,
     };
+    gpt_bench(dev, "gpt", cfg, s, quick, print)
+}
+
+/// `tigel train gpt`'s default step: 4 layers, 4 heads, width 128, context 128, batch 16, rotary
+/// positions, QK norm, gated (SwiGLU) MLP, AdamW (lr 5e-3, warmup 100, cosine to 0.1 of the peak over
+/// 3,500 steps, weight decay 0.1) with clipping at 1.0 and the finiteness guard.
+pub fn gpt_default(dev: &Device, quick: bool, print: bool) -> Result<Value> {
+    let cfg = GptConfig { rope: true, qk_norm: true, gated_mlp: true, ..GptConfig::default() };
+    let s = TrainSettings {
+        batch: 16,
+        lr: 5e-3,
+        min_lr_frac: 0.1,
+        warmup: 100,
+        steps: 3500,
+        weight_decay: 0.1,
+        clip: 1.0,
+        seed: 1,
+    };
+    gpt_bench(dev, "gpt-default", cfg, s, quick, print)
+}
+
+fn gpt_bench(
+    dev: &Device,
+    name: &'static str,
+    cfg: GptConfig,
+    s: TrainSettings,
+    quick: bool,
+    print: bool,
+) -> Result<Value> {
     let model = Gpt::new(dev, cfg, s.seed)?;
     let t = GptTrainer::new(dev, model, &Corpus::embedded(), s, 0)?;
     let b = Bench {
-        model: "gpt",
+        model: name,
         config: json!({ "model": cfg.to_json(), "train": s.to_json(), "params": cfg.param_count() }),
         per_step: (t.tokens_per_step, "tokens"),
         plans: vec![t.trainer().plan()],
@@ -193,6 +227,7 @@ pub fn measure(dev: &Device, b: &Bench, quick: bool, print: bool) -> Result<Valu
     let planned: u64 = b.plans.iter().map(|p| p.planned_peak_bytes()).sum();
     let allocated: u64 = b.plans.iter().map(|p| p.allocated_bytes()).sum();
     let persistent: u64 = b.plans.iter().map(|p| p.persistent_bytes).sum();
+    let by_kernel = dispatch_counts(&b.plans);
     for _ in 0..3 {
         (b.step)()?;
     }
@@ -235,6 +270,7 @@ pub fn measure(dev: &Device, b: &Bench, quick: bool, print: bool) -> Result<Valu
         "per_step": per_step,
         "samples_per_s": per_step as f64 / step,
         "dispatches": dispatches,
+        "dispatches_by_kernel": by_kernel.iter().map(|(k, n)| json!([k, n])).collect::<Vec<_>>(),
         "encode_us_per_dispatch": encode_us,
         "encode_breakdown": breakdown,
         "planned_peak_bytes": planned,
@@ -263,7 +299,24 @@ pub fn measure(dev: &Device, b: &Bench, quick: bool, print: bool) -> Result<Valu
             allocated as f64 / 1e6
         );
     }
+    if print && std::env::var_os("TIGEL_BENCH_KERNELS").is_some() {
+        let list: Vec<String> = by_kernel.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!("         by kernel: {}", list.join(", "));
+    }
     Ok(v)
+}
+
+/// The plans' dispatches by kernel, summed over the plans, most frequent first.
+fn dispatch_counts(plans: &[&Plan]) -> Vec<(String, usize)> {
+    let mut m = std::collections::BTreeMap::<String, usize>::new();
+    for p in plans {
+        for (k, n) in p.dispatch_counts() {
+            *m.entry(k).or_default() += n;
+        }
+    }
+    let mut v: Vec<(String, usize)> = m.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
 }
 
 /// Every training benchmark of `ENTRIES`.

@@ -294,6 +294,15 @@ impl Device {
         }
     }
 
+    /// Storage buffers one kernel may bind (for the CPU backend, unbounded): kernels that bind many
+    /// tensors at once (the multi-tensor optimizer kernels) fall back to one tensor per dispatch below it.
+    pub fn max_storage_buffers(&self) -> u32 {
+        match &self.inner.engine {
+            Engine::Cpu => u32::MAX,
+            Engine::Gpu(g) => g.limits.max_storage_buffers_per_shader_stage,
+        }
+    }
+
     /// Largest buffer this device accepts, in bytes (for the CPU backend, a practical bound).
     pub fn max_buffer_bytes(&self) -> u64 {
         match &self.inner.engine {

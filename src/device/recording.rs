@@ -152,4 +152,14 @@ impl Recording {
     pub fn is_empty(&self) -> bool {
         self.dispatches.is_empty()
     }
+    /// The dispatches by kernel (`family::entry`), most frequent first: where fusion would pay.
+    pub fn kernel_counts(&self) -> Vec<(String, usize)> {
+        let mut m: HashMap<String, usize> = HashMap::new();
+        for d in &self.dispatches {
+            *m.entry(format!("{}::{}", d.kernel.shader, d.kernel.entry)).or_default() += 1;
+        }
+        let mut v: Vec<(String, usize)> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
 }

@@ -31,16 +31,18 @@ impl Graph {
                 continue;
             }
             let inputs = self.node(id).inputs.clone();
+            let fresh = self.nodes.len();
             let gx = match &self.node(id).op {
                 Op::Input(_) | Op::Param(_) | Op::Const(_) => vec![],
                 Op::Def(d) => d.clone().backward(self, id, gy)?,
             };
-            for (x, g) in inputs.into_iter().zip(gx) {
+            for (x, g) in inputs.iter().copied().zip(gx.iter().copied()) {
                 let Some(g) = g else { continue };
                 if !self.node(x).requires_grad {
                     continue;
                 }
                 let acc = match grads.get(&x) {
+                    Some(&prev) if self.fold_sum(prev, g, fresh, &gx, &grads) => g,
                     Some(&prev) => self.add(prev, g)?,
                     None => g,
                 };
@@ -56,6 +58,51 @@ impl Graph {
                 }
             })
             .collect()
+    }
+
+    /// Folds `prev + g` into g's own op when that op has an accumulating variant (a layer-norm backward
+    /// adds prev to dx; a matmul adds into prev's buffer) and nothing else reads g: g was made by the
+    /// backward rule just run (index ≥ `fresh`), is that rule's gradient for one input only, and its
+    /// other users only pass on its second outputs. An in-place variant makes prev's buffer g's output,
+    /// so prev must own its buffer outright: it is made by an op with an in-place accumulating variant
+    /// itself (a plain matmul, whose output is always a fresh buffer, never a view), no node reads it,
+    /// and it is the gradient of one node only. g's node then computes prev + g itself (one dispatch
+    /// fewer, the same sum: floating-point addition commutes). prev is older than g, so the order of
+    /// nodes stays topological.
+    fn fold_sum(
+        &mut self,
+        prev: NodeId,
+        g: NodeId,
+        fresh: usize,
+        gx: &[Option<NodeId>],
+        grads: &HashMap<NodeId, NodeId>,
+    ) -> bool {
+        if g.0 < fresh || prev.0 >= g.0 || gx.iter().filter(|&&x| x == Some(g)).count() != 1 {
+            return false;
+        }
+        if self.shape(prev) != self.shape(g) || self.node(prev).dtype != self.node(g).dtype {
+            return false;
+        }
+        let Op::Def(d) = &self.node(g).op else { return false };
+        let Some(acc) = d.accumulating() else { return false };
+        if acc.in_place {
+            let owns_buffer = matches!(&self.node(prev).op, Op::Def(d) if d.accumulating().is_some_and(|a| a.in_place));
+            let shared = grads.values().filter(|&&v| v == prev).count() != 1;
+            if !owns_buffer || shared || self.nodes.iter().any(|n| n.inputs.contains(&prev)) {
+                return false;
+            }
+        }
+        let others_ok = self.nodes[fresh..].iter().filter(|n| n.inputs.contains(&g)).all(|n| match &n.op {
+            Op::Def(d) => d.reads_second_output(),
+            _ => false,
+        });
+        if !others_ok {
+            return false;
+        }
+        let node = &mut self.nodes[g.0];
+        node.op = Op::Def(acc.def);
+        node.inputs.push(prev);
+        true
     }
 
     /// The shape of input `k` of node `id` (backward rules use it to shape their gradients).

@@ -115,6 +115,11 @@ impl Plan {
     pub fn dispatches(&self) -> usize {
         self.rec.len()
     }
+
+    /// One run's dispatches by kernel (`family::entry`), most frequent first.
+    pub fn dispatch_counts(&self) -> Vec<(String, usize)> {
+        self.rec.kernel_counts()
+    }
 }
 
 /// The nodes `keep` depends on, in index order (a topological order, since inputs come first).

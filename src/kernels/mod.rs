@@ -18,13 +18,16 @@ pub mod diffusion;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
+pub mod gated;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
 pub mod muon;
 pub mod norm;
 pub mod optim;
+pub mod qknorm;
 pub mod reduce;
+pub mod resnorm;
 pub mod rng;
 pub mod rope;
 pub mod sample;
@@ -276,6 +279,10 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &optim::CLIP_SCALE,
     &optim::EMA,
     &optim::GUARD_FINITE,
+    &optim::ADAM_MULTI,
+    &optim::SGD_MULTI,
+    &optim::EMA_MULTI,
+    &optim::SUMSQ_MULTI,
     &reduce::REDUCE_ROWS,
     &reduce::REDUCE_STRIDED,
     &rng::BITS,
@@ -285,6 +292,13 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &rng::UNIFORM_STEP,
     &rng::NORMAL_STEP,
     &rope::ROPE_QKV,
+    &gated::SILU_GATE_FWD,
+    &gated::SILU_GATE_BWD,
+    &resnorm::ADD_LAYER_NORM_FWD,
+    &resnorm::LAYER_NORM_BWD_FUSED,
+    &qknorm::QK_NORM_FWD,
+    &qknorm::QK_NORM_BWD_DX,
+    &qknorm::QK_NORM_BWD_PARAMS,
     &sample::GATHER_ROWS,
     &sample::GATHER_LABELS,
     &softmax::SOFTMAX_ROWS,

@@ -37,6 +37,21 @@ pub const GUARD_WEIGHTS: u32 = 3;
 /// Entry point `ema` of shaders/optim.wgsl.
 pub static EMA: Kernel = Kernel { shader: "optim", entry: "ema" };
 
+/// Tensors one multi-tensor optimizer dispatch serves (`SLOTS` of shaders/optim.wgsl).
+pub const SLOTS: usize = 7;
+
+/// Entry point `adam_multi` of shaders/optim.wgsl: `adam` over up to `SLOTS` tensors.
+pub static ADAM_MULTI: Kernel = Kernel { shader: "optim", entry: "adam_multi" };
+
+/// Entry point `sgd_multi` of shaders/optim.wgsl: `sgd` over up to `SLOTS` tensors.
+pub static SGD_MULTI: Kernel = Kernel { shader: "optim", entry: "sgd_multi" };
+
+/// Entry point `ema_multi` of shaders/optim.wgsl: `ema` over up to `SLOTS` tensors.
+pub static EMA_MULTI: Kernel = Kernel { shader: "optim", entry: "ema_multi" };
+
+/// Entry point `sumsq_multi` of shaders/optim.wgsl: `sumsq_partial` over up to `SLOTS` tensors.
+pub static SUMSQ_MULTI: Kernel = Kernel { shader: "optim", entry: "sumsq_multi" };
+
 /// Schedule kind codes of shaders/common/schedule.wgsl.
 pub const SCHED_CONSTANT: u32 = 0;
 

@@ -2,6 +2,10 @@
 //! gradient clipping by global norm and a learning-rate `Schedule`, and `Ema`, an exponential moving
 //! average of the weights. Built on the optim kernel family (`ops::optim`, shaders/optim.wgsl).
 //!
+//! Where the device binds enough buffers per kernel (`ops::optim_multi::supported`), the updates, the
+//! clipping sums and the EMA run over up to `kernels::optim::SLOTS` tensors per dispatch, with the same
+//! numbers as one dispatch per tensor.
+//!
 //! Both allocate their state once, in `new`, and issue their work as ordinary eager dispatches, so a
 //! whole training step (forward, backward, `Optimizer::step`) can be recorded once with
 //! `Device::capture` and replayed every step: what changes from step to step (the step counter that
@@ -32,6 +36,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::layout;
 use crate::ops::optim::{self as k, AdamConfig, SgdConfig};
+use crate::ops::optim_multi as multi;
 use crate::tensor::{DType, Tensor};
 
 pub use crate::ops::optim::Schedule;
@@ -145,6 +150,8 @@ pub struct Optimizer {
     n_partials: usize,
     /// The Muon matrices' work, for `OptimizerKind::Muon`.
     muon: Option<muon::Muon>,
+    /// Multi-tensor kernels (the device binds enough buffers per kernel).
+    multi: bool,
 }
 
 impl std::fmt::Debug for Optimizer {
@@ -280,6 +287,7 @@ impl Optimizer {
             slots,
             n_partials,
             muon,
+            multi: multi::supported(dev),
         })
     }
 
@@ -422,6 +430,9 @@ impl Optimizer {
             self.sumsq(dev, grads)?;
             k::clip_scale(dev, &self.partials, self.n_partials, max_norm, &self.clip)?;
         }
+        if self.multi {
+            return self.update_multi(dev, params, grads);
+        }
         for ((p, g), s) in params.iter().zip(grads).zip(&self.state) {
             match (&self.rule, s) {
                 (Rule::Sgd(c), State::Sgd(m)) => k::sgd(
@@ -435,10 +446,7 @@ impl Optimizer {
                     &self.clip,
                 )?,
                 (Rule::Adam(c), State::Adam { m, v }) => {
-                    // Muon's AdamW tensors: no decay on gains and offsets.
-                    let no_decay = matches!(self.kind, OptimizerKind::Muon(_)) && p.shape.len() < 2;
-                    let c = AdamConfig { weight_decay: if no_decay { 0.0 } else { c.weight_decay }, ..*c };
-                    k::adam(dev, &self.schedule, &c, p, g, m, v, &self.step, &self.clip)?
+                    k::adam(dev, &self.schedule, &self.adam_config(c, p), p, g, m, v, &self.step, &self.clip)?
                 }
                 (_, State::Muon(m)) => {
                     self.muon.as_ref().expect("made with the state").update(dev, p, g, m, &self.step, &self.clip)?
@@ -449,7 +457,76 @@ impl Optimizer {
         Ok(())
     }
 
+    /// Adam's settings for `p`: Muon's AdamW tensors take no decay on gains and offsets.
+    fn adam_config(&self, c: &AdamConfig, p: &Tensor) -> AdamConfig {
+        let no_decay = matches!(self.kind, OptimizerKind::Muon(_)) && p.shape.len() < 2;
+        AdamConfig { weight_decay: if no_decay { 0.0 } else { c.weight_decay }, ..*c }
+    }
+
+    /// The updates, `SLOTS` tensors per dispatch: SGD's in order, Adam's in groups of one weight decay,
+    /// Muon's matrices one by one (each is its own chain of matmuls). Every tensor's update reads only
+    /// its own state, so grouping changes no number.
+    fn update_multi(&self, dev: &Device, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
+        let n = crate::kernels::optim::SLOTS;
+        match &self.rule {
+            Rule::Sgd(c) => {
+                for ((p, g), st) in params.chunks(n).zip(grads.chunks(n)).zip(self.state.chunks(n)) {
+                    let moms: Vec<&Tensor> = st
+                        .iter()
+                        .filter_map(|s| match s {
+                            State::Sgd(m) => m.as_ref(),
+                            _ => None,
+                        })
+                        .collect();
+                    multi::sgd_multi(dev, &self.schedule, c, p, g, &moms, &self.step, &self.clip)?
+                }
+            }
+            Rule::Adam(c) => {
+                let mut groups: Vec<(AdamConfig, Vec<usize>)> = Vec::new();
+                for (i, (p, st)) in params.iter().zip(&self.state).enumerate() {
+                    match st {
+                        State::Muon(m) => self
+                            .muon
+                            .as_ref()
+                            .expect("made with the state")
+                            .update(dev, p, grads[i], m, &self.step, &self.clip)?,
+                        State::Adam { .. } => {
+                            let ci = self.adam_config(c, p);
+                            match groups.iter_mut().find(|(g, _)| g.weight_decay == ci.weight_decay) {
+                                Some((_, idx)) => idx.push(i),
+                                None => groups.push((ci, vec![i])),
+                            }
+                        }
+                        State::Sgd(_) => unreachable!("state is made from the rule"),
+                    }
+                }
+                for (ci, idx) in &groups {
+                    for chunk in idx.chunks(n) {
+                        let p: Vec<&Tensor> = chunk.iter().map(|&i| params[i]).collect();
+                        let g: Vec<&Tensor> = chunk.iter().map(|&i| grads[i]).collect();
+                        let (ms, vs): (Vec<&Tensor>, Vec<&Tensor>) = chunk
+                            .iter()
+                            .filter_map(|&i| match &self.state[i] {
+                                State::Adam { m, v } => Some((m, v)),
+                                _ => None,
+                            })
+                            .unzip();
+                        multi::adam_multi(dev, &self.schedule, ci, &p, &g, &ms, &vs, &self.step, &self.clip)?
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn sumsq(&self, dev: &Device, grads: &[&Tensor]) -> Result<()> {
+        if self.multi {
+            let n = crate::kernels::optim::SLOTS;
+            for (g, slots) in grads.chunks(n).zip(self.slots.chunks(n)) {
+                multi::sumsq_multi(dev, g, slots, &self.partials)?;
+            }
+            return Ok(());
+        }
         for (g, &slot) in grads.iter().zip(&self.slots) {
             k::sumsq_partial(dev, g, &self.partials, slot)?;
         }
@@ -486,7 +563,7 @@ impl Optimizer {
         k::advance_step(dev, &self.step, 1)
     }
 
-    /// One optimizer step: clipping kernels (if on), one update per tensor, then the step counter's
+    /// One optimizer step: clipping kernels (if on), the updates, then the step counter's
     /// increment. Eager dispatches: record it inside `Device::capture` to replay it every step.
     pub fn step(&self, dev: &Device, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
         self.update(dev, params, grads)?;
@@ -502,6 +579,8 @@ pub struct Ema {
     decay: f32,
     warmup: bool,
     avg: Vec<Tensor>,
+    /// Multi-tensor kernels (see `Optimizer`).
+    multi: bool,
 }
 
 impl std::fmt::Debug for Ema {
@@ -525,7 +604,7 @@ impl Ema {
                 layout::copy(dev, p)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Ema { decay, warmup, avg })
+        Ok(Ema { decay, warmup, avg, multi: multi::supported(dev) })
     }
 
     /// One update of every average from `params`; `step` is the step counter (`Optimizer::step_tensor`).
@@ -535,6 +614,14 @@ impl Ema {
                 "Ema::update",
                 format!("the average was made for {} tensors, got {}", self.avg.len(), params.len()),
             ));
+        }
+        if self.multi {
+            let n = crate::kernels::optim::SLOTS;
+            for (a, p) in self.avg.chunks(n).zip(params.chunks(n)) {
+                let a: Vec<&Tensor> = a.iter().collect();
+                multi::ema_multi(dev, &a, p, step, self.decay, self.warmup)?;
+            }
+            return Ok(());
         }
         for (a, p) in self.avg.iter().zip(params) {
             k::ema(dev, a, p, step, self.decay, self.warmup)?;

@@ -16,13 +16,17 @@ pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
 pub mod fastmath;
+pub mod gated;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
 pub mod muon;
 pub mod norm;
 pub mod optim;
+pub mod optim_multi;
+pub mod qknorm;
 pub mod reduce;
+pub mod resnorm;
 pub mod rng;
 pub mod rope;
 pub mod sample;
@@ -95,6 +99,10 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("optim", "clip_scale") => optim::clip_scale,
         ("optim", "ema") => optim::ema,
         ("optim", "guard_finite") => optim::guard_finite,
+        ("optim", "adam_multi") => optim_multi::adam_multi,
+        ("optim", "sgd_multi") => optim_multi::sgd_multi,
+        ("optim", "ema_multi") => optim_multi::ema_multi,
+        ("optim", "sumsq_multi") => optim_multi::sumsq_multi,
         ("reduce", "reduce_rows") => reduce::reduce_rows,
         ("reduce", "reduce_strided") => reduce::reduce_strided,
         ("rng", "bits") => rng::bits,
@@ -104,6 +112,13 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("rng", "uniform_step") => rng::uniform_step,
         ("rng", "normal_step") => rng::normal_step,
         ("rope", "rope_qkv") => rope::rope_qkv,
+        ("gated", "silu_gate_fwd") => gated::silu_gate_fwd,
+        ("gated", "silu_gate_bwd") => gated::silu_gate_bwd,
+        ("resnorm", "add_layer_norm_fwd") => resnorm::add_layer_norm_fwd,
+        ("resnorm", "layer_norm_bwd_fused") => resnorm::layer_norm_bwd_fused,
+        ("qknorm", "qk_norm_fwd") => qknorm::qk_norm_fwd,
+        ("qknorm", "qk_norm_bwd_dx") => qknorm::qk_norm_bwd_dx,
+        ("qknorm", "qk_norm_bwd_params") => qknorm::qk_norm_bwd_params,
         ("sample", "gather_rows") => sample::gather_rows,
         ("sample", "gather_labels") => sample::gather_labels,
         ("softmax", "softmax_rows") => softmax::softmax_rows,

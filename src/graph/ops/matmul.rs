@@ -51,8 +51,33 @@ impl OpDef for Matmul {
             if o.trans_b { g.matmul(gy, a, opts(true, o.trans_a))? } else { g.matmul(a, gy, opts(!o.trans_a, false))? };
         Ok(vec![Some(g.reduce_batch(ga, &sa)?), Some(g.reduce_batch(gb, &sb)?)])
     }
+    fn accumulating(&self) -> Option<super::Accumulating> {
+        Some(super::Accumulating { def: std::sync::Arc::new(MatmulAcc(self.0)), in_place: true })
+    }
     fn reference(&self, x: &[&Value], _: &[usize]) -> Result<Value> {
         Ok(matmul_f64(x[0], x[1], self.0.trans_a, self.0.trans_b, self.0.alpha as f64))
+    }
+}
+
+/// Inputs [a, b, r]: r + α·op(a)·op(b), computed into r's buffer (the matmul kernel's accumulate
+/// store). Autodiff makes it, from a `Matmul` whose result is summed with r, only where nothing else
+/// reads r (`Graph::backward`). Not differentiated again.
+#[derive(Debug)]
+struct MatmulAcc(MatmulOpts);
+
+impl OpDef for MatmulAcc {
+    fn name(&self) -> &'static str {
+        "matmul_acc"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        let out = f.x[2].clone();
+        eager::matmul_into(f.dev, f.x[0], f.x[1], self.0, &out, true)?;
+        single(out)
+    }
+    fn reference(&self, x: &[&Value], _: &[usize]) -> Result<Value> {
+        let mut v = matmul_f64(x[0], x[1], self.0.trans_a, self.0.trans_b, self.0.alpha as f64);
+        v.data.iter_mut().zip(&x[2].data).for_each(|(a, r)| *a += r);
+        Ok(v)
     }
 }
 

@@ -13,11 +13,14 @@ pub mod conv;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
+pub mod gated;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod qknorm;
 pub mod reduce;
+pub mod resnorm;
 pub mod rope;
 pub mod softmax;
 
@@ -59,6 +62,19 @@ pub trait OpDef: std::fmt::Debug + Send + Sync {
         Err(Error::invalid("backward", format!("the second derivative through {} is not implemented", self.name())))
     }
 
+    /// A variant of this op that adds one more input, appended last, to its result. Autodiff folds a
+    /// gradient sum into the op that makes its newer term this way (`Graph::backward`); None: the op
+    /// has none.
+    fn accumulating(&self) -> Option<Accumulating> {
+        None
+    }
+
+    /// True for ops that only pass on another node's second output (`Output`): they read no value of
+    /// their input node, so folding work into that node leaves them valid.
+    fn reads_second_output(&self) -> bool {
+        false
+    }
+
     /// The op in f64 on host values, written plainly (the gradient checks' oracle).
     fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
         let _ = (x, shape);
@@ -67,6 +83,15 @@ pub trait OpDef: std::fmt::Debug + Send + Sync {
             format!("{} has no f64 reference: gradient checks differentiate the forward", self.name()),
         ))
     }
+}
+
+/// An op's accumulating variant (`OpDef::accumulating`).
+pub struct Accumulating {
+    /// The variant: the op's inputs plus the term to add, last.
+    pub def: std::sync::Arc<dyn OpDef>,
+    /// It adds into the term's own buffer and returns it (so the term must be used nowhere else), rather
+    /// than reading it into a fresh output.
+    pub in_place: bool,
 }
 
 /// One output value from a forward with no second outputs.
@@ -84,6 +109,9 @@ impl OpDef for Output {
     }
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
         single(f.aux[0][self.0 - 1].clone())
+    }
+    fn reads_second_output(&self) -> bool {
+        true
     }
 }
 

@@ -54,17 +54,21 @@ impl OpDef for LayerNorm {
         Ok(g.norm_grads(dx, gamma))
     }
     fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
-        let (xv, gamma, beta) = (x[0], x[1], x[2]);
-        let c = gamma.data.len();
-        let mut data = Vec::with_capacity(xv.data.len());
-        for r in xv.data.chunks(c) {
-            let mean = r.iter().sum::<f64>() / c as f64;
-            let var = r.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / c as f64;
-            let rstd = 1.0 / (var + self.0 as f64).sqrt();
-            data.extend(r.iter().enumerate().map(|(j, v)| (v - mean) * rstd * gamma.data[j] + beta.data[j]));
-        }
-        Ok(Value { shape: shape.to_vec(), data })
+        Ok(layer_norm_f64(x[0], x[1], x[2], self.0, shape))
     }
+}
+
+/// Layer norm of `xv` over its last axis in f64 (the references of `layer_norm` and `add_layer_norm`).
+pub(crate) fn layer_norm_f64(xv: &Value, gamma: &Value, beta: &Value, eps: f32, shape: &[usize]) -> Value {
+    let c = gamma.data.len();
+    let mut data = Vec::with_capacity(xv.data.len());
+    for r in xv.data.chunks(c) {
+        let mean = r.iter().sum::<f64>() / c as f64;
+        let var = r.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / c as f64;
+        let rstd = 1.0 / (var + eps as f64).sqrt();
+        data.extend(r.iter().enumerate().map(|(j, v)| (v - mean) * rstd * gamma.data[j] + beta.data[j]));
+    }
+    Value { shape: shape.to_vec(), data }
 }
 
 /// Inputs [x, gamma, the LayerNorm node, dy]: dx; dgamma and dbeta are its second outputs, taken by

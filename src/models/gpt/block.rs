@@ -77,28 +77,22 @@ impl Attention {
         })
     }
 
-    /// q or k [B, T, C] layer-normalised over each head's values.
-    fn normalise(&self, g: &mut Graph, x: NodeId, norm: &LayerNorm, (b, t): (usize, usize)) -> Result<NodeId> {
-        let c = g.shape(x)[2];
-        let x = g.reshape(x, &[b * t * self.heads, c / self.heads])?;
-        let x = norm.forward(g, x)?;
-        g.reshape(x, &[b, t, c])
-    }
-
-    /// x [B·T, C] → proj(attention(q, k, v)) [B·T, C], for sequences of length `t`.
+    /// x [B·T, C] → proj(attention(q, k, v)) [B·T, C], for sequences of length `t`. QK norm and rotary
+    /// positions run as one fused op on the packed projection (`Graph::qk_norm`): the same numbers as
+    /// slicing q and k out, normalising each head, concatenating and rotating, in one dispatch.
     pub fn forward(&self, g: &mut Graph, x: NodeId, b: usize, t: usize, rope: Option<&Rotary>) -> Result<NodeId> {
         let c = g.shape(x)[1];
         let qkv = self.qkv.forward(g, x)?;
         let mut qkv = g.reshape(qkv, &[b, t, 3 * c])?;
-        if let Some((qn, kn)) = &self.qk_norm {
-            let (q, k, v) = (g.slice(qkv, 2, 0, c)?, g.slice(qkv, 2, c, c)?, g.slice(qkv, 2, 2 * c, c)?);
-            let q = self.normalise(g, q, qn, (b, t))?;
-            let k = self.normalise(g, k, kn, (b, t))?;
-            qkv = g.concat(&[q, k, v], 2)?;
-        }
-        if let Some(r) = rope {
-            let table = g.constant(&r.table);
-            qkv = g.rope(qkv, table, self.heads)?;
+        let table = rope.map(|r| g.constant(&r.table));
+        match (&self.qk_norm, table) {
+            (Some((qn, kn)), table) => {
+                let p = |g: &mut Graph, n: &LayerNorm| (g.param(&n.gamma.tensor), g.param(&n.beta.tensor));
+                let ((gq, bq), (gk, bk)) = (p(g, qn), p(g, kn));
+                qkv = g.qk_norm(qkv, [gq, bq, gk, bk], table, self.heads, qn.eps)?;
+            }
+            (None, Some(table)) => qkv = g.rope(qkv, table, self.heads)?,
+            (None, None) => {}
         }
         let a = g.attention(qkv, self.heads, true)?;
         let a = g.reshape(a, &[b * t, c])?;
@@ -144,9 +138,9 @@ impl Mlp {
         let u = match &self.up {
             None => Activation::Gelu.forward(g, u)?,
             Some(up) => {
-                let s = Activation::Silu.forward(g, u)?;
+                // silu(u) ⊙ v fused: the numbers of the activation then the product, one dispatch.
                 let v = up.forward(g, x)?;
-                g.mul(s, v)?
+                g.silu_gate(u, v)?
             }
         };
         self.out.forward(g, u)
@@ -186,23 +180,26 @@ impl Block {
         })
     }
 
-    /// x [B·T, C] through the block; block `i` uses dropout sites 2i+1 and 2i+2.
+    /// The residual stream x [B·T, C] and h = LN1(x) through the block: x += attn(h); x += mlp(LN2(x)).
+    /// Returns x and `next`(x), `next` being the norm that reads the stream after the block (the next
+    /// block's LN1, or the final norm): each residual add runs fused with the norm that reads its sum
+    /// (`Graph::add_layer_norm`). Block `i` uses dropout sites 2i+1 and 2i+2.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward(
         &self,
         g: &mut Graph,
-        x: NodeId,
+        (x, h): (NodeId, NodeId),
         (b, t): (usize, usize),
         (i, rope): (usize, Option<&Rotary>),
         drop: &ResidDropout,
-    ) -> Result<NodeId> {
-        let h = self.ln1.forward(g, x)?;
+        next: &LayerNorm,
+    ) -> Result<(NodeId, NodeId)> {
         let a = self.attn.forward(g, h, b, t, rope)?;
         let a = drop.apply(g, a, 2 * i as u64 + 1)?;
-        let x = g.add(x, a)?;
-        let h = self.ln2.forward(g, x)?;
+        let (x, h) = add_norm(g, &self.ln2, x, a)?;
         let m = self.mlp.forward(g, h)?;
         let m = drop.apply(g, m, 2 * i as u64 + 2)?;
-        g.add(x, m)
+        add_norm(g, next, x, m)
     }
 
     /// The block's parameters, in checkpoint order (the old model's order when no option is on).
@@ -213,4 +210,10 @@ impl Block {
         v.extend(self.mlp.params());
         v
     }
+}
+
+/// (x + a, norm(x + a)) in one fused op.
+pub(super) fn add_norm(g: &mut Graph, norm: &LayerNorm, x: NodeId, a: NodeId) -> Result<(NodeId, NodeId)> {
+    let (gamma, beta) = (g.param(&norm.gamma.tensor), g.param(&norm.beta.tensor));
+    g.add_layer_norm(x, a, gamma, beta, norm.eps)
 }

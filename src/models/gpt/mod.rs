@@ -285,12 +285,15 @@ impl Gpt {
         }
         let mut x = g.reshape(x, &[b * t, self.cfg.width])?;
 
+        // Each block returns the stream and the next norm's output of it (the last one: the final norm's).
+        let first = self.blocks.first().map_or(&self.ln_f, |b| &b.ln1);
+        let mut h = first.forward(g, x)?;
         for (i, blk) in self.blocks.iter().enumerate() {
-            x = blk.forward(g, x, (b, t), (i, self.rotary.as_ref()), &drop)?;
+            let next = self.blocks.get(i + 1).map_or(&self.ln_f, |b| &b.ln1);
+            (x, h) = blk.forward(g, (x, h), (b, t), (i, self.rotary.as_ref()), &drop, next)?;
         }
 
         // Output projection: logits = LN(x) · Wteᵀ (tied), or LN(x) · W_head.
-        let h = self.ln_f.forward(g, x)?;
         if let Some(head) = &self.head {
             return head.forward(g, h);
         }

@@ -1,0 +1,52 @@
+// The gated MLP's gate: y = silu(u) ⊙ v (SwiGLU), silu(u) = u · sigmoid(u), and its backward
+// du = dy ⊙ v ⊙ silu'(u), dv = dy ⊙ silu(u): one dispatch each way instead of the activation, the
+// product and, backward, the activation's derivative and two products. The formulas are
+// elementwise.wgsl's (op 13), so the fused and unfused forms compute the same numbers.
+//
+// One thread per element.
+//#include "common/index.wgsl"
+
+const WG: u32 = 256u;
+
+struct GateParams {
+    n: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+@group(0) @binding(0) var<uniform> gp: GateParams;
+@group(0) @binding(1) var<storage, read> u: array<f32>;
+@group(0) @binding(2) var<storage, read> v: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(256)
+fn silu_gate_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= gp.n { return; }
+    let x = u[i];
+    y[i] = (x * sigmoid(x)) * v[i];
+}
+
+@group(0) @binding(1) var<storage, read> bu: array<f32>;
+@group(0) @binding(2) var<storage, read> bv: array<f32>;
+@group(0) @binding(3) var<storage, read> bdy: array<f32>;
+@group(0) @binding(4) var<storage, read_write> du: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dv: array<f32>;
+
+@compute @workgroup_size(256)
+fn silu_gate_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= gp.n { return; }
+    let x = bu[i];
+    let g = bdy[i];
+    dv[i] = g * (x * sigmoid(x));
+    // (x s)' = s (1 + x sigmoid(-x)), as elementwise.wgsl's unary_deriv.
+    du[i] = (g * bv[i]) * (sigmoid(x) * (1.0 + x * sigmoid(-x)));
+}

@@ -1,0 +1,202 @@
+// QK normalisation: per-head layer norm of q and k in a packed q|k|v projection [rows, 3C] (rows = B·T,
+// row r at position r mod T), heads of D = C / heads values, one (γ, β) of D values shared by q's heads
+// and one by k's, optionally followed by rotary positions exactly as shaders/rope.wgsl turns them; v is
+// copied. One dispatch forward and two backward replace slicing q, k and v out, two layer norms (four
+// dispatches each way), the concat and the rope pass.
+//
+//   x̂ = (x − mean) · rstd over a head's D values (biased variance), n = x̂ · γ + β, y = rot(pos) · n
+//
+// qk_norm_fwd: one thread per (row, head slot); slots 0..H are q's heads, H..2H k's, 2H..3H v's (copied).
+//   Saves mean and rstd of every q and k head: stats [rows, 2H, 2].
+// qk_norm_bwd_dx: one thread per (row, head slot): dn = rot(pos)ᵀ · dy, g = dn · γ,
+//   dx = rstd · (g − Σ g / D − x̂ · Σ(g x̂) / D), as shaders/norm.wgsl's layer_norm_bwd_dx; v's copied.
+// qk_norm_bwd_params: one workgroup per (q or k, column j): dγ_j = Σ dn_j · x̂_j and dβ_j = Σ dn_j over
+//   every row and head, as strided per-thread partials then the workgroup tree (a fixed order, no atomics).
+//#include "common/index.wgsl"
+//#include "common/workgroup_reduce.wgsl"
+
+const WG: u32 = 256u;
+
+struct QkNormParams {
+    rows: u32,   // B · T
+    t: u32,      // sequence length (positions 0..t)
+    heads: u32,
+    hd: u32,     // head size D (even with rope)
+    eps: f32,
+    rope: u32,   // 1: rotate q and k after the norm; 0: no rotation (the table binding is a stand-in)
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> qp: QkNormParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> gq: array<f32>;
+@group(0) @binding(3) var<storage, read> bq: array<f32>;
+@group(0) @binding(4) var<storage, read> gk: array<f32>;
+@group(0) @binding(5) var<storage, read> bk: array<f32>;
+@group(0) @binding(6) var<storage, read> table: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(8) var<storage, read_write> stats: array<f32>;
+
+@compute @workgroup_size(256)
+fn qk_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let id = flat_id(wid, nwg, lid, WG);
+    let slots = 3u * qp.heads;
+    if id >= qp.rows * slots { return; }
+    let r = id / slots;
+    let s = id - r * slots;
+    let d = qp.hd;
+    let base = r * slots * d + s * d;
+    if s >= 2u * qp.heads {
+        for (var j = 0u; j < d; j++) {
+            y[base + j] = x[base + j];
+        }
+        return;
+    }
+    var sum = 0.0;
+    for (var j = 0u; j < d; j++) {
+        sum += x[base + j];
+    }
+    let mean = sum / f32(d);
+    var sq = 0.0;
+    for (var j = 0u; j < d; j++) {
+        let e = x[base + j] - mean;
+        sq += e * e;
+    }
+    let rstd = 1.0 / sqrt(sq / f32(d) + qp.eps);
+    let st = (r * 2u * qp.heads + s) * 2u;
+    stats[st] = mean;
+    stats[st + 1u] = rstd;
+    let is_q = s < qp.heads;
+    if qp.rope == 0u {
+        for (var j = 0u; j < d; j++) {
+            let xh = (x[base + j] - mean) * rstd;
+            y[base + j] = select(xh * gk[j] + bk[j], xh * gq[j] + bq[j], is_q);
+        }
+        return;
+    }
+    let half = d / 2u;
+    let pos = r % qp.t;
+    for (var j = 0u; j < half; j++) {
+        let a = j + half;
+        let na = select((x[base + j] - mean) * rstd * gk[j] + bk[j], (x[base + j] - mean) * rstd * gq[j] + bq[j], is_q);
+        let nb = select((x[base + a] - mean) * rstd * gk[a] + bk[a], (x[base + a] - mean) * rstd * gq[a] + bq[a], is_q);
+        let cs = table[(pos * half + j) * 2u];
+        let sn = table[(pos * half + j) * 2u + 1u];
+        y[base + j] = na * cs - nb * sn;
+        y[base + a] = nb * cs + na * sn;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> bx: array<f32>;
+@group(0) @binding(2) var<storage, read> bgq: array<f32>;
+@group(0) @binding(3) var<storage, read> bgk: array<f32>;
+@group(0) @binding(4) var<storage, read> bstats: array<f32>;
+@group(0) @binding(5) var<storage, read> btable: array<f32>;
+@group(0) @binding(6) var<storage, read> bdy: array<f32>;
+@group(0) @binding(7) var<storage, read_write> bdx: array<f32>;
+
+// The gradient of head value j's normalised n_j from dy at `base` (rotated back with rope).
+fn dn_of(base: u32, j: u32, pos: u32) -> f32 {
+    if qp.rope == 0u {
+        return bdy[base + j];
+    }
+    let half = qp.hd / 2u;
+    let p = j % half;
+    let cs = btable[(pos * half + p) * 2u];
+    let sn = btable[(pos * half + p) * 2u + 1u];
+    let ya = bdy[base + p];
+    let yb = bdy[base + p + half];
+    return select(yb * cs - ya * sn, ya * cs + yb * sn, j < half);
+}
+
+@compute @workgroup_size(256)
+fn qk_norm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let id = flat_id(wid, nwg, lid, WG);
+    let slots = 3u * qp.heads;
+    if id >= qp.rows * slots { return; }
+    let r = id / slots;
+    let s = id - r * slots;
+    let d = qp.hd;
+    let base = r * slots * d + s * d;
+    if s >= 2u * qp.heads {
+        for (var j = 0u; j < d; j++) {
+            bdx[base + j] = bdy[base + j];
+        }
+        return;
+    }
+    let st = (r * 2u * qp.heads + s) * 2u;
+    let mean = bstats[st];
+    let rstd = bstats[st + 1u];
+    let is_q = s < qp.heads;
+    let pos = r % qp.t;
+    var sg = 0.0;
+    var sgx = 0.0;
+    for (var j = 0u; j < d; j++) {
+        let g = dn_of(base, j, pos) * select(bgk[j], bgq[j], is_q);
+        sg += g;
+        sgx += g * ((bx[base + j] - mean) * rstd);
+    }
+    let mg = sg / f32(d);
+    let mgx = sgx / f32(d);
+    for (var j = 0u; j < d; j++) {
+        let g = dn_of(base, j, pos) * select(bgk[j], bgq[j], is_q);
+        let xh = (bx[base + j] - mean) * rstd;
+        bdx[base + j] = rstd * (g - mg - xh * mgx);
+    }
+}
+
+@group(0) @binding(1) var<storage, read> px: array<f32>;
+@group(0) @binding(2) var<storage, read> pstats: array<f32>;
+@group(0) @binding(3) var<storage, read> ptable: array<f32>;
+@group(0) @binding(4) var<storage, read> pdy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dgq: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dbq: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dgk: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dbk: array<f32>;
+
+@compute @workgroup_size(256)
+fn qk_norm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let w = flat_id(wid, nwg, 0u, 1u);
+    let d = qp.hd;
+    if w >= 2u * d { return; }  // uniform: the whole workgroup leaves together
+    let which = w / d;  // 0: q, 1: k
+    let j = w - which * d;
+    let h2 = 2u * qp.heads;
+    let slots = 3u * qp.heads;
+    let half = d / 2u;
+    let p = j % half;
+    var dg = 0.0;
+    var db = 0.0;
+    for (var n = lid; n < qp.rows * qp.heads; n += WG) {
+        let r = n / qp.heads;
+        let s = which * qp.heads + (n - r * qp.heads);
+        let base = r * slots * d + s * d;
+        let st = (r * h2 + s) * 2u;
+        var dn = pdy[base + j];
+        if qp.rope == 1u {
+            let pos = r % qp.t;
+            let cs = ptable[(pos * half + p) * 2u];
+            let sn = ptable[(pos * half + p) * 2u + 1u];
+            let ya = pdy[base + p];
+            let yb = pdy[base + p + half];
+            dn = select(yb * cs - ya * sn, ya * cs + yb * sn, j < half);
+        }
+        dg += dn * ((px[base + j] - pstats[st]) * pstats[st + 1u]);
+        db += dn;
+    }
+    let sdg = wg_sum(lid, dg);
+    let sdb = wg_sum(lid, db);
+    if lid == 0u {
+        if which == 0u {
+            dgq[j] = sdg;
+            dbq[j] = sdb;
+        } else {
+            dgk[j] = sdg;
+            dbk[j] = sdb;
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! CPU twin of shaders/gated.wgsl: silu(u) ⊙ v and its backward, one pass each, through the elementwise
+//! twin's `unary_op` and `unary_deriv` (SiLU, op 13): the formulas the unfused form's kernels evaluate,
+//! so the fused and unfused forms give the same numbers on the CPU.
+
+use rayon::prelude::*;
+
+use super::elementwise::{unary_deriv, unary_op};
+use super::{par_chunks, CpuArgs, CHUNK};
+use crate::kernels::gated::GateParams;
+
+/// SiLU's op code in the elementwise family.
+const SILU: u32 = 13;
+
+/// Bindings: params, u, v (read), y (read_write).
+pub fn silu_gate_fwd(args: &mut CpuArgs) {
+    let n = args.params::<GateParams>().n as usize;
+    let (u, v) = (args.f32_in(0), args.f32_in(1));
+    par_chunks(&mut args.f32_out(0)[..n], |s, ch| {
+        for (k, o) in ch.iter_mut().enumerate() {
+            *o = unary_op(SILU, u[s + k], 0.0) * v[s + k];
+        }
+    });
+}
+
+/// Bindings: params, u, v, dy (read), du, dv (read_write): du = (dy ⊙ v) ⊙ silu'(u), dv = dy ⊙ silu(u).
+pub fn silu_gate_bwd(args: &mut CpuArgs) {
+    let n = args.params::<GateParams>().n as usize;
+    let (u, v, dy) = (args.f32_in(0), args.f32_in(1), args.f32_in(2));
+    let du = &mut args.f32_out(0)[..n];
+    let dv = &mut args.f32_out(1)[..n];
+    du.par_chunks_mut(CHUNK).zip(dv.par_chunks_mut(CHUNK)).enumerate().for_each(|(c, (a, b))| {
+        let s = c * CHUNK;
+        for (k, (da, db)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
+            let (x, g) = (u[s + k], dy[s + k]);
+            *da = (g * v[s + k]) * unary_deriv(SILU, x, 0.0);
+            *db = g * unary_op(SILU, x, 0.0);
+        }
+    });
+}
