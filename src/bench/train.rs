@@ -25,7 +25,7 @@ use crate::graph::exec::Plan;
 use crate::graph::Graph;
 use crate::models::ddpm::{self, Arch, Diffusion, DiffusionConfig, DiffusionTrainer, Prediction};
 use crate::models::gan::{self, Gan, GanConfig, GanTrainer};
-use crate::models::gpt::{Gpt, GptConfig, GptTrainer, TrainSettings};
+use crate::models::gpt::{Decay, Gpt, GptConfig, GptTrainer, OptimSettings, OptimizerChoice, TrainSettings};
 use crate::models::mlp::{Mlp, MlpConfig};
 use crate::models::unet::UnetConfig;
 use crate::nn::Activation;
@@ -111,25 +111,33 @@ pub fn gpt(dev: &Device, quick: bool, print: bool) -> Result<Value> {
         clip: 1.0,
         seed: 1,
     };
-    gpt_bench(dev, "gpt", cfg, s, quick, print)
+    gpt_bench(dev, "gpt", cfg, s, OptimSettings::default(), quick, print)
 }
 
-/// `tigel train gpt`'s default step: 4 layers, 4 heads, width 128, context 128, batch 16, rotary
-/// positions, QK norm, gated (SwiGLU) MLP, AdamW (lr 5e-3, warmup 100, cosine to 0.1 of the peak over
-/// 3,500 steps, weight decay 0.1) with clipping at 1.0 and the finiteness guard.
+/// `tigel train gpt`'s default step (src/cmd/gpt/args.rs): 4 layers, 4 heads, width 128, context 128,
+/// batch 16, rotary positions, QK norm, gated (SwiGLU) MLP; Muon (lr 0.02, momentum 0.95) on the blocks'
+/// matrices and AdamW (lr 5e-3, weight decay 0.1) on the rest, warmup 100 and a linear decay to 0 over
+/// 2,630 steps, clipping at 1.0 and the finiteness guard.
 pub fn gpt_default(dev: &Device, quick: bool, print: bool) -> Result<Value> {
     let cfg = GptConfig { rope: true, qk_norm: true, gated_mlp: true, ..GptConfig::default() };
     let s = TrainSettings {
         batch: 16,
         lr: 5e-3,
-        min_lr_frac: 0.1,
+        min_lr_frac: 0.0,
         warmup: 100,
-        steps: 3500,
+        steps: 2630,
         weight_decay: 0.1,
         clip: 1.0,
         seed: 1,
     };
-    gpt_bench(dev, "gpt-default", cfg, s, quick, print)
+    let o = OptimSettings {
+        optimizer: OptimizerChoice::Muon,
+        decay: Decay::Linear,
+        cooldown: 1.0,
+        muon_lr: 0.02,
+        muon_momentum: 0.95,
+    };
+    gpt_bench(dev, "gpt-default", cfg, s, o, quick, print)
 }
 
 fn gpt_bench(
@@ -137,14 +145,19 @@ fn gpt_bench(
     name: &'static str,
     cfg: GptConfig,
     s: TrainSettings,
+    o: OptimSettings,
     quick: bool,
     print: bool,
 ) -> Result<Value> {
     let model = Gpt::new(dev, cfg, s.seed)?;
-    let t = GptTrainer::new(dev, model, &Corpus::embedded(), s, 0)?;
+    let t = GptTrainer::with_optim(dev, model, &Corpus::embedded(), s, o, 0)?;
     let b = Bench {
         model: name,
-        config: json!({ "model": cfg.to_json(), "train": s.to_json(), "params": cfg.param_count() }),
+        config: json!({
+            "model": cfg.to_json(), "train": s.to_json(), "params": cfg.param_count(),
+            "optim": { "optimizer": format!("{:?}", o.optimizer).to_lowercase(),
+                       "decay": format!("{:?}", o.decay).to_lowercase(), "muon_lr": o.muon_lr },
+        }),
         per_step: (t.tokens_per_step, "tokens"),
         plans: vec![t.trainer().plan()],
         step: Box::new(|| t.step(dev)),
