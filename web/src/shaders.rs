@@ -4,7 +4,8 @@
 //! and have a variant that fits); and a few kernels run against their CPU twins.
 
 use serde_json::{json, Value};
-use tigel::kernels::{ALL_KERNELS, SHADERS};
+use tigel::kernels::optim::{ADAM_MULTI, EMA_MULTI, SGD_MULTI, SUMSQ_MULTI};
+use tigel::kernels::{Kernel, ALL_KERNELS, SHADERS};
 use tigel::{Device, Tensor};
 
 use crate::web_device;
@@ -38,7 +39,13 @@ async fn compile_all(dev: &Device) -> Value {
         }
     }
     let (mut pipelines, mut refused) = (0, Vec::new());
-    for k in ALL_KERNELS {
+    // The multi-tensor optimizer kernels bind up to 30 storage buffers; on a device that binds fewer
+    // the optimizers update one tensor per dispatch (`ops::optim_multi::supported`) and never make them.
+    let multi = [&ADAM_MULTI, &SGD_MULTI, &EMA_MULTI, &SUMSQ_MULTI];
+    let (unused, kernels): (Vec<&&Kernel>, Vec<&&Kernel>) = ALL_KERNELS
+        .iter()
+        .partition(|k| !tigel::ops::optim_multi::supported(dev) && multi.iter().any(|m| m.name() == k.name()));
+    for k in &kernels {
         match dev.prepare_kernel_async(k).await {
             Ok(()) => pipelines += 1,
             Err(e @ tigel::Error::LimitExceeded { .. }) => refused.push(format!("{}: {e}", k.name())),
@@ -48,8 +55,8 @@ async fn compile_all(dev: &Device) -> Value {
     json!({
         "shaders": checked.len(),
         "compiled": compiled,
-        "not_for_this_device": needs_subgroups.iter().map(|s| s.name).collect::<Vec<_>>(),
-        "kernels": ALL_KERNELS.len(),
+        "not_for_this_device": needs_subgroups.iter().map(|s| s.name.to_string()).chain(unused.iter().map(|k| k.name())).collect::<Vec<_>>(),
+        "kernels": kernels.len(),
         "pipelines": pipelines,
         "over_limits": refused,
         "errors": errors,
