@@ -256,7 +256,7 @@ pub fn conv2d_fwd(args: &mut CpuArgs) {
                 return;
             }
             let cols = imgs * howo;
-            let b = Gather { data: xs, rows: &taps, cols: &pix[..cols] };
+            let b = Gather { data: xs, rows: &taps, cols: &pix[..cols], serial: per < g.n };
             if imgs == 1 {
                 sgemm_gather(g.co, howo, depth, wm, b, yu, howo, false);
                 return;
@@ -283,6 +283,9 @@ pub fn conv2d_bwd_input(args: &mut CpuArgs) {
     let per = group_images(g.n, howo, depth);
     // w^T: [ci*k*k, co].
     let wt = MatRef { data: w, rs: 1, cs: depth };
+    // dy as [co, imgs*ho*wo] (the images side by side), read through a gather.
+    let chans: Vec<u32> = (0..g.co).map(|c| (c * howo) as u32).collect();
+    let pix: Vec<u32> = (0..per * howo).map(|j| ((j / howo) * g.co * howo + j % howo) as u32).collect();
     dx[..g.n * g.ci * hw].par_chunks_mut(per * g.ci * hw).enumerate().for_each(|(u, dxu)| {
         let i0 = u * per;
         let imgs = dxu.len() / (g.ci * hw);
@@ -292,16 +295,9 @@ pub fn conv2d_bwd_input(args: &mut CpuArgs) {
             sgemm(depth, howo, g.co, wt, MatRef { data: dys, rs: howo, cs: 1 }, dxu, hw, false);
             return;
         }
-        let aux = if imgs == 1 { 0 } else { g.co * cols };
-        with_buf(depth * cols + aux, |buf| {
-            let (dcol, dyt) = buf.split_at_mut(depth * cols);
-            let b = if imgs == 1 {
-                MatRef { data: dys, rs: howo, cs: 1 }
-            } else {
-                gather_rows(dys, imgs, g.co, howo, dyt);
-                MatRef { data: dyt, rs: cols, cs: 1 }
-            };
-            sgemm(depth, cols, g.co, wt, b, dcol, cols, false);
+        with_buf(depth * cols, |dcol| {
+            let b = Gather { data: dys, rows: &chans, cols: &pix[..cols], serial: per < g.n };
+            sgemm_gather(depth, cols, g.co, wt, b, dcol, cols, false);
             col2im(&g, dcol, cols, dxu);
         });
     });
@@ -340,7 +336,8 @@ pub fn conv2d_bwd_weight(args: &mut CpuArgs) {
                     continue;
                 }
                 // col^T: [pixels, ci*k*k], gathered from the padded images.
-                let b = Gather { data: &xp[i0 * image..][..imgs * image], rows: &pix[..cols], cols: &taps };
+                let xs = &xp[i0 * image..][..imgs * image];
+                let b = Gather { data: xs, rows: &pix[..cols], cols: &taps, serial: splits > 1 };
                 if imgs == 1 {
                     sgemm_gather(g.co, depth, cols, MatRef { data: dys, rs: howo, cs: 1 }, b, part, depth, acc);
                     continue;

@@ -15,6 +15,8 @@ pub struct Gather<'a> {
     pub rows: &'a [u32],
     /// Offset of each column (n index).
     pub cols: &'a [u32],
+    /// Run on the calling thread only: the caller runs several products in parallel.
+    pub serial: bool,
 }
 
 impl PackB for Gather<'_> {
@@ -31,6 +33,9 @@ impl PackB for Gather<'_> {
                 *dv = unsafe { *line.get_unchecked(o as usize) };
             }
         }
+    }
+    fn serial(&self) -> bool {
+        self.serial
     }
 }
 

@@ -269,6 +269,10 @@ fn pack_a<const MR: usize>(dst: &mut [f32], a: MatRef, i0: usize, rows: usize, p
 trait PackB: Sync {
     /// Packs rows p0..p0+kc, columns j0..j0+w (w <= W) into `dst` [kc][W], zero for columns w..W.
     fn pack<const W: usize>(&self, dst: &mut [f32], p0: usize, kc: usize, j0: usize, w: usize);
+    /// Run the whole product on the calling thread (its caller already keeps the threads busy).
+    fn serial(&self) -> bool {
+        false
+    }
 }
 
 impl PackB for MatRef<'_> {
@@ -312,7 +316,7 @@ fn gemm_blocked<const MR: usize, const NR: usize, B: PackB>(
     accumulate: bool,
 ) {
     let threads = rayon::current_num_threads();
-    let parallel = threads > 1 && m > MR && m.saturating_mul(n).saturating_mul(k) >= PAR_WORK;
+    let parallel = threads > 1 && !b.serial() && m > MR && m.saturating_mul(n).saturating_mul(k) >= PAR_WORK;
 
     // Row blocks: at most MC rows, and (when parallel) a multiple of the thread count so that
     // every thread gets the same amount of work. Splitting M (not N) lets all threads share one
