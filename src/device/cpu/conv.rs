@@ -1,24 +1,24 @@
-//! CPU twin of shaders/conv.wgsl: the same three GEMMs, with the im2col matrix made explicit per group
-//! of images in a scratch buffer and multiplied by the packed SGEMM (`gemm::sgemm`).
+//! CPU twin of shaders/conv.wgsl: the same three GEMMs on the packed SGEMM (`host::gemm`).
 //!
-//! * conv2d_fwd: col [ci*k*k, pixels] = im2col(x); y = w [co, ci*k*k] * col.
+//! * conv2d_fwd: y = w [co, ci*k*k] * col, col [ci*k*k, pixels] = im2col(x) never stored: the GEMM
+//!   packs its B panels straight from the zero-padded images (`sgemm_gather`, tap and pixel offsets).
 //! * conv2d_bwd_input: dcol = w^T * dy; dx = col2im(dcol) (the scatter-add adjoint of im2col). The
 //!   shader's stride phases are a GPU schedule for the same sum; here col2im's loops skip the taps that
 //!   miss a pixel for free.
-//! * conv2d_bwd_weight: partial[z] = dy [co, pixels] * col^T, over the images of split z.
+//! * conv2d_bwd_weight: partial[z] = dy [co, pixels] * col^T over the images of split z, col^T again
+//!   gathered from the padded images while packing.
 //!
-//! Images are grouped into as few GEMMs as a col matrix of at most `COL_BUDGET` floats allows: one GEMM
-//! over many images packs the weights once, fills the micro-kernel's 32-wide tiles (a 7x7 output is
-//! 49 columns per image) and splits evenly over the threads. Groups run one after another, each GEMM
-//! parallel inside (and im2col, col2im parallel over channels); the weight gradient's splits run in
-//! parallel (one partial sum each). A 1x1, stride 1, unpadded convolution skips im2col: x itself is the
-//! col matrix.
+//! Images are grouped into as few GEMMs as a col-sized matrix of at most `COL_BUDGET` floats allows, and
+//! at least one per thread: one GEMM over many images packs the weights once and fills the
+//! micro-kernel's 32-wide tiles (a 7x7 output is 49 columns per image); groups run in parallel (the
+//! weight gradient's splits already do, one partial sum each). A 1x1, stride 1, unpadded convolution of
+//! one image reads x as a plain matrix.
 
 use rayon::prelude::*;
 use std::sync::Mutex;
 
 use super::CpuArgs;
-use crate::host::gemm::{sgemm, MatRef};
+use crate::host::gemm::{sgemm, sgemm_gather, Gather, MatRef};
 use crate::kernels::conv::ConvParams;
 
 /// Most floats of one group's col matrix (8 MiB: within L3 beside the weights, and a bounded scratch
@@ -44,14 +44,11 @@ fn take(n: usize) -> Vec<f32> {
     v
 }
 
-/// Runs `f` with two pooled scratch buffers of `a` and `b` floats (contents undefined).
-fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
-    let mut va = take(a);
-    let mut vb = take(b);
-    let r = f(&mut va[..a], &mut vb[..b]);
-    let mut pool = POOL.lock().unwrap();
-    pool.push(va);
-    pool.push(vb);
+/// Runs `f` with a pooled scratch buffer of `n` floats (contents undefined).
+fn with_buf<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut v = take(n);
+    let r = f(&mut v[..n]);
+    POOL.lock().unwrap().push(v);
     r
 }
 
@@ -95,6 +92,14 @@ impl Geom {
     fn depth(&self) -> usize {
         self.ci * self.k * self.k
     }
+    /// Padded row width.
+    fn wp(&self) -> usize {
+        self.w + 2 * self.p
+    }
+    /// Padded plane size.
+    fn hpwp(&self) -> usize {
+        (self.h + 2 * self.p) * self.wp()
+    }
     /// x is its own col matrix.
     fn pointwise(&self) -> bool {
         self.k == 1 && self.s == 1 && self.p == 0
@@ -102,69 +107,53 @@ impl Geom {
 }
 
 /// Images per group for a GEMM over `cols_per_image` columns of `depth` rows each: as many as keep the
-/// col matrix within COL_BUDGET, then balanced (16 images at 6 per group would run 6, 6, 4).
+/// col matrix within COL_BUDGET, at least one group per thread (groups then run in parallel, each GEMM
+/// on its own core: one fork per call instead of two per rank-KC update of one shared GEMM), then
+/// balanced (16 images at 6 per group would run 6, 6, 4).
 fn group_images(n: usize, cols_per_image: usize, depth: usize) -> usize {
     let fit = (COL_BUDGET / (depth * cols_per_image).max(1)).clamp(1, n.max(1));
-    n.div_ceil(n.div_ceil(fit))
+    let groups = n.div_ceil(fit).max(rayon::current_num_threads().min(n));
+    n.div_ceil(groups.max(1)).max(1)
 }
 
-/// Row stride for a col matrix of `cols` columns that SGEMM reads transposed (the weight gradient's
-/// B = col^T): its packing walks 16 rows in lockstep, and rows a multiple of 4 KiB apart would all map
-/// to one L1 set (at 32x32 outputs this halved the speed). An odd multiple of 16 floats spreads them.
-fn transposed_ld(cols: usize) -> usize {
-    let ld = cols.next_multiple_of(16);
-    if (ld / 16).is_multiple_of(2) {
-        ld + 16
-    } else {
-        ld
-    }
+/// Offsets of the filter taps (c, kh, kw) in a zero-padded image [ci, h + 2p, w + 2p]: the rows of the
+/// im2col matrix, read through `Gather`.
+fn tap_offsets(g: &Geom) -> Vec<u32> {
+    let (wp, plane) = (g.wp(), g.hpwp());
+    let kk = g.k * g.k;
+    (0..g.depth()).map(|q| ((q / kk) * plane + (q % kk / g.k) * wp + q % g.k) as u32).collect()
 }
 
-/// Plane `plane` ([h, w]) with `p` zeros around it, into `buf` ([h + 2p, w + 2p]); the plane itself when
-/// p = 0. im2col and col2im then index without bounds checks: at small spatial sizes (7-wide rows),
-/// per-row clipping and short fills cost as much as the copies.
-fn padded<'a>(g: &Geom, plane: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+/// Offsets of tap (0, 0, 0) of each output pixel of `imgs` padded images side by side: the columns of
+/// the im2col matrix.
+fn pixel_offsets(g: &Geom, imgs: usize) -> Vec<u32> {
+    let (wp, image, howo) = (g.wp(), g.ci * g.hpwp(), g.howo());
+    let at = |j: usize| (j / howo) * image + (j % howo / g.wo) * g.s * wp + (j % g.wo) * g.s;
+    assert!(imgs * image <= u32::MAX as usize, "conv2d: {imgs} padded images exceed 32-bit offsets");
+    (0..imgs * howo).map(|j| at(j) as u32).collect()
+}
+
+/// Runs `f` on x ([n, ci, h, w]) with p zeros around every plane (a pooled buffer), or on x itself when
+/// p = 0: the gathers of the implicit im2col then index without bounds tests.
+fn with_padded<R>(g: &Geom, x: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
     if g.p == 0 {
-        return plane;
+        return f(&x[..g.n * g.ci * g.hw()]);
     }
-    let (hp, wp) = (g.h + 2 * g.p, g.w + 2 * g.p);
-    buf.clear();
-    buf.resize(hp * wp, 0.0);
-    for (ih, row) in plane.chunks_exact(g.w).enumerate() {
-        buf[(ih + g.p) * wp + g.p..][..g.w].copy_from_slice(row);
-    }
-    buf
-}
-
-/// Rows (c, kh, kw) of im2col for one channel plane of one image: `rows` holds the k*k rows of stride
-/// `ld`; the image's columns start at c0.
-fn im2col_channel(g: &Geom, plane: &[f32], rows: &mut [f32], ld: usize, c0: usize, buf: &mut Vec<f32>, at: &Taps) {
-    let (k, s, wo) = (g.k, g.s, g.wo);
-    let wp = g.w + 2 * g.p;
-    let src = padded(g, plane, buf);
-    for kh in 0..k {
-        for kw in 0..k {
-            let dst = &mut rows[(kh * k + kw) * ld + c0..][..g.howo()];
-            if let Some(idx) = &at.0 {
-                // One gather per tap, no per-row loop or short copies.
-                let src = &src[kh * wp + kw..];
-                for (dv, &o) in dst.iter_mut().zip(idx) {
-                    *dv = src[o as usize];
-                }
-                continue;
-            }
-            for (oh, d) in dst.chunks_exact_mut(wo).enumerate() {
-                let line = &src[(oh * s + kh) * wp + kw..];
-                if s == 1 {
-                    d.copy_from_slice(&line[..wo]);
-                } else {
-                    for (dv, &sv) in d.iter_mut().zip(line.iter().step_by(s)) {
-                        *dv = sv;
-                    }
-                }
-            }
+    let (wp, plane) = (g.wp(), g.hpwp());
+    let mut buf = take(g.n * g.ci * plane);
+    buf[..g.n * g.ci * plane].par_chunks_mut(plane).with_min_len(16).enumerate().for_each(|(pl, dst)| {
+        dst[..g.p * wp].fill(0.0);
+        dst[(g.p + g.h) * wp..].fill(0.0);
+        for (ih, row) in x[pl * g.hw()..][..g.hw()].chunks_exact(g.w).enumerate() {
+            let line = &mut dst[(ih + g.p) * wp..][..wp];
+            line[..g.p].fill(0.0);
+            line[g.p..g.p + g.w].copy_from_slice(row);
+            line[g.p + g.w..].fill(0.0);
         }
-    }
+    });
+    let r = f(&buf[..g.n * g.ci * plane]);
+    POOL.lock().unwrap().push(buf);
+    r
 }
 
 /// Where output pixel j reads tap (0, 0) in the padded plane, (oh·s)·wp + ow·s, for strided or narrow
@@ -180,18 +169,6 @@ impl Taps {
         let wp = g.w + 2 * g.p;
         Taps(Some((0..g.howo()).map(|j| ((j / g.wo) * g.s * wp + (j % g.wo) * g.s) as u32).collect()))
     }
-}
-
-/// col [ci*k*k, ld] at columns img*ho*wo.. for each image of `xs` ([imgs, ci, h, w]), parallel over ci.
-fn im2col(g: &Geom, xs: &[f32], imgs: usize, col: &mut [f32], ld: usize) {
-    let (hw, kk2) = (g.hw(), g.k * g.k);
-    let at = Taps::new(g);
-    col[..g.depth() * ld].par_chunks_mut(kk2 * ld).enumerate().for_each(|(c, rows)| {
-        let mut buf = Vec::new();
-        for i in 0..imgs {
-            im2col_channel(g, &xs[(i * g.ci + c) * hw..][..hw], rows, ld, i * g.howo(), &mut buf, &at);
-        }
-    });
 }
 
 /// The adjoint of `im2col_channel`: plane = the scatter-add of rows (c, kh, kw) at columns c0.., summed
@@ -265,31 +242,32 @@ pub fn conv2d_fwd(args: &mut CpuArgs) {
     let (x, w) = (args.f32_in(0), args.f32_in(1));
     let y = args.f32_out(0);
     let g = Geom::new(&p);
-    let (howo, hw, depth) = (g.howo(), g.hw(), g.depth());
+    let (howo, depth, image) = (g.howo(), g.depth(), g.ci * g.hpwp());
     let per = group_images(g.n, howo, depth);
     let wm = MatRef { data: w, rs: depth, cs: 1 };
-    y[..g.n * g.co * howo].chunks_mut(per * g.co * howo).enumerate().for_each(|(u, yu)| {
-        let i0 = u * per;
-        let imgs = yu.len() / (g.co * howo);
-        let xs = &x[i0 * g.ci * hw..][..imgs * g.ci * hw];
-        if imgs == 1 && g.pointwise() {
-            sgemm(g.co, howo, depth, wm, MatRef { data: xs, rs: hw, cs: 1 }, yu, howo, false);
-            return;
-        }
-        let cols = imgs * howo;
-        let aux = if imgs == 1 { 0 } else { g.co * cols };
-        with_scratch(depth * cols, aux, |col, yt| {
-            im2col(&g, xs, imgs, col, cols);
-            let b = MatRef { data: col, rs: cols, cs: 1 };
-            if imgs == 1 {
-                sgemm(g.co, howo, depth, wm, b, yu, howo, false);
+    let (taps, pix) = (tap_offsets(&g), pixel_offsets(&g, per));
+    with_padded(&g, x, |xp| {
+        y[..g.n * g.co * howo].par_chunks_mut(per * g.co * howo).enumerate().for_each(|(u, yu)| {
+            let i0 = u * per;
+            let imgs = yu.len() / (g.co * howo);
+            let xs = &xp[i0 * image..][..imgs * image];
+            if imgs == 1 && g.pointwise() {
+                sgemm(g.co, howo, depth, wm, MatRef { data: xs, rs: howo, cs: 1 }, yu, howo, false);
                 return;
             }
-            sgemm(g.co, cols, depth, wm, b, yt, cols, false);
-            let yt: &[f32] = yt;
-            yu.par_chunks_mut(howo).enumerate().with_min_len(64).for_each(|(pl, dst)| {
-                let (i, c) = (pl / g.co, pl % g.co);
-                dst.copy_from_slice(&yt[c * cols + i * howo..][..howo]);
+            let cols = imgs * howo;
+            let b = Gather { data: xs, rows: &taps, cols: &pix[..cols], serial: per < g.n };
+            if imgs == 1 {
+                sgemm_gather(g.co, howo, depth, wm, b, yu, howo, false);
+                return;
+            }
+            with_buf(g.co * cols, |yt| {
+                sgemm_gather(g.co, cols, depth, wm, b, yt, cols, false);
+                let yt: &[f32] = yt;
+                yu.par_chunks_mut(howo).enumerate().with_min_len(64).for_each(|(pl, dst)| {
+                    let (i, c) = (pl / g.co, pl % g.co);
+                    dst.copy_from_slice(&yt[c * cols + i * howo..][..howo]);
+                });
             });
         });
     });
@@ -305,7 +283,10 @@ pub fn conv2d_bwd_input(args: &mut CpuArgs) {
     let per = group_images(g.n, howo, depth);
     // w^T: [ci*k*k, co].
     let wt = MatRef { data: w, rs: 1, cs: depth };
-    dx[..g.n * g.ci * hw].chunks_mut(per * g.ci * hw).enumerate().for_each(|(u, dxu)| {
+    // dy as [co, imgs*ho*wo] (the images side by side), read through a gather.
+    let chans: Vec<u32> = (0..g.co).map(|c| (c * howo) as u32).collect();
+    let pix: Vec<u32> = (0..per * howo).map(|j| ((j / howo) * g.co * howo + j % howo) as u32).collect();
+    dx[..g.n * g.ci * hw].par_chunks_mut(per * g.ci * hw).enumerate().for_each(|(u, dxu)| {
         let i0 = u * per;
         let imgs = dxu.len() / (g.ci * hw);
         let dys = &dy[i0 * g.co * howo..][..imgs * g.co * howo];
@@ -314,15 +295,9 @@ pub fn conv2d_bwd_input(args: &mut CpuArgs) {
             sgemm(depth, howo, g.co, wt, MatRef { data: dys, rs: howo, cs: 1 }, dxu, hw, false);
             return;
         }
-        let aux = if imgs == 1 { 0 } else { g.co * cols };
-        with_scratch(depth * cols, aux, |dcol, dyt| {
-            let b = if imgs == 1 {
-                MatRef { data: dys, rs: howo, cs: 1 }
-            } else {
-                gather_rows(dys, imgs, g.co, howo, dyt);
-                MatRef { data: dyt, rs: cols, cs: 1 }
-            };
-            sgemm(depth, cols, g.co, wt, b, dcol, cols, false);
+        with_buf(depth * cols, |dcol| {
+            let b = Gather { data: dys, rows: &chans, cols: &pix[..cols], serial: per < g.n };
+            sgemm_gather(depth, cols, g.co, wt, b, dcol, cols, false);
             col2im(&g, dcol, cols, dxu);
         });
     });
@@ -335,42 +310,44 @@ pub fn conv2d_bwd_weight(args: &mut CpuArgs) {
     let (x, dy) = (args.f32_in(0), args.f32_in(1));
     let out = args.f32_out(0);
     let g = Geom::new(&p);
-    let (howo, hw, depth) = (g.howo(), g.hw(), g.depth());
+    let (howo, hw, depth, image) = (g.howo(), g.hw(), g.depth(), g.ci * g.hpwp());
     let (per_split, splits) = (p.imgs_per_split as usize, p.splits as usize);
     let wn = g.co * depth;
-    out[..splits * wn].par_chunks_mut(wn).enumerate().for_each(|(z, part)| {
-        let first = (z * per_split).min(g.n);
-        let last = (first + per_split).min(g.n);
-        if first == last {
-            part.fill(0.0);
-            return;
-        }
-        let per = group_images(last - first, howo, depth);
-        for (gi, i0) in (first..last).step_by(per).enumerate() {
-            let imgs = per.min(last - i0);
-            let cols = imgs * howo;
-            let xs = &x[i0 * g.ci * hw..][..imgs * g.ci * hw];
-            let dys = &dy[i0 * g.co * howo..][..imgs * g.co * howo];
-            let acc = gi > 0;
-            // x^T as B aliases in L1 like col^T (see transposed_ld) when planes are multiples of 2 KiB.
-            if imgs == 1 && g.pointwise() && hw % 512 != 0 {
-                let a = MatRef { data: dys, rs: howo, cs: 1 };
-                sgemm(g.co, depth, howo, a, MatRef { data: xs, rs: 1, cs: hw }, part, depth, acc);
-                continue;
+    // The splits already run in parallel: one group per split where it fits.
+    let per = (COL_BUDGET / (depth * howo).max(1)).clamp(1, per_split.clamp(1, g.n.max(1)));
+    let (taps, pix) = (tap_offsets(&g), pixel_offsets(&g, per));
+    with_padded(&g, x, |xp| {
+        out[..splits * wn].par_chunks_mut(wn).enumerate().for_each(|(z, part)| {
+            let first = (z * per_split).min(g.n);
+            let last = (first + per_split).min(g.n);
+            if first == last {
+                part.fill(0.0);
+                return;
             }
-            let aux = if imgs == 1 { 0 } else { g.co * cols };
-            let ld = transposed_ld(cols);
-            with_scratch(depth * ld, aux, |col, dyt| {
-                im2col(&g, xs, imgs, col, ld);
-                let a = if imgs == 1 {
-                    MatRef { data: dys, rs: howo, cs: 1 }
-                } else {
+            for (gi, i0) in (first..last).step_by(per).enumerate() {
+                let imgs = per.min(last - i0);
+                let cols = imgs * howo;
+                let dys = &dy[i0 * g.co * howo..][..imgs * g.co * howo];
+                let acc = gi > 0;
+                // x^T as B aliases in L1 (16 lines 4 KiB apart) when planes are multiples of 2 KiB.
+                if imgs == 1 && g.pointwise() && hw % 512 != 0 {
+                    let (a, xs) = (MatRef { data: dys, rs: howo, cs: 1 }, &x[i0 * g.ci * hw..][..g.ci * hw]);
+                    sgemm(g.co, depth, howo, a, MatRef { data: xs, rs: 1, cs: hw }, part, depth, acc);
+                    continue;
+                }
+                // col^T: [pixels, ci*k*k], gathered from the padded images.
+                let xs = &xp[i0 * image..][..imgs * image];
+                let b = Gather { data: xs, rows: &pix[..cols], cols: &taps, serial: splits > 1 };
+                if imgs == 1 {
+                    sgemm_gather(g.co, depth, cols, MatRef { data: dys, rs: howo, cs: 1 }, b, part, depth, acc);
+                    continue;
+                }
+                with_buf(g.co * cols, |dyt| {
                     gather_rows(dys, imgs, g.co, howo, dyt);
-                    MatRef { data: dyt, rs: cols, cs: 1 }
-                };
-                // col^T: [pixels, ci*k*k].
-                sgemm(g.co, depth, cols, a, MatRef { data: col, rs: 1, cs: ld }, part, depth, acc);
-            });
-        }
+                    let a = MatRef { data: dyt, rs: cols, cs: 1 };
+                    sgemm_gather(g.co, depth, cols, a, b, part, depth, acc);
+                });
+            }
+        });
     });
 }

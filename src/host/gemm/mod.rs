@@ -265,9 +265,20 @@ fn pack_a<const MR: usize>(dst: &mut [f32], a: MatRef, i0: usize, rows: usize, p
     }
 }
 
-/// Packs one NR-column sliver of B: rows p0..p0+kc, columns j0..j0+NR (clipped to n).
-fn pack_b_sliver<const NR: usize>(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0: usize, n: usize) {
-    pack_sliver::<NR>(dst, b.data, b.cs, b.rs, j0, NR.min(n - j0), p0, kc);
+/// Where the packed path reads B from: a strided matrix, or a gather (implicit im2col).
+trait PackB: Sync {
+    /// Packs rows p0..p0+kc, columns j0..j0+w (w <= W) into `dst` [kc][W], zero for columns w..W.
+    fn pack<const W: usize>(&self, dst: &mut [f32], p0: usize, kc: usize, j0: usize, w: usize);
+    /// Run the whole product on the calling thread (its caller already keeps the threads busy).
+    fn serial(&self) -> bool {
+        false
+    }
+}
+
+impl PackB for MatRef<'_> {
+    fn pack<const W: usize>(&self, dst: &mut [f32], p0: usize, kc: usize, j0: usize, w: usize) {
+        pack_sliver::<W>(dst, self.data, self.cs, self.rs, j0, w, p0, kc);
+    }
 }
 
 // ------------------------------------------ driver -------------------------------------------
@@ -287,25 +298,25 @@ fn gemm_packed(
 ) {
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => gemm_blocked::<MR512, { avx512::NR }>(kernel, m, n, k, a, b, c, ldc, accumulate),
-        _ => gemm_blocked::<MR, NR>(kernel, m, n, k, a, b, c, ldc, accumulate),
+        Kernel::Avx512 => gemm_blocked::<MR512, { avx512::NR }, _>(kernel, m, n, k, a, &b, c, ldc, accumulate),
+        _ => gemm_blocked::<MR, NR, _>(kernel, m, n, k, a, &b, c, ldc, accumulate),
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn gemm_blocked<const MR: usize, const NR: usize>(
+fn gemm_blocked<const MR: usize, const NR: usize, B: PackB>(
     kernel: Kernel,
     m: usize,
     n: usize,
     k: usize,
     a: MatRef,
-    b: MatRef,
+    b: &B,
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
 ) {
     let threads = rayon::current_num_threads();
-    let parallel = threads > 1 && m > MR && m.saturating_mul(n).saturating_mul(k) >= PAR_WORK;
+    let parallel = threads > 1 && !b.serial() && m > MR && m.saturating_mul(n).saturating_mul(k) >= PAR_WORK;
 
     // Row blocks: at most MC rows, and (when parallel) a multiple of the thread count so that
     // every thread gets the same amount of work. Splitting M (not N) lets all threads share one
@@ -329,7 +340,10 @@ fn gemm_blocked<const MR: usize, const NR: usize>(
             let acc = accumulate || pc > 0;
 
             let bp = aligned(&mut bbuf, slivers * NR * kc);
-            let pack = |(s, d): (usize, &mut [f32])| pack_b_sliver::<NR>(d, b, pc, kc, jc + s * NR, n);
+            let pack = |(s, d): (usize, &mut [f32])| {
+                let j0 = jc + s * NR;
+                b.pack::<NR>(&mut d[..NR * kc], pc, kc, j0, NR.min(n - j0));
+            };
             if parallel {
                 bp.par_chunks_mut(NR * kc).enumerate().with_min_len(4).for_each(pack);
             } else {
@@ -447,6 +461,9 @@ fn kernel_scalar<const MR: usize, const NR: usize>(
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+
+mod gather;
+pub use gather::{sgemm_gather, Gather};
 
 #[cfg(test)]
 mod tests;
