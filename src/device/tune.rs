@@ -104,10 +104,16 @@ pub(crate) struct TuneState {
 
 impl TuneState {
     pub(crate) fn new() -> TuneState {
-        let mode = TuneMode::from_env().unwrap_or_else(|e| {
-            eprintln!("note: {e}; tuning is off");
+        // A browser has no cache file to keep choices in, and timing needs blocking waits it cannot
+        // make: there the defaults run.
+        let mode = if cfg!(target_arch = "wasm32") {
             TuneMode::Off
-        });
+        } else {
+            TuneMode::from_env().unwrap_or_else(|e| {
+                eprintln!("note: {e}; tuning is off");
+                TuneMode::Off
+            })
+        };
         TuneState {
             mode: Mutex::new(mode),
             chosen: Mutex::default(),
