@@ -14,28 +14,10 @@
 
 const SMALL_WG: u32 = 256u;
 
-struct MatmulParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    trans_a: u32,     // 1: A is stored [K,M]
-    trans_b: u32,     // 1: B is stored [N,K]
-    accumulate: u32,  // 1: C += alpha*A*B; 0: C = alpha*A*B (C is not read)
-    alpha: f32,
-    stride_a: u32,    // elements between batch matrices of A; 0 broadcasts
-    stride_b: u32,
-    stride_c: u32,
-    _pad: u32,
-}
+//#include "common/matmul_io.wgsl"
 
 // ---------------------------------------------------------------------------------------------
 // matmul_tiled: scalar loads
-
-@group(0) @binding(0) var<uniform> p: MatmulParams;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 @compute @workgroup_size(16, 16)
 fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,

@@ -26,25 +26,7 @@ const THREADS: u32 = WX * WY;
 //#variant t128x128 BM=128u BN=128u RM=8u RN=8u BK=8u grid=2,2,1
 //#variant t128x128k16 BM=128u BN=128u RM=8u RN=8u grid=2,2,1
 
-struct MatmulParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    trans_a: u32,     // 1: A is stored [K,M]
-    trans_b: u32,     // 1: B is stored [N,K]
-    accumulate: u32,  // 1: C += alpha*A*B; 0: C = alpha*A*B (C is not read)
-    alpha: f32,
-    stride_a: u32,    // elements between batch matrices of A; 0 broadcasts
-    stride_b: u32,
-    stride_c: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: MatmulParams;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+//#include "common/matmul_io.wgsl"
 
 // k-major tiles: ta[kk * BM + i] = op(A)[m0 + i, k0 + kk], tb[kk * BN + j] = op(B)[k0 + kk, n0 + j].
 var<workgroup> ta: array<f32, BK * BM>;

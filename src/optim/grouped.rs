@@ -1,0 +1,73 @@
+//! The optimizer's grouped updates: `SLOTS` tensors per dispatch where the device binds enough
+//! buffers (`ops::optim_multi`), Muon's matrices beside them one by one.
+
+use super::{Optimizer, OptimizerKind, Rule, State};
+use crate::device::Device;
+use crate::error::Result;
+use crate::ops::optim::AdamConfig;
+use crate::ops::optim_multi as multi;
+use crate::tensor::Tensor;
+
+impl Optimizer {
+    /// Adam's settings for `p`: Muon's AdamW tensors take no decay on gains and offsets.
+    pub(super) fn adam_config(&self, c: &AdamConfig, p: &Tensor) -> AdamConfig {
+        let no_decay = matches!(self.kind, OptimizerKind::Muon(_)) && p.shape.len() < 2;
+        AdamConfig { weight_decay: if no_decay { 0.0 } else { c.weight_decay }, ..*c }
+    }
+
+    /// The updates, `SLOTS` tensors per dispatch: SGD's in order, Adam's in groups of one weight decay,
+    /// Muon's matrices one by one (each is its own chain of matmuls). Every tensor's update reads only
+    /// its own state, so grouping changes no number.
+    pub(super) fn update_multi(&self, dev: &Device, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
+        let n = crate::kernels::optim::SLOTS;
+        match &self.rule {
+            Rule::Sgd(c) => {
+                for ((p, g), st) in params.chunks(n).zip(grads.chunks(n)).zip(self.state.chunks(n)) {
+                    let moms: Vec<&Tensor> = st
+                        .iter()
+                        .filter_map(|s| match s {
+                            State::Sgd(m) => m.as_ref(),
+                            _ => None,
+                        })
+                        .collect();
+                    multi::sgd_multi(dev, &self.schedule, c, p, g, &moms, &self.step, &self.clip)?
+                }
+            }
+            Rule::Adam(c) => {
+                let mut groups: Vec<(AdamConfig, Vec<usize>)> = Vec::new();
+                for (i, (p, st)) in params.iter().zip(&self.state).enumerate() {
+                    match st {
+                        State::Muon(m) => self
+                            .muon
+                            .as_ref()
+                            .expect("made with the state")
+                            .update(dev, p, grads[i], m, &self.step, &self.clip)?,
+                        State::Adam { .. } => {
+                            let ci = self.adam_config(c, p);
+                            match groups.iter_mut().find(|(g, _)| g.weight_decay == ci.weight_decay) {
+                                Some((_, idx)) => idx.push(i),
+                                None => groups.push((ci, vec![i])),
+                            }
+                        }
+                        State::Sgd(_) => unreachable!("state is made from the rule"),
+                    }
+                }
+                for (ci, idx) in &groups {
+                    for chunk in idx.chunks(n) {
+                        let p: Vec<&Tensor> = chunk.iter().map(|&i| params[i]).collect();
+                        let g: Vec<&Tensor> = chunk.iter().map(|&i| grads[i]).collect();
+                        let (ms, vs): (Vec<&Tensor>, Vec<&Tensor>) = chunk
+                            .iter()
+                            .filter_map(|&i| match &self.state[i] {
+                                State::Adam { m, v } => Some((m, v)),
+                                _ => None,
+                            })
+                            .unzip();
+                        multi::adam_multi(dev, &self.schedule, ci, &p, &g, &ms, &vs, &self.step, &self.clip)?
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
