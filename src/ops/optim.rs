@@ -224,7 +224,8 @@ fn want_clip(op: &'static str, clip: &Tensor) -> Result<()> {
     Ok(())
 }
 
-fn same_shape(op: &'static str, what: &str, p: &Tensor, t: &Tensor) -> Result<()> {
+/// `t` is f32 and of the parameter `p`'s shape (a moment, a gradient, an average).
+pub(super) fn same_shape(op: &'static str, what: &str, p: &Tensor, t: &Tensor) -> Result<()> {
     want_dtype(op, t, DType::F32)?;
     if p.shape != t.shape {
         return Err(Error::ShapeMismatch {

@@ -5,7 +5,7 @@
 //! default eight storage buffers: `fits` says whether the device takes it, and callers fall back to the
 //! one-tensor kernels where it does not.
 
-use super::optim::{sumsq_layout, AdamConfig, Schedule, SgdConfig};
+use super::optim::{same_shape, sumsq_layout, AdamConfig, Schedule, SgdConfig};
 use super::{launch_1d, u32_of, want_dtype};
 use crate::device::{Buffer, Device, Dispatch};
 use crate::error::{Error, Result};
@@ -48,19 +48,6 @@ fn spares(dev: &Device, n: usize) -> Result<Vec<Tensor>> {
     (0..n).map(|_| Tensor::empty(dev, &[1], DType::F32)).collect()
 }
 
-fn check_group(op: &'static str, what: &str, p: &Tensor, t: &Tensor) -> Result<()> {
-    want_dtype(op, t, DType::F32)?;
-    if p.shape != t.shape {
-        return Err(Error::ShapeMismatch {
-            op,
-            lhs: p.shape.clone(),
-            rhs: t.shape.clone(),
-            hint: format!(" (parameter and {what} must have one shape)"),
-        });
-    }
-    Ok(())
-}
-
 /// Checks one group's lists: at most SLOTS tensors, each f32 and of its parameter's shape.
 fn check_lists(op: &'static str, params: &[&Tensor], others: &[(&str, &[&Tensor])]) -> Result<()> {
     if params.len() > SLOTS {
@@ -71,7 +58,7 @@ fn check_lists(op: &'static str, params: &[&Tensor], others: &[(&str, &[&Tensor]
             return Err(Error::invalid(op, format!("{} parameters but {} {what}s", params.len(), list.len())));
         }
         for (p, t) in params.iter().zip(list.iter()) {
-            check_group(op, what, p, t)?;
+            same_shape(op, what, p, t)?;
         }
     }
     Ok(())
