@@ -3,9 +3,19 @@
 #
 #   bash benches/gpu-suite.sh OUT_DIR [--quick]
 #
-# Writes OUT_DIR/tigel.json (`tigel bench all --json`), OUT_DIR/torch.json (benches/reference/torch_bench.py,
-# the same cases and the same GPT step in the same schema) and OUT_DIR/compare.txt (`tigel bench compare`).
-# PyTorch missing: says so and skips it (tigel's results are still written).
+# In order, each step under its own time limit (the limits add up to 8 minutes):
+#   1. `tigel info`: the adapter, its features and limits, the kernel variants it can run.
+#   2. `tigel tune --quick`: times the variants (tile shapes, workgroup sizes, subgroups) on this GPU and
+#      keeps the fastest in a tuning cache private to OUT_DIR (OUT_DIR/tune.json), printing the choices.
+#   3. `bench all` with those choices (TIGEL_TUNE=cached) -> OUT_DIR/tigel.json.
+#   4. `bench kernels --quick` with the defaults (TIGEL_TUNE=off) -> OUT_DIR/tigel-default.json, and
+#      OUT_DIR/tuned-vs-default.txt (`bench compare`: what tuning gained on this GPU).
+#   5. `bench train` with per-kernel dispatch counts (TIGEL_BENCH_KERNELS=1) at each precision the binary
+#      offers (`--precision f32|mixed`) -> OUT_DIR/train-<precision>.json.
+#   6. benches/reference/torch_bench.py (the same cases and GPT step, same schema) -> OUT_DIR/torch.json,
+#      and OUT_DIR/compare.txt (`bench compare` of tigel.json against it).
+# PyTorch missing: says so and skips it (tigel's results are still written). Every step's output also
+# goes to OUT_DIR/log.txt.
 #
 # The tigel executable: $TIGEL, else .gpubin/tigel (the lent GPU machine has no Rust toolchain: build here
 # with ../shared/gpu/build-for-gpu.sh tigel and carry .gpubin and .gl, see ../shared/gpu/README.md), else
@@ -37,16 +47,38 @@ nv_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 
 start=$(date +%s)
 status=0
-echo "== $tigel info"
-timeout 60 "$tigel" info || echo "(tigel info failed: see above)"
-echo
-# Budget: tigel 5 minutes, torch 2.5 minutes, compare a few seconds: 8 minutes in all.
-echo "== tigel bench all ${quick[*]} --json $out/tigel.json"
-timeout 300 "$tigel" bench all "${quick[@]}" --json "$out/tigel.json" || { echo "error: tigel bench failed or timed out (exit $?)" >&2; status=1; }
-echo
+export TIGEL_TUNE_CACHE="$out/tune.json"
+exec > >(tee -a "$out/log.txt") 2>&1
+
+# step LIMIT_S NAME COMMAND...: runs one step under its time limit; a failure is reported, not fatal.
+step() {
+  local limit=$1 name=$2
+  shift 2
+  echo "== $name"
+  timeout "$limit" "$@"
+  local rc=$?
+  [ $rc -eq 0 ] || { echo "error: $name failed or timed out (exit $rc)" >&2; status=1; }
+  echo
+  return $rc
+}
+
+step 30 "tigel info" "$tigel" info
+step 60 "tigel tune --quick (cache: $TIGEL_TUNE_CACHE)" "$tigel" tune --quick
+step 150 "tigel bench all ${quick[*]}, tuned" env TIGEL_TUNE=cached "$tigel" bench all "${quick[@]}" --json "$out/tigel.json"
+if step 75 "tigel bench kernels --quick, default variants" env TIGEL_TUNE=off "$tigel" bench kernels --quick --json "$out/tigel-default.json" && [ -f "$out/tigel.json" ]; then
+  echo "== tuned (A) against default (B) variants: B/A > 1 where tuning helped"
+  "$tigel" bench compare "$out/tigel.json" "$out/tigel-default.json" | tee "$out/tuned-vs-default.txt" || status=1
+  echo
+fi
+precisions=(f32)
+"$tigel" bench train --help 2>/dev/null | grep -q -- '--precision' && precisions=(f32 mixed)
+for p in "${precisions[@]}"; do
+  popt=()
+  [ "${#precisions[@]}" -gt 1 ] && popt=(--precision "$p")
+  step 30 "tigel bench train --quick${popt[*]:+ ${popt[*]}} (dispatches by kernel)" env TIGEL_TUNE=cached TIGEL_BENCH_KERNELS=1 "$tigel" bench train --quick "${popt[@]}" --out "$out/train-$p.json"
+done
 if python3 -c 'import torch' 2>/dev/null; then
-  echo "== torch_bench.py ${quick[*]}"
-  timeout 150 python3 benches/reference/torch_bench.py "$out/torch.json" "${quick[@]}" || { echo "error: torch_bench.py failed or timed out (exit $?)" >&2; status=1; }
+  step 120 "torch_bench.py ${quick[*]}" python3 benches/reference/torch_bench.py "$out/torch.json" "${quick[@]}"
 else
   echo "PyTorch is not installed here (python3 -c 'import torch' fails): skipping the PyTorch reference."
 fi
