@@ -8,20 +8,20 @@
 // of one (b, h) and streams tiles of the other side past them:
 //   attention_fwd      16 x 16 threads; owner queries, key tiles of 16. Score phase: thread (o, lane)
 //                      scores query o against key lane. Online softmax (running max and sum per row).
-//   attention_bwd_dq   8 x 16 threads; owner queries, key tiles of 8. Also computes
-//                      delta[i] = dO_i . O_i for its rows and writes it for attention_bwd_dkv.
-//   attention_bwd_dkv  8 x 16 threads; owner keys, query tiles of 8; runs after attention_bwd_dq.
+//   attention_bwd      8 x 16 threads, one dispatch of 2 x groups workgroups. The first half: owner
+//                      queries, key tiles of 8 (dQ). The second half: owner keys, query tiles of 8
+//                      (dK, dV). Each half computes delta[i] = dO_i . O_i for the query rows it meets.
 // Backward: P = exp(S*scale - lse) is recomputed, dP = dO V^T, dS = P * (dP - delta),
 // dV = P^T dO, dK = dS^T Q * scale, dQ = dS K * scale. dQ and dK/dV are disjoint columns of dqkv, so
-// the two backward dispatches write one buffer; every element has exactly one writer (deterministic).
+// the two halves write one buffer; every element has exactly one writer (deterministic).
 //
 // Accumulate phase (O += P V, dQ += dS K, dV += P^T dO, dK += dS^T Q): the LANES threads of an owner
 // row split the head dim into vec4 groups; when there are fewer groups than lanes (small D), the lanes
 // also split the streamed rows (`ks` splits) and the partial sums are added at the end in a fixed order.
 // Causal tiles entirely above the diagonal are skipped; edge tiles are masked (loads past T or D give 0).
-// Workgroup memory (tiles sized for MAX_D): 27136 bytes in the forward, 25856 / 26368 in the backward,
+// Workgroup memory (tiles sized for MAX_D): 27136 bytes in the forward, 26368 in the backward,
 // within the 32 KiB that desktop and Apple GPUs give. WebGPU's default is 16 KiB: attention_small.wgsl
-// is the same kernels with tiles for head dims up to 64 (14848 / 13568 / 14080 bytes), chosen from the
+// is the same kernels with tiles for head dims up to 64 (14848 / 14080 bytes), chosen from the
 // device's limit (kernels::attention::variant).
 //
 // The kernels themselves are common/attention_kernels.wgsl; a family file sets the tile constants.

@@ -1,6 +1,6 @@
 // Fused multi-head self-attention for devices with WebGPU's default 16 KiB of workgroup memory: the
 // kernels of attention.wgsl with tiles sized for head dims up to 64 (workgroup memory 14848 bytes in the
-// forward, 13568 / 14080 in the backward). Same entry points, bindings and results.
+// forward, 14080 in the backward). Same entry points, bindings and results.
 
 const MAX_D: u32 = 64u;      // largest head dim (kernels::attention::variant checks it)
 const MAX_G: u32 = 16u;      // vec4 groups in a row of MAX_D

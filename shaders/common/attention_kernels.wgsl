@@ -217,16 +217,14 @@ fn store_out(row: u32, g: u32, gn: u32, v: vec4<f32>) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward (bindings 1, 2, 3, 5 are shared by both kernels)
+// Backward: one dispatch of `attention_bwd`, whose first `groups` workgroups own query tiles (dQ) and
+// the next `groups` own key tiles (dK, dV). Each computes the delta = dO . O of the query rows it
+// needs itself, so the halves share no scratch and need no order between them.
 
 @group(0) @binding(2) var<storage, read> b_lse: array<f32>;
 @group(0) @binding(3) var<storage, read> b_dout: array<f32>;
-@group(0) @binding(5) var<storage, read_write> b_dqkv: array<f32>;
-// attention_bwd_dq only
 @group(0) @binding(4) var<storage, read> q_out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> q_delta: array<f32>;
-// attention_bwd_dkv only
-@group(0) @binding(4) var<storage, read> k_delta: array<f32>;
+@group(0) @binding(5) var<storage, read_write> b_dqkv: array<f32>;
 
 // Offset of (b, token 0, head h) in out / dout ([B, T, C]).
 fn oc_base(b: u32, h: u32) -> u32 {
@@ -347,13 +345,19 @@ fn fold_splits(a0: vec4<f32>, which: u32, o: u32, lane: u32, ln: Lanes, me: Lane
 }
 
 @compute @workgroup_size(BWD_BS, BO)
-fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn attention_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    // flat is uniform over the workgroup, so both halves' barriers are in uniform control flow.
     let flat = flat_id(wid, nwg, 0u, 1u);
-    if flat >= ap.groups { return; }
-    let j = job_of(flat);
-    let lane = lid3.x;
-    let o = lid3.y;
+    if flat < ap.groups {
+        bwd_dq(job_of(flat), lid3.x, lid3.y, lid);
+    } else if flat < 2u * ap.groups {
+        bwd_dkv(job_of(flat - ap.groups), lid3.x, lid3.y, lid);
+    }
+}
+
+// dQ of the job's query tile (owner row o, lane `lane`).
+fn bwd_dq(j: Job, lane: u32, o: u32, lid: u32) {
     let q0 = j.t0;
     let qi = q0 + o;
     let ob = oc_base(j.b, j.h);
@@ -374,7 +378,6 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     var lse = 0.0;
     if qi < ap.seq {
         lse = b_lse[j.bh * ap.seq + qi];
-        if lane == 0u { q_delta[j.bh * ap.seq + qi] = delta; }
     }
     workgroupBarrier();
 
@@ -413,15 +416,10 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     }
 }
 
-@compute @workgroup_size(BWD_BS, BO)
-fn attention_bwd_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let flat = flat_id(wid, nwg, 0u, 1u);
-    if flat >= ap.groups { return; }
-    let j = job_of(flat);
-    let lane = lid3.x;
-    let o = lid3.y;
+// dK and dV of the job's key tile (owner row o, lane `lane`).
+fn bwd_dkv(j: Job, lane: u32, o: u32, lid: u32) {
     let k0 = j.t0;
+    let ob = oc_base(j.b, j.h);
     let kj = k0 + o;
 
     load_tiles(j, true, 1u, 2u, k0, lid);  // k, v
@@ -442,13 +440,25 @@ fn attention_bwd_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         workgroupBarrier();
 
         let qi = i0 + lane;
+        // delta of streamed query `lane`: the owner rows each take a strided part of the groups, then
+        // the 16 parts are added in order.
+        var part = 0.0;
+        for (var g = o; g < j.gn; g += BO) {
+            part += dot(b_str1[lane * PITCH + g], out4(ob, qi, g));
+        }
+        b_p[o * BWD_BS + lane] = part;
+        workgroupBarrier();
+        var delta = 0.0;
+        for (var c = 0u; c < BO; c++) {
+            delta += b_p[c * BWD_BS + lane];
+        }
+        workgroupBarrier();
+
         let sd = scores(o, lane, j.gn);
         let valid = qi < ap.seq && kj < ap.seq && (ap.causal == 0u || kj <= qi);
         var lse = 0.0;
-        var delta = 0.0;
         if qi < ap.seq {
             lse = b_lse[j.bh * ap.seq + qi];
-            delta = k_delta[j.bh * ap.seq + qi];
         }
         let p = select(0.0, exp(sd.x * ap.scale - lse), valid);
         b_p[o * BWD_BS + lane] = p;

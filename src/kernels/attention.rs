@@ -13,36 +13,28 @@ pub const MAX_HEAD_DIM: usize = 128;
 /// 16 KiB of workgroup memory.
 pub const SMALL_MAX_HEAD_DIM: usize = 64;
 
-/// Owner rows per workgroup (queries in the forward and dQ kernels, keys in the dK/dV kernel).
+/// Owner rows per workgroup (queries in the forward and the backward's dQ half, keys in its dK/dV half).
 pub const TILE: usize = 16;
 
 /// Entry point `attention_fwd` of shaders/attention.wgsl.
 pub static ATTENTION_FWD: Kernel = Kernel { shader: "attention", entry: "attention_fwd" };
 
-/// Entry point `attention_bwd_dq` of shaders/attention.wgsl.
-pub static ATTENTION_BWD_DQ: Kernel = Kernel { shader: "attention", entry: "attention_bwd_dq" };
-
-/// Entry point `attention_bwd_dkv` of shaders/attention.wgsl.
-pub static ATTENTION_BWD_DKV: Kernel = Kernel { shader: "attention", entry: "attention_bwd_dkv" };
+/// Entry point `attention_bwd` of shaders/attention.wgsl.
+pub static ATTENTION_BWD: Kernel = Kernel { shader: "attention", entry: "attention_bwd" };
 
 /// Entry point `attention_fwd` of shaders/attention_small.wgsl.
 pub static ATTENTION_SMALL_FWD: Kernel = Kernel { shader: "attention_small", entry: "attention_fwd" };
 
-/// Entry point `attention_bwd_dq` of shaders/attention_small.wgsl.
-pub static ATTENTION_SMALL_BWD_DQ: Kernel = Kernel { shader: "attention_small", entry: "attention_bwd_dq" };
+/// Entry point `attention_bwd` of shaders/attention_small.wgsl.
+pub static ATTENTION_SMALL_BWD: Kernel = Kernel { shader: "attention_small", entry: "attention_bwd" };
 
-/// Entry point `attention_bwd_dkv` of shaders/attention_small.wgsl.
-pub static ATTENTION_SMALL_BWD_DKV: Kernel = Kernel { shader: "attention_small", entry: "attention_bwd_dkv" };
-
-/// The three attention kernels of one tile size (same bindings, params and results).
+/// The attention kernels of one tile size (same bindings, params and results).
 #[derive(Debug)]
 pub struct AttentionKernels {
     /// The forward.
     pub fwd: &'static Kernel,
-    /// The backward's dQ kernel (and delta).
-    pub bwd_dq: &'static Kernel,
-    /// The backward's dK/dV kernel.
-    pub bwd_dkv: &'static Kernel,
+    /// The backward (dQ, dK and dV in one dispatch).
+    pub bwd: &'static Kernel,
     /// Largest head dim its tiles hold.
     pub max_head_dim: usize,
 }
@@ -50,29 +42,17 @@ pub struct AttentionKernels {
 impl AttentionKernels {
     /// Bytes of workgroup memory its largest kernel uses (from the registry).
     pub fn workgroup_memory(&self) -> u32 {
-        [self.fwd, self.bwd_dq, self.bwd_dkv]
-            .iter()
-            .map(|k| k.info().map_or(u32::MAX, |e| e.workgroup_memory))
-            .max()
-            .unwrap_or(0)
+        [self.fwd, self.bwd].iter().map(|k| k.info().map_or(u32::MAX, |e| e.workgroup_memory)).max().unwrap_or(0)
     }
 }
 
 /// Tiles for head dims up to `MAX_HEAD_DIM` (about 27 KiB of workgroup memory).
-pub static FULL: AttentionKernels = AttentionKernels {
-    fwd: &ATTENTION_FWD,
-    bwd_dq: &ATTENTION_BWD_DQ,
-    bwd_dkv: &ATTENTION_BWD_DKV,
-    max_head_dim: MAX_HEAD_DIM,
-};
+pub static FULL: AttentionKernels =
+    AttentionKernels { fwd: &ATTENTION_FWD, bwd: &ATTENTION_BWD, max_head_dim: MAX_HEAD_DIM };
 
 /// Tiles for head dims up to `SMALL_MAX_HEAD_DIM`, within WebGPU's default 16 KiB of workgroup memory.
-pub static SMALL: AttentionKernels = AttentionKernels {
-    fwd: &ATTENTION_SMALL_FWD,
-    bwd_dq: &ATTENTION_SMALL_BWD_DQ,
-    bwd_dkv: &ATTENTION_SMALL_BWD_DKV,
-    max_head_dim: SMALL_MAX_HEAD_DIM,
-};
+pub static SMALL: AttentionKernels =
+    AttentionKernels { fwd: &ATTENTION_SMALL_FWD, bwd: &ATTENTION_SMALL_BWD, max_head_dim: SMALL_MAX_HEAD_DIM };
 
 /// The kernels for head dim `head_dim` on a device with `workgroup_memory` bytes of workgroup memory
 /// per workgroup: the full tiles where they fit, else the small ones; None when neither does.

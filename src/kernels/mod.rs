@@ -220,11 +220,9 @@ pub fn groups_1d(n: usize, wg: u32, max_per_dim: u32) -> [u32; 3] {
 /// tools walk it).
 pub static ALL_KERNELS: &[&Kernel] = &[
     &attention::ATTENTION_FWD,
-    &attention::ATTENTION_BWD_DQ,
-    &attention::ATTENTION_BWD_DKV,
+    &attention::ATTENTION_BWD,
     &attention::ATTENTION_SMALL_FWD,
-    &attention::ATTENTION_SMALL_BWD_DQ,
-    &attention::ATTENTION_SMALL_BWD_DKV,
+    &attention::ATTENTION_SMALL_BWD,
     &batch::TEXT_WINDOWS,
     &chnorm::CHNORM_STATS_PARTIAL,
     &chnorm::CHNORM_STATS_FINAL,

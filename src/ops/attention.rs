@@ -8,9 +8,9 @@
 //! row's log-sum-exp of its scaled scores, which the backward uses to recompute the probabilities.
 //! Scale = 1/sqrt(D); causal: query i sees keys j <= i.
 //!
-//! The backward is two dispatches: `attention_bwd_dq` (per query tile: dQ, and delta = rowsum(dO * O)
-//! into a scratch tensor) then `attention_bwd_dkv` (per key tile: dK and dV). They write disjoint
-//! columns of one `dqkv` buffer, each element once: no atomics, deterministic.
+//! The backward is one dispatch of `attention_bwd`: half its workgroups own query tiles (dQ), half own
+//! key tiles (dK and dV), each computing the delta = rowsum(dO * O) of the query rows it meets. They
+//! write disjoint columns of one `dqkv` buffer, each element once: no atomics, no scratch, deterministic.
 
 use super::{u32_of, want_dtype, want_f32_fit};
 use crate::device::{Device, Dispatch};
@@ -126,17 +126,11 @@ pub fn attention_backward(
     if b * t == 0 {
         return Ok(dqkv);
     }
-    // delta = rowsum(dO * O) per (b, h, query): written by the dQ kernel, read by the dK/dV kernel.
-    let delta = Tensor::empty(dev, &[b, h, t], DType::F32)?;
     let k = kernels(op, dev, d)?;
     let p = params(b, t, h, d, causal);
-    let groups = groups_1d(p.groups as usize, 1, dev.max_groups_per_dim());
-    dev.dispatch(Dispatch::new(
-        k.bwd_dq,
-        &p,
-        &[&qkv.buf, &lse.buf, &dout.buf, &out.buf, &dqkv.buf, &delta.buf],
-        groups,
-    ))?;
-    dev.dispatch(Dispatch::new(k.bwd_dkv, &p, &[&qkv.buf, &lse.buf, &dout.buf, &delta.buf, &dqkv.buf], groups))?;
+    // The query-tile half, then the key-tile half.
+    u32_of(op, "2 * batch * heads * tiles", 2 * p.groups as usize)?;
+    let groups = groups_1d(2 * p.groups as usize, 1, dev.max_groups_per_dim());
+    dev.dispatch(Dispatch::new(k.bwd, &p, &[&qkv.buf, &lse.buf, &dout.buf, &out.buf, &dqkv.buf], groups))?;
     Ok(dqkv)
 }

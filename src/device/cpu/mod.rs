@@ -44,8 +44,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
     let f: CpuTwin = match (crate::kernels::family_of(k.shader), k.entry) {
         // The small-tile variant computes the same results: one twin serves both.
         ("attention" | "attention_small", "attention_fwd") => attention::attention_fwd,
-        ("attention" | "attention_small", "attention_bwd_dq") => attention::attention_bwd_dq,
-        ("attention" | "attention_small", "attention_bwd_dkv") => attention::attention_bwd_dkv,
+        ("attention" | "attention_small", "attention_bwd") => attention::attention_bwd,
         ("batch", "text_windows") => batch::text_windows,
         ("chnorm", "chnorm_stats_partial") => chnorm::chnorm_stats_partial,
         ("chnorm", "chnorm_stats_final") => chnorm::chnorm_stats_final,

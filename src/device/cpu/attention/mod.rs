@@ -358,22 +358,28 @@ pub fn attention_fwd(args: &mut CpuArgs) {
     });
 }
 
-/// Bindings: params, qkv, lse, dout, out (read), dqkv, delta (read_write). Writes the q columns of
-/// dqkv and delta = rowsum(dout * out).
-pub fn attention_bwd_dq(args: &mut CpuArgs) {
+/// Bindings: params, qkv, lse, dout, out (read), dqkv (read_write). Writes all of dqkv: the q columns
+/// (the kernel's query-tile half), then the k and v columns (its key-tile half).
+pub fn attention_bwd(args: &mut CpuArgs) {
     let p: AttentionParams = args.params();
     let g = Geo::new(&p);
     let (qkv, lse, dout, out) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3));
     let dqkv = args.f32_out(0);
-    let delta = args.f32_out(1);
-    let (nb, t, d, c) = (p.batch as usize, g.t, g.d, g.c());
+    let (nb, t) = (p.batch as usize, g.t);
     if nb * g.h * t == 0 {
         return;
     }
-    let simd = avx2_fma();
-    let rows = dqkv[..nb * t * 3 * c].par_chunks_mut(t * 3 * c);
-    let batches = rows.zip(delta[..nb * g.h * t].par_chunks_mut(g.h * t)).enumerate();
-    batches.for_each_init(Scratch::default, |sc, (b, (rows_b, delta_b))| {
+    let delta = deltas(&g, nb, dout, out);
+    let dqkv = &mut dqkv[..nb * t * 3 * g.c()];
+    bwd_dq(&g, qkv, lse, dout, &delta, dqkv);
+    bwd_dkv(&g, qkv, lse, dout, &delta, dqkv);
+}
+
+/// delta = rowsum(dout * out) per (b, h, query), [B, H, T].
+fn deltas(g: &Geo, nb: usize, dout: &[f32], out: &[f32]) -> Vec<f32> {
+    let (t, d, c) = (g.t, g.d, g.c());
+    let mut delta = vec![0.0f32; nb * g.h * t];
+    delta.par_chunks_mut(g.h * t).enumerate().for_each(|(b, delta_b)| {
         let (ob, _) = g.oc(b);
         for i in 0..t {
             let (x, y) = (&dout[ob + i * c..][..c], &out[ob + i * c..][..c]);
@@ -381,40 +387,42 @@ pub fn attention_bwd_dq(args: &mut CpuArgs) {
                 delta_b[h * t + i] = x.iter().zip(y).map(|(a, b)| a * b).sum();
             }
         }
-        let delta_b = &*delta_b;
-        sc.q.fill(&g, qkv, g.qkv(b, 0), true, false);
-        sc.k.fill(&g, qkv, g.qkv(b, 1), true, true);
-        sc.v.fill(&g, qkv, g.qkv(b, 2), false, true);
-        sc.dout.fill(&g, dout, g.oc(b), true, false);
+    });
+    delta
+}
+
+/// The q columns of dqkv.
+fn bwd_dq(g: &Geo, qkv: &[f32], lse: &[f32], dout: &[f32], delta: &[f32], dqkv: &mut [f32]) {
+    let (t, d, c) = (g.t, g.d, g.c());
+    let simd = avx2_fma();
+    let batches = dqkv.par_chunks_mut(t * 3 * c).enumerate();
+    batches.for_each_init(Scratch::default, |sc, (b, rows_b)| {
+        let delta_b = &delta[b * g.h * t..][..g.h * t];
+        sc.q.fill(g, qkv, g.qkv(b, 0), true, false);
+        sc.k.fill(g, qkv, g.qkv(b, 1), true, true);
+        sc.v.fill(g, qkv, g.qkv(b, 2), false, true);
+        sc.dout.fill(g, dout, g.oc(b), true, false);
         let Scratch { q, k, v, dout: dor, res, .. } = sc;
         let res = zeroed(res, g.h * t * d);
         res.par_chunks_mut(t * d).enumerate().for_each(|(h, dq)| {
             let m = (&q.rows[h][..], &dor.rows[h][..], &k.panels[h][..], &k.rows[h][..], &v.panels[h][..]);
             let stats = (&lse[(b * g.h + h) * t..][..t], &delta_b[h * t..][..t]);
-            with_kern!(simd, dq_head(&g, m, stats, dq))
+            with_kern!(simd, dq_head(g, m, stats, dq))
         });
         put(res, rows_b, 3 * c, 0, t, d);
     });
 }
 
-/// Bindings: params, qkv, lse, dout, delta (read), dqkv (read_write). Writes the k and v columns of
-/// dqkv.
-pub fn attention_bwd_dkv(args: &mut CpuArgs) {
-    let p: AttentionParams = args.params();
-    let g = Geo::new(&p);
-    let (qkv, lse, dout, delta) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3));
-    let dqkv = args.f32_out(0);
-    let (nb, t, d, c) = (p.batch as usize, g.t, g.d, g.c());
-    if nb * g.h * t == 0 {
-        return;
-    }
+/// The k and v columns of dqkv.
+fn bwd_dkv(g: &Geo, qkv: &[f32], lse: &[f32], dout: &[f32], delta: &[f32], dqkv: &mut [f32]) {
+    let (t, d, c) = (g.t, g.d, g.c());
     let simd = avx2_fma();
-    let batches = dqkv[..nb * t * 3 * c].par_chunks_mut(t * 3 * c).enumerate();
+    let batches = dqkv.par_chunks_mut(t * 3 * c).enumerate();
     batches.for_each_init(Scratch::default, |sc, (b, rows_b)| {
-        sc.q.fill(&g, qkv, g.qkv(b, 0), true, true);
-        sc.k.fill(&g, qkv, g.qkv(b, 1), true, false);
-        sc.v.fill(&g, qkv, g.qkv(b, 2), true, false);
-        sc.dout.fill(&g, dout, g.oc(b), true, true);
+        sc.q.fill(g, qkv, g.qkv(b, 0), true, true);
+        sc.k.fill(g, qkv, g.qkv(b, 1), true, false);
+        sc.v.fill(g, qkv, g.qkv(b, 2), true, false);
+        sc.dout.fill(g, dout, g.oc(b), true, true);
         let Scratch { q, k, v, dout: dor, res, res2 } = sc;
         let (dk, dv) = (zeroed(res, g.h * t * d), zeroed(res2, g.h * t * d));
         dk.par_chunks_mut(t * d).zip(dv.par_chunks_mut(t * d)).enumerate().for_each(|(h, (dk, dv))| {
@@ -427,7 +435,7 @@ pub fn attention_bwd_dkv(args: &mut CpuArgs) {
                 &dor.panels[h][..],
             );
             let at = (b * g.h + h) * t;
-            with_kern!(simd, dkv_head(&g, m, (&lse[at..at + t], &delta[at..at + t]), dk, dv))
+            with_kern!(simd, dkv_head(g, m, (&lse[at..at + t], &delta[at..at + t]), dk, dv))
         });
         put(dk, rows_b, 3 * c, c, t, d);
         put(dv, rows_b, 3 * c, 2 * c, t, d);
