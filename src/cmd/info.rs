@@ -24,7 +24,8 @@ pub fn run(backend: Option<&str>, json: bool) -> Result<()> {
                 "subgroup_sizes": auto.subgroup_sizes(),
                 "tune_mode": format!("{:?}", auto.tune_mode()).to_lowercase(),
                 "kernel_variants": auto.variant_choices().iter().map(|c| serde_json::json!({
-                    "kernel": c.kernel, "variant": c.variant, "source": format!("{:?}", c.source).to_lowercase(),
+                    "kernel": c.kernel, "size_class": c.size_class, "variant": c.variant,
+                    "source": format!("{:?}", c.source).to_lowercase(),
                 })).collect::<Vec<_>>(),
                 "limits": limits.map(|l| l.into_iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>()),
             },

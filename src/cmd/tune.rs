@@ -50,8 +50,9 @@ pub fn run(backend: Option<&str>, models: &[String], quick: bool) -> Result<()> 
                 .map(|(v, s)| format!("{}={:.3}ms", if v.is_empty() { "wgmem" } else { v }, s * 1e3))
                 .collect();
             println!(
-                "  {name:<6} {:<30} -> {:<6} ({} dispatches; {})",
+                "  {name:<6} {:<30} {:<9} -> {:<6} ({} dispatches; {})",
                 r.kernel,
+                workgroups(Some(r.size_class)),
                 if r.chosen.is_empty() { "wgmem" } else { r.chosen },
                 r.dispatches,
                 times.join(" ")
@@ -67,7 +68,13 @@ pub fn run(backend: Option<&str>, models: &[String], quick: bool) -> Result<()> 
     Ok(())
 }
 
-/// One line per family kernel with variants: the variant the device runs and where the choice came from.
+/// The dispatches of a size class, as the choices print it: "<=2^c wg" (None: every size, "any").
+fn workgroups(class: Option<u32>) -> String {
+    class.map_or_else(|| "any".to_string(), |c| format!("<=2^{c} wg"))
+}
+
+/// One line per family kernel with variants at every size, then one per size class with a choice of
+/// its own: the variant the device runs and where the choice came from.
 pub fn print_choices(d: &tigel::Device) {
     for c in d.variant_choices() {
         let src = match c.source {
@@ -76,6 +83,7 @@ pub fn print_choices(d: &tigel::Device) {
             ChoiceSource::Tuned => "tuned",
             ChoiceSource::Forced => "forced",
         };
-        println!("  {:<34} {:<6} ({src})", c.kernel, if c.variant.is_empty() { "wgmem" } else { c.variant });
+        let v = if c.variant.is_empty() { "wgmem" } else { c.variant };
+        println!("  {:<34} {:<9} {v:<6} ({src})", c.kernel, workgroups(c.size_class));
     }
 }

@@ -47,6 +47,8 @@ pub(crate) struct RawDispatch {
     pub twin: Option<cpu::CpuTwin>,
     /// Workgroups along x, y and z.
     pub groups: [u32; 3],
+    /// Runs exactly `kernel`, not the variant the device chose for it (a candidate being timed).
+    pub exact: bool,
     _keep: Vec<Buffer>,
 }
 
@@ -170,6 +172,7 @@ impl RawDispatch {
             buffers: self.buffers.clone(),
             twin: None,
             groups: self.groups,
+            exact: true,
             _keep: Vec::new(),
         }
     }
@@ -182,7 +185,7 @@ pub(super) fn to_raw(d: Dispatch, capture: Option<u64>, on_cpu: bool) -> RawDisp
     let buffers = d.buffers.iter().map(|b| (b.inner.raw.clone(), b.words())).collect();
     let keep = d.buffers.into_iter().filter(|b| capture.is_none_or(|id| b.inner.stamp != id)).collect();
     let twin = if on_cpu { cpu::twin(d.kernel) } else { None };
-    RawDispatch { kernel: d.kernel, params: d.params, buffers, twin, groups: d.groups, _keep: keep }
+    RawDispatch { kernel: d.kernel, params: d.params, buffers, twin, groups: d.groups, exact: false, _keep: keep }
 }
 
 pub(super) fn run_cpu(d: &RawDispatch) {

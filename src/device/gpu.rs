@@ -174,7 +174,7 @@ impl GpuEngine {
 
     /// Adds one dispatch to the batch submitted at the next flush.
     pub fn enqueue(&self, d: RawDispatch) -> Result<()> {
-        let pipe = self.pipe(d.kernel)?;
+        let pipe = self.pipe_for(&d)?;
         let mut params = d.params.clone();
         params.resize(pipe.params_size as usize, 0);
         let buffers = gpu_buffers(&d);
@@ -339,7 +339,7 @@ impl GpuEngine {
 
     /// Prepares pipelines, bind groups and uniform data of a recording once.
     pub fn prepare(&self, dispatches: &[RawDispatch]) -> Result<Prepared> {
-        let pipes = dispatches.iter().map(|d| self.pipe(d.kernel)).collect::<Result<Vec<_>>>()?;
+        let pipes = dispatches.iter().map(|d| self.pipe_for(d)).collect::<Result<Vec<_>>>()?;
         let padded: Vec<Vec<u8>> = dispatches
             .iter()
             .zip(&pipes)

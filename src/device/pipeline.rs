@@ -5,7 +5,9 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
+use super::dispatch::RawDispatch;
 use super::gpu::GpuEngine;
+use super::tune::size_class;
 use crate::error::{Error, Result};
 use crate::kernels::{BindingKind, EntryInfo, Kernel};
 
@@ -85,10 +87,9 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// Makes the pipeline of `k`, as the variant this device runs for it (device::tune); errors in it go
-    /// to the current error scope or the uncaptured-error handler.
+    /// Makes the pipeline of exactly `k` (a family kernel's own form or one variant: callers resolve
+    /// first, device::tune); errors in it go to the current error scope or the uncaptured-error handler.
     fn build_pipe(&self, k: &'static Kernel) -> Result<Pipe> {
-        let k = self.resolve(k);
         let info = k.info()?;
         self.check_entry(k, info)?;
         let module = self.module(k.shader)?;
@@ -141,9 +142,10 @@ impl GpuEngine {
         p
     }
 
-    /// The pipeline of `k`, made on first use with its validation errors awaited: a kernel the driver
-    /// rejects is an error naming it.
+    /// The pipeline of `k` as the variant this device runs for it at any size, made on first use with
+    /// its validation errors awaited: a kernel the driver rejects is an error naming it.
     pub async fn pipe_async(&self, k: &'static Kernel) -> Result<Arc<Pipe>> {
+        let k = self.resolve(k);
         if let Some(p) = self.cached_pipe(k) {
             return Ok(p);
         }
@@ -155,17 +157,25 @@ impl GpuEngine {
         Ok(self.cache_pipe(k, p))
     }
 
-    /// The pipeline of `k`, made on first use. In a browser the driver's verdict arrives only through
-    /// its event loop, so there an invalid pipeline surfaces at the next submission or read instead
-    /// (`pipe_async` checks one at once).
-    pub(super) fn pipe(&self, k: &'static Kernel) -> Result<Arc<Pipe>> {
+    /// The pipeline a dispatch runs: for a family kernel, the variant this device runs at the
+    /// dispatch's size (device::tune); a dispatch made for one exact variant (timing) runs that one.
+    pub(super) fn pipe_for(&self, d: &RawDispatch) -> Result<Arc<Pipe>> {
+        let k = if d.exact { d.kernel } else { self.resolve_sized(d.kernel, Some(size_class(d.groups))) };
+        self.pipe_exact(k)
+    }
+
+    /// The pipeline of exactly `k`, made on first use. In a browser the driver's verdict arrives only
+    /// through its event loop, so there an invalid pipeline surfaces at the next submission or read
+    /// instead (`pipe_async` checks one at once).
+    fn pipe_exact(&self, k: &'static Kernel) -> Result<Arc<Pipe>> {
+        if let Some(p) = self.cached_pipe(k) {
+            return Ok(p);
+        }
         if cfg!(target_arch = "wasm32") {
-            if let Some(p) = self.cached_pipe(k) {
-                return Ok(p);
-            }
             let p = self.build_pipe(k)?;
             return Ok(self.cache_pipe(k, p));
         }
+        // `k` is exact: resolving it again in pipe_async returns it.
         pollster::block_on(self.pipe_async(k))
     }
 

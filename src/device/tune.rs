@@ -1,14 +1,18 @@
 //! Kernel variants on the running GPU: which variant of each family kernel the wgpu engine uses, the
 //! per-adapter cache of tuned choices, and the timing that fills it.
 //!
-//! A family kernel with variants (`kernels::ShaderInfo`) is resolved when its pipeline is made: a choice
-//! forced with `Device::use_variant`, else one tuned or cached for this adapter, else the default (the
-//! first subgroup variant where the device has SUBGROUP, else the family's own workgroup-memory form).
+//! A family kernel with variants (`kernels::ShaderInfo`) is resolved per dispatch, by the dispatch's
+//! size class (`size_class`: its grid's workgroup count, rounded up to a power of two), when its
+//! pipeline is looked up: a choice forced with `Device::use_variant`, else one tuned or cached for this
+//! adapter at that size class, else one for every size (a cache written before size classes), else the
+//! default (the first subgroup variant where the device has SUBGROUP, else the family's own
+//! workgroup-memory form). A matmul's best tiles depend on its shape: a large product wants large
+//! tiles, a small one wants enough workgroups to fill the GPU, so one choice per kernel is not enough.
 //! Tuning times every usable candidate on the dispatches of a recording (a model's real step, so its
-//! real shapes), with timestamp queries where the adapter has them and otherwise the wall clock around
-//! a submit and wait, before the recording is prepared: never inside a step. The winners go to a cache
-//! file keyed by adapter, driver and tigel version, written atomically; a file that cannot be read is
-//! ignored with a one-line note.
+//! real shapes), one size class at a time, with timestamp queries where the adapter has them and
+//! otherwise the wall clock around a submit and wait, before the recording is prepared: never inside a
+//! step. The winners go to a cache file keyed by adapter, driver and tigel version, written atomically;
+//! a file that cannot be read is ignored with a one-line note.
 //!
 //! `TIGEL_TUNE` sets the mode: `auto` (the default: cached choices, and kernels without one are timed
 //! the first time a recording uses them), `cached` (cached choices, never time) or `off` (defaults
@@ -64,11 +68,14 @@ pub enum ChoiceSource {
     Forced,
 }
 
-/// The variant one family kernel uses on a device.
+/// The variant one family kernel uses on a device, at one size class or at every size.
 #[derive(Debug, Clone)]
 pub struct VariantChoice {
     /// The family kernel, `family::entry`.
     pub kernel: String,
+    /// The dispatches it applies to: those of this size class (`size_class`), or None for every size
+    /// without a choice of its own.
+    pub size_class: Option<u32>,
     /// The variant it runs ("" for the family's own form).
     pub variant: &'static str,
     /// Where the choice came from.
@@ -80,7 +87,10 @@ pub struct VariantChoice {
 pub struct TuneResult {
     /// The family kernel, `family::entry`.
     pub kernel: String,
-    /// How many of the recording's dispatches ran it (each timed candidate ran all of them).
+    /// The size class of the dispatches timed (`size_class`).
+    pub size_class: u32,
+    /// How many of the recording's dispatches of that size class ran it (each timed candidate ran
+    /// all of them, up to 8).
     pub dispatches: usize,
     /// (variant, seconds) per usable candidate, "" for the family's own form.
     pub times: Vec<(&'static str, f64)>,
@@ -90,7 +100,23 @@ pub struct TuneResult {
     pub timestamps: bool,
 }
 
-type Key = (&'static str, &'static str);
+/// A family kernel (shader, entry) and the size class a choice applies to (None: every size).
+type Key = (&'static str, &'static str, Option<u32>);
+
+/// The size class of a dispatch of `groups` workgroups (x, y, z of the family's grid, before a
+/// variant's larger tiles divide it): c with 2^(c-1) < x·y·z <= 2^c (0 for one workgroup).
+pub fn size_class(groups: [u32; 3]) -> u32 {
+    let n = groups.iter().map(|&g| g.max(1) as u64).product::<u64>();
+    64 - (n - 1).leading_zeros()
+}
+
+/// The key of a cache entry: `family::entry`, then `/class` for a choice of one size class.
+fn cache_name(k: &Key) -> String {
+    match k.2 {
+        Some(c) => format!("{}::{}/{c}", k.0, k.1),
+        None => format!("{}::{}", k.0, k.1),
+    }
+}
 
 /// The wgpu engine's variant state.
 pub(crate) struct TuneState {
@@ -185,15 +211,28 @@ impl GpuEngine {
         (!sg || self.subgroups) && self.check_entry(v, info).is_ok()
     }
 
-    /// The variant `k` runs on this device (itself for a kernel without variants or a variant).
+    /// The variant `k` runs on this device at any size (itself for a kernel without variants or a
+    /// variant).
     pub(crate) fn resolve(&self, k: &'static Kernel) -> &'static Kernel {
+        self.resolve_sized(k, None)
+    }
+
+    /// The variant `k` runs on this device for dispatches of size class `class`: a forced choice, else
+    /// the class's own, else the one for every size, else the default.
+    pub(crate) fn resolve_sized(&self, k: &'static Kernel, class: Option<u32>) -> &'static Kernel {
         if k.variants().next().is_none() {
             return k;
         }
         self.load_cache();
-        if let Some((v, _)) = self.tune.chosen.lock().unwrap().get(&(k.shader, k.entry)) {
+        let chosen = self.tune.chosen.lock().unwrap();
+        let all = chosen.get(&(k.shader, k.entry, None));
+        if let Some((v, ChoiceSource::Forced)) = all {
             return v;
         }
+        if let Some((v, _)) = class.and_then(|c| chosen.get(&(k.shader, k.entry, Some(c)))).or(all) {
+            return v;
+        }
+        drop(chosen);
         self.default_variant(k)
     }
 
@@ -207,10 +246,10 @@ impl GpuEngine {
         k
     }
 
-    /// Sets the variant of family kernel `k`, dropping its cached pipeline so the next use builds it.
-    fn choose(&self, k: &'static Kernel, v: &'static Kernel, source: ChoiceSource) {
-        self.tune.chosen.lock().unwrap().insert((k.shader, k.entry), (v, source));
-        self.pipes.lock().unwrap().remove(&(k.shader, k.entry));
+    /// Sets the variant of family kernel `k` at size class `class` (None: every size). Pipelines are
+    /// kept per exact variant, so the next lookup simply finds another one.
+    fn choose(&self, k: &'static Kernel, class: Option<u32>, v: &'static Kernel, source: ChoiceSource) {
+        self.tune.chosen.lock().unwrap().insert((k.shader, k.entry, class), (v, source));
     }
 
     /// Reads this adapter's choices from the cache once (modes cached, auto and retune).
@@ -227,11 +266,18 @@ impl GpuEngine {
         let key = cache_key(&self.info);
         let Some(entry) = read_cache(&path).into_iter().find(|e| e.get("key") == Some(&key)) else { return };
         let mut chosen = self.tune.chosen.lock().unwrap();
-        for (kernel, variant) in entry.get("choices").and_then(Value::as_object).into_iter().flatten() {
+        for (name, variant) in entry.get("choices").and_then(Value::as_object).into_iter().flatten() {
+            let (kernel, class) = match name.split_once('/') {
+                Some((k, c)) => match c.parse::<u32>() {
+                    Ok(c) => (k, Some(c)),
+                    Err(_) => continue,
+                },
+                None => (name.as_str(), None),
+            };
             // A kernel or variant this build no longer has, or one the device cannot run, is skipped.
             if let Some((base, v)) = lookup(kernel, variant.as_str().unwrap_or("")) {
                 if std::ptr::eq(v, base) || self.usable(v) {
-                    chosen.entry((base.shader, base.entry)).or_insert((v, ChoiceSource::Cached));
+                    chosen.entry((base.shader, base.entry, class)).or_insert((v, ChoiceSource::Cached));
                 }
             }
         }
@@ -243,9 +289,9 @@ impl GpuEngine {
         let Some(path) = cache_path() else { return Ok(()) };
         let key = cache_key(&self.info);
         let mut choices = serde_json::Map::new();
-        for ((shader, entry), (v, src)) in self.tune.chosen.lock().unwrap().iter() {
+        for (key, (v, src)) in self.tune.chosen.lock().unwrap().iter() {
             if matches!(src, ChoiceSource::Tuned | ChoiceSource::Cached) {
-                choices.insert(format!("{shader}::{entry}"), json!(v.variant_name()));
+                choices.insert(cache_name(key), json!(v.variant_name()));
             }
         }
         let mut adapters: Vec<Value> = read_cache(&path).into_iter().filter(|e| e.get("key") != Some(&key)).collect();
@@ -257,45 +303,52 @@ impl GpuEngine {
         crate::host::fs::write_atomic(&path, text.as_bytes())
     }
 
-    /// Times the candidates of every family kernel with variants that `dispatches` use and that the
-    /// mode says to time (auto: those without a choice; retune: those not timed yet on this device),
-    /// keeps the fastest, and updates the cache. Runs before a recording is prepared, never in a step.
+    /// Times the candidates of every family kernel with variants that `dispatches` use, per size class,
+    /// where the mode says to (auto: those without a choice for the class; retune: those not timed yet
+    /// on this device), keeps the fastest, and updates the cache. Runs before a recording is prepared,
+    /// never in a step.
     pub(crate) fn tune_dispatches(&self, dispatches: &[RawDispatch]) -> Result<()> {
         let mode = *self.tune.mode.lock().unwrap();
         if matches!(mode, TuneMode::Off | TuneMode::Cached) {
             return Ok(());
         }
         self.load_cache();
-        let mut todo: Vec<&'static Kernel> = Vec::new();
+        let mut todo: Vec<(&'static Kernel, u32)> = Vec::new();
         for d in dispatches {
-            let k = d.kernel;
-            let key = (k.shader, k.entry);
-            if k.variants().next().is_none() || todo.iter().any(|t| (t.shader, t.entry) == key) {
+            let (k, class) = (d.kernel, size_class(d.groups));
+            if k.variants().next().is_none() || todo.iter().any(|&(t, c)| std::ptr::eq(t, k) && c == class) {
                 continue;
             }
-            let decided = self.tune.chosen.lock().unwrap().contains_key(&key);
+            let key = (k.shader, k.entry, Some(class));
+            let chosen = self.tune.chosen.lock().unwrap();
+            let decided = chosen.contains_key(&key);
+            let forced = matches!(chosen.get(&(k.shader, k.entry, None)), Some((_, ChoiceSource::Forced)));
+            drop(chosen);
             let timed = self.tune.tuned.lock().unwrap().contains(&key);
-            let forced = matches!(self.tune.chosen.lock().unwrap().get(&key), Some((_, ChoiceSource::Forced)));
             if !forced && !timed && (mode == TuneMode::Retune || !decided) {
-                todo.push(k);
+                todo.push((k, class));
             }
         }
         if todo.is_empty() {
             return Ok(());
         }
         let before = self.tune.results.lock().unwrap().len();
-        for k in todo {
-            let mine: Vec<&RawDispatch> = dispatches.iter().filter(|d| std::ptr::eq(d.kernel, k)).take(8).collect();
-            let r = self.time_candidates(k, &mine, mode == TuneMode::Auto)?;
+        for (k, class) in todo {
+            let mine: Vec<&RawDispatch> = dispatches
+                .iter()
+                .filter(|d| std::ptr::eq(d.kernel, k) && size_class(d.groups) == class)
+                .take(8)
+                .collect();
+            let r = self.time_candidates(k, class, &mine, mode == TuneMode::Auto)?;
             let v = lookup(&r.kernel, r.chosen).map_or(k, |(_, v)| v);
-            self.choose(k, v, ChoiceSource::Tuned);
-            self.tune.tuned.lock().unwrap().insert((k.shader, k.entry));
+            self.choose(k, Some(class), v, ChoiceSource::Tuned);
+            self.tune.tuned.lock().unwrap().insert((k.shader, k.entry, Some(class)));
             self.tune.results.lock().unwrap().push(r);
         }
         // One line per tuning (once per adapter and kernel set): which variant each kernel now runs.
         let done: Vec<String> = self.tune.results.lock().unwrap()[before..]
             .iter()
-            .map(|r| format!("{}={}", r.kernel, if r.chosen.is_empty() { "wgmem" } else { r.chosen }))
+            .map(|r| format!("{}/{}={}", r.kernel, r.size_class, if r.chosen.is_empty() { "wgmem" } else { r.chosen }))
             .collect();
         let saved = match (self.save_cache(), cache_path()) {
             (Ok(()), Some(p)) => format!("; cached in {}", p.display()),
@@ -306,8 +359,9 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// Times `k` and each usable variant on `ds` (best of 3 runs each when `quick`, else of 8).
-    fn time_candidates(&self, k: &'static Kernel, ds: &[&RawDispatch], quick: bool) -> Result<TuneResult> {
+    /// Times `k` and each usable variant on `ds`, dispatches of size class `class` (best of 3 runs each
+    /// when `quick`, else of 8).
+    fn time_candidates(&self, k: &'static Kernel, class: u32, ds: &[&RawDispatch], quick: bool) -> Result<TuneResult> {
         let candidates: Vec<&'static Kernel> =
             std::iter::once(k).chain(k.variants().filter(|v| self.usable(v))).collect();
         let reps = if quick { 3 } else { 8 };
@@ -339,6 +393,7 @@ impl GpuEngine {
         });
         Ok(TuneResult {
             kernel: k.name(),
+            size_class: class,
             dispatches: ds.len(),
             chosen: chosen.map_or("", |c| c.0),
             times,
@@ -366,13 +421,7 @@ impl Device {
         let Some(g) = self.tune_engine() else { return };
         *g.tune.mode.lock().unwrap() = mode;
         if mode == TuneMode::Off {
-            let mut chosen = g.tune.chosen.lock().unwrap();
-            let drop: Vec<Key> =
-                chosen.iter().filter(|(_, (_, s))| *s != ChoiceSource::Forced).map(|(k, _)| *k).collect();
-            for k in drop {
-                chosen.remove(&k);
-                g.pipes.lock().unwrap().remove(&k);
-            }
+            g.tune.chosen.lock().unwrap().retain(|_, (_, s)| *s == ChoiceSource::Forced);
         }
     }
 
@@ -386,26 +435,35 @@ impl Device {
         if !std::ptr::eq(v, base) && !g.usable(v) {
             return Err(Error::invalid("variant", format!("{} cannot run on this device", v.name())));
         }
-        g.choose(base, v, ChoiceSource::Forced);
+        g.choose(base, None, v, ChoiceSource::Forced);
         Ok(())
     }
 
-    /// The variant every family kernel with variants uses on this device, and where the choice came
-    /// from (empty on the CPU backend).
+    /// The variant every family kernel with variants uses on this device at every size, then at each
+    /// size class with a choice of its own (smallest first, unless a forced choice overrides them all),
+    /// and where each choice came from (empty on the CPU backend).
     pub fn variant_choices(&self) -> Vec<VariantChoice> {
         let Some(g) = self.tune_engine() else { return Vec::new() };
         g.load_cache();
         let chosen = g.tune.chosen.lock().unwrap().clone();
-        ALL_KERNELS
-            .iter()
-            .copied()
-            .filter(|k| k.variants().next().is_some())
-            .map(|k| {
-                let (v, source) =
-                    chosen.get(&(k.shader, k.entry)).copied().unwrap_or((g.default_variant(k), ChoiceSource::Default));
-                VariantChoice { kernel: k.name(), variant: v.variant_name(), source }
-            })
-            .collect()
+        let mut out = Vec::new();
+        for k in ALL_KERNELS.iter().copied().filter(|k| k.variants().next().is_some()) {
+            let all = chosen.get(&(k.shader, k.entry, None)).copied();
+            let (v, source) = all.unwrap_or((g.default_variant(k), ChoiceSource::Default));
+            out.push(VariantChoice { kernel: k.name(), size_class: None, variant: v.variant_name(), source });
+            if source == ChoiceSource::Forced {
+                continue;
+            }
+            let mut sized: Vec<(u32, &'static Kernel, ChoiceSource)> = chosen
+                .iter()
+                .filter_map(|(key, &(v, s))| (key.0 == k.shader && key.1 == k.entry).then_some((key.2?, v, s)))
+                .collect();
+            sized.sort_by_key(|c| c.0);
+            for (c, v, source) in sized {
+                out.push(VariantChoice { kernel: k.name(), size_class: Some(c), variant: v.variant_name(), source });
+            }
+        }
+        out
     }
 
     /// The tunings done on this device so far, in order.
