@@ -18,13 +18,22 @@ use crate::kernels::muon::{
 use crate::kernels::optim::SLOTS;
 use crate::tensor::{DType, Tensor};
 
-/// Matrices per dispatch of kernel `multi` on `dev`: SLOTS where it binds, else 1.
-fn per_dispatch(dev: &Device, multi: &crate::kernels::Kernel) -> usize {
-    if fits(dev, multi) {
+/// Matrices per dispatch of `momentum` and `update` on `dev`: SLOTS where the device binds the
+/// multi-matrix kernels, else 1.
+pub fn per_dispatch(dev: &Device) -> usize {
+    if fits(dev, &MUON_MOMENTUM_MULTI) && fits(dev, &MUON_UPDATE_MULTI) {
         SLOTS
     } else {
         1
     }
+}
+
+/// Checks a grouping for `momentum_per` and `update_per`.
+fn check_per(op: &'static str, per: usize) -> Result<()> {
+    if per != 1 && per != SLOTS {
+        return Err(Error::invalid(op, format!("{per} matrices per dispatch: 1 or {SLOTS}")));
+    }
+    Ok(())
 }
 
 /// Checks `list` against `params` (as many, the same element counts, f32), and that every region
@@ -73,6 +82,23 @@ pub fn momentum(
     momentum: f32,
     nesterov: bool,
 ) -> Result<()> {
+    momentum_per(dev, per_dispatch(dev), grads, moms, clip, arena, dst, momentum, nesterov)
+}
+
+/// `momentum` with `per` matrices per dispatch: 1 (one-matrix kernel) or SLOTS (the multi-matrix
+/// kernel, where the device binds it). Both compute the same numbers.
+#[allow(clippy::too_many_arguments)]
+pub fn momentum_per(
+    dev: &Device,
+    per: usize,
+    grads: &[&Tensor],
+    moms: &[&Tensor],
+    clip: &Tensor,
+    arena: &Tensor,
+    dst: &[usize],
+    momentum: f32,
+    nesterov: bool,
+) -> Result<()> {
     const OP: &str = "muon_momentum";
     check_regions(OP, grads, &[("momentum buffer", moms)], dst, arena)?;
     if clip.dtype != DType::F32 || clip.numel() != 2 {
@@ -81,8 +107,8 @@ pub fn momentum(
     if !(momentum.is_finite() && (0.0..1.0).contains(&momentum)) {
         return Err(Error::invalid(OP, format!("momentum = {momentum} is out of range: must be in [0, 1)")));
     }
+    check_per(OP, per)?;
     let nesterov = nesterov as u32;
-    let per = per_dispatch(dev, &MUON_MOMENTUM_MULTI);
     for ((g, m), d) in grads.chunks(per).zip(moms.chunks(per)).zip(dst.chunks(per)) {
         if per == 1 {
             if g[0].numel() == 0 {
@@ -215,6 +241,21 @@ pub fn update(
     src: &[usize],
     step: &Tensor,
 ) -> Result<()> {
+    update_per(dev, per_dispatch(dev), sched, weight_decay, params, arena, src, step)
+}
+
+/// `update` with `per` matrices per dispatch (see `momentum_per`).
+#[allow(clippy::too_many_arguments)]
+pub fn update_per(
+    dev: &Device,
+    per: usize,
+    sched: &Schedule,
+    weight_decay: f32,
+    params: &[&Tensor],
+    arena: &Tensor,
+    src: &[usize],
+    step: &Tensor,
+) -> Result<()> {
     const OP: &str = "muon_update";
     sched.validate(OP)?;
     check_regions(OP, params, &[], src, arena)?;
@@ -223,8 +264,8 @@ pub fn update(
         return Err(Error::invalid(OP, format!("weight_decay = {weight_decay} must be finite")));
     }
     // The kernels' schedule struct is optim.wgsl's (the same snippet), field for field.
+    check_per(OP, per)?;
     let sp = bytemuck::cast(sched.params());
-    let per = per_dispatch(dev, &MUON_UPDATE_MULTI);
     for (ps, s) in params.chunks(per).zip(src.chunks(per)) {
         if per == 1 {
             if ps[0].numel() == 0 {
