@@ -1,7 +1,7 @@
 //! CPU twin of shaders/matmul_grouped.wgsl: per problem of the table, one `sgemm` on strided views of
 //! the arenas (the transposes of A and B are strides, as in the shader), then C = alpha·C + beta·D
 //! rounded as the shader does (alpha scales the finished dot product, then beta·D is added); a
-//! transposed C goes through a scratch product.
+//! transposed C is the product of the transposed operands in swapped order.
 
 use super::CpuArgs;
 use crate::host::gemm::{sgemm, MatRef};
@@ -25,22 +25,20 @@ pub fn matmul_grouped(args: &mut CpuArgs) {
         let am = if trans_a { MatRef { data: av, rs: 1, cs: m } } else { MatRef { data: av, rs: k, cs: 1 } };
         let bm = if trans_b { MatRef { data: bv, rs: 1, cs: k } } else { MatRef { data: bv, rs: n, cs: 1 } };
         let cq = &mut c[oc..oc + m * n];
-        let dq = if beta != 0.0 { &d[od..od + m * n] } else { &[][..] };
-        let out = |v: f32, at: usize| if beta != 0.0 { alpha * v + beta * dq[at] } else { alpha * v };
         if w[12] == 1 {
-            let mut t = vec![0f32; m * n];
-            sgemm(m, n, k, am, bm, &mut t, n, false);
-            for (e, &v) in t.iter().enumerate() {
-                let at = (e % n) * m + e / n;
-                cq[at] = out(v, at);
-            }
+            // Cᵀ = op(B)ᵀ·op(A)ᵀ, row-major [n, m]: the same products summed in the same order.
+            let bt = MatRef { data: bv, rs: bm.cs, cs: bm.rs };
+            let at = MatRef { data: av, rs: am.cs, cs: am.rs };
+            sgemm(n, m, k, bt, at, cq, m, false);
         } else {
             sgemm(m, n, k, am, bm, cq, n, false);
-            if beta != 0.0 || alpha != 1.0 {
-                for (at, v) in cq.iter_mut().enumerate() {
-                    *v = out(*v, at);
-                }
+        }
+        if beta != 0.0 {
+            for (v, &dv) in cq.iter_mut().zip(&d[od..od + m * n]) {
+                *v = alpha * *v + beta * dv;
             }
+        } else if alpha != 1.0 {
+            cq.iter_mut().for_each(|v| *v *= alpha);
         }
     }
 }
