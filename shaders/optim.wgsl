@@ -19,6 +19,7 @@
 // workgroup memory, no atomics), so the norm is deterministic.
 //#include "common/index.wgsl"
 //#include "common/schedule.wgsl"
+//#include "common/slots.wgsl"
 
 const WG: u32 = 256u;
 
@@ -323,8 +324,6 @@ fn ema_decay(c: EmaParams, s: u32) -> f32 {
 // `sumsq_multi`); starts are multiples of WG, so each workgroup serves one slot, and an unused slot has
 // n = 0 and start = total. Each element computes exactly what the one-tensor kernel computes for it.
 
-const SLOTS: u32 = 7u;
-
 struct AdamMultiParams {
     a: AdamParams,                // `n` unused: each slot has its own
     n: array<vec4<u32>, 2>,       // elements of slot k's tensor
@@ -364,16 +363,6 @@ struct SumsqMultiParams {
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
-}
-
-// The slot of global index i: how many of the slots 1.. start at or before i (starts never decrease).
-fn slot_of(s: array<vec4<u32>, 2>, i: u32) -> u32 {
-    return select(0u, 1u, i >= s[0].y) + select(0u, 1u, i >= s[0].z) + select(0u, 1u, i >= s[0].w)
-        + select(0u, 1u, i >= s[1].x) + select(0u, 1u, i >= s[1].y) + select(0u, 1u, i >= s[1].z);
-}
-
-fn at(v: array<vec4<u32>, 2>, k: u32) -> u32 {
-    return select(v[1][k & 3u], v[0][k & 3u], k < 4u);
 }
 
 @group(0) @binding(0) var<uniform> amp: AdamMultiParams;

@@ -1,9 +1,10 @@
-//! Muon: its kernels GPU vs CPU twin on random inputs, one optimizer step (CPU twin) against an f64
-//! reference of Nesterov momentum, Newton-Schulz and the update, the same step GPU vs CPU, the split of
-//! tensors between Muon and AdamW, and bad hyper-parameters.
+//! Muon: its kernels GPU vs CPU twin on random inputs (the multi-matrix ones in both groupings, which
+//! agree bit for bit on the CPU), one optimizer step (CPU twin) against an f64 reference of Nesterov
+//! momentum, Newton-Schulz and the update, for two matrices and for many shapes at once, the same step
+//! GPU vs CPU, the split of tensors between Muon and AdamW, and bad hyper-parameters.
 //!
 //! Tolerances:
-//! * muon_momentum, axpby: 1e-6 relative plus 1e-7 absolute (a handful of correctly rounded f32
+//! * muon_momentum, muon_update: 1e-6 relative plus 1e-7 absolute (a handful of correctly rounded f32
 //!   operations; `a + b` may cancel towards 0, hence the absolute term at the operands' ulp scale).
 //! * muon_normalize: 1e-6 relative (a sum of partials in the same order, a sqrt and a division, which a
 //!   driver may round a couple of ulp differently).
@@ -13,13 +14,12 @@
 //!   bounds it with room to spare. GPU vs CPU: the same bound (both sides round independently).
 mod common;
 use common::*;
+use tigel::kernels::optim::SLOTS;
 use tigel::ops::muon as mk;
 use tigel::ops::optim as k;
 use tigel::optim::muon::{MuonConfig, NS_COEFFS};
 use tigel::optim::{Optimizer, OptimizerKind, Schedule};
 use tigel::{Device, Tensor};
-
-const SIZES: [usize; 4] = [1, 7, 1000, 20_000];
 
 fn f32s(d: &Device, shape: &[usize], v: &[f32]) -> Tensor {
     Tensor::from_f32(d, shape, v).unwrap()
@@ -29,74 +29,148 @@ fn read(d: &Device, t: &Tensor) -> Vec<f32> {
     t.to_f32(d).unwrap()
 }
 
-#[test]
-fn muon_momentum_matches_cpu_twin() {
-    let Some(gpu) = gpu() else { return };
-    let cpu = cpu();
-    let mut rng = Rng::new(seed());
-    for n in SIZES {
-        for nesterov in [false, true] {
-            let (g, m) = (rng.vec(n, -2.0, 2.0), rng.vec(n, -1.0, 1.0));
-            let (mu, scale) = (rng.uniform(0.5, 0.99), rng.uniform(0.2, 1.0));
-            let run = |d: &Device| {
-                let (tg, tm, out) =
-                    (f32s(d, &[n], &g), f32s(d, &[n], &m), Tensor::empty(d, &[n], tigel::DType::F32).unwrap());
-                let clip = f32s(d, &[2], &[scale, 0.0]);
-                mk::momentum(d, &tg, &clip, &tm, &out, mu, nesterov).unwrap();
-                (read(d, &tm), read(d, &out))
-            };
-            let ((mg, og), (mc, oc)) = (run(&gpu), run(&cpu));
-            assert_close(&format!("muon_momentum n={n} nesterov={nesterov} m"), &mg, &mc, 1e-7, 1e-6);
-            assert_close(&format!("muon_momentum n={n} nesterov={nesterov} out"), &og, &oc, 1e-7, 1e-6);
-            // And the formula.
-            let i = n / 2;
-            let want_m = mu * m[i] + g[i] * scale;
-            let want_o = if nesterov { g[i] * scale + mu * want_m } else { want_m };
-            assert!((mc[i] - want_m).abs() <= 1e-6 * (1.0 + want_m.abs()), "m {} vs {want_m}", mc[i]);
-            assert!((oc[i] - want_o).abs() <= 1e-6 * (1.0 + want_o.abs()), "out {} vs {want_o}", oc[i]);
-        }
+/// Sizes of the matrices the multi-matrix tests pack into one arena: ones, odd, bigger than a chunk,
+/// more than SLOTS of them.
+const PACK: [usize; 9] = [1, 7, 1000, 20_000, 300, 257, 5, 4096, 64];
+
+/// Arena offsets of PACK with gaps between the regions, and the arena's size.
+fn packed(rng: &mut Rng) -> (Vec<usize>, usize) {
+    let mut at = 0;
+    let offs = PACK
+        .iter()
+        .map(|&n| {
+            let o = at + rng.below(9);
+            at = o + n;
+            o
+        })
+        .collect();
+    (offs, at + 3)
+}
+
+/// The groupings a device runs: one matrix per dispatch, and SLOTS where it binds the multi kernels.
+fn groupings(d: &Device) -> Vec<usize> {
+    let mut v = vec![1];
+    if mk::per_dispatch(d) == SLOTS {
+        v.push(SLOTS);
     }
+    v
 }
 
 #[test]
-fn muon_normalize_matches_cpu_twin_and_gives_unit_norm() {
-    let Some(gpu) = gpu() else { return };
+fn muon_momentum_matches_cpu_twin_in_both_groupings() {
     let cpu = cpu();
+    let gpu = gpu();
     let mut rng = Rng::new(seed());
-    for n in SIZES {
-        let x = rng.vec(n, -3.0, 3.0);
-        let run = |d: &Device| {
-            let tx = f32s(d, &[n], &x);
-            let partials = Tensor::empty(d, &[k::sumsq_layout(n).1 + 3], tigel::DType::F32).unwrap();
-            let slots = k::sumsq_partial(d, &tx, &partials, 3).unwrap();
-            mk::normalize(d, &tx, &partials, 3, slots, 1e-7).unwrap();
-            read(d, &tx)
+    let (offs, len) = packed(&mut rng);
+    for nesterov in [false, true] {
+        let gs: Vec<Vec<f32>> = PACK.iter().map(|&n| rng.vec(n, -2.0, 2.0)).collect();
+        let ms: Vec<Vec<f32>> = PACK.iter().map(|&n| rng.vec(n, -1.0, 1.0)).collect();
+        let (mu, scale) = (rng.uniform(0.5, 0.99), rng.uniform(0.2, 1.0));
+        let sentinel = vec![5.0f32; len];
+        let run = |d: &Device, per: usize| {
+            let tg: Vec<Tensor> = gs.iter().map(|g| f32s(d, &[g.len()], g)).collect();
+            let tm: Vec<Tensor> = ms.iter().map(|m| f32s(d, &[m.len()], m)).collect();
+            let (arena, clip) = (f32s(d, &[len], &sentinel), f32s(d, &[2], &[scale, 0.0]));
+            let (g, m): (Vec<&Tensor>, Vec<&Tensor>) = (tg.iter().collect(), tm.iter().collect());
+            mk::momentum_per(d, per, &g, &m, &clip, &arena, &offs, mu, nesterov).unwrap();
+            (tm.iter().map(|t| read(d, t)).collect::<Vec<_>>(), read(d, &arena))
         };
-        let (a, b) = (run(&gpu), run(&cpu));
-        assert_close(&format!("muon_normalize n={n}"), &a, &b, 0.0, 1e-6);
-        let norm = b.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-5, "n={n}: norm {norm}");
+        let (mc, ac) = run(&cpu, 1);
+        for per in groupings(&cpu).into_iter().skip(1) {
+            assert_eq!(run(&cpu, per), (mc.clone(), ac.clone()), "CPU, {per} per dispatch vs 1");
+        }
+        if let Some(g) = &gpu {
+            for per in groupings(g) {
+                let (mg, ag) = run(g, per);
+                let what = format!("muon_momentum nesterov={nesterov} per={per}");
+                for (k, (x, y)) in mg.iter().zip(&mc).enumerate() {
+                    assert_close(&format!("{what} m{k}"), x, y, 1e-7, 1e-6);
+                }
+                assert_close(&format!("{what} arena"), &ag, &ac, 1e-7, 1e-6);
+            }
+        }
+        // The formula, and the gaps untouched.
+        let mut covered = vec![false; len];
+        for (k, &o) in offs.iter().enumerate() {
+            for i in [0, PACK[k] / 2, PACK[k] - 1] {
+                let want_m = mu * ms[k][i] + gs[k][i] * scale;
+                let want_o = if nesterov { gs[k][i] * scale + mu * want_m } else { want_m };
+                assert!((mc[k][i] - want_m).abs() <= 1e-6 * (1.0 + want_m.abs()), "m {} vs {want_m}", mc[k][i]);
+                assert!((ac[o + i] - want_o).abs() <= 1e-6 * (1.0 + want_o.abs()), "out {} vs {want_o}", ac[o + i]);
+            }
+            covered[o..o + PACK[k]].iter_mut().for_each(|c| *c = true);
+        }
+        assert!(ac.iter().zip(&covered).all(|(&v, &c)| c || v == 5.0), "a gap of the arena was written");
     }
 }
 
 #[test]
-fn muon_axpby_matches_cpu_twin() {
-    let Some(gpu) = gpu() else { return };
+fn muon_unit_norm_matches_cpu_twin_and_gives_unit_norms() {
     let cpu = cpu();
     let mut rng = Rng::new(seed());
-    for n in SIZES {
-        for beta in [0.0, 1.0, -0.7] {
-            let (x, y) = (rng.vec(n, -2.0, 2.0), rng.vec(n, -2.0, 2.0));
-            let alpha = rng.uniform(-3.0, 3.0);
-            let run = |d: &Device| {
-                let (tx, ty) = (f32s(d, &[n], &x), f32s(d, &[n], &y));
-                mk::axpby(d, alpha, &tx, beta, &ty).unwrap();
-                read(d, &ty)
-            };
-            let (a, b) = (run(&gpu), run(&cpu));
-            assert_close(&format!("muon_axpby n={n} beta={beta}"), &a, &b, 1e-7, 1e-6);
-            let want: Vec<f32> = x.iter().zip(&y).map(|(&xi, &yi)| alpha * xi + beta * yi).collect();
-            assert_close(&format!("muon_axpby n={n} beta={beta} formula"), &b, &want, 1e-6, 1e-6);
+    let (offs, len) = packed(&mut rng);
+    let x = rng.vec(len, -3.0, 3.0);
+    let regions: Vec<(usize, usize)> = offs.iter().zip(PACK).map(|(&o, n)| (o, n)).collect();
+    let run = |d: &Device| {
+        let seg = mk::Segments::new(d, &regions).unwrap();
+        let (tx, partials) = (f32s(d, &[len], &x), Tensor::empty(d, &[seg.partials()], tigel::DType::F32).unwrap());
+        mk::unit_norm(d, &seg, &tx, &partials, 1e-7).unwrap();
+        read(d, &tx)
+    };
+    let b = run(&cpu);
+    if let Some(g) = gpu() {
+        assert_close("muon_normalize", &run(&g), &b, 0.0, 1e-6);
+    }
+    let mut covered = vec![false; len];
+    for &(o, n) in &regions {
+        let norm = b[o..o + n].iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "region at {o} of {n}: norm {norm}");
+        covered[o..o + n].iter_mut().for_each(|c| *c = true);
+    }
+    assert!(b.iter().zip(&x).zip(&covered).all(|((v, w), &c)| c || v == w), "a gap of the arena was written");
+    // Each region's scale is its own norm's: the same as one region at a time (the one-tensor sums).
+    let (o, n) = regions[3];
+    let (t, p) =
+        (f32s(&cpu, &[n], &x[o..o + n]), Tensor::empty(&cpu, &[k::sumsq_layout(n).1], tigel::DType::F32).unwrap());
+    let slots = k::sumsq_partial(&cpu, &t, &p, 0).unwrap();
+    let s: f32 = read(&cpu, &p)[..slots].iter().fold(0.0, |s, &v| s + v);
+    let want: Vec<f32> = x[o..o + n].iter().map(|&v| v * (1.0 / (s.sqrt() + 1e-7))).collect();
+    assert_eq!(&b[o..o + n], &want[..], "region 3 against sumsq_partial's sums");
+}
+
+#[test]
+fn muon_update_matches_cpu_twin_in_both_groupings() {
+    let cpu = cpu();
+    let gpu = gpu();
+    let mut rng = Rng::new(seed());
+    let (offs, len) = packed(&mut rng);
+    let o = rng.vec(len, -1.0, 1.0);
+    let ps: Vec<Vec<f32>> = PACK.iter().map(|&n| rng.vec(n, -1.0, 1.0)).collect();
+    let step = 4;
+    for wd in [0.0, 0.3] {
+        let run = |d: &Device, per: usize| {
+            let tp: Vec<Tensor> = ps.iter().map(|p| f32s(d, &[p.len()], p)).collect();
+            let (arena, st) = (f32s(d, &[len], &o), k::step_counter(d, step).unwrap());
+            let p: Vec<&Tensor> = tp.iter().collect();
+            mk::update_per(d, per, &SCHED, wd, &p, &arena, &offs, &st).unwrap();
+            tp.iter().map(|t| read(d, t)).collect::<Vec<_>>()
+        };
+        let c = run(&cpu, 1);
+        for per in groupings(&cpu).into_iter().skip(1) {
+            assert_eq!(run(&cpu, per), c, "CPU, {per} per dispatch vs 1");
+        }
+        if let Some(g) = &gpu {
+            for per in groupings(g) {
+                for (kk, (x, y)) in run(g, per).iter().zip(&c).enumerate() {
+                    assert_close(&format!("muon_update wd={wd} per={per} p{kk}"), x, y, 1e-7, 1e-6);
+                }
+            }
+        }
+        let lr = SCHED.lr_at(step);
+        for (kk, &at) in offs.iter().enumerate() {
+            let i = PACK[kk] / 2;
+            let want = ps[kk][i] - lr * (o[at + i] + wd * ps[kk][i]);
+            assert!((c[kk][i] - want).abs() <= 1e-6 * (1.0 + want.abs()), "p{kk}: {} vs {want}", c[kk][i]);
         }
     }
 }
@@ -263,8 +337,55 @@ fn muon_bad_hyper_parameters_are_refused_by_name() {
     }
     let x = f32s(&dev, &[5], &[1.0; 5]);
     let short = f32s(&dev, &[4], &[1.0; 4]);
-    let e = mk::axpby(&dev, 1.0, &x, 1.0, &short).unwrap_err().to_string();
-    assert!(e.contains("muon_axpby"), "{e}");
-    let e = mk::axpby(&dev, 1.0, &x, 1.0, &x).unwrap_err().to_string();
-    assert!(e.contains("share a buffer"), "{e}");
+    let (clip, arena) = (f32s(&dev, &[2], &[1.0, 0.0]), f32s(&dev, &[8], &[0.0; 8]));
+    let e = mk::momentum(&dev, &[&x], &[&short], &clip, &arena, &[0], 0.9, true).unwrap_err().to_string();
+    assert!(e.contains("muon_momentum"), "{e}");
+    let e = mk::momentum(&dev, &[&x], &[&x], &clip, &arena, &[4], 0.9, true).unwrap_err().to_string();
+    assert!(e.contains("arena elements 4..9 of 8"), "{e}");
+    let st = k::step_counter(&dev, 0).unwrap();
+    let e = mk::update_per(&dev, 3, &SCHED, 0.0, &[&x], &arena, &[0], &st).unwrap_err().to_string();
+    assert!(e.contains("per dispatch"), "{e}");
+}
+
+fn refs(v: &[Tensor]) -> Vec<&Tensor> {
+    v.iter().collect()
+}
+
+#[test]
+fn muon_many_shapes_at_once_match_f64_reference_on_both_backends() {
+    let mut rng = Rng::new(seed());
+    let shapes: [[usize; 2]; 10] =
+        [[24, 56], [40, 16], [30, 8], [16, 16], [8, 64], [64, 8], [33, 33], [1, 5], [5, 1], [70, 20]];
+    let step = 6;
+    let mats: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = shapes
+        .iter()
+        .map(|s| {
+            let n = s[0] * s[1];
+            (rng.vec(n, -0.5, 0.5), rng.vec(n, -1.0, 1.0), rng.vec(n, -0.3, 0.3))
+        })
+        .collect();
+    let run = |d: &Device| {
+        let t = |s: &[usize], v: &[f32]| f32s(d, s, v);
+        let params: Vec<Tensor> = shapes.iter().zip(&mats).map(|(s, m)| t(s, &m.0)).collect();
+        let grads: Vec<Tensor> = shapes.iter().zip(&mats).map(|(s, m)| t(s, &m.1)).collect();
+        let moms: Vec<Tensor> = shapes.iter().zip(&mats).map(|(s, m)| t(s, &m.2)).collect();
+        let sh: Vec<&[usize]> = shapes.iter().map(|s| &s[..]).collect();
+        let muon = tigel::optim::muon::Muon::new(d, config(), SCHED, &sh).unwrap();
+        let (st, clip) = (k::step_counter(d, step).unwrap(), f32s(d, &[2], &[1.0, 0.0]));
+        muon.update(d, &refs(&params), &refs(&grads), &refs(&moms), &st, &clip).unwrap();
+        (params.iter().map(|t| read(d, t)).collect::<Vec<_>>(), moms.iter().map(|t| read(d, t)).collect::<Vec<_>>())
+    };
+    let mut devices = vec![("CPU", cpu())];
+    devices.extend(gpu().map(|g| ("GPU", g)));
+    for (name, d) in &devices {
+        let (after, moms) = run(d);
+        for (i, (s, (p, g, m))) in shapes.iter().zip(&mats).enumerate() {
+            let (want_p, want_m) = reference(p, g, m, s[0], s[1], step, &config());
+            let delta: Vec<f32> = want_p.iter().zip(p).map(|(w, p)| w - p).collect();
+            let big = delta.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let got: Vec<f32> = after[i].iter().zip(p).map(|(a, p)| a - p).collect();
+            assert_close(&format!("{name}: matrix {i} {s:?} update"), &got, &delta, 2e-3 * big, 0.0);
+            assert_close(&format!("{name}: matrix {i} momentum"), &moms[i], &want_m, 1e-7, 1e-6);
+        }
+    }
 }

@@ -22,6 +22,7 @@ pub mod gated;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
+pub mod matmul_grouped;
 pub mod muon;
 pub mod norm;
 pub mod optim;
@@ -263,13 +264,17 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &matmul::MATMUL_TILED_VEC4,
     &matmul::MATMUL_SMALL,
     &matmul::MATMUL_BLOCKED,
+    &matmul_grouped::MATMUL_GROUPED,
     &norm::LAYER_NORM_FWD,
     &norm::LAYER_NORM_BWD_DX,
     &norm::LAYER_NORM_BWD_PARTIAL,
     &norm::LAYER_NORM_BWD_PARAMS,
     &muon::MUON_MOMENTUM,
+    &muon::MUON_MOMENTUM_MULTI,
+    &muon::MUON_SUMSQ,
     &muon::MUON_NORMALIZE,
-    &muon::MUON_AXPBY,
+    &muon::MUON_UPDATE,
+    &muon::MUON_UPDATE_MULTI,
     &optim::ADVANCE_STEP,
     &optim::SGD,
     &optim::ADAM,

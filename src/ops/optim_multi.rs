@@ -28,7 +28,7 @@ pub fn supported(dev: &Device) -> bool {
 }
 
 /// Per-slot element counts and starts (multiples of WG) of one group of tensors, and the total.
-fn layout(op: &'static str, sizes: &[usize]) -> Result<([u32; 8], [u32; 8], u32)> {
+pub(crate) fn layout(op: &'static str, sizes: &[usize]) -> Result<([u32; 8], [u32; 8], u32)> {
     let (mut n, mut start) = ([0u32; 8], [0u32; 8]);
     let mut at = 0usize;
     for (k, &len) in sizes.iter().enumerate() {
@@ -44,7 +44,7 @@ fn layout(op: &'static str, sizes: &[usize]) -> Result<([u32; 8], [u32; 8], u32)
 }
 
 /// One-word stand-ins for the buffers of unused slots (distinct, so no buffer is bound twice).
-fn spares(dev: &Device, n: usize) -> Result<Vec<Tensor>> {
+pub(crate) fn spares(dev: &Device, n: usize) -> Result<Vec<Tensor>> {
     (0..n).map(|_| Tensor::empty(dev, &[1], DType::F32)).collect()
 }
 

@@ -1,5 +1,5 @@
 //! The optimizer's grouped updates: `SLOTS` tensors per dispatch where the device binds enough
-//! buffers (`ops::optim_multi`), Muon's matrices beside them one by one.
+//! buffers (`ops::optim_multi`), and Muon's matrices all together (`optim::muon`).
 
 use super::{Optimizer, OptimizerKind, Rule, State};
 use crate::device::Device;
@@ -15,9 +15,23 @@ impl Optimizer {
         AdamConfig { weight_decay: if no_decay { 0.0 } else { c.weight_decay }, ..*c }
     }
 
+    /// Muon's update of every Muon matrix at once (a no-op without Muon matrices).
+    pub(super) fn update_muon(&self, dev: &Device, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
+        let Some(muon) = &self.muon else { return Ok(()) };
+        let (mut p, mut g, mut m) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, st) in self.state.iter().enumerate() {
+            if let State::Muon(mom) = st {
+                p.push(params[i]);
+                g.push(grads[i]);
+                m.push(mom);
+            }
+        }
+        muon.update(dev, &p, &g, &m, &self.step, &self.clip)
+    }
+
     /// The updates, `SLOTS` tensors per dispatch: SGD's in order, Adam's in groups of one weight decay,
-    /// Muon's matrices one by one (each is its own chain of matmuls). Every tensor's update reads only
-    /// its own state, so grouping changes no number.
+    /// Muon's matrices all together. Every tensor's update reads only its own state, so grouping
+    /// changes no number.
     pub(super) fn update_multi(&self, dev: &Device, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
         let n = crate::kernels::optim::SLOTS;
         match &self.rule {
@@ -35,13 +49,10 @@ impl Optimizer {
             }
             Rule::Adam(c) => {
                 let mut groups: Vec<(AdamConfig, Vec<usize>)> = Vec::new();
+                self.update_muon(dev, params, grads)?;
                 for (i, (p, st)) in params.iter().zip(&self.state).enumerate() {
                     match st {
-                        State::Muon(m) => self
-                            .muon
-                            .as_ref()
-                            .expect("made with the state")
-                            .update(dev, p, grads[i], m, &self.step, &self.clip)?,
+                        State::Muon(_) => {}
                         State::Adam { .. } => {
                             let ci = self.adam_config(c, p);
                             match groups.iter_mut().find(|(g, _)| g.weight_decay == ci.weight_decay) {

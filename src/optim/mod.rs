@@ -449,13 +449,11 @@ impl Optimizer {
                 (Rule::Adam(c), State::Adam { m, v }) => {
                     k::adam(dev, &self.schedule, &self.adam_config(c, p), p, g, m, v, &self.step, &self.clip)?
                 }
-                (_, State::Muon(m)) => {
-                    self.muon.as_ref().expect("made with the state").update(dev, p, g, m, &self.step, &self.clip)?
-                }
+                (_, State::Muon(_)) => {}
                 _ => unreachable!("state is made from the rule"),
             }
         }
-        Ok(())
+        self.update_muon(dev, params, grads)
     }
 
     fn sumsq(&self, dev: &Device, grads: &[&Tensor]) -> Result<()> {

@@ -11,19 +11,25 @@
 //!
 //! (the Gram matrix on the smaller side, so no transpose is needed); the result O, times
 //! sqrt(max(1, cols/rows)) (the fan-out over the fan-in of a `Linear`'s [in, out] weight), is the update:
-//! W ← W·(1 - lr_adam·wd) - lr_muon·O, through the SGD kernel with no momentum. The iterations are
-//! matmuls (`ops::matmul`) joined by `ops::muon::axpby`: everything stays on the device and is recorded
-//! with the rest of the step. Which tensors are matrices: rank 2 and not named in `adamw_names` (the
-//! embeddings and the output head). The other tensors take AdamW with the optimizer's hyper-parameters;
-//! rank-1 tensors (norm gains and offsets) take no weight decay.
-
-use std::collections::HashMap;
+//! W ← W·(1 - lr_adam·wd) - lr_muon·O (SGD with no momentum and decay wd·lr_adam/lr_muon). Which tensors
+//! are matrices: rank 2 and not named in `adamw_names` (the embeddings and the output head). The other
+//! tensors take AdamW with the optimizer's hyper-parameters; rank-1 tensors (norm gains and offsets)
+//! take no weight decay.
+//!
+//! All matrices update together: their working copies live in arenas (the iterates X and their
+//! successors, the Gram matrices A, and b·A + c·A²), each matrix at an offset, so a step is a few
+//! dispatches whatever the number of matrices: the momentum into the X arena (`ops::muon::momentum`, up
+//! to `kernels::optim::SLOTS` matrices per dispatch), the norms and the scaling (`ops::muon::unit_norm`,
+//! two), three grouped matmuls per iteration (`ops::matmul_grouped`: the Gram matrices, b·A + c·A² with
+//! beta = b and D = A, then a·X + B·X with beta = a and D = X, or for a tall matrix X·B as (B·Xᵀ)ᵀ
+//! stored transposed), and the update into every parameter (`ops::muon::update`). Everything stays on
+//! the device and is recorded with the rest of the step.
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::matmul::{matmul_into, MatmulOpts};
-use crate::ops::muon as mk;
-use crate::ops::optim::{self as k, AdamConfig, Schedule, SgdConfig};
+use crate::ops::matmul_grouped::{GemmProblem, GroupedGemm};
+use crate::ops::muon::{self as mk, Segments};
+use crate::ops::optim::{AdamConfig, Schedule};
 use crate::tensor::{DType, Tensor};
 
 /// The quintic Newton-Schulz coefficients (a, b, c).
@@ -110,104 +116,160 @@ fn scaled(schedule: Schedule, k: f32) -> Schedule {
     }
 }
 
-/// Scratch of one matrix shape: the iterate and its successor, the Gram matrix A and b·A + c·A².
-struct Scratch {
-    x: Tensor,
-    y: Tensor,
-    a: Tensor,
-    b: Tensor,
-}
-
-/// The device work of Muon's matrices: scratch per shape (the matrices update one after another), the
-/// partial sums of the norm, and the SGD rule and schedule of the final update.
+/// The device work of Muon's matrices: the arenas and the element offset of every matrix in them, the
+/// norms' segments and partial sums, the grouped matmuls of one Newton-Schulz iteration, and the
+/// schedule and decay of the final update.
 pub struct Muon {
     cfg: MuonConfig,
     schedule: Schedule,
-    sgd: SgdConfig,
-    /// [1, 0]: the update O is not clipped again.
-    ones: Tensor,
-    placeholder: Tensor,
+    /// Decay of the final update: lr_muon·wd' = lr_adam·wd makes it AdamW's decoupled per-step decay.
+    decay: f32,
+    shapes: Vec<[usize; 2]>,
+    /// Offset of each matrix in the X and Y arenas.
+    offs: Vec<usize>,
+    x: Tensor,
+    y: Tensor,
+    gram: Tensor,
+    poly: Tensor,
+    seg: Segments,
     partials: Tensor,
-    scratch: HashMap<Vec<usize>, Scratch>,
+    /// A = X·Xᵀ or Xᵀ·X; b·A + c·A²; a·X + B·X (or X·B) unscaled, and scaled for the last iteration.
+    gram_mm: GroupedGemm,
+    poly_mm: GroupedGemm,
+    step_mm: GroupedGemm,
+    last_mm: GroupedGemm,
+}
+
+impl std::fmt::Debug for Muon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Muon({} matrices, {} elements)", self.shapes.len(), self.x.numel())
+    }
 }
 
 impl Muon {
-    /// Allocates the scratch for the matrices' shapes (rank 2 each); `schedule` is the AdamW tensors'.
+    /// Allocates the arenas for the matrices' shapes (rank 2 each, in the order `update` takes them);
+    /// `schedule` is the AdamW tensors'.
     pub fn new(dev: &Device, cfg: MuonConfig, schedule: Schedule, shapes: &[&[usize]]) -> Result<Muon> {
         cfg.validate("Muon::new")?;
-        let mut scratch = HashMap::new();
-        let mut most = 1;
+        let (ca, cb, cc) = NS_COEFFS;
+        let mut dims = Vec::with_capacity(shapes.len());
+        let (mut offs, mut regions) = (Vec::new(), Vec::new());
+        let (mut gram, mut poly, mut step, mut last) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut at, mut gat) = (0usize, 0usize);
         for &s in shapes {
             let &[r, c] = s else {
                 return Err(Error::invalid("Muon::new", format!("Muon takes rank-2 tensors, got shape {s:?}")));
             };
-            most = most.max(k::sumsq_layout(r * c).1);
-            if !scratch.contains_key(s) {
-                let g = r.min(c);
-                scratch.insert(
-                    s.to_vec(),
-                    Scratch {
-                        x: Tensor::empty(dev, s, DType::F32)?,
-                        y: Tensor::empty(dev, s, DType::F32)?,
-                        a: Tensor::empty(dev, &[g, g], DType::F32)?,
-                        b: Tensor::empty(dev, &[g, g], DType::F32)?,
-                    },
-                );
-            }
+            let g = r.min(c);
+            let wide = r <= c;
+            let base = GemmProblem {
+                m: g,
+                n: g,
+                k: r.max(c),
+                off_a: at,
+                off_b: at,
+                off_c: gat,
+                off_d: 0,
+                trans_a: !wide,
+                trans_b: wide,
+                trans_c: false,
+                alpha: 1.0,
+                beta: 0.0,
+            };
+            gram.push(base);
+            poly.push(GemmProblem {
+                k: g,
+                off_a: gat,
+                off_b: gat,
+                off_d: gat,
+                trans_a: false,
+                trans_b: false,
+                alpha: cc,
+                beta: cb,
+                ..base
+            });
+            // Wide: X' = B·X + a·X, [r, c] from [r, r]·[r, c]. Tall: X' = X·B + a·X, computed as
+            // B·Xᵀ ([c, c]·[c, r], X read transposed) stored transposed, which is X' row-major.
+            let it = GemmProblem {
+                m: g,
+                n: r.max(c),
+                k: g,
+                off_a: gat,
+                off_b: at,
+                off_c: at,
+                off_d: at,
+                trans_a: false,
+                trans_b: !wide,
+                trans_c: !wide,
+                alpha: 1.0,
+                beta: ca,
+            };
+            step.push(it);
+            // The last iteration also applies the shape scale.
+            let k = (c as f32 / r as f32).max(1.0).sqrt();
+            last.push(GemmProblem { alpha: k, beta: ca * k, ..it });
+            dims.push([r, c]);
+            offs.push(at);
+            regions.push((at, r * c));
+            at += r * c;
+            gat += g * g;
         }
+        let arena = |n: usize| Tensor::empty(dev, &[n.max(1)], DType::F32);
+        let seg = Segments::new(dev, &regions)?;
         Ok(Muon {
             cfg,
             schedule: scaled(schedule, cfg.lr_ratio),
-            // L2 through the SGD kernel with no momentum is decoupled decay: p -= lr_m·(O + wd'·p), and
-            // lr_m·wd' = lr·wd makes it AdamW's per-step decay.
-            sgd: SgdConfig {
-                momentum: 0.0,
-                dampening: 0.0,
-                nesterov: false,
-                weight_decay: cfg.weight_decay / cfg.lr_ratio,
-            },
-            ones: k::clip_buffer(dev)?,
-            placeholder: Tensor::empty(dev, &[1], DType::F32)?,
-            partials: Tensor::empty(dev, &[most], DType::F32)?,
-            scratch,
+            decay: cfg.weight_decay / cfg.lr_ratio,
+            shapes: dims,
+            offs,
+            x: arena(at)?,
+            y: arena(at)?,
+            gram: arena(gat)?,
+            poly: arena(gat)?,
+            partials: arena(seg.partials())?,
+            seg,
+            gram_mm: GroupedGemm::new(dev, &gram)?,
+            poly_mm: GroupedGemm::new(dev, &poly)?,
+            step_mm: GroupedGemm::new(dev, &step)?,
+            last_mm: GroupedGemm::new(dev, &last)?,
         })
     }
 
-    /// One update of matrix `p` from its gradient `g` and momentum buffer `m` (same shape); `step` and
-    /// `clip` are the optimizer's step counter and clip buffer.
-    pub fn update(&self, dev: &Device, p: &Tensor, g: &Tensor, m: &Tensor, step: &Tensor, clip: &Tensor) -> Result<()> {
-        let s = self.scratch.get(&p.shape).ok_or_else(|| {
-            Error::invalid("Muon::update", format!("no Muon matrix of shape {:?} was given to Muon::new", p.shape))
-        })?;
-        let (rows, cols) = (p.shape[0], p.shape[1]);
-        let c = &self.cfg;
-        mk::momentum(dev, g, clip, m, &s.x, c.momentum, c.nesterov)?;
-        let slots = k::sumsq_partial(dev, &s.x, &self.partials, 0)?;
-        mk::normalize(dev, &s.x, &self.partials, 0, slots, NORM_EPS)?;
-        let (ca, cb, cc) = NS_COEFFS;
-        let wide = rows <= cols;
-        let gram = if wide {
-            MatmulOpts { trans_b: true, ..Default::default() }
-        } else {
-            MatmulOpts { trans_a: true, ..Default::default() }
-        };
-        let scale = (cols as f32 / rows as f32).max(1.0).sqrt();
-        let (mut cur, mut next) = (&s.x, &s.y);
-        for it in 0..c.ns_steps {
-            // The last iteration also applies the shape scale.
-            let k = if it + 1 == c.ns_steps { scale } else { 1.0 };
-            matmul_into(dev, cur, cur, gram, &s.a, false)?;
-            matmul_into(dev, &s.a, &s.a, MatmulOpts { alpha: cc, ..Default::default() }, &s.b, false)?;
-            mk::axpby(dev, cb, &s.a, 1.0, &s.b)?;
-            let opts = MatmulOpts { alpha: k, ..Default::default() };
-            if wide {
-                matmul_into(dev, &s.b, cur, opts, next, false)?;
-            } else {
-                matmul_into(dev, cur, &s.b, opts, next, false)?;
+    /// One update of every matrix `params[k]` from its gradient `grads[k]` and momentum buffer
+    /// `moms[k]` (the shapes given to `new`, in that order); `step` and `clip` are the optimizer's step
+    /// counter and clip buffer.
+    pub fn update(
+        &self,
+        dev: &Device,
+        params: &[&Tensor],
+        grads: &[&Tensor],
+        moms: &[&Tensor],
+        step: &Tensor,
+        clip: &Tensor,
+    ) -> Result<()> {
+        const OP: &str = "Muon::update";
+        if params.len() != self.shapes.len() {
+            return Err(Error::invalid(OP, format!("made for {} matrices, got {}", self.shapes.len(), params.len())));
+        }
+        for (k, (p, s)) in params.iter().zip(&self.shapes).enumerate() {
+            if p.shape != s[..] {
+                return Err(Error::invalid(
+                    OP,
+                    format!("matrix {k} has shape {:?}, Muon::new was given {s:?}", p.shape),
+                ));
             }
-            mk::axpby(dev, ca * k, cur, 1.0, next)?;
+        }
+        let c = &self.cfg;
+        mk::momentum(dev, grads, moms, clip, &self.x, &self.offs, c.momentum, c.nesterov)?;
+        mk::unit_norm(dev, &self.seg, &self.x, &self.partials, NORM_EPS)?;
+        let (mut cur, mut next) = (&self.x, &self.y);
+        for it in 0..c.ns_steps {
+            self.gram_mm.run(dev, cur, cur, None, &self.gram)?;
+            self.poly_mm.run(dev, &self.gram, &self.gram, Some(&self.gram), &self.poly)?;
+            let mm = if it + 1 == c.ns_steps { &self.last_mm } else { &self.step_mm };
+            mm.run(dev, &self.poly, cur, Some(cur), next)?;
             std::mem::swap(&mut cur, &mut next);
         }
-        k::sgd(dev, &self.schedule, &self.sgd, p, cur, Some(&self.placeholder), step, &self.ones)
+        mk::update(dev, &self.schedule, self.decay, params, cur, &self.offs, step)
     }
 }

@@ -20,6 +20,7 @@ pub mod gated;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
+pub mod matmul_grouped;
 pub mod muon;
 pub mod norm;
 pub mod optim;
@@ -88,9 +89,13 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("norm", "layer_norm_bwd_dx") => norm::layer_norm_bwd_dx,
         ("norm", "layer_norm_bwd_partial") => norm::layer_norm_bwd_partial,
         ("norm", "layer_norm_bwd_params") => norm::layer_norm_bwd_params,
+        ("matmul_grouped", "matmul_grouped") => matmul_grouped::matmul_grouped,
         ("muon", "muon_momentum") => muon::muon_momentum,
+        ("muon", "muon_momentum_multi") => muon::muon_momentum_multi,
+        ("muon", "muon_sumsq") => muon::muon_sumsq,
         ("muon", "muon_normalize") => muon::muon_normalize,
-        ("muon", "muon_axpby") => muon::muon_axpby,
+        ("muon", "muon_update") => muon::muon_update,
+        ("muon", "muon_update_multi") => muon::muon_update_multi,
         ("optim", "advance_step") => optim::advance_step,
         ("optim", "sgd") => optim::sgd,
         ("optim", "adam") => optim::adam,
