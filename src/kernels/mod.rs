@@ -22,6 +22,7 @@ pub mod gated;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
+pub mod matmul_pair;
 pub mod muon;
 pub mod norm;
 pub mod optim;
@@ -265,6 +266,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &matmul::MATMUL_TILED_VEC4,
     &matmul::MATMUL_SMALL,
     &matmul::MATMUL_BLOCKED,
+    &matmul_pair::MATMUL_PAIR,
     &norm::LAYER_NORM_FWD,
     &norm::LAYER_NORM_BWD_DX,
     &norm::LAYER_NORM_BWD_PARTIAL,
