@@ -242,6 +242,7 @@ fn grad_transformer_ops() {
         g.add(y, ss)
     });
     check("silu_gate", &[&[3, 5], &[3, 5]], -3.0, 3.0, |g, p, _| g.silu_gate(p[0], p[1]));
+    check("linear_silu_gate", &[&[3, 4], &[4, 5], &[4, 5]], -1.0, 1.0, |g, p, _| g.linear_silu_gate(p[0], p[1], p[2]));
     // QK norm on qkv [B=2, T=3, 3·C] with 2 heads of size 4, with rotary positions and without.
     check("qk_norm (rope)", &[&[2, 3, 24], &[4], &[4], &[4], &[4]], -1.0, 1.0, |g, p, d| {
         let table = tigel::ops::rope::rope_table(4, 4, 10_000.0);

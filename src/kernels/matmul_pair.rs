@@ -8,3 +8,7 @@ include!(concat!(env!("OUT_DIR"), "/params/matmul_pair.rs"));
 
 /// Entry point `matmul_pair` of shaders/matmul_pair.wgsl.
 pub static MATMUL_PAIR: Kernel = Kernel { shader: "matmul_pair", entry: "matmul_pair" };
+
+/// Entry point `matmul_pair_silu_gate` of shaders/matmul_pair.wgsl: u = x·W_gate, v = x·W_up and
+/// h = silu(u) ⊙ v in one dispatch.
+pub static MATMUL_PAIR_SILU_GATE: Kernel = Kernel { shader: "matmul_pair", entry: "matmul_pair_silu_gate" };

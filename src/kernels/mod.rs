@@ -267,6 +267,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &matmul::MATMUL_SMALL,
     &matmul::MATMUL_BLOCKED,
     &matmul_pair::MATMUL_PAIR,
+    &matmul_pair::MATMUL_PAIR_SILU_GATE,
     &norm::LAYER_NORM_FWD,
     &norm::LAYER_NORM_BWD_DX,
     &norm::LAYER_NORM_BWD_PARTIAL,

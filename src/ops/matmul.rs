@@ -197,7 +197,7 @@ fn check_operand(name: &str, t: &Tensor, a: &Tensor, b: &Tensor) -> Result<()> {
 }
 
 /// Checks one product `out = alpha*op(A)*op(B) (+ out)` and lays out its params.
-fn checked_params(
+pub(crate) fn checked_params(
     a: &Tensor,
     b: &Tensor,
     opts: MatmulOpts,
@@ -362,12 +362,31 @@ pub fn matmul_pair_dispatches(dev: &Device, jobs: [MatmulJob; 2]) -> Result<Vec<
     let outs_clash = j0.out.buf.same(&j1.out.buf)
         || [j1.a, j1.b].iter().any(|t| t.buf.same(&j0.out.buf))
         || [j0.a, j0.b].iter().any(|t| t.buf.same(&j1.out.buf));
-    let tiles = |s: &MatmulShape| (s.n.div_ceil(TILE), s.n.div_ceil(TILE) * s.m.div_ceil(TILE));
-    let ((cols0, t0), (cols1, t1)) = (tiles(&s0), tiles(&s1));
-    let max = dev.max_groups_per_dim() as usize;
-    if empty(&s0) || empty(&s1) || outs_clash || t0 + t1 > max || s0.batch.max(s1.batch) > max {
+    let grid = pair_grid(dev, (&s0, p0), (&s1, p1), true);
+    let (Some((pp, groups)), false, false) = (grid, empty(&s0) || empty(&s1), outs_clash) else {
         let one = |j: MatmulJob| matmul_dispatch(dev, j.a, j.b, j.opts, j.out, j.accumulate, KernelChoice::Auto);
         return Ok([one(j0)?, one(j1)?].into_iter().flatten().collect());
+    };
+    let bufs = [&j0.a.buf, &j0.b.buf, &j1.a.buf, &j1.b.buf, &j0.out.buf, &j1.out.buf];
+    Ok(vec![Dispatch::new(&MATMUL_PAIR, &pp, &bufs, groups)])
+}
+
+/// The params and grid of a `matmul_pair` family dispatch over two checked products: x runs over the
+/// tiles of product 0 then (`both`) product 1's, z over the larger batch. None when the grid passes the
+/// device's limits.
+pub(crate) fn pair_grid(
+    dev: &Device,
+    (s0, p0): (&MatmulShape, MatmulParams),
+    (s1, p1): (&MatmulShape, MatmulParams),
+    both: bool,
+) -> Option<(MatmulPairParams, [u32; 3])> {
+    let tiles = |s: &MatmulShape| (s.n.div_ceil(TILE), s.n.div_ceil(TILE) * s.m.div_ceil(TILE));
+    let ((cols0, t0), (cols1, t1)) = (tiles(s0), tiles(s1));
+    let x = if both { t0 + t1 } else { t0 };
+    let z = s0.batch.max(s1.batch);
+    let max = dev.max_groups_per_dim() as usize;
+    if x > max || z > max {
+        return None;
     }
     let pp = MatmulPairParams {
         p0: bytemuck::cast(p0),
@@ -377,9 +396,7 @@ pub fn matmul_pair_dispatches(dev: &Device, jobs: [MatmulJob; 2]) -> Result<Vec<
         cols1: cols1 as u32,
         _pad: 0,
     };
-    let groups = [(t0 + t1) as u32, 1, s0.batch.max(s1.batch) as u32];
-    let bufs = [&j0.a.buf, &j0.b.buf, &j1.a.buf, &j1.b.buf, &j0.out.buf, &j1.out.buf];
-    Ok(vec![Dispatch::new(&MATMUL_PAIR, &pp, &bufs, groups)])
+    Some((pp, [x as u32, 1, z as u32]))
 }
 
 /// Issues two independent products, in one dispatch where it can (`matmul_pair_dispatches`).

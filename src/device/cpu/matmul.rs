@@ -39,6 +39,18 @@ pub fn matmul_pair(args: &mut CpuArgs) {
     product(bytemuck::cast(pp.p1), a1, b1, c1);
 }
 
+/// Bindings as `matmul_pair` (one shape, A shared), then h (read_write): u = product 0, v = product 1,
+/// h = silu(u) ⊙ v as the gated family's twin computes it.
+pub fn matmul_pair_silu_gate(args: &mut CpuArgs) {
+    let pp: MatmulPairParams = args.params();
+    let (a0, b0, a1, b1) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3));
+    let (u, v, h) = (args.f32_out(0), args.f32_out(1), args.f32_out(2));
+    product(bytemuck::cast(pp.p0), a0, b0, u);
+    product(bytemuck::cast(pp.p1), a1, b1, v);
+    let n = (pp.p0.batch * pp.p0.stride_c) as usize;
+    super::gated::silu_gate_into(&u[..n], &v[..n], &mut h[..n]);
+}
+
 fn run(args: &mut CpuArgs) {
     let p: MatmulParams = args.params();
     let (a, b) = (args.f32_in(0), args.f32_in(1));

@@ -29,6 +29,44 @@ impl Graph {
         self.reshape(s, shape)
     }
 
+    /// The gradients of y = α·op(a)·op(b)'s operands given gy, before any sum over a shared operand's
+    /// batch: with A' = op(A), B' = op(B), dA' = α·gy·B'ᵀ and dB' = α·A'ᵀ·gy; a stored-transposed
+    /// operand takes the transpose of its gradient. An operand that needs no gradient gets none
+    /// (autodiff would drop it), so its product is never made. With `into`, dA is added into that
+    /// node's buffer (a `MatmulAcc`: `into` must be a fresh product nothing else reads). The two
+    /// products are candidates for one dispatch (`pair_matmuls`).
+    pub(crate) fn matmul_grads(
+        &mut self,
+        a: NodeId,
+        b: NodeId,
+        o: MatmulOpts,
+        gy: NodeId,
+        into: Option<NodeId>,
+    ) -> Result<[Option<NodeId>; 2]> {
+        let opts = |trans_a, trans_b| MatmulOpts { trans_a, trans_b, alpha: o.alpha };
+        let (oa, ia) = if o.trans_a { (opts(o.trans_b, true), [b, gy]) } else { (opts(false, !o.trans_b), [gy, b]) };
+        let (ob, ib) = if o.trans_b { (opts(true, o.trans_a), [gy, a]) } else { (opts(!o.trans_a, false), [a, gy]) };
+        let ga = match (self.node(a).requires_grad, into) {
+            (false, _) => None,
+            (true, None) => Some(self.matmul(ia[0], ia[1], oa)?),
+            (true, Some(r)) => {
+                let s = matmul_shape(self.shape(ia[0]), self.shape(ia[1]), &oa)?.out_shape;
+                if s != self.shape(r) {
+                    return Err(crate::error::Error::invalid(
+                        "matmul",
+                        format!("a gradient {s:?} cannot accumulate into {:?}", self.shape(r)),
+                    ));
+                }
+                Some(self.push(MatmulAcc(oa), &[ia[0], ia[1], r], s, DType::F32))
+            }
+        };
+        let gb = if self.node(b).requires_grad { Some(self.matmul(ib[0], ib[1], ob)?) } else { None };
+        if let (Some(x), Some(y)) = (ga, gb) {
+            self.matmul_pairs.push(PairCandidate { nodes: [x, y], opts: [oa, ob] });
+        }
+        Ok([ga, gb])
+    }
+
     /// Joins each candidate pair made since node `from` into one `MatmulPair` node (its value the first
     /// product, its second output the second, which the second node then passes on), where the gradients
     /// `roots` need both products (a product nothing needs is never computed) and the second reads only
@@ -94,17 +132,7 @@ impl OpDef for Matmul {
         let o = self.0;
         let (a, b) = (g.in_node(id, 0), g.in_node(id, 1));
         let (sa, sb) = (g.in_shape(id, 0), g.in_shape(id, 1));
-        // With A' = op(A), B' = op(B): dA' = α·g·B'ᵀ and dB' = α·A'ᵀ·g; a stored-transposed operand
-        // takes the transpose of its gradient.
-        // An input that needs no gradient gets none (autodiff would drop it), so its product is never made.
-        let opts = |trans_a, trans_b| MatmulOpts { trans_a, trans_b, alpha: o.alpha };
-        let (oa, ob) = if o.trans_a { (opts(o.trans_b, true), [b, gy]) } else { (opts(false, !o.trans_b), [gy, b]) };
-        let (pa, pb) = if o.trans_b { (opts(true, o.trans_a), [gy, a]) } else { (opts(!o.trans_a, false), [a, gy]) };
-        let ga = if g.node(a).requires_grad { Some(g.matmul(ob[0], ob[1], oa)?) } else { None };
-        let gb = if g.node(b).requires_grad { Some(g.matmul(pb[0], pb[1], pa)?) } else { None };
-        if let (Some(x), Some(y)) = (ga, gb) {
-            g.matmul_pairs.push(PairCandidate { nodes: [x, y], opts: [oa, pa] });
-        }
+        let [ga, gb] = g.matmul_grads(a, b, o, gy, None)?;
         let ga = ga.map(|x| g.reduce_batch(x, &sa)).transpose()?;
         let gb = gb.map(|x| g.reduce_batch(x, &sb)).transpose()?;
         Ok(vec![ga, gb])
@@ -185,7 +213,7 @@ impl OpDef for MatmulPair {
     }
 }
 
-fn matmul_f64(a: &Value, b: &Value, ta: bool, tb: bool, alpha: f64) -> Value {
+pub(super) fn matmul_f64(a: &Value, b: &Value, ta: bool, tb: bool, alpha: f64) -> Value {
     let split = |v: &Value| -> (usize, usize, usize) {
         match v.shape[..] {
             [r, c] => (1, r, c),
