@@ -269,6 +269,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &matmul_pair::MATMUL_PAIR,
     &matmul_pair::MATMUL_PAIR_SILU_GATE,
     &norm::LAYER_NORM_FWD,
+    &norm::LAYER_NORM_FWD_STATS,
     &norm::LAYER_NORM_BWD_DX,
     &norm::LAYER_NORM_BWD_PARTIAL,
     &norm::LAYER_NORM_BWD_PARAMS,

@@ -88,6 +88,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("matmul_pair", "matmul_pair") => matmul::matmul_pair,
         ("matmul_pair", "matmul_pair_silu_gate") => matmul::matmul_pair_silu_gate,
         ("norm", "layer_norm_fwd") => norm::layer_norm_fwd,
+        ("norm", "layer_norm_fwd_stats") => norm::layer_norm_fwd_stats,
         ("norm", "layer_norm_bwd_dx") => norm::layer_norm_bwd_dx,
         ("norm", "layer_norm_bwd_partial") => norm::layer_norm_bwd_partial,
         ("norm", "layer_norm_bwd_params") => norm::layer_norm_bwd_params,
