@@ -303,6 +303,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &qknorm::QK_NORM_FWD,
     &qknorm::QK_NORM_BWD_DX,
     &qknorm::QK_NORM_BWD_PARAMS,
+    &qknorm::QK_NORM_BWD_FUSED,
     &sample::GATHER_ROWS,
     &sample::GATHER_LABELS,
     &softmax::SOFTMAX_ROWS,

@@ -122,6 +122,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("qknorm", "qk_norm_fwd") => qknorm::qk_norm_fwd,
         ("qknorm", "qk_norm_bwd_dx") => qknorm::qk_norm_bwd_dx,
         ("qknorm", "qk_norm_bwd_params") => qknorm::qk_norm_bwd_params,
+        ("qknorm", "qk_norm_bwd_fused") => qknorm::qk_norm_bwd_fused,
         ("sample", "gather_rows") => sample::gather_rows,
         ("sample", "gather_labels") => sample::gather_labels,
         ("softmax", "softmax_rows") => softmax::softmax_rows,
