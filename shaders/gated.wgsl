@@ -5,6 +5,7 @@
 //
 // One thread per element.
 //#include "common/index.wgsl"
+//#include "common/silu_gate.wgsl"
 
 const WG: u32 = 256u;
 
@@ -13,10 +14,6 @@ struct GateParams {
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
-}
-
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
 }
 
 @group(0) @binding(0) var<uniform> gp: GateParams;
@@ -29,8 +26,7 @@ fn silu_gate_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                  @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
     if i >= gp.n { return; }
-    let x = u[i];
-    y[i] = (x * sigmoid(x)) * v[i];
+    y[i] = silu_gate_of(u[i], v[i]);
 }
 
 @group(0) @binding(1) var<storage, read> bu: array<f32>;

@@ -19,75 +19,22 @@ const SMALL_WG: u32 = 256u;
 // ---------------------------------------------------------------------------------------------
 // matmul_tiled: scalar loads
 
+// The single product's operand accessors for common/matmul_tile.wgsl (q is always 0 here).
+fn mm_a(q: u32, i: u32) -> f32 { return a[i]; }
+fn mm_b(q: u32, i: u32) -> f32 { return b[i]; }
+fn mm_c(q: u32, i: u32) -> f32 { return c[i]; }
+fn mm_set_c(q: u32, i: u32, v: f32) { c[i] = v; }
+
+//#include "common/matmul_tile.wgsl"
+
 @compute @workgroup_size(16, 16)
 fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let m0 = wid.y * TM;
     let n0 = wid.x * TN;
-    let tx = lid3.x;  // columns n0 + 4*tx .. +3
-    let ty = lid3.y;  // rows m0 + 4*ty .. +3
-    let base_a = wid.z * p.stride_a;
-    let base_b = wid.z * p.stride_b;
-    // Element strides of op(A) and op(B) as stored: op(A)[i, kk] = a[base_a + i*sa.x + kk*sa.y].
-    let sa = select(vec2<u32>(p.k, 1u), vec2<u32>(1u, p.m), p.trans_a == 1u);
-    let sb = select(vec2<u32>(p.n, 1u), vec2<u32>(1u, p.k), p.trans_b == 1u);
-
-    var acc = Acc();
-    for (var k0 = 0u; k0 < p.k; k0 += TK) {
-        // Each tile holds 64*TK values, TK/4 per thread. Consecutive threads walk the stored operand's
-        // contiguous dimension so global reads coalesce: along kk when A is [M,K], along i when A is
-        // [K,M] (likewise for B). Out-of-range values load as 0, so partial tiles add nothing.
-        for (var t = 0u; t < TK / 4u; t++) {
-            let e = lid + t * 256u;
-            var i = e / TK;
-            var kk = e % TK;
-            if p.trans_a == 1u {
-                i = e % TM;
-                kk = e / TM;
-            }
-            var v = 0.0;
-            if m0 + i < p.m && k0 + kk < p.k {
-                v = a[base_a + (m0 + i) * sa.x + (k0 + kk) * sa.y];
-            }
-            as_[kk * PITCH + i / 4u][i % 4u] = v;
-
-            var j = e % TN;
-            var kb = e / TN;
-            if p.trans_b == 1u {
-                j = e / TK;
-                kb = e % TK;
-            }
-            var w = 0.0;
-            if k0 + kb < p.k && n0 + j < p.n {
-                w = b[base_b + (k0 + kb) * sb.x + (n0 + j) * sb.y];
-            }
-            bs[kb * PITCH + j / 4u][j % 4u] = w;
-        }
-        workgroupBarrier();
-        acc = multiply_tiles(acc, tx, ty);
-        workgroupBarrier();
-    }
-
-    let base_c = wid.z * p.stride_c;
-    let row = m0 + 4u * ty;
-    let col = n0 + 4u * tx;
-    store_row(base_c, row, col, acc.r0);
-    store_row(base_c, row + 1u, col, acc.r1);
-    store_row(base_c, row + 2u, col, acc.r2);
-    store_row(base_c, row + 3u, col, acc.r3);
-}
-
-// C[row, col..col+3] = alpha*v (+ C), the row and each column bounds-checked.
-fn store_row(base_c: u32, row: u32, col: u32, v: vec4<f32>) {
-    if row >= p.m { return; }
-    for (var j = 0u; j < 4u; j++) {
-        if col + j >= p.n { return; }
-        let at = base_c + row * p.n + col + j;
-        // The old C is read only when accumulating: a fresh output may hold anything (even NaN).
-        var old = 0.0;
-        if p.accumulate == 1u { old = c[at]; }
-        c[at] = p.alpha * v[j] + old;
-    }
+    // This thread's block: columns n0 + 4*lid3.x .. +3, rows m0 + 4*lid3.y .. +3.
+    let acc = tile_product(0u, p, m0, n0, wid.z, lid, lid3.x, lid3.y);
+    store_tile(0u, p, m0, n0, wid.z, lid3.x, lid3.y, acc);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -42,11 +42,8 @@ struct NormParams {
 @group(0) @binding(5) var<storage, read_write> mean_out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> rstd_out: array<f32>;
 
-@compute @workgroup_size(WG_ROW)
-fn layer_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let row = flat_id(wid, nwg, 0u, 1u);
-    if row >= np.rows { return; }  // uniform: the whole workgroup leaves together
+// One workgroup's row of layer_norm_fwd: writes y, returns (mean, rstd) (every thread gets them).
+fn norm_row(row: u32, lid: u32) -> vec2<f32> {
     let base = row * np.c;
     let c = np.c;
 
@@ -66,9 +63,34 @@ fn layer_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     for (var k = lid; k < c; k += WG_ROW) {
         y[base + k] = (x[base + k] - mean) * rstd * gamma[k] + beta[k];
     }
+    return vec2<f32>(mean, rstd);
+}
+
+@compute @workgroup_size(WG_ROW)
+fn layer_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let row = flat_id(wid, nwg, 0u, 1u);
+    if row >= np.rows { return; }  // uniform: the whole workgroup leaves together
+    let ms = norm_row(row, lid);
     if lid == 0u {
-        mean_out[row] = mean;
-        rstd_out[row] = rstd;
+        mean_out[row] = ms.x;
+        rstd_out[row] = ms.y;
+    }
+}
+
+// layer_norm_fwd_stats: layer_norm_fwd with the statistics as shaders/resnorm.wgsl keeps them,
+// stats [rows, 2] = (mean, rstd), for its one-dispatch backward `layer_norm_bwd_fused`.
+@group(0) @binding(5) var<storage, read_write> stats_out: array<f32>;
+
+@compute @workgroup_size(WG_ROW)
+fn layer_norm_fwd_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let row = flat_id(wid, nwg, 0u, 1u);
+    if row >= np.rows { return; }  // uniform: the whole workgroup leaves together
+    let ms = norm_row(row, lid);
+    if lid == 0u {
+        stats_out[2u * row] = ms.x;
+        stats_out[2u * row + 1u] = ms.y;
     }
 }
 

@@ -12,6 +12,9 @@
 //   dx = rstd · (g − Σ g / D − x̂ · Σ(g x̂) / D), as shaders/norm.wgsl's layer_norm_bwd_dx; v's copied.
 // qk_norm_bwd_params: one workgroup per (q or k, column j): dγ_j = Σ dn_j · x̂_j and dβ_j = Σ dn_j over
 //   every row and head, as strided per-thread partials then the workgroup tree (a fixed order, no atomics).
+// qk_norm_bwd_fused: both in one dispatch: workgroups 0..dx_groups do qk_norm_bwd_dx's threads, the 2D
+//   after them qk_norm_bwd_params' columns (the same functions, so the same numbers). It binds 11 storage
+//   buffers: a device with fewer runs the two kernels.
 //#include "common/index.wgsl"
 //#include "common/workgroup_reduce.wgsl"
 
@@ -24,7 +27,7 @@ struct QkNormParams {
     hd: u32,     // head size D (even with rope)
     eps: f32,
     rope: u32,   // 1: rotate q and k after the norm; 0: no rotation (the table binding is a stand-in)
-    _pad0: u32,
+    dx_groups: u32,  // qk_norm_bwd_fused: workgroups doing dx (the rest do the parameters' columns)
     _pad1: u32,
 }
 
@@ -111,10 +114,8 @@ fn dn_of(base: u32, j: u32, pos: u32) -> f32 {
     return select(yb * cs - ya * sn, ya * cs + yb * sn, j < half);
 }
 
-@compute @workgroup_size(256)
-fn qk_norm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let id = flat_id(wid, nwg, lid, WG);
+// qk_norm_bwd_dx's work for thread `id`: one (row, head slot).
+fn dx_slot(id: u32) {
     let slots = 3u * qp.heads;
     if id >= qp.rows * slots { return; }
     let r = id / slots;
@@ -148,21 +149,22 @@ fn qk_norm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     }
 }
 
-@group(0) @binding(1) var<storage, read> px: array<f32>;
-@group(0) @binding(2) var<storage, read> pstats: array<f32>;
-@group(0) @binding(3) var<storage, read> ptable: array<f32>;
-@group(0) @binding(4) var<storage, read> pdy: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dgq: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dbq: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dgk: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dbk: array<f32>;
-
 @compute @workgroup_size(256)
-fn qk_norm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                      @builtin(local_invocation_index) lid: u32) {
-    let w = flat_id(wid, nwg, 0u, 1u);
+fn qk_norm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    dx_slot(flat_id(wid, nwg, lid, WG));
+}
+
+// The parameters' kernels read x, stats, table and dy through qk_norm_bwd_dx's bindings (1..6; γ_q and
+// γ_k are bound too, unused, so both kernels and the fused one share them); outputs follow.
+@group(0) @binding(7) var<storage, read_write> dgq: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dbq: array<f32>;
+@group(0) @binding(9) var<storage, read_write> dgk: array<f32>;
+@group(0) @binding(10) var<storage, read_write> dbk: array<f32>;
+
+// (dγ_j, dβ_j) of workgroup w's column (q's for w < D, else k's), to every thread.
+fn param_column(w: u32, lid: u32) -> vec2<f32> {
     let d = qp.hd;
-    if w >= 2u * d { return; }  // uniform: the whole workgroup leaves together
     let which = w / d;  // 0: q, 1: k
     let j = w - which * d;
     let h2 = 2u * qp.heads;
@@ -176,27 +178,67 @@ fn qk_norm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         let s = which * qp.heads + (n - r * qp.heads);
         let base = r * slots * d + s * d;
         let st = (r * h2 + s) * 2u;
-        var dn = pdy[base + j];
+        var dn = bdy[base + j];
         if qp.rope == 1u {
             let pos = r % qp.t;
-            let cs = ptable[(pos * half + p) * 2u];
-            let sn = ptable[(pos * half + p) * 2u + 1u];
-            let ya = pdy[base + p];
-            let yb = pdy[base + p + half];
+            let cs = btable[(pos * half + p) * 2u];
+            let sn = btable[(pos * half + p) * 2u + 1u];
+            let ya = bdy[base + p];
+            let yb = bdy[base + p + half];
             dn = select(yb * cs - ya * sn, ya * cs + yb * sn, j < half);
         }
-        dg += dn * ((px[base + j] - pstats[st]) * pstats[st + 1u]);
+        dg += dn * ((bx[base + j] - bstats[st]) * bstats[st + 1u]);
         db += dn;
     }
-    let sdg = wg_sum(lid, dg);
-    let sdb = wg_sum(lid, db);
+    return vec2<f32>(wg_sum(lid, dg), wg_sum(lid, db));
+}
+
+@compute @workgroup_size(256)
+fn qk_norm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let w = flat_id(wid, nwg, 0u, 1u);
+    let d = qp.hd;
+    if w >= 2u * d { return; }  // uniform: the whole workgroup leaves together
+    _ = bgq[0];
+    _ = bgk[0];
+    let sums = param_column(w, lid);
     if lid == 0u {
-        if which == 0u {
-            dgq[j] = sdg;
-            dbq[j] = sdb;
+        let j = w % d;
+        if w < d {
+            dgq[j] = sums.x;
+            dbq[j] = sums.y;
         } else {
-            dgk[j] = sdg;
-            dbk[j] = sdb;
+            dgk[j] = sums.x;
+            dbk[j] = sums.y;
+        }
+    }
+}
+
+@group(0) @binding(8) var<storage, read_write> fdgq: array<f32>;
+@group(0) @binding(9) var<storage, read_write> fdbq: array<f32>;
+@group(0) @binding(10) var<storage, read_write> fdgk: array<f32>;
+@group(0) @binding(11) var<storage, read_write> fdbk: array<f32>;
+
+@compute @workgroup_size(256)
+fn qk_norm_bwd_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let g = flat_id(wid, nwg, 0u, 1u);
+    if g < qp.dx_groups {
+        dx_slot(g * WG + lid);
+        return;
+    }
+    let w = g - qp.dx_groups;
+    let d = qp.hd;
+    if w >= 2u * d { return; }  // uniform: the whole workgroup leaves together
+    let sums = param_column(w, lid);
+    if lid == 0u {
+        let j = w % d;
+        if w < d {
+            fdgq[j] = sums.x;
+            fdbq[j] = sums.y;
+        } else {
+            fdgk[j] = sums.x;
+            fdbk[j] = sums.y;
         }
     }
 }

@@ -123,6 +123,37 @@ fn grad_matmul() {
     });
     check("matmul shared B", &[&[2, 3, 4], &[4, 5]], -1.0, 1.0, |g, p, _| g.matmul(p[0], p[1], mm(false, false, 1.0)));
     check("matmul shared A^T", &[&[4, 3], &[3, 4, 5]], -1.0, 1.0, |g, p, _| g.matmul(p[0], p[1], mm(true, false, 1.0)));
+    // Gradients summed over several uses (W twice, x twice) fold into the paired backward products.
+    check("matmul pairs with folded sums", &[&[3, 4], &[4, 4], &[4, 4]], -1.0, 1.0, |g, p, _| {
+        let h = g.matmul(p[0], p[1], mm(false, false, 1.0))?;
+        let u = g.matmul(h, p[1], mm(false, true, 0.5))?;
+        let v = g.matmul(p[0], p[2], mm(false, false, 1.0))?;
+        let s = g.add(u, v)?;
+        g.matmul(s, p[2], mm(false, true, 1.0))
+    });
+}
+
+/// The `matmul_pair` nodes of a graph.
+fn pairs(g: &Graph) -> usize {
+    g.nodes.iter().filter(|n| n.op.name() == "matmul_pair").count()
+}
+
+#[test]
+fn backward_pairs_products_only_where_both_are_needed() {
+    let dev = Device::cpu();
+    let mut rng = Rng::new(seed());
+    let mut g = Graph::new();
+    let x = g.param(&Tensor::from_f32(&dev, &[3, 4], &rng.vec(12, -1.0, 1.0)).unwrap());
+    let w = g.param(&Tensor::from_f32(&dev, &[4, 2], &rng.vec(8, -1.0, 1.0)).unwrap());
+    let h = g.matmul(x, w, mm(false, false, 1.0)).unwrap();
+    let s = g.sum_all(h).unwrap();
+    // dX and dW in one dispatch when both are asked for...
+    let mut both = g.clone();
+    both.backward(s, &[x, w]).unwrap();
+    assert_eq!(pairs(&both), 1);
+    // ...but a gradient with respect to x alone computes no dW (and stays differentiable).
+    g.backward(s, &[x]).unwrap();
+    assert_eq!(pairs(&g), 0);
 }
 
 #[test]
@@ -211,6 +242,7 @@ fn grad_transformer_ops() {
         g.add(y, ss)
     });
     check("silu_gate", &[&[3, 5], &[3, 5]], -3.0, 3.0, |g, p, _| g.silu_gate(p[0], p[1]));
+    check("linear_silu_gate", &[&[3, 4], &[4, 5], &[4, 5]], -1.0, 1.0, |g, p, _| g.linear_silu_gate(p[0], p[1], p[2]));
     // QK norm on qkv [B=2, T=3, 3·C] with 2 heads of size 4, with rotary positions and without.
     check("qk_norm (rope)", &[&[2, 3, 24], &[4], &[4], &[4], &[4]], -1.0, 1.0, |g, p, d| {
         let table = tigel::ops::rope::rope_table(4, 4, 10_000.0);

@@ -160,6 +160,16 @@ impl Case {
         (want, mag_max)
     }
 
+    /// The operands and output on `dev`; C poisoned unless accumulating.
+    fn tensors(&self, dev: &Device) -> (Tensor, Tensor, Tensor) {
+        let a = Tensor::from_f32(dev, &self.a_shape(), &self.a).unwrap();
+        let b = Tensor::from_f32(dev, &self.b_shape(), &self.b).unwrap();
+        let shape = mm::matmul_shape(&a.shape, &b.shape, &self.opts()).unwrap().out_shape;
+        let n: usize = shape.iter().product();
+        let c = Tensor::from_f32(dev, &shape, self.c0.as_deref().unwrap_or(&vec![f32::NAN; n])).unwrap();
+        (a, b, c)
+    }
+
     fn atol(&self, r: f64, mag_max: f64) -> f32 {
         (r * (1.0 + (self.k as f64).sqrt()) * mag_max).max(1e-30) as f32
     }
@@ -397,4 +407,82 @@ fn grid_over_the_device_limit_is_an_error_naming_the_sizes() {
     let a = Tensor::from_f32(&cpu, &[70000, 1, 1], &vec![1.0; 70000]).unwrap();
     let e = mm::matmul(&cpu, &a, &a, MatmulOpts::default()).unwrap_err().to_string();
     assert!(e.contains("batch=70000") && e.contains("[70000, 1, 1]") && e.contains("65535"), "{e}");
+}
+
+/// Two products in one `matmul_pair` dispatch on `dev`, and how many dispatches that took.
+fn run_pair(dev: &Device, p: &Case, q: &Case) -> (Vec<f32>, Vec<f32>, usize) {
+    let (a0, b0, c0) = p.tensors(dev);
+    let (a1, b1, c1) = q.tensors(dev);
+    let job = |c: &Case, a, b, out| mm::MatmulJob { a, b, opts: c.opts(), out, accumulate: c.c0.is_some() };
+    let jobs = [job(p, &a0, &b0, &c0), job(q, &a1, &b1, &c1)];
+    let n = mm::matmul_pair_dispatches(dev, jobs).unwrap().len();
+    mm::matmul_pair_into(dev, jobs).unwrap();
+    (c0.to_f32(dev).unwrap(), c1.to_f32(dev).unwrap(), n)
+}
+
+/// Pairs of different shapes, batches, transposes, accumulation and alpha (a linear layer's dX and dW
+/// among them).
+fn pair_cases(rng: &mut Rng) -> Vec<(Case, Case)> {
+    let shapes = [(65, 63, 33), (7, 61, 13), (128, 64, 96), (1, 1, 1), (129, 129, 129), (12, 20, 36)];
+    let mut v = Vec::new();
+    for (i, &s) in shapes.iter().enumerate() {
+        let t = shapes[(i + 1) % shapes.len()];
+        let base0 = Case::new(rng, s, None, None);
+        let base1 = Case::new(rng, t, None, None);
+        let (v0, v1) = (variants(&base0), variants(&base1));
+        for (j, c) in v0.iter().enumerate() {
+            v.push((c.clone(), v1[(j * 5 + i) % v1.len()].clone()));
+        }
+    }
+    let b0 = Case::new(rng, (33, 68, 20), Some(3), Some(3));
+    let b1 = Case::new(rng, (17, 9, 31), None, Some(2));
+    v.push((b0.with(false, true, true, 0.5), b1.with(true, false, false, 1.0)));
+    v.push((b1.with(false, false, true, 1.0), b0.clone()));
+    v
+}
+
+#[test]
+fn pair_matches_single_products() {
+    // CPU: the pair's twin gives exactly the single products' numbers; GPU: one dispatch, within the
+    // GPU-vs-twin tolerance of them.
+    let cpu = cpu();
+    let gpu = gpu();
+    let mut rng = Rng::new(seed());
+    for (p, q) in pair_cases(&mut rng) {
+        let (w0, w1) = (p.run(&cpu, KernelChoice::Tiled), q.run(&cpu, KernelChoice::Tiled));
+        let (g0, g1, n) = run_pair(&cpu, &p, &q);
+        assert_eq!(n, 1, "{} | {}: one dispatch", p.name(KernelChoice::Auto), q.name(KernelChoice::Auto));
+        assert_eq!(g0, w0, "cpu pair, first: {}", p.name(KernelChoice::Auto));
+        assert_eq!(g1, w1, "cpu pair, second: {}", q.name(KernelChoice::Auto));
+        if let Some(gpu) = &gpu {
+            let (g0, g1, _) = run_pair(gpu, &p, &q);
+            assert_close(
+                &format!("pair first {}", p.name(KernelChoice::Auto)),
+                &g0,
+                &w0,
+                p.atol(2e-6, p.reference().1),
+                0.0,
+            );
+            assert_close(
+                &format!("pair second {}", q.name(KernelChoice::Auto)),
+                &g1,
+                &w1,
+                q.atol(2e-6, q.reference().1),
+                0.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn pair_falls_back_to_two_dispatches_when_an_output_is_read() {
+    // wgpu refuses a buffer bound read-write and read in one dispatch: product 1 reads product 0's C.
+    let cpu = cpu();
+    let mut rng = Rng::new(seed());
+    let p = Case::new(&mut rng, (8, 8, 8), None, None);
+    let (a0, b0, c0) = p.tensors(&cpu);
+    let (_, b1, c1) = p.tensors(&cpu);
+    let job = |a, b, out| mm::MatmulJob { a, b, opts: MatmulOpts::default(), out, accumulate: false };
+    let jobs = [job(&a0, &b0, &c0), job(&c0, &b1, &c1)];
+    assert_eq!(mm::matmul_pair_dispatches(&cpu, jobs).unwrap().len(), 2);
 }

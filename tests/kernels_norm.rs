@@ -364,3 +364,44 @@ fn layer_norm_with_no_rows_gives_zero_parameter_gradients() {
         assert_eq!(db.to_f32(d).unwrap(), [0.0; 5], "{}", d.name());
     }
 }
+
+/// The statistics-as-one-tensor forward (`layer_norm_stats`) and the one-dispatch backward
+/// (`resnorm::layer_norm_backward_fused`, what `Graph::layer_norm` runs) against the three-kernel path,
+/// on each engine: y and the statistics exactly on the CPU (the same row code; a GPU compiler may contract
+/// the two entry points differently: within 1e-5 there), dx, dgamma and dbeta within the
+/// rounding of another summation order (column sums of N terms of size ≤ 20: atol 4e-6·N·20).
+#[test]
+fn layer_norm_stats_and_fused_backward_match_the_three_kernel_path() {
+    let check = |dev: &Device, engine: &str| {
+        let mut rng = Rng::new(seed());
+        for (n, c) in [(1, 7), (13, 64), (300, 130), (13, 768)] {
+            let x = Tensor::from_f32(dev, &[n, c], &rng.vec(n * c, -3.0, 3.0)).unwrap();
+            let g = Tensor::from_f32(dev, &[c], &rng.vec(c, -2.0, 2.0)).unwrap();
+            let b = Tensor::from_f32(dev, &[c], &rng.vec(c, -1.0, 1.0)).unwrap();
+            let dy = Tensor::from_f32(dev, &[n, c], &rng.vec(n * c, -1.0, 1.0)).unwrap();
+            let (y, mean, rstd) = layer_norm(dev, &x, &g, &b, EPS).unwrap();
+            let (y2, stats) = tigel::ops::norm::layer_norm_stats(dev, &x, &g, &b, EPS).unwrap();
+            let what = format!("{engine} [{n}, {c}]");
+            let st = stats.to_f32(dev).unwrap();
+            let (m, r) = (mean.to_f32(dev).unwrap(), rstd.to_f32(dev).unwrap());
+            let inter: Vec<f32> = m.iter().zip(&r).flat_map(|(&a, &b)| [a, b]).collect();
+            let (yv, y2v) = (y.to_f32(dev).unwrap(), y2.to_f32(dev).unwrap());
+            if engine == "cpu" {
+                assert_eq!(yv, y2v, "{what} y");
+                assert_eq!(st, inter, "{what} stats");
+            } else {
+                assert_close(&format!("{what} y"), &y2v, &yv, 1e-5, 1e-5);
+                assert_close(&format!("{what} stats"), &st, &inter, 1e-5, 1e-5);
+            }
+            let want = layer_norm_backward(dev, &x, &g, &mean, &rstd, &dy).unwrap();
+            let got = tigel::ops::resnorm::layer_norm_backward_fused(dev, &x, &g, &stats, &dy, None).unwrap();
+            let atol = 4e-6 * n as f32 * 20.0;
+            for (k, (a, w)) in [(&got.0, &want.0), (&got.1, &want.1), (&got.2, &want.2)].into_iter().enumerate() {
+                let name = format!("{what} {}", ["dx", "dgamma", "dbeta"][k]);
+                assert_close(&name, &a.to_f32(dev).unwrap(), &w.to_f32(dev).unwrap(), atol, 1e-5);
+            }
+        }
+    };
+    check(&cpu(), "cpu");
+    with_gpu(|d| check(d, "gpu"));
+}

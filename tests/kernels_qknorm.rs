@@ -15,6 +15,7 @@
 mod common;
 use common::*;
 use tigel::graph::{Graph, NodeId, Plan};
+use tigel::ops::qknorm as qk;
 use tigel::ops::rope::rope_table;
 use tigel::{Device, Tensor};
 
@@ -128,4 +129,32 @@ fn qk_norm_refuses_bad_shapes() {
     assert!(g.qk_norm(x, [p4, p4, p4, p4], Some(tab), 2, 1e-5).is_err());
     let e = g.qk_norm(x, [p4, p4, p4, p4], None, 2, 0.0).unwrap_err().to_string();
     assert!(e.contains("eps"), "{e}");
+}
+
+#[test]
+fn qk_norm_backward_in_one_dispatch_matches_the_two_kernels() {
+    // qk_norm_bwd_fused runs qk_norm_bwd_dx's and qk_norm_bwd_params' code: the same numbers, on each engine.
+    let check = |dev: &Device, engine: &str| {
+        let mut rng = Rng::new(seed());
+        for (b, t, h, d, rope) in CASES {
+            let c = h * d;
+            let x = Tensor::from_f32(dev, &[b, t, 3 * c], &rng.vec(b * t * 3 * c, -1.0, 1.0)).unwrap();
+            let p = |rng: &mut Rng, lo, hi| Tensor::from_f32(dev, &[d], &rng.vec(d, lo, hi)).unwrap();
+            let (gq, bq, gk, bk) =
+                (p(&mut rng, 0.5, 2.0), p(&mut rng, -1.0, 1.0), p(&mut rng, 0.5, 2.0), p(&mut rng, -1.0, 1.0));
+            let dy = Tensor::from_f32(dev, &[b, t, 3 * c], &rng.vec(b * t * 3 * c, -1.0, 1.0)).unwrap();
+            let table = rope.then(|| Tensor::from_f32(dev, &[t, d / 2, 2], &rope_table(t, d, 10_000.0)).unwrap());
+            let (_, stats) = qk::qk_norm(dev, &x, [&gq, &bq, &gk, &bk], table.as_ref(), h, 1e-5).unwrap();
+            let run =
+                |one| qk::qk_norm_backward_with(dev, &x, [&gq, &gk], &stats, table.as_ref(), &dy, h, one).unwrap();
+            let ((dx1, g1), (dx2, g2)) = (run(true), run(false));
+            let what = format!("{engine} {:?}", (b, t, h, d, rope));
+            assert_eq!(dx1.to_f32(dev).unwrap(), dx2.to_f32(dev).unwrap(), "{what} dqkv");
+            for (k, (a, w)) in g1.iter().zip(&g2).enumerate() {
+                assert_eq!(a.to_f32(dev).unwrap(), w.to_f32(dev).unwrap(), "{what} parameter gradient {k}");
+            }
+        }
+    };
+    check(&cpu(), "cpu");
+    with_gpu(|d| check(d, "gpu"));
 }

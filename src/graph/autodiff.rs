@@ -19,6 +19,8 @@ impl Graph {
     /// zero gradient. Gradients reaching a node along several paths are summed.
     pub fn backward(&mut self, loss: NodeId, wrt: &[NodeId]) -> Result<Vec<NodeId>> {
         let shape = self.shape(loss).to_vec();
+        let from = self.nodes.len();
+        self.matmul_pairs.clear();
         let seed = self.fill(&shape, 1.0)?;
         let mut grads: HashMap<NodeId, NodeId> = HashMap::new();
         grads.insert(loss, seed);
@@ -49,7 +51,8 @@ impl Graph {
                 grads.insert(x, acc);
             }
         }
-        wrt.iter()
+        let out = wrt
+            .iter()
             .map(|&w| match grads.get(&w) {
                 Some(&g) => Ok(g),
                 None => {
@@ -57,7 +60,10 @@ impl Graph {
                     self.fill(&shape, 0.0)
                 }
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        // Last, once every gradient sum is folded: independent products of one rule share a dispatch.
+        self.pair_matmuls(from, &out);
+        Ok(out)
     }
 
     /// Folds `prev + g` into g's own op when that op has an accumulating variant (a layer-norm backward

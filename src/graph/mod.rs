@@ -70,6 +70,8 @@ pub struct Node {
 pub struct Graph {
     /// The nodes, each depending only on earlier ones.
     pub nodes: Vec<Node>,
+    /// Backward products that may share one dispatch (`Graph::backward` joins them at its end).
+    pub(crate) matmul_pairs: Vec<ops::matmul::PairCandidate>,
 }
 
 impl Graph {

@@ -23,6 +23,7 @@ pub mod layout;
 pub mod loss;
 pub mod matmul;
 pub mod matmul_grouped;
+pub mod matmul_pair;
 pub mod muon;
 pub mod norm;
 pub mod optim;
@@ -265,7 +266,10 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &matmul::MATMUL_SMALL,
     &matmul::MATMUL_BLOCKED,
     &matmul_grouped::MATMUL_GROUPED,
+    &matmul_pair::MATMUL_PAIR,
+    &matmul_pair::MATMUL_PAIR_SILU_GATE,
     &norm::LAYER_NORM_FWD,
+    &norm::LAYER_NORM_FWD_STATS,
     &norm::LAYER_NORM_BWD_DX,
     &norm::LAYER_NORM_BWD_PARTIAL,
     &norm::LAYER_NORM_BWD_PARAMS,
@@ -302,6 +306,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &qknorm::QK_NORM_FWD,
     &qknorm::QK_NORM_BWD_DX,
     &qknorm::QK_NORM_BWD_PARAMS,
+    &qknorm::QK_NORM_BWD_FUSED,
     &sample::GATHER_ROWS,
     &sample::GATHER_LABELS,
     &softmax::SOFTMAX_ROWS,

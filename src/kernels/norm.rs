@@ -17,3 +17,7 @@ pub static LAYER_NORM_BWD_PARTIAL: Kernel = Kernel { shader: "norm", entry: "lay
 
 /// Entry point `layer_norm_bwd_params` of shaders/norm.wgsl.
 pub static LAYER_NORM_BWD_PARAMS: Kernel = Kernel { shader: "norm", entry: "layer_norm_bwd_params" };
+
+/// Entry point `layer_norm_fwd_stats` of shaders/norm.wgsl: `layer_norm_fwd` with the row statistics
+/// interleaved as `resnorm`'s backward reads them.
+pub static LAYER_NORM_FWD_STATS: Kernel = Kernel { shader: "norm", entry: "layer_norm_fwd_stats" };

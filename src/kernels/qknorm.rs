@@ -17,3 +17,7 @@ pub static QK_NORM_BWD_DX: Kernel = Kernel { shader: "qknorm", entry: "qk_norm_b
 
 /// Entry point `qk_norm_bwd_params` of shaders/qknorm.wgsl.
 pub static QK_NORM_BWD_PARAMS: Kernel = Kernel { shader: "qknorm", entry: "qk_norm_bwd_params" };
+
+/// Entry point `qk_norm_bwd_fused` of shaders/qknorm.wgsl: `qk_norm_bwd_dx` and `qk_norm_bwd_params` in
+/// one dispatch (11 storage buffers).
+pub static QK_NORM_BWD_FUSED: Kernel = Kernel { shader: "qknorm", entry: "qk_norm_bwd_fused" };

@@ -1,10 +1,13 @@
 //! The gated MLP's gate, fused: y = silu(u) ⊙ v (SwiGLU) and its backward (du, dv), one dispatch each.
-//! Kernels: shaders/gated.wgsl; CPU twins: device/cpu/gated.rs.
+//! Kernels: shaders/gated.wgsl; CPU twins: device/cpu/gated.rs. `linear_silu_gate` makes the gate the
+//! epilogue of the two input projections (shaders/matmul_pair.wgsl).
 
+use super::matmul::{checked_params, matmul_into, matmul_shape, pair_grid, MatmulOpts};
 use super::{launch_1d, u32_of, want_dtype};
-use crate::device::Device;
+use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::gated::{GateParams, SILU_GATE_BWD, SILU_GATE_FWD};
+use crate::kernels::matmul_pair::MATMUL_PAIR_SILU_GATE;
 use crate::tensor::{DType, Tensor};
 
 fn check(op: &'static str, ts: &[&Tensor]) -> Result<u32> {
@@ -45,4 +48,46 @@ pub fn silu_gate_backward(dev: &Device, u: &Tensor, v: &Tensor, dy: &Tensor) -> 
         launch_1d(dev, &SILU_GATE_BWD, &p, &[&u.buf, &v.buf, &dy.buf, &du.buf, &dv.buf], n as usize)?;
     }
     Ok((du, dv))
+}
+
+/// The gated MLP's input side, with the gate as the matmul's epilogue: u = x·W_gate, v = x·W_up and
+/// h = silu(u) ⊙ v for x [rows, in] and both weights [in, hidden], in one dispatch
+/// (shaders/matmul_pair.wgsl `matmul_pair_silu_gate`: the numbers of two `matmul`s and `silu_gate`).
+/// Returns (h, u, v); the backward needs u and v. Where the grid passes the device's limits, the three
+/// unfused dispatches.
+pub fn linear_silu_gate(dev: &Device, x: &Tensor, w_gate: &Tensor, w_up: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "linear_silu_gate";
+    if x.shape.len() != 2 || w_gate.shape.len() != 2 || w_gate.shape != w_up.shape {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "x {:?} must be [rows, in] and both weights one [in, hidden] shape (gate {:?}, up {:?})",
+                x.shape, w_gate.shape, w_up.shape
+            ),
+        ));
+    }
+    let opts = MatmulOpts::default();
+    let shape = matmul_shape(&x.shape, &w_gate.shape, &opts)?.out_shape;
+    let (u, v, h) = (
+        Tensor::empty(dev, &shape, DType::F32)?,
+        Tensor::empty(dev, &shape, DType::F32)?,
+        Tensor::empty(dev, &shape, DType::F32)?,
+    );
+    let (s0, p0) = checked_params(x, w_gate, opts, &u, false)?;
+    let (s1, p1) = checked_params(x, w_up, opts, &v, false)?;
+    if s0.m == 0 || s0.n == 0 {
+        return Ok((h, u, v));
+    }
+    match pair_grid(dev, (&s0, p0), (&s1, p1), false) {
+        Some((pp, groups)) => {
+            let bufs = [&x.buf, &w_gate.buf, &x.buf, &w_up.buf, &u.buf, &v.buf, &h.buf];
+            dev.dispatch(Dispatch::new(&MATMUL_PAIR_SILU_GATE, &pp, &bufs, groups))?;
+            Ok((h, u, v))
+        }
+        None => {
+            matmul_into(dev, x, w_gate, opts, &u, false)?;
+            matmul_into(dev, x, w_up, opts, &v, false)?;
+            Ok((silu_gate(dev, &u, &v)?, u, v))
+        }
+    }
 }

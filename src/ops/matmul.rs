@@ -1,5 +1,6 @@
 //! Matrix multiply: C = alpha * op(A) * op(B) (+ C), rank 2 or batched rank 3, op = identity or transpose.
-//! Kernels: shaders/matmul.wgsl; CPU twin: device/cpu/matmul.rs (on `host::gemm::sgemm`).
+//! Kernels: shaders/matmul.wgsl (and shaders/matmul_pair.wgsl for two independent products in one
+//! dispatch); CPU twin: device/cpu/matmul.rs (on `host::gemm::sgemm`).
 //!
 //! Shapes: op(A) is M x K, stored [M,K] or, with `trans_a`, [K,M]; op(B) is K x N, stored [K,N] or, with
 //! `trans_b`, [N,K]; a leading batch axis is optional on each. A rank-2 operand (or a batch of 1) beside
@@ -10,6 +11,7 @@ use super::u32_of;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::matmul::{MatmulParams, MATMUL_BLOCKED, MATMUL_SMALL, MATMUL_TILED, MATMUL_TILED_VEC4, TILE};
+use crate::kernels::matmul_pair::{MatmulPairParams, MATMUL_PAIR};
 use crate::kernels::{groups_1d, Kernel};
 use crate::tensor::{numel, DType, Tensor};
 
@@ -194,17 +196,14 @@ fn check_operand(name: &str, t: &Tensor, a: &Tensor, b: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// The dispatch computing `out = alpha*op(A)*op(B) (+ out)`, after every check; None when the result is
-/// empty (M, N or batch is 0: nothing to do). Graph executors record it; the functions below issue it.
-pub fn matmul_dispatch(
-    dev: &Device,
+/// Checks one product `out = alpha*op(A)*op(B) (+ out)` and lays out its params.
+pub(crate) fn checked_params(
     a: &Tensor,
     b: &Tensor,
     opts: MatmulOpts,
     out: &Tensor,
     accumulate: bool,
-    choice: KernelChoice,
-) -> Result<Option<Dispatch>> {
+) -> Result<(MatmulShape, MatmulParams)> {
     let s = matmul_shape(&a.shape, &b.shape, &opts)?;
     check_operand("A", a, a, b)?;
     check_operand("B", b, a, b)?;
@@ -221,7 +220,6 @@ pub fn matmul_dispatch(
             format!("out {:?} shares its buffer with an operand (A {:?}, B {:?})", out.shape, a.shape, b.shape),
         ));
     }
-    let sizes = format!("M={}, N={}, K={}, batch={}", s.m, s.n, s.k, s.batch);
     let p = MatmulParams {
         m: u32_of(OP, "M", s.m)?,
         n: u32_of(OP, "N", s.n)?,
@@ -236,6 +234,22 @@ pub fn matmul_dispatch(
         stride_c: u32_of(OP, "M*N", s.m * s.n)?,
         _pad: 0,
     };
+    Ok((s, p))
+}
+
+/// The dispatch computing `out = alpha*op(A)*op(B) (+ out)`, after every check; None when the result is
+/// empty (M, N or batch is 0: nothing to do). Graph executors record it; the functions below issue it.
+pub fn matmul_dispatch(
+    dev: &Device,
+    a: &Tensor,
+    b: &Tensor,
+    opts: MatmulOpts,
+    out: &Tensor,
+    accumulate: bool,
+    choice: KernelChoice,
+) -> Result<Option<Dispatch>> {
+    let (s, p) = checked_params(a, b, opts, out, accumulate)?;
+    let sizes = format!("M={}, N={}, K={}, batch={}", s.m, s.n, s.k, s.batch);
     if s.m == 0 || s.n == 0 || s.batch == 0 {
         return Ok(None);
     }
@@ -319,4 +333,76 @@ pub fn matmul_with(dev: &Device, a: &Tensor, b: &Tensor, opts: MatmulOpts, choic
 /// `alpha*op(A)*op(B)` in a new tensor ([M,N], or [batch,M,N] when an operand is batched).
 pub fn matmul(dev: &Device, a: &Tensor, b: &Tensor, opts: MatmulOpts) -> Result<Tensor> {
     matmul_with(dev, a, b, opts, KernelChoice::Auto)
+}
+
+/// One product of a matmul pair: `out = alpha*op(a)*op(b)`, or `out += ...` when `accumulate`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulJob<'a> {
+    /// A.
+    pub a: &'a Tensor,
+    /// B.
+    pub b: &'a Tensor,
+    /// Transposes and alpha.
+    pub opts: MatmulOpts,
+    /// C, written (or added to).
+    pub out: &'a Tensor,
+    /// Add to `out` rather than overwrite it.
+    pub accumulate: bool,
+}
+
+/// The dispatches computing two independent products: one `matmul_pair` dispatch (shaders/matmul_pair.wgsl,
+/// the numbers of `matmul_tiled` for each), or, where one dispatch cannot hold both (an empty product, an
+/// output bound twice or also read, a grid over the device's limit), each product's own dispatch.
+pub fn matmul_pair_dispatches(dev: &Device, jobs: [MatmulJob; 2]) -> Result<Vec<Dispatch>> {
+    let [j0, j1] = jobs;
+    let (s0, p0) = checked_params(j0.a, j0.b, j0.opts, j0.out, j0.accumulate)?;
+    let (s1, p1) = checked_params(j1.a, j1.b, j1.opts, j1.out, j1.accumulate)?;
+    let empty = |s: &MatmulShape| s.m == 0 || s.n == 0 || s.batch == 0;
+    // wgpu refuses a buffer bound read-write and again in the same dispatch.
+    let outs_clash = j0.out.buf.same(&j1.out.buf)
+        || [j1.a, j1.b].iter().any(|t| t.buf.same(&j0.out.buf))
+        || [j0.a, j0.b].iter().any(|t| t.buf.same(&j1.out.buf));
+    let grid = pair_grid(dev, (&s0, p0), (&s1, p1), true);
+    let (Some((pp, groups)), false, false) = (grid, empty(&s0) || empty(&s1), outs_clash) else {
+        let one = |j: MatmulJob| matmul_dispatch(dev, j.a, j.b, j.opts, j.out, j.accumulate, KernelChoice::Auto);
+        return Ok([one(j0)?, one(j1)?].into_iter().flatten().collect());
+    };
+    let bufs = [&j0.a.buf, &j0.b.buf, &j1.a.buf, &j1.b.buf, &j0.out.buf, &j1.out.buf];
+    Ok(vec![Dispatch::new(&MATMUL_PAIR, &pp, &bufs, groups)])
+}
+
+/// The params and grid of a `matmul_pair` family dispatch over two checked products: x runs over the
+/// tiles of product 0 then (`both`) product 1's, z over the larger batch. None when the grid passes the
+/// device's limits.
+pub(crate) fn pair_grid(
+    dev: &Device,
+    (s0, p0): (&MatmulShape, MatmulParams),
+    (s1, p1): (&MatmulShape, MatmulParams),
+    both: bool,
+) -> Option<(MatmulPairParams, [u32; 3])> {
+    let tiles = |s: &MatmulShape| (s.n.div_ceil(TILE), s.n.div_ceil(TILE) * s.m.div_ceil(TILE));
+    let ((cols0, t0), (cols1, t1)) = (tiles(s0), tiles(s1));
+    let x = if both { t0 + t1 } else { t0 };
+    let z = s0.batch.max(s1.batch);
+    let max = dev.max_groups_per_dim() as usize;
+    if x > max || z > max {
+        return None;
+    }
+    let pp = MatmulPairParams {
+        p0: bytemuck::cast(p0),
+        p1: bytemuck::cast(p1),
+        tiles0: t0 as u32,
+        cols0: cols0 as u32,
+        cols1: cols1 as u32,
+        _pad: 0,
+    };
+    Some((pp, [x as u32, 1, z as u32]))
+}
+
+/// Issues two independent products, in one dispatch where it can (`matmul_pair_dispatches`).
+pub fn matmul_pair_into(dev: &Device, jobs: [MatmulJob; 2]) -> Result<()> {
+    for d in matmul_pair_dispatches(dev, jobs)? {
+        dev.dispatch(d)?;
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::groups_1d;
 use crate::kernels::norm::{
-    NormParams, LAYER_NORM_BWD_DX, LAYER_NORM_BWD_PARAMS, LAYER_NORM_BWD_PARTIAL, LAYER_NORM_FWD,
+    NormParams, LAYER_NORM_BWD_DX, LAYER_NORM_BWD_PARAMS, LAYER_NORM_BWD_PARTIAL, LAYER_NORM_FWD, LAYER_NORM_FWD_STATS,
 };
 use crate::tensor::{DType, Tensor};
 
@@ -76,6 +76,26 @@ pub fn layer_norm(
         groups,
     ))?;
     Ok((y, mean, rstd))
+}
+
+/// `layer_norm` with the row statistics as one tensor stats [N, 2] = (mean, rstd), the layout
+/// `resnorm::layer_norm_backward_fused` (one dispatch) reads. Returns (y, stats).
+pub fn layer_norm_stats(dev: &Device, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "layer_norm";
+    let (n, c) = rows_of(OP, x)?;
+    want_features(OP, "gamma", gamma, x, c)?;
+    want_features(OP, "beta", beta, x, c)?;
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(Error::invalid(OP, format!("eps = {eps} must be finite and >= 0")));
+    }
+    let y = Tensor::empty(dev, &x.shape, DType::F32)?;
+    let stats = Tensor::empty(dev, &[n, 2], DType::F32)?;
+    if n > 0 {
+        let p = NormParams { rows: u32_of(OP, "rows", n)?, c: u32_of(OP, "features", c)?, eps, chunk: 1 };
+        let bufs = [&x.buf, &gamma.buf, &beta.buf, &y.buf, &stats.buf];
+        dev.dispatch(Dispatch::new(&LAYER_NORM_FWD_STATS, &p, &bufs, groups_1d(n, 1, dev.max_groups_per_dim())))?;
+    }
+    Ok((y, stats))
 }
 
 /// Backward of `layer_norm` from its saved mean and rstd: with g = dy · gamma and x̂ = (x - mean) · rstd,

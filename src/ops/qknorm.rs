@@ -10,7 +10,7 @@ use super::{launch_1d, u32_of, want_dtype};
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::groups_1d;
-use crate::kernels::qknorm::{QkNormParams, QK_NORM_BWD_DX, QK_NORM_BWD_PARAMS, QK_NORM_FWD};
+use crate::kernels::qknorm::{QkNormParams, QK_NORM_BWD_DX, QK_NORM_BWD_FUSED, QK_NORM_BWD_PARAMS, QK_NORM_FWD};
 use crate::tensor::{DType, Tensor};
 
 /// (B, T, C, D) of qkv [B, T, 3C] split into `heads`, checking an optional rope table as `ops::rope` does.
@@ -43,7 +43,7 @@ fn params(
         hd: u32_of(op, "head size", d)?,
         eps,
         rope: rope as u32,
-        _pad0: 0,
+        dx_groups: 0,
         _pad1: 0,
     })
 }
@@ -103,9 +103,26 @@ pub fn qk_norm(
     Ok((y, stats))
 }
 
-/// The backward of `qk_norm` from its saved stats: returns (dqkv, dγ_q, dβ_q, dγ_k, dβ_k).
+/// The backward of `qk_norm` from its saved stats: returns (dqkv, dγ_q, dβ_q, dγ_k, dβ_k). One dispatch
+/// where the device binds 11 storage buffers, else two.
 #[allow(clippy::too_many_arguments)]
 pub fn qk_norm_backward(
+    dev: &Device,
+    qkv: &Tensor,
+    gammas: [&Tensor; 2],
+    stats: &Tensor,
+    table: Option<&Tensor>,
+    dy: &Tensor,
+    heads: usize,
+) -> Result<(Tensor, [Tensor; 4])> {
+    let one = dev.max_storage_buffers() >= 11;
+    qk_norm_backward_with(dev, qkv, gammas, stats, table, dy, heads, one)
+}
+
+/// `qk_norm_backward` with the path forced: `one_dispatch` runs `qk_norm_bwd_fused`, else
+/// `qk_norm_bwd_dx` and `qk_norm_bwd_params` (the same numbers).
+#[allow(clippy::too_many_arguments)]
+pub fn qk_norm_backward_with(
     dev: &Device,
     qkv: &Tensor,
     [gq, gk]: [&Tensor; 2],
@@ -113,6 +130,7 @@ pub fn qk_norm_backward(
     table: Option<&Tensor>,
     dy: &Tensor,
     heads: usize,
+    one_dispatch: bool,
 ) -> Result<(Tensor, [Tensor; 4])> {
     const OP: &str = "qk_norm_backward";
     want_dtype(OP, qkv, DType::F32)?;
@@ -136,12 +154,22 @@ pub fn qk_norm_backward(
     let [dgq, dbq, dgk, dbk] = grads;
     let (dgq, dbq, dgk, dbk) = (dgq?, dbq?, dgk?, dbk?);
     let threads = dims.0 * dims.1 * 3 * heads;
+    let ins = [&qkv.buf, &gq.buf, &gk.buf, &stats.buf, &tab.buf, &dy.buf];
+    let outs = [&dgq.buf, &dbq.buf, &dgk.buf, &dbk.buf];
+    let max = dev.max_groups_per_dim();
+    // With no rows the sums are zeros: the column workgroups still run.
+    if one_dispatch {
+        let dx_groups = threads.div_ceil(QK_NORM_BWD_FUSED.workgroup_size()[0] as usize);
+        let p = QkNormParams { dx_groups: u32_of(OP, "workgroups", dx_groups)?, ..p };
+        let bufs: Vec<&crate::device::Buffer> = ins.into_iter().chain([&dx.buf]).chain(outs).collect();
+        dev.dispatch(Dispatch::new(&QK_NORM_BWD_FUSED, &p, &bufs, groups_1d(dx_groups + 2 * d, 1, max)))?;
+        return Ok((dx, [dgq, dbq, dgk, dbk]));
+    }
     if threads > 0 {
-        let bufs = [&qkv.buf, &gq.buf, &gk.buf, &stats.buf, &tab.buf, &dy.buf, &dx.buf];
+        let bufs: Vec<&crate::device::Buffer> = ins.into_iter().chain([&dx.buf]).collect();
         launch_1d(dev, &QK_NORM_BWD_DX, &p, &bufs, threads)?;
     }
-    // With no rows the sums are zeros: the kernel still runs, one workgroup per column.
-    let bufs = [&qkv.buf, &stats.buf, &tab.buf, &dy.buf, &dgq.buf, &dbq.buf, &dgk.buf, &dbk.buf];
-    dev.dispatch(Dispatch::new(&QK_NORM_BWD_PARAMS, &p, &bufs, groups_1d(2 * d, 1, dev.max_groups_per_dim())))?;
+    let bufs: Vec<&crate::device::Buffer> = ins.into_iter().chain(outs).collect();
+    dev.dispatch(Dispatch::new(&QK_NORM_BWD_PARAMS, &p, &bufs, groups_1d(2 * d, 1, max)))?;
     Ok((dx, [dgq, dbq, dgk, dbk]))
 }

@@ -15,7 +15,12 @@ const SILU: u32 = 13;
 pub fn silu_gate_fwd(args: &mut CpuArgs) {
     let n = args.params::<GateParams>().n as usize;
     let (u, v) = (args.f32_in(0), args.f32_in(1));
-    par_chunks(&mut args.f32_out(0)[..n], |s, ch| {
+    silu_gate_into(&u[..n], &v[..n], &mut args.f32_out(0)[..n]);
+}
+
+/// y = silu(u) ⊙ v over equal lengths (also the epilogue of `matmul_pair_silu_gate`'s twin).
+pub(crate) fn silu_gate_into(u: &[f32], v: &[f32], y: &mut [f32]) {
+    par_chunks(y, |s, ch| {
         for (k, o) in ch.iter_mut().enumerate() {
             *o = unary_op(SILU, u[s + k], 0.0) * v[s + k];
         }

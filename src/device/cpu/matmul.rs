@@ -1,12 +1,14 @@
 //! CPU twin of shaders/matmul.wgsl. The three entry points differ only in how the GPU schedules the
 //! work, so they share one implementation: per batch matrix, one `sgemm` call on strided views (the
 //! transposes are strides, as the shader's `sa`/`sb` in matmul_tiled and matmul_small), then alpha.
+//! `matmul_pair` (shaders/matmul_pair.wgsl) runs the same for each of its two products.
 
 use rayon::prelude::*;
 
 use super::CpuArgs;
 use crate::host::gemm::{sgemm, MatRef};
 use crate::kernels::matmul::MatmulParams;
+use crate::kernels::matmul_pair::MatmulPairParams;
 
 /// Below this many multiply-adds per matrix, sgemm runs on one thread, so the batch loop itself is
 /// spread over the cores instead (many small matrices: attention heads).
@@ -27,10 +29,36 @@ pub fn matmul_small(args: &mut CpuArgs) {
     run(args)
 }
 
+/// Bindings: params (two `MatmulParams` and the grid split), a0, b0, a1, b1 (read), c0, c1 (read_write):
+/// product 0 then product 1, each as `matmul_tiled` computes it.
+pub fn matmul_pair(args: &mut CpuArgs) {
+    let pp: MatmulPairParams = args.params();
+    let (a0, b0, a1, b1) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3));
+    let (c0, c1) = (args.f32_out(0), args.f32_out(1));
+    product(bytemuck::cast(pp.p0), a0, b0, c0);
+    product(bytemuck::cast(pp.p1), a1, b1, c1);
+}
+
+/// Bindings as `matmul_pair` (one shape, A shared), then h (read_write): u = product 0, v = product 1,
+/// h = silu(u) ⊙ v as the gated family's twin computes it.
+pub fn matmul_pair_silu_gate(args: &mut CpuArgs) {
+    let pp: MatmulPairParams = args.params();
+    let (a0, b0, a1, b1) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3));
+    let (u, v, h) = (args.f32_out(0), args.f32_out(1), args.f32_out(2));
+    product(bytemuck::cast(pp.p0), a0, b0, u);
+    product(bytemuck::cast(pp.p1), a1, b1, v);
+    let n = (pp.p0.batch * pp.p0.stride_c) as usize;
+    super::gated::silu_gate_into(&u[..n], &v[..n], &mut h[..n]);
+}
+
 fn run(args: &mut CpuArgs) {
     let p: MatmulParams = args.params();
     let (a, b) = (args.f32_in(0), args.f32_in(1));
-    let c = args.f32_out(0);
+    product(p, a, b, args.f32_out(0));
+}
+
+/// One (batched) product as the matmul family's params describe it.
+fn product(p: MatmulParams, a: &[f32], b: &[f32], c: &mut [f32]) {
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     let (sa, sb, sc) = (p.stride_a as usize, p.stride_b as usize, p.stride_c as usize);
     if m == 0 || n == 0 || p.batch == 0 {

@@ -92,6 +92,29 @@ pub fn layer_norm_fwd(args: &mut CpuArgs) {
         });
 }
 
+/// Bindings: params, x (read), gamma (read), beta (read), y (read_write), stats (read_write): as
+/// `layer_norm_fwd`, with stats[2r] = mean and stats[2r + 1] = rstd.
+pub fn layer_norm_fwd_stats(args: &mut CpuArgs) {
+    let p: NormParams = args.params();
+    let (x, gamma, beta) = (args.f32_in(0), args.f32_in(1), args.f32_in(2));
+    let y = args.f32_out(0);
+    let stats = args.f32_out(1);
+    let (rows, c) = (p.rows as usize, p.c as usize);
+    if rows == 0 || c == 0 {
+        return;
+    }
+    let (gamma, beta) = (&gamma[..c], &beta[..c]);
+    let per = rows_per_task(c);
+    y[..rows * c].par_chunks_mut(per * c).zip(stats[..2 * rows].par_chunks_mut(2 * per)).enumerate().for_each(
+        |(t, (yc, sc))| {
+            for (j, (yr, st)) in yc.chunks_mut(c).zip(sc.chunks_mut(2)).enumerate() {
+                let base = (t * per + j) * c;
+                (st[0], st[1]) = fwd_row(&x[base..base + c], gamma, beta, p.eps, yr);
+            }
+        },
+    );
+}
+
 /// Bindings: params, x (read), gamma (read), mean (read), rstd (read), dy (read), dx (read_write).
 pub fn layer_norm_bwd_dx(args: &mut CpuArgs) {
     let p: NormParams = args.params();

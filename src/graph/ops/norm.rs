@@ -1,7 +1,8 @@
-//! Layer norm over the last axis, fused: the forward keeps each row's mean and rstd for the backward,
-//! which gives dx with dgamma and dbeta as second outputs.
+//! Layer norm over the last axis, fused: the forward keeps each row's (mean, rstd) for the backward,
+//! which gives dx with dgamma and dbeta as second outputs in one dispatch (resnorm's
+//! `layer_norm_bwd_fused`), to which autodiff folds a residual gradient's sum.
 
-use super::{Fwd, OpDef, Outputs};
+use super::{Accumulating, Fwd, OpDef, Outputs};
 use crate::error::{Error, Result};
 use crate::graph::reference::Value;
 use crate::graph::{Graph, NodeId};
@@ -45,12 +46,12 @@ impl OpDef for LayerNorm {
         "layer_norm"
     }
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
-        let (y, mean, rstd) = eager::layer_norm(f.dev, f.x[0], f.x[1], f.x[2], self.0)?;
-        Ok((y, vec![mean, rstd]))
+        let (y, stats) = eager::layer_norm_stats(f.dev, f.x[0], f.x[1], f.x[2], self.0)?;
+        Ok((y, vec![stats]))
     }
     fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
         let (x, gamma) = (g.in_node(id, 0), g.in_node(id, 1));
-        let dx = g.push(LayerNormBackward, &[x, gamma, id, gy], g.in_shape(id, 0), DType::F32);
+        let dx = g.push(LayerNormBackward { acc: false }, &[x, gamma, id, gy], g.in_shape(id, 0), DType::F32);
         Ok(g.norm_grads(dx, gamma))
     }
     fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
@@ -71,18 +72,24 @@ pub(crate) fn layer_norm_f64(xv: &Value, gamma: &Value, beta: &Value, eps: f32, 
     Value { shape: shape.to_vec(), data }
 }
 
-/// Inputs [x, gamma, the LayerNorm node, dy]: dx; dgamma and dbeta are its second outputs, taken by
-/// `Output` nodes. Not differentiated again.
+/// Inputs [x, gamma, the LayerNorm node, dy], plus r with `acc`: dx (+ r); dgamma and dbeta are its
+/// second outputs, taken by `Output` nodes. Not differentiated again.
 #[derive(Debug)]
-struct LayerNormBackward;
+struct LayerNormBackward {
+    acc: bool,
+}
 
 impl OpDef for LayerNormBackward {
     fn name(&self) -> &'static str {
         "layer_norm_backward"
     }
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
-        let st = f.aux[2];
-        let (dx, dg, db) = eager::layer_norm_backward(f.dev, f.x[0], f.x[1], &st[0], &st[1], f.x[3])?;
+        let stats = &f.aux[2][0];
+        let r = self.acc.then(|| f.x[4]);
+        let (dx, dg, db) = crate::ops::resnorm::layer_norm_backward_fused(f.dev, f.x[0], f.x[1], stats, f.x[3], r)?;
         Ok((dx, vec![dg, db]))
+    }
+    fn accumulating(&self) -> Option<Accumulating> {
+        (!self.acc).then(|| Accumulating { def: std::sync::Arc::new(LayerNormBackward { acc: true }), in_place: false })
     }
 }

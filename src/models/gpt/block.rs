@@ -134,11 +134,25 @@ impl Mlp {
 
     /// out(gelu(fc(x))), or out(silu(fc(x)) ⊙ up(x)).
     pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
-        let u = self.fc.forward(g, x)?;
         let u = match &self.up {
-            None => Activation::Gelu.forward(g, u)?,
+            None => {
+                let u = self.fc.forward(g, x)?;
+                Activation::Gelu.forward(g, u)?
+            }
+            Some(up) if self.fc.b.is_none() && up.b.is_none() => {
+                // Both projections and silu(u) ⊙ v in one dispatch: the numbers of two matmuls and the gate.
+                let s = g.shape(x).to_vec();
+                let (c, rows) = (s[s.len() - 1], s[..s.len() - 1].iter().product::<usize>());
+                let x2 = g.reshape(x, &[rows, c])?;
+                let (wg, wu) = (g.param(&self.fc.w.tensor), g.param(&up.w.tensor));
+                let h = g.linear_silu_gate(x2, wg, wu)?;
+                let mut out = s;
+                *out.last_mut().expect("rank checked by reshape") = up.w.tensor.shape[1];
+                g.reshape(h, &out)?
+            }
             Some(up) => {
                 // silu(u) ⊙ v fused: the numbers of the activation then the product, one dispatch.
+                let u = self.fc.forward(g, x)?;
                 let v = up.forward(g, x)?;
                 g.silu_gate(u, v)?
             }
