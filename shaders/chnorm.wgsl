@@ -319,16 +319,32 @@ fn chnorm_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 @group(0) @binding(6) var<storage, read> dx_ab: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dx: array<f32>;
 
+// dx of element i.
+fn bwd_dx_at(i: u32) -> f32 {
+    let c = elem_channel(i);
+    let t = elem_stat(i);
+    let rs = dx_rstd[t];
+    let xh = (x[i] - dx_mean[t]) * rs;
+    return rs * (dx_dy[i] * gamma[c] - dx_ab[2u * t] - xh * dx_ab[2u * t + 1u]);
+}
+
 @compute @workgroup_size(256)
 fn chnorm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
     if i >= cp.n * cp.c * cp.hw { return; }
-    let c = elem_channel(i);
-    let t = elem_stat(i);
-    let rs = dx_rstd[t];
-    let xh = (x[i] - dx_mean[t]) * rs;
-    dx[i] = rs * (dx_dy[i] * gamma[c] - dx_ab[2u * t] - xh * dx_ab[2u * t + 1u]);
+    dx[i] = bwd_dx_at(i);
+}
+
+@group(0) @binding(8) var<storage, read> dx_acc: array<f32>;
+
+// chnorm_bwd_dx plus a gradient term from elsewhere: dx = acc + dx (autodiff folds a gradient sum here).
+@compute @workgroup_size(256)
+fn chnorm_bwd_dx_acc(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= cp.n * cp.c * cp.hw { return; }
+    dx[i] = dx_acc[i] + bwd_dx_at(i);
 }
 
 struct RunningParams {

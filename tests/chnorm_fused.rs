@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use tigel::graph::{Graph, NodeId, Plan};
 use tigel::ops::chnorm::{
-    batch_norm_backward_act, batch_norm_train_act, group_norm_act, group_norm_backward_act, FusedAct,
+    batch_norm_backward_fused, batch_norm_train_act, group_norm_act, group_norm_backward_fused, FusedAct,
 };
 use tigel::ops::elementwise::Unary;
 use tigel::{Device, Tensor};
@@ -113,21 +113,30 @@ fn fused_norm_act_matches_the_unfused_pair() {
     }
 }
 
-/// [y, mean, rstd, dx, dgamma, dbeta] of the fused eager ops on `dev`, dy = w.
-fn run_eager(dev: &Device, shape: &[usize], groups: Option<usize>, act: FusedAct, i: &Inputs) -> Vec<Vec<f32>> {
+/// [y, mean, rstd, dx, dgamma, dbeta] of the fused eager ops on `dev`, dy = w; with `acc`, dx has that
+/// gradient term added in its pass.
+fn run_eager(
+    dev: &Device,
+    shape: &[usize],
+    groups: Option<usize>,
+    act: FusedAct,
+    i: &Inputs,
+    acc: Option<&[f32]>,
+) -> Vec<Vec<f32>> {
     let c = shape[1];
     let t = |d: &[f32], s: &[usize]| Tensor::from_f32(dev, s, d).unwrap();
     let (x, gamma, beta, dy) = (t(&i.x, shape), t(&i.gamma, &[c]), t(&i.beta, &[c]), t(&i.w, shape));
+    let acc = acc.map(|a| t(a, shape));
     let ((y, m, r), (dx, dg, db)) = match groups {
         Some(gr) => {
             let f = group_norm_act(dev, &x, &gamma, &beta, gr, EPS, Some(act)).unwrap();
-            let b = group_norm_backward_act(dev, &x, &gamma, &beta, &f.1, &f.2, &dy, gr, act).unwrap();
-            (f, b)
+            let b = group_norm_backward_fused(dev, &x, &gamma, &beta, &f.1, &f.2, &dy, gr, Some(act), acc.as_ref());
+            (f, b.unwrap())
         }
         None => {
             let f = batch_norm_train_act(dev, &x, &gamma, &beta, EPS, Some(act)).unwrap();
-            let b = batch_norm_backward_act(dev, &x, &gamma, &beta, &f.1, &f.2, &dy, act).unwrap();
-            (f, b)
+            let b = batch_norm_backward_fused(dev, &x, &gamma, &beta, &f.1, &f.2, &dy, Some(act), acc.as_ref());
+            (f, b.unwrap())
         }
     };
     [y, m, r, dx, dg, db].iter().map(|v| v.to_f32(dev).unwrap()).collect()
@@ -142,11 +151,37 @@ fn fused_norm_act_gpu_matches_cpu_twin() {
         for (op, alpha) in ACTS {
             let act = FusedAct { op, alpha };
             let inp = inputs(&mut rng, &shape);
-            let want = run_eager(&cpu, &shape, groups, act, &inp);
-            let got = run_eager(&gpu, &shape, groups, act, &inp);
+            let acc = rng.vec(inp.x.len(), -1.0, 1.0);
+            let want = run_eager(&cpu, &shape, groups, act, &inp, Some(&acc));
+            let got = run_eager(&gpu, &shape, groups, act, &inp, Some(&acc));
             for ((g, w), what) in got.iter().zip(&want).zip(["y", "mean", "rstd", "dx", "dgamma", "dbeta"]) {
                 assert_close(&format!("{shape:?} groups {groups:?} {op:?}: {what}"), g, w, 2e-4, 2e-4);
             }
+        }
+    }
+}
+
+#[test]
+fn folded_gradient_sum_matches_the_plain_sum() {
+    // dx with a gradient term added in its pass against dx, then the term added on the host: bit for bit
+    // on the CPU (the same f32 addition), to one rounding of the sum on the GPU.
+    let mut rng = Rng::new(seed());
+    let devs: Vec<(&str, Device)> = std::iter::once(("cpu", cpu())).chain(gpu().map(|d| ("gpu", d))).collect();
+    for (shape, groups) in cases() {
+        let act = FusedAct { op: Unary::Silu, alpha: 0.0 };
+        let inp = inputs(&mut rng, &shape);
+        let acc = rng.vec(inp.x.len(), -1.0, 1.0);
+        for (name, dev) in &devs {
+            let folded = run_eager(dev, &shape, groups, act, &inp, Some(&acc));
+            let plain = run_eager(dev, &shape, groups, act, &inp, None);
+            let want: Vec<f32> = acc.iter().zip(&plain[3]).map(|(a, d)| a + d).collect();
+            let label = format!("{name} {shape:?} groups {groups:?}: dx + acc");
+            if *name == "cpu" {
+                assert_eq!(folded[3], want, "{label}");
+            } else {
+                assert_close(&label, &folded[3], &want, 1e-6, 1e-6);
+            }
+            assert_eq!(folded[4..], plain[4..], "{label}: dgamma, dbeta");
         }
     }
 }
@@ -159,8 +194,10 @@ fn fused_norm_act_bad_input_is_an_error() {
     let c3 = Tensor::from_f32(&dev, &[3], &[1.0; 3]).unwrap();
     let act = FusedAct { op: Unary::Silu, alpha: 0.0 };
     let (_, m, r) = group_norm_act(&dev, &x, &c, &c, 2, EPS, Some(act)).unwrap();
-    let e = group_norm_backward_act(&dev, &x, &c, &c3, &m, &r, &x, 2, act).unwrap_err().to_string();
+    let e = group_norm_backward_fused(&dev, &x, &c, &c3, &m, &r, &x, 2, Some(act), None).unwrap_err().to_string();
     assert!(e.contains("beta") && e.contains("[4]"), "{e}");
+    let e = group_norm_backward_fused(&dev, &x, &c, &c, &m, &r, &x, 2, Some(act), Some(&c)).unwrap_err().to_string();
+    assert!(e.contains("acc"), "{e}");
     let e = batch_norm_train_act(&dev, &x, &c, &c3, EPS, Some(act)).unwrap_err().to_string();
     assert!(e.contains("beta"), "{e}");
 }

@@ -306,6 +306,15 @@ fn grad_norm_with_fused_activation() {
             g.batch_norm_act(p[0], p[1], p[2], 1e-5, None, act)
         });
     }
+    // A residual around the norm: x's gradient sum is folded into the norm backward's dx pass.
+    check("x + group_norm_act(x)", &[&[2, 4, 3, 3], &[4], &[4]], -1.0, 1.0, |g, p, _| {
+        let h = g.group_norm_act(p[0], p[1], p[2], 2, 1e-5, Some(FusedAct { op: Unary::Silu, alpha: 0.01 }))?;
+        g.add(p[0], h)
+    });
+    check("x + batch_norm(x)", &[&[3, 2, 2, 3], &[2], &[2]], -1.0, 1.0, |g, p, _| {
+        let h = g.batch_norm(p[0], p[1], p[2], 1e-5, None)?;
+        g.add(p[0], h)
+    });
 }
 
 #[test]

@@ -24,5 +24,8 @@ pub static CHNORM_BWD_REDUCE: Kernel = Kernel { shader: "chnorm", entry: "chnorm
 /// Entry point `chnorm_bwd_dx` of shaders/chnorm.wgsl.
 pub static CHNORM_BWD_DX: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_dx" };
 
+/// Entry point `chnorm_bwd_dx_acc` of shaders/chnorm.wgsl.
+pub static CHNORM_BWD_DX_ACC: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_dx_acc" };
+
 /// Entry point `chnorm_update_running` of shaders/chnorm.wgsl.
 pub static CHNORM_UPDATE_RUNNING: Kernel = Kernel { shader: "chnorm", entry: "chnorm_update_running" };

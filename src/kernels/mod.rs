@@ -232,6 +232,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &chnorm::CHNORM_BWD_PARTIAL_ACT,
     &chnorm::CHNORM_BWD_REDUCE,
     &chnorm::CHNORM_BWD_DX,
+    &chnorm::CHNORM_BWD_DX_ACC,
     &chnorm::CHNORM_UPDATE_RUNNING,
     &conv::CONV2D_FWD,
     &conv::CONV2D_BWD_INPUT,

@@ -12,8 +12,8 @@ use super::{launch_1d, u32_of, want_dtype, want_f32_fit};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernels::chnorm::{
-    ChnormParams, RunningParams, CHNORM_APPLY, CHNORM_BWD_DX, CHNORM_BWD_PARTIAL, CHNORM_BWD_PARTIAL_ACT,
-    CHNORM_BWD_REDUCE, CHNORM_STATS, CHNORM_UPDATE_RUNNING,
+    ChnormParams, RunningParams, CHNORM_APPLY, CHNORM_BWD_DX, CHNORM_BWD_DX_ACC, CHNORM_BWD_PARTIAL,
+    CHNORM_BWD_PARTIAL_ACT, CHNORM_BWD_REDUCE, CHNORM_STATS, CHNORM_UPDATE_RUNNING,
 };
 use crate::ops::elementwise::Unary;
 use crate::tensor::{DType, Tensor};
@@ -147,7 +147,8 @@ fn forward(
 }
 
 /// Backward from the saved statistics: (dx, dgamma [C], dbeta [C]). With a fused activation, dy is its
-/// output's gradient and `beta` (needed to recompute the activation's input) is given.
+/// output's gradient and `beta` (needed to recompute the activation's input) is given; with `acc`, dx is
+/// acc + dx (a gradient sum folded into the last pass).
 #[allow(clippy::too_many_arguments)]
 fn backward(
     dev: &Device,
@@ -158,6 +159,7 @@ fn backward(
     rstd: &Tensor,
     dy: &Tensor,
     act: Option<(&Tensor, FusedAct)>,
+    acc: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let p = l.params(0.0, false, act.map(|a| a.1));
     let (planes, k, t) = (l.n * l.c, l.chunks(), l.stat_groups());
@@ -182,19 +184,19 @@ fn backward(
     };
     let bufs = [&partial.buf, &gamma.buf, &ab.buf, &dgamma.buf, &dbeta.buf];
     launch_1d(dev, &CHNORM_BWD_REDUCE, &p, &bufs, l.c.max(t))?;
-    launch_1d(
-        dev,
-        &CHNORM_BWD_DX,
-        &p,
-        &[&x.buf, &gamma.buf, &mean.buf, &rstd.buf, &dz.buf, &ab.buf, &dx.buf],
-        x.numel(),
-    )?;
+    let mut bufs = vec![&x.buf, &gamma.buf, &mean.buf, &rstd.buf, &dz.buf, &ab.buf, &dx.buf];
+    bufs.extend(acc.map(|a| &a.buf));
+    launch_1d(dev, if acc.is_some() { &CHNORM_BWD_DX_ACC } else { &CHNORM_BWD_DX }, &p, &bufs, x.numel())?;
     Ok((dx, dgamma, dbeta))
 }
 
 fn want_dy(op: &'static str, x: &Tensor, dy: &Tensor) -> Result<()> {
     want_f32_fit(op, dy, x, dy.shape == x.shape, || "dy must have the shape of x".into())?;
     Ok(())
+}
+
+fn want_acc(op: &'static str, x: &Tensor, acc: Option<&Tensor>) -> Result<()> {
+    acc.map_or(Ok(()), |a| want_f32_fit(op, a, x, a.shape == x.shape, || "acc must have the shape of x".into()))
 }
 
 /// Batch norm with batch statistics (training): per channel over N·H·W, mean and biased variance,
@@ -245,14 +247,14 @@ pub fn batch_norm_backward(
     want_stats(OP, "mean", mean, x, c, "channel")?;
     want_stats(OP, "rstd", rstd, x, c, "channel")?;
     want_dy(OP, x, dy)?;
-    backward(dev, Layout { n, c, hw, cg: 1, per_sample: false }, x, gamma, mean, rstd, dy, None)
+    backward(dev, Layout { n, c, hw, cg: 1, per_sample: false }, x, gamma, mean, rstd, dy, None, None)
 }
 
-/// Backward of `batch_norm_train_act` with the activation `act`: dy is the activation output's
-/// gradient, taken through act' at the recomputed norm output (which needs beta). Returns
-/// (dx, dgamma [C], dbeta [C]).
+/// Backward of `batch_norm_train_act`: with `act`, dy is the activation output's gradient, taken
+/// through act' at the recomputed norm output (which needs beta; beta is read only then); with `acc`
+/// (x's shape), dx is acc + dx. Returns (dx, dgamma [C], dbeta [C]).
 #[allow(clippy::too_many_arguments)]
-pub fn batch_norm_backward_act(
+pub fn batch_norm_backward_fused(
     dev: &Device,
     x: &Tensor,
     gamma: &Tensor,
@@ -260,7 +262,8 @@ pub fn batch_norm_backward_act(
     mean: &Tensor,
     rstd: &Tensor,
     dy: &Tensor,
-    act: FusedAct,
+    act: Option<FusedAct>,
+    acc: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "batch_norm_backward";
     let (n, c, hw) = dims(OP, x)?;
@@ -269,7 +272,9 @@ pub fn batch_norm_backward_act(
     want_stats(OP, "mean", mean, x, c, "channel")?;
     want_stats(OP, "rstd", rstd, x, c, "channel")?;
     want_dy(OP, x, dy)?;
-    backward(dev, Layout { n, c, hw, cg: 1, per_sample: false }, x, gamma, mean, rstd, dy, Some((beta, act)))
+    want_acc(OP, x, acc)?;
+    let l = Layout { n, c, hw, cg: 1, per_sample: false };
+    backward(dev, l, x, gamma, mean, rstd, dy, act.map(|a| (beta, a)), acc)
 }
 
 /// Running statistics update, in place (so it can sit inside a recorded step):
@@ -400,13 +405,13 @@ pub fn group_norm_backward(
     want_stats(OP, "mean", mean, x, n * groups, "(sample, group)")?;
     want_stats(OP, "rstd", rstd, x, n * groups, "(sample, group)")?;
     want_dy(OP, x, dy)?;
-    backward(dev, Layout { n, c, hw, cg, per_sample: true }, x, gamma, mean, rstd, dy, None)
+    backward(dev, Layout { n, c, hw, cg, per_sample: true }, x, gamma, mean, rstd, dy, None, None)
 }
 
-/// Backward of `group_norm_act` with the activation `act` (see `batch_norm_backward_act`). Returns
-/// (dx, dgamma [C], dbeta [C]).
+/// Backward of `group_norm_act`, with its activation and a folded gradient sum as
+/// `batch_norm_backward_fused`. Returns (dx, dgamma [C], dbeta [C]).
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm_backward_act(
+pub fn group_norm_backward_fused(
     dev: &Device,
     x: &Tensor,
     gamma: &Tensor,
@@ -415,7 +420,8 @@ pub fn group_norm_backward_act(
     rstd: &Tensor,
     dy: &Tensor,
     groups: usize,
-    act: FusedAct,
+    act: Option<FusedAct>,
+    acc: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "group_norm_backward";
     let (n, c, hw) = dims(OP, x)?;
@@ -425,5 +431,7 @@ pub fn group_norm_backward_act(
     want_stats(OP, "mean", mean, x, n * groups, "(sample, group)")?;
     want_stats(OP, "rstd", rstd, x, n * groups, "(sample, group)")?;
     want_dy(OP, x, dy)?;
-    backward(dev, Layout { n, c, hw, cg, per_sample: true }, x, gamma, mean, rstd, dy, Some((beta, act)))
+    want_acc(OP, x, acc)?;
+    let l = Layout { n, c, hw, cg, per_sample: true };
+    backward(dev, l, x, gamma, mean, rstd, dy, act.map(|a| (beta, a)), acc)
 }

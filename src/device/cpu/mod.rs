@@ -53,6 +53,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("chnorm", "chnorm_bwd_partial_act") => chnorm::chnorm_bwd_partial_act,
         ("chnorm", "chnorm_bwd_reduce") => chnorm::chnorm_bwd_reduce,
         ("chnorm", "chnorm_bwd_dx") => chnorm::chnorm_bwd_dx,
+        ("chnorm", "chnorm_bwd_dx_acc") => chnorm::chnorm_bwd_dx_acc,
         ("chnorm", "chnorm_update_running") => chnorm::chnorm_update_running,
         ("conv", "conv2d_fwd") => conv::conv2d_fwd,
         ("conv", "conv2d_bwd_input") => conv::conv2d_bwd_input,

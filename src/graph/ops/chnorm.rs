@@ -3,7 +3,7 @@
 //! its statistics as second outputs, the backward gives dx with dgamma and dbeta as second outputs.
 
 use super::elementwise::unary_f64;
-use super::{Fwd, OpDef, Outputs};
+use super::{Accumulating, Fwd, OpDef, Outputs};
 use crate::error::{Error, Result};
 use crate::graph::reference::Value;
 use crate::graph::{Graph, NodeId};
@@ -140,12 +140,12 @@ struct BatchNorm {
     act: Option<FusedAct>,
 }
 
-/// The backward node of a norm node `id` with inputs [x, gamma, beta]: inputs [x, gamma, id, gy], and
-/// beta last when an activation is fused (its derivative needs the norm's output, recomputed).
-fn norm_backward(g: &mut Graph, def: impl OpDef + 'static, id: NodeId, gy: NodeId, act: bool) -> NodeId {
+/// The backward node of a norm node `id` with inputs [x, gamma, beta]: inputs [x, gamma, id, gy, beta]
+/// (beta is read only with a fused activation, whose derivative needs the norm's output, recomputed),
+/// and a gradient term to add last once autodiff folds a sum into it.
+fn norm_backward(g: &mut Graph, def: impl OpDef + 'static, id: NodeId, gy: NodeId) -> NodeId {
     let (x, gamma, beta) = (g.in_node(id, 0), g.in_node(id, 1), g.in_node(id, 2));
-    let ins: Vec<NodeId> = if act { vec![x, gamma, id, gy, beta] } else { vec![x, gamma, id, gy] };
-    g.push(def, &ins, g.in_shape(id, 0), DType::F32)
+    g.push(def, &[x, gamma, id, gy, beta], g.in_shape(id, 0), DType::F32)
 }
 
 /// The f64 reference's activation, applied in place.
@@ -169,7 +169,7 @@ impl OpDef for BatchNorm {
         Ok((y, vec![mean, rstd]))
     }
     fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
-        let dx = norm_backward(g, BatchNormBackward(self.act), id, gy, self.act.is_some());
+        let dx = norm_backward(g, BatchNormBackward { act: self.act, acc: false }, id, gy);
         Ok(g.norm_grads(dx, g.in_node(id, 1)))
     }
     // Running statistics are a side effect on the device; the reference computes the output only.
@@ -194,10 +194,13 @@ impl OpDef for BatchNorm {
     }
 }
 
-/// Inputs [x, gamma, the BatchNorm node, dy] (and beta with a fused activation): dx; dgamma and dbeta
-/// are its second outputs.
+/// Inputs [x, gamma, the BatchNorm node, dy, beta] (and with `acc` a gradient term to add to dx): dx;
+/// dgamma and dbeta are its second outputs.
 #[derive(Debug)]
-struct BatchNormBackward(Option<FusedAct>);
+struct BatchNormBackward {
+    act: Option<FusedAct>,
+    acc: bool,
+}
 
 impl OpDef for BatchNormBackward {
     fn name(&self) -> &'static str {
@@ -205,11 +208,17 @@ impl OpDef for BatchNormBackward {
     }
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
         let st = f.aux[2];
-        let (dx, dg, db) = match self.0 {
-            None => eager::batch_norm_backward(f.dev, f.x[0], f.x[1], &st[0], &st[1], f.x[3])?,
-            Some(a) => eager::batch_norm_backward_act(f.dev, f.x[0], f.x[1], f.x[4], &st[0], &st[1], f.x[3], a)?,
-        };
+        let acc = self.acc.then(|| f.x[5]);
+        let (x, gamma, dy, beta) = (f.x[0], f.x[1], f.x[3], f.x[4]);
+        let (dx, dg, db) = eager::batch_norm_backward_fused(f.dev, x, gamma, beta, &st[0], &st[1], dy, self.act, acc)?;
         Ok((dx, vec![dg, db]))
+    }
+    // A gradient sum over x folds into the dx pass (a residual input that also feeds the norm).
+    fn accumulating(&self) -> Option<Accumulating> {
+        (!self.acc).then(|| Accumulating {
+            def: std::sync::Arc::new(BatchNormBackward { act: self.act, acc: true }),
+            in_place: false,
+        })
     }
 }
 
@@ -231,7 +240,7 @@ impl OpDef for GroupNorm {
         Ok((y, vec![mean, rstd]))
     }
     fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
-        let dx = norm_backward(g, GroupNormBackward(self.groups, self.act), id, gy, self.act.is_some());
+        let dx = norm_backward(g, GroupNormBackward { groups: self.groups, act: self.act, acc: false }, id, gy);
         Ok(g.norm_grads(dx, g.in_node(id, 1)))
     }
     fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
@@ -255,10 +264,14 @@ impl OpDef for GroupNorm {
     }
 }
 
-/// Inputs [x, gamma, the GroupNorm node, dy] (and beta with a fused activation): dx; dgamma and dbeta
-/// are its second outputs.
+/// Inputs as `BatchNormBackward`'s, with the GroupNorm node: dx; dgamma and dbeta are its second
+/// outputs.
 #[derive(Debug)]
-struct GroupNormBackward(usize, Option<FusedAct>);
+struct GroupNormBackward {
+    groups: usize,
+    act: Option<FusedAct>,
+    acc: bool,
+}
 
 impl OpDef for GroupNormBackward {
     fn name(&self) -> &'static str {
@@ -266,11 +279,17 @@ impl OpDef for GroupNormBackward {
     }
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
         let st = f.aux[2];
-        let (x, gamma, dy) = (f.x[0], f.x[1], f.x[3]);
-        let (dx, dg, db) = match self.1 {
-            None => eager::group_norm_backward(f.dev, x, gamma, &st[0], &st[1], dy, self.0)?,
-            Some(a) => eager::group_norm_backward_act(f.dev, x, gamma, f.x[4], &st[0], &st[1], dy, self.0, a)?,
-        };
+        let acc = self.acc.then(|| f.x[5]);
+        let (x, gamma, dy, beta) = (f.x[0], f.x[1], f.x[3], f.x[4]);
+        let (dx, dg, db) =
+            eager::group_norm_backward_fused(f.dev, x, gamma, beta, &st[0], &st[1], dy, self.groups, self.act, acc)?;
         Ok((dx, vec![dg, db]))
+    }
+    // A gradient sum over x folds into the dx pass (a residual input that also feeds the norm).
+    fn accumulating(&self) -> Option<Accumulating> {
+        (!self.acc).then(|| Accumulating {
+            def: std::sync::Arc::new(GroupNormBackward { groups: self.groups, act: self.act, acc: true }),
+            in_place: false,
+        })
     }
 }

@@ -374,6 +374,22 @@ pub fn chnorm_bwd_dx(args: &mut CpuArgs) {
     });
 }
 
+/// Bindings: as `chnorm_bwd_dx`, then acc (read): dx = acc + (`chnorm_bwd_dx`'s dx).
+pub fn chnorm_bwd_dx_acc(args: &mut CpuArgs) {
+    let acc = args.f32_in(6);
+    let p: ChnormParams = args.params();
+    let dx = args.f32_out(0);
+    // The plain pass writes dx; the sum is a second pass over it.
+    let plain = vec![bytemuck::cast_slice_mut(&mut *dx)];
+    chnorm_bwd_dx(&mut CpuArgs { params: args.params, ins: args.ins[..6].to_vec(), outs: plain });
+    let n = (p.n * p.c * p.hw) as usize;
+    super::par_chunks(&mut dx[..n], |s, ch| {
+        for (o, &a) in ch.iter_mut().zip(&acc[s..]) {
+            *o = a + *o;
+        }
+    });
+}
+
 /// Bindings: params, mean (read), rstd (read), running_mean (read_write), running_var (read_write).
 pub fn chnorm_update_running(args: &mut CpuArgs) {
     let p: RunningParams = args.params();
