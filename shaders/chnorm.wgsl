@@ -114,7 +114,7 @@ fn chunk_sums(b: u32) -> vec2<f32> {
 }
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-// The partials, read by the kernels that combine them (chnorm_stats_final, chnorm_bwd_params, _coeffs).
+// The partials, read by the kernels that combine them (chnorm_bwd_reduce; chnorm_stats reads its own).
 @group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> sp_part: array<f32>;
 

@@ -385,7 +385,7 @@ pub fn chnorm_bwd_dx_acc(args: &mut CpuArgs) {
     let n = (p.n * p.c * p.hw) as usize;
     super::par_chunks(&mut dx[..n], |s, ch| {
         for (o, &a) in ch.iter_mut().zip(&acc[s..]) {
-            *o = a + *o;
+            *o += a;
         }
     });
 }

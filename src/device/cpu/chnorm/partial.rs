@@ -1,4 +1,4 @@
-//! The partial passes of the chnorm twin (`chnorm_stats_partial`, `chnorm_bwd_partial`): per plane, the
+//! The partial passes of the chnorm twin (`chnorm_stats`'s first phase, `chnorm_bwd_partial`): per plane, the
 //! K chunk sums of a dispatch, read in rows of lanes (see the parent module).
 
 use rayon::prelude::*;
