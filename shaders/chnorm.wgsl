@@ -139,7 +139,8 @@ fn stats_chunk(p: u32, k: u32) {
 @group(0) @binding(3) var<storage, read_write> st_mean: array<f32>;
 @group(0) @binding(4) var<storage, read_write> st_rstd: array<f32>;
 
-@compute @workgroup_size(64)
+// 256 threads: a batch norm has only C workgroups, each reading N planes.
+@compute @workgroup_size(256)
 fn chnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let t = wid.y * nwg.x + wid.x;  // uniform in the workgroup, so the barrier below is reached by all
@@ -148,7 +149,7 @@ fn chnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let gr = group_of(t);
     // The group's (sample, channel, chunk) items, spread over the workgroup; the op keeps 2 · P · K < 2^32.
     let per_sample = cp.cg * kk;
-    for (var j = lid; j < gr.rn * per_sample; j += WG_SMALL) {
+    for (var j = lid; j < gr.rn * per_sample; j += WG) {
         let r = j / per_sample;
         let rem = j - r * per_sample;
         let cj = rem / kk;
