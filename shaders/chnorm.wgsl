@@ -12,19 +12,25 @@
 // order, the group's planes in order, each plane's chunks in order, into a per-sample accumulator that is
 // added to the total.
 //
-// chnorm_stats_partial: chunk mean and M2 = Σ (x - chunk mean)² (two passes over the chunk).
-// chnorm_stats_final:   mean = Σ n_k mean_k / M, var = (Σ M2_k + Σ n_k (mean_k - mean)²) / M (biased),
-//                       rstd = 1 / sqrt(var + eps). Two passes over the partials keep the variance
-//                       accurate when |mean| >> std, as a two-pass variance over x would.
-// chnorm_apply:         y = (x - mean) · rstd · gamma + beta; with var_in, the rstd binding holds variances
-//                       and rstd = 1 / sqrt(var + eps) (batch norm in eval mode, from running statistics).
+// chnorm_stats:         one workgroup per stat group. Its threads write the group's chunk partials, chunk
+//                       mean and M2 = Σ (x - chunk mean)² (two passes over the chunk); then its first
+//                       thread combines them: mean = Σ n_k mean_k / M, var = (Σ M2_k + Σ n_k (mean_k -
+//                       mean)²) / M (biased), rstd = 1 / sqrt(var + eps). Two passes over the partials keep
+//                       the variance accurate when |mean| >> std, as a two-pass variance over x would.
+// chnorm_apply:         y = act((x - mean) · rstd · gamma + beta) (act: none, or a unary op fused in);
+//                       with var_in, the rstd binding holds variances and rstd = 1 / sqrt(var + eps)
+//                       (batch norm in eval mode, from running statistics).
 // chnorm_bwd_partial:   chunk Σ dy and Σ dy · x̂, x̂ = (x - mean) · rstd.
-// chnorm_bwd_params:    per channel over all samples: dbeta = Σ dy, dgamma = Σ dy · x̂.
-// chnorm_bwd_coeffs:    per stat group: ab = (mean(g), mean(g · x̂)) with g = dy · gamma.
+// chnorm_bwd_partial_act: the same for a norm with a fused activation: dy is the activation's output
+//                       gradient, taken through act'(z), z = x̂ · gamma + beta, and written out as the
+//                       norm's output gradient (which chnorm_bwd_dx then reads).
+// chnorm_bwd_reduce:    thread c < C: dbeta = Σ dy, dgamma = Σ dy · x̂ over all samples; thread t < T:
+//                       ab = (mean(g), mean(g · x̂)) of stat group t, g = dy · gamma.
 // chnorm_bwd_dx:        dx = rstd · (g - mean(g) - x̂ · mean(g · x̂)).
 // chnorm_update_running: running = (1 - m) · running + m · batch, per channel, in place; the batch variance
 //                       comes from rstd and eps, unbiased by count / (count - 1).
 //#include "common/index.wgsl"
+//#include "common/activation.wgsl"
 
 const WG: u32 = 256u;
 const WG_SMALL: u32 = 64u;
@@ -37,9 +43,9 @@ struct ChnormParams {
     cg: u32,          // channels per stat group
     per_sample: u32,  // 1: group norm (stats per sample), 0: batch norm (stats over the batch)
     var_in: u32,      // chnorm_apply: 1 when the rstd binding holds variances
-    _pad0: u32,
+    act: u32,         // 0: no activation; else the fused activation's unary op code + 1
     eps: f32,
-    _pad1: u32,
+    alpha: f32,       // the fused activation's parameter (LeakyRelu's slope)
     _pad2: u32,
     _pad3: u32,
 }
@@ -108,19 +114,13 @@ fn chunk_sums(b: u32) -> vec2<f32> {
 }
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-// The partials, read by the kernels that combine them (chnorm_stats_final, chnorm_bwd_params, _coeffs).
+// The partials, read by the kernels that combine them (chnorm_bwd_reduce; chnorm_stats reads its own).
 @group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> sp_part: array<f32>;
 
-@compute @workgroup_size(64)
-fn chnorm_stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid, WG_SMALL);
+// Chunk k of plane p: its mean and M2 into the partials.
+fn stats_chunk(p: u32, k: u32) {
     let kk = cp.chunks;
-    if i >= cp.n * cp.c * kk { return; }  // the op keeps 2 · P · K below 2^32
-    let pk = plane_chunk(i);
-    let p = pk.x;
-    let k = pk.y;
     let base = p * cp.hw;
     var s = 0.0;
     for (var e = k; e < cp.hw; e += kk) {
@@ -136,16 +136,27 @@ fn chnorm_stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     sp_part[part_at(p, 1u, k)] = q;
 }
 
-@group(0) @binding(2) var<storage, read_write> sf_mean: array<f32>;
-@group(0) @binding(3) var<storage, read_write> sf_rstd: array<f32>;
+@group(0) @binding(3) var<storage, read_write> st_mean: array<f32>;
+@group(0) @binding(4) var<storage, read_write> st_rstd: array<f32>;
 
-@compute @workgroup_size(64)
-fn chnorm_stats_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                      @builtin(local_invocation_index) lid: u32) {
-    let t = flat_id(wid, nwg, lid, WG_SMALL);
+// 256 threads: a batch norm has only C workgroups, each reading N planes.
+@compute @workgroup_size(256)
+fn chnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let t = wid.y * nwg.x + wid.x;  // uniform in the workgroup, so the barrier below is reached by all
     if t >= stat_groups() { return; }
     let kk = cp.chunks;
     let gr = group_of(t);
+    // The group's (sample, channel, chunk) items, spread over the workgroup; the op keeps 2 · P · K < 2^32.
+    let per_sample = cp.cg * kk;
+    for (var j = lid; j < gr.rn * per_sample; j += WG) {
+        let r = j / per_sample;
+        let rem = j - r * per_sample;
+        let cj = rem / kk;
+        stats_chunk((gr.n0 + r) * cp.c + gr.c0 + cj, rem - cj * kk);
+    }
+    storageBarrier();
+    if lid != 0u { return; }
 
     var tot = 0.0;
     for (var r = 0u; r < gr.rn; r++) {
@@ -153,7 +164,7 @@ fn chnorm_stats_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         for (var j = 0u; j < cp.cg; j++) {
             let b = part_at((gr.n0 + r) * cp.c + gr.c0 + j, 0u, 0u);
             for (var k = 0u; k < kk; k++) {
-                acc += f32(chunk_len(k)) * part[b + k];
+                acc += f32(chunk_len(k)) * sp_part[b + k];
             }
         }
         tot += acc;
@@ -166,14 +177,14 @@ fn chnorm_stats_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         for (var j = 0u; j < cp.cg; j++) {
             let b = part_at((gr.n0 + r) * cp.c + gr.c0 + j, 0u, 0u);
             for (var k = 0u; k < kk; k++) {
-                let d = part[b + k] - mean;
-                acc += part[b + kk + k] + f32(chunk_len(k)) * (d * d);
+                let d = sp_part[b + k] - mean;
+                acc += sp_part[b + kk + k] + f32(chunk_len(k)) * (d * d);
             }
         }
         m2 += acc;
     }
-    sf_mean[t] = mean;
-    sf_rstd[t] = 1.0 / sqrt(m2 / gr.count + cp.eps);
+    st_mean[t] = mean;
+    st_rstd[t] = 1.0 / sqrt(m2 / gr.count + cp.eps);
 }
 
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
@@ -193,7 +204,8 @@ fn chnorm_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if cp.var_in == 1u {
         rs = 1.0 / sqrt(rs + cp.eps);
     }
-    y[i] = (x[i] - ap_mean[t]) * rs * gamma[c] + beta[c];
+    let v = (x[i] - ap_mean[t]) * rs * gamma[c] + beta[c];
+    y[i] = select(v, unary_op(cp.act - 1u, v, cp.alpha), cp.act != 0u);
 }
 
 @group(0) @binding(2) var<storage, read> bp_mean: array<f32>;
@@ -226,32 +238,63 @@ fn chnorm_bwd_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     bp_part[part_at(p, 1u, k)] = s2;
 }
 
-@group(0) @binding(2) var<storage, read_write> dgamma: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dbeta: array<f32>;
+@group(0) @binding(6) var<storage, read> pa_gamma: array<f32>;
+@group(0) @binding(7) var<storage, read> pa_beta: array<f32>;
+@group(0) @binding(8) var<storage, read_write> pa_dz: array<f32>;
 
 @compute @workgroup_size(64)
-fn chnorm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
-    let c = flat_id(wid, nwg, lid, WG_SMALL);
-    if c >= cp.c { return; }
-    var db = 0.0;
-    var dg = 0.0;
-    for (var n = 0u; n < cp.n; n++) {
-        let a = chunk_sums(part_at(n * cp.c + c, 0u, 0u));
-        db += a.x;
-        dg += a.y;
+fn chnorm_bwd_partial_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG_SMALL);
+    let kk = cp.chunks;
+    if i >= cp.n * cp.c * kk { return; }
+    let pk = plane_chunk(i);
+    let p = pk.x;
+    let k = pk.y;
+    let n = p / cp.c;
+    let c = p - n * cp.c;
+    let t = stat_index(n, c);
+    let m = bp_mean[t];
+    let rs = bp_rstd[t];
+    let w = pa_gamma[c];
+    let bb = pa_beta[c];
+    let op = cp.act - 1u;
+    let base = p * cp.hw;
+    var s1 = 0.0;
+    var s2 = 0.0;
+    for (var e = k; e < cp.hw; e += kk) {
+        let xh = (x[base + e] - m) * rs;
+        let d = bp_dy[base + e] * unary_deriv(op, xh * w + bb, cp.alpha);
+        pa_dz[base + e] = d;
+        s1 += d;
+        s2 += d * xh;
     }
-    dgamma[c] = dg;
-    dbeta[c] = db;
+    bp_part[part_at(p, 0u, k)] = s1;
+    bp_part[part_at(p, 1u, k)] = s2;
 }
 
 @group(0) @binding(3) var<storage, read_write> bc_ab: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dgamma: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dbeta: array<f32>;
 
 @compute @workgroup_size(64)
-fn chnorm_bwd_coeffs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn chnorm_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let t = flat_id(wid, nwg, lid, WG_SMALL);
-    if t >= stat_groups() { return; }
+    let i = flat_id(wid, nwg, lid, WG_SMALL);
+    if i < cp.c {
+        let c = i;
+        var db = 0.0;
+        var dg = 0.0;
+        for (var n = 0u; n < cp.n; n++) {
+            let a = chunk_sums(part_at(n * cp.c + c, 0u, 0u));
+            db += a.x;
+            dg += a.y;
+        }
+        dgamma[c] = dg;
+        dbeta[c] = db;
+    }
+    if i >= stat_groups() { return; }
+    let t = i;
     let gr = group_of(t);
     var sa = 0.0;
     var sb = 0.0;
@@ -277,16 +320,32 @@ fn chnorm_bwd_coeffs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 @group(0) @binding(6) var<storage, read> dx_ab: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dx: array<f32>;
 
+// dx of element i.
+fn bwd_dx_at(i: u32) -> f32 {
+    let c = elem_channel(i);
+    let t = elem_stat(i);
+    let rs = dx_rstd[t];
+    let xh = (x[i] - dx_mean[t]) * rs;
+    return rs * (dx_dy[i] * gamma[c] - dx_ab[2u * t] - xh * dx_ab[2u * t + 1u]);
+}
+
 @compute @workgroup_size(256)
 fn chnorm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
     if i >= cp.n * cp.c * cp.hw { return; }
-    let c = elem_channel(i);
-    let t = elem_stat(i);
-    let rs = dx_rstd[t];
-    let xh = (x[i] - dx_mean[t]) * rs;
-    dx[i] = rs * (dx_dy[i] * gamma[c] - dx_ab[2u * t] - xh * dx_ab[2u * t + 1u]);
+    dx[i] = bwd_dx_at(i);
+}
+
+@group(0) @binding(8) var<storage, read> dx_acc: array<f32>;
+
+// chnorm_bwd_dx plus a gradient term from elsewhere: dx = acc + dx (autodiff folds a gradient sum here).
+@compute @workgroup_size(256)
+fn chnorm_bwd_dx_acc(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= cp.n * cp.c * cp.hw { return; }
+    dx[i] = dx_acc[i] + bwd_dx_at(i);
 }
 
 struct RunningParams {

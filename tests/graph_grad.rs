@@ -9,6 +9,7 @@ use common::*;
 use std::collections::HashMap;
 use tigel::graph::reference::{eval, Value};
 use tigel::graph::{Graph, NodeId, Plan};
+use tigel::ops::chnorm::FusedAct;
 use tigel::ops::elementwise::{Binary, Unary};
 use tigel::ops::matmul::MatmulOpts;
 use tigel::{Device, Result, Tensor};
@@ -317,6 +318,34 @@ fn grad_group_norm() {
         let h = g.group_norm(h, p[2], p[3], 2, 1e-5)?;
         let h = g.unary(Unary::Silu, h)?;
         g.add(h, p[0])
+    });
+}
+
+#[test]
+fn grad_norm_with_fused_activation() {
+    // A norm with the activation after it fused into its node: the rule through act' at the recomputed
+    // norm output, for each activation the models fuse.
+    let acts = [(Unary::Silu, 0.01), (Unary::Relu, 0.01), (Unary::LeakyRelu, 0.2), (Unary::Tanh, 0.01)];
+    for (op, alpha) in acts {
+        let act = Some(FusedAct { op, alpha });
+        check(&format!("group_norm {op:?}"), &[&[2, 4, 3, 2], &[4], &[4]], -1.0, 1.0, |g, p, _| {
+            g.group_norm_act(p[0], p[1], p[2], 2, 1e-5, act)
+        });
+        check(&format!("batch_norm {op:?}"), &[&[3, 2, 2, 3], &[2], &[2]], -1.0, 1.0, |g, p, _| {
+            g.batch_norm_act(p[0], p[1], p[2], 1e-5, None, act)
+        });
+        check(&format!("batch_norm rows {op:?}"), &[&[6, 4], &[4], &[4]], -1.0, 1.0, |g, p, _| {
+            g.batch_norm_act(p[0], p[1], p[2], 1e-5, None, act)
+        });
+    }
+    // A residual around the norm: x's gradient sum is folded into the norm backward's dx pass.
+    check("x + group_norm_act(x)", &[&[2, 4, 3, 3], &[4], &[4]], -1.0, 1.0, |g, p, _| {
+        let h = g.group_norm_act(p[0], p[1], p[2], 2, 1e-5, Some(FusedAct { op: Unary::Silu, alpha: 0.01 }))?;
+        g.add(p[0], h)
+    });
+    check("x + batch_norm(x)", &[&[3, 2, 2, 3], &[2], &[2]], -1.0, 1.0, |g, p, _| {
+        let h = g.batch_norm(p[0], p[1], p[2], 1e-5, None)?;
+        g.add(p[0], h)
     });
 }
 

@@ -6,11 +6,8 @@ use super::Kernel;
 
 include!(concat!(env!("OUT_DIR"), "/params/chnorm.rs"));
 
-/// Entry point `chnorm_stats_partial` of shaders/chnorm.wgsl.
-pub static CHNORM_STATS_PARTIAL: Kernel = Kernel { shader: "chnorm", entry: "chnorm_stats_partial" };
-
-/// Entry point `chnorm_stats_final` of shaders/chnorm.wgsl.
-pub static CHNORM_STATS_FINAL: Kernel = Kernel { shader: "chnorm", entry: "chnorm_stats_final" };
+/// Entry point `chnorm_stats` of shaders/chnorm.wgsl: one workgroup per stat group.
+pub static CHNORM_STATS: Kernel = Kernel { shader: "chnorm", entry: "chnorm_stats" };
 
 /// Entry point `chnorm_apply` of shaders/chnorm.wgsl.
 pub static CHNORM_APPLY: Kernel = Kernel { shader: "chnorm", entry: "chnorm_apply" };
@@ -18,14 +15,17 @@ pub static CHNORM_APPLY: Kernel = Kernel { shader: "chnorm", entry: "chnorm_appl
 /// Entry point `chnorm_bwd_partial` of shaders/chnorm.wgsl.
 pub static CHNORM_BWD_PARTIAL: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_partial" };
 
-/// Entry point `chnorm_bwd_params` of shaders/chnorm.wgsl.
-pub static CHNORM_BWD_PARAMS: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_params" };
+/// Entry point `chnorm_bwd_partial_act` of shaders/chnorm.wgsl.
+pub static CHNORM_BWD_PARTIAL_ACT: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_partial_act" };
 
-/// Entry point `chnorm_bwd_coeffs` of shaders/chnorm.wgsl.
-pub static CHNORM_BWD_COEFFS: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_coeffs" };
+/// Entry point `chnorm_bwd_reduce` of shaders/chnorm.wgsl.
+pub static CHNORM_BWD_REDUCE: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_reduce" };
 
 /// Entry point `chnorm_bwd_dx` of shaders/chnorm.wgsl.
 pub static CHNORM_BWD_DX: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_dx" };
+
+/// Entry point `chnorm_bwd_dx_acc` of shaders/chnorm.wgsl.
+pub static CHNORM_BWD_DX_ACC: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_dx_acc" };
 
 /// Entry point `chnorm_update_running` of shaders/chnorm.wgsl.
 pub static CHNORM_UPDATE_RUNNING: Kernel = Kernel { shader: "chnorm", entry: "chnorm_update_running" };

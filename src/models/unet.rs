@@ -164,15 +164,13 @@ impl ResBlock {
 
     /// `se` is SiLU(e) [B, E], shared by every block.
     fn forward(&self, g: &mut Graph, x: NodeId, se: NodeId) -> Result<NodeId> {
-        let h = self.gn1.forward(g, x)?;
-        let h = Activation::Silu.forward(g, h)?;
+        let h = self.gn1.forward_act(g, x, Activation::Silu)?;
         let h = self.conv1.forward(g, h)?;
         let (b, cout) = (g.shape(h)[0], g.shape(h)[1]);
         let t = self.temb.forward(g, se)?;
         let t = g.reshape(t, &[b, cout, 1, 1])?;
         let h = g.add(h, t)?;
-        let h = self.gn2.forward(g, h)?;
-        let h = Activation::Silu.forward(g, h)?;
+        let h = self.gn2.forward_act(g, h, Activation::Silu)?;
         let h = self.conv2.forward(g, h)?;
         let skip = match &self.skip {
             Some(s) => s.forward(g, x)?,
@@ -333,8 +331,7 @@ impl Unet {
                 h = self.upsample[i - 1].forward(g, h)?;
             }
         }
-        let h = self.gn_out.forward(g, h)?;
-        let h = Activation::Silu.forward(g, h)?;
+        let h = self.gn_out.forward_act(g, h, Activation::Silu)?;
         self.conv_out.forward(g, h)
     }
 }

@@ -19,6 +19,7 @@ pub use norm::{BatchNorm, BnMode, GroupNorm, LayerNorm};
 
 use crate::error::Result;
 use crate::graph::{Graph, NodeId};
+use crate::ops::chnorm::FusedAct;
 use crate::ops::elementwise::Unary;
 use crate::tensor::Tensor;
 
@@ -51,13 +52,21 @@ pub enum Activation {
 impl Activation {
     /// The activation applied to every element of `x`.
     pub fn forward(self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
-        match self {
-            Activation::Relu => g.unary(Unary::Relu, x),
-            Activation::LeakyRelu(a) => g.unary_with(Unary::LeakyRelu, x, a),
-            Activation::Gelu => g.unary(Unary::Gelu, x),
-            Activation::Silu => g.unary(Unary::Silu, x),
-            Activation::Tanh => g.unary(Unary::Tanh, x),
-            Activation::Sigmoid => g.unary(Unary::Sigmoid, x),
-        }
+        let a = self.fused();
+        g.unary_with(a.op, x, a.alpha)
+    }
+
+    /// The activation as a unary op with its parameter, as a norm fuses it (`GroupNorm::forward_act`).
+    pub fn fused(self) -> FusedAct {
+        // Ops without a parameter keep `Graph::unary`'s default.
+        let (op, alpha) = match self {
+            Activation::Relu => (Unary::Relu, 0.01),
+            Activation::LeakyRelu(a) => (Unary::LeakyRelu, a),
+            Activation::Gelu => (Unary::Gelu, 0.01),
+            Activation::Silu => (Unary::Silu, 0.01),
+            Activation::Tanh => (Unary::Tanh, 0.01),
+            Activation::Sigmoid => (Unary::Sigmoid, 0.01),
+        };
+        FusedAct { op, alpha }
     }
 }

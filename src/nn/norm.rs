@@ -4,7 +4,7 @@
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{BnRunning, Graph, NodeId};
-use crate::nn::{Init, Param};
+use crate::nn::{Activation, Init, Param};
 use crate::ops::elementwise::{Binary, Unary};
 use crate::ops::rng::RngState;
 use crate::tensor::Tensor;
@@ -78,6 +78,12 @@ impl GroupNorm {
         g.group_norm(x, gamma, beta, self.groups, self.eps)
     }
 
+    /// `act(forward(x))`, the activation fused into the norm's kernels.
+    pub fn forward_act(&self, g: &mut Graph, x: NodeId, act: Activation) -> Result<NodeId> {
+        let (gamma, beta) = (g.param(&self.gamma.tensor), g.param(&self.beta.tensor));
+        g.group_norm_act(x, gamma, beta, self.groups, self.eps, Some(act.fused()))
+    }
+
     /// γ, then β.
     pub fn params(&self) -> Vec<Param> {
         vec![self.gamma.clone(), self.beta.clone()]
@@ -141,6 +147,11 @@ impl BatchNorm {
 
     /// `x` [B, C] or [B, C, H, W] normalised in `mode`.
     pub fn forward(&self, g: &mut Graph, x: NodeId, mode: BnMode) -> Result<NodeId> {
+        self.forward_act(g, x, mode, None)
+    }
+
+    /// `act(forward(x, mode))`; in training mode the activation is fused into the norm's kernels.
+    pub fn forward_act(&self, g: &mut Graph, x: NodeId, mode: BnMode, act: Option<Activation>) -> Result<NodeId> {
         let (gm, bt) = (g.param(&self.gamma.tensor), g.param(&self.beta.tensor));
         match mode {
             BnMode::Train { update } => {
@@ -149,7 +160,7 @@ impl BatchNorm {
                     var: r.var.tensor.clone(),
                     momentum: self.momentum,
                 });
-                g.batch_norm(x, gm, bt, self.eps, r)
+                g.batch_norm_act(x, gm, bt, self.eps, r, act.map(Activation::fused))
             }
             BnMode::Eval => {
                 let Some(r) = &self.running else {
@@ -158,7 +169,8 @@ impl BatchNorm {
                         format!("{}: this batch norm keeps no running statistics", self.gamma.name),
                     ));
                 };
-                self.eval(g, x, gm, bt, &r.mean.tensor, &r.var.tensor)
+                let y = self.eval(g, x, gm, bt, &r.mean.tensor, &r.var.tensor)?;
+                act.map_or(Ok(y), |a| a.forward(g, y))
             }
         }
     }

@@ -12,10 +12,21 @@ use super::{launch_1d, u32_of, want_dtype, want_f32_fit};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernels::chnorm::{
-    ChnormParams, RunningParams, CHNORM_APPLY, CHNORM_BWD_COEFFS, CHNORM_BWD_DX, CHNORM_BWD_PARAMS, CHNORM_BWD_PARTIAL,
-    CHNORM_STATS_FINAL, CHNORM_STATS_PARTIAL, CHNORM_UPDATE_RUNNING,
+    ChnormParams, RunningParams, CHNORM_APPLY, CHNORM_BWD_DX, CHNORM_BWD_DX_ACC, CHNORM_BWD_PARTIAL,
+    CHNORM_BWD_PARTIAL_ACT, CHNORM_BWD_REDUCE, CHNORM_STATS, CHNORM_UPDATE_RUNNING,
 };
+use crate::ops::elementwise::Unary;
 use crate::tensor::{DType, Tensor};
+
+/// An activation fused after a norm: y = op(norm(x)), computed in the norm's pass (and its derivative
+/// in the norm backward's first pass), so the pair costs the norm's dispatches alone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FusedAct {
+    /// The activation.
+    pub op: Unary,
+    /// Its parameter (LeakyRelu's slope; unused by the others).
+    pub alpha: f32,
+}
 
 /// Interleaved chunks per plane of `hw` elements: a power of two, about 32 elements each, at most 32
 /// chunks (longer chunks past 32·32 elements). Chunk k holds elements k, k + K, ...: on a GPU the K
@@ -92,9 +103,11 @@ impl Layout {
             self.c / self.cg
         }
     }
-    fn params(&self, eps: f32, var_in: bool) -> ChnormParams {
+    fn params(&self, eps: f32, var_in: bool, act: Option<FusedAct>) -> ChnormParams {
         // dims() checked that every count here fits in u32.
         ChnormParams {
+            act: act.map_or(0, |a| a.op as u32 + 1),
+            alpha: act.map_or(0.0, |a| a.alpha),
             n: self.n as u32,
             c: self.c as u32,
             hw: self.hw as u32,
@@ -108,7 +121,9 @@ impl Layout {
     }
 }
 
-/// Forward with batch statistics: (y, mean [T], rstd [T]) for T stat groups.
+/// Forward with batch statistics: (y, mean [T], rstd [T]) for T stat groups. Two dispatches (three
+/// workgroups' worth of work): the statistics, one workgroup per stat group, then y.
+#[allow(clippy::too_many_arguments)]
 fn forward(
     dev: &Device,
     l: Layout,
@@ -116,20 +131,25 @@ fn forward(
     gamma: &Tensor,
     beta: &Tensor,
     eps: f32,
+    act: Option<FusedAct>,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let p = l.params(eps, false);
+    let p = l.params(eps, false, act);
     let (planes, k, t) = (l.n * l.c, l.chunks(), l.stat_groups());
     let partial = Tensor::empty(dev, &[planes, 2, k], DType::F32)?;
     let y = Tensor::empty(dev, &x.shape, DType::F32)?;
     let mean = Tensor::empty(dev, &[t], DType::F32)?;
     let rstd = Tensor::empty(dev, &[t], DType::F32)?;
-    launch_1d(dev, &CHNORM_STATS_PARTIAL, &p, &[&x.buf, &partial.buf], planes * k)?;
-    launch_1d(dev, &CHNORM_STATS_FINAL, &p, &[&partial.buf, &mean.buf, &rstd.buf], t)?;
+    // One workgroup per stat group: t workgroups of the kernel's size.
+    let wg = CHNORM_STATS.workgroup_size()[0] as usize;
+    launch_1d(dev, &CHNORM_STATS, &p, &[&x.buf, &partial.buf, &mean.buf, &rstd.buf], t * wg)?;
     launch_1d(dev, &CHNORM_APPLY, &p, &[&x.buf, &gamma.buf, &beta.buf, &mean.buf, &rstd.buf, &y.buf], x.numel())?;
     Ok((y, mean, rstd))
 }
 
-/// Backward from the saved statistics: (dx, dgamma [C], dbeta [C]).
+/// Backward from the saved statistics: (dx, dgamma [C], dbeta [C]). With a fused activation, dy is its
+/// output's gradient and `beta` (needed to recompute the activation's input) is given; with `acc`, dx is
+/// acc + dx (a gradient sum folded into the last pass).
+#[allow(clippy::too_many_arguments)]
 fn backward(
     dev: &Device,
     l: Layout,
@@ -138,30 +158,45 @@ fn backward(
     mean: &Tensor,
     rstd: &Tensor,
     dy: &Tensor,
+    act: Option<(&Tensor, FusedAct)>,
+    acc: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let p = l.params(0.0, false);
+    let p = l.params(0.0, false, act.map(|a| a.1));
     let (planes, k, t) = (l.n * l.c, l.chunks(), l.stat_groups());
     let partial = Tensor::empty(dev, &[planes, 2, k], DType::F32)?;
     let ab = Tensor::empty(dev, &[t, 2], DType::F32)?;
     let dx = Tensor::empty(dev, &x.shape, DType::F32)?;
     let dgamma = Tensor::empty(dev, &[l.c], DType::F32)?;
     let dbeta = Tensor::empty(dev, &[l.c], DType::F32)?;
-    launch_1d(dev, &CHNORM_BWD_PARTIAL, &p, &[&x.buf, &mean.buf, &rstd.buf, &dy.buf, &partial.buf], planes * k)?;
-    launch_1d(dev, &CHNORM_BWD_PARAMS, &p, &[&partial.buf, &dgamma.buf, &dbeta.buf], l.c)?;
-    launch_1d(dev, &CHNORM_BWD_COEFFS, &p, &[&partial.buf, &gamma.buf, &ab.buf], t)?;
-    launch_1d(
-        dev,
-        &CHNORM_BWD_DX,
-        &p,
-        &[&x.buf, &gamma.buf, &mean.buf, &rstd.buf, &dy.buf, &ab.buf, &dx.buf],
-        x.numel(),
-    )?;
+    // The norm's output gradient: dy itself, or dy through the activation's derivative.
+    let dz = match act {
+        None => {
+            let bufs = [&x.buf, &mean.buf, &rstd.buf, &dy.buf, &partial.buf];
+            launch_1d(dev, &CHNORM_BWD_PARTIAL, &p, &bufs, planes * k)?;
+            dy.clone()
+        }
+        Some((beta, _)) => {
+            let dz = Tensor::empty(dev, &x.shape, DType::F32)?;
+            let bufs = [&x.buf, &mean.buf, &rstd.buf, &dy.buf, &partial.buf, &gamma.buf, &beta.buf, &dz.buf];
+            launch_1d(dev, &CHNORM_BWD_PARTIAL_ACT, &p, &bufs, planes * k)?;
+            dz
+        }
+    };
+    let bufs = [&partial.buf, &gamma.buf, &ab.buf, &dgamma.buf, &dbeta.buf];
+    launch_1d(dev, &CHNORM_BWD_REDUCE, &p, &bufs, l.c.max(t))?;
+    let mut bufs = vec![&x.buf, &gamma.buf, &mean.buf, &rstd.buf, &dz.buf, &ab.buf, &dx.buf];
+    bufs.extend(acc.map(|a| &a.buf));
+    launch_1d(dev, if acc.is_some() { &CHNORM_BWD_DX_ACC } else { &CHNORM_BWD_DX }, &p, &bufs, x.numel())?;
     Ok((dx, dgamma, dbeta))
 }
 
 fn want_dy(op: &'static str, x: &Tensor, dy: &Tensor) -> Result<()> {
     want_f32_fit(op, dy, x, dy.shape == x.shape, || "dy must have the shape of x".into())?;
     Ok(())
+}
+
+fn want_acc(op: &'static str, x: &Tensor, acc: Option<&Tensor>) -> Result<()> {
+    acc.map_or(Ok(()), |a| want_f32_fit(op, a, x, a.shape == x.shape, || "acc must have the shape of x".into()))
 }
 
 /// Batch norm with batch statistics (training): per channel over N·H·W, mean and biased variance,
@@ -173,12 +208,25 @@ pub fn batch_norm_train(
     beta: &Tensor,
     eps: f32,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    batch_norm_train_act(dev, x, gamma, beta, eps, None)
+}
+
+/// `batch_norm_train` followed by the activation `act` when given, in the same passes: returns
+/// (act(y), mean [C], rstd [C]).
+pub fn batch_norm_train_act(
+    dev: &Device,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+    act: Option<FusedAct>,
+) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "batch_norm_train";
     let (n, c, hw) = dims(OP, x)?;
     want_channels(OP, "gamma", gamma, x, c)?;
     want_channels(OP, "beta", beta, x, c)?;
     want_eps(OP, eps)?;
-    forward(dev, Layout { n, c, hw, cg: 1, per_sample: false }, x, gamma, beta, eps)
+    forward(dev, Layout { n, c, hw, cg: 1, per_sample: false }, x, gamma, beta, eps, act)
 }
 
 /// Backward of `batch_norm_train` through the batch statistics, from its saved mean and rstd: with
@@ -199,7 +247,34 @@ pub fn batch_norm_backward(
     want_stats(OP, "mean", mean, x, c, "channel")?;
     want_stats(OP, "rstd", rstd, x, c, "channel")?;
     want_dy(OP, x, dy)?;
-    backward(dev, Layout { n, c, hw, cg: 1, per_sample: false }, x, gamma, mean, rstd, dy)
+    backward(dev, Layout { n, c, hw, cg: 1, per_sample: false }, x, gamma, mean, rstd, dy, None, None)
+}
+
+/// Backward of `batch_norm_train_act`: with `act`, dy is the activation output's gradient, taken
+/// through act' at the recomputed norm output (which needs beta; beta is read only then); with `acc`
+/// (x's shape), dx is acc + dx. Returns (dx, dgamma [C], dbeta [C]).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward_fused(
+    dev: &Device,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+    act: Option<FusedAct>,
+    acc: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "batch_norm_backward";
+    let (n, c, hw) = dims(OP, x)?;
+    want_channels(OP, "gamma", gamma, x, c)?;
+    want_channels(OP, "beta", beta, x, c)?;
+    want_stats(OP, "mean", mean, x, c, "channel")?;
+    want_stats(OP, "rstd", rstd, x, c, "channel")?;
+    want_dy(OP, x, dy)?;
+    want_acc(OP, x, acc)?;
+    let l = Layout { n, c, hw, cg: 1, per_sample: false };
+    backward(dev, l, x, gamma, mean, rstd, dy, act.map(|a| (beta, a)), acc)
 }
 
 /// Running statistics update, in place (so it can sit inside a recorded step):
@@ -265,7 +340,7 @@ pub fn batch_norm_eval(
     want_channels(OP, "running_mean", running_mean, x, c)?;
     want_channels(OP, "running_var", running_var, x, c)?;
     want_eps(OP, eps)?;
-    let p = Layout { n, c, hw, cg: 1, per_sample: false }.params(eps, true);
+    let p = Layout { n, c, hw, cg: 1, per_sample: false }.params(eps, true, None);
     let y = Tensor::empty(dev, &x.shape, DType::F32)?;
     launch_1d(
         dev,
@@ -288,13 +363,27 @@ pub fn group_norm(
     groups: usize,
     eps: f32,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    group_norm_act(dev, x, gamma, beta, groups, eps, None)
+}
+
+/// `group_norm` followed by the activation `act` when given, in the same passes: returns
+/// (act(y), mean [N·G], rstd [N·G]).
+pub fn group_norm_act(
+    dev: &Device,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f32,
+    act: Option<FusedAct>,
+) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "group_norm";
     let (n, c, hw) = dims(OP, x)?;
     let cg = group_size(OP, x, c, groups)?;
     want_channels(OP, "gamma", gamma, x, c)?;
     want_channels(OP, "beta", beta, x, c)?;
     want_eps(OP, eps)?;
-    forward(dev, Layout { n, c, hw, cg, per_sample: true }, x, gamma, beta, eps)
+    forward(dev, Layout { n, c, hw, cg, per_sample: true }, x, gamma, beta, eps, act)
 }
 
 /// Backward of `group_norm` from its saved mean and rstd: with g = dy · gamma and means over each
@@ -316,5 +405,33 @@ pub fn group_norm_backward(
     want_stats(OP, "mean", mean, x, n * groups, "(sample, group)")?;
     want_stats(OP, "rstd", rstd, x, n * groups, "(sample, group)")?;
     want_dy(OP, x, dy)?;
-    backward(dev, Layout { n, c, hw, cg, per_sample: true }, x, gamma, mean, rstd, dy)
+    backward(dev, Layout { n, c, hw, cg, per_sample: true }, x, gamma, mean, rstd, dy, None, None)
+}
+
+/// Backward of `group_norm_act`, with its activation and a folded gradient sum as
+/// `batch_norm_backward_fused`. Returns (dx, dgamma [C], dbeta [C]).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_backward_fused(
+    dev: &Device,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+    groups: usize,
+    act: Option<FusedAct>,
+    acc: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "group_norm_backward";
+    let (n, c, hw) = dims(OP, x)?;
+    let cg = group_size(OP, x, c, groups)?;
+    want_channels(OP, "gamma", gamma, x, c)?;
+    want_channels(OP, "beta", beta, x, c)?;
+    want_stats(OP, "mean", mean, x, n * groups, "(sample, group)")?;
+    want_stats(OP, "rstd", rstd, x, n * groups, "(sample, group)")?;
+    want_dy(OP, x, dy)?;
+    want_acc(OP, x, acc)?;
+    let l = Layout { n, c, hw, cg, per_sample: true };
+    backward(dev, l, x, gamma, mean, rstd, dy, act.map(|a| (beta, a)), acc)
 }

@@ -182,6 +182,38 @@ pub fn binary(dev: &Device, op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor
     Ok(out)
 }
 
+/// x broadcast to `shape` (numpy's rules, x's shape aligned at the last axis), in one dispatch: the
+/// binary kernel with max(x, x), which is x exactly, reading x through its broadcast strides.
+pub fn broadcast_to(dev: &Device, x: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    const OP: &str = "broadcast_to";
+    want_dtype(OP, x, DType::F32)?;
+    let (out_shape, sx, _) = broadcast(OP, &x.shape, shape)?;
+    if out_shape != shape {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            lhs: x.shape.clone(),
+            rhs: shape.to_vec(),
+            hint: " (the input must broadcast to the target)".into(),
+        });
+    }
+    let out = Tensor::empty(dev, shape, DType::F32)?;
+    let n = out.numel();
+    if n == 0 {
+        return Ok(out);
+    }
+    let p = BinaryParams {
+        n: u32_of(OP, "elements", n)?,
+        rank: shape.len() as u32,
+        op: Binary::Max as u32,
+        contiguous: 0,
+        shape: pack8(OP, shape)?,
+        a_strides: pack8(OP, &sx)?,
+        b_strides: pack8(OP, &sx)?,
+    };
+    launch_1d(dev, &BINARY, &p, &[&x.buf, &x.buf, &out.buf], n)?;
+    Ok(out)
+}
+
 /// `op(x, s)`, or `op(s, x)` when `reverse`.
 pub fn scalar(dev: &Device, op: Binary, x: &Tensor, s: f32, reverse: bool) -> Result<Tensor> {
     want_dtype("scalar", x, DType::F32)?;

@@ -252,3 +252,59 @@ pub fn scalar(args: &mut CpuArgs) {
     let out = &mut args.f32_out(0)[..p.n as usize];
     with_op!(p.op, scalar_loop(x, out, p.s, p.reverse == 1));
 }
+
+#[inline(always)]
+fn unary_in_place_chunk<const OP: u32>(v: &mut [f32], alpha: f32) {
+    for o in v.iter_mut() {
+        *o = unary_op(OP, *o, alpha);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn unary_in_place_avx2<const OP: u32>(v: &mut [f32], alpha: f32) {
+    unary_in_place_chunk::<OP>(v, alpha)
+}
+
+fn unary_in_place_any<const OP: u32>(v: &mut [f32], alpha: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the features were detected on this CPU.
+        return unsafe { unary_in_place_avx2::<OP>(v, alpha) };
+    }
+    unary_in_place_chunk::<OP>(v, alpha)
+}
+
+/// v = op(v) in place on the calling thread: `unary`'s arithmetic for kernels that fuse an activation
+/// into a pass of their own (chnorm_apply).
+pub fn unary_in_place(op: u32, alpha: f32, v: &mut [f32]) {
+    with_op!(op, unary_in_place_any(v, alpha))
+}
+
+#[inline(always)]
+fn unary_backward_in_place_chunk<const OP: u32>(z: &mut [f32], dy: &[f32], alpha: f32) {
+    for (o, &g) in z.iter_mut().zip(dy) {
+        *o = g * unary_deriv(OP, *o, alpha);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn unary_backward_in_place_avx2<const OP: u32>(z: &mut [f32], dy: &[f32], alpha: f32) {
+    unary_backward_in_place_chunk::<OP>(z, dy, alpha)
+}
+
+fn unary_backward_in_place_any<const OP: u32>(z: &mut [f32], dy: &[f32], alpha: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the features were detected on this CPU.
+        return unsafe { unary_backward_in_place_avx2::<OP>(z, dy, alpha) };
+    }
+    unary_backward_in_place_chunk::<OP>(z, dy, alpha)
+}
+
+/// z = dy · op'(z) in place on the calling thread: `unary_backward`'s arithmetic for kernels that fuse
+/// an activation's backward (chnorm_bwd_partial_act).
+pub fn unary_backward_in_place(op: u32, alpha: f32, z: &mut [f32], dy: &[f32]) {
+    with_op!(op, unary_backward_in_place_any(z, dy, alpha))
+}

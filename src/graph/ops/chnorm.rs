@@ -2,11 +2,12 @@
 //! optionally folding them into running statistics) and group norm. Each is fused: the forward keeps
 //! its statistics as second outputs, the backward gives dx with dgamma and dbeta as second outputs.
 
-use super::{Fwd, OpDef, Outputs};
+use super::elementwise::unary_f64;
+use super::{Accumulating, Fwd, OpDef, Outputs};
 use crate::error::{Error, Result};
 use crate::graph::reference::Value;
 use crate::graph::{Graph, NodeId};
-use crate::ops::chnorm as eager;
+use crate::ops::chnorm::{self as eager, FusedAct};
 use crate::tensor::{DType, Tensor};
 
 /// The running statistics a training-mode batch norm updates: `r = (1 − momentum)·r + momentum·batch`
@@ -59,6 +60,20 @@ impl Graph {
         eps: f32,
         running: Option<BnRunning>,
     ) -> Result<NodeId> {
+        self.batch_norm_act(x, gamma, beta, eps, running, None)
+    }
+
+    /// `batch_norm` followed by the activation `act` when given, as one node: the pair costs the norm's
+    /// kernels alone, forward and backward (the norm's own output is never stored).
+    pub fn batch_norm_act(
+        &mut self,
+        x: NodeId,
+        gamma: NodeId,
+        beta: NodeId,
+        eps: f32,
+        running: Option<BnRunning>,
+        act: Option<FusedAct>,
+    ) -> Result<NodeId> {
         self.check_chnorm("batch_norm", x, gamma, beta, eps)?;
         let xs = self.shape(x).to_vec();
         let c = xs[1];
@@ -80,13 +95,26 @@ impl Graph {
                 ));
             }
         }
-        Ok(self.push(BatchNorm { eps, running }, &[x, gamma, beta], xs, DType::F32))
+        Ok(self.push(BatchNorm { eps, running, act }, &[x, gamma, beta], xs, DType::F32))
     }
 
     /// Group norm of `x` [N, C, H, W] or [N, C]: the C channels form `groups` groups of consecutive
     /// channels, each (sample, group) normalised over its channels and positions, then scaled and shifted
     /// per channel by gamma and beta [C].
     pub fn group_norm(&mut self, x: NodeId, gamma: NodeId, beta: NodeId, groups: usize, eps: f32) -> Result<NodeId> {
+        self.group_norm_act(x, gamma, beta, groups, eps, None)
+    }
+
+    /// `group_norm` followed by the activation `act` when given, as one node (see `batch_norm_act`).
+    pub fn group_norm_act(
+        &mut self,
+        x: NodeId,
+        gamma: NodeId,
+        beta: NodeId,
+        groups: usize,
+        eps: f32,
+        act: Option<FusedAct>,
+    ) -> Result<NodeId> {
         for id in [x, gamma, beta] {
             self.f32_in("group_norm", id)?;
         }
@@ -98,17 +126,33 @@ impl Graph {
             ));
         }
         self.check_chnorm("group_norm", x, gamma, beta, eps)?;
-        Ok(self.push(GroupNorm { groups, eps }, &[x, gamma, beta], xs, DType::F32))
+        Ok(self.push(GroupNorm { groups, eps, act }, &[x, gamma, beta], xs, DType::F32))
     }
 }
 
 /// Batch norm with batch statistics: inputs [x, gamma, beta]; keeps the channel mean and rstd as second
 /// outputs. With running statistics, each run also folds the batch's into them (in place), so a
-/// recorded step keeps them current for eval mode.
+/// recorded step keeps them current for eval mode. With `act`, the node's value is act(norm).
 #[derive(Debug)]
 struct BatchNorm {
     eps: f32,
     running: Option<BnRunning>,
+    act: Option<FusedAct>,
+}
+
+/// The backward node of a norm node `id` with inputs [x, gamma, beta]: inputs [x, gamma, id, gy, beta]
+/// (beta is read only with a fused activation, whose derivative needs the norm's output, recomputed),
+/// and a gradient term to add last once autodiff folds a sum into it.
+fn norm_backward(g: &mut Graph, def: impl OpDef + 'static, id: NodeId, gy: NodeId) -> NodeId {
+    let (x, gamma, beta) = (g.in_node(id, 0), g.in_node(id, 1), g.in_node(id, 2));
+    g.push(def, &[x, gamma, id, gy, beta], g.in_shape(id, 0), DType::F32)
+}
+
+/// The f64 reference's activation, applied in place.
+fn reference_act(act: Option<FusedAct>, data: &mut [f64]) {
+    if let Some(a) = act {
+        data.iter_mut().for_each(|v| *v = unary_f64(a.op, *v, a.alpha as f64));
+    }
 }
 
 impl OpDef for BatchNorm {
@@ -116,7 +160,7 @@ impl OpDef for BatchNorm {
         "batch_norm"
     }
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
-        let (y, mean, rstd) = eager::batch_norm_train(f.dev, f.x[0], f.x[1], f.x[2], self.eps)?;
+        let (y, mean, rstd) = eager::batch_norm_train_act(f.dev, f.x[0], f.x[1], f.x[2], self.eps, self.act)?;
         if let Some(r) = &self.running {
             let s = f.shape;
             let count = s[0] * s[2..].iter().product::<usize>();
@@ -125,9 +169,8 @@ impl OpDef for BatchNorm {
         Ok((y, vec![mean, rstd]))
     }
     fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
-        let (x, gamma) = (g.in_node(id, 0), g.in_node(id, 1));
-        let dx = g.push(BatchNormBackward, &[x, gamma, id, gy], g.in_shape(id, 0), DType::F32);
-        Ok(g.norm_grads(dx, gamma))
+        let dx = norm_backward(g, BatchNormBackward { act: self.act, acc: false }, id, gy);
+        Ok(g.norm_grads(dx, g.in_node(id, 1)))
     }
     // Running statistics are a side effect on the device; the reference computes the output only.
     fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
@@ -146,13 +189,18 @@ impl OpDef for BatchNorm {
                 data[k] = (xv.data[k] - mean) * rstd * gamma.data[ch] + beta.data[ch];
             }
         }
+        reference_act(self.act, &mut data);
         Ok(Value { shape: shape.to_vec(), data })
     }
 }
 
-/// Inputs [x, gamma, the BatchNorm node, dy]: dx; dgamma and dbeta are its second outputs.
+/// Inputs [x, gamma, the BatchNorm node, dy, beta] (and with `acc` a gradient term to add to dx): dx;
+/// dgamma and dbeta are its second outputs.
 #[derive(Debug)]
-struct BatchNormBackward;
+struct BatchNormBackward {
+    act: Option<FusedAct>,
+    acc: bool,
+}
 
 impl OpDef for BatchNormBackward {
     fn name(&self) -> &'static str {
@@ -160,17 +208,27 @@ impl OpDef for BatchNormBackward {
     }
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
         let st = f.aux[2];
-        let (dx, dg, db) = eager::batch_norm_backward(f.dev, f.x[0], f.x[1], &st[0], &st[1], f.x[3])?;
+        let acc = self.acc.then(|| f.x[5]);
+        let (x, gamma, dy, beta) = (f.x[0], f.x[1], f.x[3], f.x[4]);
+        let (dx, dg, db) = eager::batch_norm_backward_fused(f.dev, x, gamma, beta, &st[0], &st[1], dy, self.act, acc)?;
         Ok((dx, vec![dg, db]))
+    }
+    // A gradient sum over x folds into the dx pass (a residual input that also feeds the norm).
+    fn accumulating(&self) -> Option<Accumulating> {
+        (!self.acc).then(|| Accumulating {
+            def: std::sync::Arc::new(BatchNormBackward { act: self.act, acc: true }),
+            in_place: false,
+        })
     }
 }
 
 /// Group norm: inputs [x, gamma [C], beta [C]]; keeps each (sample, group)'s mean and rstd as second
-/// outputs.
+/// outputs. With `act`, the node's value is act(norm).
 #[derive(Debug)]
 struct GroupNorm {
     groups: usize,
     eps: f32,
+    act: Option<FusedAct>,
 }
 
 impl OpDef for GroupNorm {
@@ -178,13 +236,12 @@ impl OpDef for GroupNorm {
         "group_norm"
     }
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
-        let (y, mean, rstd) = eager::group_norm(f.dev, f.x[0], f.x[1], f.x[2], self.groups, self.eps)?;
+        let (y, mean, rstd) = eager::group_norm_act(f.dev, f.x[0], f.x[1], f.x[2], self.groups, self.eps, self.act)?;
         Ok((y, vec![mean, rstd]))
     }
     fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
-        let (x, gamma) = (g.in_node(id, 0), g.in_node(id, 1));
-        let dx = g.push(GroupNormBackward(self.groups), &[x, gamma, id, gy], g.in_shape(id, 0), DType::F32);
-        Ok(g.norm_grads(dx, gamma))
+        let dx = norm_backward(g, GroupNormBackward { groups: self.groups, act: self.act, acc: false }, id, gy);
+        Ok(g.norm_grads(dx, g.in_node(id, 1)))
     }
     fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
         let (xv, gamma, beta, groups) = (x[0], x[1], x[2], self.groups);
@@ -202,13 +259,19 @@ impl OpDef for GroupNorm {
                 (v - mean) * rstd * gamma.data[ch] + beta.data[ch]
             }));
         }
+        reference_act(self.act, &mut data);
         Ok(Value { shape: shape.to_vec(), data })
     }
 }
 
-/// Inputs [x, gamma, the GroupNorm node, dy]: dx; dgamma and dbeta are its second outputs.
+/// Inputs as `BatchNormBackward`'s, with the GroupNorm node: dx; dgamma and dbeta are its second
+/// outputs.
 #[derive(Debug)]
-struct GroupNormBackward(usize);
+struct GroupNormBackward {
+    groups: usize,
+    act: Option<FusedAct>,
+    acc: bool,
+}
 
 impl OpDef for GroupNormBackward {
     fn name(&self) -> &'static str {
@@ -216,7 +279,17 @@ impl OpDef for GroupNormBackward {
     }
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
         let st = f.aux[2];
-        let (dx, dg, db) = eager::group_norm_backward(f.dev, f.x[0], f.x[1], &st[0], &st[1], f.x[3], self.0)?;
+        let acc = self.acc.then(|| f.x[5]);
+        let (x, gamma, dy, beta) = (f.x[0], f.x[1], f.x[3], f.x[4]);
+        let (dx, dg, db) =
+            eager::group_norm_backward_fused(f.dev, x, gamma, beta, &st[0], &st[1], dy, self.groups, self.act, acc)?;
         Ok((dx, vec![dg, db]))
+    }
+    // A gradient sum over x folds into the dx pass (a residual input that also feeds the norm).
+    fn accumulating(&self) -> Option<Accumulating> {
+        (!self.acc).then(|| Accumulating {
+            def: std::sync::Arc::new(GroupNormBackward { groups: self.groups, act: self.act, acc: true }),
+            in_place: false,
+        })
     }
 }

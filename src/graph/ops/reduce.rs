@@ -7,7 +7,6 @@ use crate::error::{Error, Result};
 use crate::graph::reference::{broadcast_map, strides, unravel, Value};
 use crate::graph::{Graph, NodeId};
 use crate::ops::elementwise::{self as ew, broadcast};
-use crate::ops::layout;
 use crate::ops::reduce::{self as eager, reduced_shape};
 use crate::tensor::{numel, DType, Tensor};
 
@@ -161,8 +160,7 @@ impl OpDef for BroadcastTo {
         "broadcast_to"
     }
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
-        let zeros = layout::fill(f.dev, &self.0, 0.0)?;
-        single(ew::add(f.dev, f.x[0], &zeros)?)
+        single(ew::broadcast_to(f.dev, f.x[0], &self.0)?)
     }
     fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
         let sx = g.in_shape(id, 0);
@@ -174,12 +172,23 @@ impl OpDef for BroadcastTo {
 }
 
 /// Sums `x` over the axes where `target` (aligned at the last axis) has extent 1 or is missing.
+/// Adjacent axes that are both summed or both kept are merged first (extent-1 axes dropped), so each run
+/// of summed axes costs one reduction: [N, C, H, W] to [N, C, 1, 1] is one sum over H·W.
 fn sum_to(dev: &Device, x: &Tensor, target: &[usize]) -> Result<Tensor> {
     let lead = x.shape.len() - target.len();
-    let mut t = x.clone();
-    for d in 0..x.shape.len() {
-        let want = if d < lead { 1 } else { target[d - lead] };
-        if want == 1 && t.shape[d] != 1 {
+    // (extent, summed) per run of merged axes.
+    let mut runs: Vec<(usize, bool)> = Vec::new();
+    for (d, &e) in x.shape.iter().enumerate() {
+        let summed = d < lead || target[d - lead] == 1;
+        match runs.last_mut() {
+            _ if e == 1 => {}
+            Some((ext, s)) if *s == summed => *ext *= e,
+            _ => runs.push((e, summed)),
+        }
+    }
+    let mut t = x.reshape(&runs.iter().map(|r| r.0).collect::<Vec<_>>())?;
+    for (d, &(_, summed)) in runs.iter().enumerate() {
+        if summed {
             t = eager::sum(dev, &t, d, true)?;
         }
     }

@@ -255,12 +255,17 @@ impl Net {
 
     /// The network's output for `x` [B, ...], batch norms in `mode`.
     pub fn forward(&self, g: &mut Graph, mut x: NodeId, mode: BnMode) -> Result<NodeId> {
-        for l in &self.layers {
+        let mut layers = self.layers.iter().peekable();
+        while let Some(l) = layers.next() {
             x = match l {
                 Layer::Linear(lin) => lin.forward(g, x)?,
                 Layer::Conv(c) => c.forward(g, x)?,
                 Layer::ConvT(c) => c.forward(g, x)?,
-                Layer::BatchNorm(bn) => bn.forward(g, x, mode)?,
+                // A batch norm takes the activation after it into its own kernels.
+                Layer::BatchNorm(bn) => match layers.next_if(|n| matches!(n, Layer::Act(_))) {
+                    Some(Layer::Act(a)) => bn.forward_act(g, x, mode, Some(*a))?,
+                    _ => bn.forward(g, x, mode)?,
+                },
                 Layer::Act(a) => a.forward(g, x)?,
                 Layer::Reshape(s) => {
                     let total: usize = g.shape(x).iter().product();

@@ -100,6 +100,7 @@ fn planes_per_task(hw: usize) -> usize {
 }
 
 mod partial;
+use crate::device::cpu::elementwise::{unary_backward_in_place, unary_in_place};
 pub use partial::{chnorm_bwd_partial, chnorm_stats_partial};
 
 /// Per stat group t0.., the shader's sums over partials: for each of the group's samples in order, the
@@ -163,13 +164,19 @@ fn all_group_sums<const W: usize>(
     tot
 }
 
-/// Bindings: params, partial (read), mean (read_write), rstd (read_write).
-pub fn chnorm_stats_final(args: &mut CpuArgs) {
+/// Bindings: params, x (read), partial (read_write, [P, 2, K]), mean (read_write), rstd (read_write).
+/// The shader's two phases (each workgroup's partials, then its first thread's combine) as two passes.
+pub fn chnorm_stats(args: &mut CpuArgs) {
     let p: ChnormParams = args.params();
-    let part = args.f32_in(0);
-    let mean = args.f32_out(0);
-    let rstd = args.f32_out(1);
-    let g = Geo::of(&p);
+    let x = args.f32_in(0);
+    let part = args.f32_out(0);
+    partial::stats_partial(&p, x, part);
+    stats_final(&p, part, args.f32_out(1), args.f32_out(2));
+}
+
+/// Mean and rstd per stat group from the partials.
+fn stats_final(p: &ChnormParams, part: &[f32], mean: &mut [f32], rstd: &mut [f32]) {
+    let g = Geo::of(p);
     let (t_all, k) = (g.stat_groups(), g.k);
     let count = g.count() as f32;
     let lens: Vec<f32> = (0..k).map(|j| g.chunk_len(j) as f32).collect();
@@ -199,14 +206,19 @@ fn plane_total(pp: &[f32], k: usize) -> (f32, f32) {
     (a1, a2)
 }
 
-/// Bindings: params, partial (read), dgamma (read_write), dbeta (read_write).
-pub fn chnorm_bwd_params(args: &mut CpuArgs) {
+/// Bindings: params, partial (read), gamma (read), ab (read_write, [T, 2]: mean(g), mean(g · x̂)),
+/// dgamma (read_write), dbeta (read_write).
+pub fn chnorm_bwd_reduce(args: &mut CpuArgs) {
     let p: ChnormParams = args.params();
-    let part = args.f32_in(0);
-    let dgamma = args.f32_out(0);
-    let dbeta = args.f32_out(1);
+    let (part, gamma) = (args.f32_in(0), args.f32_in(1));
+    bwd_coeffs(&p, part, gamma, args.f32_out(0));
+    bwd_params(&p, part, args.f32_out(1), args.f32_out(2));
+}
+
+/// dgamma and dbeta per channel from the partials.
+fn bwd_params(p: &ChnormParams, part: &[f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
     // Per channel over all samples: the channels as stat groups of one channel across the batch.
-    let g = Geo { cg: 1, per_sample: false, ..Geo::of(&p) };
+    let g = Geo { cg: 1, per_sample: false, ..Geo::of(p) };
     let tot = all_group_sums::<2>(&g, part, g.c, |_, _, pp, acc| {
         let (a1, a2) = plane_total(pp, g.k);
         acc[0] += a1;
@@ -217,12 +229,9 @@ pub fn chnorm_bwd_params(args: &mut CpuArgs) {
     }
 }
 
-/// Bindings: params, partial (read), gamma (read), ab (read_write, [T, 2]: mean(g), mean(g · x̂)).
-pub fn chnorm_bwd_coeffs(args: &mut CpuArgs) {
-    let p: ChnormParams = args.params();
-    let (part, gamma) = (args.f32_in(0), args.f32_in(1));
-    let ab = args.f32_out(0);
-    let g = Geo::of(&p);
+/// ab per stat group from the partials.
+fn bwd_coeffs(p: &ChnormParams, part: &[f32], gamma: &[f32], ab: &mut [f32]) {
+    let g = Geo::of(p);
     let count = g.count() as f32;
     let tot = all_group_sums::<2>(&g, part, g.stat_groups(), |_, c, pp, acc| {
         let (a1, a2) = plane_total(pp, g.k);
@@ -261,6 +270,9 @@ pub fn chnorm_apply(args: &mut CpuArgs) {
                         *o = (v - m) * s * w + b;
                     }
                 }
+                if p.act != 0 {
+                    unary_in_place(p.act - 1, p.alpha, yc);
+                }
             })
         });
         return;
@@ -279,8 +291,42 @@ pub fn chnorm_apply(args: &mut CpuArgs) {
                 }
                 at.advance();
             }
+            if p.act != 0 {
+                unary_in_place(p.act - 1, p.alpha, yc);
+            }
         })
     });
+}
+
+/// Bindings: params, x (read), mean (read), rstd (read), dy (read), gamma (read), beta (read), partial
+/// (read_write, [P, 2, K]), dz (read_write). dz = dy · act'(z), z = x̂ · gamma + beta, recomputed as
+/// `chnorm_apply` computes it; then the partials of (x, dz) as `chnorm_bwd_partial`'s.
+pub fn chnorm_bwd_partial_act(args: &mut CpuArgs) {
+    let p: ChnormParams = args.params();
+    let (x, mean, rstd, dy) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3));
+    let (gamma, beta) = (args.f32_in(4), args.f32_in(5));
+    let part = args.f32_out(0);
+    let dz = args.f32_out(1);
+    let g = Geo::of(&p);
+    let hw = g.hw;
+    let per = planes_per_task(hw);
+    dz[..g.planes() * hw].par_chunks_mut(per * hw).enumerate().for_each(|(ti, zc)| {
+        simd(|| {
+            let mut at = Walk::at(g, ti * per);
+            for (j, zr) in zc.chunks_exact_mut(hw).enumerate() {
+                let pl = ti * per + j;
+                let (c, t) = (at.c, at.stat());
+                let (m, rs, w, b) = (mean[t], rstd[t], gamma[c], beta[c]);
+                for (o, &v) in zr.iter_mut().zip(&x[pl * hw..(pl + 1) * hw]) {
+                    *o = (v - m) * rs * w + b;
+                }
+                at.advance();
+            }
+            let s0 = ti * per * hw;
+            unary_backward_in_place(p.act - 1, p.alpha, zc, &dy[s0..s0 + zc.len()]);
+        })
+    });
+    partial::bwd_partial(&p, (x, dz, mean, rstd), part);
 }
 
 /// Bindings: params, x (read), gamma (read), mean (read), rstd (read), dy (read), ab (read), dx (read_write).
@@ -325,6 +371,22 @@ pub fn chnorm_bwd_dx(args: &mut CpuArgs) {
                 at.advance();
             }
         })
+    });
+}
+
+/// Bindings: as `chnorm_bwd_dx`, then acc (read): dx = acc + (`chnorm_bwd_dx`'s dx).
+pub fn chnorm_bwd_dx_acc(args: &mut CpuArgs) {
+    let acc = args.f32_in(6);
+    let p: ChnormParams = args.params();
+    let dx = args.f32_out(0);
+    // The plain pass writes dx; the sum is a second pass over it.
+    let plain = vec![bytemuck::cast_slice_mut(&mut *dx)];
+    chnorm_bwd_dx(&mut CpuArgs { params: args.params, ins: args.ins[..6].to_vec(), outs: plain });
+    let n = (p.n * p.c * p.hw) as usize;
+    super::par_chunks(&mut dx[..n], |s, ch| {
+        for (o, &a) in ch.iter_mut().zip(&acc[s..]) {
+            *o += a;
+        }
     });
 }
 

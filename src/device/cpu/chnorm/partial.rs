@@ -1,4 +1,4 @@
-//! The partial passes of the chnorm twin (`chnorm_stats_partial`, `chnorm_bwd_partial`): per plane, the
+//! The partial passes of the chnorm twin (`chnorm_stats`'s first phase, `chnorm_bwd_partial`): per plane, the
 //! K chunk sums of a dispatch, read in rows of lanes (see the parent module).
 
 use rayon::prelude::*;
@@ -246,12 +246,17 @@ fn has_avx2() -> bool {
     false
 }
 
-/// Bindings: params, x (read), partial (read_write, [P, 2, K]: chunk means, then chunk M2s).
+/// The shader's first phase of `chnorm_stats` alone. Bindings: params, x (read), partial (read_write,
+/// [P, 2, K]: chunk means, then chunk M2s).
 pub fn chnorm_stats_partial(args: &mut CpuArgs) {
     let p: ChnormParams = args.params();
     let x = args.f32_in(0);
-    let part = args.f32_out(0);
-    let g = Geo::of(&p);
+    stats_partial(&p, x, args.f32_out(0));
+}
+
+/// The chunk means and M2s of x into `part` [P, 2, K].
+pub(super) fn stats_partial(p: &ChnormParams, x: &[f32], part: &mut [f32]) {
+    let g = Geo::of(p);
     let per = planes_per_task(g.hw);
     let lens: Vec<f32> = (0..g.k).map(|j| g.chunk_len(j) as f32).collect();
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
@@ -266,7 +271,7 @@ pub fn chnorm_stats_partial(args: &mut CpuArgs) {
     });
 }
 
-type GradIns<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32]);
+pub(super) type GradIns<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32]);
 
 /// `plane(x, dy, mean, rstd, Σ dy out, Σ dy · x̂ out)` over the planes pl0.., whose partials are pc.
 #[inline(always)]
@@ -324,8 +329,12 @@ unsafe fn grad_task_avx2(g: &Geo, ins: GradIns, pl0: usize, pc: &mut [f32]) {
 pub fn chnorm_bwd_partial(args: &mut CpuArgs) {
     let p: ChnormParams = args.params();
     let ins = (args.f32_in(0), args.f32_in(3), args.f32_in(1), args.f32_in(2));
-    let part = args.f32_out(0);
-    let g = Geo::of(&p);
+    bwd_partial(&p, ins, args.f32_out(0));
+}
+
+/// The chunk Σ dy and Σ dy · x̂ of (x, dy, mean, rstd) into `part` [P, 2, K].
+pub(super) fn bwd_partial(p: &ChnormParams, ins: GradIns, part: &mut [f32]) {
+    let g = Geo::of(p);
     let per = planes_per_task(g.hw);
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     let avx2 = has_avx2();
