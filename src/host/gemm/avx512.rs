@@ -71,3 +71,47 @@ pub(super) unsafe fn kernel_x32<const MR: usize>(
         }
     }
 }
+
+/// Packs a 32-wide B sliver through a gather: `dst[p*32 + j] = data[rows[p] + cols[j]]` for j < cols.len(),
+/// zero for the columns beyond. Columns that are 32 consecutive offsets (a stride-1 image row) are
+/// plain loads; others are two 16-lane gathers per row, their indices held in registers for the sliver.
+///
+/// Safety: the caller must ensure avx512f is available, `dst.len() >= 32 * rows.len()`,
+/// `cols.len() <= 32`, `data.len() <= i32::MAX` and `r + c < data.len()` for every r in rows, c in cols.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn pack_gather(dst: &mut [f32], data: &[f32], rows: &[u32], cols: &[u32]) {
+    let w = cols.len();
+    assert!(w <= NR && dst.len() >= NR * rows.len());
+    let mut idx = [0i32; NR];
+    for (i, &c) in idx.iter_mut().zip(cols) {
+        *i = c as i32;
+    }
+    let contiguous = w == NR && idx.iter().enumerate().all(|(j, &c)| c == idx[0] + j as i32);
+    let bits = if w >= NR { u32::MAX } else { (1u32 << w) - 1 };
+    let (m0, m1) = (bits as u16, (bits >> 16) as u16);
+    // SAFETY: the two index vectors are read from the 32-element stack array.
+    let (i0, i1) = unsafe {
+        (_mm512_loadu_si512(idx.as_ptr() as *const _), _mm512_loadu_si512(idx.as_ptr().add(16) as *const _))
+    };
+    let base = data.as_ptr();
+    for (p, &r) in rows.iter().enumerate() {
+        // SAFETY: row p's 32 floats lie in dst (asserted); lanes at or past w are masked off the
+        // gathers (and set to zero), and every enabled lane reads data[r + cols[j]] < data.len().
+        unsafe {
+            let line = base.add(r as usize);
+            let d = dst.as_mut_ptr().add(p * NR);
+            let (lo, hi) = if contiguous {
+                let at = line.add(idx[0] as usize);
+                (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)))
+            } else {
+                let z = _mm512_setzero_ps();
+                (
+                    _mm512_mask_i32gather_ps::<4>(z, m0, i0, line),
+                    _mm512_mask_i32gather_ps::<4>(z, m1, i1, line),
+                )
+            };
+            _mm512_storeu_ps(d, lo);
+            _mm512_storeu_ps(d.add(16), hi);
+        }
+    }
+}
