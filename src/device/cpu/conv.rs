@@ -1,10 +1,11 @@
 //! CPU twin of shaders/conv.wgsl: the same three GEMMs on the packed SGEMM (`host::gemm`).
 //!
 //! * conv2d_fwd: y = w [co, ci*k*k] * col, col [ci*k*k, pixels] = im2col(x) never stored: the GEMM
-//!   packs its B panels straight from the zero-padded images (`sgemm_gather`, tap and pixel offsets).
-//! * conv2d_bwd_input: dcol = w^T * dy; dx = col2im(dcol) (the scatter-add adjoint of im2col). The
-//!   shader's stride phases are a GPU schedule for the same sum; here col2im's loops skip the taps that
-//!   miss a pixel for free.
+//!   packs its B panels straight from the zero-padded images (`sgemm_gather`, tap and pixel offsets),
+//!   each padded plane split into its stride phases so that a tap reads an output row's pixels as
+//!   consecutive floats (the packing then loads and permutes instead of gathering).
+//! * conv2d_bwd_input: dcol = w^T * dy; dx = col2im(dcol) (the scatter-add adjoint of im2col), in
+//!   L2-sized chunks of channels; col2im sums each stride phase's taps, so it adds whole rows.
 //! * conv2d_bwd_weight: partial[z] = dy [co, pixels] * col^T over the images of split z, col^T again
 //!   gathered from the padded images while packing.
 //!
