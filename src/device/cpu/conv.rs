@@ -1,10 +1,11 @@
 //! CPU twin of shaders/conv.wgsl: the same three GEMMs on the packed SGEMM (`host::gemm`).
 //!
 //! * conv2d_fwd: y = w [co, ci*k*k] * col, col [ci*k*k, pixels] = im2col(x) never stored: the GEMM
-//!   packs its B panels straight from the zero-padded images (`sgemm_gather`, tap and pixel offsets).
-//! * conv2d_bwd_input: dcol = w^T * dy; dx = col2im(dcol) (the scatter-add adjoint of im2col). The
-//!   shader's stride phases are a GPU schedule for the same sum; here col2im's loops skip the taps that
-//!   miss a pixel for free.
+//!   packs its B panels straight from the zero-padded images (`sgemm_gather`, tap and pixel offsets),
+//!   each padded plane split into its stride phases so that a tap reads an output row's pixels as
+//!   consecutive floats (the packing then loads and permutes instead of gathering).
+//! * conv2d_bwd_input: dcol = w^T * dy; dx = col2im(dcol) (the scatter-add adjoint of im2col), in
+//!   L2-sized chunks of channels; col2im sums each stride phase's taps, so it adds whole rows.
 //! * conv2d_bwd_weight: partial[z] = dy [co, pixels] * col^T over the images of split z, col^T again
 //!   gathered from the padded images while packing.
 //!
@@ -96,9 +97,14 @@ impl Geom {
     fn wp(&self) -> usize {
         self.w + 2 * self.p
     }
-    /// Padded plane size.
+    /// Rows and columns of one stride phase of a padded plane (`with_padded`).
+    fn hq_wq(&self) -> (usize, usize) {
+        ((self.h + 2 * self.p).div_ceil(self.s), self.wp().div_ceil(self.s))
+    }
+    /// Size of a padded plane split into its s*s stride phases.
     fn hpwp(&self) -> usize {
-        (self.h + 2 * self.p) * self.wp()
+        let (hq, wq) = self.hq_wq();
+        self.s * self.s * hq * wq
     }
     /// x is its own col matrix.
     fn pointwise(&self) -> bool {
@@ -116,39 +122,50 @@ fn group_images(n: usize, cols_per_image: usize, depth: usize) -> usize {
     n.div_ceil(groups.max(1)).max(1)
 }
 
-/// Offsets of the filter taps (c, kh, kw) in a zero-padded image [ci, h + 2p, w + 2p]: the rows of the
-/// im2col matrix, read through `Gather`.
+/// Offsets of the filter taps (c, kh, kw) in a padded, phase-split image (`with_padded`): the rows of
+/// the im2col matrix, read through `Gather`. Tap (kh, kw) of output pixel (oh, ow) reads padded pixel
+/// (oh*s + kh, ow*s + kw): phase (kh % s, kw % s), at (oh + kh / s, ow + kw / s) in it.
 fn tap_offsets(g: &Geom) -> Vec<u32> {
-    let (wp, plane) = (g.wp(), g.hpwp());
-    let kk = g.k * g.k;
-    (0..g.depth()).map(|q| ((q / kk) * plane + (q % kk / g.k) * wp + q % g.k) as u32).collect()
+    let ((hq, wq), plane, kk, s) = (g.hq_wq(), g.hpwp(), g.k * g.k, g.s);
+    let at = |c: usize, kh: usize, kw: usize| c * plane + ((kh % s) * s + kw % s) * hq * wq + (kh / s) * wq + kw / s;
+    (0..g.depth()).map(|q| at(q / kk, q % kk / g.k, q % g.k) as u32).collect()
 }
 
 /// Offsets of tap (0, 0, 0) of each output pixel of `imgs` padded images side by side: the columns of
-/// the im2col matrix.
+/// the im2col matrix. Within a phase, consecutive output pixels of a row are consecutive floats.
 fn pixel_offsets(g: &Geom, imgs: usize) -> Vec<u32> {
-    let (wp, image, howo) = (g.wp(), g.ci * g.hpwp(), g.howo());
-    let at = |j: usize| (j / howo) * image + (j % howo / g.wo) * g.s * wp + (j % g.wo) * g.s;
+    let ((_, wq), image, howo) = (g.hq_wq(), g.ci * g.hpwp(), g.howo());
+    let at = |j: usize| (j / howo) * image + (j % howo / g.wo) * wq + j % g.wo;
     assert!(imgs * image <= u32::MAX as usize, "conv2d: {imgs} padded images exceed 32-bit offsets");
     (0..imgs * howo).map(|j| at(j) as u32).collect()
 }
 
-/// Runs `f` on x ([n, ci, h, w]) with p zeros around every plane (a pooled buffer), or on x itself when
-/// p = 0: the gathers of the implicit im2col then index without bounds tests.
+/// Runs `f` on x ([n, ci, h, w]) with p zeros around every plane and each plane split into its s*s
+/// stride phases (a pooled buffer; padded pixel (u, v) at phase (u % s, v % s), position
+/// (u / s, v / s), phases of ceil((h + 2p) / s) x ceil((w + 2p) / s)), or on x itself when p = 0 and
+/// s = 1. The gathers of the implicit im2col then index without bounds tests, and every tap reads the
+/// pixels of an output row as consecutive floats.
 fn with_padded<R>(g: &Geom, x: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
-    if g.p == 0 {
+    if g.p == 0 && g.s == 1 {
         return f(&x[..g.n * g.ci * g.hw()]);
     }
-    let (wp, plane) = (g.wp(), g.hpwp());
+    let ((hq, wq), plane, s) = (g.hq_wq(), g.hpwp(), g.s);
+    let pq = hq * wq;
+    // Where column iw of the image lands in its phase row.
+    let cols: Vec<usize> = (g.p..g.p + g.w).map(|v| (v % s) * pq + v / s).collect();
     let mut buf = take(g.n * g.ci * plane);
     buf[..g.n * g.ci * plane].par_chunks_mut(plane).with_min_len(16).enumerate().for_each(|(pl, dst)| {
-        dst[..g.p * wp].fill(0.0);
-        dst[(g.p + g.h) * wp..].fill(0.0);
+        dst.fill(0.0);
         for (ih, row) in x[pl * g.hw()..][..g.hw()].chunks_exact(g.w).enumerate() {
-            let line = &mut dst[(ih + g.p) * wp..][..wp];
-            line[..g.p].fill(0.0);
-            line[g.p..g.p + g.w].copy_from_slice(row);
-            line[g.p + g.w..].fill(0.0);
+            let u = ih + g.p;
+            let line = &mut dst[(u % s) * s * pq + (u / s) * wq..];
+            if s == 1 {
+                line[g.p..g.p + g.w].copy_from_slice(row);
+                continue;
+            }
+            for (&v, &o) in row.iter().zip(&cols) {
+                line[o] = v;
+            }
         }
     });
     let r = f(&buf[..g.n * g.ci * plane]);
@@ -156,74 +173,101 @@ fn with_padded<R>(g: &Geom, x: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
     r
 }
 
-/// Where output pixel j reads tap (0, 0) in the padded plane, (oh·s)·wp + ow·s, for strided or narrow
-/// outputs (rows under 16 wide): im2col and col2im then walk each tap as one gather or scatter over all
-/// ho·wo pixels instead of ho short rows. None: whole-row copies are as fast.
-struct Taps(Option<Vec<u32>>);
-
-impl Taps {
-    fn new(g: &Geom) -> Taps {
-        if g.s == 1 && g.wo >= 16 {
-            return Taps(None);
-        }
-        let wp = g.w + 2 * g.p;
-        Taps(Some((0..g.howo()).map(|j| ((j / g.wo) * g.s * wp + (j % g.wo) * g.s) as u32).collect()))
-    }
-}
-
-/// The adjoint of `im2col_channel`: plane = the scatter-add of rows (c, kh, kw) at columns c0.., summed
-/// in a zero-padded accumulator whose interior is then the plane.
-fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, c0: usize, plane: &mut [f32], buf: &mut Vec<f32>, at: &Taps) {
-    let (k, s, wo) = (g.k, g.s, g.wo);
-    let wp = g.w + 2 * g.p;
-    let acc: &mut [f32] = if g.p == 0 {
-        plane.fill(0.0);
-        plane
-    } else {
-        buf.clear();
-        buf.resize((g.h + 2 * g.p) * wp, 0.0);
-        buf
+/// The adjoint of im2col for one plane: plane = the scatter-add of the k*k rows (c, kh, kw) (row stride
+/// `ld`). Summed in a zero-padded accumulator split into its s*s stride phases: tap (kh, kw) of output
+/// pixel (oh, ow) lands on phase (kh % s, kw % s) at (oh + kh / s, ow + kw / s), so every tap adds whole
+/// output rows to contiguous runs. Each element sums its taps in (kh, kw) order, as a plain scatter would.
+fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, plane: &mut [f32], scratch: &mut Scratch) {
+    let (buf, at) = (&mut scratch.0, &mut scratch.1);
+    let (k, s, wo, howo) = (g.k, g.s, g.wo, g.howo());
+    let (hq, wq) = g.hq_wq();
+    let pq = hq * wq;
+    buf.resize(s * s * pq, 0.0);
+    #[cfg(target_arch = "x86_64")]
+    let done = wq <= 16 && has_avx512() && {
+        // SAFETY: avx512f was detected; wq <= 16 and buf holds the s*s phases.
+        unsafe { phases_avx512(g, rows, ld, buf, hq, wq) };
+        true
     };
-    for kh in 0..k {
-        for kw in 0..k {
-            let src = &rows[(kh * k + kw) * ld + c0..][..g.howo()];
-            if let Some(idx) = &at.0 {
-                // Distinct pixels of one tap never share a target: the same sums in the same order.
-                let line = &mut acc[kh * wp + kw..];
-                for (&sv, &o) in src.iter().zip(idx) {
-                    line[o as usize] += sv;
-                }
-                continue;
-            }
-            for (oh, srow) in src.chunks_exact(wo).enumerate() {
-                let line = &mut acc[(oh * s + kh) * wp + kw..];
-                if s == 1 {
-                    for (dv, &sv) in line[..wo].iter_mut().zip(srow) {
-                        *dv += sv;
-                    }
-                } else {
-                    for (dv, &sv) in line.iter_mut().step_by(s).zip(srow) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = false;
+    if !done {
+        buf.fill(0.0);
+        for kh in 0..k {
+            for kw in 0..k {
+                let src = &rows[(kh * k + kw) * ld..][..howo];
+                let phase = &mut buf[((kh % s) * s + kw % s) * pq..][..pq];
+                for (r, srow) in src.chunks_exact(wo).enumerate() {
+                    let line = &mut phase[(r + kh / s) * wq + kw / s..][..wo];
+                    for (dv, &sv) in line.iter_mut().zip(srow) {
                         *dv += sv;
                     }
                 }
             }
         }
     }
-    if g.p > 0 {
-        for (ih, row) in plane.chunks_exact_mut(g.w).enumerate() {
-            row.copy_from_slice(&buf[(ih + g.p) * wp + g.p..][..g.w]);
+    // Where column iw of the plane lies in its phase row.
+    at.clear();
+    at.extend((g.p..g.p + g.w).map(|v| (v % s) * pq + v / s));
+    for (ih, row) in plane.chunks_exact_mut(g.w).enumerate() {
+        let u = ih + g.p;
+        let line = &buf[(u % s) * s * pq + (u / s) * wq..];
+        for (dv, &o) in row.iter_mut().zip(at.iter()) {
+            *dv = line[o];
         }
     }
 }
 
-/// dx planes [imgs, ci, h, w] = col2im of dcol (image i at columns i*ho*wo), parallel over planes.
-fn col2im(g: &Geom, dcol: &[f32], ld: usize, dx: &mut [f32]) {
-    let (hw, kk2) = (g.hw(), g.k * g.k);
-    let at = Taps::new(g);
-    dx.par_chunks_mut(hw).enumerate().for_each_init(Vec::new, |buf, (pl, plane)| {
-        let (i, c) = (pl / g.ci, pl % g.ci);
-        col2im_channel(g, &dcol[c * kk2 * ld..], ld, i * g.howo(), plane, buf, &at);
-    });
+/// col2im's scratch: the phase accumulator and the column offsets into it.
+type Scratch = (Vec<f32>, Vec<usize>);
+
+/// Whether this CPU has AVX-512F (checked once).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f"))
+}
+
+/// The phases of `col2im_channel` for phase rows of at most 16: each phase row is one register that
+/// sums its taps' shifted output rows in (kh, kw) order, then is stored once (adding to memory tap by
+/// tap would stall on masked stores feeding the next tap's loads).
+///
+/// Safety: avx512f must be available, wq <= 16, `buf.len() >= s * s * hq * wq`, and `rows` holds the
+/// k*k rows of ho*wo values at stride `ld`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn phases_avx512(g: &Geom, rows: &[f32], ld: usize, buf: &mut [f32], hq: usize, wq: usize) {
+    use std::arch::x86_64::*;
+    let (k, s, ho, wo) = (g.k, g.s, g.ho, g.wo);
+    let pq = hq * wq;
+    assert!(wq <= 16 && buf.len() >= s * s * pq && rows.len() >= (k * k - 1) * ld + ho * wo);
+    let store = ((1u32 << wq) - 1) as u16;
+    let run = (1u32 << wo) - 1;
+    for rh in 0..s {
+        for rw in 0..s {
+            let (nt, ntw) = (k.saturating_sub(rh).div_ceil(s), k.saturating_sub(rw).div_ceil(s));
+            let phase = &mut buf[(rh * s + rw) * pq..][..pq];
+            for (a, out) in phase.chunks_exact_mut(wq).enumerate() {
+                let mut v = _mm512_setzero_ps();
+                for t in 0..nt.min(a + 1) {
+                    let oh = a - t;
+                    if oh >= ho {
+                        continue;
+                    }
+                    for tw in 0..ntw {
+                        let (kh, kw) = (rh + s * t, rw + s * tw);
+                        let src = rows[(kh * k + kw) * ld + oh * wo..][..wo].as_ptr();
+                        // Lanes tw..tw + wo (< wq) hold the row, read from src shifted back by tw; the
+                        // masked-off lanes are never read.
+                        let x = unsafe { _mm512_maskz_loadu_ps((run << tw) as u16, src.wrapping_sub(tw)) };
+                        v = _mm512_add_ps(v, x);
+                    }
+                }
+                // SAFETY: the store's wq lanes are `out`.
+                unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), store, v) };
+            }
+        }
+    }
 }
 
 /// t [c, imgs*ho*wo] = the images of `ys` ([imgs, c, ho*wo]) side by side.
@@ -273,6 +317,10 @@ pub fn conv2d_fwd(args: &mut CpuArgs) {
     });
 }
 
+/// Floats of one chunk of dcol rows in `conv2d_bwd_input`: written by the GEMM and read back by col2im
+/// while still in L2 (a group's whole dcol is megabytes).
+const DCOL_CHUNK: usize = 1 << 16;
+
 /// Bindings: params, dy (read), w (read), dx (read_write).
 pub fn conv2d_bwd_input(args: &mut CpuArgs) {
     let p: ConvParams = args.params();
@@ -281,25 +329,74 @@ pub fn conv2d_bwd_input(args: &mut CpuArgs) {
     let g = Geom::new(&p);
     let (howo, hw, depth) = (g.howo(), g.hw(), g.depth());
     let per = group_images(g.n, howo, depth);
-    // w^T: [ci*k*k, co].
-    let wt = MatRef { data: w, rs: 1, cs: depth };
-    // dy as [co, imgs*ho*wo] (the images side by side), read through a gather.
-    let chans: Vec<u32> = (0..g.co).map(|c| (c * howo) as u32).collect();
-    let pix: Vec<u32> = (0..per * howo).map(|j| ((j / howo) * g.co * howo + j % howo) as u32).collect();
+    let groups = g.n.div_ceil(per);
     dx[..g.n * g.ci * hw].par_chunks_mut(per * g.ci * hw).enumerate().for_each(|(u, dxu)| {
         let i0 = u * per;
         let imgs = dxu.len() / (g.ci * hw);
         let dys = &dy[i0 * g.co * howo..][..imgs * g.co * howo];
-        let cols = imgs * howo;
         if imgs == 1 && g.pointwise() {
+            // w^T: [ci, co].
+            let wt = MatRef { data: w, rs: 1, cs: depth };
             sgemm(depth, howo, g.co, wt, MatRef { data: dys, rs: howo, cs: 1 }, dxu, hw, false);
             return;
         }
-        with_buf(depth * cols, |dcol| {
-            let b = Gather { data: dys, rows: &chans, cols: &pix[..cols], serial: per < g.n };
-            sgemm_gather(depth, cols, g.co, wt, b, dcol, cols, false);
-            col2im(&g, dcol, cols, dxu);
+        if imgs == 1 {
+            return bwd_input_group(&g, w, dys, 1, groups == 1, dxu);
+        }
+        // dy as [co, imgs*ho*wo] (the images side by side), once per group.
+        with_buf(g.co * imgs * howo, |dyt| {
+            gather_rows(dys, imgs, g.co, howo, dyt);
+            bwd_input_group(&g, w, dyt, imgs, false, dxu);
         });
+    });
+}
+
+/// dx planes [imgs, ci, h, w] of one group from its dy [co, imgs*ho*wo]: dcol = w^T * dy in chunks of
+/// whole channels (rows c*k*k..), each chunk scattered into its planes by col2im while it is in L2.
+/// Each chunk's GEMM runs on one thread: the groups run in parallel, or for a lone image (`alone`) the
+/// chunks do.
+fn bwd_input_group(g: &Geom, w: &[f32], dyt: &[f32], imgs: usize, alone: bool, dxu: &mut [f32]) {
+    let (howo, hw, depth, kk) = (g.howo(), g.hw(), g.depth(), g.k * g.k);
+    let cols = imgs * howo;
+    let mut cc = (DCOL_CHUNK / (kk * cols).max(1)).clamp(1, g.ci);
+    if alone {
+        cc = cc.min(g.ci.div_ceil(rayon::current_num_threads()));
+    }
+    // An identity gather: the packing copies whole 32-column runs, and the GEMM stays on this thread.
+    let chans: Vec<u32> = (0..g.co).map(|c| (c * cols) as u32).collect();
+    let ident: Vec<u32> = (0..cols as u32).collect();
+    let b = Gather { data: dyt, rows: &chans, cols: &ident, serial: true };
+    // Channels c0.. of a chunk: their dcol rows, then each plane (image i, channel c) from them.
+    let chunk = |c0: usize, dcol: &mut [f32], out: &mut dyn FnMut(usize, usize, &[f32])| {
+        let rows = cc.min(g.ci - c0) * kk;
+        let a = MatRef { data: &w[c0 * kk..], rs: 1, cs: depth };
+        sgemm_gather(rows, cols, g.co, a, b, dcol, cols, false);
+        for c in c0..c0 + rows / kk {
+            for i in 0..imgs {
+                out(i, c, &dcol[(c - c0) * kk * cols + i * howo..]);
+            }
+        }
+    };
+    if alone {
+        dxu.par_chunks_mut(cc * hw).enumerate().for_each(|(ch, planes)| {
+            let mut buf = Scratch::default();
+            with_buf(cc * kk * cols, |dcol| {
+                chunk(ch * cc, dcol, &mut |_, c, rows| {
+                    let plane = &mut planes[(c - ch * cc) * hw..][..hw];
+                    col2im_channel(g, rows, cols, plane, &mut buf);
+                })
+            });
+        });
+        return;
+    }
+    let mut buf = Scratch::default();
+    with_buf(cc * kk * cols, |dcol| {
+        for c0 in (0..g.ci).step_by(cc) {
+            chunk(c0, dcol, &mut |i, c, rows| {
+                let plane = &mut dxu[(i * g.ci + c) * hw..][..hw];
+                col2im_channel(g, rows, cols, plane, &mut buf);
+            });
+        }
     });
 }
 

@@ -94,10 +94,14 @@ pub fn reduce_strided(args: &mut CpuArgs) {
     let (len, inner) = (p.len as usize, p.inner as usize);
     let n = p.outer as usize * inner;
     par_chunks(&mut out[..n], |s, ch| {
-        for (j, o) in ch.iter_mut().enumerate() {
-            let i = s + j;
-            let (ob, ii) = (i / inner, i % inner);
+        // (outer block, inner index) of s, then stepped: a division per element costs more than the sum.
+        let (mut ob, mut ii) = (s / inner, s % inner);
+        for o in ch.iter_mut() {
             let mut at = ob * len * inner + ii;
+            ii += 1;
+            if ii == inner {
+                (ob, ii) = (ob + 1, 0);
+            }
             let (mut acc, mut idx) = (0f32, 0u32);
             if p.op >= OP_MAX {
                 acc = x[at];

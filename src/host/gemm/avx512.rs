@@ -71,3 +71,58 @@ pub(super) unsafe fn kernel_x32<const MR: usize>(
         }
     }
 }
+
+/// Packs a 32-wide B sliver through a gather: `dst[p*32 + j] = data[rows[p] + cols[j]]` for j < cols.len(),
+/// zero for the columns beyond. Where each 16-column half spans under 32 consecutive floats (runs of an
+/// image row: a stride-1 row, or a stride phase of a strided one), a row's half is two plain loads and
+/// one permute; otherwise two 16-lane gathers per row, their indices held in registers for the sliver.
+///
+/// Safety: the caller must ensure avx512f is available, `dst.len() >= 32 * rows.len()`,
+/// `cols.len() <= 32`, `data.len() <= i32::MAX` and `r + c < data.len()` for every r in rows, c in cols.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn pack_gather(dst: &mut [f32], data: &[f32], rows: &[u32], cols: &[u32]) {
+    let w = cols.len();
+    assert!(w <= NR && dst.len() >= NR * rows.len());
+    let mut idx = [0i32; NR];
+    for (i, &c) in idx.iter_mut().zip(cols) {
+        *i = c as i32;
+    }
+    let bits = if w >= NR { u32::MAX } else { (1u32 << w) - 1 };
+    let masks = [bits as u16, (bits >> 16) as u16];
+    // Per half: the first offset and every lane's distance from it, when all lie in a 32-float window
+    // that stays inside data for every row.
+    let top = rows.iter().max().map_or(0, |&r| r as usize);
+    let window = |h: usize| -> Option<(usize, [i32; 16])> {
+        let lanes = &cols[(16 * h).min(w)..(16 * h + 16).min(w)];
+        let lo = *lanes.iter().min()?;
+        let mut rel = [0i32; 16];
+        for (r, &c) in rel.iter_mut().zip(lanes) {
+            *r = (c - lo) as i32;
+        }
+        let fits = lanes.iter().all(|&c| c - lo < 32) && top + lo as usize + 32 <= data.len();
+        fits.then_some((lo as usize, rel))
+    };
+    let wins = [window(0), window(1)];
+    let base = data.as_ptr();
+    // SAFETY (all vector loads below): the index vectors come from the stack arrays; a window's two
+    // loads read data[r + lo .. r + lo + 32] with r + lo + 32 <= data.len() (checked above); gathers
+    // read only their enabled lanes, each at r + cols[j] < data.len(); row p's stores land in dst.
+    unsafe {
+        let gidx = [_mm512_loadu_si512(idx.as_ptr() as *const _), _mm512_loadu_si512(idx.as_ptr().add(16) as *const _)];
+        let perm = wins.map(|o| o.map(|(lo, rel)| (lo, _mm512_loadu_si512(rel.as_ptr() as *const _))));
+        for (p, &r) in rows.iter().enumerate() {
+            let line = base.add(r as usize);
+            let d = dst.as_mut_ptr().add(p * NR);
+            for h in 0..2 {
+                let v = match perm[h] {
+                    Some((lo, pi)) => {
+                        let at = line.add(lo);
+                        _mm512_maskz_permutex2var_ps(masks[h], _mm512_loadu_ps(at), pi, _mm512_loadu_ps(at.add(16)))
+                    }
+                    None => _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), masks[h], gidx[h], line),
+                };
+                _mm512_storeu_ps(d.add(16 * h), v);
+            }
+        }
+    }
+}

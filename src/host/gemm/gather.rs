@@ -22,11 +22,17 @@ pub struct Gather<'a> {
 impl PackB for Gather<'_> {
     fn pack<const W: usize>(&self, dst: &mut [f32], p0: usize, kc: usize, j0: usize, w: usize) {
         let dst = &mut dst[..W * kc];
-        let cols = &self.cols[j0..j0 + w];
+        let (rows, cols) = (&self.rows[p0..p0 + kc], &self.cols[j0..j0 + w]);
+        #[cfg(target_arch = "x86_64")]
+        if W == avx512::NR && detect_kernel() == Kernel::Avx512 && self.data.len() <= i32::MAX as usize {
+            // SAFETY: avx512f was detected; sgemm_gather checked max(rows) + max(cols) < data.len(), so
+            // every column offset fits the gather's signed 32-bit indices.
+            return unsafe { avx512::pack_gather(dst, self.data, rows, cols) };
+        }
         if w < W {
             dst.fill(0.0);
         }
-        for (d, &r) in dst.chunks_exact_mut(W).zip(&self.rows[p0..p0 + kc]) {
+        for (d, &r) in dst.chunks_exact_mut(W).zip(rows) {
             let line = &self.data[r as usize..];
             for (dv, &o) in d.iter_mut().zip(cols) {
                 // SAFETY: sgemm_gather checked max(rows) + max(cols) < data.len() and line starts at a row.
