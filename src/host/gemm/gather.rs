@@ -3,8 +3,8 @@
 //! so the packed SGEMM packs its B panels straight from the image, with no col matrix in between.
 
 #[cfg(target_arch = "x86_64")]
-use super::{avx512, MR512};
-use super::{check_view, detect_kernel, gemm_blocked, Kernel, MatRef, PackB, MR};
+use super::{avx512, Kernel, MR512};
+use super::{check_view, detect_kernel, gemm_blocked, MatRef, PackB, MR};
 
 /// B as a gather: element (p, j) is `data[rows[p] + cols[j]]`.
 #[derive(Clone, Copy, Debug)]
