@@ -5,8 +5,9 @@
 use rayon::prelude::*;
 
 use super::CpuArgs;
+use crate::host::f16;
 use crate::host::gemm::{sgemm, MatRef};
-use crate::kernels::matmul::MatmulParams;
+use crate::kernels::matmul::{MatmulParams, HALF_A, HALF_B};
 
 /// Below this many multiply-adds per matrix, sgemm runs on one thread, so the batch loop itself is
 /// spread over the cores instead (many small matrices: attention heads).
@@ -27,10 +28,31 @@ pub fn matmul_small(args: &mut CpuArgs) {
     run(args)
 }
 
+/// Bindings as `matmul_tiled`; A and/or B hold f16 pairs (`MatmulParams::half`), widened exactly
+/// before the same f32 product.
+pub fn matmul_half(args: &mut CpuArgs) {
+    let p: MatmulParams = args.params();
+    // Elements of a whole (batched) operand: the last batch matrix's offset plus one matrix.
+    let (m, n, k, z) = (p.m as usize, p.n as usize, p.k as usize, p.batch.max(1) as usize - 1);
+    let widen = |i: usize, bit: u32, len: usize| -> Option<Vec<f32>> {
+        (p.half & bit != 0).then(|| f16::unpack(args.u32_in(i), len))
+    };
+    let wa = widen(0, HALF_A, z * p.stride_a as usize + m * k);
+    let wb = widen(1, HALF_B, z * p.stride_b as usize + k * n);
+    let a = wa.as_deref().unwrap_or_else(|| args.f32_in(0));
+    let b = wb.as_deref().unwrap_or_else(|| args.f32_in(1));
+    let c = args.f32_out(0);
+    product(&p, a, b, c)
+}
+
 fn run(args: &mut CpuArgs) {
     let p: MatmulParams = args.params();
     let (a, b) = (args.f32_in(0), args.f32_in(1));
     let c = args.f32_out(0);
+    product(&p, a, b, c)
+}
+
+fn product(p: &MatmulParams, a: &[f32], b: &[f32], c: &mut [f32]) {
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     let (sa, sb, sc) = (p.stride_a as usize, p.stride_b as usize, p.stride_c as usize);
     if m == 0 || n == 0 || p.batch == 0 {
