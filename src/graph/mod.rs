@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
 pub use exec::Plan;
+pub use ops::cast::Precision;
 pub use ops::chnorm::BnRunning;
 pub use ops::{Fwd, OpDef, Outputs};
 
@@ -70,6 +71,8 @@ pub struct Node {
 pub struct Graph {
     /// The nodes, each depending only on earlier ones.
     pub nodes: Vec<Node>,
+    /// The precision of the matrix products layers build (`Graph::operand`); f32 unless set.
+    pub precision: Precision,
 }
 
 impl Graph {

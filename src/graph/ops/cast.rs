@@ -8,7 +8,50 @@ use crate::graph::{Graph, NodeId};
 use crate::ops::cast as eager;
 use crate::tensor::DType;
 
+/// The precision a graph's matrix products run at (`Graph::precision`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything f32.
+    #[default]
+    F32,
+    /// Matrix products read f16 operands (weights' working copies cast once per step, activations
+    /// cast where they are produced) and accumulate in f32; gradients, master weights and optimizer
+    /// state stay f32 (docs/precision.md).
+    Mixed,
+}
+
+impl Precision {
+    /// "f32" or "mixed", as the command line and run configs spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Mixed => "mixed",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Precision> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "mixed" => Ok(Precision::Mixed),
+            _ => Err(Error::invalid("precision", format!("`{s}` is not f32 or mixed"))),
+        }
+    }
+}
+
 impl Graph {
+    /// `x` as a matrix product's operand at the graph's precision: cast to f16 under `Mixed` (an f32
+    /// node), else `x` itself.
+    pub fn operand(&mut self, x: NodeId) -> Result<NodeId> {
+        match (self.precision, self.node(x).dtype) {
+            (Precision::Mixed, DType::F32) => self.cast(x, DType::F16),
+            _ => Ok(x),
+        }
+    }
+
     /// `x` stored as `to` (f32 <-> f16). Casting to the node's own dtype returns `x` itself. The
     /// backward passes the gradient through unchanged: gradients are f32 at every node (an f16 node's
     /// gradient included), so there is nothing to round, and the rounding's derivative is taken as 1.

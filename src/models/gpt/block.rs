@@ -96,7 +96,8 @@ impl Attention {
         }
         let a = g.attention(qkv, self.heads, true)?;
         let a = g.reshape(a, &[b * t, c])?;
-        self.proj.forward(g, a)
+        // The attention's backward keeps its f32 output: an f16 copy for the projection would add memory.
+        self.proj.forward_keep_input(g, a)
     }
 
     fn params(&self) -> Vec<Param> {
