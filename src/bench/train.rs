@@ -52,8 +52,7 @@ pub struct Bench<'a> {
 pub type Entry = fn(&Device, bool, bool) -> Result<Value>;
 
 /// The regimes' benchmarks, in report order: (name, builder run by `run`).
-pub const ENTRIES: &[(&str, Entry)] =
-    &[
+pub const ENTRIES: &[(&str, Entry)] = &[
     ("mlp", mlp),
     ("gpt", gpt),
     ("gpt-default", gpt_default),

@@ -44,11 +44,19 @@ impl std::str::FromStr for Precision {
 
 impl Graph {
     /// `x` as a matrix product's operand at the graph's precision: cast to f16 under `Mixed` (an f32
-    /// node), else `x` itself.
+    /// node), else `x` itself. One cast per node: operands read twice (a norm's output feeding two
+    /// projections, a weight used twice) share it.
     pub fn operand(&mut self, x: NodeId) -> Result<NodeId> {
-        match (self.precision, self.node(x).dtype) {
-            (Precision::Mixed, DType::F32) => self.cast(x, DType::F16),
-            _ => Ok(x),
+        if self.precision != Precision::Mixed || self.node(x).dtype != DType::F32 {
+            return Ok(x);
+        }
+        let existing = (x.0 + 1..self.nodes.len()).map(NodeId).find(|&i| {
+            let n = self.node(i);
+            n.inputs == [x] && n.dtype == DType::F16 && matches!(&n.op, crate::graph::Op::Def(d) if d.name() == "cast")
+        });
+        match existing {
+            Some(c) => Ok(c),
+            None => self.cast(x, DType::F16),
         }
     }
 
