@@ -239,11 +239,15 @@ impl GptTrainer {
         dev: &Device,
         model: Gpt,
         corpus: &Corpus,
-        s: TrainSettings,
+        mut s: TrainSettings,
         o: OptimSettings,
         start_step: u32,
     ) -> Result<GptTrainer> {
         s.validate()?;
+        if s.precision == Precision::Mixed && !dev.has_f16_storage() {
+            eprintln!("note: this adapter lacks f16 storage (SHADER_F16_IN_F32); training at f32 precision");
+            s.precision = Precision::F32;
+        }
         o.validate()?;
         corpus.check_context(model.cfg.context)?;
         // On several ranks (`dist`) this rank's graph reads its share of the global batch's windows.
