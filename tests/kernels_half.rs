@@ -68,6 +68,19 @@ fn cast_refusals() {
     let mut g = tigel::graph::Graph::new();
     let n = g.input(&ids);
     assert!(g.cast(n, DType::F16).is_err());
+    // Kernels that move one word per element refuse f16, naming the op.
+    let h = cast(&d, &x, DType::F16).unwrap();
+    let e = tigel::ops::layout::copy(&d, &h).unwrap_err().to_string();
+    assert!(e.contains("copy") && e.contains("f16"), "{e}");
+    assert!(tigel::ops::layout::slice(&d, &h, 0, 0, 1).is_err());
+    // A matmul's result is f32; matmul_half needs an f16 operand.
+    let a = Tensor::from_f32_as_f16(&d, &[2, 2], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    let b = Tensor::from_f32(&d, &[2, 2], &[1.0, 0.0, 0.0, 1.0]).unwrap();
+    let out16 = Tensor::empty(&d, &[2, 2], DType::F16).unwrap();
+    assert!(mm::matmul_into(&d, &a, &b, MatmulOpts::default(), &out16, false).is_err());
+    assert!(mm::matmul_with(&d, &b, &b, MatmulOpts::default(), mm::KernelChoice::Half).is_err());
+    let c = mm::matmul(&d, &a, &b, MatmulOpts::default()).unwrap();
+    assert_eq!((c.dtype, c.to_f32(&d).unwrap()), (DType::F32, vec![1.0, 2.0, 3.0, 4.0]));
 }
 
 /// One half-matmul case: A [za?, M, K] (or [.., K, M]), B likewise, each f16 or f32.
