@@ -430,10 +430,13 @@ fn emit(
 ) -> String {
     // Subgroup operations validate only where the module declares `//#enable subgroups`, so the
     // directive the browser's compiler needs can never be missing from the registry.
+    // pack2x16float / unpack2x16float (f16 storage in f32 words) need SHADER_FLOAT16_IN_FLOAT32, a
+    // downlevel flag every WebGPU-conformant adapter has (no `enable f16;`, no SHADER_F16).
+    let base = naga::valid::Capabilities::default() | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     let caps = if c.enables.iter().any(|e| e == "subgroups") {
-        naga::valid::Capabilities::SUBGROUP
+        naga::valid::Capabilities::SUBGROUP | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
     } else {
-        naga::valid::Capabilities::default()
+        base
     };
     let module = match naga::front::wgsl::parse_str(&c.text) {
         Ok(m) => m,

@@ -21,6 +21,7 @@ fn main() -> Result<()> {
         weight_decay: 0.1,
         clip: 1.0,
         seed: 1,
+        precision: Default::default(),
     };
     // The corpus goes to the device once; each step draws its own windows there and runs forward,
     // backward and AdamW as one recorded submission.

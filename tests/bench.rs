@@ -112,14 +112,14 @@ fn utc_date_is_iso() {
     assert_eq!(&d[4..5], "-");
 }
 
-/// The training entries (MLP, GPT, the default GPT, DCGAN, UNet) run on the CPU backend and report positive rates and
+/// The training entries (MLP, GPT, the default GPT at f32 and mixed precision, DCGAN, UNet) run on the CPU backend and report positive rates and
 /// the plan.
 #[test]
 fn train_entries_report_rates_and_memory() {
     let dev = Device::cpu();
     let entries = bench::train::run(&dev, true, false).unwrap();
     let models: Vec<&str> = entries.iter().map(|e| e["model"].as_str().unwrap()).collect();
-    assert_eq!(models, ["mlp", "gpt", "gpt-default", "dcgan", "unet"]);
+    assert_eq!(models, ["mlp", "gpt", "gpt-default", "gpt-default-mixed", "dcgan", "unet"]);
     for e in &entries {
         for key in ["step_s", "step_min_s", "step_max_s", "steps_per_s", "samples_per_s"] {
             assert!(e[key].as_f64().unwrap() > 0.0, "{key}: {e}");
@@ -136,8 +136,11 @@ fn train_entries_report_rates_and_memory() {
     let by_kernel: u64 =
         entries[2]["dispatches_by_kernel"].as_array().unwrap().iter().map(|k| k[1].as_u64().unwrap()).sum();
     assert_eq!(by_kernel, entries[2]["dispatches"].as_u64().unwrap());
+    // The same step at --precision mixed: its products read f16 operands.
+    assert_eq!(entries[3]["per_step"], 16 * 128);
+    assert!(entries[3]["dispatches_by_kernel"].as_array().unwrap().iter().any(|k| k[0] == "matmul_half::matmul_half"));
     // The image regimes: a GAN step (D's and G's plans) over 64 images, a diffusion step over 32.
-    for (e, per_step) in [(&entries[3], 64), (&entries[4], 32)] {
+    for (e, per_step) in [(&entries[4], 64), (&entries[5], 32)] {
         assert_eq!(e["unit"], "images");
         assert_eq!(e["per_step"], per_step);
     }

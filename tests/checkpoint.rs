@@ -88,6 +88,7 @@ fn random_checkpoint(rng: &mut Rng) -> Checkpoint {
         let data = match dtype {
             DType::F32 => f32_bits(rng, n),
             DType::U32 => (0..n).map(|_| rng.next_u64() as u32).collect(),
+            DType::F16 => unreachable!("checkpoints hold f32 and u32 tensors"),
         };
         ck.tensors.insert(name.into(), HostTensor { shape, dtype, data });
     }

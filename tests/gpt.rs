@@ -12,7 +12,17 @@ fn tiny() -> GptConfig {
 }
 
 fn settings(steps: u32) -> TrainSettings {
-    TrainSettings { batch: 3, lr: 3e-3, min_lr_frac: 0.1, warmup: 2, steps, weight_decay: 0.1, clip: 1.0, seed: 7 }
+    TrainSettings {
+        batch: 3,
+        lr: 3e-3,
+        min_lr_frac: 0.1,
+        warmup: 2,
+        steps,
+        weight_decay: 0.1,
+        clip: 1.0,
+        seed: 7,
+        precision: Default::default(),
+    }
 }
 
 /// A small text with structure to learn: repeated sentences with a counter.

@@ -23,12 +23,38 @@ fn check(
     hi: f32,
     build: impl Fn(&mut Graph, &[NodeId], &Device) -> Result<NodeId>,
 ) {
+    check_drawn(name, shapes, lo, hi, |x| x, build)
+}
+
+/// `check` with the parameters drawn as f16 values: a cast to f16 is then exact where the gradient is
+/// taken, so the backward rules of f16 paths are checked at the same tolerance.
+fn check_f16(
+    name: &str,
+    shapes: &[&[usize]],
+    lo: f32,
+    hi: f32,
+    build: impl Fn(&mut Graph, &[NodeId], &Device) -> Result<NodeId>,
+) {
+    check_drawn(name, shapes, lo, hi, tigel::host::f16::round, build)
+}
+
+fn check_drawn(
+    name: &str,
+    shapes: &[&[usize]],
+    lo: f32,
+    hi: f32,
+    map: fn(f32) -> f32,
+    build: impl Fn(&mut Graph, &[NodeId], &Device) -> Result<NodeId>,
+) {
     let dev = Device::cpu();
     let mut rng = Rng::new(seed() ^ name.len() as u64);
     let mut g = Graph::new();
     let params: Vec<NodeId> = shapes
         .iter()
-        .map(|s| g.param(&Tensor::from_f32(&dev, s, &rng.vec(s.iter().product(), lo, hi)).unwrap()))
+        .map(|s| {
+            let v: Vec<f32> = rng.vec(s.iter().product(), lo, hi).into_iter().map(map).collect();
+            g.param(&Tensor::from_f32(&dev, s, &v).unwrap())
+        })
         .collect();
     let out = build(&mut g, &params, &dev).unwrap();
     let n_out: usize = g.shape(out).iter().product();
@@ -43,7 +69,7 @@ fn check(
     for i in 0..g.nodes.len() {
         if let Some(t) = g.tensor_of(NodeId(i)) {
             let data = match t.dtype {
-                tigel::DType::F32 => t.to_f32(&dev).unwrap().into_iter().map(f64::from).collect(),
+                tigel::DType::F32 | tigel::DType::F16 => t.to_f32(&dev).unwrap().into_iter().map(f64::from).collect(),
                 tigel::DType::U32 => t.to_u32(&dev).unwrap().into_iter().map(f64::from).collect(),
             };
             leaves.insert(NodeId(i), Value { shape: t.shape.clone(), data });
@@ -155,6 +181,30 @@ fn backward_pairs_products_only_where_both_are_needed() {
     // ...but a gradient with respect to x alone computes no dW (and stays differentiable).
     g.backward(s, &[x]).unwrap();
     assert_eq!(pairs(&g), 0);
+}
+
+#[test]
+fn grad_cast_and_half_matmul() {
+    use tigel::DType::{F16, F32};
+    check_f16("cast f32 -> f16 -> f32", &[&[3, 5]], -2.0, 2.0, |g, p, _| {
+        let h = g.cast(p[0], F16)?;
+        g.cast(h, F32)
+    });
+    for (ta, tb) in [(false, false), (true, true)] {
+        let a: &[usize] = if ta { &[4, 3] } else { &[3, 4] };
+        let b: &[usize] = if tb { &[5, 4] } else { &[4, 5] };
+        for (ha, hb) in [(true, true), (true, false), (false, true)] {
+            check_f16(&format!("matmul f16 a={ha} b={hb} ta={ta} tb={tb}"), &[a, b], -1.0, 1.0, |g, p, _| {
+                let x = if ha { g.cast(p[0], F16)? } else { p[0] };
+                let y = if hb { g.cast(p[1], F16)? } else { p[1] };
+                g.matmul(x, y, mm(ta, tb, 0.7))
+            });
+        }
+    }
+    check_f16("matmul f16 batched, shared B", &[&[2, 3, 4], &[4, 5]], -1.0, 1.0, |g, p, _| {
+        let (x, y) = (g.cast(p[0], F16)?, g.cast(p[1], F16)?);
+        g.matmul(x, y, mm(false, false, 1.0))
+    });
 }
 
 #[test]

@@ -39,6 +39,7 @@ fn upload(d: &Device, shape: &[usize], data: &[u32], dtype: DType) -> Tensor {
             let f: Vec<f32> = data.iter().map(|&w| f32::from_bits(w)).collect();
             Tensor::from_f32(d, shape, &f).unwrap()
         }
+        DType::F16 => unreachable!("the layout tests cover f32 and u32"),
     }
 }
 
@@ -182,6 +183,7 @@ fn copy_and_fill_match_reference_and_twin() {
                     check(&what, &gpu, &cpu, dtype, &vec![v; n], |d| lo::fill(d, shape, f32::from_bits(v)).unwrap())
                 }
                 DType::U32 => check(&what, &gpu, &cpu, dtype, &vec![v; n], |d| lo::fill_u32(d, shape, v).unwrap()),
+                DType::F16 => unreachable!("the layout tests cover f32 and u32"),
             }
             let what = format!("fill_into {shape:?} {dtype:?} {v:#x}");
             check(&what, &gpu, &cpu, dtype, &vec![v; n], |d| {

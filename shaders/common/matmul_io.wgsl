@@ -13,7 +13,7 @@ struct MatmulParams {
     stride_a: u32,    // elements between batch matrices of A; 0 broadcasts
     stride_b: u32,
     stride_c: u32,
-    _pad: u32,
+    half: u32,        // matmul_half only: bit 0, A holds f16 pairs; bit 1, B does (0 elsewhere)
 }
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;

@@ -261,6 +261,7 @@ pub fn run(dev: &Device, s: &SoakSettings, out: &Path, show: &mut dyn FnMut(&str
         weight_decay: 0.1,
         clip: 1.0,
         seed: 1,
+        precision: Default::default(),
     };
     let model = Gpt::new(dev, s.model, settings.seed)?;
     let trainer = GptTrainer::new(dev, model, &corpus, settings, 0)?;

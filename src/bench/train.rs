@@ -22,7 +22,7 @@ use crate::data::toy::spirals;
 use crate::device::Device;
 use crate::error::Result;
 use crate::graph::exec::Plan;
-use crate::graph::Graph;
+use crate::graph::{Graph, Precision};
 use crate::models::ddpm::{self, Arch, Diffusion, DiffusionConfig, DiffusionTrainer, Prediction};
 use crate::models::gan::{self, Gan, GanConfig, GanTrainer};
 use crate::models::gpt::{Decay, Gpt, GptConfig, GptTrainer, OptimSettings, OptimizerChoice, TrainSettings};
@@ -52,8 +52,14 @@ pub struct Bench<'a> {
 pub type Entry = fn(&Device, bool, bool) -> Result<Value>;
 
 /// The regimes' benchmarks, in report order: (name, builder run by `run`).
-pub const ENTRIES: &[(&str, Entry)] =
-    &[("mlp", mlp), ("gpt", gpt), ("gpt-default", gpt_default), ("dcgan", dcgan), ("unet", unet)];
+pub const ENTRIES: &[(&str, Entry)] = &[
+    ("mlp", mlp),
+    ("gpt", gpt),
+    ("gpt-default", gpt_default),
+    ("gpt-default-mixed", gpt_default_mixed),
+    ("dcgan", dcgan),
+    ("unet", unet),
+];
 
 /// Images for the image regimes: the step cost does not depend on what they show, so random pixels in
 /// [-1, 1] from a fixed seed stand in for a data set.
@@ -110,6 +116,7 @@ pub fn gpt(dev: &Device, quick: bool, print: bool) -> Result<Value> {
         weight_decay: 0.1,
         clip: 1.0,
         seed: 1,
+        precision: Precision::F32,
     };
     gpt_bench(dev, "gpt", cfg, s, OptimSettings::default(), quick, print)
 }
@@ -119,6 +126,15 @@ pub fn gpt(dev: &Device, quick: bool, print: bool) -> Result<Value> {
 /// matrices and AdamW (lr 5e-3, weight decay 0.1) on the rest, warmup 100 and a linear decay to 0 over
 /// 2,630 steps, clipping at 1.0 and the finiteness guard.
 pub fn gpt_default(dev: &Device, quick: bool, print: bool) -> Result<Value> {
+    gpt_default_at(dev, "gpt-default", Precision::F32, quick, print)
+}
+
+/// `gpt_default` with `--precision mixed`: f16 operands for the matrix products (docs/precision.md).
+pub fn gpt_default_mixed(dev: &Device, quick: bool, print: bool) -> Result<Value> {
+    gpt_default_at(dev, "gpt-default-mixed", Precision::Mixed, quick, print)
+}
+
+fn gpt_default_at(dev: &Device, name: &'static str, precision: Precision, quick: bool, print: bool) -> Result<Value> {
     let cfg = GptConfig { rope: true, qk_norm: true, gated_mlp: true, ..GptConfig::default() };
     let s = TrainSettings {
         batch: 16,
@@ -129,6 +145,7 @@ pub fn gpt_default(dev: &Device, quick: bool, print: bool) -> Result<Value> {
         weight_decay: 0.1,
         clip: 1.0,
         seed: 1,
+        precision,
     };
     let o = OptimSettings {
         optimizer: OptimizerChoice::Muon,
@@ -137,7 +154,7 @@ pub fn gpt_default(dev: &Device, quick: bool, print: bool) -> Result<Value> {
         muon_lr: 0.02,
         muon_momentum: 0.95,
     };
-    gpt_bench(dev, "gpt-default", cfg, s, o, quick, print)
+    gpt_bench(dev, name, cfg, s, o, quick, print)
 }
 
 fn gpt_bench(

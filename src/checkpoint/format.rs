@@ -81,6 +81,8 @@ fn st_dtype(d: DType) -> &'static str {
     match d {
         DType::F32 => "F32",
         DType::U32 => "U32",
+        // Never written: `HostTensor::from_device` refuses f16 working copies (checkpoints hold f32).
+        DType::F16 => "F16",
     }
 }
 

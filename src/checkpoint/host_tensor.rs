@@ -33,6 +33,11 @@ impl HostTensor {
 
     /// Reads a device tensor back (waits for the work that writes it).
     pub fn from_device(dev: &Device, t: &Tensor) -> Result<HostTensor> {
+        // f16 tensors are per-step working copies and activations; what a checkpoint keeps (parameters,
+        // optimizer state) is f32, so an f16 tensor here is a caller's mistake.
+        if t.dtype == DType::F16 {
+            return Err(Error::DType { op: "HostTensor::from_device", got: "f16", want: "f32 or u32" });
+        }
         Ok(HostTensor { shape: t.shape.clone(), dtype: t.dtype, data: t.to_u32(dev)? })
     }
 

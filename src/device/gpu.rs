@@ -34,6 +34,9 @@ pub(crate) struct GpuEngine {
     pub timestamps: bool,
     /// Whether the device has SUBGROUP (subgroup variants of kernels can run).
     pub subgroups: bool,
+    /// Whether shaders may use pack2x16float / unpack2x16float (WebGPU's downlevel SHADER_F16_IN_F32,
+    /// which the f16 storage kernels need): true on every conformant WebGPU adapter.
+    pub f16_storage: bool,
     /// Which kernel variants it runs (device::tune).
     pub(super) tune: super::tune::TuneState,
     pub(super) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
@@ -97,7 +100,10 @@ impl GpuEngine {
             .map_err(|e| {
                 Error::DeviceRequest(format!("{} ({:?}): {e}", adapter.get_info().name, adapter.get_info().backend))
             })?;
-        Ok(GpuEngine::new(device, queue, adapter.get_info(), counters))
+        let mut engine = GpuEngine::new(device, queue, adapter.get_info(), counters);
+        engine.f16_storage =
+            adapter.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::SHADER_F16_IN_F32);
+        Ok(engine)
     }
 
     /// An engine on a device and queue that already exist (made by tigel or the application).
@@ -114,6 +120,7 @@ impl GpuEngine {
         let subgroups = device.features().contains(wgpu::Features::SUBGROUP);
         GpuEngine {
             subgroups,
+            f16_storage: true,
             tune: super::tune::TuneState::new(),
             limits: device.limits(),
             device,

@@ -183,6 +183,15 @@ impl Device {
         self.download(buf)?.wait()
     }
 
+    /// Whether the device can run the f16 storage kernels (cast, matmul_half): always on the CPU; on a
+    /// GPU where the adapter has WebGPU's downlevel SHADER_F16_IN_F32 (every conformant one).
+    pub fn has_f16_storage(&self) -> bool {
+        match &self.inner.engine {
+            Engine::Cpu => true,
+            Engine::Gpu(g) => g.f16_storage,
+        }
+    }
+
     /// Download and wait, as f32 words.
     pub fn read_f32(&self, buf: &Buffer) -> Result<Vec<f32>> {
         Ok(bytemuck::cast_vec(self.read_u32(buf)?))

@@ -47,7 +47,7 @@ impl Plan {
     ) -> Result<Plan> {
         let order = schedule(g, keep);
         let last = last_uses(g, &order, keep);
-        let persistent_bytes = order.iter().filter_map(|&i| g.tensor_of(i)).map(|t| t.numel() as u64 * 4).sum();
+        let persistent_bytes = order.iter().filter_map(|&i| g.tensor_of(i)).map(Tensor::bytes).sum();
         let (kept, rec) = dev.capture(|| {
             before()?;
             let mut vals: HashMap<NodeId, Tensor> = HashMap::new();

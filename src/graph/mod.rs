@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
 pub use exec::Plan;
+pub use ops::cast::Precision;
 pub use ops::chnorm::BnRunning;
 pub use ops::{Fwd, OpDef, Outputs};
 
@@ -72,6 +73,8 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     /// Backward products that may share one dispatch (`Graph::backward` joins them at its end).
     pub(crate) matmul_pairs: Vec<ops::matmul::PairCandidate>,
+    /// The precision of the matrix products layers build (`Graph::operand`); f32 unless set.
+    pub precision: Precision,
 }
 
 impl Graph {

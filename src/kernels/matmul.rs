@@ -21,3 +21,12 @@ pub static MATMUL_SMALL: Kernel = Kernel { shader: "matmul", entry: "matmul_smal
 /// Entry point `matmul_blocked` of shaders/matmul_blocked.wgsl: matmul_tiled's params, bindings, grid
 /// and results, with tile variants (blocks, register blocks, depths) that `device::tune` times.
 pub static MATMUL_BLOCKED: Kernel = Kernel { shader: "matmul_blocked", entry: "matmul_blocked" };
+
+/// Entry point `matmul_half` of shaders/matmul_half.wgsl: matmul_tiled with A and/or B stored as f16
+/// pairs (`MatmulParams::half` bit 0 for A, bit 1 for B), C f32, on the same 64x64 tile grid.
+pub static MATMUL_HALF: Kernel = Kernel { shader: "matmul_half", entry: "matmul_half" };
+
+/// `MatmulParams::half` bit: A holds f16 pairs.
+pub const HALF_A: u32 = 1;
+/// `MatmulParams::half` bit: B holds f16 pairs.
+pub const HALF_B: u32 = 2;

@@ -12,6 +12,7 @@
 
 pub mod attention;
 pub mod batch;
+pub mod cast;
 pub mod chnorm;
 pub mod conv;
 pub mod diffusion;
@@ -226,6 +227,8 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &attention::ATTENTION_SMALL_FWD,
     &attention::ATTENTION_SMALL_BWD,
     &batch::TEXT_WINDOWS,
+    &cast::CAST_F32_TO_F16,
+    &cast::CAST_F16_TO_F32,
     &chnorm::CHNORM_STATS,
     &chnorm::CHNORM_APPLY,
     &chnorm::CHNORM_BWD_PARTIAL,
@@ -265,6 +268,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &matmul::MATMUL_TILED_VEC4,
     &matmul::MATMUL_SMALL,
     &matmul::MATMUL_BLOCKED,
+    &matmul::MATMUL_HALF,
     &matmul_grouped::MATMUL_GROUPED,
     &matmul_pair::MATMUL_PAIR,
     &matmul_pair::MATMUL_PAIR_SILU_GATE,

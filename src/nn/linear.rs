@@ -53,9 +53,18 @@ impl Linear {
         Ok(Linear { w, b })
     }
 
-    /// `x` is [..., in]: a rank-2 batch or a rank-3 batch of sequences.
+    /// `x` is [..., in]: a rank-2 batch or a rank-3 batch of sequences. At `Precision::Mixed` the
+    /// product reads `x` and the weight as f16 (`Graph::operand`).
     pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let x = g.operand(x)?;
+        self.forward_keep_input(g, x)
+    }
+
+    /// `forward` with `x` read as it is, whatever the graph's precision (the weight still follows it):
+    /// for an input that is kept in f32 for another backward anyway, where an f16 copy would add memory.
+    pub fn forward_keep_input(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let w = g.param(&self.w.tensor);
+        let w = g.operand(w)?;
         let y = match g.shape(x).len() {
             2 => g.matmul(x, w, MatmulOpts::default())?,
             _ => {

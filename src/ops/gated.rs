@@ -66,6 +66,9 @@ pub fn linear_silu_gate(dev: &Device, x: &Tensor, w_gate: &Tensor, w_up: &Tensor
             ),
         ));
     }
+    for t in [x, w_gate, w_up] {
+        want_dtype(OP, t, DType::F32)?;
+    }
     let opts = MatmulOpts::default();
     let shape = matmul_shape(&x.shape, &w_gate.shape, &opts)?.out_shape;
     let (u, v, h) = (

@@ -28,6 +28,7 @@ fn copy_words(dev: &Device, op: &'static str, src: &Buffer, dst: &Buffer, shape:
 
 /// A fresh copy of `x` (same shape and dtype).
 pub fn copy(dev: &Device, x: &Tensor) -> Result<Tensor> {
+    whole_words("copy", x)?;
     let out = Tensor::empty(dev, &x.shape, x.dtype)?;
     copy_words(dev, "copy", &x.buf, &out.buf, &x.shape)?;
     Ok(out)
@@ -36,6 +37,7 @@ pub fn copy(dev: &Device, x: &Tensor) -> Result<Tensor> {
 /// Copies `src` into `dst` element by element in row-major order: the element counts and dtypes must
 /// match, the shapes need not (a reshaping copy).
 pub fn copy_into(dev: &Device, src: &Tensor, dst: &Tensor) -> Result<()> {
+    whole_words("copy_into", src)?;
     if src.numel() != dst.numel() {
         return Err(Error::ShapeMismatch {
             op: "copy_into",
@@ -77,7 +79,17 @@ pub fn fill_u32(dev: &Device, shape: &[usize], value: u32) -> Result<Tensor> {
 
 /// Overwrites every element of `t` with the 32-bit word `bits` (`x.to_bits()` for an f32 value).
 pub fn fill_into(dev: &Device, t: &Tensor, bits: u32) -> Result<()> {
+    whole_words("fill_into", t)?;
     fill_words(dev, "fill_into", &t.buf, &t.shape, bits)
+}
+
+/// An error for an f16 tensor: these kernels move one 32-bit word per element, and an f16 word holds
+/// two (cast to f32 first).
+fn whole_words(op: &'static str, x: &Tensor) -> Result<()> {
+    if x.dtype == DType::F16 {
+        return Err(Error::DType { op, got: "f16", want: "f32 or u32 (cast f16 to f32 first)" });
+    }
+    Ok(())
 }
 
 fn same_dtype(op: &'static str, a_name: &str, a: &Tensor, b_name: &str, b: &Tensor) -> Result<()> {
@@ -263,6 +275,7 @@ fn launch_tiled(
 /// stay adjacent). Picks the kernel with `transpose_kernel`'s rule: a copy when no data moves, the tiled
 /// kernel for a (batched) 2-D transpose with both sides at least one tile, the strided gather otherwise.
 pub fn transpose(dev: &Device, x: &Tensor, perm: &[usize]) -> Result<Tensor> {
+    whole_words("transpose", x)?;
     check_perm("transpose", &x.shape, perm)?;
     let out = Tensor::empty(dev, &permuted(&x.shape, perm), x.dtype)?;
     words("transpose", &x.shape)?;
@@ -295,6 +308,7 @@ fn last_two_swapped(op: &'static str, shape: &[usize]) -> Result<Vec<usize>> {
 
 /// `transpose` forced onto the strided gather kernel, on the axes as given (no merging; rank ≤ 8).
 pub fn transpose_gather(dev: &Device, x: &Tensor, perm: &[usize]) -> Result<Tensor> {
+    whole_words("transpose_gather", x)?;
     check_perm("transpose_gather", &x.shape, perm)?;
     let out = Tensor::empty(dev, &permuted(&x.shape, perm), x.dtype)?;
     launch_gather(dev, "transpose_gather", &x.shape, perm, &x.buf, &out.buf)?;
@@ -303,6 +317,7 @@ pub fn transpose_gather(dev: &Device, x: &Tensor, perm: &[usize]) -> Result<Tens
 
 /// Swaps the last two axes with the tiled kernel, whatever their extents (rank ≥ 2).
 pub fn transpose_tiled(dev: &Device, x: &Tensor) -> Result<Tensor> {
+    whole_words("transpose_tiled", x)?;
     let perm = last_two_swapped("transpose_tiled", &x.shape)?;
     let r = x.rank();
     let out = Tensor::empty(dev, &permuted(&x.shape, &perm), x.dtype)?;
@@ -348,6 +363,7 @@ fn region(
 
 /// Positions `start..start+len` of `axis`: the output has extent `len` there and `x`'s dtype.
 pub fn slice(dev: &Device, x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
+    whole_words("slice", x)?;
     check_axis("slice", &x.shape, axis)?;
     let extent = x.shape[axis];
     if start.checked_add(len).is_none_or(|end| end > extent) {
@@ -369,6 +385,7 @@ pub fn slice(dev: &Device, x: &Tensor, axis: usize, start: usize, len: usize) ->
 /// Writes `src` into positions `start..start+src.shape[axis]` of `axis` of `dst`, leaving the rest of
 /// `dst` as it is (the inverse of `slice`). All other axes must match, and the dtypes.
 pub fn slice_into(dev: &Device, src: &Tensor, dst: &Tensor, axis: usize, start: usize) -> Result<()> {
+    whole_words("slice_into", src)?;
     check_axis("slice_into", &dst.shape, axis)?;
     let mismatch = |why: String| Error::ShapeMismatch {
         op: "slice_into",
@@ -403,6 +420,7 @@ pub fn concat(dev: &Device, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
         return Err(Error::invalid("concat", "needs at least one input tensor; got an empty list"));
     };
     check_axis("concat", &first.shape, axis)?;
+    whole_words("concat", first)?;
     for (i, x) in xs.iter().enumerate().skip(1) {
         let differs = x.rank() != first.rank() || (0..x.rank()).any(|d| d != axis && x.shape[d] != first.shape[d]);
         if differs {

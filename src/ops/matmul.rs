@@ -10,7 +10,9 @@
 use super::u32_of;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::matmul::{MatmulParams, MATMUL_BLOCKED, MATMUL_SMALL, MATMUL_TILED, MATMUL_TILED_VEC4, TILE};
+use crate::kernels::matmul::{
+    MatmulParams, HALF_A, HALF_B, MATMUL_BLOCKED, MATMUL_HALF, MATMUL_SMALL, MATMUL_TILED, MATMUL_TILED_VEC4, TILE,
+};
 use crate::kernels::matmul_pair::{MatmulPairParams, MATMUL_PAIR};
 use crate::kernels::{groups_1d, Kernel};
 use crate::tensor::{numel, DType, Tensor};
@@ -47,6 +49,9 @@ pub enum KernelChoice {
     Small,
     /// `matmul_blocked` (shaders/matmul_blocked.wgsl), whose tile variant the device tunes.
     Blocked,
+    /// `matmul_half` (shaders/matmul_half.wgsl): A and/or B stored f16. Chosen whenever an operand is
+    /// f16, and only then.
+    Half,
 }
 
 impl KernelChoice {
@@ -58,6 +63,7 @@ impl KernelChoice {
             KernelChoice::TiledVec4 => Some(&MATMUL_TILED_VEC4),
             KernelChoice::Small => Some(&MATMUL_SMALL),
             KernelChoice::Blocked => Some(&MATMUL_BLOCKED),
+            KernelChoice::Half => Some(&MATMUL_HALF),
         }
     }
 }
@@ -178,14 +184,17 @@ pub fn matmul_shape(a: &[usize], b: &[usize], opts: &MatmulOpts) -> Result<Matmu
 }
 
 fn check_operand(name: &str, t: &Tensor, a: &Tensor, b: &Tensor) -> Result<()> {
-    if t.dtype != DType::F32 {
+    // The operands may be f16 (read by matmul_half); the result is always f32.
+    let ok = t.dtype == DType::F32 || (t.dtype == DType::F16 && name != "out");
+    if !ok {
+        let want = if name == "out" { "f32" } else { "f32 or f16" };
         return Err(Error::invalid(
             OP,
-            format!("{name} has dtype {}, f32 is required (A {:?}, B {:?})", t.dtype.name(), a.shape, b.shape),
+            format!("{name} has dtype {}, {want} is required (A {:?}, B {:?})", t.dtype.name(), a.shape, b.shape),
         ));
     }
     let n = numel(&t.shape)?;
-    if t.buf.words() < n {
+    if t.buf.words() < t.dtype.words(n) {
         return Err(Error::invalid(
             OP,
             format!("{name} {:?} needs {n} elements, its buffer holds {}", t.shape, t.buf.words()),
@@ -232,7 +241,7 @@ pub(crate) fn checked_params(
         stride_a: u32_of(OP, "A's batch stride", s.stride_a)?,
         stride_b: u32_of(OP, "B's batch stride", s.stride_b)?,
         stride_c: u32_of(OP, "M*N", s.m * s.n)?,
-        _pad: 0,
+        half: if a.dtype == DType::F16 { HALF_A } else { 0 } | if b.dtype == DType::F16 { HALF_B } else { 0 },
     };
     Ok((s, p))
 }
@@ -254,6 +263,9 @@ pub fn matmul_dispatch(
         return Ok(None);
     }
     let choice = match choice {
+        // f16 operands: only matmul_half reads them, and it reads only them.
+        _ if p.half != 0 => KernelChoice::Half,
+        KernelChoice::Half => return Err(Error::invalid(OP, "matmul_half needs an f16 operand (A or B)")),
         KernelChoice::Auto => choose_kernel(s.m, s.n, s.k, opts.trans_a, opts.trans_b),
         KernelChoice::TiledVec4 if !vec4_aligned(s.m, s.n, s.k, opts.trans_a, opts.trans_b) => {
             return Err(Error::invalid(
@@ -352,7 +364,8 @@ pub struct MatmulJob<'a> {
 
 /// The dispatches computing two independent products: one `matmul_pair` dispatch (shaders/matmul_pair.wgsl,
 /// the numbers of `matmul_tiled` for each), or, where one dispatch cannot hold both (an empty product, an
-/// output bound twice or also read, a grid over the device's limit), each product's own dispatch.
+/// output bound twice or also read, a grid over the device's limit, an f16 operand), each product's own
+/// dispatch.
 pub fn matmul_pair_dispatches(dev: &Device, jobs: [MatmulJob; 2]) -> Result<Vec<Dispatch>> {
     let [j0, j1] = jobs;
     let (s0, p0) = checked_params(j0.a, j0.b, j0.opts, j0.out, j0.accumulate)?;
@@ -363,7 +376,9 @@ pub fn matmul_pair_dispatches(dev: &Device, jobs: [MatmulJob; 2]) -> Result<Vec<
         || [j1.a, j1.b].iter().any(|t| t.buf.same(&j0.out.buf))
         || [j0.a, j0.b].iter().any(|t| t.buf.same(&j1.out.buf));
     let grid = pair_grid(dev, (&s0, p0), (&s1, p1), true);
-    let (Some((pp, groups)), false, false) = (grid, empty(&s0) || empty(&s1), outs_clash) else {
+    // The pair kernel reads f32 operands; f16 ones go to matmul_half, one product at a time.
+    let half = p0.half != 0 || p1.half != 0;
+    let (Some((pp, groups)), false, false) = (grid, empty(&s0) || empty(&s1) || half, outs_clash) else {
         let one = |j: MatmulJob| matmul_dispatch(dev, j.a, j.b, j.opts, j.out, j.accumulate, KernelChoice::Auto);
         return Ok([one(j0)?, one(j1)?].into_iter().flatten().collect());
     };

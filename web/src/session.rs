@@ -42,6 +42,7 @@ pub fn gpt_settings(steps: u32, seed: u64) -> gpt::TrainSettings {
         weight_decay: 0.1,
         clip: 1.0,
         seed,
+        precision: Default::default(),
     }
 }
 

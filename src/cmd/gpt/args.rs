@@ -135,6 +135,10 @@ pub struct TrainArgs {
     /// Seed of the weights, the batches drawn and the final sample.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Precision of the matrix products: f32, or mixed (f16 operands, f32 accumulation, gradients,
+    /// master weights and optimizer state; docs/precision.md).
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    pub precision: tigel::graph::Precision,
     /// Steps between evaluations: held-out bits/char, a checkpoint, loss.png (and at the last step).
     #[arg(long, alias = "save-every", default_value_t = 500)]
     pub eval_every: u32,
@@ -223,4 +227,8 @@ fn parse_decay(s: &str) -> Result<Decay, String> {
         "linear" => Ok(Decay::Linear),
         _ => Err("expected `cosine` or `linear`".into()),
     }
+}
+
+fn parse_precision(s: &str) -> std::result::Result<tigel::graph::Precision, String> {
+    s.parse().map_err(|e: tigel::Error| e.to_string())
 }

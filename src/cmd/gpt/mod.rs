@@ -75,6 +75,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         weight_decay: a.weight_decay,
         clip: a.clip,
         seed: a.seed,
+        precision: a.precision,
     };
     settings.validate()?;
     // A continued run keeps its optimizer (its state is that optimizer's); older runs trained with AdamW.

@@ -6,8 +6,9 @@
 use rayon::prelude::*;
 
 use super::CpuArgs;
+use crate::host::f16;
 use crate::host::gemm::{sgemm, MatRef};
-use crate::kernels::matmul::MatmulParams;
+use crate::kernels::matmul::{MatmulParams, HALF_A, HALF_B};
 use crate::kernels::matmul_pair::MatmulPairParams;
 
 /// Below this many multiply-adds per matrix, sgemm runs on one thread, so the batch loop itself is
@@ -49,6 +50,22 @@ pub fn matmul_pair_silu_gate(args: &mut CpuArgs) {
     product(bytemuck::cast(pp.p1), a1, b1, v);
     let n = (pp.p0.batch * pp.p0.stride_c) as usize;
     super::gated::silu_gate_into(&u[..n], &v[..n], &mut h[..n]);
+}
+
+/// Bindings as `matmul_tiled`; A and/or B hold f16 pairs (`MatmulParams::half`), widened exactly
+/// before the same f32 product.
+pub fn matmul_half(args: &mut CpuArgs) {
+    let p: MatmulParams = args.params();
+    // Elements of a whole (batched) operand: the last batch matrix's offset plus one matrix.
+    let (m, n, k, z) = (p.m as usize, p.n as usize, p.k as usize, p.batch.max(1) as usize - 1);
+    let widen = |i: usize, bit: u32, len: usize| -> Option<Vec<f32>> {
+        (p.half & bit != 0).then(|| f16::unpack(args.u32_in(i), len))
+    };
+    let wa = widen(0, HALF_A, z * p.stride_a as usize + m * k);
+    let wb = widen(1, HALF_B, z * p.stride_b as usize + k * n);
+    let a = wa.as_deref().unwrap_or_else(|| args.f32_in(0));
+    let b = wb.as_deref().unwrap_or_else(|| args.f32_in(1));
+    product(p, a, b, args.f32_out(0));
 }
 
 fn run(args: &mut CpuArgs) {

@@ -9,6 +9,7 @@
 pub mod args;
 pub mod attention;
 pub mod batch;
+pub mod cast;
 pub mod chnorm;
 pub mod conv;
 pub mod diffusion;
@@ -47,6 +48,8 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("attention" | "attention_small", "attention_fwd") => attention::attention_fwd,
         ("attention" | "attention_small", "attention_bwd") => attention::attention_bwd,
         ("batch", "text_windows") => batch::text_windows,
+        ("cast", "cast_f32_to_f16") => cast::cast_f32_to_f16,
+        ("cast", "cast_f16_to_f32") => cast::cast_f16_to_f32,
         ("chnorm", "chnorm_stats") => chnorm::chnorm_stats,
         ("chnorm", "chnorm_apply") => chnorm::chnorm_apply,
         ("chnorm", "chnorm_bwd_partial") => chnorm::chnorm_bwd_partial,
@@ -85,6 +88,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("matmul", "matmul_tiled") | ("matmul_blocked", "matmul_blocked") => matmul::matmul_tiled,
         ("matmul", "matmul_tiled_vec4") => matmul::matmul_tiled_vec4,
         ("matmul", "matmul_small") => matmul::matmul_small,
+        ("matmul_half", "matmul_half") => matmul::matmul_half,
         ("matmul_pair", "matmul_pair") => matmul::matmul_pair,
         ("matmul_pair", "matmul_pair_silu_gate") => matmul::matmul_pair_silu_gate,
         ("norm", "layer_norm_fwd") => norm::layer_norm_fwd,

@@ -11,10 +11,11 @@ use crate::ops::matmul::{self as eager, matmul_shape, MatmulJob, MatmulOpts};
 use crate::tensor::{DType, Tensor};
 
 impl Graph {
-    /// α·op(a)·op(b) for rank-2 or batched rank-3 operands (a rank-2 operand is shared by the batch).
+    /// α·op(a)·op(b) for rank-2 or batched rank-3 operands (a rank-2 operand is shared by the batch);
+    /// either operand may be f16 (`Graph::cast`), the product is f32.
     pub fn matmul(&mut self, a: NodeId, b: NodeId, opts: MatmulOpts) -> Result<NodeId> {
-        self.f32_in("matmul", a)?;
-        self.f32_in("matmul", b)?;
+        self.float_in("matmul", a)?;
+        self.float_in("matmul", b)?;
         let s = matmul_shape(self.shape(a), self.shape(b), &opts)?;
         Ok(self.push(Matmul(opts), &[a, b], s.out_shape, DType::F32))
     }

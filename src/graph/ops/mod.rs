@@ -8,6 +8,7 @@
 //! and knows no op by name.
 
 pub mod attention;
+pub mod cast;
 pub mod chnorm;
 pub mod conv;
 pub mod dropout;

@@ -4,7 +4,7 @@
 use super::{GptConfig, INIT_STD, LN_EPS};
 use crate::device::Device;
 use crate::error::Result;
-use crate::graph::{Graph, NodeId};
+use crate::graph::{Graph, NodeId, Precision};
 use crate::nn::{Activation, Init, LayerNorm, Linear, Param};
 use crate::ops::dropout::{self, Dropout};
 use crate::ops::rng::RngState;
@@ -96,7 +96,8 @@ impl Attention {
         }
         let a = g.attention(qkv, self.heads, true)?;
         let a = g.reshape(a, &[b * t, c])?;
-        self.proj.forward(g, a)
+        // The attention's backward keeps its f32 output: an f16 copy for the projection would add memory.
+        self.proj.forward_keep_input(g, a)
     }
 
     fn params(&self) -> Vec<Param> {
@@ -139,8 +140,9 @@ impl Mlp {
                 let u = self.fc.forward(g, x)?;
                 Activation::Gelu.forward(g, u)?
             }
-            Some(up) if self.fc.b.is_none() && up.b.is_none() => {
+            Some(up) if self.fc.b.is_none() && up.b.is_none() && g.precision == Precision::F32 => {
                 // Both projections and silu(u) ⊙ v in one dispatch: the numbers of two matmuls and the gate.
+                // (Its kernel reads f32 operands; under mixed precision the projections read f16 ones.)
                 let s = g.shape(x).to_vec();
                 let (c, rows) = (s[s.len() - 1], s[..s.len() - 1].iter().product::<usize>());
                 let x2 = g.reshape(x, &[rows, c])?;

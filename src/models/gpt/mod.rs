@@ -298,6 +298,7 @@ impl Gpt {
             return head.forward(g, h);
         }
         let wte = g.param(&self.wte.table.tensor);
+        let (h, wte) = (g.operand(h)?, g.operand(wte)?);
         g.matmul(h, wte, MatmulOpts { trans_b: true, ..MatmulOpts::default() })
     }
 }

@@ -9,7 +9,7 @@ use crate::data::text::Corpus;
 use crate::device::{Device, Download};
 use crate::dist::Share;
 use crate::error::{Error, Result};
-use crate::graph::Graph;
+use crate::graph::{Graph, Precision};
 use crate::ops::batch;
 use crate::optim::muon::MuonConfig;
 use crate::optim::{OptimizerKind, Schedule};
@@ -36,6 +36,14 @@ pub struct TrainSettings {
     pub clip: f32,
     /// Seed of the initial weights and of the training windows.
     pub seed: u64,
+    /// The matrix products' precision (f16 operands under `mixed`; master weights and optimizer state
+    /// stay f32, so a checkpoint is the same either way and a run may resume at the other precision).
+    #[serde(default, skip_serializing_if = "is_f32")]
+    pub precision: Precision,
+}
+
+fn is_f32(p: &Precision) -> bool {
+    *p == Precision::F32
 }
 
 impl TrainSettings {
@@ -231,11 +239,15 @@ impl GptTrainer {
         dev: &Device,
         model: Gpt,
         corpus: &Corpus,
-        s: TrainSettings,
+        mut s: TrainSettings,
         o: OptimSettings,
         start_step: u32,
     ) -> Result<GptTrainer> {
         s.validate()?;
+        if s.precision == Precision::Mixed && !dev.has_f16_storage() {
+            eprintln!("note: this adapter lacks f16 storage (SHADER_F16_IN_F32); training at f32 precision");
+            s.precision = Precision::F32;
+        }
         o.validate()?;
         corpus.check_context(model.cfg.context)?;
         // On several ranks (`dist`) this rank's graph reads its share of the global batch's windows.
@@ -250,6 +262,7 @@ impl GptTrainer {
         let step = crate::ops::optim::step_counter(dev, start_step)?;
 
         let mut g = Graph::new();
+        g.precision = s.precision;
         let ids = g.input(&x);
         let targets = g.input(&y);
         let logits = model.forward(&mut g, ids, (model.cfg.dropout > 0.0).then_some(&step))?;

@@ -1,0 +1,171 @@
+//! f16 storage: the casts (shaders/cast.wgsl) and the matmul with f16 operands (shaders/matmul_half.wgsl),
+//! GPU (lavapipe) vs CPU twin vs reference.
+//!
+//! Tolerances. A cast to f16 rounds to one of the two neighbours of an inexact value: the CPU twin to the
+//! nearest (ties to even), the GPU's pack2x16float either way (WGSL leaves it to the implementation), so
+//! each is within one f16 ulp of the exact value: rtol 2^-10 for normal values, atol 2^-24 (the
+//! subnormal spacing) near zero. f16 -> f32 is exact. The half matmul widens its f16 operands exactly and
+//! multiplies in f32, so its CPU twin equals the f32 matmul of the f16-rounded operands bit for bit, and
+//! the GPU agrees with the twin within the f32 matmul's own tolerance (tests/kernels_matmul.rs: 2e-6 *
+//! (1 + sqrt K) * the magnitude of the terms).
+mod common;
+use common::*;
+use tigel::host::f16;
+use tigel::ops::cast::cast;
+use tigel::ops::matmul::{self as mm, MatmulOpts};
+use tigel::{DType, Device, Tensor};
+
+const F16_TOL: Tol = Tol { atol: 6e-8, rtol: 1.0 / 1024.0 };
+
+#[test]
+fn cast_f32_to_f16_and_back() {
+    // Sizes of 1, odd counts (a half-filled last word), workgroup boundaries (256 words = 512 elements).
+    for n in [1usize, 2, 3, 255, 511, 512, 513, 1024, 100_003] {
+        let c =
+            check_op(&format!("cast f16 [{n}]"), &[uniform(&[n], -4.0, 4.0)], F16_TOL, |g, x| g.cast(x[0], DType::F16));
+        // The twin rounds to nearest even exactly as the half crate does.
+        let Data::F32(_, x) = &c.inputs[0] else { unreachable!() };
+        let want: Vec<f32> = x.iter().map(|&v| f16::round(v)).collect();
+        assert_eq!(c.cpu, want, "cast f16 [{n}]: the twin rounds to nearest even");
+        // Over most of the f16 range (the round trip's only error is the f16 rounding).
+        check_op(&format!("cast f16 -> f32 [{n}]"), &[uniform(&[n], -60000.0, 60000.0)], F16_TOL, |g, x| {
+            let h = g.cast(x[0], DType::F16)?;
+            g.cast(h, DType::F32)
+        });
+    }
+}
+
+#[test]
+fn cast_edge_values() {
+    // Exact f16 values survive both ways bit for bit on both engines; the range's ends overflow to inf.
+    let exact = [0.0f32, -0.0, 1.0, -2.5, 65504.0, -65504.0, 6.1035156e-5, 5.9604645e-8, 1.0009766];
+    let big = [1e6f32, -1e6];
+    let run = |d: &Device, v: &[f32]| {
+        let t = Tensor::from_f32(d, &[v.len()], v).unwrap();
+        let h = cast(d, &t, DType::F16).unwrap();
+        (h.to_f32(d).unwrap(), cast(d, &h, DType::F32).unwrap().to_f32(d).unwrap())
+    };
+    let mut devs = vec![cpu()];
+    devs.extend(gpu());
+    for d in &devs {
+        let (h, f) = run(d, &exact);
+        assert_eq!(h.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), exact.map(f32::to_bits).to_vec());
+        assert_eq!(f.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), exact.map(f32::to_bits).to_vec());
+        let (h, _) = run(d, &big);
+        assert_eq!(h, vec![f32::INFINITY, f32::NEG_INFINITY]);
+    }
+}
+
+#[test]
+fn cast_refusals() {
+    let d = cpu();
+    let ids = Tensor::from_u32(&d, &[3], &[1, 2, 3]).unwrap();
+    assert!(cast(&d, &ids, DType::F16).is_err());
+    let x = Tensor::from_f32(&d, &[3], &[1.0, 2.0, 3.0]).unwrap();
+    assert!(cast(&d, &x, DType::U32).is_err());
+    // A cast to the tensor's own dtype shares it.
+    assert!(cast(&d, &x, DType::F32).unwrap().buf.same(&x.buf));
+    let mut g = tigel::graph::Graph::new();
+    let n = g.input(&ids);
+    assert!(g.cast(n, DType::F16).is_err());
+    // Kernels that move one word per element refuse f16, naming the op.
+    let h = cast(&d, &x, DType::F16).unwrap();
+    let e = tigel::ops::layout::copy(&d, &h).unwrap_err().to_string();
+    assert!(e.contains("copy") && e.contains("f16"), "{e}");
+    assert!(tigel::ops::layout::slice(&d, &h, 0, 0, 1).is_err());
+    // A matmul's result is f32; matmul_half needs an f16 operand.
+    let a = Tensor::from_f32_as_f16(&d, &[2, 2], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    let b = Tensor::from_f32(&d, &[2, 2], &[1.0, 0.0, 0.0, 1.0]).unwrap();
+    let out16 = Tensor::empty(&d, &[2, 2], DType::F16).unwrap();
+    assert!(mm::matmul_into(&d, &a, &b, MatmulOpts::default(), &out16, false).is_err());
+    assert!(mm::matmul_with(&d, &b, &b, MatmulOpts::default(), mm::KernelChoice::Half).is_err());
+    let c = mm::matmul(&d, &a, &b, MatmulOpts::default()).unwrap();
+    assert_eq!((c.dtype, c.to_f32(&d).unwrap()), (DType::F32, vec![1.0, 2.0, 3.0, 4.0]));
+}
+
+/// One half-matmul case: A [za?, M, K] (or [.., K, M]), B likewise, each f16 or f32.
+struct Case {
+    shape_a: Vec<usize>,
+    shape_b: Vec<usize>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    half_a: bool,
+    half_b: bool,
+    opts: MatmulOpts,
+    k: usize,
+}
+
+impl Case {
+    fn tensor(d: &Device, shape: &[usize], v: &[f32], half: bool) -> Tensor {
+        if half {
+            Tensor::from_f32_as_f16(d, shape, v).unwrap()
+        } else {
+            Tensor::from_f32(d, shape, v).unwrap()
+        }
+    }
+    /// (C with the half kernel, C of the f32 kernels on the f16-rounded operands), accumulated onto `c0`.
+    fn run(&self, d: &Device, c0: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
+        let round =
+            |v: &[f32], on: bool| -> Vec<f32> { v.iter().map(|&x| if on { f16::round(x) } else { x }).collect() };
+        let a = Case::tensor(d, &self.shape_a, &self.a, self.half_a);
+        let b = Case::tensor(d, &self.shape_b, &self.b, self.half_b);
+        let ar = Tensor::from_f32(d, &self.shape_a, &round(&self.a, self.half_a)).unwrap();
+        let br = Tensor::from_f32(d, &self.shape_b, &round(&self.b, self.half_b)).unwrap();
+        let s = mm::matmul_shape(&self.shape_a, &self.shape_b, &self.opts).unwrap();
+        let out = |x: &Tensor, y: &Tensor| {
+            let c = match c0 {
+                Some(c0) => Tensor::from_f32(d, &s.out_shape, c0).unwrap(),
+                None => Tensor::empty(d, &s.out_shape, DType::F32).unwrap(),
+            };
+            mm::matmul_into(d, x, y, self.opts, &c, c0.is_some()).unwrap();
+            c.to_f32(d).unwrap()
+        };
+        (out(&a, &b), out(&ar, &br))
+    }
+}
+
+#[test]
+fn matmul_half_operands_gpu_vs_twin() {
+    let mut rng = Rng::new(seed());
+    let gpu = gpu();
+    let cpu = cpu();
+    let shapes = [(1, 1, 1), (7, 61, 13), (31, 67, 13), (64, 64, 64), (65, 63, 33), (67, 64, 12), (129, 129, 129)];
+    for (m, n, k) in shapes {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            for (half_a, half_b) in [(true, true), (true, false), (false, true)] {
+                for (za, zb) in [(None, None), (Some(3), Some(3)), (Some(2), None)] {
+                    let st = |z: Option<usize>, r: usize, c: usize| -> Vec<usize> {
+                        z.map_or(vec![r, c], |z| vec![z, r, c])
+                    };
+                    let shape_a = if ta { st(za, k, m) } else { st(za, m, k) };
+                    let shape_b = if tb { st(zb, n, k) } else { st(zb, k, n) };
+                    let na: usize = shape_a.iter().product();
+                    let nb: usize = shape_b.iter().product();
+                    let c = Case {
+                        a: rng.vec(na, -1.0, 1.0),
+                        b: rng.vec(nb, -1.0, 1.0),
+                        shape_a,
+                        shape_b,
+                        half_a,
+                        half_b,
+                        opts: MatmulOpts { trans_a: ta, trans_b: tb, alpha: if za.is_some() { 0.7 } else { 1.0 } },
+                        k,
+                    };
+                    let what = format!("matmul_half {m}x{n}x{k} ta={ta} tb={tb} f16 a={half_a} b={half_b} za={za:?}");
+                    let accumulate = za == Some(2);
+                    let out_n = za.map_or(1, |z| z) * m * n;
+                    let c0 = accumulate.then(|| rng.vec(out_n, -1.0, 1.0));
+                    let (half, want) = c.run(&cpu, c0.as_deref());
+                    // The twin widens exactly, then runs the f32 product: bit for bit.
+                    assert_eq!(half, want, "{what}: twin vs f32 matmul of the rounded operands");
+                    if let Some(g) = &gpu {
+                        let (got, _) = c.run(g, c0.as_deref());
+                        // |terms| <= 1, so |alpha| * sum_p |a b| + |c_old| <= K + 1.
+                        let mag = (c.k + 1) as f32;
+                        assert_close(&what, &got, &want, 2e-6 * (1.0 + (c.k as f32).sqrt()) * mag, 0.0);
+                    }
+                }
+            }
+        }
+    }
+}
