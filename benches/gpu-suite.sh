@@ -10,8 +10,8 @@
 #   3. `bench all` with those choices (TIGEL_TUNE=cached) -> OUT_DIR/tigel.json.
 #   4. `bench kernels --quick` with the defaults (TIGEL_TUNE=off) -> OUT_DIR/tigel-default.json, and
 #      OUT_DIR/tuned-vs-default.txt (`bench compare`: what tuning gained on this GPU).
-#   5. `bench train` with per-kernel dispatch counts (TIGEL_BENCH_KERNELS=1) at each precision the binary
-#      offers (`--precision f32|mixed`) -> OUT_DIR/train-<precision>.json.
+#   5. `bench train` with per-kernel dispatch counts (TIGEL_BENCH_KERNELS=1): every model's step, the
+#      default GPT at f32 and at mixed precision (`gpt-default-mixed`) -> OUT_DIR/train.json.
 #   6. benches/reference/torch_bench.py (the same cases and GPT step, same schema) -> OUT_DIR/torch.json,
 #      and OUT_DIR/compare.txt (`bench compare` of tigel.json against it).
 # PyTorch missing: says so and skips it (tigel's results are still written). Every step's output also
@@ -70,13 +70,7 @@ if step 75 "tigel bench kernels --quick, default variants" env TIGEL_TUNE=off "$
   "$tigel" bench compare "$out/tigel.json" "$out/tigel-default.json" | tee "$out/tuned-vs-default.txt" || status=1
   echo
 fi
-precisions=(f32)
-"$tigel" bench train --help 2>/dev/null | grep -q -- '--precision' && precisions=(f32 mixed)
-for p in "${precisions[@]}"; do
-  popt=()
-  [ "${#precisions[@]}" -gt 1 ] && popt=(--precision "$p")
-  step 30 "tigel bench train --quick${popt[*]:+ ${popt[*]}} (dispatches by kernel)" env TIGEL_TUNE=cached TIGEL_BENCH_KERNELS=1 "$tigel" bench train --quick "${popt[@]}" --out "$out/train-$p.json"
-done
+step 30 "tigel bench train --quick (dispatches by kernel)" env TIGEL_TUNE=cached TIGEL_BENCH_KERNELS=1 "$tigel" bench train --quick --out "$out/train.json"
 if python3 -c 'import torch' 2>/dev/null; then
   step 120 "torch_bench.py ${quick[*]}" python3 benches/reference/torch_bench.py "$out/torch.json" "${quick[@]}"
 else
