@@ -168,6 +168,7 @@ fn grad_reductions_and_broadcasts() {
     check("sum_to", &[&[2, 3, 4]], -1.0, 1.0, |g, p, _| g.sum_to(p[0], &[3, 1]));
     check("broadcast_to", &[&[3, 1]], -1.0, 1.0, |g, p, _| g.broadcast_to(p[0], &[2, 3, 4]));
     check("mean_all", &[&[5, 3]], -1.0, 1.0, |g, p, _| g.mean_all(p[0]));
+    check("scale_broadcast", &[&[2, 1, 4]], -1.0, 1.0, |g, p, _| g.scale_broadcast(p[0], 1, 3, 0.7));
 }
 
 #[test]
@@ -235,6 +236,14 @@ fn grad_transformer_ops() {
         let x5 = g.matmul(p[0], p[2], o)?;
         let y = g.add(y, x5)?;
         g.mul(y, y)
+    });
+    // One kernel used on two inputs (a discriminator on real and fake images): its gradient's sum is
+    // folded into the second weight gradient, added into the first one's buffer.
+    check("conv2d gradient sums", &[&[2, 3, 5, 5], &[2, 3, 5, 5], &[4, 3, 3, 3]], -1.0, 1.0, |g, p, _| {
+        let o = tigel::ops::conv::Conv2d { stride: 2, padding: 1 };
+        let (y1, y2) = (g.conv2d(p[0], p[2], o)?, g.conv2d(p[1], p[2], o)?);
+        let y = g.mul(y1, y2)?;
+        g.add(y, y1)
     });
     // The fused residual norm: both outputs used, so x and a get the add's and the norm's gradients.
     check("add_layer_norm", &[&[5, 7], &[5, 7], &[7], &[7]], -1.0, 1.0, |g, p, _| {
