@@ -452,3 +452,28 @@ fn grad_backward_ops() {
         g.unary(Unary::Tanh, gw)
     });
 }
+
+/// A fill (here a target and the gradient seed) is computed once when the plan is built: no run
+/// dispatches it, and every run reads the same values.
+#[test]
+fn fills_are_computed_once_at_plan_time() {
+    let devs: Vec<Device> = std::iter::once(cpu()).chain(gpu()).collect();
+    for d in &devs {
+        let mut g = Graph::new();
+        let x = g.param(&Tensor::from_f32(d, &[2, 3], &[1.0, -2.0, 0.5, 3.0, 0.0, -1.0]).unwrap());
+        let t = g.fill(&[2, 3], 2.0).unwrap();
+        let diff = g.sub(x, t).unwrap();
+        let sq = g.mul(diff, diff).unwrap();
+        let loss = g.mean_all(sq).unwrap();
+        let gx = g.backward(loss, &[x]).unwrap()[0];
+        let plan = Plan::build(d, &g, &[loss, gx], |_| Ok(())).unwrap();
+        assert!(plan.dispatch_counts().iter().all(|(k, _)| k != "layout::fill"), "{:?}", plan.dispatch_counts());
+        for _ in 0..3 {
+            plan.run(d).unwrap();
+            let l = plan.value(loss).to_f32(d).unwrap()[0];
+            assert!((l - 33.25 / 6.0).abs() < 1e-5, "loss {l}");
+            let want: Vec<f32> = [-1.0f32, -4.0, -1.5, 1.0, -2.0, -3.0].iter().map(|v| v / 3.0).collect();
+            assert_close("dx", &plan.value(gx).to_f32(d).unwrap(), &want, 1e-6, 1e-6);
+        }
+    }
+}
