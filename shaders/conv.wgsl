@@ -46,7 +46,7 @@ struct ConvParams {
     col_tiles: u32,       // tiles along its columns (TN each; for bwd_input, of the largest phase)
     imgs_per_split: u32,  // bwd_weight: images per z slice
     splits: u32,          // bwd_weight: z slices (partial sums)
-    _pad0: u32,
+    accumulate: u32,      // bwd_weight with one split: add into the output (a folded gradient sum)
     _pad1: u32,
 }
 
@@ -362,7 +362,12 @@ fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         for (var j = 0u; j < 4u; j++) {
             let col = n0 + 4u * lid3.x + j;
             if col >= cols { break; }
-            wpart[zbase + ch * cols + col] = acc_row(acc, i)[j];
+            let at = zbase + ch * cols + col;
+            if cv.accumulate == 1u {
+                wpart[at] += acc_row(acc, i)[j];
+            } else {
+                wpart[at] = acc_row(acc, i)[j];
+            }
         }
     }
 }

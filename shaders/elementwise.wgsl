@@ -30,9 +30,15 @@ struct ScalarParams {
     reverse: u32,  // 1: out = op(s, a) instead of op(a, s)
     _pad: u32,
     s: f32,
-    _pad1: u32,
-    _pad2: u32,
+    rep: u32,    // > 0: x is broadcast along one axis of this extent (out = op(x[(i / (rep * inner)) * inner + i % inner], s))
+    inner: u32,  // elements after that axis
     _pad3: u32,
+}
+
+// The element of x that output i reads: itself, or its broadcast source when sp.rep > 0.
+fn scalar_src(i: u32) -> u32 {
+    if sp.rep == 0u { return i; }
+    return (i / (sp.rep * sp.inner)) * sp.inner + i % sp.inner;
 }
 
 fn binary_op(op: u32, a: f32, b: f32) -> f32 {
@@ -120,9 +126,10 @@ fn scalar(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
           @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
     if i >= sp.n { return; }
+    let v = sx[scalar_src(i)];
     if sp.reverse == 1u {
-        sout[i] = binary_op(sp.op, sp.s, sx[i]);
+        sout[i] = binary_op(sp.op, sp.s, v);
     } else {
-        sout[i] = binary_op(sp.op, sx[i], sp.s);
+        sout[i] = binary_op(sp.op, v, sp.s);
     }
 }

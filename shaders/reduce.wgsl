@@ -29,6 +29,7 @@ const OP_SUM: u32 = 0u;
 const OP_MEAN: u32 = 1u;
 const OP_MAX: u32 = 2u;
 const OP_ARGMAX: u32 = 3u;
+const OP_SUM_ACC: u32 = 4u;  // reduce_strided only: out += the sum (a gradient sum folded into the reduction)
 
 struct ReduceParams {
     outer: u32,
@@ -94,7 +95,7 @@ fn reduce_strided(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     var p = ob * rp.len * rp.inner + ii;
     var acc = 0.0;
     var idx = 0u;
-    if rp.op >= OP_MAX {
+    if rp.op == OP_MAX || rp.op == OP_ARGMAX {
         // Scan in axis order with a strict comparison: the first maximum is kept.
         acc = rx[p];
         for (var k = 1u; k < rp.len; k++) {
@@ -107,6 +108,10 @@ fn reduce_strided(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
             acc += rx[p];
             p += rp.inner;
         }
+    }
+    if rp.op == OP_SUM_ACC {
+        rout[o] = bitcast<u32>(bitcast<f32>(rout[o]) + acc);
+        return;
     }
     rout[o] = finish(rp.op, acc, idx, rp.len);
 }

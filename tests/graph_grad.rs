@@ -218,6 +218,7 @@ fn grad_reductions_and_broadcasts() {
     check("sum_to", &[&[2, 3, 4]], -1.0, 1.0, |g, p, _| g.sum_to(p[0], &[3, 1]));
     check("broadcast_to", &[&[3, 1]], -1.0, 1.0, |g, p, _| g.broadcast_to(p[0], &[2, 3, 4]));
     check("mean_all", &[&[5, 3]], -1.0, 1.0, |g, p, _| g.mean_all(p[0]));
+    check("scale_broadcast", &[&[2, 1, 4]], -1.0, 1.0, |g, p, _| g.scale_broadcast(p[0], 1, 3, 0.7));
 }
 
 #[test]
@@ -285,6 +286,14 @@ fn grad_transformer_ops() {
         let x5 = g.matmul(p[0], p[2], o)?;
         let y = g.add(y, x5)?;
         g.mul(y, y)
+    });
+    // One kernel used on two inputs (a discriminator on real and fake images): its gradient's sum is
+    // folded into the second weight gradient, added into the first one's buffer.
+    check("conv2d gradient sums", &[&[2, 3, 5, 5], &[2, 3, 5, 5], &[4, 3, 3, 3]], -1.0, 1.0, |g, p, _| {
+        let o = tigel::ops::conv::Conv2d { stride: 2, padding: 1 };
+        let (y1, y2) = (g.conv2d(p[0], p[2], o)?, g.conv2d(p[1], p[2], o)?);
+        let y = g.mul(y1, y2)?;
+        g.add(y, y1)
     });
     // The fused residual norm: both outputs used, so x and a get the add's and the norm's gradients.
     check("add_layer_norm", &[&[5, 7], &[5, 7], &[7], &[7]], -1.0, 1.0, |g, p, _| {
@@ -492,4 +501,29 @@ fn grad_backward_ops() {
         let gw = g.backward(s, &[p[1]])?[0];
         g.unary(Unary::Tanh, gw)
     });
+}
+
+/// A fill (here a target and the gradient seed) is computed once when the plan is built: no run
+/// dispatches it, and every run reads the same values.
+#[test]
+fn fills_are_computed_once_at_plan_time() {
+    let devs: Vec<Device> = std::iter::once(cpu()).chain(gpu()).collect();
+    for d in &devs {
+        let mut g = Graph::new();
+        let x = g.param(&Tensor::from_f32(d, &[2, 3], &[1.0, -2.0, 0.5, 3.0, 0.0, -1.0]).unwrap());
+        let t = g.fill(&[2, 3], 2.0).unwrap();
+        let diff = g.sub(x, t).unwrap();
+        let sq = g.mul(diff, diff).unwrap();
+        let loss = g.mean_all(sq).unwrap();
+        let gx = g.backward(loss, &[x]).unwrap()[0];
+        let plan = Plan::build(d, &g, &[loss, gx], |_| Ok(())).unwrap();
+        assert!(plan.dispatch_counts().iter().all(|(k, _)| k != "layout::fill"), "{:?}", plan.dispatch_counts());
+        for _ in 0..3 {
+            plan.run(d).unwrap();
+            let l = plan.value(loss).to_f32(d).unwrap()[0];
+            assert!((l - 33.25 / 6.0).abs() < 1e-5, "loss {l}");
+            let want: Vec<f32> = [-1.0f32, -4.0, -1.5, 1.0, -2.0, -3.0].iter().map(|v| v / 3.0).collect();
+            assert_close("dx", &plan.value(gx).to_f32(d).unwrap(), &want, 1e-6, 1e-6);
+        }
+    }
 }

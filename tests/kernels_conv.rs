@@ -247,6 +247,35 @@ fn conv2d_gpu_matches_cpu_twin() {
     }
 }
 
+/// The accumulating weight gradient (r + dw added into r's buffer, through the shader's `+=` store with
+/// one split or the accumulating reduction of the splits) is r + dw exactly on each device, and the GPU
+/// agrees with the CPU twin.
+#[test]
+fn conv_backward_weight_acc_is_the_sum_and_matches_cpu_twin() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = cpu();
+    let mut rng = Rng::new(seed());
+    for c in &CASES {
+        let (x, w, dy) = conv_inputs(&mut rng, c);
+        let r0 = rng.vec(w.len(), -1.0, 1.0);
+        let run = |d: &Device| {
+            let (xt, dyt) =
+                (up(d, &[c.n, c.ci, c.h, c.w], &x), up(d, &[c.n, c.co, out_len(c.h, c), out_len(c.w, c)], &dy));
+            let r = up(d, &[c.co, c.ci, c.k, c.k], &r0);
+            let fused = cv::conv2d_backward_weight_acc(d, &xt, &dyt, c.k, opts(c), &r).unwrap();
+            assert!(fused.buf.same(&r.buf) || c.co * c.ci * c.k * c.k == 1, "{c:?}: added into r's buffer");
+            let dw = cv::conv2d_backward_weight(d, &xt, &dyt, c.k, opts(c)).unwrap().to_f32(d).unwrap();
+            let unfused: Vec<f32> = r0.iter().zip(&dw).map(|(a, b)| a + b).collect();
+            (fused.to_f32(d).unwrap(), unfused)
+        };
+        let (g, gu) = run(&gpu);
+        let (k, ku) = run(&cpu);
+        assert_eq!(g, gu, "{c:?}: GPU fused vs unfused");
+        assert_eq!(k, ku, "{c:?}: CPU fused vs unfused");
+        assert_close(&format!("conv2d_backward_weight_acc {c:?}"), &g, &k, 1e-3, 1e-4);
+    }
+}
+
 #[test]
 fn conv_transpose2d_gpu_matches_cpu_twin() {
     let Some(gpu) = gpu() else { return };

@@ -123,6 +123,30 @@ fn scalar_forms_match_cpu_twin() {
 }
 
 #[test]
+fn scale_broadcast_matches_cpu_twin_and_broadcast_then_scale() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = cpu();
+    let mut rng = Rng::new(seed());
+    for (shape, axis, extent) in [(vec![1], 0, 1031), (vec![3, 1, 5], 1, 7), (vec![4, 1], 1, 9), (vec![1, 6], 0, 3)] {
+        let x = rng.vec(shape.iter().product(), -2.0, 2.0);
+        let s = rng.uniform(0.1, 2.0);
+        let fused = |d: &Device| {
+            let t = Tensor::from_f32(d, &shape, &x).unwrap();
+            ew::scale_broadcast(d, &t, axis, extent, s).unwrap().to_f32(d).unwrap()
+        };
+        let mut full = shape.clone();
+        full[axis] = extent;
+        let unfused = |d: &Device| {
+            let t = ew::broadcast_to(d, &Tensor::from_f32(d, &shape, &x).unwrap(), &full).unwrap();
+            ew::scalar(d, Binary::Mul, &t, s, false).unwrap().to_f32(d).unwrap()
+        };
+        let name = format!("scale_broadcast {shape:?} axis {axis}");
+        assert_close(&name, &fused(&gpu), &fused(&cpu), 2e-6, 2e-6);
+        assert_eq!(fused(&cpu), unfused(&cpu), "{name}: fused vs unfused");
+    }
+}
+
+#[test]
 fn mismatched_shapes_are_an_error_naming_both() {
     let cpu = Device::cpu();
     let a = Tensor::from_f32(&cpu, &[2, 3], &[0.0; 6]).unwrap();

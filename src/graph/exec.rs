@@ -19,6 +19,8 @@ use crate::tensor::Tensor;
 pub struct Plan {
     rec: Recording,
     kept: HashMap<NodeId, Tensor>,
+    /// Values of the constant nodes (fills), computed once at build time and read by every run.
+    _consts: HashMap<NodeId, Tensor>,
     /// Bytes of the tensors bound into the graph (inputs, parameters, constants): live across steps.
     pub persistent_bytes: u64,
 }
@@ -47,7 +49,20 @@ impl Plan {
     ) -> Result<Plan> {
         let order = schedule(g, keep);
         let last = last_uses(g, &order, keep);
-        let persistent_bytes = order.iter().filter_map(|&i| g.tensor_of(i)).map(Tensor::bytes).sum();
+        // Constant nodes (a fill: BCE targets, the gradient seed) are computed here, once, so the step
+        // does not refill them every run.
+        let mut consts: HashMap<NodeId, Tensor> = HashMap::new();
+        for &id in &order {
+            let node = g.node(id);
+            if let Op::Def(def) = &node.op {
+                if node.inputs.is_empty() && def.constant() {
+                    let (t, _) = def.forward(&Fwd { dev, x: &[], aux: &[], shape: &node.shape })?;
+                    consts.insert(id, t);
+                }
+            }
+        }
+        let persistent_bytes = order.iter().filter_map(|&i| g.tensor_of(i)).map(Tensor::bytes).sum::<u64>()
+            + consts.values().map(Tensor::bytes).sum::<u64>();
         let (kept, rec) = dev.capture(|| {
             before()?;
             let mut vals: HashMap<NodeId, Tensor> = HashMap::new();
@@ -59,6 +74,7 @@ impl Plan {
                 let node = g.node(id);
                 let (out, extra) = match &node.op {
                     Op::Input(t) | Op::Param(t) | Op::Const(t) => (t.clone(), vec![]),
+                    Op::Def(_) if consts.contains_key(&id) => (consts[&id].clone(), vec![]),
                     Op::Def(def) => {
                         let x: Vec<&Tensor> = node.inputs.iter().map(|i| &vals[i]).collect();
                         let aux_in: Vec<&[Tensor]> =
@@ -83,7 +99,7 @@ impl Plan {
             after(&kept)?;
             Ok(keep.iter().copied().zip(kept).collect::<HashMap<_, _>>())
         })?;
-        Ok(Plan { rec, kept, persistent_bytes })
+        Ok(Plan { rec, kept, _consts: consts, persistent_bytes })
     }
 
     /// Runs the step: one submission on a GPU, never a wait.

@@ -307,15 +307,43 @@ pub fn conv2d_backward_input(
 
 /// dw of y = conv2d(x, w) for a k x k kernel: x [N, Cin, H, W], dy [N, Cout, Ho, Wo] -> [Cout, Cin, K, K].
 pub fn conv2d_backward_weight(dev: &Device, x: &Tensor, dy: &Tensor, k: usize, opts: Conv2d) -> Result<Tensor> {
-    const OP: &str = "conv2d_backward_weight";
-    let ctx = check_backward_weight(OP, x, dy, k, opts)?;
+    let s = backward_weight_shape("conv2d_backward_weight", x, dy, k, opts)?;
+    run_bwd_weight(dev, "conv2d_backward_weight", &s, x, dy, None)
+}
+
+/// `r + conv2d_backward_weight(x, dy)`, added into r's buffer (r [Cout, Cin, K, K], which must be
+/// used nowhere else): a gradient summed over two uses of a weight without a separate add.
+pub fn conv2d_backward_weight_acc(
+    dev: &Device,
+    x: &Tensor,
+    dy: &Tensor,
+    k: usize,
+    opts: Conv2d,
+    r: &Tensor,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_backward_weight_acc";
+    let s = backward_weight_shape(OP, x, dy, k, opts)?;
+    if r.shape != s.w_shape() || r.dtype != DType::F32 {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            lhs: r.shape.clone(),
+            rhs: s.w_shape(),
+            hint: " (the term to add)".into(),
+        });
+    }
+    run_bwd_weight(dev, OP, &s, x, dy, Some(r))
+}
+
+/// Checks x, dy and k of a weight gradient and gives the convolution's shape.
+fn backward_weight_shape(op: &'static str, x: &Tensor, dy: &Tensor, k: usize, opts: Conv2d) -> Result<ConvShape> {
+    let ctx = check_backward_weight(op, x, dy, k, opts)?;
     let out = match (conv2d_out_len(x.shape[2], k, opts), conv2d_out_len(x.shape[3], k, opts)) {
         (Some(a), Some(b)) => (a, b),
-        _ => return Err(too_small(OP, x.shape[2], x.shape[3], k, opts, &ctx)),
+        _ => return Err(too_small(op, x.shape[2], x.shape[3], k, opts, &ctx)),
     };
     if out != (dy.shape[2], dy.shape[3]) {
         return Err(Error::invalid(
-            OP,
+            op,
             format!("x gives a {}x{} output, dy is {}x{} ({ctx})", out.0, out.1, dy.shape[2], dy.shape[3]),
         ));
     }
@@ -331,8 +359,8 @@ pub fn conv2d_backward_weight(dev: &Device, x: &Tensor, dy: &Tensor, k: usize, o
         stride: opts.stride,
         padding: opts.padding,
     };
-    s.check_sizes(OP)?;
-    run_bwd_weight(dev, OP, &s, x, dy)
+    s.check_sizes(op)?;
+    Ok(s)
 }
 
 /// The conv2d that a transposed conv of x [N, Cin, H, W] with w [Cin, Cout, K, K] is the adjoint of.
@@ -449,7 +477,7 @@ pub fn conv_transpose2d_backward_weight(
         padding: opts.padding,
     };
     s.check_sizes(OP)?;
-    run_bwd_weight(dev, OP, &s, dy, x)
+    run_bwd_weight(dev, OP, &s, dy, x, None)
 }
 
 /// Grid for `row_tiles * col_tiles` workgroup tiles (folded into y past the per-dimension limit) and
@@ -521,8 +549,16 @@ pub fn weight_splits(dev: &Device, s: &ConvShape) -> (usize, usize) {
     (s.n.div_ceil(splits), splits)
 }
 
-/// dw [co, ci, k, k] from x [n, ci, h, w] and dy [n, co, ho, wo] for a checked shape.
-fn run_bwd_weight(dev: &Device, op: &'static str, s: &ConvShape, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+/// dw [co, ci, k, k] from x [n, ci, h, w] and dy [n, co, ho, wo] for a checked shape; with `into`, dw
+/// is added into that tensor's buffer, which is returned.
+fn run_bwd_weight(
+    dev: &Device,
+    op: &'static str,
+    s: &ConvShape,
+    x: &Tensor,
+    dy: &Tensor,
+    into: Option<&Tensor>,
+) -> Result<Tensor> {
     let (per, splits) = weight_splits(dev, s);
     let wn = s.co * s.ci * s.k * s.k;
     let mut p = s.params(op)?;
@@ -531,11 +567,23 @@ fn run_bwd_weight(dev: &Device, op: &'static str, s: &ConvShape, x: &Tensor, dy:
     u32_of(op, "the partial sums' element count", splits.saturating_mul(wn))?;
     let g = grid(dev, op, s, &mut p, s.co, s.ci * s.k * s.k, splits)?;
     if splits == 1 {
-        let dw = Tensor::empty(dev, &s.w_shape(), DType::F32)?;
+        let dw = match into {
+            Some(r) => r.clone(),
+            None => Tensor::empty(dev, &s.w_shape(), DType::F32)?,
+        };
+        p.accumulate = into.is_some() as u32;
         dev.dispatch(Dispatch::new(&CONV2D_BWD_WEIGHT, &p, &[&x.buf, &dy.buf, &dw.buf], g))?;
         return Ok(dw);
     }
     let part = Tensor::empty(dev, &[splits, wn], DType::F32)?;
     dev.dispatch(Dispatch::new(&CONV2D_BWD_WEIGHT, &p, &[&x.buf, &dy.buf, &part.buf], g))?;
-    reduce::sum(dev, &part, 0, false)?.reshape(&s.w_shape())
+    match into {
+        // The splits' sum, added into r by the reduction itself (r + (p0 + p1 + ...)).
+        Some(r) if wn > 1 => {
+            reduce::sum_leading_into(dev, &part, r)?;
+            Ok(r.clone())
+        }
+        Some(r) => crate::ops::elementwise::add(dev, r, &reduce::sum(dev, &part, 0, false)?.reshape(&s.w_shape())?),
+        None => reduce::sum(dev, &part, 0, false)?.reshape(&s.w_shape()),
+    }
 }

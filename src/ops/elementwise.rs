@@ -230,6 +230,33 @@ pub fn scalar(dev: &Device, op: Binary, x: &Tensor, s: f32, reverse: bool) -> Re
     Ok(out)
 }
 
+/// `x * s` broadcast along `axis` to `extent`: x has extent 1 there (the backward of a mean, in one
+/// dispatch).
+pub fn scale_broadcast(dev: &Device, x: &Tensor, axis: usize, extent: usize, s: f32) -> Result<Tensor> {
+    const OP: &str = "scale_broadcast";
+    want_dtype(OP, x, DType::F32)?;
+    if x.shape.get(axis) != Some(&1) {
+        return Err(Error::invalid(OP, format!("axis {axis} of {:?} must have extent 1", x.shape)));
+    }
+    let mut shape = x.shape.clone();
+    shape[axis] = extent;
+    let out = Tensor::empty(dev, &shape, DType::F32)?;
+    let n = out.numel();
+    if n == 0 {
+        return Ok(out);
+    }
+    let p = ScalarParams {
+        n: u32_of(OP, "elements", n)?,
+        op: Binary::Mul as u32,
+        s,
+        rep: u32_of(OP, "extent", extent)?,
+        inner: u32_of(OP, "inner extent", shape[axis + 1..].iter().product())?,
+        ..Default::default()
+    };
+    launch_1d(dev, &SCALAR, &p, &[&x.buf, &out.buf], n)?;
+    Ok(out)
+}
+
 /// a + b, broadcasting.
 pub fn add(dev: &Device, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(dev, Binary::Add, a, b)

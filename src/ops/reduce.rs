@@ -120,6 +120,26 @@ pub fn argmax(dev: &Device, x: &Tensor, axis: usize, keepdim: bool) -> Result<Te
     reduce(dev, ReduceOp::ArgMax, x, axis, keepdim)
 }
 
+/// out += x summed along axis 0, x [len, out.numel()] with out.numel() > 1 (the strided kernel's
+/// accumulating op: a gradient sum folded into the reduction that finishes a gradient).
+pub fn sum_leading_into(dev: &Device, x: &Tensor, out: &Tensor) -> Result<()> {
+    const OP: &str = "sum_leading_into";
+    want_dtype(OP, x, DType::F32)?;
+    want_dtype(OP, out, DType::F32)?;
+    let inner = out.numel();
+    if x.rank() != 2 || x.shape[1] != inner || inner < 2 {
+        return Err(Error::invalid(OP, format!("x {:?} must be [len, {inner}] with {inner} > 1", x.shape)));
+    }
+    let p = ReduceParams {
+        outer: 1,
+        len: u32_of(OP, "axis extent", x.shape[0])?,
+        inner: u32_of(OP, "inner extent", inner)?,
+        op: 4,
+    };
+    u32_of(OP, "elements", x.numel())?;
+    launch_1d(dev, &REDUCE_STRIDED, &p, &[&x.buf, &out.buf], inner)
+}
+
 /// Sum of all elements, shape [1] (the tensor is reduced as one row).
 pub fn sum_all(dev: &Device, x: &Tensor) -> Result<Tensor> {
     want_dtype("sum", x, DType::F32)?;

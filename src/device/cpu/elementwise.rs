@@ -250,6 +250,18 @@ pub fn scalar(args: &mut CpuArgs) {
     let p: ScalarParams = args.params();
     let x = args.f32_in(0);
     let out = &mut args.f32_out(0)[..p.n as usize];
+    if p.rep > 0 {
+        // x broadcast along one axis: read each output's source element.
+        let (rep, inner) = (p.rep as usize, p.inner as usize);
+        par_chunks(out, |s, ch| {
+            for (k, o) in ch.iter_mut().enumerate() {
+                let i = s + k;
+                let v = x[(i / (rep * inner)) * inner + i % inner];
+                *o = if p.reverse == 1 { binary_op(p.op, p.s, v) } else { binary_op(p.op, v, p.s) };
+            }
+        });
+        return;
+    }
     with_op!(p.op, scalar_loop(x, out, p.s, p.reverse == 1));
 }
 

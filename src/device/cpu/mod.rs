@@ -12,6 +12,7 @@ pub mod batch;
 pub mod cast;
 pub mod chnorm;
 pub mod conv;
+pub mod conv_acc;
 pub mod diffusion;
 pub mod dropout;
 pub mod elementwise;
@@ -60,7 +61,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("chnorm", "chnorm_update_running") => chnorm::chnorm_update_running,
         ("conv", "conv2d_fwd") => conv::conv2d_fwd,
         ("conv", "conv2d_bwd_input") => conv::conv2d_bwd_input,
-        ("conv", "conv2d_bwd_weight") => conv::conv2d_bwd_weight,
+        ("conv", "conv2d_bwd_weight") => conv_acc::conv2d_bwd_weight,
         ("diffusion", "schedule") => diffusion::schedule,
         ("diffusion", "q_sample") => diffusion::q_sample,
         ("diffusion", "timestep_embedding") => diffusion::timestep_embedding,

@@ -10,6 +10,7 @@ use crate::kernels::reduce::{ReduceParams, WG};
 const OP_MEAN: u32 = 1;
 const OP_MAX: u32 = 2;
 const OP_ARGMAX: u32 = 3;
+const OP_SUM_ACC: u32 = 4;
 
 /// True when candidate (bv, bi) beats (av, ai) for argmax: larger value, or equal value at a lower index.
 fn beats(bv: f32, bi: u32, av: f32, ai: u32) -> bool {
@@ -103,7 +104,7 @@ pub fn reduce_strided(args: &mut CpuArgs) {
                 (ob, ii) = (ob + 1, 0);
             }
             let (mut acc, mut idx) = (0f32, 0u32);
-            if p.op >= OP_MAX {
+            if p.op == OP_MAX || p.op == OP_ARGMAX {
                 acc = x[at];
                 for k in 1..len {
                     at += inner;
@@ -118,7 +119,7 @@ pub fn reduce_strided(args: &mut CpuArgs) {
                     at += inner;
                 }
             }
-            *o = finish(p.op, acc, idx, p.len);
+            *o = if p.op == OP_SUM_ACC { (f32::from_bits(*o) + acc).to_bits() } else { finish(p.op, acc, idx, p.len) };
         }
     });
 }

@@ -144,10 +144,33 @@ impl OpDef for ConvBackwardWeight {
         let g_dy = g.conv2d(x, gy, self.0)?;
         Ok(vec![Some(g_x), Some(g_dy)])
     }
+    fn accumulating(&self) -> Option<super::Accumulating> {
+        Some(super::Accumulating { def: std::sync::Arc::new(ConvBackwardWeightAcc(self.0, self.1)), in_place: true })
+    }
     fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
         let (xv, dy) = (x[0], x[1]);
         let mut dw = Value::full(shape, 0.0);
         conv_f64(&xv.shape, shape, &dy.shape, self.0, |xi, wi, yi| dw.data[wi] += xv.data[xi] * dy.data[yi]);
+        Ok(dw)
+    }
+}
+
+/// Inputs [x, dy, r]: r + the weight gradient, added into r's buffer. Autodiff makes it from a
+/// `ConvBackwardWeight` whose result is summed with r (a weight used twice), only where nothing else
+/// reads r (`Graph::backward`). Not differentiated again.
+#[derive(Debug)]
+struct ConvBackwardWeightAcc(Conv2d, usize);
+
+impl OpDef for ConvBackwardWeightAcc {
+    fn name(&self) -> &'static str {
+        "conv2d_backward_weight_acc"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        single(eager::conv2d_backward_weight_acc(f.dev, f.x[0], f.x[1], self.1, self.0, f.x[2])?)
+    }
+    fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
+        let mut dw = ConvBackwardWeight(self.0, self.1).reference(&x[..2], shape)?;
+        dw.data.iter_mut().zip(&x[2].data).for_each(|(a, r)| *a += r);
         Ok(dw)
     }
 }

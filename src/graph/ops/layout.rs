@@ -102,6 +102,9 @@ impl OpDef for Fill {
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
         single(eager::fill(f.dev, f.shape, self.0)?)
     }
+    fn constant(&self) -> bool {
+        true
+    }
     fn backward(&self, _: &mut Graph, _: NodeId, _: NodeId) -> Result<Vec<Option<NodeId>>> {
         Ok(vec![])
     }

@@ -70,6 +70,12 @@ pub trait OpDef: std::fmt::Debug + Send + Sync {
         None
     }
 
+    /// True for ops whose value depends on nothing (a fill): the planner computes them once, outside the
+    /// recorded step, and every run reads that tensor.
+    fn constant(&self) -> bool {
+        false
+    }
+
     /// True for ops that only pass on another node's second output (`Output`): they read no value of
     /// their input node, so folding work into that node leaves them valid.
     fn reads_second_output(&self) -> bool {

@@ -62,6 +62,18 @@ impl Graph {
         Ok(self.push(SumTo(shape.to_vec()), &[x], shape.to_vec(), DType::F32))
     }
 
+    /// `x * s` broadcast along `axis` (extent 1 in x) to `extent`: a mean's gradient in one dispatch.
+    pub fn scale_broadcast(&mut self, x: NodeId, axis: usize, extent: usize, s: f32) -> Result<NodeId> {
+        self.f32_in("scale_broadcast", x)?;
+        self.check_axis("scale_broadcast", x, axis)?;
+        if self.shape(x)[axis] != 1 {
+            return Err(Error::invalid("scale_broadcast", format!("axis {axis} of {:?} must be 1", self.shape(x))));
+        }
+        let mut shape = self.shape(x).to_vec();
+        shape[axis] = extent;
+        Ok(self.push(ScaleBroadcast { axis, extent, s }, &[x], shape, DType::F32))
+    }
+
     /// Broadcasts x to `shape` (gradients of reductions). Returns x itself when the shapes are equal.
     pub fn broadcast_to(&mut self, x: NodeId, shape: &[usize]) -> Result<NodeId> {
         let (b, _, _) = broadcast("broadcast_to", self.shape(x), shape)?;
@@ -105,8 +117,16 @@ impl OpDef for Reduce {
         let mut kept = sx.clone();
         kept[self.axis] = 1;
         let gr = if self.keepdim { gy } else { g.reshape(gy, &kept)? };
-        let gr = g.broadcast_to(gr, &sx)?;
-        let gr = if self.mean { g.scale(gr, 1.0 / sx[self.axis] as f32)? } else { gr };
+        let gr = if self.mean && sx[self.axis] > 1 {
+            g.scale_broadcast(gr, self.axis, sx[self.axis], 1.0 / sx[self.axis] as f32)?
+        } else {
+            let gr = g.broadcast_to(gr, &sx)?;
+            if self.mean {
+                g.scale(gr, 1.0 / sx[self.axis] as f32)?
+            } else {
+                gr
+            }
+        };
         Ok(vec![Some(gr)])
     }
     fn reference(&self, x: &[&Value], _: &[usize]) -> Result<Value> {
@@ -168,6 +188,31 @@ impl OpDef for BroadcastTo {
     }
     fn reference(&self, x: &[&Value], _: &[usize]) -> Result<Value> {
         broadcast_map(x[0], &Value::full(&self.0, 0.0), |a, _| a)
+    }
+}
+
+/// `x * s` broadcast along one axis.
+#[derive(Debug)]
+struct ScaleBroadcast {
+    axis: usize,
+    extent: usize,
+    s: f32,
+}
+
+impl OpDef for ScaleBroadcast {
+    fn name(&self) -> &'static str {
+        "scale_broadcast"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        single(ew::scale_broadcast(f.dev, f.x[0], self.axis, self.extent, self.s)?)
+    }
+    fn backward(&self, g: &mut Graph, _: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
+        let gs = g.sum(gy, self.axis, true)?;
+        Ok(vec![Some(g.scale(gs, self.s)?)])
+    }
+    fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
+        let s = self.s as f64;
+        broadcast_map(x[0], &Value::full(shape, 0.0), |a, _| a * s)
     }
 }
 
