@@ -40,8 +40,27 @@ pub static EMA: Kernel = Kernel { shader: "optim", entry: "ema" };
 /// Tensors one multi-tensor optimizer dispatch serves (`SLOTS` of shaders/optim.wgsl).
 pub const SLOTS: usize = 7;
 
+/// Entries of a multi-tensor kernel's slot tables (`n`, `start`, ...): room for the widest kernel.
+pub const SLOT_TABLE: usize = 32;
+
+/// Tensors `sumsq_multi_wide` serves (one buffer per tensor and the partials: 32 storage buffers).
+pub const SUMSQ_SLOTS_WIDE: usize = 31;
+
+/// Tensors `adam_multi_wide` serves (four buffers per tensor, the step and the clip: 62).
+pub const ADAM_SLOTS_WIDE: usize = 15;
+
+/// Matrices `muon_momentum_multi_wide` serves (two buffers per matrix, the clip and the arena: 32).
+pub const MUON_MOMENTUM_SLOTS_WIDE: usize = 15;
+
+/// Matrices `muon_update_multi_wide` serves (one buffer per matrix, the arena and the step: 32).
+pub const MUON_UPDATE_SLOTS_WIDE: usize = 30;
+
 /// Entry point `adam_multi` of shaders/optim.wgsl: `adam` over up to `SLOTS` tensors.
 pub static ADAM_MULTI: Kernel = Kernel { shader: "optim", entry: "adam_multi" };
+
+/// Entry point `adam_multi_wide` of shaders/optim.wgsl: `adam_multi` over up to `ADAM_SLOTS_WIDE`
+/// tensors, for devices that bind 62 storage buffers per stage.
+pub static ADAM_MULTI_WIDE: Kernel = Kernel { shader: "optim", entry: "adam_multi_wide" };
 
 /// Entry point `sgd_multi` of shaders/optim.wgsl: `sgd` over up to `SLOTS` tensors.
 pub static SGD_MULTI: Kernel = Kernel { shader: "optim", entry: "sgd_multi" };
@@ -51,6 +70,10 @@ pub static EMA_MULTI: Kernel = Kernel { shader: "optim", entry: "ema_multi" };
 
 /// Entry point `sumsq_multi` of shaders/optim.wgsl: `sumsq_partial` over up to `SLOTS` tensors.
 pub static SUMSQ_MULTI: Kernel = Kernel { shader: "optim", entry: "sumsq_multi" };
+
+/// Entry point `sumsq_multi_wide` of shaders/optim.wgsl: `sumsq_multi` over up to `SUMSQ_SLOTS_WIDE`
+/// tensors, for devices that bind 32 storage buffers per stage.
+pub static SUMSQ_MULTI_WIDE: Kernel = Kernel { shader: "optim", entry: "sumsq_multi_wide" };
 
 /// Schedule kind codes of shaders/common/schedule.wgsl.
 pub const SCHED_CONSTANT: u32 = 0;
