@@ -75,6 +75,13 @@ struct GuardParams {
     tag: u32,     // added to the index of the first non-finite value (where the array sits in a larger list)
 }
 
+struct ClipGuardParams {
+    n_partials: u32,
+    max_norm: f32,
+    clip: u32,    // 1: write the clip scale and norm as `clip_scale` does; 0: only the guard
+    offset: u32,  // added to the step counter, as GuardParams's
+}
+
 struct EmaParams {
     n: u32,
     decay: f32,
@@ -288,6 +295,68 @@ fn guard_finite(@builtin(local_invocation_index) lid: u32) {
         gd_flag[1] = gd_step[0] + gp.offset;
         gd_flag[2] = gp.what;
         gd_flag[3] = gp.tag + first_bad[0];
+    }
+}
+
+// ---- clip_scale and both guards of a training step in one dispatch ----
+
+@group(0) @binding(0) var<uniform> cgp: ClipGuardParams;
+@group(0) @binding(1) var<storage, read> cg_partials: array<f32>;
+@group(0) @binding(2) var<storage, read> cg_loss: array<f32>;
+@group(0) @binding(3) var<storage, read> cg_step: array<u32>;
+@group(0) @binding(4) var<storage, read_write> cg_clip: array<f32>;
+@group(0) @binding(5) var<storage, read_write> cg_flag: array<u32>;
+
+// The `what` codes of GuardParams (kernels::optim::GUARD_LOSS, GUARD_GRADIENT).
+const GUARD_LOSS: u32 = 1u;
+const GUARD_GRADIENT: u32 = 2u;
+
+// One workgroup: `clip_scale` (the same sum in the same order) when cgp.clip is 1, then what
+// `guard_finite` on the loss and then on the partial sums records: a non-finite partial sum is a
+// non-finite gradient norm, so the norm's pass finds it too.
+@compute @workgroup_size(256)
+fn clip_guard(@builtin(local_invocation_index) lid: u32) {
+    var acc = 0.0;
+    var bad = NONE;
+    for (var k = lid; k < cgp.n_partials; k += WG) {
+        let x = cg_partials[k];
+        acc = acc + x;
+        if bad == NONE && !is_finite(x) {
+            bad = k;
+        }
+    }
+    red[lid] = acc;
+    first_bad[lid] = bad;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if lid < s {
+            red[lid] = red[lid] + red[lid + s];
+            first_bad[lid] = min(first_bad[lid], first_bad[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        if cgp.clip == 1u {
+            let norm = sqrt(red[0]);
+            cg_clip[0] = min(1.0, cgp.max_norm / (norm + 1e-6));
+            cg_clip[1] = norm;
+        }
+        if cg_flag[0] == 0u {
+            var what = 0u;
+            var index = 0u;
+            if !is_finite(cg_loss[0]) {
+                what = GUARD_LOSS;
+            } else if first_bad[0] != NONE {
+                what = GUARD_GRADIENT;
+                index = first_bad[0];
+            }
+            if what != 0u {
+                cg_flag[0] = 1u;
+                cg_flag[1] = cg_step[0] + cgp.offset;
+                cg_flag[2] = what;
+                cg_flag[3] = index;
+            }
+        }
     }
 }
 

@@ -27,6 +27,10 @@ pub static CLIP_SCALE: Kernel = Kernel { shader: "optim", entry: "clip_scale" };
 /// Entry point `guard_finite` of shaders/optim.wgsl.
 pub static GUARD_FINITE: Kernel = Kernel { shader: "optim", entry: "guard_finite" };
 
+/// Entry point `clip_guard` of shaders/optim.wgsl: `clip_scale` (optionally) and the guard of a step's
+/// loss and gradient partial sums in one dispatch.
+pub static CLIP_GUARD: Kernel = Kernel { shader: "optim", entry: "clip_guard" };
+
 /// `GuardParams::what` and the guard flag's third word: the loss was not finite.
 pub const GUARD_LOSS: u32 = 1;
 /// The gradients' partial sums of squares (so the gradient norm) were not finite.
