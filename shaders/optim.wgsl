@@ -861,3 +861,67 @@ fn adam_multi_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         default: { aw_p14[j] = r.x; aw_m14[j] = r.y; aw_v14[j] = r.z; }
     }
 }
+
+// ---- ema_multi over up to EMA_SLOTS_WIDE tensors (devices binding 32 storage buffers per stage) ----
+
+@group(0) @binding(0) var<uniform> ewp: EmaMultiParams;
+@group(0) @binding(1) var<storage, read_write> ew_a0: array<f32>;
+@group(0) @binding(2) var<storage, read> ew_p0: array<f32>;
+@group(0) @binding(3) var<storage, read_write> ew_a1: array<f32>;
+@group(0) @binding(4) var<storage, read> ew_p1: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ew_a2: array<f32>;
+@group(0) @binding(6) var<storage, read> ew_p2: array<f32>;
+@group(0) @binding(7) var<storage, read_write> ew_a3: array<f32>;
+@group(0) @binding(8) var<storage, read> ew_p3: array<f32>;
+@group(0) @binding(9) var<storage, read_write> ew_a4: array<f32>;
+@group(0) @binding(10) var<storage, read> ew_p4: array<f32>;
+@group(0) @binding(11) var<storage, read_write> ew_a5: array<f32>;
+@group(0) @binding(12) var<storage, read> ew_p5: array<f32>;
+@group(0) @binding(13) var<storage, read_write> ew_a6: array<f32>;
+@group(0) @binding(14) var<storage, read> ew_p6: array<f32>;
+@group(0) @binding(15) var<storage, read_write> ew_a7: array<f32>;
+@group(0) @binding(16) var<storage, read> ew_p7: array<f32>;
+@group(0) @binding(17) var<storage, read_write> ew_a8: array<f32>;
+@group(0) @binding(18) var<storage, read> ew_p8: array<f32>;
+@group(0) @binding(19) var<storage, read_write> ew_a9: array<f32>;
+@group(0) @binding(20) var<storage, read> ew_p9: array<f32>;
+@group(0) @binding(21) var<storage, read_write> ew_a10: array<f32>;
+@group(0) @binding(22) var<storage, read> ew_p10: array<f32>;
+@group(0) @binding(23) var<storage, read_write> ew_a11: array<f32>;
+@group(0) @binding(24) var<storage, read> ew_p11: array<f32>;
+@group(0) @binding(25) var<storage, read_write> ew_a12: array<f32>;
+@group(0) @binding(26) var<storage, read> ew_p12: array<f32>;
+@group(0) @binding(27) var<storage, read_write> ew_a13: array<f32>;
+@group(0) @binding(28) var<storage, read> ew_p13: array<f32>;
+@group(0) @binding(29) var<storage, read_write> ew_a14: array<f32>;
+@group(0) @binding(30) var<storage, read> ew_p14: array<f32>;
+@group(0) @binding(31) var<storage, read> ew_step: array<u32>;
+
+// `ema_multi` with EMA_SLOTS_WIDE slots.
+@compute @workgroup_size(256)
+fn ema_multi_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= ewp.total { return; }
+    let k = slot_of(ewp.start, i, EMA_SLOTS_WIDE);
+    let j = i - at(ewp.start, k);
+    if j >= at(ewp.n, k) { return; }
+    let d = ema_decay(ewp.e, ew_step[0]);
+    switch k {
+        case 0u: { ew_a0[j] = d * ew_a0[j] + (1.0 - d) * ew_p0[j]; }
+        case 1u: { ew_a1[j] = d * ew_a1[j] + (1.0 - d) * ew_p1[j]; }
+        case 2u: { ew_a2[j] = d * ew_a2[j] + (1.0 - d) * ew_p2[j]; }
+        case 3u: { ew_a3[j] = d * ew_a3[j] + (1.0 - d) * ew_p3[j]; }
+        case 4u: { ew_a4[j] = d * ew_a4[j] + (1.0 - d) * ew_p4[j]; }
+        case 5u: { ew_a5[j] = d * ew_a5[j] + (1.0 - d) * ew_p5[j]; }
+        case 6u: { ew_a6[j] = d * ew_a6[j] + (1.0 - d) * ew_p6[j]; }
+        case 7u: { ew_a7[j] = d * ew_a7[j] + (1.0 - d) * ew_p7[j]; }
+        case 8u: { ew_a8[j] = d * ew_a8[j] + (1.0 - d) * ew_p8[j]; }
+        case 9u: { ew_a9[j] = d * ew_a9[j] + (1.0 - d) * ew_p9[j]; }
+        case 10u: { ew_a10[j] = d * ew_a10[j] + (1.0 - d) * ew_p10[j]; }
+        case 11u: { ew_a11[j] = d * ew_a11[j] + (1.0 - d) * ew_p11[j]; }
+        case 12u: { ew_a12[j] = d * ew_a12[j] + (1.0 - d) * ew_p12[j]; }
+        case 13u: { ew_a13[j] = d * ew_a13[j] + (1.0 - d) * ew_p13[j]; }
+        default: { ew_a14[j] = d * ew_a14[j] + (1.0 - d) * ew_p14[j]; }
+    }
+}

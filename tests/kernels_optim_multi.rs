@@ -3,7 +3,7 @@
 //! same formula; and the GPU against the CPU twin with kernels_optim.rs's tolerances (see its header).
 mod common;
 use common::*;
-use tigel::kernels::optim::{ADAM_SLOTS_WIDE, SLOTS, SUMSQ_SLOTS_WIDE};
+use tigel::kernels::optim::{ADAM_SLOTS_WIDE, EMA_SLOTS_WIDE, SLOTS, SUMSQ_SLOTS_WIDE};
 use tigel::ops::optim::{self as k, AdamConfig, Schedule, SgdConfig};
 use tigel::ops::optim_multi as multi;
 use tigel::{DType, Device, Tensor};
@@ -185,6 +185,42 @@ fn ema_multi_equals_one_dispatch_per_tensor() {
     }
 }
 
+/// `ema_multi` past SLOTS tensors: the wide kernel where the device binds it (the CPU and lavapipe),
+/// against one dispatch per tensor, and the GPU against the CPU twin.
+#[test]
+fn ema_multi_wide_equals_one_dispatch_per_tensor() {
+    let mut rng = Rng::new(seed());
+    let sizes: Vec<usize> = (0..EMA_SLOTS_WIDE - 1).map(|i| SIZES[i % SIZES.len()] + 5 * i).collect();
+    let gen = |rng: &mut Rng| sizes.iter().map(|&n| rng.vec(n, -1.0, 1.0)).collect::<Vec<_>>();
+    let (a, p) = (gen(&mut rng), gen(&mut rng));
+    let mut results = Vec::new();
+    for d in devices() {
+        if multi::ema_per_dispatch(&d) < EMA_SLOTS_WIDE {
+            continue;
+        }
+        let run = |multi_kernel: bool| {
+            let ta: Vec<Tensor> = a.iter().map(|x| f32s(&d, x)).collect();
+            let tp: Vec<Tensor> = p.iter().map(|x| f32s(&d, x)).collect();
+            let step = k::step_counter(&d, 7).unwrap();
+            if multi_kernel {
+                multi::ema_multi(&d, &refs(&ta), &refs(&tp), &step, 0.99, true).unwrap();
+            } else {
+                for i in 0..sizes.len() {
+                    k::ema(&d, &ta[i], &tp[i], &step, 0.99, true).unwrap();
+                }
+            }
+            reads(&d, &ta)
+        };
+        let (one, all) = (run(false), run(true));
+        assert_eq!(one, all, "ema_multi_wide vs ema on {}", d.name());
+        results.push(all);
+    }
+    assert!(!results.is_empty(), "the CPU binds any number of buffers");
+    if let [c, gp] = &results[..] {
+        close("ema", gp, c, 1e-7, 1e-6);
+    }
+}
+
 #[test]
 fn sumsq_multi_equals_one_dispatch_per_tensor() {
     let mut rng = Rng::new(seed());
@@ -270,8 +306,16 @@ fn multi_refuses_bad_lists() {
     let cfg = AdamConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, decoupled: true };
     let e = multi::adam_multi(&d, &SCHED, &cfg, &[&t], &[&u], &[&t], &[&t], &step, &t).unwrap_err().to_string();
     assert!(e.contains("adam_multi") && e.contains("gradient"), "{e}");
-    let many: Vec<&Tensor> = (0..SLOTS + 1).map(|_| &t).collect();
+    // One past what a dispatch takes on the CPU (the wide kernels' counts; SGD has no wide form).
+    let many: Vec<&Tensor> = (0..EMA_SLOTS_WIDE + 1).map(|_| &t).collect();
     let e = multi::ema_multi(&d, &many, &many, &step, 0.9, false).unwrap_err().to_string();
+    assert!(e.contains("at most"), "{e}");
+    let many: Vec<&Tensor> = (0..SLOTS + 1).map(|_| &t).collect();
+    let sgd = SgdConfig { momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0 };
+    let e = multi::sgd_multi(&d, &SCHED, &sgd, &many, &many, &[], &step, &t).unwrap_err().to_string();
+    assert!(e.contains("at most"), "{e}");
+    let many: Vec<&Tensor> = (0..ADAM_SLOTS_WIDE + 1).map(|_| &t).collect();
+    let e = multi::adam_multi(&d, &SCHED, &cfg, &many, &many, &many, &many, &step, &t).unwrap_err().to_string();
     assert!(e.contains("at most"), "{e}");
     let many: Vec<&Tensor> = (0..SUMSQ_SLOTS_WIDE + 1).map(|_| &t).collect();
     let first: Vec<usize> = (0..many.len()).collect();

@@ -6,12 +6,14 @@
 const SLOTS: u32 = 7u;
 // Wide forms for devices that bind more storage buffers per stage: 32 for `sumsq_multi_wide` (one per
 // tensor and the partials), `muon_momentum_multi_wide` (two per matrix, the clip and the arena) and
-// `muon_update_multi_wide` (one per matrix, the arena and the step); 62 for `adam_multi_wide` (four per
-// tensor, the step and the clip). The slot tables hold 32 entries.
+// `muon_update_multi_wide` (one per matrix, the arena and the step), 31 for `ema_multi_wide` (two per
+// tensor and the step); 62 for `adam_multi_wide` (four per tensor, the step and the clip). The slot
+// tables hold 32 entries.
 const SUMSQ_SLOTS_WIDE: u32 = 31u;
 const MOMENTUM_SLOTS_WIDE: u32 = 15u;
 const UPDATE_SLOTS_WIDE: u32 = 30u;
 const ADAM_SLOTS_WIDE: u32 = 15u;
+const EMA_SLOTS_WIDE: u32 = 15u;
 
 // The slot of global index i among the first `count` slots: how many of the slots 1..count start at or
 // before i (starts never decrease).

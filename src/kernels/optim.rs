@@ -53,6 +53,9 @@ pub const SUMSQ_SLOTS_WIDE: usize = 31;
 /// Tensors `adam_multi_wide` serves (four buffers per tensor, the step and the clip: 62).
 pub const ADAM_SLOTS_WIDE: usize = 15;
 
+/// Tensors `ema_multi_wide` serves (two buffers per tensor and the step: 31).
+pub const EMA_SLOTS_WIDE: usize = 15;
+
 /// Matrices `muon_momentum_multi_wide` serves (two buffers per matrix, the clip and the arena: 32).
 pub const MUON_MOMENTUM_SLOTS_WIDE: usize = 15;
 
@@ -71,6 +74,10 @@ pub static SGD_MULTI: Kernel = Kernel { shader: "optim", entry: "sgd_multi" };
 
 /// Entry point `ema_multi` of shaders/optim.wgsl: `ema` over up to `SLOTS` tensors.
 pub static EMA_MULTI: Kernel = Kernel { shader: "optim", entry: "ema_multi" };
+
+/// Entry point `ema_multi_wide` of shaders/optim.wgsl: `ema_multi` over up to `EMA_SLOTS_WIDE` tensors,
+/// for devices that bind 31 storage buffers per stage.
+pub static EMA_MULTI_WIDE: Kernel = Kernel { shader: "optim", entry: "ema_multi_wide" };
 
 /// Entry point `sumsq_multi` of shaders/optim.wgsl: `sumsq_partial` over up to `SLOTS` tensors.
 pub static SUMSQ_MULTI: Kernel = Kernel { shader: "optim", entry: "sumsq_multi" };

@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::kernels::groups_1d;
 use crate::kernels::optim::{
     AdamMultiParams, AdamParams, EmaMultiParams, EmaParams, SgdMultiParams, SgdParams, SumsqMultiParams, ADAM_MULTI,
-    ADAM_MULTI_WIDE, ADAM_SLOTS_WIDE, EMA_MULTI, SGD_MULTI, SLOTS, SLOT_TABLE, SUMSQ_MULTI, SUMSQ_MULTI_WIDE,
-    SUMSQ_SLOTS_WIDE, WG,
+    ADAM_MULTI_WIDE, ADAM_SLOTS_WIDE, EMA_MULTI, EMA_MULTI_WIDE, EMA_SLOTS_WIDE, SGD_MULTI, SLOTS, SLOT_TABLE,
+    SUMSQ_MULTI, SUMSQ_MULTI_WIDE, SUMSQ_SLOTS_WIDE, WG,
 };
 use crate::kernels::Kernel;
 use crate::tensor::{DType, Tensor};
@@ -43,6 +43,16 @@ pub fn sumsq_per_dispatch(dev: &Device) -> usize {
 pub fn adam_per_dispatch(dev: &Device) -> usize {
     if fits(dev, &ADAM_MULTI_WIDE) {
         ADAM_SLOTS_WIDE
+    } else {
+        SLOTS
+    }
+}
+
+/// Tensors per `ema_multi` dispatch on `dev`: `EMA_SLOTS_WIDE` where it binds `ema_multi_wide`, else
+/// `SLOTS`.
+pub fn ema_per_dispatch(dev: &Device) -> usize {
+    if fits(dev, &EMA_MULTI_WIDE) {
+        EMA_SLOTS_WIDE
     } else {
         SLOTS
     }
@@ -189,7 +199,8 @@ pub fn sgd_multi(
     launch_1d(dev, &SGD_MULTI, &p, &bufs, total as usize)
 }
 
-/// `ops::optim::ema` on up to SLOTS tensors (`avg[k]` from `params[k]`) in one dispatch.
+/// `ops::optim::ema` on up to `ema_per_dispatch(dev)` tensors (`avg[k]` from `params[k]`) in one dispatch
+/// (the wide kernel past SLOTS).
 pub fn ema_multi(
     dev: &Device,
     avg: &[&Tensor],
@@ -202,7 +213,9 @@ pub fn ema_multi(
     if !(decay.is_finite() && (0.0..=1.0).contains(&decay)) {
         return Err(Error::invalid(OP, format!("decay = {decay} is out of range: must be in [0, 1]")));
     }
-    check_lists(OP, SLOTS, avg, &[("average", avg), ("parameter", params)])?;
+    let most = ema_per_dispatch(dev);
+    check_lists(OP, most, avg, &[("average", avg), ("parameter", params)])?;
+    let (kernel, slots) = if avg.len() > SLOTS { (&EMA_MULTI_WIDE, most) } else { (&EMA_MULTI, SLOTS) };
     let sizes: Vec<usize> = avg.iter().map(|p| p.numel()).collect();
     let (n, start, total) = layout(OP, &sizes)?;
     if total == 0 {
@@ -210,14 +223,14 @@ pub fn ema_multi(
     }
     let e = EmaParams { n: 0, decay, warmup: warmup as u32, _pad0: 0 };
     let p = EmaMultiParams { e, n, start, total, ..Default::default() };
-    let spare = spares(dev, 2 * (SLOTS - avg.len()))?;
-    let mut bufs: Vec<&Buffer> = Vec::with_capacity(2 * SLOTS + 1);
+    let spare = spares(dev, 2 * (slots - avg.len()))?;
+    let mut bufs: Vec<&Buffer> = Vec::with_capacity(2 * slots + 1);
     for k in 0..avg.len() {
         bufs.extend([&avg[k].buf, &params[k].buf]);
     }
     bufs.extend(spare.iter().map(|t| &t.buf));
     bufs.push(&step.buf);
-    launch_1d(dev, &EMA_MULTI, &p, &bufs, total as usize)
+    launch_1d(dev, kernel, &p, &bufs, total as usize)
 }
 
 /// `ops::optim::sumsq_partial` on up to `sumsq_per_dispatch(dev)` tensors in one dispatch (the wide

@@ -558,7 +558,7 @@ impl Ema {
             ));
         }
         if self.multi {
-            let n = crate::kernels::optim::SLOTS;
+            let n = multi::ema_per_dispatch(dev);
             for (a, p) in self.avg.chunks(n).zip(params.chunks(n)) {
                 let a: Vec<&Tensor> = a.iter().collect();
                 multi::ema_multi(dev, &a, p, step, self.decay, self.warmup)?;

@@ -109,7 +109,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("optim", "guard_finite") => optim::guard_finite,
         ("optim", "adam_multi") | ("optim", "adam_multi_wide") => optim_multi::adam_multi,
         ("optim", "sgd_multi") => optim_multi::sgd_multi,
-        ("optim", "ema_multi") => optim_multi::ema_multi,
+        ("optim", "ema_multi") | ("optim", "ema_multi_wide") => optim_multi::ema_multi,
         ("optim", "sumsq_multi") | ("optim", "sumsq_multi_wide") => optim_multi::sumsq_multi,
         ("reduce", "reduce_rows") => reduce::reduce_rows,
         ("reduce", "reduce_strided") => reduce::reduce_strided,

@@ -47,10 +47,11 @@ pub fn sgd_multi(args: &mut CpuArgs) {
     }
 }
 
-/// Bindings: params, then per slot average (read_write), param (read), then step (read).
+/// Bindings: params, then per slot average (read_write), param (read), then step (read);
+/// `ema_multi_wide` too (its slot count is the bindings').
 pub fn ema_multi(args: &mut CpuArgs) {
     let mp: EmaMultiParams = args.params();
-    let step = args.ins[SLOTS];
+    let step = args.ins[args.outs.len()];
     let outs = std::mem::take(&mut args.outs);
     for (k, avg) in outs.into_iter().enumerate() {
         if mp.n[k] == 0 {
