@@ -8,7 +8,8 @@
 //       lse[row]  = max + log(sum)            (saved for the backward)
 //       loss[row] = log(sum) + (max - x[t])   (= lse - x[t]; both terms are >= 0, so no cancellation)
 //   cross_entropy_bwd: one thread per logit, dlogits = (exp(x - lse[row]) - [v == t]) * g[row], where g is
-//     the upstream gradient per row (1/rows for a mean loss).
+//     the upstream gradient per row (1/rows for a mean loss), or with g_one g[0] * g_scale for every row
+//     (the mean loss's own backward, g its upstream gradient and g_scale = 1/rows).
 // Target clamping: a target >= len is read as len - 1 (the last class) by both kernels, so a bad target can
 // never index outside the row; its loss and gradient are then those of class len - 1, which is wrong but
 // bounded. Targets are validated once on the host (ops::loss::check_targets), never inside a step.
@@ -24,9 +25,9 @@ const WG: u32 = 256u;
 
 struct CrossEntropyParams {
     rows: u32,
-    len: u32,   // classes per row, >= 1
-    _pad0: u32,
-    _pad1: u32,
+    len: u32,       // classes per row, >= 1
+    g_one: u32,     // cross_entropy_bwd: 1: g has one element and row r's gradient is g[0] * g_scale
+    g_scale: f32,   // (a mean loss: g_scale = 1/rows, what the mean's backward multiplies by)
 }
 
 struct BceParams {
@@ -78,7 +79,13 @@ fn cross_entropy_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let row = i / cp.len;
     let v = i - row * cp.len;
     let onehot = select(0.0, 1.0, v == target_of(row));
-    dlogits[i] = (exp(row_in[i] - lse_in[row]) - onehot) * g[row];
+    var gr: f32;
+    if cp.g_one == 1u {
+        gr = g[0] * cp.g_scale;
+    } else {
+        gr = g[row];
+    }
+    dlogits[i] = (exp(row_in[i] - lse_in[row]) - onehot) * gr;
 }
 
 @group(0) @binding(0) var<uniform> bp: BceParams;

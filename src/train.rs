@@ -140,10 +140,8 @@ impl Trainer {
         // On several ranks (`dist`) the update is recorded apart, after the gradients' allreduce.
         let (plan, reduce) = crate::dist::Reduce::plan(dev, &g, &keep, prologue, |kept| {
             let grads: Vec<&Tensor> = kept[1..].iter().collect();
-            opt.update(dev, &tensors, &grads)?;
             // The guard only reads what the step computed (and writes its flag): no number changes.
-            guard.check(dev, &kept[0], 1, opt.step_tensor(), NonFinite::Loss, 1, 0)?;
-            opt.guard_gradients(dev, &grads, &guard)?;
+            opt.update_guarded(dev, &tensors, &grads, &kept[0], &guard)?;
             if let Some(e) = &ema {
                 e.update(dev, &tensors, opt.step_tensor())?;
             }

@@ -56,6 +56,70 @@ fn guard_kernel_flags_nan_and_inf_on_cpu_and_gpu() {
     }
 }
 
+/// `clip_guard` (clip scale, loss guard and partial-sums guard in one dispatch) against `clip_scale`
+/// and two `guard_finite`s on each device (clip words bit for bit: the same sum in the same order), and
+/// the GPU against the CPU twin (flags exact, clip words at kernels_optim.rs's clip_scale tolerance).
+#[test]
+fn clip_guard_equals_clip_scale_and_two_guards() {
+    let cpu = cpu();
+    let gpu = gpu();
+    let mut rng = Rng::new(seed());
+    let run = |d: &Device, fused: bool, p: &[f32], loss: f32, step: u32, max_norm: Option<f32>, pre: u32| {
+        let pt = Tensor::from_f32(d, &[p.len()], p).unwrap();
+        let lt = Tensor::from_f32(d, &[1], &[loss]).unwrap();
+        let st = k::step_counter(d, step).unwrap();
+        let clip = Tensor::from_f32(d, &[2], &[0.25, -1.0]).unwrap();
+        // A flag tripped earlier (pre = 1) must keep its words.
+        let flag = Tensor::from_u32(d, &[4], &[pre, 7 * pre, 3 * pre, 5 * pre]).unwrap();
+        if fused {
+            k::clip_guard(d, &pt, p.len(), max_norm, &lt, &st, &clip, &flag, 1).unwrap();
+        } else {
+            if let Some(m) = max_norm {
+                k::clip_scale(d, &pt, p.len(), m, &clip).unwrap();
+            }
+            k::guard_finite(d, &lt, 1, &st, &flag, NonFinite::Loss.code(), 1, 0).unwrap();
+            k::guard_finite(d, &pt, p.len(), &st, &flag, NonFinite::GradientNorm.code(), 1, 0).unwrap();
+        }
+        // Bits, so NaN clip words compare too.
+        (flag.to_u32(d).unwrap(), clip.to_f32(d).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>())
+    };
+    for n in [1usize, 5, 256, 700, 3000] {
+        for case in 0..6 {
+            let mut p = rng.vec(n, 0.0, 4.0);
+            let mut loss = rng.uniform(0.5, 3.0);
+            match case {
+                1 => p[rng.below(n)] = f32::NAN,
+                2 => p[rng.below(n)] = f32::INFINITY,
+                3 => loss = f32::NAN,
+                4 => {
+                    loss = f32::NEG_INFINITY;
+                    p[rng.below(n)] = f32::NAN;
+                }
+                _ => {}
+            }
+            let pre = (case == 5) as u32;
+            let step = rng.below(1000) as u32;
+            for max_norm in [None, Some(rng.uniform(0.1, 10.0))] {
+                let want = run(&cpu, false, &p, loss, step, max_norm, pre);
+                assert_eq!(run(&cpu, true, &p, loss, step, max_norm, pre), want, "cpu n={n} case {case}");
+                if let Some(g) = &gpu {
+                    let unfused = run(g, false, &p, loss, step, max_norm, pre);
+                    let (flag, clip) = run(g, true, &p, loss, step, max_norm, pre);
+                    assert_eq!((&flag, &clip), (&unfused.0, &unfused.1), "gpu fused vs unfused n={n} case {case}");
+                    assert_eq!(flag, want.0, "gpu vs cpu flag n={n} case {case}");
+                    let (clip, want_clip): (Vec<f32>, Vec<f32>) = (
+                        clip.iter().map(|&b| f32::from_bits(b)).collect(),
+                        want.1.iter().map(|&b| f32::from_bits(b)).collect(),
+                    );
+                    if want_clip.iter().all(|v| v.is_finite()) {
+                        assert_close("clip_guard clip", &clip, &want_clip, 0.0, 1e-6);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn guard_kernel_keeps_the_first_value() {
     for d in std::iter::once(cpu()).chain(gpu()) {

@@ -14,7 +14,9 @@
 //!   bounds it with room to spare. GPU vs CPU: the same bound (both sides round independently).
 mod common;
 use common::*;
-use tigel::kernels::optim::SLOTS;
+use tigel::kernels::muon::{MUON_MOMENTUM_MULTI, MUON_MOMENTUM_MULTI_WIDE, MUON_UPDATE_MULTI, MUON_UPDATE_MULTI_WIDE};
+use tigel::kernels::optim::{MUON_MOMENTUM_SLOTS_WIDE, MUON_UPDATE_SLOTS_WIDE, SLOTS};
+use tigel::kernels::Kernel;
 use tigel::ops::muon as mk;
 use tigel::ops::optim as k;
 use tigel::optim::muon::{MuonConfig, NS_COEFFS};
@@ -30,8 +32,8 @@ fn read(d: &Device, t: &Tensor) -> Vec<f32> {
 }
 
 /// Sizes of the matrices the multi-matrix tests pack into one arena: ones, odd, bigger than a chunk,
-/// more than SLOTS of them.
-const PACK: [usize; 9] = [1, 7, 1000, 20_000, 300, 257, 5, 4096, 64];
+/// more than MUON_MOMENTUM_SLOTS_WIDE of them.
+const PACK: [usize; 17] = [1, 7, 1000, 20_000, 300, 257, 5, 4096, 64, 3, 129, 511, 2, 640, 33, 1, 90];
 
 /// Arena offsets of PACK with gaps between the regions, and the arena's size.
 fn packed(rng: &mut Rng) -> (Vec<usize>, usize) {
@@ -47,13 +49,33 @@ fn packed(rng: &mut Rng) -> (Vec<usize>, usize) {
     (offs, at + 3)
 }
 
-/// The groupings a device runs: one matrix per dispatch, and SLOTS where it binds the multi kernels.
-fn groupings(d: &Device) -> Vec<usize> {
+/// The groupings a device runs: one matrix per dispatch, SLOTS where it binds the multi kernel `narrow`
+/// and `wide_slots` where it binds its wide form `wide`; `per` (what the op picks) is the widest.
+fn groupings(d: &Device, narrow: &Kernel, wide: &Kernel, wide_slots: usize, per: usize) -> Vec<usize> {
+    use tigel::ops::optim_multi::fits;
     let mut v = vec![1];
-    if mk::per_dispatch(d) == SLOTS {
+    if fits(d, narrow) {
         v.push(SLOTS);
     }
+    if fits(d, wide) {
+        v.push(wide_slots);
+    }
+    assert_eq!(per, *v.last().unwrap(), "the op takes the widest grouping");
     v
+}
+
+fn momentum_groupings(d: &Device) -> Vec<usize> {
+    groupings(
+        d,
+        &MUON_MOMENTUM_MULTI,
+        &MUON_MOMENTUM_MULTI_WIDE,
+        MUON_MOMENTUM_SLOTS_WIDE,
+        mk::momentum_per_dispatch(d),
+    )
+}
+
+fn update_groupings(d: &Device) -> Vec<usize> {
+    groupings(d, &MUON_UPDATE_MULTI, &MUON_UPDATE_MULTI_WIDE, MUON_UPDATE_SLOTS_WIDE, mk::update_per_dispatch(d))
 }
 
 #[test]
@@ -76,11 +98,11 @@ fn muon_momentum_matches_cpu_twin_in_both_groupings() {
             (tm.iter().map(|t| read(d, t)).collect::<Vec<_>>(), read(d, &arena))
         };
         let (mc, ac) = run(&cpu, 1);
-        for per in groupings(&cpu).into_iter().skip(1) {
+        for per in momentum_groupings(&cpu).into_iter().skip(1) {
             assert_eq!(run(&cpu, per), (mc.clone(), ac.clone()), "CPU, {per} per dispatch vs 1");
         }
         if let Some(g) = &gpu {
-            for per in groupings(g) {
+            for per in momentum_groupings(g) {
                 let (mg, ag) = run(g, per);
                 let what = format!("muon_momentum nesterov={nesterov} per={per}");
                 for (k, (x, y)) in mg.iter().zip(&mc).enumerate() {
@@ -156,11 +178,11 @@ fn muon_update_matches_cpu_twin_in_both_groupings() {
             tp.iter().map(|t| read(d, t)).collect::<Vec<_>>()
         };
         let c = run(&cpu, 1);
-        for per in groupings(&cpu).into_iter().skip(1) {
+        for per in update_groupings(&cpu).into_iter().skip(1) {
             assert_eq!(run(&cpu, per), c, "CPU, {per} per dispatch vs 1");
         }
         if let Some(g) = &gpu {
-            for per in groupings(g) {
+            for per in update_groupings(g) {
                 for (kk, (x, y)) in run(g, per).iter().zip(&c).enumerate() {
                     assert_close(&format!("muon_update wd={wd} per={per} p{kk}"), x, y, 1e-7, 1e-6);
                 }

@@ -281,6 +281,38 @@ fn cross_entropy_mean_and_its_backward() {
         assert_close(&format!("mean on {}", d.name()), &m.to_f32(d).unwrap(), &[mean as f32], 1e-5, 0.0);
         let dx = loss::cross_entropy_mean_backward(d, &tx, &tt, &lse).unwrap().to_f32(d).unwrap();
         assert_close(&format!("mean backward on {}", d.name()), &dx, &per_row.dx, 1e-6, 1e-5);
+        // The one-dispatch form (g of one element, scaled by 1/N in the kernel) against g = 1/N per row:
+        // bit for bit with g = 1, and g[0]/N per row for any g.
+        let one = Tensor::from_f32(d, &[1], &[1.0]).unwrap();
+        let fused = loss::cross_entropy_mean_backward_g(d, &tx, &tt, &lse, &one).unwrap().to_f32(d).unwrap();
+        assert_eq!(fused, dx, "fused mean backward on {}", d.name());
+        let gv = rng.uniform(-3.0, 3.0);
+        let g1 = Tensor::from_f32(d, &[1], &[gv]).unwrap();
+        let gn = Tensor::from_f32(d, &[n], &vec![gv * (1.0 / n as f32); n]).unwrap();
+        let fused = loss::cross_entropy_mean_backward_g(d, &tx, &tt, &lse, &g1).unwrap().to_f32(d).unwrap();
+        let unfused = loss::cross_entropy_backward(d, &tx, &tt, &lse, &gn).unwrap().to_f32(d).unwrap();
+        assert_eq!(fused, unfused, "fused vs unfused mean backward, g = {gv}, on {}", d.name());
+    }
+}
+
+/// The GPU's one-dispatch mean backward against the CPU twin's, on random logits and upstream g.
+#[test]
+fn cross_entropy_mean_backward_g_matches_cpu_twin() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = cpu();
+    let mut rng = Rng::new(seed());
+    for (n, v) in [(1, 5), (13, 37), (300, 257)] {
+        let x = rng.vec(n * v, -8.0, 8.0);
+        let t = targets(&mut rng, n, v);
+        let gv = rng.uniform(-3.0, 3.0);
+        let run = |d: &Device| {
+            let tx = Tensor::from_f32(d, &[n, v], &x).unwrap();
+            let tt = Tensor::from_u32(d, &[n], &t).unwrap();
+            let (_, lse) = loss::cross_entropy_mean(d, &tx, &tt).unwrap();
+            let g = Tensor::from_f32(d, &[1], &[gv]).unwrap();
+            loss::cross_entropy_mean_backward_g(d, &tx, &tt, &lse, &g).unwrap().to_f32(d).unwrap()
+        };
+        assert_close(&format!("mean backward g n={n} v={v}"), &run(&gpu), &run(&cpu), 1e-6, 1e-5);
     }
 }
 

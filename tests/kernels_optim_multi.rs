@@ -3,7 +3,7 @@
 //! same formula; and the GPU against the CPU twin with kernels_optim.rs's tolerances (see its header).
 mod common;
 use common::*;
-use tigel::kernels::optim::SLOTS;
+use tigel::kernels::optim::{ADAM_SLOTS_WIDE, EMA_SLOTS_WIDE, SLOTS, SUMSQ_SLOTS_WIDE};
 use tigel::ops::optim::{self as k, AdamConfig, Schedule, SgdConfig};
 use tigel::ops::optim_multi as multi;
 use tigel::{DType, Device, Tensor};
@@ -69,6 +69,48 @@ fn adam_multi_equals_one_dispatch_per_tensor() {
         assert_eq!(one, all, "adam_multi vs adam on {}", d.name());
         results.push(all);
     }
+    if let [c, gp] = &results[..] {
+        close("adam param", &gp.0, &c.0, 1e-4 * 0.01, 1e-6);
+        close("adam m", &gp.1, &c.1, 0.0, 1e-6);
+        close("adam v", &gp.2, &c.2, 0.0, 1e-6);
+    }
+}
+
+/// `adam_multi` past SLOTS tensors: the wide kernel, on the devices that bind its 62 storage buffers
+/// (the CPU always), against one dispatch per tensor, and the GPU against the CPU twin where it runs.
+#[test]
+fn adam_multi_wide_equals_one_dispatch_per_tensor() {
+    let mut rng = Rng::new(seed());
+    let sizes: Vec<usize> = (0..ADAM_SLOTS_WIDE).map(|i| SIZES[i % SIZES.len()] + 3 * i).collect();
+    let cfg = AdamConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, decoupled: true };
+    let gen = |rng: &mut Rng, lo: f32, hi: f32| sizes.iter().map(|&n| rng.vec(n, lo, hi)).collect::<Vec<_>>();
+    let (p, g, m, v) =
+        (gen(&mut rng, -1.0, 1.0), gen(&mut rng, -2.0, 2.0), gen(&mut rng, -0.5, 0.5), gen(&mut rng, 0.01, 1.0));
+    let mut results = Vec::new();
+    for d in devices() {
+        if multi::adam_per_dispatch(&d) < ADAM_SLOTS_WIDE {
+            continue;
+        }
+        let run = |multi_kernel: bool| {
+            let up = |x: &Vec<Vec<f32>>| x.iter().map(|x| f32s(&d, x)).collect::<Vec<_>>();
+            let (tp, tg, tm, tv) = (up(&p), up(&g), up(&m), up(&v));
+            let step = k::step_counter(&d, 4).unwrap();
+            let clip = f32s(&d, &[0.7, 0.0]);
+            if multi_kernel {
+                multi::adam_multi(&d, &SCHED, &cfg, &refs(&tp), &refs(&tg), &refs(&tm), &refs(&tv), &step, &clip)
+                    .unwrap();
+            } else {
+                for i in 0..sizes.len() {
+                    k::adam(&d, &SCHED, &cfg, &tp[i], &tg[i], &tm[i], &tv[i], &step, &clip).unwrap();
+                }
+            }
+            (reads(&d, &tp), reads(&d, &tm), reads(&d, &tv))
+        };
+        let (one, all) = (run(false), run(true));
+        assert_eq!(one, all, "adam_multi_wide vs adam on {}", d.name());
+        results.push(all);
+    }
+    assert!(!results.is_empty(), "the CPU binds any number of buffers");
     if let [c, gp] = &results[..] {
         close("adam param", &gp.0, &c.0, 1e-4 * 0.01, 1e-6);
         close("adam m", &gp.1, &c.1, 0.0, 1e-6);
@@ -143,6 +185,42 @@ fn ema_multi_equals_one_dispatch_per_tensor() {
     }
 }
 
+/// `ema_multi` past SLOTS tensors: the wide kernel where the device binds it (the CPU and lavapipe),
+/// against one dispatch per tensor, and the GPU against the CPU twin.
+#[test]
+fn ema_multi_wide_equals_one_dispatch_per_tensor() {
+    let mut rng = Rng::new(seed());
+    let sizes: Vec<usize> = (0..EMA_SLOTS_WIDE - 1).map(|i| SIZES[i % SIZES.len()] + 5 * i).collect();
+    let gen = |rng: &mut Rng| sizes.iter().map(|&n| rng.vec(n, -1.0, 1.0)).collect::<Vec<_>>();
+    let (a, p) = (gen(&mut rng), gen(&mut rng));
+    let mut results = Vec::new();
+    for d in devices() {
+        if multi::ema_per_dispatch(&d) < EMA_SLOTS_WIDE {
+            continue;
+        }
+        let run = |multi_kernel: bool| {
+            let ta: Vec<Tensor> = a.iter().map(|x| f32s(&d, x)).collect();
+            let tp: Vec<Tensor> = p.iter().map(|x| f32s(&d, x)).collect();
+            let step = k::step_counter(&d, 7).unwrap();
+            if multi_kernel {
+                multi::ema_multi(&d, &refs(&ta), &refs(&tp), &step, 0.99, true).unwrap();
+            } else {
+                for i in 0..sizes.len() {
+                    k::ema(&d, &ta[i], &tp[i], &step, 0.99, true).unwrap();
+                }
+            }
+            reads(&d, &ta)
+        };
+        let (one, all) = (run(false), run(true));
+        assert_eq!(one, all, "ema_multi_wide vs ema on {}", d.name());
+        results.push(all);
+    }
+    assert!(!results.is_empty(), "the CPU binds any number of buffers");
+    if let [c, gp] = &results[..] {
+        close("ema", gp, c, 1e-7, 1e-6);
+    }
+}
+
 #[test]
 fn sumsq_multi_equals_one_dispatch_per_tensor() {
     let mut rng = Rng::new(seed());
@@ -177,6 +255,48 @@ fn sumsq_multi_equals_one_dispatch_per_tensor() {
     }
 }
 
+/// `sumsq_multi` past SLOTS tensors (the wide kernel, where the device binds it) against one dispatch
+/// per tensor, and the GPU against the CPU twin.
+#[test]
+fn sumsq_multi_wide_equals_one_dispatch_per_tensor() {
+    let mut rng = Rng::new(seed());
+    let sizes: Vec<usize> = (0..SUMSQ_SLOTS_WIDE).map(|i| SIZES[i % SIZES.len()] + i).collect();
+    let x: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n, -1.0, 1.0)).collect();
+    let first = 2;
+    let mut slots = Vec::new();
+    let mut at = first;
+    for &n in &sizes {
+        slots.push(at);
+        at += k::sumsq_layout(n).1;
+    }
+    let mut results = Vec::new();
+    for d in devices() {
+        let per = multi::sumsq_per_dispatch(&d);
+        if per < SUMSQ_SLOTS_WIDE {
+            continue;
+        }
+        let run = |multi_kernel: bool| {
+            let tx: Vec<Tensor> = x.iter().map(|x| f32s(&d, x)).collect();
+            let partials = Tensor::empty(&d, &[at], DType::F32).unwrap();
+            if multi_kernel {
+                assert_eq!(multi::sumsq_multi(&d, &refs(&tx), &slots, &partials).unwrap(), at - first);
+            } else {
+                for (t, &s) in tx.iter().zip(&slots) {
+                    k::sumsq_partial(&d, t, &partials, s).unwrap();
+                }
+            }
+            partials.to_f32(&d).unwrap()[first..].to_vec()
+        };
+        let (one, all) = (run(false), run(true));
+        assert_eq!(one, all, "sumsq_multi_wide vs sumsq_partial on {}", d.name());
+        results.push(all);
+    }
+    assert!(!results.is_empty(), "the CPU binds any number of buffers");
+    if let [c, gp] = &results[..] {
+        assert_close("sumsq_multi_wide partials", gp, c, 0.0, 1e-6);
+    }
+}
+
 #[test]
 fn multi_refuses_bad_lists() {
     let d = cpu();
@@ -186,7 +306,19 @@ fn multi_refuses_bad_lists() {
     let cfg = AdamConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, decoupled: true };
     let e = multi::adam_multi(&d, &SCHED, &cfg, &[&t], &[&u], &[&t], &[&t], &step, &t).unwrap_err().to_string();
     assert!(e.contains("adam_multi") && e.contains("gradient"), "{e}");
-    let many: Vec<&Tensor> = (0..SLOTS + 1).map(|_| &t).collect();
+    // One past what a dispatch takes on the CPU (the wide kernels' counts; SGD has no wide form).
+    let many: Vec<&Tensor> = (0..EMA_SLOTS_WIDE + 1).map(|_| &t).collect();
     let e = multi::ema_multi(&d, &many, &many, &step, 0.9, false).unwrap_err().to_string();
+    assert!(e.contains("at most"), "{e}");
+    let many: Vec<&Tensor> = (0..SLOTS + 1).map(|_| &t).collect();
+    let sgd = SgdConfig { momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0 };
+    let e = multi::sgd_multi(&d, &SCHED, &sgd, &many, &many, &[], &step, &t).unwrap_err().to_string();
+    assert!(e.contains("at most"), "{e}");
+    let many: Vec<&Tensor> = (0..ADAM_SLOTS_WIDE + 1).map(|_| &t).collect();
+    let e = multi::adam_multi(&d, &SCHED, &cfg, &many, &many, &many, &many, &step, &t).unwrap_err().to_string();
+    assert!(e.contains("at most"), "{e}");
+    let many: Vec<&Tensor> = (0..SUMSQ_SLOTS_WIDE + 1).map(|_| &t).collect();
+    let first: Vec<usize> = (0..many.len()).collect();
+    let e = multi::sumsq_multi(&d, &many, &first, &t).unwrap_err().to_string();
     assert!(e.contains("at most"), "{e}");
 }

@@ -27,6 +27,10 @@ pub static CLIP_SCALE: Kernel = Kernel { shader: "optim", entry: "clip_scale" };
 /// Entry point `guard_finite` of shaders/optim.wgsl.
 pub static GUARD_FINITE: Kernel = Kernel { shader: "optim", entry: "guard_finite" };
 
+/// Entry point `clip_guard` of shaders/optim.wgsl: `clip_scale` (optionally) and the guard of a step's
+/// loss and gradient partial sums in one dispatch.
+pub static CLIP_GUARD: Kernel = Kernel { shader: "optim", entry: "clip_guard" };
+
 /// `GuardParams::what` and the guard flag's third word: the loss was not finite.
 pub const GUARD_LOSS: u32 = 1;
 /// The gradients' partial sums of squares (so the gradient norm) were not finite.
@@ -40,8 +44,30 @@ pub static EMA: Kernel = Kernel { shader: "optim", entry: "ema" };
 /// Tensors one multi-tensor optimizer dispatch serves (`SLOTS` of shaders/optim.wgsl).
 pub const SLOTS: usize = 7;
 
+/// Entries of a multi-tensor kernel's slot tables (`n`, `start`, ...): room for the widest kernel.
+pub const SLOT_TABLE: usize = 32;
+
+/// Tensors `sumsq_multi_wide` serves (one buffer per tensor and the partials: 32 storage buffers).
+pub const SUMSQ_SLOTS_WIDE: usize = 31;
+
+/// Tensors `adam_multi_wide` serves (four buffers per tensor, the step and the clip: 62).
+pub const ADAM_SLOTS_WIDE: usize = 15;
+
+/// Tensors `ema_multi_wide` serves (two buffers per tensor and the step: 31).
+pub const EMA_SLOTS_WIDE: usize = 15;
+
+/// Matrices `muon_momentum_multi_wide` serves (two buffers per matrix, the clip and the arena: 32).
+pub const MUON_MOMENTUM_SLOTS_WIDE: usize = 15;
+
+/// Matrices `muon_update_multi_wide` serves (one buffer per matrix, the arena and the step: 32).
+pub const MUON_UPDATE_SLOTS_WIDE: usize = 30;
+
 /// Entry point `adam_multi` of shaders/optim.wgsl: `adam` over up to `SLOTS` tensors.
 pub static ADAM_MULTI: Kernel = Kernel { shader: "optim", entry: "adam_multi" };
+
+/// Entry point `adam_multi_wide` of shaders/optim.wgsl: `adam_multi` over up to `ADAM_SLOTS_WIDE`
+/// tensors, for devices that bind 62 storage buffers per stage.
+pub static ADAM_MULTI_WIDE: Kernel = Kernel { shader: "optim", entry: "adam_multi_wide" };
 
 /// Entry point `sgd_multi` of shaders/optim.wgsl: `sgd` over up to `SLOTS` tensors.
 pub static SGD_MULTI: Kernel = Kernel { shader: "optim", entry: "sgd_multi" };
@@ -49,8 +75,16 @@ pub static SGD_MULTI: Kernel = Kernel { shader: "optim", entry: "sgd_multi" };
 /// Entry point `ema_multi` of shaders/optim.wgsl: `ema` over up to `SLOTS` tensors.
 pub static EMA_MULTI: Kernel = Kernel { shader: "optim", entry: "ema_multi" };
 
+/// Entry point `ema_multi_wide` of shaders/optim.wgsl: `ema_multi` over up to `EMA_SLOTS_WIDE` tensors,
+/// for devices that bind 31 storage buffers per stage.
+pub static EMA_MULTI_WIDE: Kernel = Kernel { shader: "optim", entry: "ema_multi_wide" };
+
 /// Entry point `sumsq_multi` of shaders/optim.wgsl: `sumsq_partial` over up to `SLOTS` tensors.
 pub static SUMSQ_MULTI: Kernel = Kernel { shader: "optim", entry: "sumsq_multi" };
+
+/// Entry point `sumsq_multi_wide` of shaders/optim.wgsl: `sumsq_multi` over up to `SUMSQ_SLOTS_WIDE`
+/// tensors, for devices that bind 32 storage buffers per stage.
+pub static SUMSQ_MULTI_WIDE: Kernel = Kernel { shader: "optim", entry: "sumsq_multi_wide" };
 
 /// Schedule kind codes of shaders/common/schedule.wgsl.
 pub const SCHED_CONSTANT: u32 = 0;

@@ -127,6 +127,31 @@ pub fn cross_entropy_backward(
     Ok(dx)
 }
 
+/// The backward of the mean cross-entropy with upstream gradient `g` (one element): what
+/// `cross_entropy_backward` gives with g[0] · (1/N) on every row (the mean's backward), in one dispatch.
+pub fn cross_entropy_mean_backward_g(
+    dev: &Device,
+    logits: &Tensor,
+    targets: &Tensor,
+    lse: &Tensor,
+    g: &Tensor,
+) -> Result<Tensor> {
+    let op = "cross_entropy_mean_backward";
+    let (n, v) = ce_shapes(op, logits, targets)?;
+    want_rows(op, "lse", lse, logits)?;
+    want_dtype(op, g, DType::F32)?;
+    if g.numel() != 1 {
+        return Err(Error::invalid(op, format!("the upstream gradient must have one element, got {:?}", g.shape)));
+    }
+    let dx = Tensor::empty(dev, &[n, v], DType::F32)?;
+    if n == 0 {
+        return Ok(dx);
+    }
+    let p = CrossEntropyParams { rows: n as u32, len: v as u32, g_one: 1, g_scale: 1.0 / n as f32 };
+    launch_1d(dev, &CROSS_ENTROPY_BWD, &p, &[&logits.buf, &targets.buf, &lse.buf, &g.buf, &dx.buf], n * v)?;
+    Ok(dx)
+}
+
 /// Mean cross-entropy over the rows, shape [1], and the per-row `lse` for the backward.
 pub fn cross_entropy_mean(dev: &Device, logits: &Tensor, targets: &Tensor) -> Result<(Tensor, Tensor)> {
     let (loss, lse) = cross_entropy(dev, logits, targets)?;

@@ -2,7 +2,7 @@
 //! matrices' working copies live in arenas, one f32 buffer with each matrix at an element offset.
 //! `momentum` writes every matrix's Nesterov momentum into the arena, `unit_norm` scales every arena
 //! region to unit Frobenius norm, `update` applies the arena's result to every parameter. `momentum` and
-//! `update` bind one buffer per matrix: up to `kernels::optim::SLOTS` matrices per dispatch where the
+//! `update` bind one buffer per matrix: up to `kernels::optim::SLOTS` (`MUON_*_SLOTS_WIDE` in the wide kernels) matrices per dispatch where the
 //! device binds enough storage buffers (`ops::optim_multi::fits`), one per dispatch elsewhere.
 //! `crate::optim::muon` builds the optimizer on these and `ops::matmul_grouped`.
 
@@ -13,25 +13,40 @@ use crate::device::{Buffer, Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::muon::{
     MuonMomentumMultiParams, MuonMomentumParams, MuonNormParams, MuonUpdateMultiParams, MuonUpdateParams,
-    MUON_MOMENTUM, MUON_MOMENTUM_MULTI, MUON_NORMALIZE, MUON_SUMSQ, MUON_UPDATE, MUON_UPDATE_MULTI, WG,
+    MUON_MOMENTUM, MUON_MOMENTUM_MULTI, MUON_MOMENTUM_MULTI_WIDE, MUON_NORMALIZE, MUON_SUMSQ, MUON_UPDATE,
+    MUON_UPDATE_MULTI, MUON_UPDATE_MULTI_WIDE, WG,
 };
-use crate::kernels::optim::SLOTS;
+use crate::kernels::optim::{MUON_MOMENTUM_SLOTS_WIDE, MUON_UPDATE_SLOTS_WIDE, SLOTS};
 use crate::tensor::{DType, Tensor};
 
-/// Matrices per dispatch of `momentum` and `update` on `dev`: SLOTS where the device binds the
-/// multi-matrix kernels, else 1.
-pub fn per_dispatch(dev: &Device) -> usize {
-    if fits(dev, &MUON_MOMENTUM_MULTI) && fits(dev, &MUON_UPDATE_MULTI) {
+/// Matrices per dispatch of `momentum` on `dev`: MUON_MOMENTUM_SLOTS_WIDE where the device binds the
+/// wide multi-matrix kernel, SLOTS where it binds the other, else 1.
+pub fn momentum_per_dispatch(dev: &Device) -> usize {
+    if fits(dev, &MUON_MOMENTUM_MULTI_WIDE) {
+        MUON_MOMENTUM_SLOTS_WIDE
+    } else if fits(dev, &MUON_MOMENTUM_MULTI) {
         SLOTS
     } else {
         1
     }
 }
 
-/// Checks a grouping for `momentum_per` and `update_per`.
-fn check_per(op: &'static str, per: usize) -> Result<()> {
-    if per != 1 && per != SLOTS {
-        return Err(Error::invalid(op, format!("{per} matrices per dispatch: 1 or {SLOTS}")));
+/// Matrices per dispatch of `update` on `dev`: MUON_UPDATE_SLOTS_WIDE, SLOTS or 1 (as
+/// `momentum_per_dispatch`).
+pub fn update_per_dispatch(dev: &Device) -> usize {
+    if fits(dev, &MUON_UPDATE_MULTI_WIDE) {
+        MUON_UPDATE_SLOTS_WIDE
+    } else if fits(dev, &MUON_UPDATE_MULTI) {
+        SLOTS
+    } else {
+        1
+    }
+}
+
+/// Checks a grouping: 1, SLOTS or `wide` matrices per dispatch.
+fn check_per(op: &'static str, per: usize, wide: usize) -> Result<()> {
+    if ![1, SLOTS, wide].contains(&per) {
+        return Err(Error::invalid(op, format!("{per} matrices per dispatch: 1, {SLOTS} or {wide}")));
     }
     Ok(())
 }
@@ -82,7 +97,7 @@ pub fn momentum(
     momentum: f32,
     nesterov: bool,
 ) -> Result<()> {
-    momentum_per(dev, per_dispatch(dev), grads, moms, clip, arena, dst, momentum, nesterov)
+    momentum_per(dev, momentum_per_dispatch(dev), grads, moms, clip, arena, dst, momentum, nesterov)
 }
 
 /// `momentum` with `per` matrices per dispatch: 1 (one-matrix kernel) or SLOTS (the multi-matrix
@@ -107,7 +122,7 @@ pub fn momentum_per(
     if !(momentum.is_finite() && (0.0..1.0).contains(&momentum)) {
         return Err(Error::invalid(OP, format!("momentum = {momentum} is out of range: must be in [0, 1)")));
     }
-    check_per(OP, per)?;
+    check_per(OP, per, MUON_MOMENTUM_SLOTS_WIDE)?;
     let nesterov = nesterov as u32;
     for ((g, m), d) in grads.chunks(per).zip(moms.chunks(per)).zip(dst.chunks(per)) {
         if per == 1 {
@@ -132,14 +147,15 @@ pub fn momentum_per(
         for (k, &o) in d.iter().enumerate() {
             p.dst[k] = u32_of(OP, "offset", o)?;
         }
-        let spare = spares(dev, 2 * (SLOTS - g.len()))?;
-        let mut bufs: Vec<&Buffer> = Vec::with_capacity(2 * SLOTS + 2);
+        let spare = spares(dev, 2 * (per - g.len()))?;
+        let mut bufs: Vec<&Buffer> = Vec::with_capacity(2 * per + 2);
         for (gk, mk) in g.iter().zip(m) {
             bufs.extend([&gk.buf, &mk.buf]);
         }
         bufs.extend(spare.iter().map(|t| &t.buf));
         bufs.extend([&clip.buf, &arena.buf]);
-        launch_1d(dev, &MUON_MOMENTUM_MULTI, &p, &bufs, total as usize)?;
+        let kernel = if per == SLOTS { &MUON_MOMENTUM_MULTI } else { &MUON_MOMENTUM_MULTI_WIDE };
+        launch_1d(dev, kernel, &p, &bufs, total as usize)?;
     }
     Ok(())
 }
@@ -241,7 +257,7 @@ pub fn update(
     src: &[usize],
     step: &Tensor,
 ) -> Result<()> {
-    update_per(dev, per_dispatch(dev), sched, weight_decay, params, arena, src, step)
+    update_per(dev, update_per_dispatch(dev), sched, weight_decay, params, arena, src, step)
 }
 
 /// `update` with `per` matrices per dispatch (see `momentum_per`).
@@ -264,7 +280,7 @@ pub fn update_per(
         return Err(Error::invalid(OP, format!("weight_decay = {weight_decay} must be finite")));
     }
     // The kernels' schedule struct is optim.wgsl's (the same snippet), field for field.
-    check_per(OP, per)?;
+    check_per(OP, per, MUON_UPDATE_SLOTS_WIDE)?;
     let sp = bytemuck::cast(sched.params());
     for (ps, s) in params.chunks(per).zip(src.chunks(per)) {
         if per == 1 {
@@ -285,11 +301,12 @@ pub fn update_per(
         for (k, &o) in s.iter().enumerate() {
             p.src[k] = u32_of(OP, "offset", o)?;
         }
-        let spare = spares(dev, SLOTS - ps.len())?;
+        let spare = spares(dev, per - ps.len())?;
         let mut bufs: Vec<&Buffer> = ps.iter().map(|t| &t.buf).collect();
         bufs.extend(spare.iter().map(|t| &t.buf));
         bufs.extend([&arena.buf, &step.buf]);
-        launch_1d(dev, &MUON_UPDATE_MULTI, &p, &bufs, total as usize)?;
+        let kernel = if per == SLOTS { &MUON_UPDATE_MULTI } else { &MUON_UPDATE_MULTI_WIDE };
+        launch_1d(dev, kernel, &p, &bufs, total as usize)?;
     }
     Ok(())
 }

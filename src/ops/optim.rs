@@ -19,9 +19,9 @@ use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::groups_1d;
 use crate::kernels::optim::{
-    schedule_lr_of, AdamParams, AdvanceParams, ClipParams, EmaParams, GuardParams, ScheduleParams, SgdParams,
-    SumsqParams, ADAM, ADVANCE_STEP, CLIP_SCALE, EMA, GUARD_FINITE, SCHED_CONSTANT, SCHED_COSINE, SCHED_LINEAR, SGD,
-    SUMSQ_PARTIAL, WG,
+    schedule_lr_of, AdamParams, AdvanceParams, ClipGuardParams, ClipParams, EmaParams, GuardParams, ScheduleParams,
+    SgdParams, SumsqParams, ADAM, ADVANCE_STEP, CLIP_GUARD, CLIP_SCALE, EMA, GUARD_FINITE, SCHED_CONSTANT,
+    SCHED_COSINE, SCHED_LINEAR, SGD, SUMSQ_PARTIAL, WG,
 };
 use crate::tensor::{DType, Tensor};
 
@@ -455,4 +455,50 @@ pub fn guard_finite(
     }
     let p = GuardParams { n: u32_of(OP, "n", n)?, what, offset, tag };
     dev.dispatch(Dispatch::new(&GUARD_FINITE, &p, &[&x.buf, &step.buf, &flag.buf], [1, 1, 1]))
+}
+
+/// `clip_scale` (with `max_norm`; none leaves `clip` as it is), then `guard_finite` on the loss
+/// (`loss[0]`, what `GUARD_LOSS`) and on `partials[..n_partials]` (`GUARD_GRADIENT`), both with `offset`
+/// and tag 0: one dispatch for what takes three.
+#[allow(clippy::too_many_arguments)]
+pub fn clip_guard(
+    dev: &Device,
+    partials: &Tensor,
+    n_partials: usize,
+    max_norm: Option<f32>,
+    loss: &Tensor,
+    step: &Tensor,
+    clip: &Tensor,
+    flag: &Tensor,
+    offset: u32,
+) -> Result<()> {
+    const OP: &str = "clip_guard";
+    want_dtype(OP, partials, DType::F32)?;
+    want_dtype(OP, loss, DType::F32)?;
+    want_clip(OP, clip)?;
+    want_step(OP, step)?;
+    want_dtype(OP, flag, DType::U32)?;
+    if flag.numel() != 4 {
+        return Err(Error::invalid(OP, format!("the guard flag must hold four u32, got shape {:?}", flag.shape)));
+    }
+    if loss.numel() != 1 {
+        return Err(Error::invalid(OP, format!("the loss must have one element, it has shape {:?}", loss.shape)));
+    }
+    if let Some(m) = max_norm.filter(|m| !(m.is_finite() && *m > 0.0)) {
+        return Err(bad(OP, "max_norm", m, "must be finite and > 0"));
+    }
+    if n_partials > partials.numel() {
+        return Err(Error::invalid(
+            OP,
+            format!("n_partials = {n_partials} but the partials buffer holds {}", partials.numel()),
+        ));
+    }
+    let p = ClipGuardParams {
+        n_partials: u32_of(OP, "n_partials", n_partials)?,
+        max_norm: max_norm.unwrap_or(0.0),
+        clip: max_norm.is_some() as u32,
+        offset,
+    };
+    let bufs = [&partials.buf, &loss.buf, &step.buf, &clip.buf, &flag.buf];
+    dev.dispatch(Dispatch::new(&CLIP_GUARD, &p, &bufs, [1, 1, 1]))
 }

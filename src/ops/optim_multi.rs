@@ -1,6 +1,6 @@
 //! The optimizer kernels over many tensors at once: `adam_multi`, `sgd_multi`, `ema_multi` and
 //! `sumsq_multi` (shaders/optim.wgsl; CPU twins: device/cpu/optim_multi.rs) serve up to
-//! `kernels::optim::SLOTS` tensors per dispatch and compute, element for element, what the one-tensor
+//! `kernels::optim::SLOTS` tensors per dispatch (`sumsq_multi_wide`: `SUMSQ_SLOTS_WIDE`) and compute, element for element, what the one-tensor
 //! kernels of `ops::optim` compute. A kernel binds four buffers per tensor at most, more than WebGPU's
 //! default eight storage buffers: `fits` says whether the device takes it, and callers fall back to the
 //! one-tensor kernels where it does not.
@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::kernels::groups_1d;
 use crate::kernels::optim::{
     AdamMultiParams, AdamParams, EmaMultiParams, EmaParams, SgdMultiParams, SgdParams, SumsqMultiParams, ADAM_MULTI,
-    EMA_MULTI, SGD_MULTI, SLOTS, SUMSQ_MULTI, WG,
+    ADAM_MULTI_WIDE, ADAM_SLOTS_WIDE, EMA_MULTI, EMA_MULTI_WIDE, EMA_SLOTS_WIDE, SGD_MULTI, SLOTS, SLOT_TABLE,
+    SUMSQ_MULTI, SUMSQ_MULTI_WIDE, SUMSQ_SLOTS_WIDE, WG,
 };
 use crate::kernels::Kernel;
 use crate::tensor::{DType, Tensor};
@@ -27,9 +28,39 @@ pub fn supported(dev: &Device) -> bool {
     [&ADAM_MULTI, &SGD_MULTI, &EMA_MULTI, &SUMSQ_MULTI].iter().all(|k| fits(dev, k))
 }
 
+/// Tensors per `sumsq_multi` dispatch on `dev`: `SUMSQ_SLOTS_WIDE` where it binds `sumsq_multi_wide`,
+/// else `SLOTS`.
+pub fn sumsq_per_dispatch(dev: &Device) -> usize {
+    if fits(dev, &SUMSQ_MULTI_WIDE) {
+        SUMSQ_SLOTS_WIDE
+    } else {
+        SLOTS
+    }
+}
+
+/// Tensors per `adam_multi` dispatch on `dev`: `ADAM_SLOTS_WIDE` where it binds `adam_multi_wide`,
+/// else `SLOTS`.
+pub fn adam_per_dispatch(dev: &Device) -> usize {
+    if fits(dev, &ADAM_MULTI_WIDE) {
+        ADAM_SLOTS_WIDE
+    } else {
+        SLOTS
+    }
+}
+
+/// Tensors per `ema_multi` dispatch on `dev`: `EMA_SLOTS_WIDE` where it binds `ema_multi_wide`, else
+/// `SLOTS`.
+pub fn ema_per_dispatch(dev: &Device) -> usize {
+    if fits(dev, &EMA_MULTI_WIDE) {
+        EMA_SLOTS_WIDE
+    } else {
+        SLOTS
+    }
+}
+
 /// Per-slot element counts and starts (multiples of WG) of one group of tensors, and the total.
-pub(crate) fn layout(op: &'static str, sizes: &[usize]) -> Result<([u32; 8], [u32; 8], u32)> {
-    let (mut n, mut start) = ([0u32; 8], [0u32; 8]);
+pub(crate) fn layout(op: &'static str, sizes: &[usize]) -> Result<([u32; SLOT_TABLE], [u32; SLOT_TABLE], u32)> {
+    let (mut n, mut start) = ([0u32; SLOT_TABLE], [0u32; SLOT_TABLE]);
     let mut at = 0usize;
     for (k, &len) in sizes.iter().enumerate() {
         n[k] = u32_of(op, "elements", len)?;
@@ -48,10 +79,10 @@ pub(crate) fn spares(dev: &Device, n: usize) -> Result<Vec<Tensor>> {
     (0..n).map(|_| Tensor::empty(dev, &[1], DType::F32)).collect()
 }
 
-/// Checks one group's lists: at most SLOTS tensors, each f32 and of its parameter's shape.
-fn check_lists(op: &'static str, params: &[&Tensor], others: &[(&str, &[&Tensor])]) -> Result<()> {
-    if params.len() > SLOTS {
-        return Err(Error::invalid(op, format!("{} tensors in one dispatch, at most {SLOTS}", params.len())));
+/// Checks one group's lists: at most `most` tensors, each f32 and of its parameter's shape.
+fn check_lists(op: &'static str, most: usize, params: &[&Tensor], others: &[(&str, &[&Tensor])]) -> Result<()> {
+    if params.len() > most {
+        return Err(Error::invalid(op, format!("{} tensors in one dispatch, at most {most}", params.len())));
     }
     for (what, list) in others {
         if list.len() != params.len() {
@@ -64,7 +95,8 @@ fn check_lists(op: &'static str, params: &[&Tensor], others: &[(&str, &[&Tensor]
     Ok(())
 }
 
-/// `ops::optim::adam` on up to SLOTS tensors (`params[k]`, `grads[k]`, `m[k]`, `v[k]`) in one dispatch.
+/// `ops::optim::adam` on up to `adam_per_dispatch(dev)` tensors (`params[k]`, `grads[k]`, `m[k]`, `v[k]`)
+/// in one dispatch (the wide kernel past SLOTS).
 #[allow(clippy::too_many_arguments)]
 pub fn adam_multi(
     dev: &Device,
@@ -80,7 +112,14 @@ pub fn adam_multi(
     const OP: &str = "adam_multi";
     sched.validate(OP)?;
     cfg.validate(OP)?;
-    check_lists(OP, params, &[("parameter", params), ("gradient", grads), ("first moment", m), ("second moment", v)])?;
+    let most = adam_per_dispatch(dev);
+    check_lists(
+        OP,
+        most,
+        params,
+        &[("parameter", params), ("gradient", grads), ("first moment", m), ("second moment", v)],
+    )?;
+    let (kernel, slots) = if params.len() > SLOTS { (&ADAM_MULTI_WIDE, most) } else { (&ADAM_MULTI, SLOTS) };
     let sizes: Vec<usize> = params.iter().map(|p| p.numel()).collect();
     let (n, start, total) = layout(OP, &sizes)?;
     if total == 0 {
@@ -98,14 +137,14 @@ pub fn adam_multi(
         _pad1: 0,
     };
     let p = AdamMultiParams { a, n, start, total, ..Default::default() };
-    let spare = spares(dev, 4 * (SLOTS - params.len()))?;
-    let mut bufs: Vec<&Buffer> = Vec::with_capacity(4 * SLOTS + 2);
+    let spare = spares(dev, 4 * (slots - params.len()))?;
+    let mut bufs: Vec<&Buffer> = Vec::with_capacity(4 * slots + 2);
     for k in 0..params.len() {
         bufs.extend([&params[k].buf, &grads[k].buf, &m[k].buf, &v[k].buf]);
     }
     bufs.extend(spare.iter().map(|t| &t.buf));
     bufs.extend([&step.buf, &clip.buf]);
-    launch_1d(dev, &ADAM_MULTI, &p, &bufs, total as usize)
+    launch_1d(dev, kernel, &p, &bufs, total as usize)
 }
 
 /// `ops::optim::sgd` on up to SLOTS tensors in one dispatch; `momentum` holds their momentum buffers
@@ -126,7 +165,7 @@ pub fn sgd_multi(
     cfg.validate(OP)?;
     let with_mom = cfg.momentum != 0.0;
     let moms: &[&Tensor] = if with_mom { momentum } else { params };
-    check_lists(OP, params, &[("parameter", params), ("gradient", grads), ("momentum buffer", moms)])?;
+    check_lists(OP, SLOTS, params, &[("parameter", params), ("gradient", grads), ("momentum buffer", moms)])?;
     let sizes: Vec<usize> = params.iter().map(|p| p.numel()).collect();
     let (n, start, total) = layout(OP, &sizes)?;
     if total == 0 {
@@ -160,7 +199,8 @@ pub fn sgd_multi(
     launch_1d(dev, &SGD_MULTI, &p, &bufs, total as usize)
 }
 
-/// `ops::optim::ema` on up to SLOTS tensors (`avg[k]` from `params[k]`) in one dispatch.
+/// `ops::optim::ema` on up to `ema_per_dispatch(dev)` tensors (`avg[k]` from `params[k]`) in one dispatch
+/// (the wide kernel past SLOTS).
 pub fn ema_multi(
     dev: &Device,
     avg: &[&Tensor],
@@ -173,7 +213,9 @@ pub fn ema_multi(
     if !(decay.is_finite() && (0.0..=1.0).contains(&decay)) {
         return Err(Error::invalid(OP, format!("decay = {decay} is out of range: must be in [0, 1]")));
     }
-    check_lists(OP, avg, &[("average", avg), ("parameter", params)])?;
+    let most = ema_per_dispatch(dev);
+    check_lists(OP, most, avg, &[("average", avg), ("parameter", params)])?;
+    let (kernel, slots) = if avg.len() > SLOTS { (&EMA_MULTI_WIDE, most) } else { (&EMA_MULTI, SLOTS) };
     let sizes: Vec<usize> = avg.iter().map(|p| p.numel()).collect();
     let (n, start, total) = layout(OP, &sizes)?;
     if total == 0 {
@@ -181,24 +223,26 @@ pub fn ema_multi(
     }
     let e = EmaParams { n: 0, decay, warmup: warmup as u32, _pad0: 0 };
     let p = EmaMultiParams { e, n, start, total, ..Default::default() };
-    let spare = spares(dev, 2 * (SLOTS - avg.len()))?;
-    let mut bufs: Vec<&Buffer> = Vec::with_capacity(2 * SLOTS + 1);
+    let spare = spares(dev, 2 * (slots - avg.len()))?;
+    let mut bufs: Vec<&Buffer> = Vec::with_capacity(2 * slots + 1);
     for k in 0..avg.len() {
         bufs.extend([&avg[k].buf, &params[k].buf]);
     }
     bufs.extend(spare.iter().map(|t| &t.buf));
     bufs.push(&step.buf);
-    launch_1d(dev, &EMA_MULTI, &p, &bufs, total as usize)
+    launch_1d(dev, kernel, &p, &bufs, total as usize)
 }
 
-/// `ops::optim::sumsq_partial` on up to SLOTS tensors in one dispatch: tensor k writes its partials
-/// from slot `first[k]` on. Returns the partials written.
+/// `ops::optim::sumsq_partial` on up to `sumsq_per_dispatch(dev)` tensors in one dispatch (the wide
+/// kernel past SLOTS): tensor k writes its partials from slot `first[k]` on. Returns the partials written.
 pub fn sumsq_multi(dev: &Device, xs: &[&Tensor], first: &[usize], partials: &Tensor) -> Result<usize> {
     const OP: &str = "sumsq_multi";
     want_dtype(OP, partials, DType::F32)?;
-    if xs.len() > SLOTS || first.len() != xs.len() {
-        return Err(Error::invalid(OP, format!("{} tensors and {} slots, at most {SLOTS}", xs.len(), first.len())));
+    let most = sumsq_per_dispatch(dev);
+    if xs.len() > most || first.len() != xs.len() {
+        return Err(Error::invalid(OP, format!("{} tensors and {} slots, at most {most}", xs.len(), first.len())));
     }
+    let (kernel, slots) = if xs.len() > SLOTS { (&SUMSQ_MULTI_WIDE, most) } else { (&SUMSQ_MULTI, SLOTS) };
     let mut p = SumsqMultiParams::default();
     let mut at = 0usize;
     for (k, (x, &slot)) in xs.iter().zip(first).enumerate() {
@@ -223,10 +267,10 @@ pub fn sumsq_multi(dev: &Device, xs: &[&Tensor], first: &[usize], partials: &Ten
     if at == 0 {
         return Ok(0);
     }
-    let spare = spares(dev, SLOTS - xs.len())?;
+    let spare = spares(dev, slots - xs.len())?;
     let mut bufs: Vec<&Buffer> = xs.iter().map(|x| &x.buf).collect();
     bufs.extend(spare.iter().map(|t| &t.buf));
     bufs.push(&partials.buf);
-    dev.dispatch(Dispatch::new(&SUMSQ_MULTI, &p, &bufs, groups_1d(at, 1, dev.max_groups_per_dim())))?;
+    dev.dispatch(Dispatch::new(kernel, &p, &bufs, groups_1d(at, 1, dev.max_groups_per_dim())))?;
     Ok(at)
 }

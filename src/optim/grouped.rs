@@ -1,4 +1,4 @@
-//! The optimizer's grouped updates: `SLOTS` tensors per dispatch where the device binds enough
+//! The optimizer's grouped updates: `SLOTS` tensors per dispatch (more in the wide kernels) where the device binds enough
 //! buffers (`ops::optim_multi`), and Muon's matrices all together (`optim::muon`).
 
 use super::{Optimizer, OptimizerKind, Rule, State};
@@ -29,7 +29,8 @@ impl Optimizer {
         muon.update(dev, &p, &g, &m, &self.step, &self.clip)
     }
 
-    /// The updates, `SLOTS` tensors per dispatch: SGD's in order, Adam's in groups of one weight decay,
+    /// The updates, `SLOTS` tensors per dispatch (Adam's `adam_per_dispatch`): SGD's in order, Adam's in
+    /// groups of one weight decay,
     /// Muon's matrices all together. Every tensor's update reads only its own state, so grouping
     /// changes no number.
     pub(super) fn update_multi(&self, dev: &Device, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
@@ -63,6 +64,7 @@ impl Optimizer {
                         State::Sgd(_) => unreachable!("state is made from the rule"),
                     }
                 }
+                let n = multi::adam_per_dispatch(dev);
                 for (ci, idx) in &groups {
                     for chunk in idx.chunks(n) {
                         let p: Vec<&Tensor> = chunk.iter().map(|&i| params[i]).collect();

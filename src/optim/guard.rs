@@ -1,9 +1,12 @@
 //! The finiteness guard: a sticky flag on the device (u32 [4]: [tripped, step, what, index]) that the
 //! `guard_finite` kernel sets at the first non-finite value it is shown: a step's loss, its gradients'
 //! partial sums of squares (non-finite exactly when the global gradient norm is), or, outside the step,
-//! the weights. Recorded into the training step, it costs two one-workgroup dispatches and no host wait;
-//! the run loop reads the flag with the losses it already reads asynchronously.
+//! the weights. Inside the training step `Optimizer::update_guarded` checks the loss and the partial sums
+//! in the dispatch that computes the clip scale (`clip_guard`): no extra dispatch with clipping, one
+//! without, and no host wait; the run loop reads the flag with the losses it already reads
+//! asynchronously.
 
+use super::Optimizer;
 use crate::device::{Device, Download};
 use crate::error::Result;
 use crate::kernels::optim::{GUARD_GRADIENT, GUARD_LOSS, GUARD_WEIGHTS};
@@ -114,5 +117,35 @@ impl Guard {
             }
             _ => None,
         }
+    }
+}
+
+impl Optimizer {
+    /// `update` with the step's guard folded in: the gradients' partial sums (always computed), then one
+    /// dispatch that computes the clip scale (when clipping is on) and has `guard` check `loss` and then
+    /// the partial sums as step `step + 1` (what `guard.check` on the loss and `guard_gradients` record),
+    /// then the updates. The same numbers as `update`: the guard only reads.
+    pub fn update_guarded(
+        &self,
+        dev: &Device,
+        params: &[&Tensor],
+        grads: &[&Tensor],
+        loss: &Tensor,
+        guard: &Guard,
+    ) -> Result<()> {
+        self.check_step_args(params, grads)?;
+        self.sumsq(dev, grads)?;
+        k::clip_guard(
+            dev,
+            &self.partials,
+            self.n_partials,
+            self.max_norm,
+            loss,
+            &self.step,
+            &self.clip,
+            &guard.flag,
+            1,
+        )?;
+        self.apply(dev, params, grads)
     }
 }

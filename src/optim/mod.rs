@@ -431,6 +431,11 @@ impl Optimizer {
             self.sumsq(dev, grads)?;
             k::clip_scale(dev, &self.partials, self.n_partials, max_norm, &self.clip)?;
         }
+        self.apply(dev, params, grads)
+    }
+
+    /// The updates of `update` after the clipping (checked arguments).
+    fn apply(&self, dev: &Device, params: &[&Tensor], grads: &[&Tensor]) -> Result<()> {
         if self.multi {
             return self.update_multi(dev, params, grads);
         }
@@ -458,7 +463,7 @@ impl Optimizer {
 
     fn sumsq(&self, dev: &Device, grads: &[&Tensor]) -> Result<()> {
         if self.multi {
-            let n = crate::kernels::optim::SLOTS;
+            let n = multi::sumsq_per_dispatch(dev);
             for (g, slots) in grads.chunks(n).zip(self.slots.chunks(n)) {
                 multi::sumsq_multi(dev, g, slots, &self.partials)?;
             }
@@ -553,7 +558,7 @@ impl Ema {
             ));
         }
         if self.multi {
-            let n = crate::kernels::optim::SLOTS;
+            let n = multi::ema_per_dispatch(dev);
             for (a, p) in self.avg.chunks(n).zip(params.chunks(n)) {
                 let a: Vec<&Tensor> = a.iter().collect();
                 multi::ema_multi(dev, &a, p, step, self.decay, self.warmup)?;

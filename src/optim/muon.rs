@@ -19,7 +19,7 @@
 //! All matrices update together: their working copies live in arenas (the iterates X and their
 //! successors, the Gram matrices A, and b·A + c·A²), each matrix at an offset, so a step is a few
 //! dispatches whatever the number of matrices: the momentum into the X arena (`ops::muon::momentum`, up
-//! to `kernels::optim::SLOTS` matrices per dispatch), the norms and the scaling (`ops::muon::unit_norm`,
+//! to `kernels::optim::MUON_MOMENTUM_SLOTS_WIDE` matrices per dispatch), the norms and the scaling (`ops::muon::unit_norm`,
 //! two), three grouped matmuls per iteration (`ops::matmul_grouped`: the Gram matrices, b·A + c·A² with
 //! beta = b and D = A, then a·X + B·X with beta = a and D = X, or for a tall matrix X·B as (B·Xᵀ)ᵀ
 //! stored transposed), and the update into every parameter (`ops::muon::update`). Everything stays on

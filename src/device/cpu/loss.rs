@@ -58,7 +58,8 @@ pub fn cross_entropy_bwd(args: &mut CpuArgs) {
         super::simd(|| {
             for (j, o) in ch.chunks_mut(len).enumerate() {
                 let row = c * per / len + j;
-                let (xr, l, gr) = (&x[row * len..][..len], lse[row], g[row]);
+                let gr = if p.g_one == 1 { g[0] * p.g_scale } else { g[row] };
+                let (xr, l) = (&x[row * len..][..len], lse[row]);
                 for (ov, &xv) in o.iter_mut().zip(xr) {
                     *ov = super::fastmath::exp(xv - l) * gr;
                 }

@@ -8,7 +8,7 @@ use super::{optim, par_chunks, CpuArgs, CHUNK};
 use crate::kernels::muon::{
     MuonMomentumMultiParams, MuonMomentumParams, MuonNormParams, MuonUpdateMultiParams, MuonUpdateParams,
 };
-use crate::kernels::optim::{schedule_lr_of, SumsqParams, SLOTS};
+use crate::kernels::optim::{schedule_lr_of, SumsqParams};
 
 /// Runs `twin` with `params`, inputs `ins` and outputs `outs`.
 fn run<P: bytemuck::Pod>(twin: fn(&mut CpuArgs), params: &P, ins: Vec<&[u32]>, outs: Vec<&mut [u32]>) {
@@ -37,12 +37,13 @@ pub fn muon_momentum(args: &mut CpuArgs) {
 }
 
 /// Bindings: params, then per slot grad (read), momentum (read_write), then clip (read), arena
-/// (read_write).
+/// (read_write); `muon_momentum_multi_wide` too (its slot count is the bindings').
 pub fn muon_momentum_multi(args: &mut CpuArgs) {
     let mp: MuonMomentumMultiParams = args.params();
-    let scale = args.f32_in(SLOTS)[0];
-    let arena = args.f32_out(SLOTS);
-    for k in 0..SLOTS {
+    let slots = args.ins.len() - 1;
+    let scale = args.f32_in(slots)[0];
+    let arena = args.f32_out(slots);
+    for k in 0..slots {
         let (n, dst) = (mp.n[k] as usize, mp.dst[k] as usize);
         if n == 0 {
             continue;

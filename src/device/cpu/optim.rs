@@ -7,7 +7,8 @@ use rayon::prelude::*;
 use super::CpuArgs;
 use super::{par_chunks, CHUNK};
 use crate::kernels::optim::{
-    schedule_lr_of, AdamParams, AdvanceParams, ClipParams, EmaParams, GuardParams, SgdParams, SumsqParams, WG,
+    schedule_lr_of, AdamParams, AdvanceParams, ClipGuardParams, ClipParams, EmaParams, GuardParams, SgdParams,
+    SumsqParams, GUARD_GRADIENT, GUARD_LOSS, WG,
 };
 
 /// Bindings: params, step (read_write).
@@ -250,5 +251,22 @@ pub fn guard_finite(args: &mut CpuArgs) {
             flag[2] = gp.what;
             flag[3] = gp.tag.wrapping_add(bad as u32);
         }
+    }
+}
+
+/// Bindings: params, partials (read), loss (read), step (read), clip (read_write), flag (read_write):
+/// `clip_scale` (when `clip` is 1), then `guard_finite` on the loss and on the partials.
+pub fn clip_guard(args: &mut CpuArgs) {
+    let cp: ClipGuardParams = args.params();
+    if cp.clip == 1 {
+        let q = ClipParams { n_partials: cp.n_partials, max_norm: cp.max_norm, _pad0: 0, _pad1: 0 };
+        let outs = vec![std::mem::take(&mut args.outs[0])];
+        clip_scale(&mut CpuArgs { params: bytemuck::bytes_of(&q), ins: vec![args.ins[0]], outs });
+    }
+    let (partials, loss, step) = (args.ins[0], args.ins[1], args.ins[2]);
+    let flag = std::mem::take(&mut args.outs[1]);
+    for (x, n, what) in [(loss, 1, GUARD_LOSS), (partials, cp.n_partials, GUARD_GRADIENT)] {
+        let g = GuardParams { n, what, offset: cp.offset, tag: 0 };
+        guard_finite(&mut CpuArgs { params: bytemuck::bytes_of(&g), ins: vec![x, step], outs: vec![&mut *flag] });
     }
 }

@@ -18,9 +18,10 @@ fn run<P: bytemuck::Pod>(twin: fn(&mut CpuArgs), params: &P, ins: Vec<&[u32]>, o
 /// then step (read), clip (read).
 pub fn adam_multi(args: &mut CpuArgs) {
     let mp: AdamMultiParams = args.params();
-    let (step, clip) = (args.ins[SLOTS], args.ins[SLOTS + 1]);
+    let slots = args.ins.len() - 2; // `adam_multi_wide` too: its slot count is the bindings'
+    let (step, clip) = (args.ins[slots], args.ins[slots + 1]);
     let mut outs = std::mem::take(&mut args.outs).into_iter();
-    for k in 0..SLOTS {
+    for k in 0..slots {
         let (p, m, v) = (outs.next().unwrap(), outs.next().unwrap(), outs.next().unwrap());
         if mp.n[k] == 0 {
             continue;
@@ -46,10 +47,11 @@ pub fn sgd_multi(args: &mut CpuArgs) {
     }
 }
 
-/// Bindings: params, then per slot average (read_write), param (read), then step (read).
+/// Bindings: params, then per slot average (read_write), param (read), then step (read);
+/// `ema_multi_wide` too (its slot count is the bindings').
 pub fn ema_multi(args: &mut CpuArgs) {
     let mp: EmaMultiParams = args.params();
-    let step = args.ins[SLOTS];
+    let step = args.ins[args.outs.len()];
     let outs = std::mem::take(&mut args.outs);
     for (k, avg) in outs.into_iter().enumerate() {
         if mp.n[k] == 0 {
@@ -60,11 +62,12 @@ pub fn ema_multi(args: &mut CpuArgs) {
     }
 }
 
-/// Bindings: params, x per slot (read), partials (read_write).
+/// Bindings: params, x per slot (read), partials (read_write); `sumsq_multi_wide` too (its slot count
+/// is the bindings').
 pub fn sumsq_multi(args: &mut CpuArgs) {
     let mp: SumsqMultiParams = args.params();
     let partials = std::mem::take(&mut args.outs[0]);
-    for k in 0..SLOTS {
+    for k in 0..args.ins.len() {
         if mp.n[k] == 0 {
             continue;
         }

@@ -14,23 +14,33 @@ impl Graph {
     /// the log-softmax: shape [N]. Class ids must be < V (the data loader checks them once; the kernel
     /// clamps so a bad id cannot read out of bounds).
     pub fn cross_entropy(&mut self, logits: NodeId, targets: NodeId) -> Result<NodeId> {
-        self.f32_in("cross_entropy", logits)?;
+        self.check_ce("cross_entropy", logits, targets)?;
+        Ok(self.push(CrossEntropy, &[logits, targets], vec![self.shape(logits)[0]], DType::F32))
+    }
+
+    /// Logits [N, V] f32 and targets [N] u32.
+    fn check_ce(&self, op: &'static str, logits: NodeId, targets: NodeId) -> Result<()> {
+        self.f32_in(op, logits)?;
         let (ls, ts) = (self.shape(logits).to_vec(), self.shape(targets).to_vec());
         if ls.len() != 2 || ts.len() != 1 || ts[0] != ls[0] || self.node(targets).dtype != DType::U32 {
             return Err(Error::ShapeMismatch {
-                op: "cross_entropy",
+                op,
                 lhs: ls,
                 rhs: ts,
                 hint: " (logits [N, V] f32 and targets [N] u32)".into(),
             });
         }
-        Ok(self.push(CrossEntropy, &[logits, targets], vec![self.shape(logits)[0]], DType::F32))
+        Ok(())
     }
 
-    /// Mean cross-entropy over the rows, shape [1].
+    /// Mean cross-entropy over the rows, shape [1]: `cross_entropy` then `mean_all`, with one backward
+    /// dispatch (the mean's broadcast and 1/N scaling happen inside `cross_entropy_bwd`).
     pub fn cross_entropy_mean(&mut self, logits: NodeId, targets: NodeId) -> Result<NodeId> {
-        let ce = self.cross_entropy(logits, targets)?;
-        self.mean_all(ce)
+        self.check_ce("cross_entropy_mean", logits, targets)?;
+        if self.shape(logits)[0] == 0 {
+            return Err(Error::invalid("cross_entropy_mean", "the logits have no rows"));
+        }
+        Ok(self.push(CrossEntropyMean, &[logits, targets], vec![1], DType::F32))
     }
 
     /// Binary cross-entropy with logits, elementwise: max(x,0) − x·t + log(1 + e^−|x|).
@@ -64,7 +74,7 @@ impl OpDef for CrossEntropy {
     fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
         let (logits, targets) = (g.in_node(id, 0), g.in_node(id, 1));
         let shape = g.in_shape(id, 0);
-        let gl = g.push(CrossEntropyBackward, &[logits, targets, id, gy], shape, DType::F32);
+        let gl = g.push(CrossEntropyBackward { mean: false }, &[logits, targets, id, gy], shape, DType::F32);
         Ok(vec![Some(gl), None])
     }
     fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
@@ -82,29 +92,61 @@ impl OpDef for CrossEntropy {
     }
 }
 
-/// Inputs [logits, targets, the CrossEntropy node, g]: dlogits = (softmax − onehot)·g.
+/// The mean over the rows of `CrossEntropy` (the same two dispatches as `cross_entropy` + `mean_all`);
+/// keeps the row logsumexp as a second output.
 #[derive(Debug)]
-struct CrossEntropyBackward;
+struct CrossEntropyMean;
+
+impl OpDef for CrossEntropyMean {
+    fn name(&self) -> &'static str {
+        "cross_entropy_mean"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        let (loss, lse) = eager::cross_entropy(f.dev, f.x[0], f.x[1])?;
+        Ok((crate::ops::reduce::mean(f.dev, &loss, 0, true)?, vec![lse]))
+    }
+    fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
+        let (logits, targets) = (g.in_node(id, 0), g.in_node(id, 1));
+        let shape = g.in_shape(id, 0);
+        let gl = g.push(CrossEntropyBackward { mean: true }, &[logits, targets, id, gy], shape, DType::F32);
+        Ok(vec![Some(gl), None])
+    }
+    fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
+        let rows = CrossEntropy.reference(x, &[x[1].data.len()])?;
+        let mean = rows.data.iter().sum::<f64>() / rows.data.len() as f64;
+        Ok(Value { shape: shape.to_vec(), data: vec![mean] })
+    }
+}
+
+/// Inputs [logits, targets, the CrossEntropy node, g]: dlogits = (softmax − onehot)·g; with `mean`
+/// (the CrossEntropyMean node, g of one element) every row's g is g[0]/N.
+#[derive(Debug)]
+struct CrossEntropyBackward {
+    mean: bool,
+}
 
 impl OpDef for CrossEntropyBackward {
     fn name(&self) -> &'static str {
         "cross_entropy_backward"
     }
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
-        single(eager::cross_entropy_backward(f.dev, f.x[0], f.x[1], &f.aux[2][0], f.x[3])?)
+        let bwd = if self.mean { eager::cross_entropy_mean_backward_g } else { eager::cross_entropy_backward };
+        single(bwd(f.dev, f.x[0], f.x[1], &f.aux[2][0], f.x[3])?)
     }
     fn backward(&self, _: &mut Graph, _: NodeId, _: NodeId) -> Result<Vec<Option<NodeId>>> {
         Err(Error::invalid("backward", format!("the second derivative of {} is not implemented", self.name())))
     }
     fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
         let (lg, t, g) = (x[0], x[1], x[3]);
+        let rows = lg.shape[0];
+        let g_of = |n: usize| if self.mean { g.data[0] / rows as f64 } else { g.data[n] };
         let mut data = Vec::with_capacity(lg.data.len());
         for (n, r) in lg.data.chunks(lg.shape[1]).enumerate() {
             let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let s: f64 = r.iter().map(|z| (z - m).exp()).sum();
             for (v, z) in r.iter().enumerate() {
                 let onehot = (v == t.data[n] as usize) as u8 as f64;
-                data.push(((z - m).exp() / s - onehot) * g.data[n]);
+                data.push(((z - m).exp() / s - onehot) * g_of(n));
             }
         }
         Ok(Value { shape: shape.to_vec(), data })
