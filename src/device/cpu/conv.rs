@@ -184,7 +184,7 @@ fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, plane: &mut [f32], scratch:
     let pq = hq * wq;
     buf.resize(s * s * pq, 0.0);
     #[cfg(target_arch = "x86_64")]
-    let done = wq <= 16 && has_avx512() && {
+    let done = wq <= 16 && super::has_avx512() && {
         // SAFETY: avx512f was detected; wq <= 16 and buf holds the s*s phases.
         unsafe { phases_avx512(g, rows, ld, buf, hq, wq) };
         true
@@ -220,13 +220,6 @@ fn col2im_channel(g: &Geom, rows: &[f32], ld: usize, plane: &mut [f32], scratch:
 
 /// col2im's scratch: the phase accumulator and the column offsets into it.
 type Scratch = (Vec<f32>, Vec<usize>);
-
-/// Whether this CPU has AVX-512F (checked once).
-#[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
-    static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f"))
-}
 
 /// The phases of `col2im_channel` for phase rows of at most 16: each phase row is one register that
 /// sums its taps' shifted output rows in (kh, kw) order, then is stored once (adding to memory tap by

@@ -148,8 +148,21 @@ unsafe fn unary_chunk_avx2<const OP: u32>(x: &[f32], out: &mut [f32], alpha: f32
     unary_chunk::<OP>(x, out, alpha)
 }
 
+// 16 lanes where the CPU has them: the same operations in the same order per element, so the same
+// results (no contraction into FMAs either way).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn unary_chunk_avx512<const OP: u32>(x: &[f32], out: &mut [f32], alpha: f32) {
+    unary_chunk::<OP>(x, out, alpha)
+}
+
 fn unary_loop<const OP: u32>(x: &[f32], out: &mut [f32], alpha: f32) {
     par_chunks(out, |s, ch| {
+        #[cfg(target_arch = "x86_64")]
+        if super::has_avx512() {
+            // SAFETY: the features were detected on this CPU.
+            return unsafe { unary_chunk_avx512::<OP>(&x[s..], ch, alpha) };
+        }
         #[cfg(target_arch = "x86_64")]
         if super::has_avx2() {
             // SAFETY: the features were detected on this CPU.
@@ -199,11 +212,27 @@ pub fn unary_backward(args: &mut CpuArgs) {
     with_op!(p.op, unary_backward_loop(x, dy, dx, p.alpha));
 }
 
+#[inline(always)]
+fn binary_same_chunk<const OP: u32>(a: &[f32], b: &[f32], out: &mut [f32]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = binary_op(OP, x, y);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn binary_same_chunk_avx512<const OP: u32>(a: &[f32], b: &[f32], out: &mut [f32]) {
+    binary_same_chunk::<OP>(a, b, out)
+}
+
 fn binary_same_loop<const OP: u32>(a: &[f32], b: &[f32], out: &mut [f32]) {
     par_chunks(out, |s, ch| {
-        for ((o, &x), &y) in ch.iter_mut().zip(&a[s..]).zip(&b[s..]) {
-            *o = binary_op(OP, x, y);
+        #[cfg(target_arch = "x86_64")]
+        if super::has_avx512() {
+            // SAFETY: the features were detected on this CPU.
+            return unsafe { binary_same_chunk_avx512::<OP>(&a[s..], &b[s..], ch) };
         }
+        binary_same_chunk::<OP>(&a[s..], &b[s..], ch)
     });
 }
 

@@ -145,12 +145,15 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
 /// cores get work on mid-sized tensors.
 pub const CHUNK: usize = 1 << 14;
 
-/// Runs `f(start_index, chunk)` over `out` in parallel chunks, each under `simd`.
+/// Runs `f(start_index, chunk)` over `out` in parallel chunks, each under `simd`: at least `CHUNK`
+/// elements, and no more chunks than four per thread (fewer tasks for rayon to hand out on large
+/// tensors; an elementwise loop's results do not depend on where it is split).
 pub fn par_chunks<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync + Send) {
     if out.len() <= CHUNK {
         simd(|| f(0, out));
     } else {
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, ch)| simd(|| f(c * CHUNK, ch)));
+        let chunk = out.len().div_ceil(4 * rayon::current_num_threads()).next_multiple_of(CHUNK).max(CHUNK);
+        out.par_chunks_mut(chunk).enumerate().for_each(|(c, ch)| simd(|| f(c * chunk, ch)));
     }
 }
 
@@ -182,6 +185,14 @@ pub fn has_avx2() -> bool {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
+}
+
+/// Whether this CPU has AVX-512F (checked once).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn has_avx512() -> bool {
+    static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX512.get_or_init(|| has_avx2() && is_x86_feature_detected!("avx512f"))
 }
 
 /// Walks the flat indices s, s + 1, ... of a row-major `shape`, keeping each element's offset under K
