@@ -92,12 +92,15 @@ fn qk_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
+// The backward kernels share bindings 1-4 (x, stats, table, dy); qk_norm_bwd_dx and the fused kernel
+// add γ_q, γ_k and dx (5-7), qk_norm_bwd_params its four outputs (5-8: it binds 8 storage buffers, as
+// WebGPU's default limit allows), the fused kernel its four outputs after dx (8-11).
 @group(0) @binding(1) var<storage, read> bx: array<f32>;
-@group(0) @binding(2) var<storage, read> bgq: array<f32>;
-@group(0) @binding(3) var<storage, read> bgk: array<f32>;
-@group(0) @binding(4) var<storage, read> bstats: array<f32>;
-@group(0) @binding(5) var<storage, read> btable: array<f32>;
-@group(0) @binding(6) var<storage, read> bdy: array<f32>;
+@group(0) @binding(2) var<storage, read> bstats: array<f32>;
+@group(0) @binding(3) var<storage, read> btable: array<f32>;
+@group(0) @binding(4) var<storage, read> bdy: array<f32>;
+@group(0) @binding(5) var<storage, read> bgq: array<f32>;
+@group(0) @binding(6) var<storage, read> bgk: array<f32>;
 @group(0) @binding(7) var<storage, read_write> bdx: array<f32>;
 
 // The gradient of head value j's normalised n_j from dy at `base` (rotated back with rope).
@@ -155,12 +158,11 @@ fn qk_norm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     dx_slot(flat_id(wid, nwg, lid, WG));
 }
 
-// The parameters' kernels read x, stats, table and dy through qk_norm_bwd_dx's bindings (1..6; γ_q and
-// γ_k are bound too, unused, so both kernels and the fused one share them); outputs follow.
-@group(0) @binding(7) var<storage, read_write> dgq: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dbq: array<f32>;
-@group(0) @binding(9) var<storage, read_write> dgk: array<f32>;
-@group(0) @binding(10) var<storage, read_write> dbk: array<f32>;
+// qk_norm_bwd_params' outputs.
+@group(0) @binding(5) var<storage, read_write> dgq: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dbq: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dgk: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dbk: array<f32>;
 
 // (dγ_j, dβ_j) of workgroup w's column (q's for w < D, else k's), to every thread.
 fn param_column(w: u32, lid: u32) -> vec2<f32> {
@@ -199,8 +201,6 @@ fn qk_norm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let w = flat_id(wid, nwg, 0u, 1u);
     let d = qp.hd;
     if w >= 2u * d { return; }  // uniform: the whole workgroup leaves together
-    _ = bgq[0];
-    _ = bgk[0];
     let sums = param_column(w, lid);
     if lid == 0u {
         let j = w % d;

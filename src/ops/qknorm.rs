@@ -154,7 +154,7 @@ pub fn qk_norm_backward_with(
     let [dgq, dbq, dgk, dbk] = grads;
     let (dgq, dbq, dgk, dbk) = (dgq?, dbq?, dgk?, dbk?);
     let threads = dims.0 * dims.1 * 3 * heads;
-    let ins = [&qkv.buf, &gq.buf, &gk.buf, &stats.buf, &tab.buf, &dy.buf];
+    let ins = [&qkv.buf, &stats.buf, &tab.buf, &dy.buf, &gq.buf, &gk.buf];
     let outs = [&dgq.buf, &dbq.buf, &dgk.buf, &dbk.buf];
     let max = dev.max_groups_per_dim();
     // With no rows the sums are zeros: the column workgroups still run.
@@ -169,7 +169,8 @@ pub fn qk_norm_backward_with(
         let bufs: Vec<&crate::device::Buffer> = ins.into_iter().chain([&dx.buf]).collect();
         launch_1d(dev, &QK_NORM_BWD_DX, &p, &bufs, threads)?;
     }
-    let bufs: Vec<&crate::device::Buffer> = ins.into_iter().chain(outs).collect();
+    // The parameters' kernel reads neither γ (8 storage buffers: WebGPU's default limit).
+    let bufs: Vec<&crate::device::Buffer> = ins[..4].iter().copied().chain(outs).collect();
     dev.dispatch(Dispatch::new(&QK_NORM_BWD_PARAMS, &p, &bufs, groups_1d(2 * d, 1, max)))?;
     Ok((dx, [dgq, dbq, dgk, dbk]))
 }

@@ -4,7 +4,11 @@
 //! and have a variant that fits); and a few kernels run against their CPU twins.
 
 use serde_json::{json, Value};
-use tigel::kernels::optim::{ADAM_MULTI, EMA_MULTI, SGD_MULTI, SUMSQ_MULTI};
+use tigel::kernels::muon::{MUON_MOMENTUM_MULTI, MUON_MOMENTUM_MULTI_WIDE, MUON_UPDATE_MULTI, MUON_UPDATE_MULTI_WIDE};
+use tigel::kernels::optim::{
+    ADAM_MULTI, ADAM_MULTI_WIDE, EMA_MULTI, EMA_MULTI_WIDE, SGD_MULTI, SUMSQ_MULTI, SUMSQ_MULTI_WIDE,
+};
+use tigel::kernels::qknorm::QK_NORM_BWD_FUSED;
 use tigel::kernels::{Kernel, ALL_KERNELS, SHADERS};
 use tigel::{Device, Tensor};
 
@@ -39,12 +43,26 @@ async fn compile_all(dev: &Device) -> Value {
         }
     }
     let (mut pipelines, mut refused) = (0, Vec::new());
-    // The multi-tensor optimizer kernels bind up to 30 storage buffers; on a device that binds fewer
-    // the optimizers update one tensor per dispatch (`ops::optim_multi::supported`) and never make them.
-    let multi = [&ADAM_MULTI, &SGD_MULTI, &EMA_MULTI, &SUMSQ_MULTI];
+    // Kernels the ops dispatch only where the device binds all their storage buffers (up to 62): below
+    // that the optimizers take fewer tensors per dispatch or one (`ops::optim_multi`, `ops::muon`), and
+    // the QK-norm backward runs as two kernels (`ops::qknorm`); such a device never makes them.
+    let optional = [
+        &ADAM_MULTI,
+        &SGD_MULTI,
+        &EMA_MULTI,
+        &SUMSQ_MULTI,
+        &ADAM_MULTI_WIDE,
+        &EMA_MULTI_WIDE,
+        &SUMSQ_MULTI_WIDE,
+        &MUON_MOMENTUM_MULTI,
+        &MUON_MOMENTUM_MULTI_WIDE,
+        &MUON_UPDATE_MULTI,
+        &MUON_UPDATE_MULTI_WIDE,
+        &QK_NORM_BWD_FUSED,
+    ];
     let (unused, kernels): (Vec<&&Kernel>, Vec<&&Kernel>) = ALL_KERNELS
         .iter()
-        .partition(|k| !tigel::ops::optim_multi::supported(dev) && multi.iter().any(|m| m.name() == k.name()));
+        .partition(|k| optional.iter().any(|o| o.name() == k.name()) && !tigel::ops::optim_multi::fits(dev, k));
     for k in &kernels {
         match dev.prepare_kernel_async(k).await {
             Ok(()) => pipelines += 1,

@@ -92,16 +92,16 @@ pub fn qk_norm_fwd(args: &mut CpuArgs) {
     });
 }
 
-/// Bindings: params, x, gq, gk, stats, table, dy (read), dx (read_write).
+/// Bindings: params, x, stats, table, dy, gq, gk (read), dx (read_write).
 pub fn qk_norm_bwd_dx(args: &mut CpuArgs) {
     bwd_dx(args, 0);
 }
 
-/// dx from the inputs x, γ_q, γ_k, stats, table, dy into output `out` (qk_norm_bwd_dx's work).
+/// dx from the inputs x, stats, table, dy, γ_q, γ_k into output `out` (qk_norm_bwd_dx's work).
 fn bwd_dx(args: &mut CpuArgs, out: usize) {
     let qp: QkNormParams = args.params();
     let dm = dims(&qp);
-    let (x, gq, gk, stats, table, dy) =
+    let (x, stats, table, dy, gq, gk) =
         (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3), args.f32_in(4), args.f32_in(5));
     let w = 3 * dm.heads * dm.d;
     let dx = &mut args.f32_out(out)[..dm.rows * w];
@@ -146,7 +146,7 @@ fn tree_sum(red: &mut [f32; WG]) -> f32 {
     red[0]
 }
 
-/// Bindings: params, x, γ_q, γ_k (unused), stats, table, dy (read), dgq, dbq, dgk, dbk (read_write).
+/// Bindings: params, x, stats, table, dy (read), dgq, dbq, dgk, dbk (read_write).
 pub fn qk_norm_bwd_params(args: &mut CpuArgs) {
     bwd_params(args, 0);
 }
@@ -157,13 +157,14 @@ pub fn qk_norm_bwd_fused(args: &mut CpuArgs) {
     bwd_params(args, 1);
 }
 
-/// dγ_q, dβ_q, dγ_k, dβ_k into outputs `first`.. (qk_norm_bwd_params' work). Head row i (row r, head
-/// h, i = r · heads + h) goes to lane i mod 256, as the shader's threads stride over them; each lane keeps
-/// every column's partials (for q and k), then each column's lanes are added as the shader's tree.
+/// dγ_q, dβ_q, dγ_k, dβ_k into outputs `first`.. (qk_norm_bwd_params' work), from the inputs x, stats,
+/// table, dy (the first four of every backward kernel). Head row i (row r, head h, i = r · heads + h)
+/// goes to lane i mod 256, as the shader's threads stride over them; each lane keeps every column's
+/// partials (for q and k), then each column's lanes are added as the shader's tree.
 fn bwd_params(args: &mut CpuArgs, first: usize) {
     let qp: QkNormParams = args.params();
     let dm = dims(&qp);
-    let (x, stats, table, dy) = (args.f32_in(0), args.f32_in(3), args.f32_in(4), args.f32_in(5));
+    let (x, stats, table, dy) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3));
     let (w, d, n) = (3 * dm.heads * dm.d, dm.d, dm.rows * dm.heads);
     // lanes[l] = [dγ_q | dβ_q | dγ_k | dβ_k] partials, D each.
     let lanes: Vec<Vec<f32>> = (0..WG)
