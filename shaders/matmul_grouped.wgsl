@@ -12,11 +12,12 @@
 //
 // The grid is flat over every problem's 64x64 C tiles: problem q owns the tiles from tile_start[q]
 // (a prefix sum), laid out row-major over its tiles_n columns of tiles; a workgroup finds its problem by
-// a scan of the table (the same for every thread of it) and computes its tile with the register-tiled
-// core of matmul_tiled (common/gemm_tile.wgsl), so each element sums over k in the same order.
+// a scan of the table (the same for every thread of it) and computes its tile with matmul_tiled's tile
+// code (common/matmul_tile.wgsl), so each element sums over k in the same order.
 // CPU twin: device/cpu/matmul_grouped.rs.
 //#include "common/index.wgsl"
 //#include "common/gemm_tile.wgsl"
+//#include "common/matmul_params.wgsl"
 
 struct GroupedParams {
     count: u32,  // problems in the table
@@ -49,6 +50,15 @@ struct GemmProblem {
 @group(0) @binding(4) var<storage, read> gd: array<f32>;
 @group(0) @binding(5) var<storage, read_write> gc: array<f32>;
 
+// The shared tile code's operand accessors (element offsets include the problem's arena offset; its
+// own store is not used: C goes through store_grouped, with beta·D and trans_c).
+fn mm_a(q: u32, i: u32) -> f32 { return ga[i]; }
+fn mm_b(q: u32, i: u32) -> f32 { return gb[i]; }
+fn mm_c(q: u32, i: u32) -> f32 { return gc[i]; }
+fn mm_set_c(q: u32, i: u32, v: f32) { gc[i] = v; }
+
+//#include "common/matmul_tile.wgsl"
+
 @compute @workgroup_size(16, 16)
 fn matmul_grouped(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -66,44 +76,10 @@ fn matmul_grouped(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let n0 = (r % tiles_n) * TN;
     let tx = lid3.x;  // columns n0 + 4*tx .. +3
     let ty = lid3.y;  // rows m0 + 4*ty .. +3
-    // Element strides of op(A) and op(B) as stored: op(A)[i, kk] = ga[off_a + i*sa.x + kk*sa.y].
-    let sa = select(vec2<u32>(pr.k, 1u), vec2<u32>(1u, pr.m), pr.trans_a == 1u);
-    let sb = select(vec2<u32>(pr.n, 1u), vec2<u32>(1u, pr.k), pr.trans_b == 1u);
-
-    var acc = Acc();
-    for (var k0 = 0u; k0 < pr.k; k0 += TK) {
-        // The loads of matmul_tiled: consecutive threads walk each stored operand's contiguous dimension;
-        // out-of-range values load as 0, so partial tiles add nothing.
-        for (var s = 0u; s < TK / 4u; s++) {
-            let e = lid + s * 256u;
-            var i = e / TK;
-            var kk = e % TK;
-            if pr.trans_a == 1u {
-                i = e % TM;
-                kk = e / TM;
-            }
-            var v = 0.0;
-            if m0 + i < pr.m && k0 + kk < pr.k {
-                v = ga[pr.off_a + (m0 + i) * sa.x + (k0 + kk) * sa.y];
-            }
-            as_[kk * PITCH + i / 4u][i % 4u] = v;
-
-            var j = e % TN;
-            var kb = e / TN;
-            if pr.trans_b == 1u {
-                j = e / TK;
-                kb = e % TK;
-            }
-            var w = 0.0;
-            if k0 + kb < pr.k && n0 + j < pr.n {
-                w = gb[pr.off_b + (k0 + kb) * sb.x + (n0 + j) * sb.y];
-            }
-            bs[kb * PITCH + j / 4u][j % 4u] = w;
-        }
-        workgroupBarrier();
-        acc = multiply_tiles(acc, tx, ty);
-        workgroupBarrier();
-    }
+    // matmul_tiled's tile code (common/matmul_tile.wgsl) reads batch matrix z at z·stride: batch 1 with
+    // the problem's arena offsets as strides reads its A and B.
+    let pp = MatmulParams(pr.m, pr.n, pr.k, 1u, pr.trans_a, pr.trans_b, 0u, 1.0, pr.off_a, pr.off_b, 0u, 0u);
+    let acc = tile_product(q, pp, m0, n0, 1u, lid, tx, ty);
 
     let row = m0 + 4u * ty;
     let col = n0 + 4u * tx;

@@ -1,8 +1,8 @@
-// matmul_tiled's work for one 64x64 tile of C, shared by matmul.wgsl (one product) and matmul_pair.wgsl
-// (two independent products in one dispatch). The including shader defines the operand accessors
-// `mm_a(q, i)`, `mm_b(q, i)`, `mm_c(q, i)` and `mm_set_c(q, i, v)` over its bindings; q names the product
-// (always 0 in matmul.wgsl), a value uniform over the workgroup. Needs common/gemm_tile.wgsl and
-// common/matmul_io.wgsl (MatmulParams).
+// matmul_tiled's work for one 64x64 tile of C, shared by matmul.wgsl (one product), matmul_pair.wgsl
+// (two independent products in one dispatch), matmul_half.wgsl (f16 operands) and matmul_grouped.wgsl
+// (a table of products). The including shader defines the operand accessors `mm_a(q, i)`, `mm_b(q, i)`,
+// `mm_c(q, i)` and `mm_set_c(q, i, v)` over its bindings; q names the product (always 0 in matmul.wgsl),
+// a value uniform over the workgroup. Needs common/gemm_tile.wgsl and common/matmul_params.wgsl.
 
 // op(A)·op(B) for the tile at rows m0.., columns n0.. of batch matrix z: this thread's 4x4 block.
 fn tile_product(q: u32, pp: MatmulParams, m0: u32, n0: u32, z: u32, lid: u32, tx: u32, ty: u32) -> Acc {
