@@ -4,6 +4,7 @@ mod common;
 use common::*;
 use tigel::checkpoint::Checkpoint;
 use tigel::data::text::Corpus;
+use tigel::graph::Precision;
 use tigel::models::gpt::{pick, Evaluator, Gpt, GptConfig, GptTrainer, SampleSettings, Sampler, TrainSettings};
 use tigel::Device;
 
@@ -11,48 +12,14 @@ fn tiny() -> GptConfig {
     GptConfig { layers: 2, heads: 2, width: 16, context: 12, dropout: 0.0, ..GptConfig::default() }
 }
 
-fn settings(steps: u32) -> TrainSettings {
-    TrainSettings {
-        batch: 3,
-        lr: 3e-3,
-        min_lr_frac: 0.1,
-        warmup: 2,
-        steps,
-        weight_decay: 0.1,
-        clip: 1.0,
-        seed: 7,
-        precision: Default::default(),
-    }
-}
-
-/// A small text with structure to learn: repeated sentences with a counter.
-fn corpus(n: usize) -> Corpus {
-    let mut s = String::new();
-    let mut i = 0;
-    while s.len() < n {
-        s.push_str(&format!("the cat sat on mat {} and the dog ran.\n", i % 7));
-        i += 1;
-    }
-    Corpus { name: "test".into(), bytes: s.into_bytes() }
-}
-
-fn losses(dev: &Device, t: &GptTrainer, steps: usize) -> Vec<f32> {
-    (0..steps)
-        .map(|_| {
-            t.step(dev).unwrap();
-            f32::from_bits(t.read_loss(dev).unwrap().wait().unwrap()[0])
-        })
-        .collect()
-}
-
 /// Five training steps of `cfg` on the CPU and on the GPU (when there is one) give the same losses.
 fn first_steps_agree_on_cpu_and_gpu(cfg: GptConfig) {
     let Some(gpu) = gpu() else { return };
-    let c = corpus(4000);
+    let c = gpt_corpus(4000);
     let run = |dev: &Device| {
         let m = Gpt::new(dev, cfg, 11).unwrap();
-        let t = GptTrainer::new(dev, m, &c, settings(5), 0).unwrap();
-        losses(dev, &t, 5)
+        let t = GptTrainer::new(dev, m, &c, gpt_settings(5, Precision::F32), 0).unwrap();
+        gpt_losses(dev, &t, 5)
     };
     let (a, b) = (run(&cpu()), run(&gpu));
     eprintln!("cpu {a:?}\ngpu {b:?}");
@@ -70,15 +37,15 @@ fn gpt_first_steps_agree_on_cpu_and_gpu() {
 #[test]
 fn gpt_learns_and_evaluates_on_held_out_text() {
     let dev = Device::cpu();
-    let c = corpus(20_000);
+    let c = gpt_corpus(20_000);
     let m = Gpt::new(&dev, tiny(), 3).unwrap();
     let eval = Evaluator::new(&dev, &m, 8).unwrap();
     let (_, held) = c.split();
     let before = eval.bits_per_char(&dev, &c, held, None).unwrap();
     // Small initial weights: close to uniform over 256 bytes, 8 bits.
     assert!((before - 8.0).abs() < 0.3, "untrained model: {before} bits/char");
-    let t = GptTrainer::new(&dev, m, &c, settings(150), 0).unwrap();
-    let l = losses(&dev, &t, 150);
+    let t = GptTrainer::new(&dev, m, &c, gpt_settings(150, Precision::F32), 0).unwrap();
+    let l = gpt_losses(&dev, &t, 150);
     let after = eval.bits_per_char(&dev, &c, held, None).unwrap();
     eprintln!("loss {} -> {}, held-out {before:.3} -> {after:.3} bits/char", l[0], l[149]);
     assert!(after < 3.5, "held-out bits/char after 150 steps: {after}");
@@ -88,24 +55,24 @@ fn gpt_learns_and_evaluates_on_held_out_text() {
 #[test]
 fn gpt_checkpoint_resumes_samples_and_evaluates() {
     let dev = Device::cpu();
-    let c = corpus(6000);
+    let c = gpt_corpus(6000);
     let dir = std::env::temp_dir().join(format!("tigel-gpt-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("checkpoint.safetensors");
     let m = Gpt::new(&dev, tiny(), 5).unwrap();
-    let t = GptTrainer::new(&dev, m, &c, settings(6), 0).unwrap();
-    let first = losses(&dev, &t, 6);
+    let t = GptTrainer::new(&dev, m, &c, gpt_settings(6, Precision::F32), 0).unwrap();
+    let first = gpt_losses(&dev, &t, 6);
     t.save(&dev, &path, &c.name).unwrap();
 
     // Resume on new data: the step counter continues and training goes on from the saved weights.
     let ck = Checkpoint::load(&path).unwrap();
     assert_eq!(ck.step, 6);
     let m2 = Gpt::load(&dev, &ck, "test").unwrap();
-    let other = Corpus { name: "other".into(), bytes: corpus(5000).bytes.iter().rev().copied().collect() };
-    let t2 = GptTrainer::new(&dev, m2, &other, settings(3), 6).unwrap();
+    let other = Corpus { name: "other".into(), bytes: gpt_corpus(5000).bytes.iter().rev().copied().collect() };
+    let t2 = GptTrainer::new(&dev, m2, &other, gpt_settings(3, Precision::F32), 6).unwrap();
     t2.restore(&dev, &ck).unwrap();
     assert_eq!(t2.trainer().optimizer().current_step(&dev).unwrap(), 6);
-    let more = losses(&dev, &t2, 3);
+    let more = gpt_losses(&dev, &t2, 3);
     assert_eq!(t2.trainer().optimizer().current_step(&dev).unwrap(), 9);
     assert!(more.iter().all(|l| l.is_finite()), "{first:?} then {more:?}");
 
@@ -164,7 +131,9 @@ fn gpt_bad_input_is_refused_by_name() {
     let short = Corpus { name: "short.txt".into(), bytes: b"just a few words".to_vec() };
     let e = short.check_context(64).unwrap_err().to_string();
     assert!(e.contains("short.txt") && e.contains("context of 64"), "{e}");
-    let e = GptTrainer::new(&dev, Gpt::new(&dev, tiny(), 1).unwrap(), &short, settings(1), 0).err().unwrap();
+    let e = GptTrainer::new(&dev, Gpt::new(&dev, tiny(), 1).unwrap(), &short, gpt_settings(1, Precision::F32), 0)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("short.txt"), "{e}");
 
     for (cfg, what) in [
@@ -180,8 +149,8 @@ fn gpt_bad_input_is_refused_by_name() {
     let e = GptTrainer::new(
         &dev,
         Gpt::new(&dev, tiny(), 1).unwrap(),
-        &corpus(2000),
-        TrainSettings { batch: 0, ..settings(1) },
+        &gpt_corpus(2000),
+        TrainSettings { batch: 0, ..gpt_settings(1, Precision::F32) },
         0,
     )
     .err()
@@ -211,7 +180,7 @@ fn gpt_configs_write_values_as_given_and_read_old_ones() {
     );
     assert_eq!(GptConfig::from_json(&cfg.to_json()).unwrap(), cfg);
     assert_eq!(
-        settings(5).to_json().to_string(),
+        gpt_settings(5, Precision::F32).to_json().to_string(),
         r#"{"batch":3,"clip":1.0,"lr":0.003,"min_lr_frac":0.1,"seed":7,"steps":5,"warmup":2,"weight_decay":0.1}"#
     );
     let old: serde_json::Value = serde_json::from_str(
@@ -269,14 +238,14 @@ fn gpt_options_count_their_parameters_and_round_trip_their_config() {
 #[test]
 fn gpt_options_learn_and_reload_to_the_same_score() {
     let dev = Device::cpu();
-    let c = corpus(20_000);
+    let c = gpt_corpus(20_000);
     let (_, held) = c.split();
     let dir = std::env::temp_dir().join(format!("tigel-gpt-options-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("checkpoint.safetensors");
     let m = Gpt::new(&dev, modern(), 3).unwrap();
-    let t = GptTrainer::new(&dev, m, &c, settings(150), 0).unwrap();
-    let l = losses(&dev, &t, 150);
+    let t = GptTrainer::new(&dev, m, &c, gpt_settings(150, Precision::F32), 0).unwrap();
+    let l = gpt_losses(&dev, &t, 150);
     let a = Evaluator::new(&dev, &t.model, 8).unwrap().bits_per_char(&dev, &c, held, None).unwrap();
     eprintln!("loss {} -> {}, held-out {a:.3} bits/char", l[0], l[149]);
     assert!(a < 3.5, "held-out bits/char after 150 steps: {a}");

@@ -8,9 +8,8 @@
 //! about 2^-11 relative, which moves a tiny model's loss by well under 2% over 30 steps.
 mod common;
 use common::*;
-use tigel::data::text::Corpus;
 use tigel::graph::Precision;
-use tigel::models::gpt::{Gpt, GptConfig, GptTrainer, TrainSettings};
+use tigel::models::gpt::{Gpt, GptConfig, GptTrainer};
 use tigel::Device;
 
 /// Every architecture option on (rotary positions, QK norm, gated MLP); tied and untied heads.
@@ -29,42 +28,9 @@ fn cfg(untied: bool) -> GptConfig {
     }
 }
 
-fn settings(steps: u32, precision: Precision) -> TrainSettings {
-    TrainSettings {
-        batch: 3,
-        lr: 3e-3,
-        min_lr_frac: 0.1,
-        warmup: 2,
-        steps,
-        weight_decay: 0.1,
-        clip: 1.0,
-        seed: 7,
-        precision,
-    }
-}
-
-fn corpus() -> Corpus {
-    let mut s = String::new();
-    let mut i = 0;
-    while s.len() < 4000 {
-        s.push_str(&format!("the cat sat on mat {} and the dog ran.\n", i % 7));
-        i += 1;
-    }
-    Corpus { name: "test".into(), bytes: s.into_bytes() }
-}
-
 fn trainer(dev: &Device, untied: bool, steps: u32, p: Precision) -> GptTrainer {
-    let c = corpus();
-    GptTrainer::new(dev, Gpt::new(dev, cfg(untied), 11).unwrap(), &c, settings(steps, p), 0).unwrap()
-}
-
-fn losses(dev: &Device, t: &GptTrainer, steps: usize) -> Vec<f32> {
-    (0..steps)
-        .map(|_| {
-            t.step(dev).unwrap();
-            f32::from_bits(t.read_loss(dev).unwrap().wait().unwrap()[0])
-        })
-        .collect()
+    let c = gpt_corpus(4000);
+    GptTrainer::new(dev, Gpt::new(dev, cfg(untied), 11).unwrap(), &c, gpt_settings(steps, p), 0).unwrap()
 }
 
 /// (products on matmul_half, products on the f32 matmul kernels) of one step. A `matmul_pair`
@@ -97,8 +63,8 @@ fn mixed_runs_its_products_on_f16_operands() {
 #[test]
 fn mixed_tracks_f32_on_the_cpu() {
     let d = cpu();
-    let f = losses(&d, &trainer(&d, false, 30, Precision::F32), 30);
-    let m = losses(&d, &trainer(&d, false, 30, Precision::Mixed), 30);
+    let f = gpt_losses(&d, &trainer(&d, false, 30, Precision::F32), 30);
+    let m = gpt_losses(&d, &trainer(&d, false, 30, Precision::Mixed), 30);
     eprintln!("f32   {f:?}\nmixed {m:?}");
     for (s, (x, y)) in f.iter().zip(&m).enumerate() {
         assert!(((x - y) / x).abs() <= 0.02, "step {s}: f32 loss {x}, mixed loss {y}");
@@ -111,8 +77,8 @@ fn mixed_first_steps_agree_on_cpu_and_gpu() {
     let Some(g) = gpu() else { return };
     for untied in [false, true] {
         let c = cpu();
-        let a = losses(&c, &trainer(&c, untied, 5, Precision::Mixed), 5);
-        let b = losses(&g, &trainer(&g, untied, 5, Precision::Mixed), 5);
+        let a = gpt_losses(&c, &trainer(&c, untied, 5, Precision::Mixed), 5);
+        let b = gpt_losses(&g, &trainer(&g, untied, 5, Precision::Mixed), 5);
         eprintln!("untied={untied}\ncpu {a:?}\ngpu {b:?}");
         for (s, (x, y)) in a.iter().zip(&b).enumerate() {
             assert!(((x - y) / x).abs() <= 1e-4, "step {s}: cpu loss {x}, gpu loss {y}");

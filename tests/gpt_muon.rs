@@ -3,8 +3,8 @@
 mod common;
 use common::*;
 use tigel::checkpoint::Checkpoint;
-use tigel::data::text::Corpus;
-use tigel::models::gpt::{Decay, Evaluator, Gpt, GptConfig, GptTrainer, OptimSettings, OptimizerChoice, TrainSettings};
+use tigel::graph::Precision;
+use tigel::models::gpt::{Decay, Evaluator, Gpt, GptConfig, GptTrainer, OptimSettings, OptimizerChoice};
 use tigel::Device;
 
 fn modern() -> GptConfig {
@@ -20,41 +20,8 @@ fn modern() -> GptConfig {
     }
 }
 
-fn settings(steps: u32) -> TrainSettings {
-    TrainSettings {
-        batch: 3,
-        lr: 3e-3,
-        min_lr_frac: 0.1,
-        warmup: 2,
-        steps,
-        weight_decay: 0.1,
-        clip: 1.0,
-        seed: 7,
-        precision: Default::default(),
-    }
-}
-
 fn muon() -> OptimSettings {
     OptimSettings { optimizer: OptimizerChoice::Muon, muon_lr: 0.02, ..OptimSettings::default() }
-}
-
-fn corpus(n: usize) -> Corpus {
-    let mut s = String::new();
-    let mut i = 0;
-    while s.len() < n {
-        s.push_str(&format!("the cat sat on mat {} and the dog ran.\n", i % 7));
-        i += 1;
-    }
-    Corpus { name: "test".into(), bytes: s.into_bytes() }
-}
-
-fn losses(dev: &Device, t: &GptTrainer, steps: usize) -> Vec<f32> {
-    (0..steps)
-        .map(|_| {
-            t.step(dev).unwrap();
-            f32::from_bits(t.read_loss(dev).unwrap().wait().unwrap()[0])
-        })
-        .collect()
 }
 
 fn weights(dev: &Device, t: &GptTrainer) -> Vec<Vec<f32>> {
@@ -64,11 +31,11 @@ fn weights(dev: &Device, t: &GptTrainer) -> Vec<Vec<f32>> {
 #[test]
 fn gpt_muon_learns() {
     let dev = Device::cpu();
-    let c = corpus(20_000);
+    let c = gpt_corpus(20_000);
     let (_, held) = c.split();
     let m = Gpt::new(&dev, modern(), 3).unwrap();
-    let t = GptTrainer::with_optim(&dev, m, &c, settings(150), muon(), 0).unwrap();
-    let l = losses(&dev, &t, 150);
+    let t = GptTrainer::with_optim(&dev, m, &c, gpt_settings(150, Precision::F32), muon(), 0).unwrap();
+    let l = gpt_losses(&dev, &t, 150);
     let a = Evaluator::new(&dev, &t.model, 8).unwrap().bits_per_char(&dev, &c, held, None).unwrap();
     eprintln!("loss {} -> {}, held-out {a:.3} bits/char", l[0], l[149]);
     assert!(a < 3.5, "held-out bits/char after 150 steps: {a}");
@@ -78,12 +45,12 @@ fn gpt_muon_learns() {
 #[test]
 fn gpt_muon_first_steps_agree_on_cpu_and_gpu() {
     let Some(gpu) = gpu() else { return };
-    let c = corpus(4000);
+    let c = gpt_corpus(4000);
     let run = |dev: &Device| {
         let m = Gpt::new(dev, modern(), 11).unwrap();
         let o = OptimSettings { decay: Decay::Linear, cooldown: 0.5, ..muon() };
-        let t = GptTrainer::with_optim(dev, m, &c, settings(5), o, 0).unwrap();
-        losses(dev, &t, 5)
+        let t = GptTrainer::with_optim(dev, m, &c, gpt_settings(5, Precision::F32), o, 0).unwrap();
+        gpt_losses(dev, &t, 5)
     };
     let (a, b) = (run(&cpu()), run(&gpu));
     eprintln!("cpu {a:?}\ngpu {b:?}");
@@ -98,42 +65,51 @@ fn gpt_muon_first_steps_agree_on_cpu_and_gpu() {
 #[test]
 fn gpt_muon_resumes_exactly() {
     let dev = Device::cpu();
-    let c = corpus(6000);
+    let c = gpt_corpus(6000);
     let dir = std::env::temp_dir().join(format!("tigel-gpt-muon-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("checkpoint.safetensors");
     let o = OptimSettings { decay: Decay::Linear, ..muon() };
 
-    let whole = GptTrainer::with_optim(&dev, Gpt::new(&dev, modern(), 5).unwrap(), &c, settings(6), o, 0).unwrap();
-    let all = losses(&dev, &whole, 6);
+    let whole =
+        GptTrainer::with_optim(&dev, Gpt::new(&dev, modern(), 5).unwrap(), &c, gpt_settings(6, Precision::F32), o, 0)
+            .unwrap();
+    let all = gpt_losses(&dev, &whole, 6);
 
     // The first half is a 6-step run stopped after 3 (a run's schedule is that of its planned steps).
-    let first = GptTrainer::with_optim(&dev, Gpt::new(&dev, modern(), 5).unwrap(), &c, settings(6), o, 0).unwrap();
-    let a = losses(&dev, &first, 3);
+    let first =
+        GptTrainer::with_optim(&dev, Gpt::new(&dev, modern(), 5).unwrap(), &c, gpt_settings(6, Precision::F32), o, 0)
+            .unwrap();
+    let a = gpt_losses(&dev, &first, 3);
     first.save(&dev, &path, &c.name).unwrap();
     let ck = Checkpoint::load(&path).unwrap();
     assert_eq!(ck.step, 3);
     assert!(ck.tensors.keys().any(|k| k.ends_with(".muon")), "no Muon state in {:?}", ck.tensors.keys());
     assert_eq!(OptimSettings::from_config(&ck.config).unwrap(), o);
 
-    let second = GptTrainer::with_optim(&dev, Gpt::load(&dev, &ck, "test").unwrap(), &c, settings(3), o, 3).unwrap();
+    let second =
+        GptTrainer::with_optim(&dev, Gpt::load(&dev, &ck, "test").unwrap(), &c, gpt_settings(3, Precision::F32), o, 3)
+            .unwrap();
     second.restore(&dev, &ck).unwrap();
-    let b = losses(&dev, &second, 3);
+    let b = gpt_losses(&dev, &second, 3);
     assert_eq!([a, b].concat(), all);
     assert_eq!(weights(&dev, &second), weights(&dev, &whole));
 
     // An AdamW trainer cannot take the Muon checkpoint's state: the error names the missing tensor.
-    let adamw = GptTrainer::new(&dev, Gpt::load(&dev, &ck, "test").unwrap(), &c, settings(3), 3).unwrap();
+    let adamw =
+        GptTrainer::new(&dev, Gpt::load(&dev, &ck, "test").unwrap(), &c, gpt_settings(3, Precision::F32), 3).unwrap();
     let e = adamw.restore(&dev, &ck).unwrap_err().to_string();
     assert!(e.contains("optim."), "{e}");
 
     // A restart (step 0, zeroed optimizer state) may change the optimizer: AdamW from the Muon
     // checkpoint's weights trains as AdamW from those weights would.
     let restart = tigel::run::ResumeSchedule::Restart.prepare(ck.clone());
-    let adamw = GptTrainer::new(&dev, Gpt::load(&dev, &restart, "test").unwrap(), &c, settings(3), 0).unwrap();
+    let adamw =
+        GptTrainer::new(&dev, Gpt::load(&dev, &restart, "test").unwrap(), &c, gpt_settings(3, Precision::F32), 0)
+            .unwrap();
     adamw.restore(&dev, &restart).unwrap();
     assert_eq!(adamw.trainer().optimizer().current_step(&dev).unwrap(), 0);
-    assert!(losses(&dev, &adamw, 3).iter().all(|l| l.is_finite()));
+    assert!(gpt_losses(&dev, &adamw, 3).iter().all(|l| l.is_finite()));
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -3,8 +3,10 @@
 #![allow(dead_code, unused_imports)]
 
 mod binary;
+mod gpt;
 mod kernel;
 pub use binary::*;
+pub use gpt::*;
 pub use kernel::*;
 
 use std::cell::RefCell;
