@@ -100,8 +100,9 @@ pub fn momentum(
     momentum_per(dev, momentum_per_dispatch(dev), grads, moms, clip, arena, dst, momentum, nesterov)
 }
 
-/// `momentum` with `per` matrices per dispatch: 1 (one-matrix kernel) or SLOTS (the multi-matrix
-/// kernel, where the device binds it). Both compute the same numbers.
+/// `momentum` with `per` matrices per dispatch: 1 (one-matrix kernel), SLOTS or
+/// MUON_MOMENTUM_SLOTS_WIDE (the multi-matrix kernels, where the device binds them). All compute the
+/// same numbers.
 #[allow(clippy::too_many_arguments)]
 pub fn momentum_per(
     dev: &Device,
