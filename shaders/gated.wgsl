@@ -46,3 +46,28 @@ fn silu_gate_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     // (x s)' = s (1 + x sigmoid(-x)), as elementwise.wgsl's unary_deriv.
     du[i] = (g * bv[i]) * (sigmoid(x) * (1.0 + x * sigmoid(-x)));
 }
+
+// silu_gate_bwd with u and v stored as f16 pairs (element 2i in the low half of word i, as
+// pack2x16float writes them): under mixed precision the plan keeps the gated MLP's projections in f16
+// until the backward reads them (graph/saved.rs), and this reads them there without an f32 copy. The
+// arithmetic is silu_gate_bwd's on the widened (exact) values.
+@group(0) @binding(1) var<storage, read> hu: array<u32>;
+@group(0) @binding(2) var<storage, read> hv: array<u32>;
+@group(0) @binding(3) var<storage, read> hdy: array<f32>;
+@group(0) @binding(4) var<storage, read_write> hdu: array<f32>;
+@group(0) @binding(5) var<storage, read_write> hdv: array<f32>;
+
+fn half_at(w: u32, i: u32) -> f32 {
+    return unpack2x16float(w)[i & 1u];
+}
+
+@compute @workgroup_size(256)
+fn silu_gate_bwd_half(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid, WG);
+    if i >= gp.n { return; }
+    let x = half_at(hu[i >> 1u], i);
+    let g = hdy[i];
+    hdv[i] = g * (x * sigmoid(x));
+    hdu[i] = (g * half_at(hv[i >> 1u], i)) * (sigmoid(x) * (1.0 + x * sigmoid(-x)));
+}

@@ -29,8 +29,23 @@ fn cfg(untied: bool) -> GptConfig {
 }
 
 fn trainer(dev: &Device, untied: bool, steps: u32, p: Precision) -> GptTrainer {
+    trainer_of(dev, cfg(untied), steps, p)
+}
+
+fn trainer_of(dev: &Device, cfg: GptConfig, steps: u32, p: Precision) -> GptTrainer {
     let c = gpt_corpus(4000);
-    GptTrainer::new(dev, Gpt::new(dev, cfg(untied), 11).unwrap(), &c, gpt_settings(steps, p), 0).unwrap()
+    GptTrainer::new(dev, Gpt::new(dev, cfg, 11).unwrap(), &c, gpt_settings(steps, p), 0).unwrap()
+}
+
+/// Large enough that the activations the backward reads pass the plan's size floor for f16 storage
+/// (graph::saved, 4096 elements): q|k|v is 3·48·96 elements, the gated projections 144 × 84.
+fn stored_cfg() -> GptConfig {
+    GptConfig { width: 32, context: 48, ..cfg(false) }
+}
+
+/// Dispatches of kernel `name` (`family::entry`) in one step.
+fn count(t: &GptTrainer, name: &str) -> usize {
+    t.trainer().plan().dispatch_counts().iter().filter(|(k, _)| k == name).map(|(_, n)| n).sum()
 }
 
 /// (products on matmul_half, products on the f32 matmul kernels) of one step. A `matmul_pair`
@@ -83,5 +98,39 @@ fn mixed_first_steps_agree_on_cpu_and_gpu() {
         for (s, (x, y)) in a.iter().zip(&b).enumerate() {
             assert!(((x - y) / x).abs() <= 1e-4, "step {s}: cpu loss {x}, gpu loss {y}");
         }
+    }
+}
+
+#[test]
+fn mixed_keeps_the_saved_activations_in_f16() {
+    let d = cpu();
+    let f = trainer_of(&d, stored_cfg(), 5, Precision::F32);
+    let m = trainer_of(&d, stored_cfg(), 5, Precision::Mixed);
+    let (pf, pm) = (f.trainer().plan().planned_peak_bytes(), m.trainer().plan().planned_peak_bytes());
+    eprintln!("planned peak: f32 {pf} B, mixed {pm} B ({:.3}x)", pm as f64 / pf as f64);
+    // Stored once after the forward and widened for the backward's readers; the SwiGLU backward
+    // reads its f16 projections as they are.
+    assert!(count(&m, "cast::cast_f16_to_f32") > 0 && count(&m, "gated::silu_gate_bwd_half") == 2);
+    assert_eq!(count(&f, "cast::cast_f16_to_f32") + count(&f, "cast::cast_f32_to_f16"), 0);
+    // Most of this step's peak is those activations: storing them as f16 must show.
+    assert!((pm as f64) < 0.8 * pf as f64, "mixed peak {pm} B vs f32 {pf} B");
+    // And the model still tracks f32 (the backward works from f16-rounded activations).
+    let lf = gpt_losses(&d, &f, 5);
+    let lm = gpt_losses(&d, &m, 5);
+    eprintln!("f32   {lf:?}\nmixed {lm:?}");
+    for (s, (x, y)) in lf.iter().zip(&lm).enumerate() {
+        assert!(((x - y) / x).abs() <= 0.02, "step {s}: f32 loss {x}, mixed loss {y}");
+    }
+}
+
+#[test]
+fn mixed_with_stored_activations_agrees_on_cpu_and_gpu() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let a = gpt_losses(&c, &trainer_of(&c, stored_cfg(), 5, Precision::Mixed), 5);
+    let b = gpt_losses(&g, &trainer_of(&g, stored_cfg(), 5, Precision::Mixed), 5);
+    eprintln!("cpu {a:?}\ngpu {b:?}");
+    for (s, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(((x - y) / x).abs() <= 1e-4, "step {s}: cpu loss {x}, gpu loss {y}");
     }
 }

@@ -169,3 +169,43 @@ fn matmul_half_operands_gpu_vs_twin() {
         }
     }
 }
+
+/// The SwiGLU backward with u and v stored as f16 (what a mixed-precision plan keeps for the backward):
+/// the twin equals the f32 backward of the widened values bit for bit, and the GPU (lavapipe) agrees
+/// with the twin within tests/kernels_gated.rs' tolerance for the f32 backward (1e-5).
+#[test]
+fn silu_gate_backward_reads_f16_projections() {
+    use tigel::host::Rng;
+    use tigel::ops::gated::silu_gate_backward;
+    // Odd counts (a half-filled last word), a workgroup boundary (256), and many workgroups.
+    for n in [1usize, 3, 256, 257, 70_001] {
+        let mut rng = Rng::new(seed() ^ n as u64);
+        let mut draw = |lo: f32, hi: f32| (0..n).map(|_| rng.uniform(lo, hi)).collect::<Vec<f32>>();
+        let (u, v, dy) = (draw(-6.0, 6.0), draw(-3.0, 3.0), draw(-1.0, 1.0));
+        let run = |d: &Device, half: bool| -> (Vec<f32>, Vec<f32>) {
+            let t = |x: &[f32]| {
+                if half {
+                    Tensor::from_f32_as_f16(d, &[n], x).unwrap()
+                } else {
+                    Tensor::from_f32(d, &[n], &x.iter().map(|&x| f16::round(x)).collect::<Vec<_>>()).unwrap()
+                }
+            };
+            let dyt = Tensor::from_f32(d, &[n], &dy).unwrap();
+            let (du, dv) = silu_gate_backward(d, &t(&u), &t(&v), &dyt).unwrap();
+            (du.to_f32(d).unwrap(), dv.to_f32(d).unwrap())
+        };
+        let c = cpu();
+        let (half, full) = (run(&c, true), run(&c, false));
+        assert_eq!(half, full, "n={n}: the f16 twin is the f32 backward of the widened values");
+        if let Some((du, dv)) = with_gpu(|g| run(g, true)) {
+            assert_close(&format!("n={n} du: gpu vs cpu twin"), &du, &half.0, 1e-5, 1e-5);
+            assert_close(&format!("n={n} dv: gpu vs cpu twin"), &dv, &half.1, 1e-5, 1e-5);
+        }
+    }
+    // Only both or neither: one f16 projection with an f32 one is refused, naming the op.
+    let d = cpu();
+    let h = Tensor::from_f32_as_f16(&d, &[4], &[0.0; 4]).unwrap();
+    let f = Tensor::from_f32(&d, &[4], &[0.0; 4]).unwrap();
+    let e = silu_gate_backward(&d, &h, &f, &f).unwrap_err().to_string();
+    assert!(e.contains("silu_gate_backward"), "{e}");
+}

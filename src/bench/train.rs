@@ -4,7 +4,8 @@
 //! min/max of repeats after warm-up steps), the host time spent encoding a replay divided by its
 //! dispatches (GPU only: on the CPU backend a replay is the work itself), and the memory plan: planned
 //! peak (largest sum of live intermediates), allocated (the buffers the plan holds) and persistent
-//! (the tensors bound into the graph: parameters, inputs, optimizer state).
+//! (the tensors bound into the graph: parameters, inputs, optimizer state), and the bytes the step's
+//! dispatches bind (`bytes_bound`, about the bytes one step moves).
 //!
 //! Each report also lists the step's dispatches by kernel (`dispatches_by_kernel`; printed too with
 //! `TIGEL_BENCH_KERNELS=1`), to show where fusing kernels would pay.
@@ -256,6 +257,7 @@ pub fn measure(dev: &Device, b: &Bench, quick: bool, print: bool) -> Result<Valu
     let dispatches: usize = b.plans.iter().map(|p| p.dispatches()).sum::<usize>().max(1);
     let planned: u64 = b.plans.iter().map(|p| p.planned_peak_bytes()).sum();
     let allocated: u64 = b.plans.iter().map(|p| p.allocated_bytes()).sum();
+    let bound: u64 = b.plans.iter().map(|p| p.bytes_bound()).sum();
     let persistent: u64 = b.plans.iter().map(|p| p.persistent_bytes).sum();
     let by_kernel = dispatch_counts(&b.plans);
     for _ in 0..3 {
@@ -307,10 +309,11 @@ pub fn measure(dev: &Device, b: &Bench, quick: bool, print: bool) -> Result<Valu
         "allocated_bytes": allocated,
         "allocated_over_planned": allocated as f64 / planned.max(1) as f64,
         "persistent_bytes": persistent,
+        "bytes_bound": bound,
     });
     if print {
         println!(
-            "{:<8} {:>9.2} ms/step (min {:.2}, max {:.2}) {:>10.0} {unit}/s  {:>4} dispatches  encode {}  planned {:.2} MB, allocated {:.2} MB",
+            "{:<8} {:>9.2} ms/step (min {:.2}, max {:.2}) {:>10.0} {unit}/s  {:>4} dispatches  encode {}  planned {:.2} MB, allocated {:.2} MB, bound {:.1} MB",
             b.model,
             step * 1e3,
             min_s * 1e3,
@@ -326,7 +329,8 @@ pub fn measure(dev: &Device, b: &Bench, quick: bool, print: bool) -> Result<Valu
                 ))
                 .unwrap_or_else(|| "-".into()),
             planned as f64 / 1e6,
-            allocated as f64 / 1e6
+            allocated as f64 / 1e6,
+            bound as f64 / 1e6
         );
     }
     if print && std::env::var_os("TIGEL_BENCH_KERNELS").is_some() {

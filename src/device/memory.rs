@@ -249,6 +249,24 @@ impl Buffer {
     pub fn same(&self, other: &Buffer) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
+    /// A handle that names this buffer without keeping it alive.
+    pub(crate) fn downgrade(&self) -> WeakBuffer {
+        WeakBuffer(Arc::downgrade(&self.inner))
+    }
+}
+
+/// A buffer named without being kept alive (`Buffer::downgrade`).
+pub(crate) struct WeakBuffer(std::sync::Weak<BufInner>);
+
+impl WeakBuffer {
+    /// Whether the buffer is still alive.
+    pub fn alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+    /// Whether `b` is this buffer (while it is alive, its address is its own).
+    pub fn is(&self, b: &Buffer) -> bool {
+        std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(&b.inner))
+    }
 }
 
 enum DownloadState {

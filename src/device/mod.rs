@@ -40,8 +40,8 @@ pub use adapter::{AdapterSummary, BackendChoice};
 pub use dispatch::Dispatch;
 pub(crate) use dispatch::RawDispatch;
 use memory::Pools;
-pub(crate) use memory::Raw;
 pub use memory::{Buffer, Download};
+pub(crate) use memory::{Raw, WeakBuffer};
 pub use recording::Recording;
 pub use tune::{ChoiceSource, TuneMode, TuneResult, VariantChoice};
 

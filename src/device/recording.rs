@@ -152,6 +152,13 @@ impl Recording {
     pub fn is_empty(&self) -> bool {
         self.dispatches.is_empty()
     }
+    /// The bytes of the buffers each dispatch binds, summed over one run: each kernel reads or writes
+    /// its bindings about once, so this is close to the run's memory traffic (re-reads served by
+    /// caches and workgroup memory not counted; uniform params not counted).
+    pub fn bytes_bound(&self) -> u64 {
+        self.dispatches.iter().flat_map(|d| &d.buffers).map(|(_, words)| (*words as u64) * 4).sum()
+    }
+
     /// The dispatches by kernel (`family::entry`), most frequent first: where fusion would pay.
     pub fn kernel_counts(&self) -> Vec<(String, usize)> {
         let mut m: HashMap<String, usize> = HashMap::new();

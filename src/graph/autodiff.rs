@@ -21,6 +21,7 @@ impl Graph {
         let shape = self.shape(loss).to_vec();
         let from = self.nodes.len();
         self.matmul_pairs.clear();
+        self.backward_from = Some(self.backward_from.map_or(from, |f| f.min(from)));
         let seed = self.fill(&shape, 1.0)?;
         let mut grads: HashMap<NodeId, NodeId> = HashMap::new();
         grads.insert(loss, seed);

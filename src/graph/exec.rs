@@ -10,10 +10,11 @@
 use std::collections::HashMap;
 
 use super::ops::Fwd;
+use super::saved::{self, SavedHalf};
 use super::{Graph, NodeId, Op};
 use crate::device::{Device, Download, Recording};
 use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// A compiled training (or inference) step.
 pub struct Plan {
@@ -49,6 +50,7 @@ impl Plan {
     ) -> Result<Plan> {
         let order = schedule(g, keep);
         let last = last_uses(g, &order, keep);
+        let mut saved = SavedHalf::new(g, &order, keep);
         // Constant nodes (a fill: BCE targets, the gradient seed) are computed here, once, so the step
         // does not refill them every run.
         let mut consts: HashMap<NodeId, Tensor> = HashMap::new();
@@ -70,11 +72,20 @@ impl Plan {
             // statistics, an attention's logsumexp, a layer norm backward's dgamma and dbeta), freed
             // with their node's value.
             let mut aux: HashMap<NodeId, Vec<Tensor>> = HashMap::new();
-            for &id in &order {
+            // Under mixed precision, the dtypes of the second outputs of each node stored as f16 while
+            // it waits for the backward (`saved`), so a reader gets them back as they were made.
+            let mut stored: HashMap<NodeId, Vec<DType>> = HashMap::new();
+            for (p, &id) in order.iter().enumerate() {
                 let node = g.node(id);
                 let (out, extra) = match &node.op {
                     Op::Input(t) | Op::Param(t) | Op::Const(t) => (t.clone(), vec![]),
                     Op::Def(_) if consts.contains_key(&id) => (consts[&id].clone(), vec![]),
+                    Op::Def(def) if node.inputs.iter().any(|i| stored.contains_key(i)) => {
+                        let (x, aux_in) = saved::widened(dev, g, node, def.f16_inputs(), &vals, &aux, &stored)?;
+                        let x: Vec<&Tensor> = x.iter().collect();
+                        let aux_in: Vec<&[Tensor]> = aux_in.iter().map(Vec::as_slice).collect();
+                        def.forward(&Fwd { dev, x: &x, aux: &aux_in, shape: &node.shape })?
+                    }
                     Op::Def(def) => {
                         let x: Vec<&Tensor> = node.inputs.iter().map(|i| &vals[i]).collect();
                         let aux_in: Vec<&[Tensor]> =
@@ -86,12 +97,27 @@ impl Plan {
                     if last.get(i) == Some(&id) {
                         vals.remove(i);
                         aux.remove(i);
+                        stored.remove(i);
                     }
                 }
                 if !extra.is_empty() {
                     aux.insert(id, extra);
                 }
                 vals.insert(id, out);
+                if let Some(policy) = &mut saved {
+                    for i in node.inputs.iter().chain([&id]) {
+                        if stored.contains_key(i) || !vals.contains_key(i) || !policy.waits(p, *i) {
+                            continue;
+                        }
+                        let a = aux.remove(i).unwrap_or_default();
+                        let (v, a, dtypes) = policy.store(dev, g, p, *i, &vals[i], &a)?;
+                        vals.insert(*i, v);
+                        stored.insert(*i, dtypes);
+                        if !a.is_empty() {
+                            aux.insert(*i, a);
+                        }
+                    }
+                }
             }
             drop(aux);
             let kept: Vec<Tensor> = keep.iter().map(|k| vals[k].clone()).collect();
@@ -125,6 +151,12 @@ impl Plan {
     /// Bytes of buffers the step's plan allocated (size-class rounding and reuse gaps included).
     pub fn allocated_bytes(&self) -> u64 {
         self.rec.allocated_bytes
+    }
+
+    /// Bytes of the buffers the step's dispatches bind, summed over one run: about the bytes it moves
+    /// (`Recording::bytes_bound`).
+    pub fn bytes_bound(&self) -> u64 {
+        self.rec.bytes_bound()
     }
 
     /// The number of commands (kernel dispatches and copies) one run of the step issues.

@@ -11,6 +11,7 @@ pub mod autodiff;
 pub mod exec;
 pub mod ops;
 pub mod reference;
+mod saved;
 
 use std::sync::Arc;
 
@@ -73,8 +74,12 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     /// Backward products that may share one dispatch (`Graph::backward` joins them at its end).
     pub(crate) matmul_pairs: Vec<ops::matmul::PairCandidate>,
-    /// The precision of the matrix products layers build (`Graph::operand`); f32 unless set.
+    /// The precision of the matrix products layers build (`Graph::operand`); f32 unless set. Under
+    /// `Mixed` a plan also stores the activations the backward reads as f16 (`saved`).
     pub precision: Precision,
+    /// The index of the first node of the first backward pass (`Graph::backward`), if any: the nodes
+    /// before it are the forward pass.
+    pub(crate) backward_from: Option<usize>,
 }
 
 impl Graph {

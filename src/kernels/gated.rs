@@ -10,3 +10,6 @@ pub static SILU_GATE_FWD: Kernel = Kernel { shader: "gated", entry: "silu_gate_f
 
 /// Entry point `silu_gate_bwd` of shaders/gated.wgsl.
 pub static SILU_GATE_BWD: Kernel = Kernel { shader: "gated", entry: "silu_gate_bwd" };
+
+/// Entry point `silu_gate_bwd_half` of shaders/gated.wgsl (u and v stored as f16).
+pub static SILU_GATE_BWD_HALF: Kernel = Kernel { shader: "gated", entry: "silu_gate_bwd_half" };

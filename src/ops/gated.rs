@@ -6,7 +6,7 @@ use super::matmul::{checked_params, matmul_into, matmul_shape, pair_grid, Matmul
 use super::{launch_1d, u32_of, want_dtype};
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::gated::{GateParams, SILU_GATE_BWD, SILU_GATE_FWD};
+use crate::kernels::gated::{GateParams, SILU_GATE_BWD, SILU_GATE_BWD_HALF, SILU_GATE_FWD};
 use crate::kernels::matmul_pair::MATMUL_PAIR_SILU_GATE;
 use crate::tensor::{DType, Tensor};
 
@@ -37,15 +37,38 @@ pub fn silu_gate(dev: &Device, u: &Tensor, v: &Tensor) -> Result<Tensor> {
     Ok(y)
 }
 
-/// The backward of `silu_gate`: (du, dv) = (dy ⊙ v ⊙ silu'(u), dy ⊙ silu(u)).
+/// The backward of `silu_gate`: (du, dv) = (dy ⊙ v ⊙ silu'(u), dy ⊙ silu(u)). u and v may both be f16
+/// (the projections a mixed-precision plan keeps in f16 for the backward): they are read as they are
+/// and widened exactly, so the result is that of their f32 copies. dy, du and dv are f32.
 pub fn silu_gate_backward(dev: &Device, u: &Tensor, v: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
     const OP: &str = "silu_gate_backward";
-    let n = check(OP, &[u, v, dy])?;
+    let (n, kernel) = if u.dtype == DType::F16 && v.dtype == DType::F16 {
+        if u.shape != v.shape {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: u.shape.clone(),
+                rhs: v.shape.clone(),
+                hint: " (the gate's operands share one shape)".into(),
+            });
+        }
+        (check(OP, &[dy])?, &SILU_GATE_BWD_HALF)
+    } else {
+        (check(OP, &[u, v])?, &SILU_GATE_BWD)
+    };
+    if dy.shape != u.shape {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            lhs: u.shape.clone(),
+            rhs: dy.shape.clone(),
+            hint: " (the gate's operands share one shape)".into(),
+        });
+    }
+    want_dtype(OP, dy, DType::F32)?;
     let du = Tensor::empty(dev, &u.shape, DType::F32)?;
     let dv = Tensor::empty(dev, &u.shape, DType::F32)?;
     if n > 0 {
         let p = GateParams { n, ..Default::default() };
-        launch_1d(dev, &SILU_GATE_BWD, &p, &[&u.buf, &v.buf, &dy.buf, &du.buf, &dv.buf], n as usize)?;
+        launch_1d(dev, kernel, &p, &[&u.buf, &v.buf, &dy.buf, &du.buf, &dv.buf], n as usize)?;
     }
     Ok((du, dv))
 }

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use super::elementwise::{unary_deriv, unary_op};
 use super::{par_chunks, CpuArgs, CHUNK};
+use crate::host::f16;
 use crate::kernels::gated::GateParams;
 
 /// SiLU's op code in the elementwise family.
@@ -38,6 +39,23 @@ pub fn silu_gate_bwd(args: &mut CpuArgs) {
         for (k, (da, db)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
             let (x, g) = (u[s + k], dy[s + k]);
             *da = (g * v[s + k]) * unary_deriv(SILU, x, 0.0);
+            *db = g * unary_op(SILU, x, 0.0);
+        }
+    });
+}
+
+/// Bindings: params, u, v (f16 pairs, read), dy (read), du, dv (read_write): `silu_gate_bwd` on the
+/// widened (exact) f16 values.
+pub fn silu_gate_bwd_half(args: &mut CpuArgs) {
+    let n = args.params::<GateParams>().n as usize;
+    let (u, v, dy) = (args.u32_in(0), args.u32_in(1), args.f32_in(2));
+    let du = &mut args.f32_out(0)[..n];
+    let dv = &mut args.f32_out(1)[..n];
+    du.par_chunks_mut(CHUNK).zip(dv.par_chunks_mut(CHUNK)).enumerate().for_each(|(c, (a, b))| {
+        let s = c * CHUNK;
+        for (k, (da, db)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
+            let (x, g) = (f16::get(u, s + k), dy[s + k]);
+            *da = (g * f16::get(v, s + k)) * unary_deriv(SILU, x, 0.0);
             *db = g * unary_op(SILU, x, 0.0);
         }
     });

@@ -127,6 +127,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("rope", "rope_qkv") => rope::rope_qkv,
         ("gated", "silu_gate_fwd") => gated::silu_gate_fwd,
         ("gated", "silu_gate_bwd") => gated::silu_gate_bwd,
+        ("gated", "silu_gate_bwd_half") => gated::silu_gate_bwd_half,
         ("resnorm", "add_layer_norm_fwd") => resnorm::add_layer_norm_fwd,
         ("resnorm", "layer_norm_bwd_fused") => resnorm::layer_norm_bwd_fused,
         ("qknorm", "qk_norm_fwd") => qknorm::qk_norm_fwd,

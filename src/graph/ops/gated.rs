@@ -119,4 +119,7 @@ impl OpDef for SiluGateBackward {
         let (du, dv) = eager::silu_gate_backward(f.dev, f.x[0], f.x[1], f.x[2])?;
         Ok((du, vec![dv]))
     }
+    fn f16_inputs(&self) -> &'static [usize] {
+        &[0, 1]
+    }
 }

@@ -82,6 +82,21 @@ pub trait OpDef: std::fmt::Debug + Send + Sync {
         false
     }
 
+    /// Which second outputs of input `k` this op reads (indices into `Fwd::aux[k]`); None, the default:
+    /// any of them. A plan that stores a node's values in f16 while they wait for the backward keeps
+    /// only the second outputs its readers there may read (`graph::saved`).
+    fn second_outputs_read(&self, k: usize) -> Option<Vec<usize>> {
+        let _ = k;
+        None
+    }
+
+    /// Inputs this op also reads as f16, all together (a plan that keeps them in f16 for the backward
+    /// passes them as they are when every one of them is f16, and widens them otherwise); none by
+    /// default.
+    fn f16_inputs(&self) -> &'static [usize] {
+        &[]
+    }
+
     /// The op in f64 on host values, written plainly (the gradient checks' oracle).
     fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
         let _ = (x, shape);
@@ -119,6 +134,9 @@ impl OpDef for Output {
     }
     fn reads_second_output(&self) -> bool {
         true
+    }
+    fn second_outputs_read(&self, _: usize) -> Option<Vec<usize>> {
+        Some(vec![self.0 - 1])
     }
 }
 

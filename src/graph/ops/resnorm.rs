@@ -105,6 +105,10 @@ impl OpDef for NormBackward {
         let (dx, dg, db) = eager::layer_norm_backward_fused(f.dev, f.x[0], f.x[1], stats, f.x[2], r)?;
         Ok((dx, vec![dg, db]))
     }
+    fn second_outputs_read(&self, k: usize) -> Option<Vec<usize>> {
+        // The sum's row statistics; its normalised rows (output 1) went on through `NormOfSum`.
+        Some(if k == 0 { vec![1] } else { vec![] })
+    }
     fn accumulating(&self) -> Option<Accumulating> {
         (!self.acc).then(|| Accumulating { def: std::sync::Arc::new(NormBackward { acc: true }), in_place: false })
     }
