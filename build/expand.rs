@@ -32,6 +32,20 @@ struct Instance {
     count: usize,
 }
 
+/// What one expanded `//#multi` instance binds (build.rs writes the Rust twin of its count from it).
+pub struct Multi {
+    /// The entry point.
+    pub entry: String,
+    /// Its slot count as written: a top-level const's name, or a number.
+    pub count_name: String,
+    /// The slot count.
+    pub count: usize,
+    /// Bindings of one slot.
+    pub per_slot: usize,
+    /// Bindings in all, the uniform included.
+    pub bindings: usize,
+}
+
 /// The value of `const NAME: u32 = V;` (or `= Vu;`) among `lines`, if there is one.
 fn const_value<O>(lines: &[(String, O)], name: &str) -> Option<usize> {
     lines.iter().find_map(|(l, _)| {
@@ -58,10 +72,14 @@ fn end_of<O>(lines: &[(String, O)], open: usize) -> Option<usize> {
     None
 }
 
-/// `lines` (text and origin) with every `//#multi` block expanded; `at` names an origin (`file:line`) for
-/// error messages. Lines outside such blocks pass through unchanged.
-pub fn expand<O: Clone>(lines: &[(String, O)], at: impl Fn(&O) -> String) -> Result<Vec<(String, O)>, String> {
+/// The lines (text and origin) and instances of `lines` with every `//#multi` block expanded.
+pub type Expanded<O> = (Vec<(String, O)>, Vec<Multi>);
+
+/// `lines` (text and origin) with every `//#multi` block expanded, and what each instance binds; `at` names
+/// an origin (`file:line`) for error messages. Lines outside such blocks pass through unchanged.
+pub fn expand<O: Clone>(lines: &[(String, O)], at: impl Fn(&O) -> String) -> Result<Expanded<O>, String> {
     let mut out = Vec::with_capacity(lines.len());
+    let mut multis = Vec::new();
     let mut i = 0;
     while i < lines.len() {
         let (line, origin) = &lines[i];
@@ -104,6 +122,7 @@ pub fn expand<O: Clone>(lines: &[(String, O)], at: impl Fn(&O) -> String) -> Res
         let body = &lines[i + 1..end];
         for inst in &instances {
             let mut binding = 0;
+            let mut per_slot = 0;
             let mut j = 0;
             while j < body.len() {
                 let (l, o) = &body[j];
@@ -121,16 +140,27 @@ pub fn expand<O: Clone>(lines: &[(String, O)], at: impl Fn(&O) -> String) -> Res
                     return Err(format!("{}: a //#slot block holds no directives", at(n)));
                 }
                 for k in 0..inst.count {
+                    let before = binding;
                     for (l, o) in &body[j + 1..close] {
                         out.push((fill(l, o, inst, Some(k), &mut binding, &at)?, o.clone()));
+                    }
+                    if k == 0 {
+                        per_slot += binding - before;
                     }
                 }
                 j = close + 1;
             }
+            multis.push(Multi {
+                entry: inst.entry.clone(),
+                count_name: inst.count_name.clone(),
+                count: inst.count,
+                per_slot,
+                bindings: binding,
+            });
         }
         i = end + 1;
     }
-    Ok(out)
+    Ok((out, multis))
 }
 
 /// One template line of `inst`, in slot `k` where inside a `//#slot` block.

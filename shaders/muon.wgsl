@@ -105,10 +105,10 @@ fn muon_momentum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 }
 
 // ---- Nesterov momentum into the arena, up to SLOTS matrices (muon_momentum_multi) or up to
-// MOMENTUM_SLOTS_WIDE (muon_momentum_multi_wide, devices binding 32 storage buffers per stage); build.rs's
-// `//#multi` writes one set of bindings and one `switch` case per slot ----
+// MUON_MOMENTUM_SLOTS_WIDE (muon_momentum_multi_wide, devices binding 32 storage buffers per stage);
+// build.rs's `//#multi` writes one set of bindings and one `switch` case per slot ----
 
-//#multi muon_momentum_multi:mm:SLOTS muon_momentum_multi_wide:mw:MOMENTUM_SLOTS_WIDE
+//#multi muon_momentum_multi:mm:SLOTS muon_momentum_multi_wide:mw:MUON_MOMENTUM_SLOTS_WIDE
 @group(0) @binding(#) var<uniform> {p}p: MuonMomentumMultiParams;
 //#slot
 @group(0) @binding(#) var<storage, read> {p}_g{k}: array<f32>;
@@ -206,10 +206,10 @@ fn muon_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     up_param[i] = update_of(lr, up.weight_decay, up_param[i], up_o[up.src + i]);
 }
 
-// ---- the update from the arena, up to SLOTS matrices (muon_update_multi) or up to UPDATE_SLOTS_WIDE
+// ---- the update from the arena, up to SLOTS matrices (muon_update_multi) or up to MUON_UPDATE_SLOTS_WIDE
 // (muon_update_multi_wide, devices binding 32 storage buffers per stage) ----
 
-//#multi muon_update_multi:um:SLOTS muon_update_multi_wide:uw:UPDATE_SLOTS_WIDE
+//#multi muon_update_multi:um:SLOTS muon_update_multi_wide:uw:MUON_UPDATE_SLOTS_WIDE
 @group(0) @binding(#) var<uniform> {p}p: MuonUpdateMultiParams;
 //#slot
 @group(0) @binding(#) var<storage, read_write> {p}_p{k}: array<f32>;

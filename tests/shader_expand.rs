@@ -7,7 +7,7 @@ mod expand;
 /// `text` as lines of shaders/t.wgsl with their line numbers, expanded.
 fn run(text: &str) -> Result<Vec<(String, usize)>, String> {
     let lines: Vec<(String, usize)> = text.lines().map(str::to_string).zip(1..).collect();
-    expand::expand(&lines, |l| format!("shaders/t.wgsl:{l}"))
+    expand::expand(&lines, |l| format!("shaders/t.wgsl:{l}")).map(|(out, _)| out)
 }
 
 const TEMPLATE: &str = "\
@@ -66,6 +66,12 @@ fn after() {}";
     assert_eq!(origin("b_x2: array"), 5);
     assert_eq!(origin("default: { b_x2"), 12);
     assert_eq!(origin("fn after"), 17);
+    // What each instance binds (build.rs writes the Rust twin of a named count from it).
+    let lines: Vec<(String, usize)> = TEMPLATE.lines().map(str::to_string).zip(1..).collect();
+    let (_, multis) = expand::expand(&lines, |l| l.to_string()).unwrap();
+    let seen: Vec<_> =
+        multis.iter().map(|m| (m.entry.as_str(), m.count_name.as_str(), m.count, m.per_slot, m.bindings)).collect();
+    assert_eq!(seen, [("k2", "2", 2, 1, 4), ("k3", "WIDE", 3, 1, 5)]);
 }
 
 #[test]
