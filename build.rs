@@ -2,6 +2,8 @@
 //!
 //! Every `shaders/*.wgsl` is one kernel family. Snippets under `shaders/common/` are shared code that a
 //! family pulls in with a line `//#include "common/NAME.wgsl"`; they are composed here, never copied by hand.
+//! A multi-tensor kernel is written once in a `//#multi` block and expanded here into one entry point per
+//! slot count, its per-slot bindings and `switch` cases generated (build/expand.rs).
 //! Each composed family is parsed and validated with naga, so a broken shader fails `cargo build` with the
 //! file and line of the original source (not of the composed text). The build then writes the composed
 //! sources and a registry (entry points, workgroup sizes, bindings with their access, workgroup memory and
@@ -14,6 +16,9 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+#[path = "build/expand.rs"]
+mod expand;
 
 /// One composed shader: its text and, for each line, the original file and line it came from.
 struct Composed {
@@ -61,6 +66,19 @@ fn compose(path: &Path, root: &Path, seen: &mut HashSet<PathBuf>, sg: bool, out:
         out.text.push('\n');
         out.origin.push((path.to_path_buf(), i + 1));
     }
+}
+
+/// `c` with its `//#multi` blocks expanded (build/expand.rs), origins kept line for line; returns what
+/// each instance binds.
+fn expand_multi(c: &mut Composed) -> Vec<expand::Multi> {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let lines: Vec<(String, (PathBuf, usize))> =
+        c.text.lines().map(str::to_string).zip(c.origin.iter().cloned()).collect();
+    let at = |(p, l): &(PathBuf, usize)| format!("{}:{l}", p.strip_prefix(&manifest).unwrap_or(p).display());
+    let (out, multis) = expand::expand(&lines, at).unwrap_or_else(|e| fail(&e));
+    c.text = out.iter().map(|(l, _)| format!("{l}\n")).collect();
+    c.origin = out.into_iter().map(|(_, o)| o).collect();
+    multis
 }
 
 /// One `//#variant NAME [subgroups] [grid=X,Y,Z] [entries=A,B] CONST=VALUE ...` line of a family: the
@@ -391,12 +409,15 @@ fn main() {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
         let mut c = Composed { text: String::new(), origin: Vec::new(), enables: Vec::new() };
         compose(path, &root, &mut HashSet::new(), false, &mut c);
+        let multis = expand_multi(&mut c);
         let params = emit(&mut reg, &mut kernels, &name, &name, None, &c, &out_dir);
-        std::fs::write(out_dir.join("params").join(format!("{name}.rs")), &params).unwrap();
+        let twins = format!("{params}{}", expand::slot_consts(&name, &multis));
+        std::fs::write(out_dir.join("params").join(format!("{name}.rs")), twins).unwrap();
         for v in variants(path) {
             let mut vc = Composed { text: String::new(), origin: Vec::new(), enables: Vec::new() };
             compose(path, &root, &mut HashSet::new(), v.subgroups, &mut vc);
             vc.text = substitute(&name, &v.name, &vc.text, &v.consts);
+            expand_multi(&mut vc);
             if v.subgroups && !vc.enables.iter().any(|e| e == "subgroups") {
                 fail(&format!("shaders/{name}.wgsl: variant `{}` asks for subgroups but no snippet it includes has an `_sg` form with `//#enable subgroups`", v.name));
             }

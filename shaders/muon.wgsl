@@ -104,57 +104,43 @@ fn muon_momentum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     mom_out[mp.dst + i] = r.y;
 }
 
-// ---- Nesterov momentum into the arena, up to SLOTS matrices ----
+// ---- Nesterov momentum into the arena, up to SLOTS matrices (muon_momentum_multi) or up to
+// MUON_MOMENTUM_SLOTS_WIDE (muon_momentum_multi_wide, devices binding 32 storage buffers per stage);
+// build.rs's `//#multi` writes one set of bindings and one `switch` case per slot ----
 
-@group(0) @binding(0) var<uniform> mmp: MuonMomentumMultiParams;
-@group(0) @binding(1) var<storage, read> mm_g0: array<f32>;
-@group(0) @binding(2) var<storage, read_write> mm_m0: array<f32>;
-@group(0) @binding(3) var<storage, read> mm_g1: array<f32>;
-@group(0) @binding(4) var<storage, read_write> mm_m1: array<f32>;
-@group(0) @binding(5) var<storage, read> mm_g2: array<f32>;
-@group(0) @binding(6) var<storage, read_write> mm_m2: array<f32>;
-@group(0) @binding(7) var<storage, read> mm_g3: array<f32>;
-@group(0) @binding(8) var<storage, read_write> mm_m3: array<f32>;
-@group(0) @binding(9) var<storage, read> mm_g4: array<f32>;
-@group(0) @binding(10) var<storage, read_write> mm_m4: array<f32>;
-@group(0) @binding(11) var<storage, read> mm_g5: array<f32>;
-@group(0) @binding(12) var<storage, read_write> mm_m5: array<f32>;
-@group(0) @binding(13) var<storage, read> mm_g6: array<f32>;
-@group(0) @binding(14) var<storage, read_write> mm_m6: array<f32>;
-@group(0) @binding(15) var<storage, read> mm_clip: array<f32>;
-@group(0) @binding(16) var<storage, read_write> mm_out: array<f32>;
+//#multi muon_momentum_multi:mm:SLOTS muon_momentum_multi_wide:mw:MUON_MOMENTUM_SLOTS_WIDE
+@group(0) @binding(#) var<uniform> {p}p: MuonMomentumMultiParams;
+//#slot
+@group(0) @binding(#) var<storage, read> {p}_g{k}: array<f32>;
+@group(0) @binding(#) var<storage, read_write> {p}_m{k}: array<f32>;
+//#end
+@group(0) @binding(#) var<storage, read> {p}_clip: array<f32>;
+@group(0) @binding(#) var<storage, read_write> {p}_out: array<f32>;
 
 @compute @workgroup_size(256)
-fn muon_momentum_multi(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32) {
+fn {e}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
-    if i >= mmp.total { return; }
-    let k = slot_of(mmp.start, i, SLOTS);
-    let j = i - at(mmp.start, k);
-    if j >= at(mmp.n, k) { return; }
+    if i >= {p}p.total { return; }
+    let k = slot_of({p}p.start, i, {N});
+    let j = i - at({p}p.start, k);
+    if j >= at({p}p.n, k) { return; }
     var g: f32;
     var m: f32;
     switch k {
-        case 0u: { g = mm_g0[j]; m = mm_m0[j]; }
-        case 1u: { g = mm_g1[j]; m = mm_m1[j]; }
-        case 2u: { g = mm_g2[j]; m = mm_m2[j]; }
-        case 3u: { g = mm_g3[j]; m = mm_m3[j]; }
-        case 4u: { g = mm_g4[j]; m = mm_m4[j]; }
-        case 5u: { g = mm_g5[j]; m = mm_m5[j]; }
-        default: { g = mm_g6[j]; m = mm_m6[j]; }
+//#slot
+        {case}: { g = {p}_g{k}[j]; m = {p}_m{k}[j]; }
+//#end
     }
-    let r = momentum_of(mmp.momentum, mmp.nesterov, g * mm_clip[0], m);
+    let r = momentum_of({p}p.momentum, {p}p.nesterov, g * {p}_clip[0], m);
     switch k {
-        case 0u: { mm_m0[j] = r.x; }
-        case 1u: { mm_m1[j] = r.x; }
-        case 2u: { mm_m2[j] = r.x; }
-        case 3u: { mm_m3[j] = r.x; }
-        case 4u: { mm_m4[j] = r.x; }
-        case 5u: { mm_m5[j] = r.x; }
-        default: { mm_m6[j] = r.x; }
+//#slot
+        {case}: { {p}_m{k}[j] = r.x; }
+//#end
     }
-    mm_out[at(mmp.dst, k) + j] = r.y;
+    {p}_out[at({p}p.dst, k) + j] = r.y;
 }
+//#end
 
 // ---- every matrix's partial sums of squares ----
 
@@ -220,205 +206,32 @@ fn muon_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     up_param[i] = update_of(lr, up.weight_decay, up_param[i], up_o[up.src + i]);
 }
 
-// ---- the update from the arena, up to SLOTS matrices ----
+// ---- the update from the arena, up to SLOTS matrices (muon_update_multi) or up to MUON_UPDATE_SLOTS_WIDE
+// (muon_update_multi_wide, devices binding 32 storage buffers per stage) ----
 
-@group(0) @binding(0) var<uniform> ump: MuonUpdateMultiParams;
-@group(0) @binding(1) var<storage, read_write> um_p0: array<f32>;
-@group(0) @binding(2) var<storage, read_write> um_p1: array<f32>;
-@group(0) @binding(3) var<storage, read_write> um_p2: array<f32>;
-@group(0) @binding(4) var<storage, read_write> um_p3: array<f32>;
-@group(0) @binding(5) var<storage, read_write> um_p4: array<f32>;
-@group(0) @binding(6) var<storage, read_write> um_p5: array<f32>;
-@group(0) @binding(7) var<storage, read_write> um_p6: array<f32>;
-@group(0) @binding(8) var<storage, read> um_o: array<f32>;
-@group(0) @binding(9) var<storage, read> um_step: array<u32>;
+//#multi muon_update_multi:um:SLOTS muon_update_multi_wide:uw:MUON_UPDATE_SLOTS_WIDE
+@group(0) @binding(#) var<uniform> {p}p: MuonUpdateMultiParams;
+//#slot
+@group(0) @binding(#) var<storage, read_write> {p}_p{k}: array<f32>;
+//#end
+@group(0) @binding(#) var<storage, read> {p}_o: array<f32>;
+@group(0) @binding(#) var<storage, read> {p}_step: array<u32>;
 
 @compute @workgroup_size(256)
-fn muon_update_multi(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
+fn {e}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
-    if i >= ump.total { return; }
-    let k = slot_of(ump.start, i, SLOTS);
-    let j = i - at(ump.start, k);
-    if j >= at(ump.n, k) { return; }
-    let lr = schedule_lr_of(ump.sched, um_step[0]);
-    let o = um_o[at(ump.src, k) + j];
-    let wd = ump.weight_decay;
+    if i >= {p}p.total { return; }
+    let k = slot_of({p}p.start, i, {N});
+    let j = i - at({p}p.start, k);
+    if j >= at({p}p.n, k) { return; }
+    let lr = schedule_lr_of({p}p.sched, {p}_step[0]);
+    let o = {p}_o[at({p}p.src, k) + j];
+    let wd = {p}p.weight_decay;
     switch k {
-        case 0u: { um_p0[j] = update_of(lr, wd, um_p0[j], o); }
-        case 1u: { um_p1[j] = update_of(lr, wd, um_p1[j], o); }
-        case 2u: { um_p2[j] = update_of(lr, wd, um_p2[j], o); }
-        case 3u: { um_p3[j] = update_of(lr, wd, um_p3[j], o); }
-        case 4u: { um_p4[j] = update_of(lr, wd, um_p4[j], o); }
-        case 5u: { um_p5[j] = update_of(lr, wd, um_p5[j], o); }
-        default: { um_p6[j] = update_of(lr, wd, um_p6[j], o); }
+//#slot
+        {case}: { {p}_p{k}[j] = update_of(lr, wd, {p}_p{k}[j], o); }
+//#end
     }
 }
-
-// ---- momentum over up to MOMENTUM_SLOTS_WIDE matrices, the update over up to UPDATE_SLOTS_WIDE
-// (devices binding 32 storage buffers per stage) ----
-
-@group(0) @binding(0) var<uniform> mwp: MuonMomentumMultiParams;
-@group(0) @binding(1) var<storage, read> mw_g0: array<f32>;
-@group(0) @binding(2) var<storage, read_write> mw_m0: array<f32>;
-@group(0) @binding(3) var<storage, read> mw_g1: array<f32>;
-@group(0) @binding(4) var<storage, read_write> mw_m1: array<f32>;
-@group(0) @binding(5) var<storage, read> mw_g2: array<f32>;
-@group(0) @binding(6) var<storage, read_write> mw_m2: array<f32>;
-@group(0) @binding(7) var<storage, read> mw_g3: array<f32>;
-@group(0) @binding(8) var<storage, read_write> mw_m3: array<f32>;
-@group(0) @binding(9) var<storage, read> mw_g4: array<f32>;
-@group(0) @binding(10) var<storage, read_write> mw_m4: array<f32>;
-@group(0) @binding(11) var<storage, read> mw_g5: array<f32>;
-@group(0) @binding(12) var<storage, read_write> mw_m5: array<f32>;
-@group(0) @binding(13) var<storage, read> mw_g6: array<f32>;
-@group(0) @binding(14) var<storage, read_write> mw_m6: array<f32>;
-@group(0) @binding(15) var<storage, read> mw_g7: array<f32>;
-@group(0) @binding(16) var<storage, read_write> mw_m7: array<f32>;
-@group(0) @binding(17) var<storage, read> mw_g8: array<f32>;
-@group(0) @binding(18) var<storage, read_write> mw_m8: array<f32>;
-@group(0) @binding(19) var<storage, read> mw_g9: array<f32>;
-@group(0) @binding(20) var<storage, read_write> mw_m9: array<f32>;
-@group(0) @binding(21) var<storage, read> mw_g10: array<f32>;
-@group(0) @binding(22) var<storage, read_write> mw_m10: array<f32>;
-@group(0) @binding(23) var<storage, read> mw_g11: array<f32>;
-@group(0) @binding(24) var<storage, read_write> mw_m11: array<f32>;
-@group(0) @binding(25) var<storage, read> mw_g12: array<f32>;
-@group(0) @binding(26) var<storage, read_write> mw_m12: array<f32>;
-@group(0) @binding(27) var<storage, read> mw_g13: array<f32>;
-@group(0) @binding(28) var<storage, read_write> mw_m13: array<f32>;
-@group(0) @binding(29) var<storage, read> mw_g14: array<f32>;
-@group(0) @binding(30) var<storage, read_write> mw_m14: array<f32>;
-@group(0) @binding(31) var<storage, read> mw_clip: array<f32>;
-@group(0) @binding(32) var<storage, read_write> mw_out: array<f32>;
-
-// `muon_momentum_multi` with MOMENTUM_SLOTS_WIDE slots.
-@compute @workgroup_size(256)
-fn muon_momentum_multi_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                            @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid, WG);
-    if i >= mwp.total { return; }
-    let k = slot_of(mwp.start, i, MOMENTUM_SLOTS_WIDE);
-    let j = i - at(mwp.start, k);
-    if j >= at(mwp.n, k) { return; }
-    var g: f32;
-    var m: f32;
-    switch k {
-        case 0u: { g = mw_g0[j]; m = mw_m0[j]; }
-        case 1u: { g = mw_g1[j]; m = mw_m1[j]; }
-        case 2u: { g = mw_g2[j]; m = mw_m2[j]; }
-        case 3u: { g = mw_g3[j]; m = mw_m3[j]; }
-        case 4u: { g = mw_g4[j]; m = mw_m4[j]; }
-        case 5u: { g = mw_g5[j]; m = mw_m5[j]; }
-        case 6u: { g = mw_g6[j]; m = mw_m6[j]; }
-        case 7u: { g = mw_g7[j]; m = mw_m7[j]; }
-        case 8u: { g = mw_g8[j]; m = mw_m8[j]; }
-        case 9u: { g = mw_g9[j]; m = mw_m9[j]; }
-        case 10u: { g = mw_g10[j]; m = mw_m10[j]; }
-        case 11u: { g = mw_g11[j]; m = mw_m11[j]; }
-        case 12u: { g = mw_g12[j]; m = mw_m12[j]; }
-        case 13u: { g = mw_g13[j]; m = mw_m13[j]; }
-        default: { g = mw_g14[j]; m = mw_m14[j]; }
-    }
-    let r = momentum_of(mwp.momentum, mwp.nesterov, g * mw_clip[0], m);
-    switch k {
-        case 0u: { mw_m0[j] = r.x; }
-        case 1u: { mw_m1[j] = r.x; }
-        case 2u: { mw_m2[j] = r.x; }
-        case 3u: { mw_m3[j] = r.x; }
-        case 4u: { mw_m4[j] = r.x; }
-        case 5u: { mw_m5[j] = r.x; }
-        case 6u: { mw_m6[j] = r.x; }
-        case 7u: { mw_m7[j] = r.x; }
-        case 8u: { mw_m8[j] = r.x; }
-        case 9u: { mw_m9[j] = r.x; }
-        case 10u: { mw_m10[j] = r.x; }
-        case 11u: { mw_m11[j] = r.x; }
-        case 12u: { mw_m12[j] = r.x; }
-        case 13u: { mw_m13[j] = r.x; }
-        default: { mw_m14[j] = r.x; }
-    }
-    mw_out[at(mwp.dst, k) + j] = r.y;
-}
-
-// ---- the update over up to UPDATE_SLOTS_WIDE matrices ----
-
-@group(0) @binding(0) var<uniform> uwp: MuonUpdateMultiParams;
-@group(0) @binding(1) var<storage, read_write> uw_p0: array<f32>;
-@group(0) @binding(2) var<storage, read_write> uw_p1: array<f32>;
-@group(0) @binding(3) var<storage, read_write> uw_p2: array<f32>;
-@group(0) @binding(4) var<storage, read_write> uw_p3: array<f32>;
-@group(0) @binding(5) var<storage, read_write> uw_p4: array<f32>;
-@group(0) @binding(6) var<storage, read_write> uw_p5: array<f32>;
-@group(0) @binding(7) var<storage, read_write> uw_p6: array<f32>;
-@group(0) @binding(8) var<storage, read_write> uw_p7: array<f32>;
-@group(0) @binding(9) var<storage, read_write> uw_p8: array<f32>;
-@group(0) @binding(10) var<storage, read_write> uw_p9: array<f32>;
-@group(0) @binding(11) var<storage, read_write> uw_p10: array<f32>;
-@group(0) @binding(12) var<storage, read_write> uw_p11: array<f32>;
-@group(0) @binding(13) var<storage, read_write> uw_p12: array<f32>;
-@group(0) @binding(14) var<storage, read_write> uw_p13: array<f32>;
-@group(0) @binding(15) var<storage, read_write> uw_p14: array<f32>;
-@group(0) @binding(16) var<storage, read_write> uw_p15: array<f32>;
-@group(0) @binding(17) var<storage, read_write> uw_p16: array<f32>;
-@group(0) @binding(18) var<storage, read_write> uw_p17: array<f32>;
-@group(0) @binding(19) var<storage, read_write> uw_p18: array<f32>;
-@group(0) @binding(20) var<storage, read_write> uw_p19: array<f32>;
-@group(0) @binding(21) var<storage, read_write> uw_p20: array<f32>;
-@group(0) @binding(22) var<storage, read_write> uw_p21: array<f32>;
-@group(0) @binding(23) var<storage, read_write> uw_p22: array<f32>;
-@group(0) @binding(24) var<storage, read_write> uw_p23: array<f32>;
-@group(0) @binding(25) var<storage, read_write> uw_p24: array<f32>;
-@group(0) @binding(26) var<storage, read_write> uw_p25: array<f32>;
-@group(0) @binding(27) var<storage, read_write> uw_p26: array<f32>;
-@group(0) @binding(28) var<storage, read_write> uw_p27: array<f32>;
-@group(0) @binding(29) var<storage, read_write> uw_p28: array<f32>;
-@group(0) @binding(30) var<storage, read_write> uw_p29: array<f32>;
-@group(0) @binding(31) var<storage, read> uw_o: array<f32>;
-@group(0) @binding(32) var<storage, read> uw_step: array<u32>;
-
-// `muon_update_multi` with UPDATE_SLOTS_WIDE slots.
-@compute @workgroup_size(256)
-fn muon_update_multi_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                          @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid, WG);
-    if i >= uwp.total { return; }
-    let k = slot_of(uwp.start, i, UPDATE_SLOTS_WIDE);
-    let j = i - at(uwp.start, k);
-    if j >= at(uwp.n, k) { return; }
-    let lr = schedule_lr_of(uwp.sched, uw_step[0]);
-    let o = uw_o[at(uwp.src, k) + j];
-    let wd = uwp.weight_decay;
-    switch k {
-        case 0u: { uw_p0[j] = update_of(lr, wd, uw_p0[j], o); }
-        case 1u: { uw_p1[j] = update_of(lr, wd, uw_p1[j], o); }
-        case 2u: { uw_p2[j] = update_of(lr, wd, uw_p2[j], o); }
-        case 3u: { uw_p3[j] = update_of(lr, wd, uw_p3[j], o); }
-        case 4u: { uw_p4[j] = update_of(lr, wd, uw_p4[j], o); }
-        case 5u: { uw_p5[j] = update_of(lr, wd, uw_p5[j], o); }
-        case 6u: { uw_p6[j] = update_of(lr, wd, uw_p6[j], o); }
-        case 7u: { uw_p7[j] = update_of(lr, wd, uw_p7[j], o); }
-        case 8u: { uw_p8[j] = update_of(lr, wd, uw_p8[j], o); }
-        case 9u: { uw_p9[j] = update_of(lr, wd, uw_p9[j], o); }
-        case 10u: { uw_p10[j] = update_of(lr, wd, uw_p10[j], o); }
-        case 11u: { uw_p11[j] = update_of(lr, wd, uw_p11[j], o); }
-        case 12u: { uw_p12[j] = update_of(lr, wd, uw_p12[j], o); }
-        case 13u: { uw_p13[j] = update_of(lr, wd, uw_p13[j], o); }
-        case 14u: { uw_p14[j] = update_of(lr, wd, uw_p14[j], o); }
-        case 15u: { uw_p15[j] = update_of(lr, wd, uw_p15[j], o); }
-        case 16u: { uw_p16[j] = update_of(lr, wd, uw_p16[j], o); }
-        case 17u: { uw_p17[j] = update_of(lr, wd, uw_p17[j], o); }
-        case 18u: { uw_p18[j] = update_of(lr, wd, uw_p18[j], o); }
-        case 19u: { uw_p19[j] = update_of(lr, wd, uw_p19[j], o); }
-        case 20u: { uw_p20[j] = update_of(lr, wd, uw_p20[j], o); }
-        case 21u: { uw_p21[j] = update_of(lr, wd, uw_p21[j], o); }
-        case 22u: { uw_p22[j] = update_of(lr, wd, uw_p22[j], o); }
-        case 23u: { uw_p23[j] = update_of(lr, wd, uw_p23[j], o); }
-        case 24u: { uw_p24[j] = update_of(lr, wd, uw_p24[j], o); }
-        case 25u: { uw_p25[j] = update_of(lr, wd, uw_p25[j], o); }
-        case 26u: { uw_p26[j] = update_of(lr, wd, uw_p26[j], o); }
-        case 27u: { uw_p27[j] = update_of(lr, wd, uw_p27[j], o); }
-        case 28u: { uw_p28[j] = update_of(lr, wd, uw_p28[j], o); }
-        default: { uw_p29[j] = update_of(lr, wd, uw_p29[j], o); }
-    }
-}
+//#end

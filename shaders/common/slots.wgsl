@@ -8,10 +8,11 @@ const SLOTS: u32 = 7u;
 // tensor and the partials), `muon_momentum_multi_wide` (two per matrix, the clip and the arena) and
 // `muon_update_multi_wide` (one per matrix, the arena and the step), 31 for `ema_multi_wide` (two per
 // tensor and the step); 62 for `adam_multi_wide` (four per tensor, the step and the clip). The slot
-// tables hold 32 entries.
+// tables hold 32 entries. build.rs writes the Rust twin of each count a `//#multi` instance names
+// (kernels::optim, kernels::muon), so the host lays out as many slots as the kernels have.
 const SUMSQ_SLOTS_WIDE: u32 = 31u;
-const MOMENTUM_SLOTS_WIDE: u32 = 15u;
-const UPDATE_SLOTS_WIDE: u32 = 30u;
+const MUON_MOMENTUM_SLOTS_WIDE: u32 = 15u;
+const MUON_UPDATE_SLOTS_WIDE: u32 = 30u;
 const ADAM_SLOTS_WIDE: u32 = 15u;
 const EMA_SLOTS_WIDE: u32 = 15u;
 

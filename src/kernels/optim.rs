@@ -41,26 +41,12 @@ pub const GUARD_WEIGHTS: u32 = 3;
 /// Entry point `ema` of shaders/optim.wgsl.
 pub static EMA: Kernel = Kernel { shader: "optim", entry: "ema" };
 
-/// Tensors one multi-tensor optimizer dispatch serves (`SLOTS` of shaders/optim.wgsl).
-pub const SLOTS: usize = 7;
-
 /// Entries of a multi-tensor kernel's slot tables (`n`, `start`, ...): room for the widest kernel.
 pub const SLOT_TABLE: usize = 32;
 
-/// Tensors `sumsq_multi_wide` serves (one buffer per tensor and the partials: 32 storage buffers).
-pub const SUMSQ_SLOTS_WIDE: usize = 31;
-
-/// Tensors `adam_multi_wide` serves (four buffers per tensor, the step and the clip: 62).
-pub const ADAM_SLOTS_WIDE: usize = 15;
-
-/// Tensors `ema_multi_wide` serves (two buffers per tensor and the step: 31).
-pub const EMA_SLOTS_WIDE: usize = 15;
-
-/// Matrices `muon_momentum_multi_wide` serves (two buffers per matrix, the clip and the arena: 32).
-pub const MUON_MOMENTUM_SLOTS_WIDE: usize = 15;
-
-/// Matrices `muon_update_multi_wide` serves (one buffer per matrix, the arena and the step: 32).
-pub const MUON_UPDATE_SLOTS_WIDE: usize = 30;
+// The slot counts (`SLOTS`, `SUMSQ_SLOTS_WIDE`, `ADAM_SLOTS_WIDE`, `EMA_SLOTS_WIDE`) are generated from
+// shaders/common/slots.wgsl with the params above; Muon's wide counts live with its kernels.
+pub use super::muon::{MUON_MOMENTUM_SLOTS_WIDE, MUON_UPDATE_SLOTS_WIDE};
 
 /// Entry point `adam_multi` of shaders/optim.wgsl: `adam` over up to `SLOTS` tensors.
 pub static ADAM_MULTI: Kernel = Kernel { shader: "optim", entry: "adam_multi" };
