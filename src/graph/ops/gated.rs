@@ -70,9 +70,7 @@ impl OpDef for LinearSiluGate {
     fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
         let (x, wg, wu) = (g.in_node(id, 0), g.in_node(id, 1), g.in_node(id, 2));
         let s = g.shape(id).to_vec();
-        // u and v read from this node's second outputs: the node is older than the products that make
-        // gy, so `fuse_gate_backward` can fold this backward into them.
-        let du = g.push(SiluGateBackward, &[id, gy], s.clone(), DType::F32);
+        let du = g.push(LinearSiluGateBackward, &[id, gy], s.clone(), DType::F32);
         let dv = g.output(du, 1, s);
         // Each projection's backward as a matmul's; dx's gate term adds into the up term's buffer, the
         // order autodiff folds the unfused form's sum in (so the numbers are the same).
@@ -112,8 +110,7 @@ impl OpDef for SiluGate {
     }
 }
 
-/// Inputs [u, v, dy], or [l, dy] for a `linear_silu_gate` node l (u and v its second outputs): du; dv
-/// is its second output. Not differentiated again.
+/// Inputs [u, v, dy]: du; dv is its second output. Not differentiated again.
 #[derive(Debug)]
 struct SiluGateBackward;
 
@@ -122,14 +119,30 @@ impl OpDef for SiluGateBackward {
         "silu_gate_backward"
     }
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
-        let (u, v) = gate_inputs(f, 0, f.x.len() == 2);
-        let (du, dv) = eager::silu_gate_backward(f.dev, u, v, f.x[f.x.len() - 1])?;
+        let (du, dv) = eager::silu_gate_backward(f.dev, f.x[0], f.x[1], f.x[2])?;
+        Ok((du, vec![dv]))
+    }
+}
+
+/// Inputs [l, dy] for a `linear_silu_gate` node l: `silu_gate_backward` of l's second outputs u and v
+/// (read from l itself, which is older than the products that make dy, so `fuse_gate_backward` can fold
+/// this node into them). Not differentiated again.
+#[derive(Debug)]
+struct LinearSiluGateBackward;
+
+impl OpDef for LinearSiluGateBackward {
+    fn name(&self) -> &'static str {
+        "linear_silu_gate_backward"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        let (u, v) = gate_inputs(f, 0, true);
+        let (du, dv) = eager::silu_gate_backward(f.dev, u, v, f.x[1])?;
         Ok((du, vec![dv]))
     }
 }
 
 /// The gate's u and v among a node's inputs from `at` on: inputs u and v, or (`from_aux`) one
-/// `linear_silu_gate` node whose second outputs they are.
+/// `linear_silu_gate` node whose second outputs they are (`LinearSiluGateBackward`'s input).
 fn gate_inputs<'a>(f: &Fwd<'a>, at: usize, from_aux: bool) -> (&'a Tensor, &'a Tensor) {
     match from_aux {
         true => (&f.aux[at][0], &f.aux[at][1]),
@@ -162,7 +175,7 @@ impl Graph {
             let (Some(i), None) = (users.next(), users.next()) else { return false };
             match name(i) {
                 "reshape" => at = NodeId(i),
-                "silu_gate_backward" => break NodeId(i),
+                "silu_gate_backward" | "linear_silu_gate_backward" => break NodeId(i),
                 _ => return false,
             }
         };
