@@ -198,11 +198,12 @@ fn matmul_pair_silu_gate_backward_matches_the_unfused_ops_on_cpu_and_gpu() {
 
 /// A gated MLP (`linear_silu_gate`, reshapes as the GPT's, the output projection): its backward folds
 /// the gate's backward into the projection's pair (graph_grad.rs checks the gradients it gives), except
-/// where the projection reads an f16 weight (the fused kernels read f32 operands).
+/// where the projection reads an f16 weight (the fused kernels read f32 operands) or dH is itself a
+/// gradient asked for (then it keeps its value).
 #[test]
 fn gated_mlp_backward_runs_the_gate_in_the_projection_pair() {
     let dev = cpu();
-    for half in [false, true] {
+    for (half, want_dh) in [(false, false), (true, false), (false, true)] {
         let mut rng = Rng::new(seed());
         let mut g = Graph::new();
         let mut p = |g: &mut Graph, s: &[usize]| {
@@ -215,11 +216,21 @@ fn gated_mlp_backward_runs_the_gate_in_the_projection_pair() {
         let w = if half { g.cast(wd, tigel::DType::F16).unwrap() } else { wd };
         let y = g.matmul(h2, w, tigel::ops::matmul::MatmulOpts::default()).unwrap();
         let loss = g.sum_all(y).unwrap();
-        let grads = g.backward(loss, &[x, wg, wu, wd]).unwrap();
+        let wrt: &[NodeId] = if want_dh { &[x, wg, wu, wd, h2] } else { &[x, wg, wu, wd] };
+        let grads = g.backward(loss, wrt).unwrap();
         let plan = Plan::build(&dev, &g, &grads, |_| Ok(())).unwrap();
         let counts = plan.dispatch_counts();
         let n = |k: &str| counts.iter().find(|(name, _)| name == k).map_or(0, |c| c.1);
         let fused = n("matmul_pair_gate::matmul_pair_silu_gate_bwd");
-        assert_eq!((fused, n("gated::silu_gate_bwd")), if half { (0, 1) } else { (1, 0) }, "half={half}: {counts:?}");
+        let want = if half || want_dh { (0, 1) } else { (1, 0) };
+        assert_eq!((fused, n("gated::silu_gate_bwd")), want, "half={half} want_dh={want_dh}: {counts:?}");
+        if want_dh {
+            // dH = 1·W_dᵀ per row (the loss sums y): every row is W_d's row sums.
+            plan.run(&dev).unwrap();
+            let dh = plan.value(grads[4]).to_f32(&dev).unwrap();
+            let wdv = g.tensor_of(wd).unwrap().to_f32(&dev).unwrap();
+            let rows: Vec<f32> = wdv.chunks(5).map(|r| r.iter().sum()).collect();
+            assert_close("dH", &dh, &rows.repeat(6), 1e-6, 1e-6);
+        }
     }
 }

@@ -154,11 +154,17 @@ impl Graph {
     /// Folds a `silu_gate_backward` into the backward product pair that makes its dy, where `pair_matmuls`
     /// is about to join x (dH = α0·op(G)·op(W)) and y (dW = α1·op(H)·op(G) (+ r)): when dH is read by
     /// that gate's backward alone (through reshapes, each read by the next alone), both products read
-    /// the same G, nothing is f16, and the gate's u and v are older than x. x becomes one
-    /// `matmul_pair_silu_gate_backward` node (value du, second outputs dW and dv), y passes on dW and the
-    /// gate's backward node passes on du and dv, so every node reading them stays as it was. Returns
-    /// false, changing nothing, where the fold does not apply.
-    pub(crate) fn fuse_gate_backward(&mut self, x: NodeId, y: NodeId, opts: [MatmulOpts; 2], acc: [bool; 2]) -> bool {
+    /// the same G, nothing is f16, no gradient asked for (`roots`) is dH itself, and the gate's u and v
+    /// are older than x. x becomes one `matmul_pair_silu_gate_backward` node (value du, second outputs
+    /// dW and dv), y passes on dW and the gate's backward node passes on du and dv, so every node
+    /// reading them stays as it was. Returns false, changing nothing, where the fold does not apply.
+    pub(crate) fn fuse_gate_backward(
+        &mut self,
+        (x, y): (NodeId, NodeId),
+        opts: [MatmulOpts; 2],
+        acc: [bool; 2],
+        roots: &[NodeId],
+    ) -> bool {
         let (nx, ny) = (&self.nodes[x.0], &self.nodes[y.0]);
         let (gy, w, h) = (nx.inputs[0], nx.inputs[1], ny.inputs[0]);
         let f16 = [gy, w, h].iter().any(|&i| self.node(i).dtype != DType::F32);
@@ -171,6 +177,10 @@ impl Graph {
         };
         let mut at = x;
         let gate = loop {
+            // dH (or a reshape of it) asked for as a gradient must keep its value.
+            if roots.contains(&at) {
+                return false;
+            }
             let mut users = (at.0 + 1..self.nodes.len()).filter(|&i| self.nodes[i].inputs.contains(&at));
             let (Some(i), None) = (users.next(), users.next()) else { return false };
             match name(i) {

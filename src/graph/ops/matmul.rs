@@ -103,7 +103,7 @@ impl Graph {
             let mut inputs = vec![nx.inputs[0], nx.inputs[1], ny.inputs[0], ny.inputs[1]];
             inputs.extend(nx.inputs.get(2).copied());
             inputs.extend(ny.inputs.get(2).copied());
-            if self.fuse_gate_backward(x, y, c.opts, acc) {
+            if self.fuse_gate_backward((x, y), c.opts, acc, roots) {
                 continue;
             }
             self.nodes[x.0].op = Op::Def(Arc::new(MatmulPair { opts: c.opts, acc }));
