@@ -40,11 +40,9 @@ fn silu_gate_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                  @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
     if i >= gp.n { return; }
-    let x = bu[i];
-    let g = bdy[i];
-    dv[i] = g * (x * sigmoid(x));
-    // (x s)' = s (1 + x sigmoid(-x)), as elementwise.wgsl's unary_deriv.
-    du[i] = (g * bv[i]) * (sigmoid(x) * (1.0 + x * sigmoid(-x)));
+    let d = silu_gate_grads(bu[i], bv[i], bdy[i]);
+    du[i] = d.x;
+    dv[i] = d.y;
 }
 
 // silu_gate_bwd with u and v stored as f16 pairs (element 2i in the low half of word i, as
@@ -66,8 +64,7 @@ fn silu_gate_bwd_half(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
                       @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
     if i >= gp.n { return; }
-    let x = half_at(hu[i >> 1u], i);
-    let g = hdy[i];
-    hdv[i] = g * (x * sigmoid(x));
-    hdu[i] = (g * half_at(hv[i >> 1u], i)) * (sigmoid(x) * (1.0 + x * sigmoid(-x)));
+    let d = silu_gate_grads(half_at(hu[i >> 1u], i), half_at(hv[i >> 1u], i), hdy[i]);
+    hdu[i] = d.x;
+    hdv[i] = d.y;
 }

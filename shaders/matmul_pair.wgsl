@@ -14,15 +14,7 @@
 //#include "common/gemm_tile.wgsl"
 //#include "common/matmul_io.wgsl"
 //#include "common/silu_gate.wgsl"
-
-struct MatmulPairParams {
-    p0: MatmulParams,
-    p1: MatmulParams,
-    tiles0: u32,   // tiles of C0: workgroups 0..tiles0 work on product 0, the rest on product 1
-    cols0: u32,    // tile columns of C0 (ceil(N0 / 64))
-    cols1: u32,    // tile columns of C1
-    _pad: u32,
-}
+//#include "common/matmul_pair_params.wgsl"
 
 @group(0) @binding(0) var<uniform> pp2: MatmulPairParams;
 @group(0) @binding(1) var<storage, read> a0: array<f32>;

@@ -303,6 +303,20 @@ fn grad_transformer_ops() {
     });
     check("silu_gate", &[&[3, 5], &[3, 5]], -3.0, 3.0, |g, p, _| g.silu_gate(p[0], p[1]));
     check("linear_silu_gate", &[&[3, 4], &[4, 5], &[4, 5]], -1.0, 1.0, |g, p, _| g.linear_silu_gate(p[0], p[1], p[2]));
+    // The gate's backward folded into the output projection's backward pair (`fuse_gate_backward`),
+    // behind the GPT's reshapes and after the unfused gate.
+    check("linear_silu_gate then a projection", &[&[6, 4], &[4, 5], &[4, 5], &[5, 3]], -1.0, 1.0, |g, p, _| {
+        let h = g.linear_silu_gate(p[0], p[1], p[2])?;
+        let h3 = g.reshape(h, &[2, 3, 5])?;
+        let h2 = g.reshape(h3, &[6, 5])?;
+        g.matmul(h2, p[3], mm(false, false, 0.5))
+    });
+    check("silu_gate then a projection", &[&[3, 4], &[4, 5], &[4, 5], &[5, 3]], -1.0, 1.0, |g, p, _| {
+        let u = g.matmul(p[0], p[1], mm(false, false, 1.0))?;
+        let v = g.matmul(p[0], p[2], mm(false, false, 1.0))?;
+        let h = g.silu_gate(u, v)?;
+        g.matmul(h, p[3], mm(false, false, 1.0))
+    });
     // QK norm on qkv [B=2, T=3, 3·C] with 2 heads of size 4, with rotary positions and without.
     check("qk_norm (rope)", &[&[2, 3, 24], &[4], &[4], &[4], &[4]], -1.0, 1.0, |g, p, d| {
         let table = tigel::ops::rope::rope_table(4, 4, 10_000.0);

@@ -55,6 +55,14 @@ fn params_matmul_match_naga() {
 }
 
 #[test]
+fn params_matmul_pair_match_naga() {
+    // Both pair families lay out the one struct (shaders/common/matmul_pair_params.wgsl).
+    use tigel::kernels::matmul_pair::*;
+    check!("matmul_pair", MatmulPairParams);
+    check!("matmul_pair_gate", MatmulPairParams);
+}
+
+#[test]
 fn params_optim_match_naga() {
     use tigel::kernels::optim::*;
     check!(

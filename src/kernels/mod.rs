@@ -272,6 +272,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &matmul_grouped::MATMUL_GROUPED,
     &matmul_pair::MATMUL_PAIR,
     &matmul_pair::MATMUL_PAIR_SILU_GATE,
+    &matmul_pair::MATMUL_PAIR_SILU_GATE_BWD,
     &norm::LAYER_NORM_FWD,
     &norm::LAYER_NORM_FWD_STATS,
     &norm::LAYER_NORM_BWD_DX,

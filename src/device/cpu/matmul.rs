@@ -1,7 +1,8 @@
 //! CPU twin of shaders/matmul.wgsl. The three entry points differ only in how the GPU schedules the
 //! work, so they share one implementation: per batch matrix, one `sgemm` call on strided views (the
 //! transposes are strides, as the shader's `sa`/`sb` in matmul_tiled and matmul_small), then alpha.
-//! `matmul_pair` (shaders/matmul_pair.wgsl) runs the same for each of its two products.
+//! `matmul_pair` (shaders/matmul_pair.wgsl) and `matmul_pair_silu_gate_bwd` (shaders/matmul_pair_gate.wgsl)
+//! run the same for each of their two products.
 
 use rayon::prelude::*;
 
@@ -50,6 +51,21 @@ pub fn matmul_pair_silu_gate(args: &mut CpuArgs) {
     product(bytemuck::cast(pp.p1), a1, b1, v);
     let n = (pp.p0.batch * pp.p0.stride_c) as usize;
     super::gated::silu_gate_into(&u[..n], &v[..n], &mut h[..n]);
+}
+
+/// Bindings: params (as `matmul_pair`), g, b0, a1, u, v (read), c1, du, dv (read_write): dH = product 0
+/// of g and b0, then du and dv from it as the gated family's `silu_gate_bwd` twin computes them (dH is
+/// never stored); product 1 of a1 and g into c1. The numbers of `matmul_pair` then `silu_gate_bwd`.
+pub fn matmul_pair_silu_gate_bwd(args: &mut CpuArgs) {
+    let pp: MatmulPairParams = args.params();
+    let (g, b0, a1, u, v) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3), args.f32_in(4));
+    let (c1, du, dv) = (args.f32_out(0), args.f32_out(1), args.f32_out(2));
+    let p0: MatmulParams = bytemuck::cast(pp.p0);
+    let n = (p0.batch * p0.stride_c) as usize;
+    let mut dh = vec![0f32; n];
+    product(p0, g, b0, &mut dh);
+    product(bytemuck::cast(pp.p1), a1, g, c1);
+    super::gated::silu_gate_grads_into(&u[..n], &v[..n], &dh, &mut du[..n], &mut dv[..n]);
 }
 
 /// Bindings as `matmul_tiled`; A and/or B hold f16 pairs (`MatmulParams::half`), widened exactly

@@ -92,6 +92,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("matmul_half", "matmul_half") => matmul::matmul_half,
         ("matmul_pair", "matmul_pair") => matmul::matmul_pair,
         ("matmul_pair", "matmul_pair_silu_gate") => matmul::matmul_pair_silu_gate,
+        ("matmul_pair_gate", "matmul_pair_silu_gate_bwd") => matmul::matmul_pair_silu_gate_bwd,
         ("norm", "layer_norm_fwd") => norm::layer_norm_fwd,
         ("norm", "layer_norm_fwd_stats") => norm::layer_norm_fwd_stats,
         ("norm", "layer_norm_bwd_dx") => norm::layer_norm_bwd_dx,

@@ -72,7 +72,9 @@ impl Graph {
     /// product, its second output the second, which the second node then passes on), where the gradients
     /// `roots` need both products (a product nothing needs is never computed) and the second reads only
     /// nodes older than the first. Runs after every gradient sum is folded (a folded product adds into
-    /// its term's buffer: the pair keeps that), and the pair is not differentiated again.
+    /// its term's buffer: the pair keeps that), and the pair is not differentiated again. A pair whose
+    /// first product feeds a gated MLP's gate backward alone takes that backward as its epilogue
+    /// (`fuse_gate_backward`).
     pub(crate) fn pair_matmuls(&mut self, from: usize, roots: &[NodeId]) {
         let cands = std::mem::take(&mut self.matmul_pairs);
         let mut need = vec![false; self.nodes.len()];
@@ -101,6 +103,9 @@ impl Graph {
             let mut inputs = vec![nx.inputs[0], nx.inputs[1], ny.inputs[0], ny.inputs[1]];
             inputs.extend(nx.inputs.get(2).copied());
             inputs.extend(ny.inputs.get(2).copied());
+            if self.fuse_gate_backward((x, y), c.opts, acc, roots) {
+                continue;
+            }
             self.nodes[x.0].op = Op::Def(Arc::new(MatmulPair { opts: c.opts, acc }));
             self.nodes[x.0].inputs = inputs;
             self.nodes[y.0].op = Op::Def(Arc::new(Output(1)));
