@@ -10,7 +10,7 @@ pub const STREAM_CHUNK: usize = 1 << 20;
 /// Outputs of at least this many elements (8 MB) are written with non-temporal stores: an output
 /// that size leaves the caches before most consumers read it anyway, and bypassing them skips reading
 /// each output line before writing it (a third of a binary op's traffic). On the machine above a
-/// 2^21-element add took 0.25 ms instead of 0.30–0.38 ms on one thread, 2^22 elements 0.79–0.86 ms
+/// 2^21-element add took 0.25 ms instead of 0.30–0.48 ms on one thread, 2^22 elements 0.79–0.86 ms
 /// instead of 1.02; at 2^20 elements (12 MB moved, within its 32 MB L3) they gave no gain.
 pub const STREAM_STORES_MIN: usize = 1 << 21;
 
