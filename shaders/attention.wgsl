@@ -35,4 +35,7 @@ const BO: u32 = 16u;         // owner rows per workgroup
 const FWD_BS: u32 = 16u;     // keys per streamed tile in the forward (= its lanes per owner row)
 const BWD_BS: u32 = 8u;      // rows per streamed tile in the backward (= its lanes per owner row)
 
+// The forward's row max and sum with subgroup operations (common/attention_rows_sg.wgsl).
+//#variant sg subgroups entries=attention_fwd
+
 //#include "common/attention_kernels.wgsl"

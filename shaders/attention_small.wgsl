@@ -12,6 +12,9 @@ const FWD_BS: u32 = 16u;     // keys per streamed tile in the forward (= its lan
 // Variant: key tiles of 8 in the forward (8 x 16 threads; with head dims up to 64 a lane still holds at
 // most two vec4 column groups). Same grid, bindings and results up to summation order.
 //#variant bs8 FWD_BS=8u entries=attention_fwd
+// The forward's row max and sum with subgroup operations (common/attention_rows_sg.wgsl).
+//#variant sg subgroups entries=attention_fwd
+//#variant sg_bs8 subgroups FWD_BS=8u entries=attention_fwd
 const BWD_BS: u32 = 8u;      // rows per streamed tile in the backward (= its lanes per owner row)
 
 //#include "common/attention_kernels.wgsl"

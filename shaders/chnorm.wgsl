@@ -13,10 +13,12 @@
 // added to the total.
 //
 // chnorm_stats:         one workgroup per stat group. Its threads write the group's chunk partials, chunk
-//                       mean and M2 = Σ (x - chunk mean)² (two passes over the chunk); then its first
-//                       thread combines them: mean = Σ n_k mean_k / M, var = (Σ M2_k + Σ n_k (mean_k -
-//                       mean)²) / M (biased), rstd = 1 / sqrt(var + eps). Two passes over the partials keep
-//                       the variance accurate when |mean| >> std, as a two-pass variance over x would.
+//                       mean and M2 = Σ (x - chunk mean)² (two passes over the chunk); then the workgroup
+//                       combines them: mean = Σ n_k mean_k / M, var = (Σ M2_k + Σ n_k (mean_k - mean)²) / M
+//                       (biased), rstd = 1 / sqrt(var + eps), each thread summing the partials it wrote
+//                       (so it reads only its own writes) and the workgroup reduction adding the threads'
+//                       sums. Two passes over the partials keep the variance accurate when |mean| >> std,
+//                       as a two-pass variance over x would.
 // chnorm_apply:         y = act((x - mean) · rstd · gamma + beta) (act: none, or a unary op fused in);
 //                       with var_in, the rstd binding holds variances and rstd = 1 / sqrt(var + eps)
 //                       (batch norm in eval mode, from running statistics).
@@ -24,13 +26,21 @@
 // chnorm_bwd_partial_act: the same for a norm with a fused activation: dy is the activation's output
 //                       gradient, taken through act'(z), z = x̂ · gamma + beta, and written out as the
 //                       norm's output gradient (which chnorm_bwd_dx then reads).
-// chnorm_bwd_reduce:    thread c < C: dbeta = Σ dy, dgamma = Σ dy · x̂ over all samples; thread t < T:
-//                       ab = (mean(g), mean(g · x̂)) of stat group t, g = dy · gamma.
+// chnorm_bwd_reduce:    one workgroup per i < max(C, T): for channel c = i, dbeta = Σ dy and dgamma = Σ dy · x̂
+//                       over all samples; for stat group t = i, ab = (mean(g), mean(g · x̂)), g = dy ·
+//                       gamma. Each thread sums a strided share of the partials in order, the workgroup
+//                       reduction adds the threads' sums.
 // chnorm_bwd_dx:        dx = rstd · (g - mean(g) - x̂ · mean(g · x̂)).
 // chnorm_update_running: running = (1 - m) · running + m · batch, per channel, in place; the batch variance
 //                       comes from rstd and eps, unbiased by count / (count - 1).
+//
+// The combining kernels (chnorm_stats, chnorm_bwd_reduce) add their threads' sums with the workgroup
+// reduction of common/workgroup_reduce.wgsl (a tree in workgroup memory) or, in the `sg` variant, its
+// subgroup form; the sums' order is fixed either way, so results do not depend on scheduling.
 //#include "common/index.wgsl"
 //#include "common/activation.wgsl"
+//#include "common/workgroup_reduce.wgsl"
+//#variant sg subgroups entries=chnorm_stats,chnorm_bwd_reduce
 
 const WG: u32 = 256u;
 const WG_SMALL: u32 = 64u;
@@ -101,20 +111,8 @@ fn part_at(p: u32, f: u32, k: u32) -> u32 {
     return (2u * p + f) * cp.chunks + k;
 }
 
-// The partials of one plane, (Σ field 0, Σ field 1) over its chunks in order (b = part_at(p, 0, 0)).
-fn chunk_sums(b: u32) -> vec2<f32> {
-    let kk = cp.chunks;
-    var a1 = 0.0;
-    var a2 = 0.0;
-    for (var k = 0u; k < kk; k++) {
-        a1 += part[b + k];
-        a2 += part[b + kk + k];
-    }
-    return vec2<f32>(a1, a2);
-}
-
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-// The partials, read by the kernels that combine them (chnorm_bwd_reduce; chnorm_stats reads its own).
+// The partials, read by chnorm_bwd_reduce (chnorm_stats reads back its own).
 @group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> sp_part: array<f32>;
 
@@ -139,52 +137,49 @@ fn stats_chunk(p: u32, k: u32) {
 @group(0) @binding(3) var<storage, read_write> st_mean: array<f32>;
 @group(0) @binding(4) var<storage, read_write> st_rstd: array<f32>;
 
-// 256 threads: a batch norm has only C workgroups, each reading N planes.
-@compute @workgroup_size(256)
+// Partial item j of stat group `gr`: (sample r, channel cj, chunk k) in that order, cg · K items per
+// sample. Its plane, and where its field f sits in the partials.
+fn item_plane(gr: Group, j: u32) -> u32 {
+    let per_sample = cp.cg * cp.chunks;
+    let r = j / per_sample;
+    return (gr.n0 + r) * cp.c + gr.c0 + (j - r * per_sample) / cp.chunks;
+}
+fn item_at(gr: Group, j: u32, f: u32) -> u32 {
+    return part_at(item_plane(gr, j), f, j % cp.chunks);
+}
+
+// WG_REDUCE (256) threads: a batch norm has only C workgroups, each reading N planes.
+@compute @workgroup_size(WG_REDUCE)
 fn chnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    let t = wid.y * nwg.x + wid.x;  // uniform in the workgroup, so the barrier below is reached by all
+    let t = wid.y * nwg.x + wid.x;  // uniform in the workgroup, so the barriers below are reached by all
     if t >= stat_groups() { return; }
     let kk = cp.chunks;
     let gr = group_of(t);
     // The group's (sample, channel, chunk) items, spread over the workgroup; the op keeps 2 · P · K < 2^32.
-    let per_sample = cp.cg * kk;
-    for (var j = lid; j < gr.rn * per_sample; j += WG) {
-        let r = j / per_sample;
-        let rem = j - r * per_sample;
-        let cj = rem / kk;
-        stats_chunk((gr.n0 + r) * cp.c + gr.c0 + cj, rem - cj * kk);
+    // Thread lid writes items lid, lid + WG_REDUCE, ... and reads back only those below.
+    let items = gr.rn * cp.cg * kk;
+    for (var j = lid; j < items; j += WG_REDUCE) {
+        stats_chunk(item_plane(gr, j), j % kk);
     }
-    storageBarrier();
-    if lid != 0u { return; }
 
-    var tot = 0.0;
-    for (var r = 0u; r < gr.rn; r++) {
-        var acc = 0.0;
-        for (var j = 0u; j < cp.cg; j++) {
-            let b = part_at((gr.n0 + r) * cp.c + gr.c0 + j, 0u, 0u);
-            for (var k = 0u; k < kk; k++) {
-                acc += f32(chunk_len(k)) * sp_part[b + k];
-            }
-        }
-        tot += acc;
+    var s = 0.0;
+    for (var j = lid; j < items; j += WG_REDUCE) {
+        s += f32(chunk_len(j % kk)) * sp_part[item_at(gr, j, 0u)];
     }
-    let mean = tot / gr.count;
+    let mean = wg_sum(lid, s) / gr.count;
 
-    var m2 = 0.0;
-    for (var r = 0u; r < gr.rn; r++) {
-        var acc = 0.0;
-        for (var j = 0u; j < cp.cg; j++) {
-            let b = part_at((gr.n0 + r) * cp.c + gr.c0 + j, 0u, 0u);
-            for (var k = 0u; k < kk; k++) {
-                let d = sp_part[b + k] - mean;
-                acc += sp_part[b + kk + k] + f32(chunk_len(k)) * (d * d);
-            }
-        }
-        m2 += acc;
+    var q = 0.0;
+    for (var j = lid; j < items; j += WG_REDUCE) {
+        let b = item_at(gr, j, 0u);
+        let d = sp_part[b] - mean;
+        q += sp_part[b + kk] + f32(chunk_len(j % kk)) * (d * d);
     }
-    st_mean[t] = mean;
-    st_rstd[t] = 1.0 / sqrt(m2 / gr.count + cp.eps);
+    let m2 = wg_sum(lid, q);
+    if lid == 0u {
+        st_mean[t] = mean;
+        st_rstd[t] = 1.0 / sqrt(m2 / gr.count + cp.eps);
+    }
 }
 
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
@@ -277,41 +272,46 @@ fn chnorm_bwd_partial_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
 @group(0) @binding(4) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dbeta: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG_REDUCE)
 fn chnorm_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let i = flat_id(wid, nwg, lid, WG_SMALL);
+    let i = wid.y * nwg.x + wid.x;  // uniform in the workgroup, so the barriers below are reached by all
+    let kk = cp.chunks;
     if i < cp.c {
+        // Channel c over all samples: items (sample, chunk).
         let c = i;
         var db = 0.0;
         var dg = 0.0;
-        for (var n = 0u; n < cp.n; n++) {
-            let a = chunk_sums(part_at(n * cp.c + c, 0u, 0u));
-            db += a.x;
-            dg += a.y;
+        for (var j = lid; j < cp.n * kk; j += WG_REDUCE) {
+            let n = j / kk;
+            let b = part_at(n * cp.c + c, 0u, j - n * kk);
+            db += part[b];
+            dg += part[b + kk];
         }
-        dgamma[c] = dg;
-        dbeta[c] = db;
+        db = wg_sum(lid, db);
+        dg = wg_sum(lid, dg);
+        if lid == 0u {
+            dgamma[c] = dg;
+            dbeta[c] = db;
+        }
     }
     if i >= stat_groups() { return; }
     let t = i;
     let gr = group_of(t);
     var sa = 0.0;
     var sb = 0.0;
-    for (var r = 0u; r < gr.rn; r++) {
-        var ra = 0.0;
-        var rb = 0.0;
-        for (var j = 0u; j < cp.cg; j++) {
-            let a = chunk_sums(part_at((gr.n0 + r) * cp.c + gr.c0 + j, 0u, 0u));
-            let g = gamma[gr.c0 + j];
-            ra += g * a.x;
-            rb += g * a.y;
-        }
-        sa += ra;
-        sb += rb;
+    for (var j = lid; j < gr.rn * cp.cg * kk; j += WG_REDUCE) {
+        let b = item_at(gr, j, 0u);
+        let g = gamma[gr.c0 + (j / kk) % cp.cg];
+        sa += g * part[b];
+        sb += g * part[b + kk];
     }
-    bc_ab[2u * t] = sa / gr.count;
-    bc_ab[2u * t + 1u] = sb / gr.count;
+    sa = wg_sum(lid, sa);
+    sb = wg_sum(lid, sb);
+    if lid == 0u {
+        bc_ab[2u * t] = sa / gr.count;
+        bc_ab[2u * t + 1u] = sb / gr.count;
+    }
 }
 
 @group(0) @binding(3) var<storage, read> dx_mean: array<f32>;

@@ -191,6 +191,12 @@ fn attention_cpu_twin_matches_f64_reference() {
 
 #[test]
 fn attention_gpu_matches_cpu_twin() {
+    // The forward's row statistics in workgroup memory, then with subgroups where the adapter has them.
+    use tigel::kernels::attention::ATTENTION_FWD;
+    for_each_variant(&[&ATTENTION_FWD], |_| attention_gpu_matches_cpu_twin_once());
+}
+
+fn attention_gpu_matches_cpu_twin_once() {
     let Some(gpu) = gpu() else { return };
     let cpu = cpu();
     let mut rng = Rng::new(seed());
@@ -214,7 +220,13 @@ fn attention_gpu_matches_cpu_twin() {
 fn attention_large_scores_do_not_overflow() {
     // Inputs in [-10, 10) with D = 64: scaled scores spread over about +-150, and in each (b, h) the
     // last query equals the first key, a score of 800 (a one-hot row), far past the 88 where exp
-    // overflows f32 without the running max. Compared with the f64 reference on both devices.
+    // overflows f32 without the running max. Compared with the f64 reference on both devices, with
+    // each form of the forward's row statistics on the GPU.
+    use tigel::kernels::attention::ATTENTION_FWD;
+    for_each_variant(&[&ATTENTION_FWD], |_| attention_large_scores_do_not_overflow_once());
+}
+
+fn attention_large_scores_do_not_overflow_once() {
     let mut devs = vec![cpu()];
     devs.extend(gpu());
     let mut rng = Rng::new(seed());
@@ -340,6 +352,12 @@ fn attention_bad_input_is_an_error() {
 /// The test GPU's adapter opened again with WebGPU's default limits (16 KiB of workgroup memory), as a
 /// browser that offers only the defaults would give it.
 fn webgpu_defaults_device(full: &Device) -> Device {
+    webgpu_defaults_device_with(full, tigel::wgpu::Features::empty())
+}
+
+/// `webgpu_defaults_device` with the optional features `features` where the adapter has them (as a
+/// browser offers subgroups).
+fn webgpu_defaults_device_with(full: &Device, features: tigel::wgpu::Features) -> Device {
     let info = full.adapter_info().expect("a GPU device").clone();
     let choice = tigel::device::adapter::backend_str(info.backend).parse().expect("a backend tigel names");
     let adapter = tigel::device::adapter::adapters(choice)
@@ -348,6 +366,7 @@ fn webgpu_defaults_device(full: &Device) -> Device {
         .expect("the test GPU's adapter");
     let (device, queue) = pollster::block_on(adapter.request_device(&tigel::wgpu::DeviceDescriptor {
         label: Some("WebGPU default limits"),
+        required_features: features & adapter.features(),
         required_limits: tigel::wgpu::Limits::default(),
         ..Default::default()
     }))
@@ -376,6 +395,8 @@ fn attention_small_tiles_match_full_tiles_and_cpu_twin() {
     let Some(full) = gpu() else { return };
     let small = webgpu_defaults_device(&full);
     assert_eq!(small.max_workgroup_memory(), 16384);
+    // The small device has no subgroups: the full tiles' forward in the same (workgroup-memory) form.
+    full.use_variant(&tigel::kernels::attention::ATTENTION_FWD, "").unwrap();
     let cpu = cpu();
     let mut rng = Rng::new(seed());
     for &shape in SHAPES.iter().filter(|s| s.3 <= SMALL_MAX_HEAD_DIM) {
@@ -412,9 +433,14 @@ fn attention_small_variants_match_cpu_twin() {
     let cpu = cpu();
     let mut rng = Rng::new(seed());
     for v in ATTENTION_SMALL_FWD.variants() {
-        let small = webgpu_defaults_device(&full);
+        // Subgroup variants on a device opened with subgroups where the adapter has them.
+        let small = webgpu_defaults_device_with(&full, tigel::wgpu::Features::SUBGROUP);
         small.set_tune_mode(tigel::device::TuneMode::Off);
-        small.use_variant(&ATTENTION_SMALL_FWD, v.variant_name()).unwrap();
+        if let Err(e) = small.use_variant(&ATTENTION_SMALL_FWD, v.variant_name()) {
+            assert!(v.shader_info().is_some_and(|s| s.subgroups), "{}: {e}", v.name());
+            eprintln!("variant {}: this adapter cannot run it, skipped", v.name());
+            continue;
+        }
         for &shape in SHAPES.iter().filter(|s| s.3 <= SMALL_MAX_HEAD_DIM) {
             for causal in [true, false] {
                 let (qkv, _) = inputs(&mut rng, shape);

@@ -10,9 +10,11 @@
 //! `reference`), the same shape of bound for both engines, as the layer norm tests. With u = 2^-24 and
 //! e = (L + cg·K + K + N + 16) u, where a plane of HW elements is cut into K = plane_chunks(HW) chunks of
 //! at most L = ceil(HW / K) elements (a sequential sum on the GPU, lanes on the CPU), a stat group spans
-//! cg channels, and the final passes add cg·K partials per sample then N samples in order: e bounds the
-//! relative error of every sum of the family (chunk, then partials, then samples, plus a few roundings
-//! for the chunk mean, the weights and the division). Then, per stat group:
+//! cg channels, and the CPU's final passes add cg·K partials per sample then N samples in order (the
+//! GPU's add N·cg·K partials in 256 strided sequential sums then a workgroup tree or subgroup
+//! reduction, a shallower sum for every shape here): e bounds the relative error of every sum of the
+//! family (chunk, then partials, then samples, plus a few roundings for the chunk mean, the weights and
+//! the division). Then, per stat group:
 //! * mean: e · mean|x|.
 //! * rstd: r = e (1 + 2κ) + 8u relative, κ = rstd · max|x|: the variance is Σ M2_k + Σ n_k (m_k - mean)²,
 //!   whose second term is first-order sensitive to the chunk means' errors (≤ e · max|x| each), weighted
@@ -253,8 +255,17 @@ fn each_case(rng: &mut Rng, mut f: impl FnMut(&[usize], Option<usize>, &Inputs, 
     }
 }
 
+/// The kernels with a workgroup-memory and a subgroup form of their reductions.
+const REDUCING: [&tigel::kernels::Kernel; 2] =
+    [&tigel::kernels::chnorm::CHNORM_STATS, &tigel::kernels::chnorm::CHNORM_BWD_REDUCE];
+
 #[test]
 fn chnorm_gpu_matches_cpu_twin() {
+    // Each form of the reductions (workgroup memory, subgroups where the adapter has them), same assertions.
+    for_each_variant(&REDUCING, |_| chnorm_gpu_matches_cpu_twin_once());
+}
+
+fn chnorm_gpu_matches_cpu_twin_once() {
     let Some(gpu) = gpu() else { return };
     let cpu = cpu();
     let mut rng = Rng::new(seed());
@@ -302,6 +313,10 @@ fn chnorm_cpu_twin_matches_f64_reference() {
 
 #[test]
 fn chnorm_gpu_matches_f64_reference() {
+    for_each_variant(&REDUCING, |_| chnorm_gpu_matches_f64_reference_once());
+}
+
+fn chnorm_gpu_matches_f64_reference_once() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new(seed());
     for (shape, groups) in [
@@ -375,6 +390,10 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn chnorm_reductions_are_deterministic() {
+    for_each_variant(&REDUCING, |_| chnorm_reductions_are_deterministic_once());
+}
+
+fn chnorm_reductions_are_deterministic_once() {
     // No atomics anywhere: repeated runs give the same bits on each device.
     let mut devs = vec![cpu()];
     devs.extend(gpu());

@@ -105,6 +105,40 @@ fn broadcast_matches_a_direct_reference() {
 }
 
 #[test]
+fn same_shape_binary_on_cpu_is_exact_at_large_sizes() {
+    // Large same-shape ops take bigger pieces per thread and, from 2^21 elements, non-temporal stores
+    // (device/cpu/stream.rs): one piece, several, streamed with an unaligned head and a ragged tail,
+    // every element as one f32 operation gives it.
+    let cpu = cpu();
+    let mut rng = Rng::new(seed());
+    let host = |op: Binary, x: f32, y: f32| match op {
+        Binary::Add => x + y,
+        Binary::Sub => x - y,
+        Binary::Mul => x * y,
+        Binary::Div => x / y,
+        Binary::Max => x.max(y),
+        Binary::Min => x.min(y),
+        Binary::Pow => x.powf(y),
+        Binary::Greater => (x > y) as u32 as f32,
+        Binary::Less => (x < y) as u32 as f32,
+        Binary::Equal => (x == y) as u32 as f32,
+    };
+    for n in [(1 << 20) - 1, (1 << 20) + 17, (1 << 21) + 37, (5 << 20) + 3] {
+        let a = rng.vec(n, 0.1, 3.0);
+        let mut b = rng.vec(n, -3.0, 3.0);
+        b.iter_mut().step_by(7).for_each(|v| *v = a[0]);
+        let (ta, tb) = (Tensor::from_f32(&cpu, &[n], &a).unwrap(), Tensor::from_f32(&cpu, &[n], &b).unwrap());
+        for op in Binary::ALL {
+            let got = ew::binary(&cpu, op, &ta, &tb).unwrap().to_f32(&cpu).unwrap();
+            for (i, &g) in got.iter().enumerate() {
+                let w = host(op, a[i], b[i]);
+                assert_eq!(g.to_bits(), w.to_bits(), "{op:?} n={n} element {i}: {g} but {w}");
+            }
+        }
+    }
+}
+
+#[test]
 fn scalar_forms_match_cpu_twin() {
     let Some(gpu) = gpu() else { return };
     let cpu = cpu();

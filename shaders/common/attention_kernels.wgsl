@@ -75,6 +75,7 @@ var<workgroup> f_k: array<vec4<f32>, FWD_BS * PITCH>;
 var<workgroup> f_v: array<vec4<f32>, FWD_BS * MAX_G>;  // read along groups by the lanes: no pitch
 var<workgroup> f_s: array<f32, BO * FWD_BS>;
 var<workgroup> f_p: array<f32, BO * FWD_BS>;
+//#include "common/attention_rows.wgsl"
 
 // How the `bs` lanes of a query row share its gn column groups: ng groups side by side, ks splits of the
 // streamed rows among the lanes, passes groups of ng per lane. Uniform (barriers depend on it).
@@ -131,6 +132,7 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 
     let ln = lanes_of(j.gn, FWD_BS);  // passes: 1 or 2
     let me = lane_in(ln, lane);
+    rows_setup(lid);
 
     var m = NEG;   // running max of the row's scaled scores
     var l = 0.0;   // running sum of exp(score - m)
@@ -154,23 +156,14 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         }
         let valid = kj < ap.seq && (ap.causal == 0u || kj <= qi);
         s = select(NEG, s * ap.scale, valid);
-        f_s[o * FWD_BS + lane] = s;
-        workgroupBarrier();
-
-        var mt = NEG;
-        for (var c = 0u; c < FWD_BS; c++) {
-            mt = max(mt, f_s[o * FWD_BS + c]);
-        }
-        let m_new = max(m, mt);
-        f_p[o * FWD_BS + lane] = select(0.0, exp(s - m_new), valid);
+        let m_new = max(m, row_max(o, lane, s));
+        let pr = select(0.0, exp(s - m_new), valid);
+        f_p[o * FWD_BS + lane] = pr;
+        row_sum_start(o, lane, pr);
         let alpha = exp(m - m_new);
         workgroupBarrier();
 
-        var psum = 0.0;
-        for (var c = 0u; c < FWD_BS; c++) {
-            psum += f_p[o * FWD_BS + c];
-        }
-        l = l * alpha + psum;
+        l = l * alpha + row_sum(o);
         acc.a0 *= alpha;
         acc.a1 *= alpha;
         if me.busy {

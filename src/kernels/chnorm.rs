@@ -18,7 +18,7 @@ pub static CHNORM_BWD_PARTIAL: Kernel = Kernel { shader: "chnorm", entry: "chnor
 /// Entry point `chnorm_bwd_partial_act` of shaders/chnorm.wgsl.
 pub static CHNORM_BWD_PARTIAL_ACT: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_partial_act" };
 
-/// Entry point `chnorm_bwd_reduce` of shaders/chnorm.wgsl.
+/// Entry point `chnorm_bwd_reduce` of shaders/chnorm.wgsl: one workgroup per channel or stat group.
 pub static CHNORM_BWD_REDUCE: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_reduce" };
 
 /// Entry point `chnorm_bwd_dx` of shaders/chnorm.wgsl.

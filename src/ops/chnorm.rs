@@ -183,7 +183,9 @@ fn backward(
         }
     };
     let bufs = [&partial.buf, &gamma.buf, &ab.buf, &dgamma.buf, &dbeta.buf];
-    launch_1d(dev, &CHNORM_BWD_REDUCE, &p, &bufs, l.c.max(t))?;
+    // One workgroup per channel or stat group, whichever are more.
+    let wg = CHNORM_BWD_REDUCE.workgroup_size()[0] as usize;
+    launch_1d(dev, &CHNORM_BWD_REDUCE, &p, &bufs, l.c.max(t) * wg)?;
     let mut bufs = vec![&x.buf, &gamma.buf, &mean.buf, &rstd.buf, &dz.buf, &ab.buf, &dx.buf];
     bufs.extend(acc.map(|a| &a.buf));
     launch_1d(dev, if acc.is_some() { &CHNORM_BWD_DX_ACC } else { &CHNORM_BWD_DX }, &p, &bufs, x.numel())?;

@@ -1,7 +1,8 @@
 //! CPU twin of shaders/elementwise.wgsl.
 
+use super::stream::{fill_streaming, STREAM_CHUNK, STREAM_STORES_MIN};
 use super::CpuArgs;
-use super::{par_chunks, Odometer};
+use super::{par_chunks, par_chunks_min, Odometer, CHUNK};
 use crate::kernels::elementwise::{BinaryParams, ScalarParams, UnaryParams};
 
 /// WGSL's sign: 0 at 0 (Rust's signum gives 1).
@@ -219,20 +220,45 @@ fn binary_same_chunk<const OP: u32>(a: &[f32], b: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `binary_same_chunk`, through non-temporal stores when `stream`.
+#[inline(always)]
+fn binary_same_part<const OP: u32>(a: &[f32], b: &[f32], out: &mut [f32], stream: bool) {
+    if stream {
+        fill_streaming(out, |s, o| binary_same_chunk::<OP>(&a[s..], &b[s..], o));
+    } else {
+        binary_same_chunk::<OP>(a, b, out);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn binary_same_chunk_avx512<const OP: u32>(a: &[f32], b: &[f32], out: &mut [f32]) {
-    binary_same_chunk::<OP>(a, b, out)
+unsafe fn binary_same_part_avx512<const OP: u32>(a: &[f32], b: &[f32], out: &mut [f32], stream: bool) {
+    binary_same_part::<OP>(a, b, out, stream)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn binary_same_part_avx2<const OP: u32>(a: &[f32], b: &[f32], out: &mut [f32], stream: bool) {
+    binary_same_part::<OP>(a, b, out, stream)
 }
 
 fn binary_same_loop<const OP: u32>(a: &[f32], b: &[f32], out: &mut [f32]) {
-    par_chunks(out, |s, ch| {
+    // Every op but powf (6) is a memory-bound loop: bigger pieces per thread, streaming stores.
+    let memory_bound = OP != 6;
+    let min = if memory_bound { STREAM_CHUNK } else { CHUNK };
+    let stream = memory_bound && out.len() >= STREAM_STORES_MIN;
+    par_chunks_min(out, min, |s, ch| {
         #[cfg(target_arch = "x86_64")]
         if super::has_avx512() {
             // SAFETY: the features were detected on this CPU.
-            return unsafe { binary_same_chunk_avx512::<OP>(&a[s..], &b[s..], ch) };
+            return unsafe { binary_same_part_avx512::<OP>(&a[s..], &b[s..], ch, stream) };
         }
-        binary_same_chunk::<OP>(&a[s..], &b[s..], ch)
+        #[cfg(target_arch = "x86_64")]
+        if super::has_avx2() {
+            // SAFETY: the features were detected on this CPU.
+            return unsafe { binary_same_part_avx2::<OP>(&a[s..], &b[s..], ch, stream) };
+        }
+        binary_same_part::<OP>(&a[s..], &b[s..], ch, stream)
     });
 }
 

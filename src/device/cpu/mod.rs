@@ -34,6 +34,7 @@ pub mod rng;
 pub mod rope;
 pub mod sample;
 pub mod softmax;
+pub mod stream;
 
 use rayon::prelude::*;
 
@@ -151,10 +152,16 @@ pub const CHUNK: usize = 1 << 14;
 /// elements, and no more chunks than four per thread (fewer tasks for rayon to hand out on large
 /// tensors; an elementwise loop's results do not depend on where it is split).
 pub fn par_chunks<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync + Send) {
-    if out.len() <= CHUNK {
+    par_chunks_min(out, CHUNK, f)
+}
+
+/// `par_chunks` with chunks of at least `min` elements (a multiple of `CHUNK`): loops that only move
+/// memory split later, since one core already streams a mid-sized tensor about as fast as two.
+pub fn par_chunks_min<T: Send>(out: &mut [T], min: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    if out.len() <= min {
         simd(|| f(0, out));
     } else {
-        let chunk = out.len().div_ceil(4 * rayon::current_num_threads()).next_multiple_of(CHUNK).max(CHUNK);
+        let chunk = out.len().div_ceil(4 * rayon::current_num_threads()).next_multiple_of(CHUNK).max(min);
         out.par_chunks_mut(chunk).enumerate().for_each(|(c, ch)| simd(|| f(c * chunk, ch)));
     }
 }
