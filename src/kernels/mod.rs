@@ -240,6 +240,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &conv::CONV2D_FWD,
     &conv::CONV2D_BWD_INPUT,
     &conv::CONV2D_BWD_WEIGHT,
+    &conv::CONV_ACT_BIAS_BWD,
     &diffusion::SCHEDULE,
     &diffusion::Q_SAMPLE,
     &diffusion::TIMESTEP_EMBEDDING,

@@ -25,6 +25,7 @@ pub mod batch;
 pub mod cast;
 pub mod chnorm;
 pub mod conv;
+pub mod conv_fused;
 pub mod diffusion;
 pub mod dropout;
 pub mod elementwise;

@@ -13,6 +13,7 @@ pub mod cast;
 pub mod chnorm;
 pub mod conv;
 pub mod conv_acc;
+pub mod conv_epilogue;
 pub mod diffusion;
 pub mod dropout;
 pub mod elementwise;
@@ -62,6 +63,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("conv", "conv2d_fwd") => conv::conv2d_fwd,
         ("conv", "conv2d_bwd_input") => conv::conv2d_bwd_input,
         ("conv", "conv2d_bwd_weight") => conv_acc::conv2d_bwd_weight,
+        ("conv_epilogue", "conv_act_bias_bwd") => conv_epilogue::conv_act_bias_bwd,
         ("diffusion", "schedule") => diffusion::schedule,
         ("diffusion", "q_sample") => diffusion::q_sample,
         ("diffusion", "timestep_embedding") => diffusion::timestep_embedding,

@@ -259,8 +259,9 @@ impl Net {
         while let Some(l) = layers.next() {
             x = match l {
                 Layer::Linear(lin) => lin.forward(g, x)?,
-                Layer::Conv(c) => c.forward(g, x)?,
-                Layer::ConvT(c) => c.forward(g, x)?,
+                // A convolution takes the activation after it into its kernel where it can.
+                Layer::Conv(c) => c.forward_act(g, x, fused_next(&mut layers))?,
+                Layer::ConvT(c) => c.forward_act(g, x, fused_next(&mut layers))?,
                 // A batch norm takes the activation after it into its own kernels.
                 Layer::BatchNorm(bn) => match layers.next_if(|n| matches!(n, Layer::Act(_))) {
                     Some(Layer::Act(a)) => bn.forward_act(g, x, mode, Some(*a))?,
@@ -278,6 +279,18 @@ impl Net {
         }
         Ok(x)
     }
+}
+
+/// The activation that comes next, taken from `layers` when a convolution's epilogue can fuse it.
+fn fused_next<'a>(
+    layers: &mut std::iter::Peekable<impl Iterator<Item = &'a Layer>>,
+) -> Option<crate::ops::chnorm::FusedAct> {
+    let act = match layers.peek() {
+        Some(Layer::Act(a)) => crate::nn::conv::epilogue_act(*a)?,
+        _ => return None,
+    };
+    layers.next();
+    Some(act)
 }
 
 /// Builds one network's layers, naming parameters `{net}.{position}.{what}` by the layer's position in
