@@ -265,6 +265,8 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &loss::CROSS_ENTROPY_BWD,
     &loss::BCE_LOGITS_FWD,
     &loss::BCE_LOGITS_BWD,
+    &loss::BCE_MEAN_FWD,
+    &loss::BCE_MEAN_BWD,
     &matmul::MATMUL_TILED,
     &matmul::MATMUL_TILED_VEC4,
     &matmul::MATMUL_SMALL,

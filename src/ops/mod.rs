@@ -22,6 +22,7 @@ macro_rules! op_codes {
 
 pub mod attention;
 pub mod batch;
+pub mod bce_mean;
 pub mod cast;
 pub mod chnorm;
 pub mod conv;

@@ -9,6 +9,7 @@
 pub mod args;
 pub mod attention;
 pub mod batch;
+pub mod bce_mean;
 pub mod cast;
 pub mod chnorm;
 pub mod conv;
@@ -88,6 +89,8 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("loss", "cross_entropy_bwd") => loss::cross_entropy_bwd,
         ("loss", "bce_logits_fwd") => loss::bce_logits_fwd,
         ("loss", "bce_logits_bwd") => loss::bce_logits_bwd,
+        ("bce_mean", "bce_mean_fwd") => bce_mean::bce_mean_fwd,
+        ("bce_mean", "bce_mean_bwd") => bce_mean::bce_mean_bwd,
         ("matmul", "matmul_tiled") | ("matmul_blocked", "matmul_blocked") => matmul::matmul_tiled,
         ("matmul", "matmul_tiled_vec4") => matmul::matmul_tiled_vec4,
         ("matmul", "matmul_small") => matmul::matmul_small,
