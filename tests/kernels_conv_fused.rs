@@ -17,8 +17,11 @@ use tigel::ops::elementwise::{self as ew, Unary};
 use tigel::ops::{loss, reduce};
 use tigel::{Device, Tensor};
 
-/// (n, ci, co, h, w, k, stride, padding): odd sizes, one channel, a 4x4 stride-2 DCGAN layer.
-const CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 4] =
+/// (n, ci, co, h, w, k, stride, padding).
+type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+/// Odd sizes, one channel, a 4x4 stride-2 DCGAN layer.
+const CASES: [Case; 4] =
     [(3, 5, 7, 9, 7, 3, 1, 1), (2, 1, 3, 13, 11, 4, 2, 1), (1, 17, 1, 6, 6, 4, 2, 1), (2, 3, 5, 5, 7, 1, 2, 0)];
 
 const ACTS: [Option<(Unary, f32)>; 5] = [
@@ -41,7 +44,7 @@ fn fused(a: Option<(Unary, f32)>) -> Option<FusedAct> {
 /// z = conv + b and output act(z).
 fn forward(
     d: &Device,
-    c: (usize, usize, usize, usize, usize, usize, usize, usize),
+    c: Case,
     transposed: bool,
     act: Option<(Unary, f32)>,
     bias: bool,
@@ -68,10 +71,7 @@ fn forward(
     (y.to_f32(d).unwrap(), z.to_f32(d).unwrap(), ya.to_f32(d).unwrap(), y.shape.clone())
 }
 
-fn inputs(
-    rng: &mut Rng,
-    c: (usize, usize, usize, usize, usize, usize, usize, usize),
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn inputs(rng: &mut Rng, c: Case) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (n, ci, co, h, w, k, ..) = c;
     (rng.vec(n * ci * h * w, -1.0, 1.0), rng.vec(co * ci * k * k, -1.0, 1.0), rng.vec(co, -1.0, 1.0))
 }

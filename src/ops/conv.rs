@@ -12,11 +12,11 @@
 //! gradient alone would give a GPU too few workgroups) that `reduce::sum` adds in a fixed order: every
 //! result is deterministic, run to run.
 
-use super::conv_fused::Epi;
+use super::conv_fused::{run_bwd_input, run_fwd, Epi};
 use super::{reduce, u32_of};
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::conv::{ConvParams, CONV2D_BWD_INPUT, CONV2D_BWD_WEIGHT, CONV2D_FWD, TILE};
+use crate::kernels::conv::{ConvParams, CONV2D_BWD_WEIGHT, TILE};
 use crate::kernels::groups_1d;
 use crate::tensor::{numel, DType, Tensor};
 
@@ -483,7 +483,7 @@ pub fn conv_transpose2d_backward_weight(
 
 /// Grid for `row_tiles * col_tiles` workgroup tiles (folded into y past the per-dimension limit) and
 /// `z` slices.
-fn grid(
+pub(super) fn grid(
     dev: &Device,
     op: &'static str,
     s: &ConvShape,
@@ -509,45 +509,6 @@ fn grid(
             limit: max as u64,
         }),
     }
-}
-
-/// y [n, co, ho, wo] = conv(x [n, ci, h, w], w [co, ci, k, k]) for a checked shape, through `epi`.
-pub(super) fn run_fwd(
-    dev: &Device,
-    op: &'static str,
-    s: &ConvShape,
-    x: &Tensor,
-    w: &Tensor,
-    epi: Epi,
-) -> Result<Tensor> {
-    let y = Tensor::empty(dev, &s.y_shape(), DType::F32)?;
-    let mut p = s.params(op)?;
-    epi.set(&mut p);
-    let g = grid(dev, op, s, &mut p, s.co, s.n * s.ho * s.wo, 1)?;
-    let b = epi.bias.unwrap_or(w);
-    dev.dispatch(Dispatch::new(&CONV2D_FWD, &p, &[&x.buf, &w.buf, &b.buf, &y.buf], g))?;
-    Ok(y)
-}
-
-/// dx [n, ci, h, w] from dy [n, co, ho, wo] and w [co, ci, k, k] for a checked shape, through `epi`.
-pub(super) fn run_bwd_input(
-    dev: &Device,
-    op: &'static str,
-    s: &ConvShape,
-    dy: &Tensor,
-    w: &Tensor,
-    epi: Epi,
-) -> Result<Tensor> {
-    let dx = Tensor::empty(dev, &s.x_shape(), DType::F32)?;
-    let mut p = s.params(op)?;
-    epi.set(&mut p);
-    // One z per stride phase; columns: the pixels of the largest phase.
-    let phases = s.stride.saturating_mul(s.stride);
-    let cols = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-    let g = grid(dev, op, s, &mut p, s.ci, cols, phases)?;
-    let b = epi.bias.unwrap_or(w);
-    dev.dispatch(Dispatch::new(&CONV2D_BWD_INPUT, &p, &[&dy.buf, &w.buf, &b.buf, &dx.buf], g))?;
-    Ok(dx)
 }
 
 /// How `conv2d_bwd_weight` splits the batch: (images per split, splits). The CPU twin runs the splits

@@ -4,16 +4,19 @@
 //! pre-activation's gradient and the bias gradient in one pass (shaders/conv_epilogue.wgsl); the two
 //! adjoints of the plain convolution then take it from there.
 //!
+//! Here too the launchers of conv2d_fwd and conv2d_bwd_input, which the plain convolutions (ops::conv)
+//! run with `Epi::NONE`.
+//!
 //! The activation's derivative is taken from the output y (the pre-activation is never stored), which
 //! only some activations allow: `fusable` names them.
 
 use super::chnorm::FusedAct;
-use super::conv::{self, rank4_f32, Conv2d};
+use super::conv::{self, rank4_f32, Conv2d, ConvShape};
 use super::elementwise::Unary;
 use super::u32_of;
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::conv::{ConvParams, EpilogueParams, CONV_ACT_BIAS_BWD};
+use crate::kernels::conv::{ConvParams, EpilogueParams, CONV2D_BWD_INPUT, CONV2D_FWD, CONV_ACT_BIAS_BWD};
 use crate::kernels::groups_1d;
 use crate::tensor::{DType, Tensor};
 
@@ -80,7 +83,7 @@ pub fn conv2d_bias_act(dev: &Device, x: &Tensor, w: &Tensor, epi: Epi, opts: Con
     rank4_f32(OP, "w", w, &ctx)?;
     let s = conv::conv2d_shape(&x.shape, &w.shape, opts)?;
     epi.check(OP, s.co)?;
-    conv::run_fwd(dev, OP, &s, x, w, epi)
+    run_fwd(dev, OP, &s, x, w, epi)
 }
 
 /// act(conv_transpose2d(x, w) + b): x [N, Cin, H, W], w [Cin, Cout, K, K], b [Cout].
@@ -98,7 +101,7 @@ pub fn conv_transpose2d_bias_act(
     rank4_f32(OP, "w", w, &ctx)?;
     let s = conv::conv_transpose2d_shape(&x.shape, &w.shape, opts, output_padding)?;
     epi.check(OP, s.ci)?;
-    conv::run_bwd_input(dev, OP, &s, x, w, epi)
+    run_bwd_input(dev, OP, &s, x, w, epi)
 }
 
 /// The backward of the epilogue from its output y [N, C, H, W] and dy (y's shape): the
@@ -133,4 +136,43 @@ pub fn conv_act_bias_backward(
     let g = groups_1d(c, 1, dev.max_groups_per_dim());
     dev.dispatch(Dispatch::new(&CONV_ACT_BIAS_BWD, &p, &[&y.buf, &dy.buf, &dz.buf, &db.buf], g))?;
     Ok((dz, db))
+}
+
+/// y [n, co, ho, wo] = conv(x [n, ci, h, w], w [co, ci, k, k]) for a checked shape, through `epi`.
+pub(super) fn run_fwd(
+    dev: &Device,
+    op: &'static str,
+    s: &ConvShape,
+    x: &Tensor,
+    w: &Tensor,
+    epi: Epi,
+) -> Result<Tensor> {
+    let y = Tensor::empty(dev, &s.y_shape(), DType::F32)?;
+    let mut p = s.params(op)?;
+    epi.set(&mut p);
+    let g = conv::grid(dev, op, s, &mut p, s.co, s.n * s.ho * s.wo, 1)?;
+    let b = epi.bias.unwrap_or(w);
+    dev.dispatch(Dispatch::new(&CONV2D_FWD, &p, &[&x.buf, &w.buf, &b.buf, &y.buf], g))?;
+    Ok(y)
+}
+
+/// dx [n, ci, h, w] from dy [n, co, ho, wo] and w [co, ci, k, k] for a checked shape, through `epi`.
+pub(super) fn run_bwd_input(
+    dev: &Device,
+    op: &'static str,
+    s: &ConvShape,
+    dy: &Tensor,
+    w: &Tensor,
+    epi: Epi,
+) -> Result<Tensor> {
+    let dx = Tensor::empty(dev, &s.x_shape(), DType::F32)?;
+    let mut p = s.params(op)?;
+    epi.set(&mut p);
+    // One z per stride phase; columns: the pixels of the largest phase.
+    let phases = s.stride.saturating_mul(s.stride);
+    let cols = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
+    let g = conv::grid(dev, op, s, &mut p, s.ci, cols, phases)?;
+    let b = epi.bias.unwrap_or(w);
+    dev.dispatch(Dispatch::new(&CONV2D_BWD_INPUT, &p, &[&dy.buf, &w.buf, &b.buf, &dx.buf], g))?;
+    Ok(dx)
 }
