@@ -28,8 +28,13 @@
 // conv2d_bwd_weight reduces over n*ho*wo. For parallelism when the weight gradient is small, z splits
 // the batch into groups of images; each split writes its own partial sum (partial[z, co, ci, kh, kw]) and
 // a reduce::sum dispatch adds the splits in a fixed order: the result is deterministic (no atomics).
+//
+// Epilogue of conv2d_fwd and conv2d_bwd_input (the transposed convolution's forward): each result is
+// written as act(acc + b[channel]) (`epilogue`), so a layer's bias and activation cost no dispatch of
+// their own. Without a bias the weights are bound in the bias slot and not read.
 
 //#include "common/gemm_tile.wgsl"
+//#include "common/activation.wgsl"
 
 struct ConvParams {
     n: u32,
@@ -47,11 +52,21 @@ struct ConvParams {
     imgs_per_split: u32,  // bwd_weight: images per z slice
     splits: u32,          // bwd_weight: z slices (partial sums)
     accumulate: u32,      // bwd_weight with one split: add into the output (a folded gradient sum)
+    bias: u32,            // fwd, bwd_input: 1: add the channel bias b[channel] to each result
+    act: u32,             // fwd, bwd_input: 0: none; else the fused activation's unary op code + 1
+    alpha: f32,           // the fused activation's parameter (LeakyRelu's slope)
     _pad1: u32,
+    _pad2: u32,
 }
 
 // The sizes, shared by the three kernels (each binds its own buffers at 1..3).
 @group(0) @binding(0) var<uniform> cv: ConvParams;
+
+// A result of output channel `ch` through the fused bias and activation.
+fn epilogue(v: f32, b: f32) -> f32 {
+    let z = select(v, v + b, cv.bias == 1u);
+    return select(z, unary_op(cv.act - 1u, z, cv.alpha), cv.act != 0u);
+}
 
 // Row I of the block (0..3).
 fn acc_row(acc: Acc, i: u32) -> vec4<f32> {
@@ -112,7 +127,8 @@ struct Pix {
 
 @group(0) @binding(1) var<storage, read> fx: array<f32>;
 @group(0) @binding(2) var<storage, read> fw: array<f32>;
-@group(0) @binding(3) var<storage, read_write> fy: array<f32>;
+@group(0) @binding(3) var<storage, read> fb: array<f32>;
+@group(0) @binding(4) var<storage, read_write> fy: array<f32>;
 
 // Pixel `pix` of y: x's image base and the window's top-left corner.
 fn fwd_pixel(pix: u32) -> Pix {
@@ -176,7 +192,8 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         for (var i = 0u; i < 4u; i++) {
             let ch = m0 + 4u * lid3.y + i;
             if ch >= cv.co { break; }
-            fy[(d.x * cv.co + ch) * howo + d.w] = acc_row(acc, i)[j];
+            let b = select(0.0, fb[ch], cv.bias == 1u);
+            fy[(d.x * cv.co + ch) * howo + d.w] = epilogue(acc_row(acc, i)[j], b);
         }
     }
 }
@@ -189,7 +206,8 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 
 @group(0) @binding(1) var<storage, read> bdy: array<f32>;
 @group(0) @binding(2) var<storage, read> bw: array<f32>;
-@group(0) @binding(3) var<storage, read_write> bdx: array<f32>;
+@group(0) @binding(3) var<storage, read> bb: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bdx: array<f32>;
 
 // One stride phase along one axis of extent `len`: first q, number of q, number of taps.
 fn phase_axis(len: u32, rem: u32) -> vec3<u32> {
@@ -279,7 +297,8 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         for (var i = 0u; i < 4u; i++) {
             let ch = m0 + 4u * lid3.y + i;
             if ch >= cv.ci { break; }
-            bdx[(d.x * cv.ci + ch) * hw + at] = acc_row(acc, i)[j];
+            let b = select(0.0, bb[ch], cv.bias == 1u);
+            bdx[(d.x * cv.ci + ch) * hw + at] = epilogue(acc_row(acc, i)[j], b);
         }
     }
 }

@@ -263,6 +263,16 @@ fn grad_losses() {
         g.cross_entropy_mean(p[0], t)
     });
     check("bce_logits (both inputs)", &[&[4, 3], &[4, 3]], -3.0, 3.0, |g, p, _| g.bce_logits(p[0], p[1]));
+    // The fused mean, with the last layer's bias added in (one per column) and without.
+    let t: Vec<f32> = (0..12).map(|i| (i % 5) as f32 / 4.0).collect();
+    check("bce_logits_mean", &[&[6, 2]], -3.0, 3.0, |g, p, d| {
+        let t = g.constant(&Tensor::from_f32(d, &[6, 2], &t)?);
+        g.bce_logits_mean(p[0], t, None)
+    });
+    check("bce_logits_mean with bias", &[&[6, 2], &[2]], -3.0, 3.0, |g, p, d| {
+        let t = g.constant(&Tensor::from_f32(d, &[6, 2], &t)?);
+        g.bce_logits_mean(p[0], t, Some(p[1]))
+    });
 }
 
 #[test]
@@ -364,6 +374,23 @@ fn grad_convolutions() {
     });
     check("conv_transpose2d output_padding", &[&[1, 2, 3, 3], &[2, 2, 3, 3]], -1.0, 1.0, |g, p, _| {
         g.conv_transpose2d(p[0], p[1], s2, 1)
+    });
+    // The fused epilogues: a bias ([C] and [C, 1, 1]) and each activation the kernels fuse.
+    let acts = [(Unary::Relu, 0.01), (Unary::LeakyRelu, 0.2), (Unary::Tanh, 0.01), (Unary::Sigmoid, 0.01)];
+    for act in acts.into_iter().map(|(op, alpha)| Some(FusedAct { op, alpha })).chain([None]) {
+        check(&format!("conv2d_bias_act {act:?}"), &[&[2, 3, 5, 4], &[2, 3, 3, 3], &[2]], -1.0, 1.0, |g, p, _| {
+            g.conv2d_bias_act(p[0], p[1], Some(p[2]), act, s2)
+        });
+        check(
+            &format!("conv_transpose2d_bias_act {act:?}"),
+            &[&[2, 3, 3, 4], &[3, 2, 4, 4], &[2, 1, 1]],
+            -1.0,
+            1.0,
+            |g, p, _| g.conv_transpose2d_bias_act(p[0], p[1], Some(p[2]), act, s2, 0),
+        );
+    }
+    check("conv2d_bias_act without bias", &[&[1, 2, 5, 5], &[3, 2, 3, 3]], -1.0, 1.0, |g, p, _| {
+        g.conv2d_bias_act(p[0], p[1], None, Some(FusedAct { op: Unary::Tanh, alpha: 0.01 }), s1)
     });
     // A gradient penalty through a convolution: ‖d/dx Σ leaky(conv(x, w))‖², which differentiates
     // the convolution's backward ops again.

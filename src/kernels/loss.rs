@@ -17,3 +17,12 @@ pub static BCE_LOGITS_FWD: Kernel = Kernel { shader: "loss", entry: "bce_logits_
 
 /// Entry point `bce_logits_bwd` of shaders/loss.wgsl.
 pub static BCE_LOGITS_BWD: Kernel = Kernel { shader: "loss", entry: "bce_logits_bwd" };
+
+include!(concat!(env!("OUT_DIR"), "/params/bce_mean.rs"));
+
+/// Entry point `bce_mean_fwd` of shaders/bce_mean.wgsl: the mean BCE of logits (plus a bias) in one
+/// dispatch.
+pub static BCE_MEAN_FWD: Kernel = Kernel { shader: "bce_mean", entry: "bce_mean_fwd" };
+
+/// Entry point `bce_mean_bwd` of shaders/bce_mean.wgsl: its logits' and bias's gradients.
+pub static BCE_MEAN_BWD: Kernel = Kernel { shader: "bce_mean", entry: "bce_mean_bwd" };

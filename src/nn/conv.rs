@@ -1,20 +1,24 @@
-//! Conv2d and ConvTranspose2d over NCHW activations, with an optional per-channel bias.
+//! Conv2d and ConvTranspose2d over NCHW activations, with an optional per-channel bias and activation
+//! that their kernel applies as it writes the output (`Graph::conv2d_bias_act`).
 
 use crate::device::Device;
 use crate::error::Result;
 use crate::graph::{Graph, NodeId};
-use crate::nn::{Init, Param};
+use crate::nn::{Activation, Init, Param};
+use crate::ops::chnorm::FusedAct;
 use crate::ops::conv::Conv2d as ConvOpts;
 use crate::ops::rng::RngState;
 
-/// Adds a per-channel bias, if any, to NCHW `x`: [C] is reshaped to [C, 1, 1], [C, 1, 1] is used as it is
-/// (both layouts exist in checkpoints).
-fn add_bias(g: &mut Graph, x: NodeId, b: Option<&Param>) -> Result<NodeId> {
-    let Some(b) = b else { return Ok(x) };
-    let shape = b.tensor.shape.clone();
-    let b = g.param(&b.tensor);
-    let b = if shape.len() == 1 { g.reshape(b, &[shape[0], 1, 1])? } else { b };
-    g.add(x, b)
+/// The bias node, if any: [C] or [C, 1, 1] as it is stored (both layouts exist in checkpoints; the fused
+/// epilogue reads either).
+fn bias_node(g: &mut Graph, b: Option<&Param>) -> Option<NodeId> {
+    b.map(|b| g.param(&b.tensor))
+}
+
+/// The activation as a convolution's epilogue fuses it, or None where it cannot (`fusable`).
+pub fn epilogue_act(a: Activation) -> Option<FusedAct> {
+    let f = a.fused();
+    crate::ops::conv_fused::fusable(f.op, f.alpha).then_some(f)
 }
 
 /// The parts both convolutions share: a zero bias on request, and the kernel then the bias as parameters.
@@ -72,11 +76,16 @@ impl Conv2d {
         Ok(Conv2d { w: init.param(dev, rng, name, &[cout, cin, k, k])?, b: None, opts })
     }
 
-    /// conv(x, W) (+ b).
+    /// conv(x, W) (+ b), the bias added by the convolution's kernel.
     pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        self.forward_act(g, x, None)
+    }
+
+    /// act(conv(x, W) (+ b)) in one dispatch; `act` from `epilogue_act`.
+    pub fn forward_act(&self, g: &mut Graph, x: NodeId, act: Option<FusedAct>) -> Result<NodeId> {
         let w = g.param(&self.w.tensor);
-        let y = g.conv2d(x, w, self.opts)?;
-        add_bias(g, y, self.b.as_ref())
+        let b = bias_node(g, self.b.as_ref());
+        g.conv2d_bias_act(x, w, b, act, self.opts)
     }
 }
 
@@ -105,10 +114,15 @@ impl ConvTranspose2d {
         Ok(ConvTranspose2d { w: init.param(dev, rng, name, &[cin, cout, k, k])?, b: None, opts })
     }
 
-    /// convᵀ(x, W) (+ b).
+    /// convᵀ(x, W) (+ b), the bias added by the convolution's kernel.
     pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        self.forward_act(g, x, None)
+    }
+
+    /// act(convᵀ(x, W) (+ b)) in one dispatch; `act` from `epilogue_act`.
+    pub fn forward_act(&self, g: &mut Graph, x: NodeId, act: Option<FusedAct>) -> Result<NodeId> {
         let w = g.param(&self.w.tensor);
-        let y = g.conv_transpose2d(x, w, self.opts, 0)?;
-        add_bias(g, y, self.b.as_ref())
+        let b = bias_node(g, self.b.as_ref());
+        g.conv_transpose2d_bias_act(x, w, b, act, self.opts, 0)
     }
 }

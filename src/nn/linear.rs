@@ -63,10 +63,30 @@ impl Linear {
     /// `forward` with `x` read as it is, whatever the graph's precision (the weight still follows it):
     /// for an input that is kept in f32 for another backward anyway, where an f16 copy would add memory.
     pub fn forward_keep_input(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        let y = self.product(g, x)?;
+        match &self.b {
+            Some(b) => {
+                let b = g.param(&b.tensor);
+                g.add(y, b)
+            }
+            None => Ok(y),
+        }
+    }
+
+    /// x·W and the bias node apart, for a consumer that adds the bias itself in its own kernel
+    /// (`Graph::bce_logits_mean`); `x` is read as `forward` reads it.
+    pub fn forward_split(&self, g: &mut Graph, x: NodeId) -> Result<(NodeId, Option<NodeId>)> {
+        let x = g.operand(x)?;
+        let y = self.product(g, x)?;
+        Ok((y, self.b.as_ref().map(|b| g.param(&b.tensor))))
+    }
+
+    /// x·W for `x` [..., in].
+    fn product(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let w = g.param(&self.w.tensor);
         let w = g.operand(w)?;
-        let y = match g.shape(x).len() {
-            2 => g.matmul(x, w, MatmulOpts::default())?,
+        match g.shape(x).len() {
+            2 => g.matmul(x, w, MatmulOpts::default()),
             _ => {
                 // Fold leading axes into rows: one [rows, in] x [in, out] product.
                 let s = g.shape(x).to_vec();
@@ -75,15 +95,8 @@ impl Linear {
                 let y2 = g.matmul(x2, w, MatmulOpts::default())?;
                 let mut out = s.clone();
                 *out.last_mut().unwrap() = self.w.tensor.shape[1];
-                g.reshape(y2, &out)?
+                g.reshape(y2, &out)
             }
-        };
-        match &self.b {
-            Some(b) => {
-                let b = g.param(&b.tensor);
-                g.add(y, b)
-            }
-            None => Ok(y),
         }
     }
 

@@ -12,10 +12,11 @@
 //! gradient alone would give a GPU too few workgroups) that `reduce::sum` adds in a fixed order: every
 //! result is deterministic, run to run.
 
+use super::conv_fused::{run_bwd_input, run_fwd, Epi};
 use super::{reduce, u32_of};
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
-use crate::kernels::conv::{ConvParams, CONV2D_BWD_INPUT, CONV2D_BWD_WEIGHT, CONV2D_FWD, TILE};
+use crate::kernels::conv::{ConvParams, CONV2D_BWD_WEIGHT, TILE};
 use crate::kernels::groups_1d;
 use crate::tensor::{numel, DType, Tensor};
 
@@ -93,7 +94,7 @@ impl ConvShape {
         self.n * self.co * self.ho * self.wo * self.ci * self.k * self.k
     }
 
-    fn params(&self, op: &'static str) -> Result<ConvParams> {
+    pub(super) fn params(&self, op: &'static str) -> Result<ConvParams> {
         Ok(ConvParams {
             n: u32_of(op, "batch", self.n)?,
             ci: u32_of(op, "input channels", self.ci)?,
@@ -128,7 +129,7 @@ impl ConvShape {
     }
 }
 
-fn rank4_f32(op: &'static str, name: &str, t: &Tensor, ctx: &str) -> Result<()> {
+pub(super) fn rank4_f32(op: &'static str, name: &str, t: &Tensor, ctx: &str) -> Result<()> {
     if t.dtype != DType::F32 {
         return Err(Error::invalid(op, format!("{name} has dtype {}, f32 is required ({ctx})", t.dtype.name())));
     }
@@ -248,7 +249,7 @@ pub fn conv2d(dev: &Device, x: &Tensor, w: &Tensor, opts: Conv2d) -> Result<Tens
     rank4_f32(OP, "x", x, &ctx)?;
     rank4_f32(OP, "w", w, &ctx)?;
     let s = conv2d_shape(&x.shape, &w.shape, opts)?;
-    run_fwd(dev, OP, &s, x, w)
+    run_fwd(dev, OP, &s, x, w, Epi::NONE)
 }
 
 /// dx of y = conv2d(x, w) for x of spatial size `input_hw`: dy [N, Cout, Ho, Wo], w [Cout, Cin, K, K]
@@ -302,7 +303,7 @@ pub fn conv2d_backward_input(
         padding: opts.padding,
     };
     s.check_sizes(OP)?;
-    run_bwd_input(dev, OP, &s, dy, w)
+    run_bwd_input(dev, OP, &s, dy, w, Epi::NONE)
 }
 
 /// dw of y = conv2d(x, w) for a k x k kernel: x [N, Cin, H, W], dy [N, Cout, Ho, Wo] -> [Cout, Cin, K, K].
@@ -404,7 +405,7 @@ pub fn conv_transpose2d(dev: &Device, x: &Tensor, w: &Tensor, opts: Conv2d, outp
     rank4_f32(OP, "x", x, &ctx)?;
     rank4_f32(OP, "w", w, &ctx)?;
     let s = conv_transpose2d_shape(&x.shape, &w.shape, opts, output_padding)?;
-    run_bwd_input(dev, OP, &s, x, w)
+    run_bwd_input(dev, OP, &s, x, w, Epi::NONE)
 }
 
 /// dx of y = conv_transpose2d(x, w): dy [N, Cout, Ho, Wo], w [Cin, Cout, K, K] -> [N, Cin, H, W], with
@@ -442,7 +443,7 @@ pub fn conv_transpose2d_backward_input(dev: &Device, dy: &Tensor, w: &Tensor, op
         padding: opts.padding,
     };
     s.check_sizes(OP)?;
-    run_fwd(dev, OP, &s, dy, w)
+    run_fwd(dev, OP, &s, dy, w, Epi::NONE)
 }
 
 /// dw of y = conv_transpose2d(x, w) for a k x k kernel: x [N, Cin, H, W], dy [N, Cout, Ho, Wo] ->
@@ -482,7 +483,7 @@ pub fn conv_transpose2d_backward_weight(
 
 /// Grid for `row_tiles * col_tiles` workgroup tiles (folded into y past the per-dimension limit) and
 /// `z` slices.
-fn grid(
+pub(super) fn grid(
     dev: &Device,
     op: &'static str,
     s: &ConvShape,
@@ -508,27 +509,6 @@ fn grid(
             limit: max as u64,
         }),
     }
-}
-
-/// y [n, co, ho, wo] = conv(x [n, ci, h, w], w [co, ci, k, k]) for a checked shape.
-fn run_fwd(dev: &Device, op: &'static str, s: &ConvShape, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let y = Tensor::empty(dev, &s.y_shape(), DType::F32)?;
-    let mut p = s.params(op)?;
-    let g = grid(dev, op, s, &mut p, s.co, s.n * s.ho * s.wo, 1)?;
-    dev.dispatch(Dispatch::new(&CONV2D_FWD, &p, &[&x.buf, &w.buf, &y.buf], g))?;
-    Ok(y)
-}
-
-/// dx [n, ci, h, w] from dy [n, co, ho, wo] and w [co, ci, k, k] for a checked shape.
-fn run_bwd_input(dev: &Device, op: &'static str, s: &ConvShape, dy: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let dx = Tensor::empty(dev, &s.x_shape(), DType::F32)?;
-    let mut p = s.params(op)?;
-    // One z per stride phase; columns: the pixels of the largest phase.
-    let phases = s.stride.saturating_mul(s.stride);
-    let cols = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-    let g = grid(dev, op, s, &mut p, s.ci, cols, phases)?;
-    dev.dispatch(Dispatch::new(&CONV2D_BWD_INPUT, &p, &[&dy.buf, &w.buf, &dx.buf], g))?;
-    Ok(dx)
 }
 
 /// How `conv2d_bwd_weight` splits the batch: (images per split, splits). The CPU twin runs the splits

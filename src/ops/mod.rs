@@ -22,9 +22,11 @@ macro_rules! op_codes {
 
 pub mod attention;
 pub mod batch;
+pub mod bce_mean;
 pub mod cast;
 pub mod chnorm;
 pub mod conv;
+pub mod conv_fused;
 pub mod diffusion;
 pub mod dropout;
 pub mod elementwise;

@@ -9,10 +9,12 @@
 pub mod args;
 pub mod attention;
 pub mod batch;
+pub mod bce_mean;
 pub mod cast;
 pub mod chnorm;
 pub mod conv;
 pub mod conv_acc;
+pub mod conv_epilogue;
 pub mod diffusion;
 pub mod dropout;
 pub mod elementwise;
@@ -63,6 +65,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("conv", "conv2d_fwd") => conv::conv2d_fwd,
         ("conv", "conv2d_bwd_input") => conv::conv2d_bwd_input,
         ("conv", "conv2d_bwd_weight") => conv_acc::conv2d_bwd_weight,
+        ("conv_epilogue", "conv_act_bias_bwd") => conv_epilogue::conv_act_bias_bwd,
         ("diffusion", "schedule") => diffusion::schedule,
         ("diffusion", "q_sample") => diffusion::q_sample,
         ("diffusion", "timestep_embedding") => diffusion::timestep_embedding,
@@ -87,6 +90,8 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("loss", "cross_entropy_bwd") => loss::cross_entropy_bwd,
         ("loss", "bce_logits_fwd") => loss::bce_logits_fwd,
         ("loss", "bce_logits_bwd") => loss::bce_logits_bwd,
+        ("bce_mean", "bce_mean_fwd") => bce_mean::bce_mean_fwd,
+        ("bce_mean", "bce_mean_bwd") => bce_mean::bce_mean_bwd,
         ("matmul", "matmul_tiled") | ("matmul_blocked", "matmul_blocked") => matmul::matmul_tiled,
         ("matmul", "matmul_tiled_vec4") => matmul::matmul_tiled_vec4,
         ("matmul", "matmul_small") => matmul::matmul_small,

@@ -8,7 +8,9 @@ use super::{single, Fwd, OpDef, Outputs};
 use crate::error::{Error, Result};
 use crate::graph::reference::Value;
 use crate::graph::{Graph, NodeId};
+use crate::ops::chnorm::FusedAct;
 use crate::ops::conv::{self as eager, Conv2d};
+use crate::ops::conv_fused::{self as fused, Epi};
 use crate::tensor::DType;
 
 impl Graph {
@@ -28,6 +30,75 @@ impl Graph {
         // The shape of the convolution this is the adjoint of: its input is our output.
         let s = eager::conv_transpose2d_shape(self.shape(x), self.shape(w), opts, output_padding)?;
         self.conv2d_backward_input(x, w, (s.h, s.w), opts)
+    }
+
+    /// act(conv2d(x, w) + b) in one dispatch: b [Cout] or [Cout, 1, 1], `act` one that
+    /// `ops::conv_fused::fusable` takes. Without either it is `conv2d`.
+    pub fn conv2d_bias_act(
+        &mut self,
+        x: NodeId,
+        w: NodeId,
+        b: Option<NodeId>,
+        act: Option<FusedAct>,
+        opts: Conv2d,
+    ) -> Result<NodeId> {
+        if b.is_none() && act.is_none() {
+            return self.conv2d(x, w, opts);
+        }
+        self.f32_in("conv2d_bias_act", x)?;
+        self.f32_in("conv2d_bias_act", w)?;
+        let s = eager::conv2d_shape(self.shape(x), self.shape(w), opts)?;
+        self.fused_node(ConvBiasAct { opts, act, transposed: None }, x, w, b, s.y_shape())
+    }
+
+    /// act(conv_transpose2d(x, w) + b) in one dispatch (see `conv2d_bias_act`).
+    pub fn conv_transpose2d_bias_act(
+        &mut self,
+        x: NodeId,
+        w: NodeId,
+        b: Option<NodeId>,
+        act: Option<FusedAct>,
+        opts: Conv2d,
+        output_padding: usize,
+    ) -> Result<NodeId> {
+        if b.is_none() && act.is_none() {
+            return self.conv_transpose2d(x, w, opts, output_padding);
+        }
+        self.f32_in("conv_transpose2d_bias_act", x)?;
+        self.f32_in("conv_transpose2d_bias_act", w)?;
+        let s = eager::conv_transpose2d_shape(self.shape(x), self.shape(w), opts, output_padding)?;
+        self.fused_node(ConvBiasAct { opts, act, transposed: Some(output_padding) }, x, w, b, s.x_shape())
+    }
+
+    /// Checks the epilogue of `def` (bias of one value per channel, a fusable activation) and pushes it.
+    fn fused_node(
+        &mut self,
+        def: ConvBiasAct,
+        x: NodeId,
+        w: NodeId,
+        b: Option<NodeId>,
+        shape: Vec<usize>,
+    ) -> Result<NodeId> {
+        let op = def.name();
+        if let Some(a) = def.act {
+            if !fused::fusable(a.op, a.alpha) {
+                return Err(Error::invalid(op, format!("{:?} cannot be fused into a convolution", a.op)));
+            }
+        }
+        let mut inputs = vec![x, w];
+        if let Some(b) = b {
+            self.f32_in(op, b)?;
+            if self.shape(b).iter().product::<usize>() != shape[1] {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: self.shape(b).to_vec(),
+                    rhs: vec![shape[1]],
+                    hint: " (the bias holds one value per output channel)".into(),
+                });
+            }
+            inputs.push(b);
+        }
+        Ok(self.push(def, &inputs, shape, DType::F32))
     }
 
     fn conv2d_backward_input(&mut self, dy: NodeId, w: NodeId, hw: (usize, usize), opts: Conv2d) -> Result<NodeId> {
@@ -172,6 +243,91 @@ impl OpDef for ConvBackwardWeightAcc {
         let mut dw = ConvBackwardWeight(self.0, self.1).reference(&x[..2], shape)?;
         dw.data.iter_mut().zip(&x[2].data).for_each(|(a, r)| *a += r);
         Ok(dw)
+    }
+}
+
+/// y = act(conv(x, w) + b), or of the transposed convolution (`transposed`: its output padding):
+/// inputs [x, w] or [x, w, b].
+#[derive(Debug)]
+struct ConvBiasAct {
+    opts: Conv2d,
+    act: Option<FusedAct>,
+    transposed: Option<usize>,
+}
+
+impl OpDef for ConvBiasAct {
+    fn name(&self) -> &'static str {
+        if self.transposed.is_some() {
+            "conv_transpose2d_bias_act"
+        } else {
+            "conv2d_bias_act"
+        }
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        let epi = Epi { bias: f.x.get(2).copied(), act: self.act };
+        single(match self.transposed {
+            Some(op) => fused::conv_transpose2d_bias_act(f.dev, f.x[0], f.x[1], epi, self.opts, op)?,
+            None => fused::conv2d_bias_act(f.dev, f.x[0], f.x[1], epi, self.opts)?,
+        })
+    }
+    fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
+        let (x, w) = (g.in_node(id, 0), g.in_node(id, 1));
+        let (sx, sw) = (g.in_shape(id, 0), g.in_shape(id, 1));
+        // dz and db in one pass; the plain convolution's adjoints take dz.
+        let ys = g.shape(id).to_vec();
+        let has_bias = g.node(id).inputs.len() == 3;
+        let (dz, db) = match self.act {
+            Some(_) => {
+                let dz = g.push(ActBiasBackward(self.act), &[id, gy], ys.clone(), DType::F32);
+                (dz, has_bias.then(|| g.output(dz, 1, vec![ys[1]])))
+            }
+            // A bias alone: dz is dy, and db its sum over (N, H, W) as a broadcast add's backward has it.
+            None => (gy, if has_bias { Some(g.sum_to(gy, &[ys[1], 1, 1])?) } else { None }),
+        };
+        let (gx, gw) = match self.transposed {
+            Some(_) => (g.conv2d(dz, w, self.opts)?, g.conv2d_backward_weight(dz, x, sw[2], self.opts)?),
+            None => (
+                g.conv2d_backward_input(dz, w, (sx[2], sx[3]), self.opts)?,
+                g.conv2d_backward_weight(x, dz, sw[2], self.opts)?,
+            ),
+        };
+        let mut out = vec![Some(gx), Some(gw)];
+        if let Some(db) = db {
+            let bs = g.in_shape(id, 2);
+            out.push(Some(if g.shape(db) == &bs[..] { db } else { g.reshape(db, &bs)? }));
+        }
+        Ok(out)
+    }
+    fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
+        let mut y = match self.transposed {
+            Some(_) => ConvBackwardInput(self.opts, (shape[2], shape[3])).reference(&x[..2], shape)?,
+            None => Conv(self.opts).reference(&x[..2], shape)?,
+        };
+        let plane = shape[2] * shape[3];
+        for (i, v) in y.data.iter_mut().enumerate() {
+            if let Some(b) = x.get(2) {
+                *v += b.data[(i / plane) % shape[1]];
+            }
+            if let Some(a) = self.act {
+                *v = super::elementwise::unary_f64(a.op, *v, a.alpha as f64);
+            }
+        }
+        Ok(y)
+    }
+}
+
+/// Inputs [y, dy] of a `ConvBiasAct` with an activation and output y: dz = dy · act' (from y), with db [C] = Σ dz over
+/// (N, H, W) as its second output. Not differentiated again.
+#[derive(Debug)]
+struct ActBiasBackward(Option<FusedAct>);
+
+impl OpDef for ActBiasBackward {
+    fn name(&self) -> &'static str {
+        "conv_act_bias_backward"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        let (dz, db) = fused::conv_act_bias_backward(f.dev, f.x[0], f.x[1], self.0)?;
+        Ok((dz, vec![db]))
     }
 }
 

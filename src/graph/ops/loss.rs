@@ -1,5 +1,6 @@
 //! Losses: cross-entropy against class ids (fused with the log-softmax), binary cross-entropy with
-//! logits, and the mean squared error composite.
+//! logits (elementwise, or as one mean with the last layer's bias added in), and the mean squared error
+//! composite.
 
 use super::{map2, single, Fwd, OpDef, Outputs};
 use crate::error::{Error, Result};
@@ -47,6 +48,32 @@ impl Graph {
     pub fn bce_logits(&mut self, x: NodeId, t: NodeId) -> Result<NodeId> {
         self.same_shape("bce_logits", x, t)?;
         Ok(self.push(BceLogits, &[x, t], self.shape(x).to_vec(), DType::F32))
+    }
+
+    /// mean(bce_logits(x + b, t)), shape [1], in one dispatch (its backward in one more): b, when given,
+    /// holds one value per column of x [rows, ...] and is added to every row (the bias of the layer that
+    /// made x, whose add then costs no dispatch).
+    pub fn bce_logits_mean(&mut self, x: NodeId, t: NodeId, b: Option<NodeId>) -> Result<NodeId> {
+        self.same_shape("bce_logits_mean", x, t)?;
+        let s = self.shape(x).to_vec();
+        if s.is_empty() || s.contains(&0) {
+            return Err(Error::invalid("bce_logits_mean", format!("the logits {s:?} are empty")));
+        }
+        let mut inputs = vec![x, t];
+        if let Some(b) = b {
+            self.f32_in("bce_logits_mean", b)?;
+            let cols: usize = s[1..].iter().product();
+            if self.shape(b).iter().product::<usize>() != cols {
+                return Err(Error::ShapeMismatch {
+                    op: "bce_logits_mean",
+                    lhs: s,
+                    rhs: self.shape(b).to_vec(),
+                    hint: format!(" (the bias holds one value per column, {cols})"),
+                });
+            }
+            inputs.push(b);
+        }
+        Ok(self.push(BceMean, &inputs, vec![1], DType::F32))
     }
 
     /// Mean squared error, shape [1].
@@ -201,5 +228,61 @@ impl OpDef for BceLogitsBackward {
             shape: shape.to_vec(),
             data: data.map(|((&z, &t), &g)| (1.0 / (1.0 + (-z).exp()) - t) * g).collect(),
         })
+    }
+}
+
+/// Inputs [x, t] or [x, t, b]: mean(bce(x + b, t)), shape [1].
+#[derive(Debug)]
+struct BceMean;
+
+impl OpDef for BceMean {
+    fn name(&self) -> &'static str {
+        "bce_logits_mean"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        single(crate::ops::bce_mean::bce_mean(f.dev, f.x[0], f.x[1], f.x.get(2).copied())?)
+    }
+    fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
+        let inputs = g.node(id).inputs.clone();
+        if g.node(inputs[1]).requires_grad {
+            return Err(Error::invalid("backward", "bce_logits_mean takes no gradient for its targets"));
+        }
+        let mut ins = inputs.clone();
+        ins.push(gy);
+        let gx = g.push(BceMeanBackward, &ins, g.in_shape(id, 0), DType::F32);
+        let mut out = vec![Some(gx), None];
+        if let Some(&b) = inputs.get(2) {
+            let bs = g.shape(b).to_vec();
+            let db = g.output(gx, 1, vec![bs.iter().product()]);
+            out.push(Some(if bs.len() == 1 { db } else { g.reshape(db, &bs)? }));
+        }
+        Ok(out)
+    }
+    fn reference(&self, x: &[&Value], _: &[usize]) -> Result<Value> {
+        let (xv, t) = (x[0], x[1]);
+        let cols = xv.data.len() / xv.shape[0];
+        let sum: f64 = (0..xv.data.len())
+            .map(|i| {
+                let z = xv.data[i] + x.get(2).map_or(0.0, |b| b.data[i % cols]);
+                z.max(0.0) - z * t.data[i] + (-z.abs()).exp().ln_1p()
+            })
+            .sum();
+        Ok(Value { shape: vec![1], data: vec![sum / xv.data.len() as f64] })
+    }
+}
+
+/// Inputs [x, t, (b,) dy]: the logits' gradient of `BceMean`, with the bias's as second output. Not
+/// differentiated again.
+#[derive(Debug)]
+struct BceMeanBackward;
+
+impl OpDef for BceMeanBackward {
+    fn name(&self) -> &'static str {
+        "bce_logits_mean_backward"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        let b = (f.x.len() == 4).then(|| f.x[2]);
+        let (dx, db) = crate::ops::bce_mean::bce_mean_backward(f.dev, f.x[0], f.x[1], b, f.x[f.x.len() - 1])?;
+        Ok((dx, vec![db]))
     }
 }

@@ -254,30 +254,60 @@ impl Net {
     }
 
     /// The network's output for `x` [B, ...], batch norms in `mode`.
-    pub fn forward(&self, g: &mut Graph, mut x: NodeId, mode: BnMode) -> Result<NodeId> {
-        let mut layers = self.layers.iter().peekable();
-        while let Some(l) = layers.next() {
-            x = match l {
-                Layer::Linear(lin) => lin.forward(g, x)?,
-                Layer::Conv(c) => c.forward(g, x)?,
-                Layer::ConvT(c) => c.forward(g, x)?,
-                // A batch norm takes the activation after it into its own kernels.
-                Layer::BatchNorm(bn) => match layers.next_if(|n| matches!(n, Layer::Act(_))) {
-                    Some(Layer::Act(a)) => bn.forward_act(g, x, mode, Some(*a))?,
-                    _ => bn.forward(g, x, mode)?,
-                },
-                Layer::Act(a) => a.forward(g, x)?,
-                Layer::Reshape(s) => {
-                    let total: usize = g.shape(x).iter().product();
-                    let per: usize = s.iter().product();
-                    let mut shape = vec![total / per];
-                    shape.extend(s);
-                    g.reshape(x, &shape)?
-                }
-            };
-        }
-        Ok(x)
+    pub fn forward(&self, g: &mut Graph, x: NodeId, mode: BnMode) -> Result<NodeId> {
+        run(g, &self.layers, x, mode)
     }
+
+    /// `forward` with a last linear layer's bias not added: (x·W, b), for a loss that adds the bias in
+    /// its own kernel (`Graph::bce_logits_mean`).
+    pub fn forward_split(&self, g: &mut Graph, x: NodeId, mode: BnMode) -> Result<(NodeId, Option<NodeId>)> {
+        match self.layers.split_last() {
+            Some((Layer::Linear(last), rest)) => {
+                let h = run(g, rest, x, mode)?;
+                last.forward_split(g, h)
+            }
+            _ => Ok((self.forward(g, x, mode)?, None)),
+        }
+    }
+}
+
+/// `layers` applied in order to `x`.
+fn run(g: &mut Graph, layers: &[Layer], mut x: NodeId, mode: BnMode) -> Result<NodeId> {
+    let mut layers = layers.iter().peekable();
+    while let Some(l) = layers.next() {
+        x = match l {
+            Layer::Linear(lin) => lin.forward(g, x)?,
+            // A convolution takes the activation after it into its kernel where it can.
+            Layer::Conv(c) => c.forward_act(g, x, fused_next(&mut layers))?,
+            Layer::ConvT(c) => c.forward_act(g, x, fused_next(&mut layers))?,
+            // A batch norm takes the activation after it into its own kernels.
+            Layer::BatchNorm(bn) => match layers.next_if(|n| matches!(n, Layer::Act(_))) {
+                Some(Layer::Act(a)) => bn.forward_act(g, x, mode, Some(*a))?,
+                _ => bn.forward(g, x, mode)?,
+            },
+            Layer::Act(a) => a.forward(g, x)?,
+            Layer::Reshape(s) => {
+                let total: usize = g.shape(x).iter().product();
+                let per: usize = s.iter().product();
+                let mut shape = vec![total / per];
+                shape.extend(s);
+                g.reshape(x, &shape)?
+            }
+        };
+    }
+    Ok(x)
+}
+
+/// The activation that comes next, taken from `layers` when a convolution's epilogue can fuse it.
+fn fused_next<'a>(
+    layers: &mut std::iter::Peekable<impl Iterator<Item = &'a Layer>>,
+) -> Option<crate::ops::chnorm::FusedAct> {
+    let act = match layers.peek() {
+        Some(Layer::Act(a)) => crate::nn::conv::epilogue_act(*a)?,
+        _ => return None,
+    };
+    layers.next();
+    Some(act)
 }
 
 /// Builds one network's layers, naming parameters `{net}.{position}.{what}` by the layer's position in
@@ -461,13 +491,24 @@ impl Gan {
 
     /// D's logits [B / pack, 1] for samples x [B, ...].
     pub fn discriminate(&self, g: &mut Graph, x: NodeId, mode: BnMode) -> Result<NodeId> {
-        let x = if self.cfg.pack > 1 {
-            let b = g.shape(x)[0];
-            g.reshape(x, &[b / self.cfg.pack, 2 * self.cfg.pack])?
-        } else {
-            x
-        };
+        let x = self.packed(g, x)?;
         self.d.forward(g, x, mode)
+    }
+
+    /// D's logits without its last bias, and that bias (`Net::forward_split`).
+    pub fn discriminate_split(&self, g: &mut Graph, x: NodeId, mode: BnMode) -> Result<(NodeId, Option<NodeId>)> {
+        let x = self.packed(g, x)?;
+        self.d.forward_split(g, x, mode)
+    }
+
+    /// x [B, ...] as D reads it: `pack` samples per row.
+    fn packed(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        if self.cfg.pack > 1 {
+            let b = g.shape(x)[0];
+            g.reshape(x, &[b / self.cfg.pack, 2 * self.cfg.pack])
+        } else {
+            Ok(x)
+        }
     }
 }
 

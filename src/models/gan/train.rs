@@ -192,10 +192,12 @@ impl GanTrainer {
             // The penalty differentiates D's output with respect to the real batch.
             gd.nodes[x.0].requires_grad = true;
         }
-        let dr = model.discriminate(&mut gd, x, BnMode::Train { update: false })?;
-        let df = model.discriminate(&mut gd, fake, BnMode::Train { update: false })?;
+        let dr = model.discriminate_split(&mut gd, x, BnMode::Train { update: false })?;
+        let df = model.discriminate_split(&mut gd, fake, BnMode::Train { update: false })?;
         let lr = bce_mean(&mut gd, dr, 1.0)?;
         let lf = bce_mean(&mut gd, df, 0.0)?;
+        // The penalty's gradient in x is the same with or without D's last bias.
+        let dr = dr.0;
         let mut loss_d = gd.add(lr, lf)?;
         if s.r1 > 0.0 {
             let sum = gd.sum_all(dr)?;
@@ -226,7 +228,7 @@ impl GanTrainer {
         let mut gg = Graph::new();
         let z = gg.input(&z_g);
         let fake = model.g.forward(&mut gg, z, BnMode::Train { update: true })?;
-        let df = model.discriminate(&mut gg, fake, BnMode::Train { update: false })?;
+        let df = model.discriminate_split(&mut gg, fake, BnMode::Train { update: false })?;
         let loss_g = bce_mean(&mut gg, df, 1.0)?;
         let (zg, sg) = (z_g.clone(), step_g.clone());
         let g =
@@ -312,9 +314,9 @@ impl GanTrainer {
     }
 }
 
-fn bce_mean(g: &mut Graph, logits: NodeId, target: f32) -> Result<NodeId> {
+/// The mean BCE of D's logits (x·W, with the bias b added in the loss's kernel) against `target`.
+fn bce_mean(g: &mut Graph, (logits, b): (NodeId, Option<NodeId>), target: f32) -> Result<NodeId> {
     let shape = g.shape(logits).to_vec();
     let t = g.fill(&shape, target)?;
-    let l = g.bce_logits(logits, t)?;
-    g.mean_all(l)
+    g.bce_logits_mean(logits, t, b)
 }

@@ -1,0 +1,68 @@
+//! CPU twins of the convolution epilogue: `apply` is the write-out of conv2d_fwd and conv2d_bwd_input
+//! (shaders/conv.wgsl `epilogue`), run over the planes after the GEMM; `conv_act_bias_bwd` is
+//! shaders/conv_epilogue.wgsl.
+
+use rayon::prelude::*;
+
+use super::elementwise::unary_in_place;
+use super::CpuArgs;
+use crate::kernels::conv::{ConvParams, EpilogueParams};
+
+/// y planes [n, c, plane] = act(y + b[c]) in place, when `p` asks for a bias or an activation.
+pub fn apply(p: &ConvParams, bias: &[f32], y: &mut [f32], c: usize, plane: usize) {
+    if p.bias == 0 && p.act == 0 {
+        return;
+    }
+    y.par_chunks_mut(plane).enumerate().with_min_len(16).for_each(|(pl, v)| {
+        if p.bias == 1 {
+            let b = bias[pl % c];
+            v.iter_mut().for_each(|e| *e += b);
+        }
+        if p.act != 0 {
+            unary_in_place(p.act - 1, p.alpha, v);
+        }
+    });
+}
+
+/// act'(z) from y = act(z), as the shader's `deriv_from_out` (op codes of ops::elementwise::Unary).
+fn deriv_from_out(op: u32, y: f32, alpha: f32) -> f32 {
+    match op {
+        9 => 1.0 - y * y,
+        10 => y * (1.0 - y),
+        11 => (y > 0.0) as u32 as f32,
+        16 => {
+            if y > 0.0 {
+                1.0
+            } else {
+                alpha
+            }
+        }
+        _ => 1.0,
+    }
+}
+
+/// Bindings: params, y (read), dy (read), dz (read_write), db (read_write). Each plane's sum, then each
+/// channel's over its images in order.
+pub fn conv_act_bias_bwd(args: &mut CpuArgs) {
+    let p: EpilogueParams = args.params();
+    let (y, dy) = (args.f32_in(0), args.f32_in(1));
+    let dz = args.f32_out(0);
+    let db = args.f32_out(1);
+    let (n, c, hw) = (p.n as usize, p.c as usize, p.hw as usize);
+    let planes: Vec<f32> = dz[..n * c * hw]
+        .par_chunks_mut(hw)
+        .enumerate()
+        .map(|(pl, out)| {
+            let (ys, gs) = (&y[pl * hw..][..hw], &dy[pl * hw..][..hw]);
+            let mut s = 0.0f32;
+            for ((o, &yv), &g) in out.iter_mut().zip(ys).zip(gs) {
+                *o = if p.act != 0 { g * deriv_from_out(p.act - 1, yv, p.alpha) } else { g };
+                s += *o;
+            }
+            s
+        })
+        .collect();
+    for (ch, b) in db[..c].iter_mut().enumerate() {
+        *b = (0..n).map(|img| planes[img * c + ch]).sum();
+    }
+}
