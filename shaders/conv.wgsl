@@ -33,6 +33,14 @@
 // written as act(acc + b[channel]) (`epilogue`), so a layer's bias and activation cost no dispatch of
 // their own. Without a bias the weights are bound in the bias slot and not read.
 
+// Variants (the tuner picks one per dispatch size on the running GPU, device::tune): k32 steps 32 deep
+// per pass through workgroup memory (half the barriers and loop overhead; unpadded rows keep both tiles
+// at 16 KiB, WebGPU's default limit), k32p the same with padded rows (17 KiB, for adapters with more
+// workgroup memory). Every form adds the terms in the same order of depth; a compiler may still contract
+// or unroll the longer loop differently, so they agree within the GEMM's rounding, not bit for bit.
+//#variant k32 TK=32u PITCH=16u
+//#variant k32p TK=32u
+
 //#include "common/gemm_tile.wgsl"
 //#include "common/activation.wgsl"
 
@@ -155,9 +163,10 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let n0 = tile.y * TN;
     let kk2 = cv.k * cv.k;
     let depth = cv.ci * kk2;
-    // Loads: this thread fills depth row kq of both tiles, at rows/columns r + 16t (t = 0..3).
-    let kq = lid % TK;
-    let r = lid / TK;
+    // Loads: this thread fills depth rows kq, kq + 16, .. (TK / 16 of them) of both tiles, at
+    // rows/columns r + 16t (t = 0..3).
+    let kq = lid % 16u;
+    let r = lid / 16u;
     let px0 = fwd_pixel(n0 + r);
     let px1 = fwd_pixel(n0 + r + 16u);
     let px2 = fwd_pixel(n0 + r + 32u);
@@ -165,20 +174,22 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 
     var acc = Acc();
     for (var k0 = 0u; k0 < depth; k0 += TK) {
-        let kk = k0 + kq;
-        let ok = kk < depth;
-        let d = split3(kk, kk2, cv.k);  // (c, kh, kw)
-        let kh = d.y;
-        let kw = d.z;
-        let cbase = d.x * cv.h * cv.w;
-        for (var q = 0u; q < 4u; q++) {
-            let i = r + 16u * q;
-            var v = 0.0;
-            if ok && m0 + i < cv.co { v = fw[(m0 + i) * depth + kk]; }
-            put_a(kq, i, v);
+        for (var kr = kq; kr < TK; kr += 16u) {
+            let kk = k0 + kr;
+            let ok = kk < depth;
+            let d = split3(kk, kk2, cv.k);  // (c, kh, kw)
+            let kh = d.y;
+            let kw = d.z;
+            let cbase = d.x * cv.h * cv.w;
+            for (var q = 0u; q < 4u; q++) {
+                let i = r + 16u * q;
+                var v = 0.0;
+                if ok && m0 + i < cv.co { v = fw[(m0 + i) * depth + kk]; }
+                put_a(kr, i, v);
+            }
+            put_b4(kr, r, vec4<f32>(fwd_gather(px0, cbase, kh, kw, ok), fwd_gather(px1, cbase, kh, kw, ok),
+                                    fwd_gather(px2, cbase, kh, kw, ok), fwd_gather(px3, cbase, kh, kw, ok)));
         }
-        put_b4(kq, r, vec4<f32>(fwd_gather(px0, cbase, kh, kw, ok), fwd_gather(px1, cbase, kh, kw, ok),
-                                fwd_gather(px2, cbase, kh, kw, ok), fwd_gather(px3, cbase, kh, kw, ok)));
         workgroupBarrier();
         acc = multiply_tiles(acc, lid3.x, lid3.y);
         workgroupBarrier();
@@ -251,8 +262,8 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     if n0 >= npix { return; }
     let taps = ah.z * aw.z;
     let depth = cv.co * taps;
-    let kq = lid % TK;
-    let r = lid / TK;
+    let kq = lid % 16u;
+    let r = lid / 16u;
     let px0 = bwd_pixel(n0 + r, ah, aw);
     let px1 = bwd_pixel(n0 + r + 16u, ah, aw);
     let px2 = bwd_pixel(n0 + r + 32u, ah, aw);
@@ -261,24 +272,26 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
 
     var acc = Acc();
     for (var k0 = 0u; k0 < depth; k0 += TK) {
-        let kk = k0 + kq;
-        let ok = kk < depth;
-        // max(.., 1): a phase without taps has depth 0 and never gets here.
-        let d = split3(kk, max(taps, 1u), max(aw.z, 1u));  // (c, th, tw)
-        let c = d.x;
-        let th = d.y;
-        let tw = d.z;
-        // w[c, ci, rh + s*th, rw + s*tw] for ci = m0 + i: consecutive ci are k*k apart.
-        let wtap = (c * cv.ci * cv.k + rh + s * th) * cv.k + rw + s * tw;
-        for (var q = 0u; q < 4u; q++) {
-            let i = r + 16u * q;
-            var v = 0.0;
-            if ok && m0 + i < cv.ci { v = bw[wtap + (m0 + i) * cv.k * cv.k]; }
-            put_a(kq, i, v);
+        for (var kr = kq; kr < TK; kr += 16u) {
+            let kk = k0 + kr;
+            let ok = kk < depth;
+            // max(.., 1): a phase without taps has depth 0 and never gets here.
+            let d = split3(kk, max(taps, 1u), max(aw.z, 1u));  // (c, th, tw)
+            let c = d.x;
+            let th = d.y;
+            let tw = d.z;
+            // w[c, ci, rh + s*th, rw + s*tw] for ci = m0 + i: consecutive ci are k*k apart.
+            let wtap = (c * cv.ci * cv.k + rh + s * th) * cv.k + rw + s * tw;
+            for (var q = 0u; q < 4u; q++) {
+                let i = r + 16u * q;
+                var v = 0.0;
+                if ok && m0 + i < cv.ci { v = bw[wtap + (m0 + i) * cv.k * cv.k]; }
+                put_a(kr, i, v);
+            }
+            let cbase = c * hw_o;
+            put_b4(kr, r, vec4<f32>(bwd_gather(px0, cbase, th, tw, ok), bwd_gather(px1, cbase, th, tw, ok),
+                                    bwd_gather(px2, cbase, th, tw, ok), bwd_gather(px3, cbase, th, tw, ok)));
         }
-        let cbase = c * hw_o;
-        put_b4(kq, r, vec4<f32>(bwd_gather(px0, cbase, th, tw, ok), bwd_gather(px1, cbase, th, tw, ok),
-                                bwd_gather(px2, cbase, th, tw, ok), bwd_gather(px3, cbase, th, tw, ok)));
         workgroupBarrier();
         acc = multiply_tiles(acc, lid3.x, lid3.y);
         workgroupBarrier();
@@ -339,8 +352,8 @@ fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let first = wid.z * cv.imgs_per_split;
     let last = min(first + cv.imgs_per_split, cv.n);
     let kend = select(0u, last * howo, last > first);
-    let kq = lid % TK;
-    let r = lid / TK;
+    let kq = lid % 16u;
+    let r = lid / 16u;
     let tap0 = tap_of(n0 + r);
     let tap1 = tap_of(n0 + r + 16u);
     let tap2 = tap_of(n0 + r + 32u);
@@ -349,25 +362,27 @@ fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 
     var acc = Acc();
     for (var k0 = first * howo; k0 < kend; k0 += TK) {
-        let pix = k0 + kq;
-        let ok = pix < kend;
-        let d = split3(pix, howo, cv.wo);  // (img, oh, ow, pixel in image)
-        let img = d.x;
-        let oh = d.y;
-        let ow = d.z;
-        // dy[img, co, oh, ow] for co = m0 + i: consecutive co are ho*wo apart.
-        let dyat = img * cv.co * howo + d.w;
-        for (var t = 0u; t < 4u; t++) {
-            let i = r + 16u * t;
-            var v = 0.0;
-            if ok && m0 + i < cv.co { v = wdy[dyat + (m0 + i) * howo]; }
-            put_a(kq, i, v);
+        for (var kr = kq; kr < TK; kr += 16u) {
+            let pix = k0 + kr;
+            let ok = pix < kend;
+            let d = split3(pix, howo, cv.wo);  // (img, oh, ow, pixel in image)
+            let img = d.x;
+            let oh = d.y;
+            let ow = d.z;
+            // dy[img, co, oh, ow] for co = m0 + i: consecutive co are ho*wo apart.
+            let dyat = img * cv.co * howo + d.w;
+            for (var t = 0u; t < 4u; t++) {
+                let i = r + 16u * t;
+                var v = 0.0;
+                if ok && m0 + i < cv.co { v = wdy[dyat + (m0 + i) * howo]; }
+                put_a(kr, i, v);
+            }
+            let xbase = img * chw;
+            let y0 = i32(oh * cv.stride) - i32(cv.pad);
+            let x0 = i32(ow * cv.stride) - i32(cv.pad);
+            put_b4(kr, r, vec4<f32>(wgt_gather(tap0, xbase, y0, x0, ok), wgt_gather(tap1, xbase, y0, x0, ok),
+                                    wgt_gather(tap2, xbase, y0, x0, ok), wgt_gather(tap3, xbase, y0, x0, ok)));
         }
-        let xbase = img * chw;
-        let y0 = i32(oh * cv.stride) - i32(cv.pad);
-        let x0 = i32(ow * cv.stride) - i32(cv.pad);
-        put_b4(kq, r, vec4<f32>(wgt_gather(tap0, xbase, y0, x0, ok), wgt_gather(tap1, xbase, y0, x0, ok),
-                                wgt_gather(tap2, xbase, y0, x0, ok), wgt_gather(tap3, xbase, y0, x0, ok)));
         workgroupBarrier();
         acc = multiply_tiles(acc, lid3.x, lid3.y);
         workgroupBarrier();

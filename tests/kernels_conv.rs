@@ -235,17 +235,27 @@ fn compare(what: &str, got: &Triple, want: &Triple, r: &Reference, rr: f64) {
 
 #[test]
 fn conv2d_gpu_matches_cpu_twin() {
-    let Some(gpu) = gpu() else { return };
-    let cpu = cpu();
-    let mut rng = Rng::new(seed());
-    for c in &CASES {
-        let (x, w, dy) = conv_inputs(&mut rng, c);
-        let r = reference(&|f| conv_terms(c, f), &x, &w, &dy);
-        let want = run_conv(&cpu, c, &x, &w, &dy);
-        let got = run_conv(&gpu, c, &x, &w, &dy);
-        compare(&format!("conv2d {c:?}"), &got, &want, &r, 2e-6);
-    }
+    // The family form and every depth variant.
+    for_each_variant(CONV, |name| {
+        let Some(gpu) = gpu() else { return };
+        let cpu = cpu();
+        let mut rng = Rng::new(seed());
+        for c in &CASES {
+            let (x, w, dy) = conv_inputs(&mut rng, c);
+            let r = reference(&|f| conv_terms(c, f), &x, &w, &dy);
+            let want = run_conv(&cpu, c, &x, &w, &dy);
+            let got = run_conv(&gpu, c, &x, &w, &dy);
+            compare(&format!("conv2d {c:?} variant `{name}`"), &got, &want, &r, 2e-6);
+        }
+    });
 }
+
+/// The convolution's three kernels, which share their variants.
+const CONV: &[&tigel::kernels::Kernel] = &[
+    &tigel::kernels::conv::CONV2D_FWD,
+    &tigel::kernels::conv::CONV2D_BWD_INPUT,
+    &tigel::kernels::conv::CONV2D_BWD_WEIGHT,
+];
 
 /// The accumulating weight gradient (r + dw added into r's buffer, through the shader's `+=` store with
 /// one split or the accumulating reduction of the splits) is r + dw exactly on each device, and the GPU
@@ -278,17 +288,19 @@ fn conv_backward_weight_acc_is_the_sum_and_matches_cpu_twin() {
 
 #[test]
 fn conv_transpose2d_gpu_matches_cpu_twin() {
-    let Some(gpu) = gpu() else { return };
-    let cpu = cpu();
-    let mut rng = Rng::new(seed());
-    for (i, c) in CASES.iter().enumerate() {
-        let Some(op) = out_pad(i, c) else { continue };
-        let (x, w, dy) = conv_t_inputs(&mut rng, c, op);
-        let r = reference(&|f| conv_t_terms(c, op, f), &x, &w, &dy);
-        let want = run_conv_t(&cpu, c, op, &x, &w, &dy);
-        let got = run_conv_t(&gpu, c, op, &x, &w, &dy);
-        compare(&format!("conv_transpose2d {c:?} output_padding {op}"), &got, &want, &r, 2e-6);
-    }
+    for_each_variant(CONV, |name| {
+        let Some(gpu) = gpu() else { return };
+        let cpu = cpu();
+        let mut rng = Rng::new(seed());
+        for (i, c) in CASES.iter().enumerate() {
+            let Some(op) = out_pad(i, c) else { continue };
+            let (x, w, dy) = conv_t_inputs(&mut rng, c, op);
+            let r = reference(&|f| conv_t_terms(c, op, f), &x, &w, &dy);
+            let want = run_conv_t(&cpu, c, op, &x, &w, &dy);
+            let got = run_conv_t(&gpu, c, op, &x, &w, &dy);
+            compare(&format!("conv_transpose2d {c:?} output_padding {op} variant `{name}`"), &got, &want, &r, 2e-6);
+        }
+    });
 }
 
 #[test]

@@ -315,6 +315,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &rope::ROPE_QKV,
     &gated::SILU_GATE_FWD,
     &gated::SILU_GATE_BWD,
+    &gated::SILU_GATE_BWD_HALF,
     &resnorm::ADD_LAYER_NORM_FWD,
     &resnorm::LAYER_NORM_BWD_FUSED,
     &qknorm::QK_NORM_FWD,
