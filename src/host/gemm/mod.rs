@@ -327,10 +327,33 @@ fn gemm_blocked<const MR: usize, const NR: usize, B: PackB>(
         blocks = blocks.div_ceil(threads) * threads;
     }
     let mc = m.div_ceil(blocks).next_multiple_of(MR).min(MC);
-
     let c = &mut c[..(m - 1) * ldc + n];
-    let mut bbuf = PACK_B.take();
 
+    // One row block per thread and several rank-KC steps (a short, deep product: a weight gradient
+    // Xᵀ·dY over many tokens): each thread packs its own copy of each B panel and runs every step
+    // of its block, so the product is one fork-join instead of two per step (a worker that wakes
+    // late for one of those joins held the whole product back to below one thread's speed). The
+    // duplicated packing is kc·n per step against mc·kc·n multiply-adds; the arithmetic, and so
+    // the result, is the shared path's.
+    if parallel && blocks == threads && k > KC {
+        c.par_chunks_mut(mc * ldc).enumerate().for_each(|(blk, cb)| {
+            let mut bbuf = PACK_B.take();
+            for jc in (0..n).step_by(NC) {
+                let nc = NC.min(n - jc);
+                for pc in (0..k).step_by(KC) {
+                    let kc = KC.min(k - pc);
+                    let bp = aligned(&mut bbuf, nc.div_ceil(NR) * NR * kc);
+                    bp.chunks_mut(NR * kc).enumerate().for_each(|(s, d)| pack_b::<NR, B>(b, d, jc, s, pc, kc, n));
+                    let step = Step { kernel, a, m, n, mc, jc, pc, kc, ldc, acc: accumulate || pc > 0 };
+                    step.block::<MR, NR>(bp, blk, cb);
+                }
+            }
+            PACK_B.set(bbuf);
+        });
+        return;
+    }
+
+    let mut bbuf = PACK_B.take();
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         let slivers = nc.div_ceil(NR);
@@ -340,42 +363,67 @@ fn gemm_blocked<const MR: usize, const NR: usize, B: PackB>(
             let acc = accumulate || pc > 0;
 
             let bp = aligned(&mut bbuf, slivers * NR * kc);
-            let pack = |(s, d): (usize, &mut [f32])| {
-                let j0 = jc + s * NR;
-                b.pack::<NR>(&mut d[..NR * kc], pc, kc, j0, NR.min(n - j0));
-            };
+            let pack = |(s, d): (usize, &mut [f32])| pack_b::<NR, B>(b, d, jc, s, pc, kc, n);
             if parallel {
                 bp.par_chunks_mut(NR * kc).enumerate().with_min_len(4).for_each(pack);
             } else {
                 bp.chunks_mut(NR * kc).enumerate().for_each(pack);
             }
             let bp: &[f32] = bp;
-
-            let block = |(blk, cb): (usize, &mut [f32])| {
-                let i0 = blk * mc;
-                let rows = mc.min(m - i0);
-                let mut abuf = PACK_A.take();
-                let ap = aligned(&mut abuf, rows.next_multiple_of(MR) * kc);
-                pack_a::<MR>(ap, a, i0, rows, pc, kc);
-                for (s, bs) in bp.chunks_exact(NR * kc).enumerate() {
-                    let j = jc + s * NR;
-                    let nr = NR.min(n - j);
-                    for (t, as_) in ap.chunks_exact(MR * kc).enumerate() {
-                        let mr = MR.min(rows - t * MR);
-                        let ct = &mut cb[t * MR * ldc + j..];
-                        micro_tile::<MR, NR>(kernel, kc, as_, bs, ct, ldc, mr, nr, acc);
-                    }
-                }
-                PACK_A.set(abuf);
-            };
+            let step = Step { kernel, a, m, n, mc, jc, pc, kc, ldc, acc };
             if parallel {
-                c.par_chunks_mut(mc * ldc).enumerate().for_each(block);
+                c.par_chunks_mut(mc * ldc).enumerate().for_each(|(blk, cb)| step.block::<MR, NR>(bp, blk, cb));
             } else {
-                c.chunks_mut(mc * ldc).enumerate().for_each(block);
+                c.chunks_mut(mc * ldc).enumerate().for_each(|(blk, cb)| step.block::<MR, NR>(bp, blk, cb));
             }
         }
     }
     PACK_B.set(bbuf);
+}
+
+/// Packs sliver `s` of the B panel at columns jc.., rows pc..pc+kc into `d` (NR·kc floats).
+#[allow(clippy::too_many_arguments)]
+fn pack_b<const NR: usize, B: PackB>(b: &B, d: &mut [f32], jc: usize, s: usize, pc: usize, kc: usize, n: usize) {
+    let j0 = jc + s * NR;
+    b.pack::<NR>(&mut d[..NR * kc], pc, kc, j0, NR.min(n - j0));
+}
+
+/// One rank-KC step of the blocked product: its panel of B is packed, each row block of C adds
+/// A's rows times it.
+#[derive(Clone, Copy)]
+struct Step<'a> {
+    kernel: Kernel,
+    a: MatRef<'a>,
+    m: usize,
+    n: usize,
+    mc: usize,
+    jc: usize,
+    pc: usize,
+    kc: usize,
+    ldc: usize,
+    /// Add into C (every step but a non-accumulating product's first).
+    acc: bool,
+}
+
+impl Step<'_> {
+    /// Row block `blk` (C's rows from blk·mc, `cb`) += its rows of A times the packed panel `bp`.
+    fn block<const MR: usize, const NR: usize>(&self, bp: &[f32], blk: usize, cb: &mut [f32]) {
+        let i0 = blk * self.mc;
+        let rows = self.mc.min(self.m - i0);
+        let mut abuf = PACK_A.take();
+        let ap = aligned(&mut abuf, rows.next_multiple_of(MR) * self.kc);
+        pack_a::<MR>(ap, self.a, i0, rows, self.pc, self.kc);
+        for (s, bs) in bp.chunks_exact(NR * self.kc).enumerate() {
+            let j = self.jc + s * NR;
+            let nr = NR.min(self.n - j);
+            for (t, as_) in ap.chunks_exact(MR * self.kc).enumerate() {
+                let mr = MR.min(rows - t * MR);
+                let ct = &mut cb[t * MR * self.ldc + j..];
+                micro_tile::<MR, NR>(self.kernel, self.kc, as_, bs, ct, self.ldc, mr, nr, self.acc);
+            }
+        }
+        PACK_A.set(abuf);
+    }
 }
 
 /// C tile (mr x nr valid, row stride ldc) (+)= A sliver (MR x kc) * B sliver (kc x NR).
