@@ -267,6 +267,10 @@ impl WeakBuffer {
     pub fn is(&self, b: &Buffer) -> bool {
         std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(&b.inner))
     }
+    /// The buffer, if it is still alive.
+    pub fn upgrade(&self) -> Option<Buffer> {
+        self.0.upgrade().map(|inner| Buffer { inner })
+    }
 }
 
 enum DownloadState {

@@ -35,9 +35,10 @@ pub(crate) struct SavedHalf {
     order: Vec<NodeId>,
     /// Nodes whose value the plan must not change: kept outputs and tensors bound from outside.
     fixed: Vec<bool>,
-    /// The f16 copies made so far, by the f32 buffer they copy: a node that shares its buffer with a
-    /// stored one (a reshape of it) shares the copy too. Weak, so the f32 buffer still frees.
-    copies: Vec<(WeakBuffer, Tensor)>,
+    /// The f16 copies made so far (f32 buffer, its copy's buffer, elements copied): a node that
+    /// shares its buffer and element count with a stored one (a reshape of it) shares the copy too.
+    /// Both weak, so each frees with its last reader.
+    copies: Vec<(WeakBuffer, WeakBuffer, usize)>,
 }
 
 impl SavedHalf {
@@ -110,13 +111,15 @@ impl SavedHalf {
         if t.dtype != DType::F32 || t.numel() < MIN_ELEMENTS {
             return Ok(t.clone());
         }
-        self.copies.retain(|(w, _)| w.alive());
-        let made = self.copies.iter().find(|(w, c)| w.is(&t.buf) && c.numel() == t.numel());
-        if let Some((_, c)) = made {
-            return c.reshape(&t.shape);
+        self.copies.retain(|(w, c, _)| w.alive() && c.alive());
+        let made =
+            self.copies.iter().find(|(w, _, n)| w.is(&t.buf) && *n == t.numel()).and_then(|(_, c, _)| c.upgrade());
+        if let Some(buf) = made {
+            // The same buffer holds the same elements: only the shape differs (a reshape).
+            return Ok(Tensor { buf, shape: t.shape.clone(), dtype: DType::F16 });
         }
         let c = cast(dev, t, DType::F16)?;
-        self.copies.push((t.buf.downgrade(), c.clone()));
+        self.copies.push((t.buf.downgrade(), c.buf.downgrade(), t.numel()));
         Ok(c)
     }
 
