@@ -4,7 +4,9 @@
 // Cross-entropy, logits [rows, len] f32 and targets [rows] u32 (class ids):
 //   cross_entropy_fwd: one workgroup per row (rows fold into y past the per-dimension limit, as
 //     kernels::groups_1d with one row per workgroup). The row max and the sum of exp(x - max) are reduced
-//     as in softmax_rows (256 strided partials, then a tree); thread 0 writes
+//     as in softmax_rows (WG_REDUCE strided partials, then a tree or subgroup operations); its variants
+//     are softmax's (64, 128 or 256 threads per row, workgroup memory or subgroups: a GPT's rows are a
+//     vocabulary long, often shorter than 256); thread 0 writes
 //       lse[row]  = max + log(sum)            (saved for the backward)
 //       loss[row] = log(sum) + (max - x[t])   (= lse - x[t]; both terms are >= 0, so no cancellation)
 //   cross_entropy_bwd: one thread per logit, dlogits = (exp(x - lse[row]) - [v == t]) * g[row], where g is
@@ -21,7 +23,14 @@
 //#include "common/workgroup_reduce.wgsl"
 //#include "common/row_max_sumexp.wgsl"
 
+// Threads per workgroup of the elementwise entries; cross_entropy_fwd uses WG_REDUCE, which its
+// variants set (the row grid is the same for all of them).
 const WG: u32 = 256u;
+//#variant sg subgroups entries=cross_entropy_fwd
+//#variant sg128 subgroups WG_REDUCE=128u entries=cross_entropy_fwd
+//#variant sg64 subgroups WG_REDUCE=64u entries=cross_entropy_fwd
+//#variant wg128 WG_REDUCE=128u entries=cross_entropy_fwd
+//#variant wg64 WG_REDUCE=64u entries=cross_entropy_fwd
 
 struct CrossEntropyParams {
     rows: u32,
@@ -48,7 +57,7 @@ fn target_of(row: u32) -> u32 {
     return min(targets[row], cp.len - 1u);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG_REDUCE)
 fn cross_entropy_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
     let row = flat_id(wid, nwg, 0u, 1u);

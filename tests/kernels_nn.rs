@@ -165,6 +165,11 @@ fn lse_f64(row: &[f64]) -> f64 {
 
 #[test]
 fn cross_entropy_matches_cpu_twin() {
+    // Every variant of the forward (workgroup sizes, subgroups), the same assertions.
+    for_each_variant(&[&tigel::kernels::loss::CROSS_ENTROPY_FWD], |_| cross_entropy_matches_cpu_twin_once());
+}
+
+fn cross_entropy_matches_cpu_twin_once() {
     let Some(gpu) = gpu() else { return };
     let cpu = cpu();
     let mut rng = Rng::new(seed());
@@ -185,6 +190,10 @@ fn cross_entropy_matches_cpu_twin() {
 
 #[test]
 fn cross_entropy_rows_fold_past_the_dimension_limit() {
+    for_each_variant(&[&tigel::kernels::loss::CROSS_ENTROPY_FWD], |_| cross_entropy_rows_fold_once());
+}
+
+fn cross_entropy_rows_fold_once() {
     // 70000 rows: more workgroups than the 65535 per-dimension limit, so the forward grid folds into y.
     let Some(gpu) = gpu() else { return };
     let cpu = cpu();
