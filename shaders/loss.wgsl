@@ -5,8 +5,7 @@
 //   cross_entropy_fwd: one workgroup per row (rows fold into y past the per-dimension limit, as
 //     kernels::groups_1d with one row per workgroup). The row max and the sum of exp(x - max) are reduced
 //     as in softmax_rows (WG_REDUCE strided partials, then a tree or subgroup operations); its variants
-//     are softmax's (64, 128 or 256 threads per row, workgroup memory or subgroups: a GPT's rows are a
-//     vocabulary long, often shorter than 256); thread 0 writes
+//     are softmax's (64, 128 or 256 threads per row, workgroup memory or subgroups); thread 0 writes
 //       lse[row]  = max + log(sum)            (saved for the backward)
 //       loss[row] = log(sum) + (max - x[t])   (= lse - x[t]; both terms are >= 0, so no cancellation)
 //   cross_entropy_bwd: one thread per logit, dlogits = (exp(x - lse[row]) - [v == t]) * g[row], where g is
