@@ -387,6 +387,24 @@ fn grad_matmul_bias_act() {
     check("matmul_bias_act transposed", &[&[4, 5], &[3, 4], &[1, 3]], -1.0, 1.0, |g, p, _| {
         g.matmul_bias_act(p[0], p[1], p[2], tanh, t)
     });
+    // A gradient penalty through fused layers: ‖d/dx Σ w ⊙ act(x·W + b)‖², which differentiates the
+    // epilogue's backward again (from the output: the rectifiers, tanh, sigmoid).
+    for (op, alpha) in [(Unary::LeakyRelu, 0.2), (Unary::Tanh, 0.01), (Unary::Sigmoid, 0.01)] {
+        let act = Some(FusedAct { op, alpha });
+        check(
+            &format!("matmul_bias_act gradient penalty {op:?}"),
+            &[&[3, 4], &[4, 5], &[5], &[5, 2]],
+            -1.0,
+            1.0,
+            |g, p, _| {
+                let h = g.matmul_bias_act(p[0], p[1], p[2], act, o)?;
+                let y = g.matmul(h, p[3], o)?;
+                let s = g.sum_all(y)?;
+                let dx = g.backward(s, &[p[0]])?[0];
+                g.mul(dx, dx)
+            },
+        );
+    }
     let silu = Some(FusedAct { op: Unary::Silu, alpha: 0.01 });
     check("matmul_bias_act batched", &[&[2, 3, 4], &[4, 3], &[3]], -1.0, 1.0, |g, p, _| {
         g.matmul_bias_act(p[0], p[1], p[2], silu, o)

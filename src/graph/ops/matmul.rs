@@ -11,7 +11,7 @@ use crate::graph::reference::Value;
 use crate::graph::{Graph, NodeId, Op};
 use crate::ops::chnorm::FusedAct;
 use crate::ops::conv_fused::fusable;
-use crate::ops::elementwise::unary_with;
+use crate::ops::elementwise::{unary_with, Binary, Unary};
 use crate::ops::matmul::{self as eager, matmul_shape, MatmulJob, MatmulOpts};
 use crate::ops::matmul_fused as fused;
 use crate::tensor::{DType, Tensor};
@@ -352,8 +352,9 @@ impl OpDef for MatmulBiasAct {
 }
 
 /// Inputs [t, dy] of a `MatmulBiasAct` with an activation, t its output y (`from_out`) or its kept
-/// pre-activation z: dz = dy · act', with db [N] = Σ dz over the rows as the second output. Not
-/// differentiated again.
+/// pre-activation z: dz = dy · act', with db [N] = Σ dz over the rows as the second output. From the
+/// output it is differentiated again (a gradient penalty through a layer), as the derivative in y of
+/// dy · act'(y): 0 for the rectifiers, dy · (−2y) for tanh, dy · (1 − 2y) for sigmoid; from z it is not.
 #[derive(Debug)]
 struct ActBiasBackward {
     act: Option<FusedAct>,
@@ -367,5 +368,47 @@ impl OpDef for ActBiasBackward {
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
         let (dz, db) = fused::matmul_act_bias_backward(f.dev, f.x[0], f.x[1], self.act, self.from_out)?;
         Ok((dz, vec![db]))
+    }
+    fn backward(&self, g: &mut Graph, id: NodeId, gdz: NodeId) -> Result<Vec<Option<NodeId>>> {
+        let (Some(act), true) = (self.act, self.from_out) else {
+            return Err(Error::invalid(
+                "backward",
+                "the second derivative of a GELU or SiLU epilogue is not implemented",
+            ));
+        };
+        let (t, dy) = (g.in_node(id, 0), g.in_node(id, 1));
+        let shape = g.shape(id).to_vec();
+        // d/d dy: gdz · act'(y), this op again (its bias sum unused).
+        let gdy = g.push(ActBiasBackward { act: self.act, from_out: true }, &[t, gdz], shape, DType::F32);
+        // d/dy: gdz · dy · act''(y) in terms of y.
+        let gt = match act.op {
+            Unary::Tanh | Unary::Sigmoid => {
+                let u = g.mul(gdz, dy)?;
+                let d2 = match act.op {
+                    Unary::Tanh => g.scale(t, -2.0)?,
+                    _ => {
+                        let m = g.scale(t, -2.0)?;
+                        g.scalar(Binary::Add, m, 1.0, false)?
+                    }
+                };
+                Some(g.mul(u, d2)?)
+            }
+            _ => None,
+        };
+        Ok(vec![gt, Some(gdy)])
+    }
+    fn reference(&self, x: &[&Value], _: &[usize]) -> Result<Value> {
+        let (Some(a), true) = (self.act, self.from_out) else {
+            return Err(Error::invalid("reference", "matmul_act_bias_backward from z has no f64 reference"));
+        };
+        let d = |y: f64| match a.op {
+            Unary::Tanh => 1.0 - y * y,
+            Unary::Sigmoid => y * (1.0 - y),
+            Unary::Relu if y <= 0.0 => 0.0,
+            Unary::LeakyRelu if y <= 0.0 => a.alpha as f64,
+            _ => 1.0,
+        };
+        let data = x[0].data.iter().zip(&x[1].data).map(|(&y, &g)| g * d(y)).collect();
+        Ok(Value { shape: x[0].shape.clone(), data })
     }
 }
