@@ -125,7 +125,7 @@ pub fn matmul_act_bias_backward(
         return Err(Error::invalid(OP, format!("{:?}'s derivative does not follow from its output", a.op)));
     }
     let n = *t.shape.last().expect("checked above");
-    let rows = if n == 0 { 0 } else { t.numel() / n };
+    let rows = t.numel().checked_div(n).unwrap_or(0);
     let dz = Tensor::empty(dev, &t.shape, DType::F32)?;
     let db = Tensor::empty(dev, &[n], DType::F32)?;
     let (code, alpha) = act.map_or((0, 0.0), |a| (a.op as u32 + 1, a.alpha));
