@@ -65,6 +65,27 @@ fn store_row_epi(pp: MatmulParams, base_c: u32, row: u32, col: u32, v: vec4<f32>
     }
 }
 
+// matmul_tiled_bias_act also storing the pre-activation (the vec4 kernel's shapes take this one too).
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_bias_act_keep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+                              @builtin(local_invocation_index) lid: u32) {
+    let pp = pe.mm;
+    let m0 = wid.y * TM;
+    let n0 = wid.x * TN;
+    let acc = tile_product(0u, pp, m0, n0, wid.z, lid, lid3.x, lid3.y);
+    let base_c = wid.z * pp.stride_c;
+    let row = m0 + 4u * lid3.y;
+    let col = n0 + 4u * lid3.x;
+    let rows = array<vec4<f32>, 4>(acc.r0, acc.r1, acc.r2, acc.r3);
+    for (var r = 0u; r < 4u; r++) {
+        if row + r >= pp.m { return; }
+        for (var j = 0u; j < 4u; j++) {
+            if col + j >= pp.n { break; }
+            epi_store_keep(base_c + (row + r) * pp.n + col + j, col + j, rows[r][j]);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // matmul_tiled_vec4: the same tiling, global memory as vec4 (indices and strides below are in vec4s).
 // Preconditions (checked by the op layer): the stored row length of A (K, or M when trans_a), of B
@@ -219,6 +240,16 @@ fn matmul_small_bias_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     if e >= pp.m * pp.n { return; }
     let col = e % pp.n;
     epi_store(wid.z * pp.stride_c + e, col, small_dot(pp, wid.z, e / pp.n, col));
+}
+
+@compute @workgroup_size(256)
+fn matmul_small_bias_act_keep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_index) lid: u32) {
+    let pp = pe.mm;
+    let e = flat_id(wid, nwg, lid, SMALL_WG);
+    if e >= pp.m * pp.n { return; }
+    let col = e % pp.n;
+    epi_store_keep(wid.z * pp.stride_c + e, col, small_dot(pp, wid.z, e / pp.n, col));
 }
 
 @compute @workgroup_size(256)

@@ -8,8 +8,8 @@
 // a grid of 64x64 tiles; the variants below change the block (the engine divides that grid by `grid`),
 // the register block and the depth, and `device::tune` times them on the running GPU. Every product
 // sums K in order into one accumulator, as matmul_tiled does. `matmul_blocked_bias_act` is the same
-// product stored through common/matmul_epilogue.wgsl (C = act(alpha·op(A)·op(B) + bias[col])); every
-// variant has it, so the tuned tile serves both.
+// product stored through common/matmul_epilogue.wgsl (C = act(alpha·op(A)·op(B) + bias[col])), and
+// `matmul_blocked_bias_act_keep` also stores the pre-activation; every variant has them.
 
 const BM: u32 = 64u;   // rows of C per workgroup
 const BN: u32 = 64u;   // columns of C per workgroup
@@ -133,6 +133,23 @@ fn matmul_blocked_bias_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
             let col = wid.x * BN + RN * lid3.x + q;
             if col >= pp.n { break; }
             epi_store(base_c + row * pp.n + col, col, acc[r * RN + q]);
+        }
+    }
+}
+
+@compute @workgroup_size(WX, WY)
+fn matmul_blocked_bias_act_keep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+                                @builtin(local_invocation_index) lid: u32) {
+    let pp = pe.mm;
+    let acc = blocked_product(pp, wid, lid3, lid);
+    let base_c = wid.z * pp.stride_c;
+    for (var r = 0u; r < RM; r++) {
+        let row = wid.y * BM + RM * lid3.y + r;
+        if row >= pp.m { break; }
+        for (var q = 0u; q < RN; q++) {
+            let col = wid.x * BN + RN * lid3.x + q;
+            if col >= pp.n { break; }
+            epi_store_keep(base_c + row * pp.n + col, col, acc[r * RN + q]);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The matmul epilogue (bias and activation in each `*_bias_act` entry point, `ops::matmul_fused`) and
+//! The matmul epilogue (bias and activation in each `*_bias_act` entry point, and the `_keep` forms
+//! that also store the pre-activation, `ops::matmul_fused`) and
 //! its backward (matmul_act_bias_bwd): each against the unfused ops it replaces on the same device, and
 //! the GPU against the CPU twin, on every kernel the chooser can pick (every tile variant of the
 //! blocked one), random inputs, odd shapes.
@@ -11,11 +12,11 @@
 //! at z: 1e-5 relative); the bias gradient is a sum of up to 70 rows in another order (1e-5).
 mod common;
 use common::*;
-use tigel::kernels::matmul::{MATMUL_BLOCKED, MATMUL_BLOCKED_BIAS_ACT};
+use tigel::kernels::matmul::{MATMUL_BLOCKED, MATMUL_BLOCKED_BIAS_ACT, MATMUL_BLOCKED_BIAS_ACT_KEEP};
 use tigel::ops::chnorm::FusedAct;
 use tigel::ops::elementwise::{self as ew, Unary};
 use tigel::ops::matmul::{self as mm, KernelChoice, MatmulOpts};
-use tigel::ops::matmul_fused as mf;
+use tigel::ops::matmul_fused::{self as mf, MatmulEpi};
 use tigel::ops::reduce;
 use tigel::{DType, Device, Tensor};
 
@@ -52,22 +53,30 @@ fn forward(
     kc: KernelChoice,
     act: Option<(Unary, f32)>,
     v: &[Vec<f32>; 3],
-) -> (Vec<f32>, Vec<f32>) {
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     let a = if o.trans_a { up(d, &[k, m], &v[0]) } else { up(d, &[m, k], &v[0]) };
     let b = if o.trans_b { up(d, &[n, k], &v[1]) } else { up(d, &[k, n], &v[1]) };
     let bias = up(d, &[n], &v[2]);
-    let y = mf::matmul_bias_act_with(d, &a, &b, o, (&bias, fused(act)), kc).unwrap();
+    let y = mf::matmul_bias_act_with(d, &a, &b, o, MatmulEpi { bias: &bias, act: fused(act), keep: None }, kc).unwrap();
     let z = ew::add(d, &mm::matmul_with(d, &a, &b, o, kc).unwrap(), &bias).unwrap();
     let want = match act {
         Some((op, alpha)) => ew::unary_with(d, op, &z, alpha).unwrap(),
-        None => z,
+        None => z.clone(),
     };
-    (y.to_f32(d).unwrap(), want.to_f32(d).unwrap())
+    // The `_keep` form on the same kernel choice: the same y, and z beside it.
+    let zk = Tensor::empty(d, &z.shape, DType::F32).unwrap();
+    let yk = mf::matmul_bias_act_with(d, &a, &b, o, MatmulEpi { bias: &bias, act: fused(act), keep: Some(&zk) }, kc)
+        .unwrap();
+    let (y, yk) = (y.to_f32(d).unwrap(), yk.to_f32(d).unwrap());
+    // The same arithmetic (the vec4 kernel's shapes run matmul_tiled's keep form: the same sums).
+    assert_close("the _keep form's output", &yk, &y, 1e-6, 1e-6);
+    (y, want.to_f32(d).unwrap(), zk.to_f32(d).unwrap(), z.to_f32(d).unwrap())
 }
 
 #[test]
 fn epilogue_matches_unfused_ops_and_cpu_twin() {
-    for_each_variant(&[&MATMUL_BLOCKED, &MATMUL_BLOCKED_BIAS_ACT], |_| epilogue_matches_once());
+    let blocked = [&MATMUL_BLOCKED, &MATMUL_BLOCKED_BIAS_ACT, &MATMUL_BLOCKED_BIAS_ACT_KEEP];
+    for_each_variant(&blocked, |_| epilogue_matches_once());
 }
 
 fn epilogue_matches_once() {
@@ -85,11 +94,13 @@ fn epilogue_matches_once() {
                     let what = format!("{s:?} {o:?} {kc:?} {act:?}");
                     let mut first: Option<Vec<f32>> = None;
                     for (i, d) in devs.iter().enumerate() {
-                        let (y, want) = forward(d, s, o, kc, act, &v);
+                        let (y, want, zk, z) = forward(d, s, o, kc, act, &v);
                         if i == 0 {
                             assert_eq!(y, want, "{what}: the CPU twin's fused and unfused differ");
+                            assert_eq!(zk, z, "{what}: the CPU twin's kept z and the unfused one differ");
                         } else {
                             assert_close(&format!("{what}: fused vs unfused"), &y, &want, 1e-6, 1e-6);
+                            assert_close(&format!("{what}: kept z vs unfused"), &zk, &z, 1e-6, 1e-6);
                         }
                         match &first {
                             None => first = Some(y),

@@ -2,7 +2,8 @@
 // matmul_blocked.wgsl): C = act(alpha·op(A)·op(B) (+ C) + bias[col]), applied to each result as it is
 // stored. Their params wrap the product's MatmulParams, and the bias takes binding 4, after C, so A, B
 // and C keep the plain entry points' bindings (common/matmul_io.wgsl). The plain entry points bind
-// neither, so they are unchanged. Needs common/matmul_io.wgsl (for `c`).
+// neither, so they are unchanged. The `*_bias_act_keep` entry points also store the pre-activation z
+// (binding 5) for an activation whose derivative needs it (GELU, SiLU). Needs common/matmul_io.wgsl.
 //#include "common/activation.wgsl"
 
 struct MatmulEpiParams {
@@ -28,4 +29,19 @@ fn epi_store(at: u32, col: u32, v: f32) {
     var old = 0.0;
     if pe.mm.accumulate == 1u { old = c[at]; }
     c[at] = epilogue(col, pe.mm.alpha * v + old);
+}
+
+@group(0) @binding(5) var<storage, read_write> zk: array<f32>;
+
+// epi_store, also storing z = alpha*v (+ C) + bias[col] in zk: the same arithmetic as `epilogue`.
+fn epi_store_keep(at: u32, col: u32, v: f32) {
+    var old = 0.0;
+    if pe.mm.accumulate == 1u { old = c[at]; }
+    let z = (pe.mm.alpha * v + old) + bias[col];
+    zk[at] = z;
+    if pe.act == 0u {
+        c[at] = z;
+    } else {
+        c[at] = unary_op(pe.act - 1u, z, pe.act_alpha);
+    }
 }

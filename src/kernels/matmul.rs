@@ -38,6 +38,20 @@ pub static MATMUL_SMALL_BIAS_ACT: Kernel = Kernel { shader: "matmul", entry: "ma
 /// epilogue, in every tile variant of the family.
 pub static MATMUL_BLOCKED_BIAS_ACT: Kernel = Kernel { shader: "matmul_blocked", entry: "matmul_blocked_bias_act" };
 
+/// Entry point `matmul_tiled_bias_act_keep` of shaders/matmul.wgsl: `matmul_tiled_bias_act` also storing
+/// the pre-activation (binding 5), for GELU and SiLU, whose derivative needs it; it serves the vec4
+/// kernel's shapes too.
+pub static MATMUL_TILED_BIAS_ACT_KEEP: Kernel = Kernel { shader: "matmul", entry: "matmul_tiled_bias_act_keep" };
+
+/// Entry point `matmul_small_bias_act_keep` of shaders/matmul.wgsl: `matmul_small_bias_act` also
+/// storing the pre-activation.
+pub static MATMUL_SMALL_BIAS_ACT_KEEP: Kernel = Kernel { shader: "matmul", entry: "matmul_small_bias_act_keep" };
+
+/// Entry point `matmul_blocked_bias_act_keep` of shaders/matmul_blocked.wgsl: `matmul_blocked_bias_act`
+/// also storing the pre-activation, in every tile variant.
+pub static MATMUL_BLOCKED_BIAS_ACT_KEEP: Kernel =
+    Kernel { shader: "matmul_blocked", entry: "matmul_blocked_bias_act_keep" };
+
 /// Entry point `matmul_act_bias_bwd` of shaders/matmul_bias_bwd.wgsl: the epilogue's backward, dz = dy·act'
 /// and the bias gradient in one pass.
 pub static MATMUL_ACT_BIAS_BWD: Kernel = Kernel { shader: "matmul_bias_bwd", entry: "matmul_act_bias_bwd" };

@@ -84,14 +84,15 @@ pub fn matmul_half(args: &mut CpuArgs) {
     product(p, a, b, args.f32_out(0));
 }
 
-/// Bindings: params (`MatmulEpiParams`), a, b (read), c (read_write), bias (read): the product as
-/// `matmul_tiled` computes it, then each row of C takes the bias and the activation as the broadcast
-/// add's and the unary op's twins compute them (the same numbers as those three dispatches). Serves
-/// every `*_bias_act` entry point and every variant.
+/// Bindings: params (`MatmulEpiParams`), a, b (read), c (read_write), bias (read), and for the `_keep`
+/// entry points z (read_write): the product as `matmul_tiled` computes it, then each row of C takes the
+/// bias (a copy kept in z) and the activation as the broadcast add's and the unary op's twins compute
+/// them (the same numbers as those three dispatches). Serves every `*_bias_act*` entry point and variant.
 pub fn matmul_bias_act(args: &mut CpuArgs) {
     let p: MatmulEpiParams = args.params();
     let mm: MatmulParams = bytemuck::cast(p.mm);
     let (a, b, bias) = (args.f32_in(0), args.f32_in(1), args.f32_in(2));
+    let keep = args.outs.len() > 1;
     let c = args.f32_out(0);
     product(mm, a, b, c);
     let n = mm.n as usize;
@@ -99,12 +100,22 @@ pub fn matmul_bias_act(args: &mut CpuArgs) {
     if n == 0 || len == 0 {
         return;
     }
-    c[..len].par_chunks_mut(n).with_min_len(64).for_each(|row| {
+    let apply = |row: &mut [f32], z: Option<&mut [f32]>| {
         row.iter_mut().zip(&bias[..n]).for_each(|(v, &bv)| *v += bv);
+        if let Some(z) = z {
+            z.copy_from_slice(row);
+        }
         if p.act != 0 {
             super::elementwise::unary_in_place(p.act - 1, p.act_alpha, row);
         }
-    });
+    };
+    let rows = c[..len].par_chunks_mut(n).with_min_len(64);
+    if keep {
+        let z = &mut args.f32_out(1)[..len];
+        rows.zip(z.par_chunks_mut(n)).for_each(|(row, z)| apply(row, Some(z)));
+    } else {
+        rows.for_each(|row| apply(row, None));
+    }
 }
 
 /// act'(z) from y = act(z), as shaders/matmul_bias_bwd.wgsl's `deriv_from_out`.

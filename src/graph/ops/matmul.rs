@@ -11,7 +11,7 @@ use crate::graph::reference::Value;
 use crate::graph::{Graph, NodeId, Op};
 use crate::ops::chnorm::FusedAct;
 use crate::ops::conv_fused::fusable;
-use crate::ops::elementwise::{unary_with, Binary, Unary};
+use crate::ops::elementwise::{Binary, Unary};
 use crate::ops::matmul::{self as eager, matmul_shape, MatmulJob, MatmulOpts};
 use crate::ops::matmul_fused as fused;
 use crate::tensor::{DType, Tensor};
@@ -264,10 +264,10 @@ pub(super) fn matmul_f64(a: &Value, b: &Value, ta: bool, tb: bool, alpha: f64) -
 
 impl Graph {
     /// act(α·op(a)·op(b) + bias), bias [N] (any shape of N values) added to every row, for f32
-    /// operands. An activation whose derivative follows from its output (`ops::conv_fused::fusable`)
-    /// runs in the product's kernel: one dispatch. Any other (GELU, SiLU) runs as its own op after it, the
-    /// product keeping the pre-activation for the backward: two. Either way the backward computes the
-    /// activation's derivative and the bias gradient in one pass before the two products.
+    /// operands, in one dispatch. An activation whose derivative does not follow from its output (GELU,
+    /// SiLU: not `ops::conv_fused::fusable`) has the kernel store the pre-activation too, kept as the
+    /// node's second output. The backward computes the activation's derivative and the bias gradient
+    /// in one pass before the two products.
     pub fn matmul_bias_act(
         &mut self,
         a: NodeId,
@@ -294,8 +294,8 @@ impl Graph {
     }
 }
 
-/// y = act(α·op(a)·op(b) + bias): inputs [a, b, bias]. With `keep` the activation runs after the
-/// product, which stores the pre-activation z, kept as the second output for the backward.
+/// y = act(α·op(a)·op(b) + bias): inputs [a, b, bias]. With `keep` the kernel also stores the
+/// pre-activation z, the second output, for the backward.
 #[derive(Debug)]
 struct MatmulBiasAct {
     opts: MatmulOpts,
@@ -310,9 +310,9 @@ impl OpDef for MatmulBiasAct {
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
         let (a, b, bias) = (f.x[0], f.x[1], f.x[2]);
         match (self.act, self.keep) {
-            (Some(x), true) => {
-                let z = fused::matmul_bias_act(f.dev, a, b, self.opts, bias, None)?;
-                Ok((unary_with(f.dev, x.op, &z, x.alpha)?, vec![z]))
+            (Some(_), true) => {
+                let (y, z) = fused::matmul_bias_act_keep(f.dev, a, b, self.opts, bias, self.act)?;
+                Ok((y, vec![z]))
             }
             _ => single(fused::matmul_bias_act(f.dev, a, b, self.opts, bias, self.act)?),
         }
