@@ -177,6 +177,9 @@ fn bad_input_is_an_error_naming_it() {
     let bias = up(&d, &[5], &[0.0; 5]);
     let e = mf::matmul_bias_act(&d, &a16, &b, o, &bias, None).unwrap_err().to_string();
     assert!(e.contains("f32"), "{e}");
+    let epi = MatmulEpi { bias: &bias, act: None, keep: Some(&short) };
+    let e = mf::matmul_bias_act_with(&d, &a, &b, o, epi, KernelChoice::Auto).unwrap_err().to_string();
+    assert!(e.contains("pre-activation") && e.contains("[3, 5]"), "{e}");
     let y = up(&d, &[3, 5], &[0.5; 15]);
     let gelu = Some(FusedAct { op: Unary::Gelu, alpha: 0.01 });
     let e = mf::matmul_act_bias_backward(&d, &y, &y, gelu, true).unwrap_err().to_string();
