@@ -9,12 +9,15 @@
 //   matmul_tiled_vec4  the same tiling with vec4 global loads and stores; needs the contiguous
 //                      dimension of each stored operand and N to be multiples of 4.
 //   matmul_small       one thread per element of C, for shapes where a 64x64 tile would mostly idle.
+// Each has a `*_bias_act` twin entry point: the same product, stored through common/matmul_epilogue.wgsl
+// (C = act(alpha·op(A)·op(B) + bias[col]); params MatmulEpiParams, the bias at binding 4).
 //#include "common/index.wgsl"
 //#include "common/gemm_tile.wgsl"
 
 const SMALL_WG: u32 = 256u;
 
 //#include "common/matmul_io.wgsl"
+//#include "common/matmul_epilogue.wgsl"
 
 // ---------------------------------------------------------------------------------------------
 // matmul_tiled: scalar loads
@@ -37,6 +40,52 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     store_tile(0u, p, m0, n0, wid.z, lid3.x, lid3.y, acc);
 }
 
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_bias_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let pp = pe.mm;
+    let m0 = wid.y * TM;
+    let n0 = wid.x * TN;
+    let acc = tile_product(0u, pp, m0, n0, wid.z, lid, lid3.x, lid3.y);
+    let base_c = wid.z * pp.stride_c;
+    let row = m0 + 4u * lid3.y;
+    let col = n0 + 4u * lid3.x;
+    store_row_epi(pp, base_c, row, col, acc.r0);
+    store_row_epi(pp, base_c, row + 1u, col, acc.r1);
+    store_row_epi(pp, base_c, row + 2u, col, acc.r2);
+    store_row_epi(pp, base_c, row + 3u, col, acc.r3);
+}
+
+// common/matmul_tile.wgsl's store_row through the epilogue.
+fn store_row_epi(pp: MatmulParams, base_c: u32, row: u32, col: u32, v: vec4<f32>) {
+    if row >= pp.m { return; }
+    for (var j = 0u; j < 4u; j++) {
+        if col + j >= pp.n { return; }
+        epi_store(base_c + row * pp.n + col + j, col + j, v[j]);
+    }
+}
+
+// matmul_tiled_bias_act also storing the pre-activation (the vec4 kernel's shapes take this one too).
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_bias_act_keep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+                              @builtin(local_invocation_index) lid: u32) {
+    let pp = pe.mm;
+    let m0 = wid.y * TM;
+    let n0 = wid.x * TN;
+    let acc = tile_product(0u, pp, m0, n0, wid.z, lid, lid3.x, lid3.y);
+    let base_c = wid.z * pp.stride_c;
+    let row = m0 + 4u * lid3.y;
+    let col = n0 + 4u * lid3.x;
+    let rows = array<vec4<f32>, 4>(acc.r0, acc.r1, acc.r2, acc.r3);
+    for (var r = 0u; r < 4u; r++) {
+        if row + r >= pp.m { return; }
+        for (var j = 0u; j < 4u; j++) {
+            if col + j >= pp.n { break; }
+            epi_store_keep(base_c + (row + r) * pp.n + col + j, col + j, rows[r][j]);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // matmul_tiled_vec4: the same tiling, global memory as vec4 (indices and strides below are in vec4s).
 // Preconditions (checked by the op layer): the stored row length of A (K, or M when trans_a), of B
@@ -47,28 +96,27 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c4: array<vec4<f32>>;
 
-@compute @workgroup_size(16, 16)
-fn matmul_tiled_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
+// This thread's 4x4 block of the tile of C at wid (the vec4 entry points' product).
+fn vec4_product(pq: MatmulParams, wid: vec3<u32>, lid3: vec3<u32>, lid: u32) -> Acc {
     let m0 = wid.y * TM;
     let n0 = wid.x * TN;
     let tx = lid3.x;
     let ty = lid3.y;
-    let base_a = wid.z * (p4.stride_a / 4u);
-    let base_b = wid.z * (p4.stride_b / 4u);
+    let base_a = wid.z * (pq.stride_a / 4u);
+    let base_b = wid.z * (pq.stride_b / 4u);
 
     var acc = Acc();
-    for (var k0 = 0u; k0 < p4.k; k0 += TK) {
+    for (var k0 = 0u; k0 < pq.k; k0 += TK) {
         // Each tile holds 16*TK vec4s, TK/16 per thread.
         for (var t = 0u; t < TK / 16u; t++) {
             let e = lid + t * 256u;
-            if p4.trans_a == 1u {
+            if pq.trans_a == 1u {
                 // A stored [K,M]: the vec4 holds rows i..i+3 of one kk; lands whole in the k-major tile.
                 let iv = e % 16u;
                 let kk = e / 16u;
                 var v = vec4<f32>(0.0);
-                if k0 + kk < p4.k && m0 + 4u * iv < p4.m {
-                    v = a4[base_a + (k0 + kk) * (p4.m / 4u) + m0 / 4u + iv];
+                if k0 + kk < pq.k && m0 + 4u * iv < pq.m {
+                    v = a4[base_a + (k0 + kk) * (pq.m / 4u) + m0 / 4u + iv];
                 }
                 as_[kk * PITCH + iv] = v;
             } else {
@@ -76,20 +124,20 @@ fn matmul_tiled_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
                 let kv = e % (TK / 4u);
                 let i = e / (TK / 4u);
                 var v = vec4<f32>(0.0);
-                if m0 + i < p4.m && k0 + 4u * kv < p4.k {
-                    v = a4[base_a + (m0 + i) * (p4.k / 4u) + k0 / 4u + kv];
+                if m0 + i < pq.m && k0 + 4u * kv < pq.k {
+                    v = a4[base_a + (m0 + i) * (pq.k / 4u) + k0 / 4u + kv];
                 }
                 for (var q = 0u; q < 4u; q++) {
                     as_[(4u * kv + q) * PITCH + i / 4u][i % 4u] = v[q];
                 }
             }
-            if p4.trans_b == 1u {
+            if pq.trans_b == 1u {
                 // B stored [N,K]: the vec4 holds kk..kk+3 of one column j.
                 let kv = e % (TK / 4u);
                 let j = e / (TK / 4u);
                 var w = vec4<f32>(0.0);
-                if n0 + j < p4.n && k0 + 4u * kv < p4.k {
-                    w = b4[base_b + (n0 + j) * (p4.k / 4u) + k0 / 4u + kv];
+                if n0 + j < pq.n && k0 + 4u * kv < pq.k {
+                    w = b4[base_b + (n0 + j) * (pq.k / 4u) + k0 / 4u + kv];
                 }
                 for (var q = 0u; q < 4u; q++) {
                     bs[(4u * kv + q) * PITCH + j / 4u][j % 4u] = w[q];
@@ -99,8 +147,8 @@ fn matmul_tiled_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
                 let jv = e % 16u;
                 let kk = e / 16u;
                 var w = vec4<f32>(0.0);
-                if k0 + kk < p4.k && n0 + 4u * jv < p4.n {
-                    w = b4[base_b + (k0 + kk) * (p4.n / 4u) + n0 / 4u + jv];
+                if k0 + kk < pq.k && n0 + 4u * jv < pq.n {
+                    w = b4[base_b + (k0 + kk) * (pq.n / 4u) + n0 / 4u + jv];
                 }
                 bs[kk * PITCH + jv] = w;
             }
@@ -110,14 +158,46 @@ fn matmul_tiled_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         workgroupBarrier();
     }
 
-    let col = n0 + 4u * tx;
+    return acc;
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let acc = vec4_product(p4, wid, lid3, lid);
+    let col = wid.x * TN + 4u * lid3.x;
     if col >= p4.n { return; }
     let base_c = wid.z * (p4.stride_c / 4u) + col / 4u;
-    let row = m0 + 4u * ty;
+    let row = wid.y * TM + 4u * lid3.y;
     store_row4(base_c, row, acc.r0);
     store_row4(base_c, row + 1u, acc.r1);
     store_row4(base_c, row + 2u, acc.r2);
     store_row4(base_c, row + 3u, acc.r3);
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_vec4_bias_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+                              @builtin(local_invocation_index) lid: u32) {
+    let pp = pe.mm;
+    let acc = vec4_product(pp, wid, lid3, lid);
+    let col = wid.x * TN + 4u * lid3.x;
+    if col >= pp.n { return; }
+    let base_c = wid.z * (pp.stride_c / 4u) + col / 4u;
+    let row = wid.y * TM + 4u * lid3.y;
+    store_row4_epi(pp, base_c, row, col, acc.r0);
+    store_row4_epi(pp, base_c, row + 1u, col, acc.r1);
+    store_row4_epi(pp, base_c, row + 2u, col, acc.r2);
+    store_row4_epi(pp, base_c, row + 3u, col, acc.r3);
+}
+
+// store_row4 through the epilogue (columns col..col+3).
+fn store_row4_epi(pp: MatmulParams, base_c: u32, row: u32, col: u32, v: vec4<f32>) {
+    if row >= pp.m { return; }
+    let at = base_c + row * (pp.n / 4u);
+    var old = vec4<f32>(0.0);
+    if pp.accumulate == 1u { old = c4[at]; }
+    let z = pp.alpha * v + old;
+    c4[at] = vec4<f32>(epilogue(col, z.x), epilogue(col + 1u, z.y), epilogue(col + 2u, z.z), epilogue(col + 3u, z.w));
 }
 
 fn store_row4(base_c: u32, row: u32, v: vec4<f32>) {
@@ -137,23 +217,47 @@ fn store_row4(base_c: u32, row: u32, v: vec4<f32>) {
 @group(0) @binding(2) var<storage, read> sb_: array<f32>;
 @group(0) @binding(3) var<storage, read_write> sc: array<f32>;
 
+// Element (row, col) of op(A)·op(B) for batch matrix z, K summed in order.
+fn small_dot(pq: MatmulParams, z: u32, row: u32, col: u32) -> f32 {
+    let sa = select(vec2<u32>(pq.k, 1u), vec2<u32>(1u, pq.m), pq.trans_a == 1u);
+    let sb = select(vec2<u32>(pq.n, 1u), vec2<u32>(1u, pq.k), pq.trans_b == 1u);
+    var ia = z * pq.stride_a + row * sa.x;
+    var ib = z * pq.stride_b + col * sb.y;
+    var acc = 0.0;
+    for (var kk = 0u; kk < pq.k; kk++) {
+        acc += sa_[ia] * sb_[ib];
+        ia += sa.y;
+        ib += sb.x;
+    }
+    return acc;
+}
+
+@compute @workgroup_size(256)
+fn matmul_small_bias_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let pp = pe.mm;
+    let e = flat_id(wid, nwg, lid, SMALL_WG);
+    if e >= pp.m * pp.n { return; }
+    let col = e % pp.n;
+    epi_store(wid.z * pp.stride_c + e, col, small_dot(pp, wid.z, e / pp.n, col));
+}
+
+@compute @workgroup_size(256)
+fn matmul_small_bias_act_keep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_index) lid: u32) {
+    let pp = pe.mm;
+    let e = flat_id(wid, nwg, lid, SMALL_WG);
+    if e >= pp.m * pp.n { return; }
+    let col = e % pp.n;
+    epi_store_keep(wid.z * pp.stride_c + e, col, small_dot(pp, wid.z, e / pp.n, col));
+}
+
 @compute @workgroup_size(256)
 fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let e = flat_id(wid, nwg, lid, SMALL_WG);
     if e >= ps.m * ps.n { return; }
-    let row = e / ps.n;
-    let col = e % ps.n;
-    let sa = select(vec2<u32>(ps.k, 1u), vec2<u32>(1u, ps.m), ps.trans_a == 1u);
-    let sb = select(vec2<u32>(ps.n, 1u), vec2<u32>(1u, ps.k), ps.trans_b == 1u);
-    var ia = wid.z * ps.stride_a + row * sa.x;
-    var ib = wid.z * ps.stride_b + col * sb.y;
-    var acc = 0.0;
-    for (var kk = 0u; kk < ps.k; kk++) {
-        acc += sa_[ia] * sb_[ib];
-        ia += sa.y;
-        ib += sb.x;
-    }
+    let acc = small_dot(ps, wid.z, e / ps.n, e % ps.n);
     let at = wid.z * ps.stride_c + e;
     var old = 0.0;
     if ps.accumulate == 1u { old = sc[at]; }

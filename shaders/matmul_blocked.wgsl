@@ -7,7 +7,9 @@
 // The family's own form is 64x64 blocks, 4x4 per thread, depth 16 (matmul_tiled's shape), dispatched on
 // a grid of 64x64 tiles; the variants below change the block (the engine divides that grid by `grid`),
 // the register block and the depth, and `device::tune` times them on the running GPU. Every product
-// sums K in order into one accumulator, as matmul_tiled does.
+// sums K in order into one accumulator, as matmul_tiled does. `matmul_blocked_bias_act` is the same
+// product stored through common/matmul_epilogue.wgsl (C = act(alpha·op(A)·op(B) + bias[col])), and
+// `matmul_blocked_bias_act_keep` also stores the pre-activation; every variant has them.
 
 const BM: u32 = 64u;   // rows of C per workgroup
 const BN: u32 = 64u;   // columns of C per workgroup
@@ -27,38 +29,38 @@ const THREADS: u32 = WX * WY;
 //#variant t128x128k16 BM=128u BN=128u RM=8u RN=8u grid=2,2,1
 
 //#include "common/matmul_io.wgsl"
+//#include "common/matmul_epilogue.wgsl"
 
 // k-major tiles: ta[kk * BM + i] = op(A)[m0 + i, k0 + kk], tb[kk * BN + j] = op(B)[k0 + kk, n0 + j].
 var<workgroup> ta: array<f32, BK * BM>;
 var<workgroup> tb: array<f32, BK * BN>;
 
-@compute @workgroup_size(WX, WY)
-fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
+// This thread's RM x RN block of op(A)·op(B) for the block of C at wid.
+fn blocked_product(pq: MatmulParams, wid: vec3<u32>, lid3: vec3<u32>, lid: u32) -> array<f32, RM * RN> {
     let m0 = wid.y * BM;
     let n0 = wid.x * BN;
-    let base_a = wid.z * p.stride_a;
-    let base_b = wid.z * p.stride_b;
+    let base_a = wid.z * pq.stride_a;
+    let base_b = wid.z * pq.stride_b;
     // Element strides of op(A) and op(B) as stored: op(A)[i, kk] = a[base_a + i*sa.x + kk*sa.y].
-    let sa = select(vec2<u32>(p.k, 1u), vec2<u32>(1u, p.m), p.trans_a == 1u);
-    let sb = select(vec2<u32>(p.n, 1u), vec2<u32>(1u, p.k), p.trans_b == 1u);
+    let sa = select(vec2<u32>(pq.k, 1u), vec2<u32>(1u, pq.m), pq.trans_a == 1u);
+    let sb = select(vec2<u32>(pq.n, 1u), vec2<u32>(1u, pq.k), pq.trans_b == 1u);
     // This thread's block: rows m0 + RM*ty .., columns n0 + RN*tx ...
     let r0 = RM * lid3.y;
     let c0 = RN * lid3.x;
 
     var acc: array<f32, RM * RN>;
     var bv: array<f32, RN>;
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    for (var k0 = 0u; k0 < pq.k; k0 += BK) {
         // Consecutive threads walk the stored operand's contiguous dimension so global reads coalesce.
         for (var e = lid; e < BM * BK; e += THREADS) {
             var i = e / BK;
             var kk = e % BK;
-            if p.trans_a == 1u {
+            if pq.trans_a == 1u {
                 i = e % BM;
                 kk = e / BM;
             }
             var v = 0.0;
-            if m0 + i < p.m && k0 + kk < p.k {
+            if m0 + i < pq.m && k0 + kk < pq.k {
                 v = a[base_a + (m0 + i) * sa.x + (k0 + kk) * sa.y];
             }
             ta[kk * BM + i] = v;
@@ -66,12 +68,12 @@ fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         for (var e = lid; e < BN * BK; e += THREADS) {
             var j = e % BN;
             var kb = e / BN;
-            if p.trans_b == 1u {
+            if pq.trans_b == 1u {
                 j = e / BK;
                 kb = e % BK;
             }
             var w = 0.0;
-            if k0 + kb < p.k && n0 + j < p.n {
+            if k0 + kb < pq.k && n0 + j < pq.n {
                 w = b[base_b + (k0 + kb) * sb.x + (n0 + j) * sb.y];
             }
             tb[kb * BN + j] = w;
@@ -91,6 +93,17 @@ fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         workgroupBarrier();
     }
 
+    return acc;
+}
+
+@compute @workgroup_size(WX, WY)
+fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let acc = blocked_product(p, wid, lid3, lid);
+    let m0 = wid.y * BM;
+    let n0 = wid.x * BN;
+    let r0 = RM * lid3.y;
+    let c0 = RN * lid3.x;
     let base_c = wid.z * p.stride_c;
     for (var r = 0u; r < RM; r++) {
         let row = m0 + r0 + r;
@@ -103,6 +116,40 @@ fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
             var old = 0.0;
             if p.accumulate == 1u { old = c[at]; }
             c[at] = p.alpha * acc[r * RN + q] + old;
+        }
+    }
+}
+
+@compute @workgroup_size(WX, WY)
+fn matmul_blocked_bias_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let pp = pe.mm;
+    let acc = blocked_product(pp, wid, lid3, lid);
+    let base_c = wid.z * pp.stride_c;
+    for (var r = 0u; r < RM; r++) {
+        let row = wid.y * BM + RM * lid3.y + r;
+        if row >= pp.m { break; }
+        for (var q = 0u; q < RN; q++) {
+            let col = wid.x * BN + RN * lid3.x + q;
+            if col >= pp.n { break; }
+            epi_store(base_c + row * pp.n + col, col, acc[r * RN + q]);
+        }
+    }
+}
+
+@compute @workgroup_size(WX, WY)
+fn matmul_blocked_bias_act_keep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+                                @builtin(local_invocation_index) lid: u32) {
+    let pp = pe.mm;
+    let acc = blocked_product(pp, wid, lid3, lid);
+    let base_c = wid.z * pp.stride_c;
+    for (var r = 0u; r < RM; r++) {
+        let row = wid.y * BM + RM * lid3.y + r;
+        if row >= pp.m { break; }
+        for (var q = 0u; q < RN; q++) {
+            let col = wid.x * BN + RN * lid3.x + q;
+            if col >= pp.n { break; }
+            epi_store_keep(base_c + row * pp.n + col, col, acc[r * RN + q]);
         }
     }
 }

@@ -362,6 +362,55 @@ fn grad_transformer_ops() {
     });
 }
 
+/// The fused linear layer act(x·W + b) (`Graph::matmul_bias_act`): each activation, from its output
+/// (relu, leaky relu, tanh, sigmoid: one kernel) or from the kept pre-activation (GELU, SiLU), a bias
+/// alone, transposed operands with a scale, and a batched product.
+#[test]
+fn grad_matmul_bias_act() {
+    use tigel::ops::matmul::MatmulOpts;
+    let acts = [
+        (Unary::Relu, 0.01),
+        (Unary::LeakyRelu, 0.2),
+        (Unary::Tanh, 0.01),
+        (Unary::Sigmoid, 0.01),
+        (Unary::Gelu, 0.01),
+        (Unary::Silu, 0.01),
+    ];
+    let o = MatmulOpts::default();
+    for act in acts.into_iter().map(|(op, alpha)| Some(FusedAct { op, alpha })).chain([None]) {
+        check(&format!("matmul_bias_act {act:?}"), &[&[5, 4], &[4, 3], &[3]], -1.0, 1.0, |g, p, _| {
+            g.matmul_bias_act(p[0], p[1], p[2], act, o)
+        });
+    }
+    let t = MatmulOpts { trans_a: true, trans_b: true, alpha: 0.5 };
+    let tanh = Some(FusedAct { op: Unary::Tanh, alpha: 0.01 });
+    check("matmul_bias_act transposed", &[&[4, 5], &[3, 4], &[1, 3]], -1.0, 1.0, |g, p, _| {
+        g.matmul_bias_act(p[0], p[1], p[2], tanh, t)
+    });
+    // A gradient penalty through fused layers: ‖d/dx Σ w ⊙ act(x·W + b)‖², which differentiates the
+    // epilogue's backward again (from the output: the rectifiers, tanh, sigmoid).
+    for (op, alpha) in [(Unary::LeakyRelu, 0.2), (Unary::Tanh, 0.01), (Unary::Sigmoid, 0.01)] {
+        let act = Some(FusedAct { op, alpha });
+        check(
+            &format!("matmul_bias_act gradient penalty {op:?}"),
+            &[&[3, 4], &[4, 5], &[5], &[5, 2]],
+            -1.0,
+            1.0,
+            |g, p, _| {
+                let h = g.matmul_bias_act(p[0], p[1], p[2], act, o)?;
+                let y = g.matmul(h, p[3], o)?;
+                let s = g.sum_all(y)?;
+                let dx = g.backward(s, &[p[0]])?[0];
+                g.mul(dx, dx)
+            },
+        );
+    }
+    let silu = Some(FusedAct { op: Unary::Silu, alpha: 0.01 });
+    check("matmul_bias_act batched", &[&[2, 3, 4], &[4, 3], &[3]], -1.0, 1.0, |g, p, _| {
+        g.matmul_bias_act(p[0], p[1], p[2], silu, o)
+    });
+}
+
 #[test]
 fn grad_convolutions() {
     use tigel::ops::conv::Conv2d;

@@ -42,14 +42,13 @@ impl Mlp {
         Ok(Mlp { layers, activation: cfg.activation })
     }
 
-    /// `x` [batch, in] → [batch, out]; the activation follows every layer but the last.
+    /// `x` [batch, in] → [batch, out]; the activation follows every layer but the last, fused into
+    /// the layer's product with its bias (`Linear::forward_act`).
     pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let mut h = x;
         for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(g, h)?;
-            if i + 1 < self.layers.len() {
-                h = self.activation.forward(g, h)?;
-            }
+            let act = (i + 1 < self.layers.len()).then_some(self.activation);
+            h = layer.forward_act(g, h, act)?;
         }
         Ok(h)
     }

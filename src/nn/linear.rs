@@ -1,11 +1,13 @@
-//! Linear: y = x·W + b, with W stored [in, out].
+//! Linear: y = x·W + b, with W stored [in, out]; with f32 operands the bias and a following
+//! activation run in the product's kernel (`Graph::matmul_bias_act`).
 
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId};
-use crate::nn::{Init, Param};
+use crate::nn::{Activation, Init, Param};
 use crate::ops::matmul::MatmulOpts;
 use crate::ops::rng::RngState;
+use crate::tensor::DType;
 
 /// y = x·W + b, with W stored [in, out] and an optional bias [out].
 #[derive(Clone, Debug)]
@@ -56,21 +58,42 @@ impl Linear {
     /// `x` is [..., in]: a rank-2 batch or a rank-3 batch of sequences. At `Precision::Mixed` the
     /// product reads `x` and the weight as f16 (`Graph::operand`).
     pub fn forward(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
+        self.forward_act(g, x, None)
+    }
+
+    /// act(x·W + b): with a bias and f32 operands (the graph's f32 precision) one fused node, the bias
+    /// and the activation applied by the product's kernel as it stores (`Graph::matmul_bias_act`; a GELU
+    /// or SiLU runs as its own op after it); otherwise the product, the bias add and the activation as
+    /// separate ops. `x` is read as `forward` reads it.
+    pub fn forward_act(&self, g: &mut Graph, x: NodeId, act: Option<Activation>) -> Result<NodeId> {
         let x = g.operand(x)?;
-        self.forward_keep_input(g, x)
+        self.forward_keep_input_act(g, x, act)
     }
 
     /// `forward` with `x` read as it is, whatever the graph's precision (the weight still follows it):
     /// for an input that is kept in f32 for another backward anyway, where an f16 copy would add memory.
     pub fn forward_keep_input(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
-        let y = self.product(g, x)?;
-        match &self.b {
-            Some(b) => {
+        self.forward_keep_input_act(g, x, None)
+    }
+
+    fn forward_keep_input_act(&self, g: &mut Graph, x: NodeId, act: Option<Activation>) -> Result<NodeId> {
+        let w = g.param(&self.w.tensor);
+        let w = g.operand(w)?;
+        let f32s = g.node(x).dtype == DType::F32 && g.node(w).dtype == DType::F32;
+        let y = match &self.b {
+            Some(b) if f32s => {
                 let b = g.param(&b.tensor);
-                g.add(y, b)
+                let fused = act.map(Activation::fused);
+                return self.rows(g, x, |g, x2| g.matmul_bias_act(x2, w, b, fused, MatmulOpts::default()));
             }
-            None => Ok(y),
-        }
+            Some(b) => {
+                let y = self.rows(g, x, |g, x2| g.matmul(x2, w, MatmulOpts::default()))?;
+                let b = g.param(&b.tensor);
+                g.add(y, b)?
+            }
+            None => self.rows(g, x, |g, x2| g.matmul(x2, w, MatmulOpts::default()))?,
+        };
+        act.map_or(Ok(y), |a| a.forward(g, y))
     }
 
     /// x·W and the bias node apart, for a consumer that adds the bias itself in its own kernel
@@ -85,19 +108,22 @@ impl Linear {
     fn product(&self, g: &mut Graph, x: NodeId) -> Result<NodeId> {
         let w = g.param(&self.w.tensor);
         let w = g.operand(w)?;
-        match g.shape(x).len() {
-            2 => g.matmul(x, w, MatmulOpts::default()),
-            _ => {
-                // Fold leading axes into rows: one [rows, in] x [in, out] product.
-                let s = g.shape(x).to_vec();
-                let rows: usize = s[..s.len() - 1].iter().product();
-                let x2 = g.reshape(x, &[rows, s[s.len() - 1]])?;
-                let y2 = g.matmul(x2, w, MatmulOpts::default())?;
-                let mut out = s.clone();
-                *out.last_mut().unwrap() = self.w.tensor.shape[1];
-                g.reshape(y2, &out)
-            }
+        self.rows(g, x, |g, x2| g.matmul(x2, w, MatmulOpts::default()))
+    }
+
+    /// `f` applied to `x` [..., in] as one [rows, in] matrix (leading axes folded into rows, one
+    /// product), its [rows, out] result given x's leading axes back.
+    fn rows(&self, g: &mut Graph, x: NodeId, f: impl FnOnce(&mut Graph, NodeId) -> Result<NodeId>) -> Result<NodeId> {
+        if g.shape(x).len() == 2 {
+            return f(g, x);
         }
+        let s = g.shape(x).to_vec();
+        let rows: usize = s[..s.len() - 1].iter().product();
+        let x2 = g.reshape(x, &[rows, s[s.len() - 1]])?;
+        let y2 = f(g, x2)?;
+        let mut out = s;
+        *out.last_mut().unwrap() = self.w.tensor.shape[1];
+        g.reshape(y2, &out)
     }
 
     /// The weight, then the bias.

@@ -258,6 +258,22 @@ pub fn matmul_dispatch(
     choice: KernelChoice,
 ) -> Result<Option<Dispatch>> {
     let (s, p) = checked_params(a, b, opts, out, accumulate)?;
+    Ok(plan(dev, a, b, opts, &s, &p, choice)?.map(|(c, groups)| {
+        let kernel = c.kernel().expect("Auto resolved by plan");
+        Dispatch::new(kernel, &p, &[&a.buf, &b.buf, &out.buf], groups)
+    }))
+}
+
+/// The kernel and grid for a checked product; None when the result is empty.
+pub(crate) fn plan(
+    dev: &Device,
+    a: &Tensor,
+    b: &Tensor,
+    opts: MatmulOpts,
+    s: &MatmulShape,
+    p: &MatmulParams,
+    choice: KernelChoice,
+) -> Result<Option<(KernelChoice, [u32; 3])>> {
     let sizes = format!("M={}, N={}, K={}, batch={}", s.m, s.n, s.k, s.batch);
     if s.m == 0 || s.n == 0 || s.batch == 0 {
         return Ok(None);
@@ -301,7 +317,7 @@ pub fn matmul_dispatch(
             limit: max as u64,
         });
     }
-    Ok(Some(Dispatch::new(kernel, &p, &[&a.buf, &b.buf, &out.buf], groups)))
+    Ok(Some((choice, groups)))
 }
 
 /// `out = alpha*op(A)*op(B)`, or `out += alpha*op(A)*op(B)` when `accumulate`, with the kernel forced.

@@ -35,6 +35,7 @@ pub mod gated;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
+pub mod matmul_fused;
 pub mod matmul_grouped;
 pub mod muon;
 pub mod norm;

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::CpuArgs;
 use crate::host::f16;
 use crate::host::gemm::{sgemm, MatRef};
-use crate::kernels::matmul::{MatmulParams, HALF_A, HALF_B};
+use crate::kernels::matmul::{MatmulBiasBwdParams, MatmulEpiParams, MatmulParams, HALF_A, HALF_B};
 use crate::kernels::matmul_pair::MatmulPairParams;
 
 /// Below this many multiply-adds per matrix, sgemm runs on one thread, so the batch loop itself is
@@ -82,6 +82,85 @@ pub fn matmul_half(args: &mut CpuArgs) {
     let a = wa.as_deref().unwrap_or_else(|| args.f32_in(0));
     let b = wb.as_deref().unwrap_or_else(|| args.f32_in(1));
     product(p, a, b, args.f32_out(0));
+}
+
+/// Bindings: params (`MatmulEpiParams`), a, b (read), c (read_write), bias (read), and for the `_keep`
+/// entry points z (read_write): the product as `matmul_tiled` computes it, then each row of C takes the
+/// bias (a copy kept in z) and the activation as the broadcast add's and the unary op's twins compute
+/// them (the same numbers as those three dispatches). Serves every `*_bias_act*` entry point and variant.
+pub fn matmul_bias_act(args: &mut CpuArgs) {
+    let p: MatmulEpiParams = args.params();
+    let mm: MatmulParams = bytemuck::cast(p.mm);
+    let (a, b, bias) = (args.f32_in(0), args.f32_in(1), args.f32_in(2));
+    let keep = args.outs.len() > 1;
+    let c = args.f32_out(0);
+    product(mm, a, b, c);
+    let n = mm.n as usize;
+    let len = mm.batch as usize * mm.stride_c as usize;
+    if n == 0 || len == 0 {
+        return;
+    }
+    let apply = |row: &mut [f32], z: Option<&mut [f32]>| {
+        row.iter_mut().zip(&bias[..n]).for_each(|(v, &bv)| *v += bv);
+        if let Some(z) = z {
+            z.copy_from_slice(row);
+        }
+        if p.act != 0 {
+            super::elementwise::unary_in_place(p.act - 1, p.act_alpha, row);
+        }
+    };
+    let rows = c[..len].par_chunks_mut(n).with_min_len(64);
+    if keep {
+        let z = &mut args.f32_out(1)[..len];
+        rows.zip(z.par_chunks_mut(n)).for_each(|(row, z)| apply(row, Some(z)));
+    } else {
+        rows.for_each(|row| apply(row, None));
+    }
+}
+
+/// act'(z) from y = act(z), as shaders/matmul_bias_bwd.wgsl's `deriv_from_out`.
+fn deriv_from_out(op: u32, y: f32, alpha: f32) -> f32 {
+    match op {
+        9 => 1.0 - y * y,
+        10 => y * (1.0 - y),
+        11 => (y > 0.0) as u32 as f32,
+        16 if y > 0.0 => 1.0,
+        16 => alpha,
+        _ => 1.0,
+    }
+}
+
+/// Bindings: params, t (read: y or z), dy (read), dz (read_write), db (read_write): dz = dy·act' row by
+/// row (from z through the unary op's backward twin, or from y), then db = the column sums of dz, rows
+/// in order.
+pub fn matmul_act_bias_bwd(args: &mut CpuArgs) {
+    let p: MatmulBiasBwdParams = args.params();
+    let (t, dy) = (args.f32_in(0), args.f32_in(1));
+    let dz = args.f32_out(0);
+    let db = args.f32_out(1);
+    let (rows, n) = (p.rows as usize, p.n as usize);
+    if n == 0 {
+        return;
+    }
+    let len = rows * n;
+    dz[..len].par_chunks_mut(n).enumerate().with_min_len(64).for_each(|(r, out)| {
+        let (tr, gr) = (&t[r * n..][..n], &dy[r * n..][..n]);
+        match (p.act, p.from_out) {
+            (0, _) => out.copy_from_slice(gr),
+            (a, 1) => {
+                out.iter_mut().zip(tr).zip(gr).for_each(|((o, &y), &g)| *o = g * deriv_from_out(a - 1, y, p.alpha))
+            }
+            (a, _) => {
+                out.copy_from_slice(tr);
+                super::elementwise::unary_backward_in_place(a - 1, p.alpha, out, gr);
+            }
+        }
+    });
+    let db = &mut db[..n];
+    db.fill(0.0);
+    for row in dz[..len].chunks(n) {
+        db.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+    }
 }
 
 fn run(args: &mut CpuArgs) {

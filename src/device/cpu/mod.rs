@@ -96,6 +96,16 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("matmul", "matmul_tiled_vec4") => matmul::matmul_tiled_vec4,
         ("matmul", "matmul_small") => matmul::matmul_small,
         ("matmul_half", "matmul_half") => matmul::matmul_half,
+        (
+            "matmul",
+            "matmul_tiled_bias_act"
+            | "matmul_tiled_vec4_bias_act"
+            | "matmul_small_bias_act"
+            | "matmul_tiled_bias_act_keep"
+            | "matmul_small_bias_act_keep",
+        )
+        | ("matmul_blocked", "matmul_blocked_bias_act" | "matmul_blocked_bias_act_keep") => matmul::matmul_bias_act,
+        ("matmul_bias_bwd", "matmul_act_bias_bwd") => matmul::matmul_act_bias_bwd,
         ("matmul_pair", "matmul_pair") => matmul::matmul_pair,
         ("matmul_pair", "matmul_pair_silu_gate") => matmul::matmul_pair_silu_gate,
         ("matmul_pair_gate", "matmul_pair_silu_gate_bwd") => matmul::matmul_pair_silu_gate_bwd,

@@ -1,13 +1,19 @@
 //! Matrix products: plain or batched, either operand stored transposed, scaled by alpha; and the pair
-//! of a product's two backward products, joined into one dispatch once autodiff is done.
+//! of a product's two backward products, joined into one dispatch once autodiff is done; and the fused
+//! linear layer act(x·W + b) (`Graph::matmul_bias_act`).
 
 use std::sync::Arc;
 
+use super::elementwise::unary_f64;
 use super::{single, Fwd, OpDef, Output, Outputs};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::reference::Value;
 use crate::graph::{Graph, NodeId, Op};
+use crate::ops::chnorm::FusedAct;
+use crate::ops::conv_fused::fusable;
+use crate::ops::elementwise::{Binary, Unary};
 use crate::ops::matmul::{self as eager, matmul_shape, MatmulJob, MatmulOpts};
+use crate::ops::matmul_fused as fused;
 use crate::tensor::{DType, Tensor};
 
 impl Graph {
@@ -53,7 +59,7 @@ impl Graph {
             (true, Some(r)) => {
                 let s = matmul_shape(self.shape(ia[0]), self.shape(ia[1]), &oa)?.out_shape;
                 if s != self.shape(r) {
-                    return Err(crate::error::Error::invalid(
+                    return Err(Error::invalid(
                         "matmul",
                         format!("a gradient {s:?} cannot accumulate into {:?}", self.shape(r)),
                     ));
@@ -250,4 +256,159 @@ pub(super) fn matmul_f64(a: &Value, b: &Value, ta: bool, tb: bool, alpha: f64) -
     }
     let shape = if a.shape.len() == 2 && b.shape.len() == 2 { vec![m, n] } else { vec![batch, m, n] };
     Value { shape, data }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused linear layers: act(α·op(a)·op(b) + bias), the bias and the activation in the product's store
+// (ops::matmul_fused), and their backward's first pass.
+
+impl Graph {
+    /// act(α·op(a)·op(b) + bias), bias [N] (any shape of N values) added to every row, for f32
+    /// operands, in one dispatch. An activation whose derivative does not follow from its output (GELU,
+    /// SiLU: not `ops::conv_fused::fusable`) has the kernel store the pre-activation too, kept as the
+    /// node's second output. The backward computes the activation's derivative and the bias gradient
+    /// in one pass before the two products.
+    pub fn matmul_bias_act(
+        &mut self,
+        a: NodeId,
+        b: NodeId,
+        bias: NodeId,
+        act: Option<FusedAct>,
+        opts: MatmulOpts,
+    ) -> Result<NodeId> {
+        const OP: &str = "matmul_bias_act";
+        for x in [a, b, bias] {
+            self.f32_in(OP, x)?;
+        }
+        let s = matmul_shape(self.shape(a), self.shape(b), &opts)?;
+        if self.shape(bias).iter().product::<usize>() != s.n {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: self.shape(bias).to_vec(),
+                rhs: vec![s.n],
+                hint: " (the bias holds one value per column of the product)".into(),
+            });
+        }
+        let keep = act.is_some_and(|x| !fusable(x.op, x.alpha));
+        Ok(self.push(MatmulBiasAct { opts, act, keep }, &[a, b, bias], s.out_shape, DType::F32))
+    }
+}
+
+/// y = act(α·op(a)·op(b) + bias): inputs [a, b, bias]. With `keep` the kernel also stores the
+/// pre-activation z, the second output, for the backward.
+#[derive(Debug)]
+struct MatmulBiasAct {
+    opts: MatmulOpts,
+    act: Option<FusedAct>,
+    keep: bool,
+}
+
+impl OpDef for MatmulBiasAct {
+    fn name(&self) -> &'static str {
+        "matmul_bias_act"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        let (a, b, bias) = (f.x[0], f.x[1], f.x[2]);
+        match (self.act, self.keep) {
+            (Some(_), true) => {
+                let (y, z) = fused::matmul_bias_act_keep(f.dev, a, b, self.opts, bias, self.act)?;
+                Ok((y, vec![z]))
+            }
+            _ => single(fused::matmul_bias_act(f.dev, a, b, self.opts, bias, self.act)?),
+        }
+    }
+    fn backward(&self, g: &mut Graph, id: NodeId, gy: NodeId) -> Result<Vec<Option<NodeId>>> {
+        let (a, b) = (g.in_node(id, 0), g.in_node(id, 1));
+        let (sa, sb, sbias) = (g.in_shape(id, 0), g.in_shape(id, 1), g.in_shape(id, 2));
+        let ys = g.shape(id).to_vec();
+        let n = *ys.last().expect("a product has rank 2 or 3");
+        let (dz, db) = match self.act {
+            // A bias alone: dz is dy, and db its column sums, as a broadcast add's backward has them.
+            None => (gy, g.sum_to(gy, &[n])?),
+            Some(_) => {
+                // The derivative from y, or from the kept pre-activation z.
+                let t = if self.keep { g.output(id, 1, ys.clone()) } else { id };
+                let d = g.push(ActBiasBackward { act: self.act, from_out: !self.keep }, &[t, gy], ys, DType::F32);
+                (d, g.output(d, 1, vec![n]))
+            }
+        };
+        let [ga, gb] = g.matmul_grads(a, b, self.opts, dz, None)?;
+        let ga = ga.map(|x| g.reduce_batch(x, &sa)).transpose()?;
+        let gb = gb.map(|x| g.reduce_batch(x, &sb)).transpose()?;
+        let db = if g.shape(db) == &sbias[..] { db } else { g.reshape(db, &sbias)? };
+        Ok(vec![ga, gb, Some(db)])
+    }
+    fn reference(&self, x: &[&Value], _: &[usize]) -> Result<Value> {
+        let mut v = matmul_f64(x[0], x[1], self.opts.trans_a, self.opts.trans_b, self.opts.alpha as f64);
+        let n = x[2].data.len();
+        for (i, e) in v.data.iter_mut().enumerate() {
+            *e += x[2].data[i % n];
+            if let Some(a) = self.act {
+                *e = unary_f64(a.op, *e, a.alpha as f64);
+            }
+        }
+        Ok(v)
+    }
+}
+
+/// Inputs [t, dy] of a `MatmulBiasAct` with an activation, t its output y (`from_out`) or its kept
+/// pre-activation z: dz = dy · act', with db [N] = Σ dz over the rows as the second output. From the
+/// output it is differentiated again (a gradient penalty through a layer), as the derivative in y of
+/// dy · act'(y): 0 for the rectifiers, dy · (−2y) for tanh, dy · (1 − 2y) for sigmoid; from z it is not.
+#[derive(Debug)]
+struct ActBiasBackward {
+    act: Option<FusedAct>,
+    from_out: bool,
+}
+
+impl OpDef for ActBiasBackward {
+    fn name(&self) -> &'static str {
+        "matmul_act_bias_backward"
+    }
+    fn forward(&self, f: &Fwd) -> Result<Outputs> {
+        let (dz, db) = fused::matmul_act_bias_backward(f.dev, f.x[0], f.x[1], self.act, self.from_out)?;
+        Ok((dz, vec![db]))
+    }
+    fn backward(&self, g: &mut Graph, id: NodeId, gdz: NodeId) -> Result<Vec<Option<NodeId>>> {
+        let (Some(act), true) = (self.act, self.from_out) else {
+            return Err(Error::invalid(
+                "backward",
+                "the second derivative of a GELU or SiLU epilogue is not implemented",
+            ));
+        };
+        let (t, dy) = (g.in_node(id, 0), g.in_node(id, 1));
+        let shape = g.shape(id).to_vec();
+        // d/d dy: gdz · act'(y), this op again (its bias sum unused).
+        let gdy = g.push(ActBiasBackward { act: self.act, from_out: true }, &[t, gdz], shape, DType::F32);
+        // d/dy: gdz · dy · act''(y) in terms of y.
+        let gt = match act.op {
+            Unary::Tanh | Unary::Sigmoid => {
+                let u = g.mul(gdz, dy)?;
+                let d2 = match act.op {
+                    Unary::Tanh => g.scale(t, -2.0)?,
+                    _ => {
+                        let m = g.scale(t, -2.0)?;
+                        g.scalar(Binary::Add, m, 1.0, false)?
+                    }
+                };
+                Some(g.mul(u, d2)?)
+            }
+            _ => None,
+        };
+        Ok(vec![gt, Some(gdy)])
+    }
+    fn reference(&self, x: &[&Value], _: &[usize]) -> Result<Value> {
+        let (Some(a), true) = (self.act, self.from_out) else {
+            return Err(Error::invalid("reference", "matmul_act_bias_backward from z has no f64 reference"));
+        };
+        let d = |y: f64| match a.op {
+            Unary::Tanh => 1.0 - y * y,
+            Unary::Sigmoid => y * (1.0 - y),
+            Unary::Relu if y <= 0.0 => 0.0,
+            Unary::LeakyRelu if y <= 0.0 => a.alpha as f64,
+            _ => 1.0,
+        };
+        let data = x[0].data.iter().zip(&x[1].data).map(|(&y, &g)| g * d(y)).collect();
+        Ok(Value { shape: x[0].shape.clone(), data })
+    }
 }

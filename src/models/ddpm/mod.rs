@@ -296,8 +296,7 @@ impl Diffusion {
     /// [B, 64]. `cond`: class ids (u32 [B]) and a keep mask (f32 [B, 1]: 1 keeps the label, 0 takes the
     /// null class); required exactly when the model is class-conditional.
     pub fn forward(&self, g: &mut Graph, xt: NodeId, tsin: NodeId, cond: Option<(NodeId, NodeId)>) -> Result<NodeId> {
-        let e = self.time1.forward(g, tsin)?;
-        let e = Activation::Silu.forward(g, e)?;
+        let e = self.time1.forward_act(g, tsin, Some(Activation::Silu))?;
         let mut e = self.time2.forward(g, e)?;
         match (&self.classes, cond) {
             (Some(table), Some((labels, keep))) => {

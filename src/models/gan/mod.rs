@@ -276,7 +276,11 @@ fn run(g: &mut Graph, layers: &[Layer], mut x: NodeId, mode: BnMode) -> Result<N
     let mut layers = layers.iter().peekable();
     while let Some(l) = layers.next() {
         x = match l {
-            Layer::Linear(lin) => lin.forward(g, x)?,
+            // A linear layer takes the activation after it into its product's kernel.
+            Layer::Linear(lin) => match layers.next_if(|n| matches!(n, Layer::Act(_))) {
+                Some(Layer::Act(a)) => lin.forward_act(g, x, Some(*a))?,
+                _ => lin.forward(g, x)?,
+            },
             // A convolution takes the activation after it into its kernel where it can.
             Layer::Conv(c) => c.forward_act(g, x, fused_next(&mut layers))?,
             Layer::ConvT(c) => c.forward_act(g, x, fused_next(&mut layers))?,
