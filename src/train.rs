@@ -15,7 +15,7 @@ use crate::device::{Device, Download};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Plan};
 use crate::nn::Param;
-use crate::optim::{Ema, Guard, NonFinite, Optimizer, OptimizerKind, Schedule};
+use crate::optim::{Ema, Guard, LossScale, LossScaler, NonFinite, Optimizer, OptimizerKind, ScaleState, Schedule};
 use crate::tensor::{numel, Tensor};
 
 /// How to optimize.
@@ -29,6 +29,9 @@ pub struct TrainConfig {
     pub clip: Option<f32>,
     /// Keep an exponential moving average of the weights with this decay (with warmup).
     pub ema: Option<f32>,
+    /// Scale the loss (f16 gradients, `--precision mixed`): the backward is seeded with the device's
+    /// scale and the update unscales (`optim::LossScaler`). None: seeded with 1.
+    pub loss_scale: Option<LossScale>,
 }
 
 /// A recorded training step over a graph's loss and parameters, with the optimizer (and EMA) state.
@@ -40,6 +43,7 @@ pub struct Trainer {
     opt: Optimizer,
     ema: Option<Ema>,
     guard: Guard,
+    scaler: Option<LossScaler>,
 }
 
 /// The first non-finite value a trainer's guard recorded.
@@ -130,7 +134,9 @@ impl Trainer {
             }
         }
         let nodes: Vec<NodeId> = params.iter().map(|p| g.param(&p.tensor)).collect();
-        let grads = g.backward(loss, &nodes)?;
+        let scaler = cfg.loss_scale.map(|m| LossScaler::new(dev, m)).transpose()?;
+        let seed = scaler.as_ref().map(|s| g.input(&s.seed()));
+        let grads = g.backward_seeded(loss, &nodes, seed)?;
         let tensors: Vec<&Tensor> = params.iter().map(|p| &p.tensor).collect();
         let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
         let opt = Optimizer::with_names(dev, cfg.optimizer, cfg.schedule, cfg.clip, &tensors, &names, step)?;
@@ -141,13 +147,13 @@ impl Trainer {
         let (plan, reduce) = crate::dist::Reduce::plan(dev, &g, &keep, prologue, |kept| {
             let grads: Vec<&Tensor> = kept[1..].iter().collect();
             // The guard only reads what the step computed (and writes its flag): no number changes.
-            opt.update_guarded(dev, &tensors, &grads, &kept[0], &guard)?;
+            opt.update_guarded(dev, &tensors, &grads, &kept[0], &guard, scaler.as_ref())?;
             if let Some(e) = &ema {
                 e.update(dev, &tensors, opt.step_tensor())?;
             }
             opt.advance(dev)
         })?;
-        Ok(Trainer { plan, reduce, loss, params, opt, ema, guard })
+        Ok(Trainer { plan, reduce, loss, params, opt, ema, guard, scaler })
     }
 
     /// One training step (forward, backward, update): one submission on a GPU, no wait. On several
@@ -180,6 +186,22 @@ impl Trainer {
     pub fn grad_norm(&self, words: &[u32]) -> f64 {
         let n = self.opt.grad_partials().1;
         words.iter().take(n).map(|&w| f32::from_bits(w) as f64).sum::<f64>().sqrt()
+    }
+
+    /// Starts reading the loss-scale state (asynchronous, like `read_loss`); None when the loss is not
+    /// scaled. `LossScaler::decode` turns what arrives into the scale and the count of skipped steps.
+    pub fn read_loss_scale(&self, dev: &Device) -> Option<Result<Download>> {
+        self.scaler.as_ref().map(|s| s.read(dev))
+    }
+
+    /// The loss-scale state from the words a `read_loss_scale` gave.
+    pub fn loss_scale(&self, words: &[u32]) -> ScaleState {
+        LossScaler::decode(words)
+    }
+
+    /// The loss scaling, if the loss is scaled.
+    pub fn scaler(&self) -> Option<&LossScaler> {
+        self.scaler.as_ref()
     }
 
     /// Has the guard check every f32 tensor of `state` (weights, optimizer state, EMA) between steps,

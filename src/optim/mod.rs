@@ -32,6 +32,7 @@
 mod grouped;
 pub mod guard;
 pub mod muon;
+pub mod scale;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -42,6 +43,7 @@ use crate::tensor::{DType, Tensor};
 
 pub use crate::ops::optim::Schedule;
 pub use guard::{Guard, NonFinite, Tripped};
+pub use scale::{LossScale, LossScaler, ScaleState};
 
 /// Which update rule, with its hyper-parameters (the learning rate is the `Schedule`'s).
 #[derive(Debug, Clone, Copy, PartialEq)]
