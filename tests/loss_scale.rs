@@ -16,6 +16,9 @@ use tigel::optim::{LossScale, OptimizerKind, Schedule};
 use tigel::train::{TrainConfig, Trainer};
 use tigel::{Device, Tensor};
 
+/// A case: partials, loss, max_norm, the scale state before, the interval, the flag before.
+type Case<'a> = (&'a [f32], f32, Option<f32>, [f32; 4], Option<u32>, [u32; 4]);
+
 /// One `clip_guard_scaled` dispatch: (step, clip, flag, scale) after it.
 #[allow(clippy::too_many_arguments)]
 fn run_scaled(
@@ -52,7 +55,7 @@ fn clip_guard_scaled_matches_its_twin() {
         let mut huge = finite.clone();
         huge.iter_mut().for_each(|x| *x = 3e38); // finite partials whose sum overflows
         let s = 1024.0;
-        let cases: Vec<(&[f32], f32, Option<f32>, [f32; 4], Option<u32>, [u32; 4])> = vec![
+        let cases: Vec<Case> = vec![
             (&finite, 2.0, Some(0.5), [s, 0.0, 0.0, s], Some(2000), [0; 4]),
             (&finite, 2.0, None, [s, 4.0, 3.0, s], Some(5), [0; 4]),
             (&finite, 2.0, Some(1e9), [s, 0.0, 0.0, s], None, [0; 4]),
@@ -203,7 +206,7 @@ fn a_forced_overflow_skips_steps_and_halves_the_scale_until_finite() {
             eprintln!("{opt:?}: first finite step {first} at scale 2^{}, {skipped} skipped in all", at.log2());
             // The sum of squares is S² times the true one: finite from about S = 2^63 on.
             assert!((50..=70).contains(&first), "{opt:?}: first finite step {first}");
-            assert_eq!(at, 2f32.powi(120 - first as i32));
+            assert_eq!(at, 2f32.powi(120 - first));
             assert_eq!(t.optimizer().current_step(dev).unwrap(), 120 - skipped);
             let guard = t.read_guard(dev).unwrap().wait().unwrap();
             assert!(t.divergence(&guard).is_none(), "{opt:?}: an overflow tripped the guard: {guard:?}");
@@ -354,6 +357,61 @@ fn scaled_gpt_agrees_on_cpu_and_gpu_and_skips_alike() {
         assert!(la[39] < la[0] - 0.3, "init {init}: it trains: {} -> {}", la[0], la[39]);
         for (s, (x, y)) in la.iter().zip(&lb).enumerate() {
             assert!(((x - y) / x).abs() <= 1e-4, "init {init} step {s}: cpu loss {x}, gpu loss {y}");
+        }
+    }
+}
+
+/// Every kernel that writes weights or optimizer state, one-tensor and multi-tensor forms (and Muon's
+/// momentum and update, one matrix and several per dispatch), on the CPU and lavapipe: with the step
+/// counter's `STEP_SKIP` bit and clip[0] = -1 (what `clip_guard_scaled` writes on an overflow) it leaves
+/// every buffer as it was; `advance_step` then clears the bit without counting; with the bit clear the
+/// same dispatches change the buffers.
+#[test]
+fn every_update_kernel_leaves_a_skipped_step_alone() {
+    use tigel::ops::muon as mk;
+    use tigel::ops::optim::{AdamConfig, SgdConfig};
+    use tigel::ops::optim_multi as multi;
+    let devs: Vec<Device> = std::iter::once(cpu()).chain(gpu()).collect();
+    let sched = Schedule::Cosine { lr: 1e-2, warmup: 2, total: 100, min_lr: 1e-3 };
+    let adam = AdamConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1, decoupled: true };
+    let sgd = SgdConfig { momentum: 0.9, dampening: 0.0, nesterov: true, weight_decay: 0.01 };
+    let mut rng = tigel::host::Rng::new(seed());
+    let sizes = [1usize, 300, 1000];
+    let vals: Vec<Vec<f32>> =
+        (0..6 * sizes.len()).map(|i| (0..sizes[i % sizes.len()]).map(|_| rng.uniform(0.1, 1.0)).collect()).collect();
+    for d in &devs {
+        for skip in [true, false] {
+            let t = |i: usize| Tensor::from_f32(d, &[vals[i].len()], &vals[i]).unwrap();
+            let ts: Vec<Tensor> = (0..vals.len()).map(t).collect();
+            let set = |k: usize| -> Vec<&Tensor> { ts[k * 3..k * 3 + 3].iter().collect() };
+            let (p, g, m, v, b, e) = (set(0), set(1), set(2), set(3), set(4), set(5));
+            let step = k::step_counter(d, if skip { 7 | STEP_SKIP } else { 7 }).unwrap();
+            let clip = Tensor::from_f32(d, &[2], &[if skip { -1.0 } else { 0.5 }, 0.0]).unwrap();
+            let arena = Tensor::from_f32(d, &[2600], &[0.25; 2600]).unwrap();
+            let before: Vec<Vec<f32>> = ts.iter().map(|x| x.to_f32(d).unwrap()).collect();
+            let after = |what: &str, run: &dyn Fn()| {
+                let was: Vec<Vec<f32>> = ts.iter().map(|x| x.to_f32(d).unwrap()).collect();
+                run();
+                let now: Vec<Vec<f32>> = ts.iter().map(|x| x.to_f32(d).unwrap()).collect();
+                assert_eq!(skip, was == now, "{what}: skip {skip}");
+            };
+            after("adam", &|| k::adam(d, &sched, &adam, p[0], g[0], m[0], v[0], &step, &clip).unwrap());
+            after("sgd", &|| k::sgd(d, &sched, &sgd, p[1], g[1], Some(b[1]), &step, &clip).unwrap());
+            after("ema", &|| k::ema(d, e[2], p[2], &step, 0.99, true).unwrap());
+            after("adam_multi", &|| multi::adam_multi(d, &sched, &adam, &p, &g, &m, &v, &step, &clip).unwrap());
+            after("sgd_multi", &|| multi::sgd_multi(d, &sched, &sgd, &p, &g, &b, &step, &clip).unwrap());
+            after("ema_multi", &|| multi::ema_multi(d, &e, &p, &step, 0.99, true).unwrap());
+            let dst = [0, 1, 301];
+            for per in [1, tigel::kernels::optim::SLOTS] {
+                after("muon_momentum", &|| mk::momentum_per(d, per, &g, &m, &clip, &arena, &dst, 0.9, true).unwrap());
+                after("muon_update", &|| mk::update_per(d, per, &sched, 0.01, &p, &arena, &dst, &step).unwrap());
+            }
+            if skip {
+                let now: Vec<Vec<f32>> = ts.iter().map(|x| x.to_f32(d).unwrap()).collect();
+                assert_eq!(before, now);
+            }
+            k::advance_step(d, &step, 1).unwrap();
+            assert_eq!(step.to_u32(d).unwrap()[0], if skip { 7 } else { 8 }, "advance_step");
         }
     }
 }

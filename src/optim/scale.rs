@@ -47,7 +47,7 @@ impl LossScale {
             LossScale::Dynamic { init, interval } => (init, (1..=1 << 24).contains(&interval)),
             LossScale::Fixed(s) => (s, true),
         };
-        if !(s.is_finite() && s >= 1.0) || !ok_interval {
+        if !(s.is_finite() && s >= 1.0 && ok_interval) {
             return Err(Error::invalid(
                 "gpt train",
                 format!(

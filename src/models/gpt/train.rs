@@ -46,6 +46,10 @@ fn is_f32(p: &Precision) -> bool {
     *p == Precision::F32
 }
 
+fn is_default_scale(s: &LossScale) -> bool {
+    *s == LossScale::default()
+}
+
 impl TrainSettings {
     /// A positive batch, step count and learning rate.
     pub fn validate(&self) -> Result<()> {
@@ -130,6 +134,8 @@ pub struct OptimSettings {
     /// Muon's (Nesterov) momentum.
     pub muon_momentum: f32,
     /// How the loss is scaled under `--precision mixed` (f16 gradient operands); unused at f32.
+    /// Recorded only when it is not the default, so configs without it read as the default.
+    #[serde(skip_serializing_if = "is_default_scale")]
     pub loss_scale: LossScale,
 }
 
