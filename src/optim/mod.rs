@@ -330,7 +330,8 @@ impl Optimizer {
     }
 
     /// The clip buffer (f32, shape [2]): [scale, total_norm] of the latest step ([1, 0] when clipping
-    /// is off). Read it after a step for logging; reading is a download, so not inside a capture.
+    /// is off; with a scaled loss, [clipping factor / S, unscaled norm], or [-1, norm] on a skipped
+    /// step). Read it after a step for logging; reading is a download, so not inside a capture.
     pub fn clip_tensor(&self) -> &Tensor {
         &self.clip
     }
