@@ -415,3 +415,62 @@ fn every_update_kernel_leaves_a_skipped_step_alone() {
         }
     }
 }
+
+/// `train gpt --loss-scale`: a bad value fails before training with an error naming the flag; a tiny
+/// mixed run from 2^40 writes `loss_scale` and `skipped` into its training lines, skips while f16
+/// overflows, and ends with a finite unscaled `grad_norm`.
+#[test]
+fn train_gpt_loss_scale_flag() {
+    let dir = std::env::temp_dir().join(format!("tigel-loss-scale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().unwrap();
+    let tiny = [
+        "--backend",
+        "cpu",
+        "train",
+        "gpt",
+        "--precision",
+        "mixed",
+        "--layers",
+        "1",
+        "--heads",
+        "1",
+        "--width",
+        "16",
+        "--context",
+        "16",
+        "--batch",
+        "2",
+        "--steps",
+        "40",
+        "--log-every",
+        "10",
+        "--eval-every",
+        "40",
+        "--eval-windows",
+        "2",
+        "--sample-tokens",
+        "0",
+        "--out",
+        out,
+    ];
+    for bad in ["0.5", "dynamic:8", "fast"] {
+        let (rc, _, err) = output_of(tigel_command().args(tiny).args(["--loss-scale", bad]));
+        assert!(rc != 0 && err.contains("--loss-scale"), "{bad}: rc {rc}: {err}");
+    }
+    let (rc, _, err) = output_of(tigel_command().args(tiny).args(["--loss-scale", "dynamic:1099511627776:2000"]));
+    assert_eq!(rc, 0, "{err}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &serde_json::Value| l["kind"] == "train")
+        .collect();
+    let last = lines.last().unwrap();
+    eprintln!("{last}");
+    let skipped = last["skipped"].as_u64().unwrap();
+    let scale = last["loss_scale"].as_f64().unwrap();
+    assert!(skipped > 0 && scale == 2f64.powi(40 - skipped as i32), "{last}");
+    assert!(last["grad_norm"].as_f64().is_some_and(|g| g.is_finite() && g < 100.0), "{last}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
