@@ -7,6 +7,10 @@
 //! checked on the device and the first non-finite one is recorded, to be read with the losses
 //! (`read_guard`, `divergence`); `check_weights` does the same for the weights between steps, and
 //! `save` refuses to write a checkpoint that holds a non-finite value.
+//!
+//! With `TrainConfig::loss_scale` (f16 gradients, `--precision mixed`) the backward is seeded with the
+//! device's loss scale and the same guard dispatch unscales, skips a step whose scaled gradients
+//! overflowed and adjusts the scale (`optim::scale`); `read_loss_scale` reads it with the losses.
 
 use std::path::Path;
 
