@@ -50,6 +50,11 @@ pub struct Trainer {
     scaler: Option<LossScaler>,
 }
 
+/// The checkpoint name of the loss-scale state (f32 [4], `optim::LossScaler::state`): saved by a trainer
+/// that scales its loss, optional on restore. Optimizer state by its name, so exports leave it out and a
+/// restarted schedule zeroes it (a zero scale is not restored: the run starts at its first scale).
+pub const LOSS_SCALE: &str = "optim.loss_scale";
+
 /// The first non-finite value a trainer's guard recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Divergence {
@@ -285,12 +290,37 @@ impl Trainer {
             let h = download_finite(dev, path, &name, &t)?;
             ck.tensors.insert(name, h);
         }
+        if let Some(s) = &self.scaler {
+            ck.tensors.insert(LOSS_SCALE.to_string(), download_finite(dev, path, LOSS_SCALE, s.state())?);
+        }
         ck.save(path)
     }
 
     /// Restores parameters, optimizer state and step from a checkpoint made by `save` for a model
     /// of the same kind and shape (each tensor is checked; errors name the first that differs).
+    /// A checkpoint's loss-scale state (`LOSS_SCALE`, written by a run that scales its loss) is optional:
+    /// a run under dynamic scaling continues from it, any other run leaves it, and without it the scale
+    /// starts at its first value.
     pub fn restore(&self, dev: &Device, ck: &Checkpoint) -> Result<()> {
+        let stripped;
+        let ck = match ck.tensors.get(LOSS_SCALE) {
+            None => ck,
+            Some(saved) => {
+                if let Some(s) = self.scaler.as_ref().filter(|s| s.interval().is_some()) {
+                    let want: (&[usize], _) = (&s.state().shape, s.state().dtype);
+                    let scale = saved.data.first().map(|&w| f32::from_bits(w));
+                    if (&saved.shape[..], saved.dtype) == want && scale.is_some_and(|x| x.is_finite() && x >= 1.0) {
+                        ck.restore_into(dev, LOSS_SCALE, s.state())?;
+                    }
+                }
+                stripped = {
+                    let mut c = ck.clone();
+                    c.tensors.remove(LOSS_SCALE);
+                    c
+                };
+                &stripped
+            }
+        };
         let ck = &*ck.with_named_ema("", &self.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>());
         let state = self.state();
         let specs: Vec<(&str, &[usize], crate::tensor::DType)> =

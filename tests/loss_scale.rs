@@ -472,5 +472,70 @@ fn train_gpt_loss_scale_flag() {
     let scale = last["loss_scale"].as_f64().unwrap();
     assert!(skipped > 0 && scale == 2f64.powi(40 - skipped as i32), "{last}");
     assert!(last["grad_norm"].as_f64().is_some_and(|g| g.is_finite() && g < 100.0), "{last}");
+    // Resumed, the run continues from the saved scale and count (the checkpoint's `optim.loss_scale`).
+    let more = ["--backend", "cpu", "train", "gpt", "--precision", "mixed", "--resume", out, "--steps", "10"];
+    let (rc, _, err) = output_of(tigel_command().args(more).args(["--log-every", "10", "--eval-windows", "2"]));
+    assert_eq!(rc, 0, "{err}");
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let resumed: serde_json::Value = serde_json::from_str(text.lines().rev().nth(1).unwrap()).unwrap();
+    assert_eq!(resumed["kind"], "train", "{resumed}");
+    assert!(
+        resumed["skipped"].as_u64().unwrap() >= skipped && resumed["loss_scale"].as_f64().unwrap() <= scale,
+        "{resumed}"
+    );
+    // Exports and samples leave the scale out as optimizer state.
+    let exported = dir.join("export.safetensors");
+    let (rc, _, err) =
+        output_of(tigel_command().args(["--backend", "cpu", "export", "--checkpoint", out, "--out"]).arg(&exported));
+    assert_eq!(rc, 0, "{err}");
+    let sample = ["--backend", "cpu", "sample", "gpt", "--checkpoint", out, "--tokens", "8"];
+    let (rc, _, err) = output_of(tigel_command().args(sample));
+    assert_eq!(rc, 0, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The loss-scale state travels in the checkpoint as an optional `loss_scale` tensor: a resumed run
+/// under dynamic scaling continues from it, a fixed-scale or f32 run loads the checkpoint and leaves it,
+/// and a checkpoint without it (an f32 run's, or an older one) starts the scale at its first value.
+#[test]
+fn a_resumed_run_continues_from_the_saved_scale() {
+    use tigel::checkpoint::Checkpoint;
+    let d = cpu();
+    let dir = std::env::temp_dir().join(format!("tigel-loss-scale-ck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = GptConfig { layers: 1, heads: 1, width: 16, context: 12, dropout: 0.0, ..GptConfig::default() };
+    let corpus = gpt_corpus(4000);
+    let mk = |precision, loss_scale| {
+        let o = OptimSettings { loss_scale, ..OptimSettings::default() };
+        let s = gpt_settings(10, precision);
+        GptTrainer::with_optim(&d, Gpt::new(&d, cfg, 11).unwrap(), &corpus, s, o, 0).unwrap()
+    };
+    let dynamic = LossScale::Dynamic { init: 4.0, interval: 2 };
+    let a = mk(Precision::Mixed, dynamic);
+    gpt_losses(&d, &a, 5);
+    let saved = scale_of(&d, a.trainer());
+    assert_eq!(saved.scale, 16.0);
+    let path = dir.join("mixed.safetensors");
+    a.save(&d, &path, "test").unwrap();
+    let ck = Checkpoint::load(&path).unwrap();
+    assert!(ck.tensors.contains_key(tigel::train::LOSS_SCALE));
+    let b = mk(Precision::Mixed, dynamic);
+    b.restore(&d, &ck).unwrap();
+    assert_eq!(scale_of(&d, b.trainer()), saved);
+    let state = |t: &GptTrainer| t.trainer().scaler().unwrap().state().to_f32(&d).unwrap();
+    assert_eq!(state(&b), state(&a), "the run of finite steps too");
+    let c = mk(Precision::Mixed, LossScale::Fixed(8.0));
+    c.restore(&d, &ck).unwrap();
+    assert_eq!(scale_of(&d, c.trainer()).scale, 8.0, "a fixed scale stays");
+    let f = mk(Precision::F32, dynamic);
+    f.restore(&d, &ck).unwrap();
+    assert!(f.trainer().read_loss_scale(&d).is_none());
+    let path32 = dir.join("f32.safetensors");
+    f.save(&d, &path32, "test").unwrap();
+    let ck32 = Checkpoint::load(&path32).unwrap();
+    assert!(!ck32.tensors.contains_key(tigel::train::LOSS_SCALE));
+    let m = mk(Precision::Mixed, dynamic);
+    m.restore(&d, &ck32).unwrap();
+    assert_eq!(scale_of(&d, m.trainer()).scale, 4.0, "no saved scale: the first one");
     let _ = std::fs::remove_dir_all(&dir);
 }
