@@ -50,6 +50,7 @@ fn main() -> Result<()> {
         schedule: Schedule::Constant { lr: 1e-2 },
         clip: None,
         ema: None,
+        loss_scale: None,
     };
     let trainer = Trainer::new(&dev, g, loss, mlp.params(), cfg)?;
     for step in 1..=300 {

@@ -37,6 +37,7 @@ fn main() -> Result<()> {
         schedule: Schedule::Cosine { lr: 1e-2, warmup: 20, total: STEPS, min_lr: 1e-4 },
         clip: Some(1.0),
         ema: None,
+        loss_scale: None,
     };
     let trainer = Trainer::new(&dev, g, loss, mlp.params(), cfg)?;
     let plan = trainer.plan();

@@ -68,6 +68,11 @@ struct MuonUpdateMultiParams {
     src: array<vec4<u32>, 8>,
 }
 
+// A step that dynamic loss scaling skips (optim.wgsl's `clip_guard_scaled`) marks the clip buffer
+// (clip[0] = -1) and the step counter's top bit: the momentum and update kernels then leave their
+// buffers as they are.
+const STEP_SKIP: u32 = 0x80000000u;
+
 // (m', out) of one element from its clipped gradient g and momentum m.
 fn momentum_of(mu: f32, nesterov: u32, g: f32, m0: f32) -> vec2<f32> {
     let m = mu * m0 + g;
@@ -98,7 +103,7 @@ fn update_of(lr: f32, wd: f32, p: f32, o: f32) -> f32 {
 fn muon_momentum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
-    if i >= mp.n { return; }
+    if i >= mp.n || mom_clip[0] < 0.0 { return; }
     let r = momentum_of(mp.momentum, mp.nesterov, mom_grad[i] * mom_clip[0], mom_buf[i]);
     mom_buf[i] = r.x;
     mom_out[mp.dst + i] = r.y;
@@ -124,7 +129,7 @@ fn {e}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if i >= {p}p.total { return; }
     let k = slot_of({p}p.start, i, {N});
     let j = i - at({p}p.start, k);
-    if j >= at({p}p.n, k) { return; }
+    if j >= at({p}p.n, k) || {p}_clip[0] < 0.0 { return; }
     var g: f32;
     var m: f32;
     switch k {
@@ -201,7 +206,7 @@ fn muon_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 fn muon_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
-    if i >= up.n { return; }
+    if i >= up.n || (up_step[0] & STEP_SKIP) != 0u { return; }
     let lr = schedule_lr_of(up.sched, up_step[0]);
     up_param[i] = update_of(lr, up.weight_decay, up_param[i], up_o[up.src + i]);
 }
@@ -224,7 +229,7 @@ fn {e}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if i >= {p}p.total { return; }
     let k = slot_of({p}p.start, i, {N});
     let j = i - at({p}p.start, k);
-    if j >= at({p}p.n, k) { return; }
+    if j >= at({p}p.n, k) || ({p}_step[0] & STEP_SKIP) != 0u { return; }
     let lr = schedule_lr_of({p}p.sched, {p}_step[0]);
     let o = {p}_o[at({p}p.src, k) + j];
     let wd = {p}p.weight_decay;

@@ -15,6 +15,11 @@
 //   non-finite value of the run, records the step, what was checked and the index of the first bad
 //   value; it is sticky, so a read every N steps still names the first bad step.
 //
+// * a skipped step (dynamic loss scaling, `clip_guard_scaled`, when the scaled gradients overflowed): the
+//   step counter's top bit (STEP_SKIP) is set and clip[0] = -1 until `advance_step` clears the bit in
+//   place of incrementing the counter. Every kernel that updates weights or optimizer state returns at
+//   once when it sees either (whichever it binds), so the step changes nothing.
+//
 // Sums in the clipping kernels run in a fixed order (strided per-thread partials, then a tree in
 // workgroup memory, no atomics), so the norm is deterministic.
 //#include "common/index.wgsl"
@@ -22,6 +27,14 @@
 //#include "common/slots.wgsl"
 
 const WG: u32 = 256u;
+
+// The step counter's top bit: set by `clip_guard_scaled` on a step it skips (kernels::optim::STEP_SKIP).
+const STEP_SKIP: u32 = 0x80000000u;
+
+// Whether the step being run is skipped (its counter carries the mark).
+fn skipped_step(step: u32) -> bool {
+    return (step & STEP_SKIP) != 0u;
+}
 
 struct AdvanceParams {
     by: u32,
@@ -82,6 +95,17 @@ struct ClipGuardParams {
     offset: u32,  // added to the step counter, as GuardParams's
 }
 
+struct ScaledGuardParams {
+    n_partials: u32,
+    max_norm: f32,
+    clip: u32,      // 1: clip the unscaled norm to max_norm; 0: no clipping
+    offset: u32,    // added to the step counter, as GuardParams's
+    dynamic: u32,   // 1: skip a step whose scaled gradients overflow and lower the scale; 0: a fixed scale
+    interval: u32,  // dynamic: double the scale after this many finite steps in a row
+    _pad0: u32,
+    _pad1: u32,
+}
+
 struct EmaParams {
     n: u32,
     decay: f32,
@@ -96,7 +120,12 @@ struct EmaParams {
 
 @compute @workgroup_size(1)
 fn advance_step() {
-    step_rw[0] = step_rw[0] + advp.by;
+    // A skipped step clears its mark instead: the counter stays where it was.
+    if skipped_step(step_rw[0]) {
+        step_rw[0] = step_rw[0] & ~STEP_SKIP;
+    } else {
+        step_rw[0] = step_rw[0] + advp.by;
+    }
 }
 
 // ---- SGD ----
@@ -112,7 +141,7 @@ fn advance_step() {
 fn sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
-    if i >= sp.n { return; }
+    if i >= sp.n || skipped_step(sgd_step[0]) { return; }
     let lr = schedule_lr_of(sp.sched, sgd_step[0]);
     var b = 0.0;
     if sp.momentum != 0.0 {
@@ -166,7 +195,7 @@ fn bias_correction(beta: f32, t: f32) -> f32 {
 fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
-    if i >= ap.n { return; }
+    if i >= ap.n || skipped_step(adam_step[0]) { return; }
     let s = adam_step[0];
     let lr = schedule_lr_of(ap.sched, s);
     let t = f32(s + 1u);
@@ -360,6 +389,96 @@ fn clip_guard(@builtin(local_invocation_index) lid: u32) {
     }
 }
 
+// ---- clip_guard with loss scaling ----
+//
+// The gradients were computed from the loss times S (the backward's seed, scale[0]), so the partials are
+// S^2 times the true ones. One workgroup: the norm's sum as in `clip_guard`, the true norm sqrt(sum) / S,
+// and clip[0] = c / S, where c is the clipping factor of the true norm (1 without clipping): the update
+// kernels unscale and clip in the one multiply they already do. With `dynamic`, a non-finite sum (an f16
+// overflow in the scaled backward) skips the step (the step counter's STEP_SKIP bit, clip[0] = -1),
+// halves S (never below 1) and counts it, without tripping the guard; `interval` finite steps in a row
+// double S. The guard trips on a non-finite loss as `clip_guard` does, and on a non-finite gradient norm
+// with a fixed scale or with S already at 1. scale: [S, finite steps in a row, steps skipped, the S
+// this step's gradients carry].
+
+@group(0) @binding(0) var<uniform> sgp: ScaledGuardParams;
+@group(0) @binding(1) var<storage, read> sg_partials: array<f32>;
+@group(0) @binding(2) var<storage, read> sg_loss: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sg_step: array<u32>;
+@group(0) @binding(4) var<storage, read_write> sg_clip: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sg_flag: array<u32>;
+@group(0) @binding(6) var<storage, read_write> sg_scale: array<f32>;
+
+@compute @workgroup_size(256)
+fn clip_guard_scaled(@builtin(local_invocation_index) lid: u32) {
+    var acc = 0.0;
+    var bad = NONE;
+    for (var k = lid; k < sgp.n_partials; k += WG) {
+        let x = sg_partials[k];
+        acc = acc + x;
+        if bad == NONE && !is_finite(x) {
+            bad = k;
+        }
+    }
+    red[lid] = acc;
+    first_bad[lid] = bad;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if lid < s {
+            red[lid] = red[lid] + red[lid + s];
+            first_bad[lid] = min(first_bad[lid], first_bad[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    if lid != 0u {
+        return;
+    }
+    let s = sg_scale[0];
+    let finite = first_bad[0] == NONE && is_finite(red[0]);
+    let skip = sgp.dynamic == 1u && !finite;
+    let norm = sqrt(red[0]) / s;
+    if sg_flag[0] == 0u {
+        var what = 0u;
+        if !is_finite(sg_loss[0]) {
+            what = GUARD_LOSS;
+        } else if !finite && (sgp.dynamic == 0u || s <= 1.0) {
+            what = GUARD_GRADIENT;
+        }
+        if what != 0u {
+            sg_flag[0] = 1u;
+            sg_flag[1] = sg_step[0] + sgp.offset;
+            sg_flag[2] = what;
+            sg_flag[3] = select(0u, first_bad[0], what == GUARD_GRADIENT && first_bad[0] != NONE);
+        }
+    }
+    sg_clip[1] = norm;
+    sg_scale[3] = s;
+    if skip {
+        sg_step[0] = sg_step[0] | STEP_SKIP;
+        sg_clip[0] = -1.0;
+        sg_scale[0] = max(s * 0.5, 1.0);
+        sg_scale[1] = 0.0;
+        sg_scale[2] = sg_scale[2] + 1.0;
+        return;
+    }
+    var c = 1.0;
+    if sgp.clip == 1u {
+        c = min(1.0, sgp.max_norm / (norm + 1e-6));
+    }
+    sg_clip[0] = c / s;
+    if sgp.dynamic == 1u {
+        let good = sg_scale[1] + 1.0;
+        if good >= f32(sgp.interval) {
+            sg_scale[1] = 0.0;
+            if is_finite(s * 2.0) {
+                sg_scale[0] = s * 2.0;
+            }
+        } else {
+            sg_scale[1] = good;
+        }
+    }
+}
+
 // ---- exponential moving average of the weights ----
 
 @group(0) @binding(0) var<uniform> ep: EmaParams;
@@ -371,7 +490,7 @@ fn clip_guard(@builtin(local_invocation_index) lid: u32) {
 fn ema(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid, WG);
-    if i >= ep.n { return; }
+    if i >= ep.n || skipped_step(ema_step[0]) { return; }
     let d = ema_decay(ep, ema_step[0]);
     ema_avg[i] = d * ema_avg[i] + (1.0 - d) * ema_param[i];
 }
@@ -458,7 +577,7 @@ fn {e}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if i >= {p}p.total { return; }
     let k = slot_of({p}p.start, i, {N});
     let j = i - at({p}p.start, k);
-    if j >= at({p}p.n, k) { return; }
+    if j >= at({p}p.n, k) || skipped_step({p}_step[0]) { return; }
     let s = {p}_step[0];
     let lr = schedule_lr_of({p}p.a.sched, s);
     let t = f32(s + 1u);
@@ -501,7 +620,7 @@ fn {e}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if i >= {p}p.total { return; }
     let k = slot_of({p}p.start, i, {N});
     let j = i - at({p}p.start, k);
-    if j >= at({p}p.n, k) { return; }
+    if j >= at({p}p.n, k) || skipped_step({p}_step[0]) { return; }
     let lr = schedule_lr_of({p}p.s.sched, {p}_step[0]);
     let mom = {p}p.s.momentum != 0.0;
     var p: f32;
@@ -538,7 +657,7 @@ fn {e}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if i >= {p}p.total { return; }
     let k = slot_of({p}p.start, i, {N});
     let j = i - at({p}p.start, k);
-    if j >= at({p}p.n, k) { return; }
+    if j >= at({p}p.n, k) || skipped_step({p}_step[0]) { return; }
     let d = ema_decay({p}p.e, {p}_step[0]);
     switch k {
 //#slot

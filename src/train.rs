@@ -7,6 +7,10 @@
 //! checked on the device and the first non-finite one is recorded, to be read with the losses
 //! (`read_guard`, `divergence`); `check_weights` does the same for the weights between steps, and
 //! `save` refuses to write a checkpoint that holds a non-finite value.
+//!
+//! With `TrainConfig::loss_scale` (f16 gradients, `--precision mixed`) the backward is seeded with the
+//! device's loss scale and the same guard dispatch unscales, skips a step whose scaled gradients
+//! overflowed and adjusts the scale (`optim::scale`); `read_loss_scale` reads it with the losses.
 
 use std::path::Path;
 
@@ -15,7 +19,7 @@ use crate::device::{Device, Download};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Plan};
 use crate::nn::Param;
-use crate::optim::{Ema, Guard, NonFinite, Optimizer, OptimizerKind, Schedule};
+use crate::optim::{Ema, Guard, LossScale, LossScaler, NonFinite, Optimizer, OptimizerKind, ScaleState, Schedule};
 use crate::tensor::{numel, Tensor};
 
 /// How to optimize.
@@ -29,6 +33,9 @@ pub struct TrainConfig {
     pub clip: Option<f32>,
     /// Keep an exponential moving average of the weights with this decay (with warmup).
     pub ema: Option<f32>,
+    /// Scale the loss (f16 gradients, `--precision mixed`): the backward is seeded with the device's
+    /// scale and the update unscales (`optim::LossScaler`). None: seeded with 1.
+    pub loss_scale: Option<LossScale>,
 }
 
 /// A recorded training step over a graph's loss and parameters, with the optimizer (and EMA) state.
@@ -40,7 +47,13 @@ pub struct Trainer {
     opt: Optimizer,
     ema: Option<Ema>,
     guard: Guard,
+    scaler: Option<LossScaler>,
 }
+
+/// The checkpoint name of the loss-scale state (f32 [4], `optim::LossScaler::state`): saved by a trainer
+/// that scales its loss, optional on restore. Optimizer state by its name, so exports leave it out and a
+/// restarted schedule zeroes it (a zero scale is not restored: the run starts at its first scale).
+pub const LOSS_SCALE: &str = "optim.loss_scale";
 
 /// The first non-finite value a trainer's guard recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,7 +143,9 @@ impl Trainer {
             }
         }
         let nodes: Vec<NodeId> = params.iter().map(|p| g.param(&p.tensor)).collect();
-        let grads = g.backward(loss, &nodes)?;
+        let scaler = cfg.loss_scale.map(|m| LossScaler::new(dev, m)).transpose()?;
+        let seed = scaler.as_ref().map(|s| g.input(&s.seed()));
+        let grads = g.backward_seeded(loss, &nodes, seed)?;
         let tensors: Vec<&Tensor> = params.iter().map(|p| &p.tensor).collect();
         let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
         let opt = Optimizer::with_names(dev, cfg.optimizer, cfg.schedule, cfg.clip, &tensors, &names, step)?;
@@ -141,13 +156,13 @@ impl Trainer {
         let (plan, reduce) = crate::dist::Reduce::plan(dev, &g, &keep, prologue, |kept| {
             let grads: Vec<&Tensor> = kept[1..].iter().collect();
             // The guard only reads what the step computed (and writes its flag): no number changes.
-            opt.update_guarded(dev, &tensors, &grads, &kept[0], &guard)?;
+            opt.update_guarded(dev, &tensors, &grads, &kept[0], &guard, scaler.as_ref())?;
             if let Some(e) = &ema {
                 e.update(dev, &tensors, opt.step_tensor())?;
             }
             opt.advance(dev)
         })?;
-        Ok(Trainer { plan, reduce, loss, params, opt, ema, guard })
+        Ok(Trainer { plan, reduce, loss, params, opt, ema, guard, scaler })
     }
 
     /// One training step (forward, backward, update): one submission on a GPU, no wait. On several
@@ -180,6 +195,22 @@ impl Trainer {
     pub fn grad_norm(&self, words: &[u32]) -> f64 {
         let n = self.opt.grad_partials().1;
         words.iter().take(n).map(|&w| f32::from_bits(w) as f64).sum::<f64>().sqrt()
+    }
+
+    /// Starts reading the loss-scale state (asynchronous, like `read_loss`); None when the loss is not
+    /// scaled. `LossScaler::decode` turns what arrives into the scale and the count of skipped steps.
+    pub fn read_loss_scale(&self, dev: &Device) -> Option<Result<Download>> {
+        self.scaler.as_ref().map(|s| s.read(dev))
+    }
+
+    /// The loss-scale state from the words a `read_loss_scale` gave.
+    pub fn loss_scale(&self, words: &[u32]) -> ScaleState {
+        LossScaler::decode(words)
+    }
+
+    /// The loss scaling, if the loss is scaled.
+    pub fn scaler(&self) -> Option<&LossScaler> {
+        self.scaler.as_ref()
     }
 
     /// Has the guard check every f32 tensor of `state` (weights, optimizer state, EMA) between steps,
@@ -259,12 +290,37 @@ impl Trainer {
             let h = download_finite(dev, path, &name, &t)?;
             ck.tensors.insert(name, h);
         }
+        if let Some(s) = &self.scaler {
+            ck.tensors.insert(LOSS_SCALE.to_string(), download_finite(dev, path, LOSS_SCALE, s.state())?);
+        }
         ck.save(path)
     }
 
     /// Restores parameters, optimizer state and step from a checkpoint made by `save` for a model
     /// of the same kind and shape (each tensor is checked; errors name the first that differs).
+    /// A checkpoint's loss-scale state (`LOSS_SCALE`, written by a run that scales its loss) is optional:
+    /// a run under dynamic scaling continues from it, any other run leaves it, and without it the scale
+    /// starts at its first value.
     pub fn restore(&self, dev: &Device, ck: &Checkpoint) -> Result<()> {
+        let stripped;
+        let ck = match ck.tensors.get(LOSS_SCALE) {
+            None => ck,
+            Some(saved) => {
+                if let Some(s) = self.scaler.as_ref().filter(|s| s.interval().is_some()) {
+                    let want: (&[usize], _) = (&s.state().shape, s.state().dtype);
+                    let scale = saved.data.first().map(|&w| f32::from_bits(w));
+                    if (&saved.shape[..], saved.dtype) == want && scale.is_some_and(|x| x.is_finite() && x >= 1.0) {
+                        ck.restore_into(dev, LOSS_SCALE, s.state())?;
+                    }
+                }
+                stripped = {
+                    let mut c = ck.clone();
+                    c.tensors.remove(LOSS_SCALE);
+                    c
+                };
+                &stripped
+            }
+        };
         let ck = &*ck.with_named_ema("", &self.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>());
         let state = self.state();
         let specs: Vec<(&str, &[usize], crate::tensor::DType)> =

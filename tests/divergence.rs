@@ -168,6 +168,7 @@ fn trainer(d: &Device, x: &[f32], sqrt_of_square: bool, clip: Option<f32>) -> Tr
         schedule: Schedule::Constant { lr: 1e-3 },
         clip,
         ema: Some(0.9),
+        loss_scale: None,
     };
     Trainer::new(d, g, loss, params, cfg).unwrap()
 }

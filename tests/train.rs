@@ -39,6 +39,7 @@ fn trainer_with(dev: &Device, optimizer: OptimizerKind, p_drop: f32) -> Trainer 
         schedule: Schedule::Cosine { lr: 1e-2, warmup: 5, total: 100, min_lr: 1e-3 },
         clip: Some(1.0),
         ema: Some(0.99),
+        loss_scale: None,
     };
     Trainer::with_step_counter(dev, g, loss, mlp.params(), cfg, step).unwrap()
 }

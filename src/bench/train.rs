@@ -91,6 +91,7 @@ pub fn mlp(dev: &Device, quick: bool, print: bool) -> Result<Value> {
         schedule: Schedule::Constant { lr: 1e-3 },
         clip: Some(1.0),
         ema: None,
+        loss_scale: None,
     };
     let t = Trainer::new(dev, g, loss, model.params(), cfg)?;
     let b = Bench {
@@ -154,6 +155,7 @@ fn gpt_default_at(dev: &Device, name: &'static str, precision: Precision, quick:
         cooldown: 1.0,
         muon_lr: 0.02,
         muon_momentum: 0.95,
+        ..OptimSettings::default()
     };
     gpt_bench(dev, name, cfg, s, o, quick, print)
 }

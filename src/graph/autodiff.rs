@@ -18,11 +18,25 @@ impl Graph {
     /// returns the gradient nodes in the same order. A `wrt` node that `loss` does not depend on gets a
     /// zero gradient. Gradients reaching a node along several paths are summed.
     pub fn backward(&mut self, loss: NodeId, wrt: &[NodeId]) -> Result<Vec<NodeId>> {
+        self.backward_seeded(loss, wrt, None)
+    }
+
+    /// `backward` seeded with the value of node `seed` (an f32 node of as many elements as `loss`)
+    /// instead of ones: the gradients of seed · loss. Loss scaling seeds with an input bound to the
+    /// device's scale (`optim::LossScaler::seed`), which changes from step to step without a new graph.
+    pub fn backward_seeded(&mut self, loss: NodeId, wrt: &[NodeId], seed: Option<NodeId>) -> Result<Vec<NodeId>> {
         let shape = self.shape(loss).to_vec();
         let from = self.nodes.len();
         self.matmul_pairs.clear();
         self.backward_from = Some(self.backward_from.map_or(from, |f| f.min(from)));
-        let seed = self.fill(&shape, 1.0)?;
+        let seed = match seed {
+            None => self.fill(&shape, 1.0)?,
+            Some(s) if self.node(s).dtype != crate::tensor::DType::F32 => {
+                return Err(crate::error::Error::invalid("backward", "the seed must be an f32 node"))
+            }
+            Some(s) if self.shape(s) == shape => s,
+            Some(s) => self.reshape(s, &shape)?,
+        };
         let mut grads: HashMap<NodeId, NodeId> = HashMap::new();
         grads.insert(loss, seed);
         // Nodes only depend on earlier nodes, so a reverse sweep over indices sees every consumer of a

@@ -31,6 +31,14 @@ pub static GUARD_FINITE: Kernel = Kernel { shader: "optim", entry: "guard_finite
 /// loss and gradient partial sums in one dispatch.
 pub static CLIP_GUARD: Kernel = Kernel { shader: "optim", entry: "clip_guard" };
 
+/// Entry point `clip_guard_scaled` of shaders/optim.wgsl: `clip_guard` for gradients of a scaled loss
+/// (dynamic loss scaling): unscales in the clip scale, skips a step that overflowed and adjusts the scale.
+pub static CLIP_GUARD_SCALED: Kernel = Kernel { shader: "optim", entry: "clip_guard_scaled" };
+
+/// The step counter's top bit: `clip_guard_scaled` sets it on a step it skips, the update kernels then
+/// leave everything as it was, and `advance_step` clears it in place of incrementing the counter.
+pub const STEP_SKIP: u32 = 0x8000_0000;
+
 /// `GuardParams::what` and the guard flag's third word: the loss was not finite.
 pub const GUARD_LOSS: u32 = 1;
 /// The gradients' partial sums of squares (so the gradient norm) were not finite.

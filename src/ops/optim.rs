@@ -11,6 +11,10 @@
 //!   multiply every gradient element by clip[0] as they read it. `sumsq_partial` (once per gradient tensor,
 //!   each at its own slot range of a shared `partials` tensor) and then `clip_scale` write it; with
 //!   clipping off it stays [1, 0].
+//! * the loss-scale state: an f32 tensor of shape [4], [S, finite steps in a row, steps skipped, the S of
+//!   the latest step] (`loss_scale_buffer`), which `clip_guard_scaled` reads and updates; its first word
+//!   seeds the backward of a scaled loss. A step it skips carries `STEP_SKIP` in the step counter (and
+//!   clip[0] = -1): the update kernels then change nothing and `advance_step` clears the bit.
 //! * the guard flag: a u32 tensor of shape [4], [tripped, step, what, index] (`guard_flag`), zero until
 //!   `guard_finite` first sees a non-finite value; then it keeps that first one (see `GuardParams`).
 
@@ -19,9 +23,9 @@ use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::groups_1d;
 use crate::kernels::optim::{
-    schedule_lr_of, AdamParams, AdvanceParams, ClipGuardParams, ClipParams, EmaParams, GuardParams, ScheduleParams,
-    SgdParams, SumsqParams, ADAM, ADVANCE_STEP, CLIP_GUARD, CLIP_SCALE, EMA, GUARD_FINITE, SCHED_CONSTANT,
-    SCHED_COSINE, SCHED_LINEAR, SGD, SUMSQ_PARTIAL, WG,
+    schedule_lr_of, AdamParams, AdvanceParams, ClipGuardParams, ClipParams, EmaParams, GuardParams, ScaledGuardParams,
+    ScheduleParams, SgdParams, SumsqParams, ADAM, ADVANCE_STEP, CLIP_GUARD, CLIP_GUARD_SCALED, CLIP_SCALE, EMA,
+    GUARD_FINITE, SCHED_CONSTANT, SCHED_COSINE, SCHED_LINEAR, SGD, SUMSQ_PARTIAL, WG,
 };
 use crate::tensor::{DType, Tensor};
 
@@ -203,6 +207,14 @@ pub fn step_counter(dev: &Device, value: u32) -> Result<Tensor> {
 /// A clip buffer [scale, total_norm] = [1, 0]: f32, shape [2] (the value when clipping is off).
 pub fn clip_buffer(dev: &Device) -> Result<Tensor> {
     Tensor::from_f32(dev, &[2], &[1.0, 0.0])
+}
+
+/// A loss-scale state [S, 0, 0, S] starting at scale `init`: f32, shape [4] (`clip_guard_scaled`).
+pub fn loss_scale_buffer(dev: &Device, init: f32) -> Result<Tensor> {
+    if !(init.is_finite() && init >= 1.0) {
+        return Err(bad("loss_scale_buffer", "init", init, "must be finite and >= 1"));
+    }
+    Tensor::from_f32(dev, &[4], &[init, 0.0, 0.0, init])
 }
 
 fn want_step(op: &'static str, step: &Tensor) -> Result<()> {
@@ -501,4 +513,70 @@ pub fn clip_guard(
     };
     let bufs = [&partials.buf, &loss.buf, &step.buf, &clip.buf, &flag.buf];
     dev.dispatch(Dispatch::new(&CLIP_GUARD, &p, &bufs, [1, 1, 1]))
+}
+
+/// `clip_guard` for the gradients of a loss scaled by `scale[0]` (the loss-scale state, f32 [4],
+/// `loss_scale_buffer`): writes clip[0] = (the clipping factor of the unscaled norm, 1 without
+/// `max_norm`) / S and clip[1] = the unscaled norm, so the update kernels unscale as they clip. With
+/// `interval` (dynamic scaling), a non-finite sum of squares skips the step (`STEP_SKIP` in `step`,
+/// clip[0] = -1), halves S (not below 1) and counts the skip without tripping the guard, and `interval`
+/// finite steps in a row double S; the guard still trips on a non-finite loss, and on a non-finite
+/// gradient norm at a fixed scale (`interval` None) or with S at 1. One dispatch, as `clip_guard`.
+#[allow(clippy::too_many_arguments)]
+pub fn clip_guard_scaled(
+    dev: &Device,
+    partials: &Tensor,
+    n_partials: usize,
+    max_norm: Option<f32>,
+    loss: &Tensor,
+    step: &Tensor,
+    clip: &Tensor,
+    flag: &Tensor,
+    scale: &Tensor,
+    interval: Option<u32>,
+    offset: u32,
+) -> Result<()> {
+    const OP: &str = "clip_guard_scaled";
+    want_dtype(OP, partials, DType::F32)?;
+    want_dtype(OP, loss, DType::F32)?;
+    want_dtype(OP, scale, DType::F32)?;
+    want_clip(OP, clip)?;
+    want_step(OP, step)?;
+    want_dtype(OP, flag, DType::U32)?;
+    if flag.numel() != 4 || scale.numel() != 4 {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "the guard flag and the loss-scale state hold four words, got {:?} and {:?}",
+                flag.shape, scale.shape
+            ),
+        ));
+    }
+    if loss.numel() != 1 {
+        return Err(Error::invalid(OP, format!("the loss must have one element, it has shape {:?}", loss.shape)));
+    }
+    if let Some(m) = max_norm.filter(|m| !(m.is_finite() && *m > 0.0)) {
+        return Err(bad(OP, "max_norm", m, "must be finite and > 0"));
+    }
+    if let Some(i) = interval.filter(|&i| i == 0 || i > 1 << 24) {
+        return Err(bad(OP, "interval", i, "must be in 1..=2^24"));
+    }
+    if n_partials > partials.numel() {
+        return Err(Error::invalid(
+            OP,
+            format!("n_partials = {n_partials} but the partials buffer holds {}", partials.numel()),
+        ));
+    }
+    let p = ScaledGuardParams {
+        n_partials: u32_of(OP, "n_partials", n_partials)?,
+        max_norm: max_norm.unwrap_or(0.0),
+        clip: max_norm.is_some() as u32,
+        offset,
+        dynamic: interval.is_some() as u32,
+        interval: interval.unwrap_or(0),
+        _pad0: 0,
+        _pad1: 0,
+    };
+    let bufs = [&partials.buf, &loss.buf, &step.buf, &clip.buf, &flag.buf, &scale.buf];
+    dev.dispatch(Dispatch::new(&CLIP_GUARD_SCALED, &p, &bufs, [1, 1, 1]))
 }

@@ -6,7 +6,7 @@
 //! without, and no host wait; the run loop reads the flag with the losses it already reads
 //! asynchronously.
 
-use super::Optimizer;
+use super::{LossScaler, Optimizer};
 use crate::device::{Device, Download};
 use crate::error::Result;
 use crate::kernels::optim::{GUARD_GRADIENT, GUARD_LOSS, GUARD_WEIGHTS};
@@ -124,7 +124,9 @@ impl Optimizer {
     /// `update` with the step's guard folded in: the gradients' partial sums (always computed), then one
     /// dispatch that computes the clip scale (when clipping is on) and has `guard` check `loss` and then
     /// the partial sums as step `step + 1` (what `guard.check` on the loss and `guard_gradients` record),
-    /// then the updates. The same numbers as `update`: the guard only reads.
+    /// then the updates. The same numbers as `update`: the guard only reads. With `scaler` the gradients
+    /// are those of the loss times its scale: the same dispatch unscales them in the clip scale and, under
+    /// dynamic scaling, skips a step whose gradients overflowed (`ops::optim::clip_guard_scaled`).
     pub fn update_guarded(
         &self,
         dev: &Device,
@@ -132,20 +134,36 @@ impl Optimizer {
         grads: &[&Tensor],
         loss: &Tensor,
         guard: &Guard,
+        scaler: Option<&LossScaler>,
     ) -> Result<()> {
         self.check_step_args(params, grads)?;
         self.sumsq(dev, grads)?;
-        k::clip_guard(
-            dev,
-            &self.partials,
-            self.n_partials,
-            self.max_norm,
-            loss,
-            &self.step,
-            &self.clip,
-            &guard.flag,
-            1,
-        )?;
+        match scaler {
+            None => k::clip_guard(
+                dev,
+                &self.partials,
+                self.n_partials,
+                self.max_norm,
+                loss,
+                &self.step,
+                &self.clip,
+                &guard.flag,
+                1,
+            )?,
+            Some(s) => k::clip_guard_scaled(
+                dev,
+                &self.partials,
+                self.n_partials,
+                self.max_norm,
+                loss,
+                &self.step,
+                &self.clip,
+                &guard.flag,
+                s.state(),
+                s.interval(),
+                1,
+            )?,
+        }
         self.apply(dev, params, grads)
     }
 }

@@ -32,6 +32,7 @@
 mod grouped;
 pub mod guard;
 pub mod muon;
+pub mod scale;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -42,6 +43,7 @@ use crate::tensor::{DType, Tensor};
 
 pub use crate::ops::optim::Schedule;
 pub use guard::{Guard, NonFinite, Tripped};
+pub use scale::{LossScale, LossScaler, ScaleState};
 
 /// Which update rule, with its hyper-parameters (the learning rate is the `Schedule`'s).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -328,7 +330,8 @@ impl Optimizer {
     }
 
     /// The clip buffer (f32, shape [2]): [scale, total_norm] of the latest step ([1, 0] when clipping
-    /// is off). Read it after a step for logging; reading is a download, so not inside a capture.
+    /// is off; with a scaled loss, [clipping factor / S, unscaled norm], or [-1, norm] on a skipped
+    /// step). Read it after a step for logging; reading is a download, so not inside a capture.
     pub fn clip_tensor(&self) -> &Tensor {
         &self.clip
     }

@@ -234,7 +234,9 @@ pub fn train<R: Regime + ?Sized>(
             let guards = guard::read(dev, &regime.guarded(), false)?;
             let reads = regime.read_losses(dev)?;
             let norms = regime.guarded().iter().map(|g| g.trainer.read_grad_norm(dev)).collect::<Result<_>>()?;
-            pending = Some(Pending { at, train_s, elapsed_s, log, reads, guards, norms });
+            let scales =
+                regime.guarded().iter().map(|g| g.trainer.read_loss_scale(dev).transpose()).collect::<Result<_>>()?;
+            pending = Some(Pending { at, train_s, elapsed_s, log, reads, guards, norms, scales });
             observer.progress(i, &regime.progress(at, &clock));
         }
         if i % cadence.eval_every == 0 || at.last || stop {
@@ -295,6 +297,8 @@ struct Pending {
     reads: Vec<Download>,
     guards: Vec<Download>,
     norms: Vec<Download>,
+    /// The loss-scale states of the trainers that scale their loss.
+    scales: Vec<Option<Download>>,
 }
 
 /// Adds the keys of the object `more` to the object `v` (a key already there is replaced).
@@ -323,11 +327,17 @@ fn take_pending<R: Regime + ?Sized>(
     let guarded = regime.guarded();
     let mut norms = serde_json::Map::new();
     let mut shown = String::from("grad norm");
-    for (g, d) in guarded.iter().zip(p.norms) {
-        let norm = g.trainer.grad_norm(&d.wait()?);
-        let key =
-            if g.name.is_empty() { "grad_norm".to_string() } else { format!("grad_norm_{}", g.name.to_lowercase()) };
-        norms.insert(key, json!(norm));
+    for ((g, d), sc) in guarded.iter().zip(p.norms).zip(p.scales) {
+        let mut norm = g.trainer.grad_norm(&d.wait()?);
+        let key = |k: &str| if g.name.is_empty() { k.to_string() } else { format!("{k}_{}", g.name.to_lowercase()) };
+        if let Some(sc) = sc {
+            // A scaled loss's gradients carry its scale: the norm logged is the unscaled one.
+            let st = g.trainer.loss_scale(&sc.wait()?);
+            norm /= st.used as f64;
+            norms.insert(key("loss_scale"), json!(st.scale));
+            norms.insert(key("skipped"), json!(st.skipped));
+        }
+        norms.insert(key("grad_norm"), json!(norm));
         let who = if g.name.is_empty() { String::new() } else { format!(" {}", g.name) };
         shown.push_str(&format!("{who} {}", report::figure(&json!(norm))));
     }

@@ -139,6 +139,11 @@ pub struct TrainArgs {
     /// master weights and optimizer state; docs/precision.md).
     #[arg(long, default_value = "f32", value_parser = parse_precision)]
     pub precision: tigel::graph::Precision,
+    /// Loss scaling under --precision mixed (its gradients' matrix operands are f16): `dynamic` (start at
+    /// 2^16, halve and skip the step on overflow, double after 2000 finite steps), `dynamic:INIT:INTERVAL`,
+    /// or a fixed scale N (1: none). Unused at f32.
+    #[arg(long, value_name = "dynamic|N", default_value = "dynamic", value_parser = parse_loss_scale)]
+    pub loss_scale: tigel::optim::LossScale,
     /// Steps between evaluations: held-out bits/char, a checkpoint, loss.png (and at the last step).
     #[arg(long, alias = "save-every", default_value_t = 500)]
     pub eval_every: u32,
@@ -230,5 +235,9 @@ fn parse_decay(s: &str) -> Result<Decay, String> {
 }
 
 fn parse_precision(s: &str) -> std::result::Result<tigel::graph::Precision, String> {
+    s.parse().map_err(|e: tigel::Error| e.to_string())
+}
+
+fn parse_loss_scale(s: &str) -> std::result::Result<tigel::optim::LossScale, String> {
     s.parse().map_err(|e: tigel::Error| e.to_string())
 }

@@ -89,6 +89,7 @@ pub fn train(backend: Option<&str>, a: TrainArgs) -> Result<()> {
         cooldown: a.cooldown,
         muon_lr: a.muon_lr,
         muon_momentum: a.muon_momentum,
+        loss_scale: a.loss_scale,
     };
     optim.validate()?;
     // The logits of one step: batch · context rows of 256.

@@ -127,6 +127,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("optim", "sumsq_partial") => optim::sumsq_partial,
         ("optim", "clip_scale") => optim::clip_scale,
         ("optim", "clip_guard") => optim::clip_guard,
+        ("optim", "clip_guard_scaled") => optim::clip_guard_scaled,
         ("optim", "ema") => optim::ema,
         ("optim", "guard_finite") => optim::guard_finite,
         ("optim", "adam_multi") | ("optim", "adam_multi_wide") => optim_multi::adam_multi,

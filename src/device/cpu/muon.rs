@@ -8,7 +8,7 @@ use super::{optim, par_chunks, CpuArgs, CHUNK};
 use crate::kernels::muon::{
     MuonMomentumMultiParams, MuonMomentumParams, MuonNormParams, MuonUpdateMultiParams, MuonUpdateParams,
 };
-use crate::kernels::optim::{schedule_lr_of, SumsqParams};
+use crate::kernels::optim::{schedule_lr_of, SumsqParams, STEP_SKIP};
 
 /// Runs `twin` with `params`, inputs `ins` and outputs `outs`.
 fn run<P: bytemuck::Pod>(twin: fn(&mut CpuArgs), params: &P, ins: Vec<&[u32]>, outs: Vec<&mut [u32]>) {
@@ -32,6 +32,9 @@ pub fn muon_momentum(args: &mut CpuArgs) {
     let p: MuonMomentumParams = args.params();
     let (n, dst) = (p.n as usize, p.dst as usize);
     let (grad, scale) = (args.f32_in(0), args.f32_in(1)[0]);
+    if scale < 0.0 {
+        return; // a skipped step (clip[0] = -1)
+    }
     let mom = &mut args.f32_out(0)[..n];
     momentum_of(&p, grad, scale, mom, &mut args.f32_out(1)[dst..dst + n]);
 }
@@ -42,6 +45,9 @@ pub fn muon_momentum_multi(args: &mut CpuArgs) {
     let mp: MuonMomentumMultiParams = args.params();
     let slots = args.ins.len() - 1;
     let scale = args.f32_in(slots)[0];
+    if scale < 0.0 {
+        return; // a skipped step (clip[0] = -1)
+    }
     let arena = args.f32_out(slots);
     for k in 0..slots {
         let (n, dst) = (mp.n[k] as usize, mp.dst[k] as usize);
@@ -89,7 +95,11 @@ pub fn muon_normalize(args: &mut CpuArgs) {
 pub fn muon_update(args: &mut CpuArgs) {
     let p: MuonUpdateParams = args.params();
     let o = &args.f32_in(0)[p.src as usize..];
-    let lr = schedule_lr_of(&bytemuck::cast(p.sched), args.u32_in(1)[0]);
+    let step = args.u32_in(1)[0];
+    if step & STEP_SKIP != 0 {
+        return;
+    }
+    let lr = schedule_lr_of(&bytemuck::cast(p.sched), step);
     let wd = p.weight_decay;
     par_chunks(&mut args.f32_out(0)[..p.n as usize], |s, ch| {
         for (w, &oi) in ch.iter_mut().zip(&o[s..]) {

@@ -7,15 +7,15 @@ use rayon::prelude::*;
 use super::CpuArgs;
 use super::{par_chunks, CHUNK};
 use crate::kernels::optim::{
-    schedule_lr_of, AdamParams, AdvanceParams, ClipGuardParams, ClipParams, EmaParams, GuardParams, SgdParams,
-    SumsqParams, GUARD_GRADIENT, GUARD_LOSS, WG,
+    schedule_lr_of, AdamParams, AdvanceParams, ClipGuardParams, ClipParams, EmaParams, GuardParams, ScaledGuardParams,
+    SgdParams, SumsqParams, GUARD_GRADIENT, GUARD_LOSS, STEP_SKIP, WG,
 };
 
 /// Bindings: params, step (read_write).
 pub fn advance_step(args: &mut CpuArgs) {
     let p: AdvanceParams = args.params();
     let step = args.u32_out(0);
-    step[0] = step[0].wrapping_add(p.by);
+    step[0] = if step[0] & STEP_SKIP != 0 { step[0] & !STEP_SKIP } else { step[0].wrapping_add(p.by) };
 }
 
 /// Bindings: params, param (read_write), grad (read), momentum (read_write), step (read), clip (read).
@@ -25,6 +25,9 @@ pub fn sgd(args: &mut CpuArgs) {
     let grad = args.f32_in(0);
     let step = args.u32_in(1)[0];
     let scale = args.f32_in(2)[0];
+    if step & STEP_SKIP != 0 {
+        return;
+    }
     let param = &mut args.f32_out(0)[..n];
     let lr = schedule_lr_of(&sp.sched, step);
     let update = |p: f32, gi: f32, mom: Option<&mut f32>| -> f32 {
@@ -152,6 +155,9 @@ pub fn adam(args: &mut CpuArgs) {
     let grad = args.f32_in(0);
     let s = args.u32_in(1)[0];
     let scale = args.f32_in(2)[0];
+    if s & STEP_SKIP != 0 {
+        return;
+    }
     let param = &mut args.f32_out(0)[..n];
     let m = &mut args.f32_out(1)[..n];
     let v = &mut args.f32_out(2)[..n];
@@ -225,6 +231,9 @@ pub fn ema(args: &mut CpuArgs) {
     let ep: EmaParams = args.params();
     let param = args.f32_in(0);
     let s = args.u32_in(1)[0];
+    if s & STEP_SKIP != 0 {
+        return;
+    }
     let avg = &mut args.f32_out(0)[..ep.n as usize];
     let mut d = ep.decay;
     if ep.warmup == 1 {
@@ -268,5 +277,65 @@ pub fn clip_guard(args: &mut CpuArgs) {
     for (x, n, what) in [(loss, 1, GUARD_LOSS), (partials, cp.n_partials, GUARD_GRADIENT)] {
         let g = GuardParams { n, what, offset: cp.offset, tag: 0 };
         guard_finite(&mut CpuArgs { params: bytemuck::bytes_of(&g), ins: vec![x, step], outs: vec![&mut *flag] });
+    }
+}
+
+/// Bindings: params, partials (read), loss (read), step, clip, flag, scale (read_write): the shader's
+/// sum in its order, then its decisions (see `clip_guard_scaled` in shaders/optim.wgsl).
+pub fn clip_guard_scaled(args: &mut CpuArgs) {
+    let p: ScaledGuardParams = args.params();
+    let partials = &args.f32_in(0)[..p.n_partials as usize];
+    let loss = args.f32_in(1)[0];
+    let (step, clip, flag, scale) = (args.u32_out(0), args.f32_out(1), args.u32_out(2), args.f32_out(3));
+    let mut red = [0f32; WG];
+    for (lid, r) in red.iter_mut().enumerate() {
+        let mut acc = 0f32;
+        for &v in partials[lid.min(partials.len())..].iter().step_by(WG) {
+            acc += v;
+        }
+        *r = acc;
+    }
+    let total = tree_sum(&mut red);
+    let first_bad = partials.iter().position(|v| !v.is_finite());
+    let s = scale[0];
+    let finite = first_bad.is_none() && total.is_finite();
+    let norm = total.sqrt() / s;
+    if flag[0] == 0 {
+        let what = if !loss.is_finite() {
+            GUARD_LOSS
+        } else if !finite && (p.dynamic == 0 || s <= 1.0) {
+            GUARD_GRADIENT
+        } else {
+            0
+        };
+        if what != 0 {
+            flag[0] = 1;
+            flag[1] = step[0].wrapping_add(p.offset);
+            flag[2] = what;
+            flag[3] = if what == GUARD_GRADIENT { first_bad.unwrap_or(0) as u32 } else { 0 };
+        }
+    }
+    clip[1] = norm;
+    scale[3] = s;
+    if p.dynamic == 1 && !finite {
+        step[0] |= STEP_SKIP;
+        clip[0] = -1.0;
+        scale[0] = (s * 0.5).max(1.0);
+        scale[1] = 0.0;
+        scale[2] += 1.0;
+        return;
+    }
+    let c = if p.clip == 1 { 1f32.min(p.max_norm / (norm + 1e-6)) } else { 1.0 };
+    clip[0] = c / s;
+    if p.dynamic == 1 {
+        let good = scale[1] + 1.0;
+        if good >= p.interval as f32 {
+            scale[1] = 0.0;
+            if (s * 2.0).is_finite() {
+                scale[0] = s * 2.0;
+            }
+        } else {
+            scale[1] = good;
+        }
     }
 }

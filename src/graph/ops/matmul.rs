@@ -41,7 +41,10 @@ impl Graph {
     /// operand takes the transpose of its gradient. An operand that needs no gradient gets none
     /// (autodiff would drop it), so its product is never made. With `into`, dA is added into that
     /// node's buffer (a `MatmulAcc`: `into` must be a fresh product nothing else reads). The two
-    /// products are candidates for one dispatch (`pair_matmuls`).
+    /// products are candidates for one dispatch (`pair_matmuls`). A product with an f16 operand (under
+    /// `Precision::Mixed`) reads gy as f16 too (`Graph::operand`: one cast per gradient node, shared by
+    /// both products), so its backward products, like its forward, read f16 operands only; a scaled
+    /// loss (`optim::LossScaler`) keeps small gradients above f16's underflow.
     pub(crate) fn matmul_grads(
         &mut self,
         a: NodeId,
@@ -50,6 +53,8 @@ impl Graph {
         gy: NodeId,
         into: Option<NodeId>,
     ) -> Result<[Option<NodeId>; 2]> {
+        let half = |g: &Graph, x: NodeId| g.node(x).dtype == DType::F16;
+        let gy = if half(self, a) || half(self, b) { self.operand(gy)? } else { gy };
         let opts = |trans_a, trans_b| MatmulOpts { trans_a, trans_b, alpha: o.alpha };
         let (oa, ia) = if o.trans_a { (opts(o.trans_b, true), [b, gy]) } else { (opts(false, !o.trans_b), [gy, b]) };
         let (ob, ib) = if o.trans_b { (opts(true, o.trans_a), [gy, a]) } else { (opts(!o.trans_a, false), [a, gy]) };

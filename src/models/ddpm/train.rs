@@ -173,6 +173,7 @@ impl DiffusionTrainer {
             schedule: LrSchedule::Cosine { lr: s.lr, warmup, total, min_lr: s.lr * 0.1 },
             clip: (s.clip > 0.0).then_some(s.clip),
             ema: Some(s.ema),
+            loss_scale: None,
         };
         // One seed per stream, so the rows, the noise and the label dropout never share random numbers.
         let (seed_rows, seed_q, seed_u) = (s.seed ^ 0x5EED_0001, s.seed ^ 0x5EED_0002, s.seed ^ 0x5EED_0003);

@@ -139,6 +139,7 @@ fn adam(lr: f32, s: &TrainSettings, ema: f32, per_step: u32) -> TrainConfig {
         schedule,
         clip: None,
         ema: (ema > 0.0).then_some(ema),
+        loss_scale: None,
     }
 }
 

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, Precision};
 use crate::ops::batch;
 use crate::optim::muon::MuonConfig;
-use crate::optim::{OptimizerKind, Schedule};
+use crate::optim::{LossScale, OptimizerKind, Schedule};
 use crate::tensor::{DType, Tensor};
 use crate::train::{TrainConfig, Trainer};
 
@@ -44,6 +44,10 @@ pub struct TrainSettings {
 
 fn is_f32(p: &Precision) -> bool {
     *p == Precision::F32
+}
+
+fn is_default_scale(s: &LossScale) -> bool {
+    *s == LossScale::default()
 }
 
 impl TrainSettings {
@@ -129,6 +133,10 @@ pub struct OptimSettings {
     pub muon_lr: f32,
     /// Muon's (Nesterov) momentum.
     pub muon_momentum: f32,
+    /// How the loss is scaled under `--precision mixed` (f16 gradient operands); unused at f32.
+    /// Recorded only when it is not the default, so configs without it read as the default.
+    #[serde(skip_serializing_if = "is_default_scale")]
+    pub loss_scale: LossScale,
 }
 
 impl Default for OptimSettings {
@@ -139,6 +147,7 @@ impl Default for OptimSettings {
             cooldown: 1.0,
             muon_lr: 0.02,
             muon_momentum: 0.95,
+            loss_scale: LossScale::default(),
         }
     }
 }
@@ -159,6 +168,7 @@ impl OptimSettings {
         if !(self.muon_lr.is_finite() && self.muon_lr > 0.0) {
             return Err(Error::invalid(op, format!("--muon-lr must be a positive number, got {}", self.muon_lr)));
         }
+        self.loss_scale.validate()?;
         if !(self.muon_momentum.is_finite() && (0.0..1.0).contains(&self.muon_momentum) && self.muon_momentum > 0.0) {
             return Err(Error::invalid(op, format!("--muon-momentum must be in (0, 1), got {}", self.muon_momentum)));
         }
@@ -277,7 +287,13 @@ impl GptTrainer {
         // A resumed run continues the schedule of a start_step + steps run (run::resume).
         let warmup = s.warmup.min(total);
         let schedule = o.schedule(s.lr, warmup, total, s.lr * s.min_lr_frac);
-        let cfg = TrainConfig { optimizer: o.kind(&s), schedule, clip: (s.clip > 0.0).then_some(s.clip), ema: None };
+        let cfg = TrainConfig {
+            optimizer: o.kind(&s),
+            schedule,
+            clip: (s.clip > 0.0).then_some(s.clip),
+            ema: None,
+            loss_scale: (s.precision == Precision::Mixed).then_some(o.loss_scale),
+        };
         let seed = s.seed;
         let (xs, ys, step_c, cb) = (x.clone(), y.reshape(&[b, t])?, step.clone(), corpus_buf.clone());
         let trainer = Trainer::with_prologue(dev, g, loss, model.params(), cfg, step, move || {
