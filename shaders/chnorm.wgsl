@@ -19,6 +19,8 @@
 //                       (so it reads only its own writes) and the workgroup reduction adding the threads'
 //                       sums. Two passes over the partials keep the variance accurate when |mean| >> std,
 //                       as a two-pass variance over x would.
+// chnorm_stats_apply:   chnorm_stats, then the same workgroup writes its group's y as chnorm_apply does
+//                       (group norm's forward in one dispatch).
 // chnorm_apply:         y = act((x - mean) · rstd · gamma + beta) (act: none, or a unary op fused in);
 //                       with var_in, the rstd binding holds variances and rstd = 1 / sqrt(var + eps)
 //                       (batch norm in eval mode, from running statistics).
@@ -40,7 +42,7 @@
 //#include "common/index.wgsl"
 //#include "common/activation.wgsl"
 //#include "common/workgroup_reduce.wgsl"
-//#variant sg subgroups entries=chnorm_stats,chnorm_bwd_reduce
+//#variant sg subgroups entries=chnorm_stats,chnorm_stats_apply,chnorm_bwd_reduce
 
 const WG: u32 = 256u;
 const WG_SMALL: u32 = 64u;
@@ -148,12 +150,9 @@ fn item_at(gr: Group, j: u32, f: u32) -> u32 {
     return part_at(item_plane(gr, j), f, j % cp.chunks);
 }
 
-// WG_REDUCE (256) threads: a batch norm has only C workgroups, each reading N planes.
-@compute @workgroup_size(WG_REDUCE)
-fn chnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let t = wid.y * nwg.x + wid.x;  // uniform in the workgroup, so the barriers below are reached by all
-    if t >= stat_groups() { return; }
+// Mean and rstd of stat group t (uniform in the workgroup, so the barriers inside are reached by all),
+// known to every thread of the workgroup; its first thread writes them out.
+fn group_stats(t: u32, lid: u32) -> vec2<f32> {
     let kk = cp.chunks;
     let gr = group_of(t);
     // The group's (sample, channel, chunk) items, spread over the workgroup; the op keeps 2 · P · K < 2^32.
@@ -176,9 +175,44 @@ fn chnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         q += sp_part[b + kk] + f32(chunk_len(j % kk)) * (d * d);
     }
     let m2 = wg_sum(lid, q);
+    let rstd = 1.0 / sqrt(m2 / gr.count + cp.eps);
     if lid == 0u {
         st_mean[t] = mean;
-        st_rstd[t] = 1.0 / sqrt(m2 / gr.count + cp.eps);
+        st_rstd[t] = rstd;
+    }
+    return vec2<f32>(mean, rstd);
+}
+
+// WG_REDUCE (256) threads: a batch norm has only C workgroups, each reading N planes.
+@compute @workgroup_size(WG_REDUCE)
+fn chnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let t = wid.y * nwg.x + wid.x;  // uniform in the workgroup
+    if t >= stat_groups() { return; }
+    group_stats(t, lid);
+}
+
+@group(0) @binding(5) var<storage, read> sa_gamma: array<f32>;
+@group(0) @binding(6) var<storage, read> sa_beta: array<f32>;
+@group(0) @binding(7) var<storage, read_write> sa_y: array<f32>;
+
+// chnorm_stats, then the workgroup applies its group's statistics to the group's elements as
+// chnorm_apply does (group norm: a group is cg consecutive planes of one sample), one dispatch in all.
+@compute @workgroup_size(WG_REDUCE)
+fn chnorm_stats_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let t = wid.y * nwg.x + wid.x;  // uniform in the workgroup
+    if t >= stat_groups() { return; }
+    let st = group_stats(t, lid);
+    let gr = group_of(t);
+    let per = cp.cg * cp.hw;  // elements of the group in one sample
+    for (var j = lid; j < gr.rn * per; j += WG_REDUCE) {
+        let r = j / per;
+        let e = j - r * per;
+        let c = gr.c0 + e / cp.hw;
+        let i = ((gr.n0 + r) * cp.c + gr.c0) * cp.hw + e;
+        let v = (x[i] - st.x) * st.y * sa_gamma[c] + sa_beta[c];
+        sa_y[i] = select(v, unary_op(cp.act - 1u, v, cp.alpha), cp.act != 0u);
     }
 }
 

@@ -9,6 +9,10 @@ include!(concat!(env!("OUT_DIR"), "/params/chnorm.rs"));
 /// Entry point `chnorm_stats` of shaders/chnorm.wgsl: one workgroup per stat group.
 pub static CHNORM_STATS: Kernel = Kernel { shader: "chnorm", entry: "chnorm_stats" };
 
+/// Entry point `chnorm_stats_apply` of shaders/chnorm.wgsl: `chnorm_stats` then `chnorm_apply` of each
+/// stat group by its workgroup.
+pub static CHNORM_STATS_APPLY: Kernel = Kernel { shader: "chnorm", entry: "chnorm_stats_apply" };
+
 /// Entry point `chnorm_apply` of shaders/chnorm.wgsl.
 pub static CHNORM_APPLY: Kernel = Kernel { shader: "chnorm", entry: "chnorm_apply" };
 

@@ -230,6 +230,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &cast::CAST_F32_TO_F16,
     &cast::CAST_F16_TO_F32,
     &chnorm::CHNORM_STATS,
+    &chnorm::CHNORM_STATS_APPLY,
     &chnorm::CHNORM_APPLY,
     &chnorm::CHNORM_BWD_PARTIAL,
     &chnorm::CHNORM_BWD_PARTIAL_ACT,

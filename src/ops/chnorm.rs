@@ -13,7 +13,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernels::chnorm::{
     ChnormParams, RunningParams, CHNORM_APPLY, CHNORM_BWD_DX, CHNORM_BWD_DX_ACC, CHNORM_BWD_PARTIAL,
-    CHNORM_BWD_PARTIAL_ACT, CHNORM_BWD_REDUCE, CHNORM_STATS, CHNORM_UPDATE_RUNNING,
+    CHNORM_BWD_PARTIAL_ACT, CHNORM_BWD_REDUCE, CHNORM_STATS, CHNORM_STATS_APPLY, CHNORM_UPDATE_RUNNING,
 };
 use crate::ops::elementwise::Unary;
 use crate::tensor::{DType, Tensor};
@@ -121,8 +121,9 @@ impl Layout {
     }
 }
 
-/// Forward with batch statistics: (y, mean [T], rstd [T]) for T stat groups. Two dispatches (three
-/// workgroups' worth of work): the statistics, one workgroup per stat group, then y.
+/// Forward with batch statistics: (y, mean [T], rstd [T]) for T stat groups. Two dispatches: the
+/// statistics, one workgroup per stat group, then y; one for a group norm, whose stat group's
+/// workgroup writes its y too.
 #[allow(clippy::too_many_arguments)]
 fn forward(
     dev: &Device,
@@ -141,6 +142,12 @@ fn forward(
     let rstd = Tensor::empty(dev, &[t], DType::F32)?;
     // One workgroup per stat group: t workgroups of the kernel's size.
     let wg = CHNORM_STATS.workgroup_size()[0] as usize;
+    if l.per_sample {
+        // A group norm's stat group is cg planes of one sample: its workgroup writes y as well.
+        let bufs = [&x.buf, &partial.buf, &mean.buf, &rstd.buf, &gamma.buf, &beta.buf, &y.buf];
+        launch_1d(dev, &CHNORM_STATS_APPLY, &p, &bufs, t * wg)?;
+        return Ok((y, mean, rstd));
+    }
     launch_1d(dev, &CHNORM_STATS, &p, &[&x.buf, &partial.buf, &mean.buf, &rstd.buf], t * wg)?;
     launch_1d(dev, &CHNORM_APPLY, &p, &[&x.buf, &gamma.buf, &beta.buf, &mean.buf, &rstd.buf, &y.buf], x.numel())?;
     Ok((y, mean, rstd))

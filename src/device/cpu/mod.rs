@@ -55,6 +55,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("cast", "cast_f32_to_f16") => cast::cast_f32_to_f16,
         ("cast", "cast_f16_to_f32") => cast::cast_f16_to_f32,
         ("chnorm", "chnorm_stats") => chnorm::chnorm_stats,
+        ("chnorm", "chnorm_stats_apply") => chnorm::chnorm_stats_apply,
         ("chnorm", "chnorm_apply") => chnorm::chnorm_apply,
         ("chnorm", "chnorm_bwd_partial") => chnorm::chnorm_bwd_partial,
         ("chnorm", "chnorm_bwd_partial_act") => chnorm::chnorm_bwd_partial_act,

@@ -174,6 +174,18 @@ pub fn chnorm_stats(args: &mut CpuArgs) {
     stats_final(&p, part, args.f32_out(1), args.f32_out(2));
 }
 
+/// Bindings: params, x (read), partial (read_write), mean (read_write), rstd (read_write), gamma (read),
+/// beta (read), y (read_write): `chnorm_stats`, then `chnorm_apply` with those statistics.
+pub fn chnorm_stats_apply(args: &mut CpuArgs) {
+    let p: ChnormParams = args.params();
+    let x = args.f32_in(0);
+    let (gamma, beta) = (args.f32_in(1), args.f32_in(2));
+    let (part, mean, rstd, y) = (args.f32_out(0), args.f32_out(1), args.f32_out(2), args.f32_out(3));
+    partial::stats_partial(&p, x, part);
+    stats_final(&p, part, mean, rstd);
+    apply(&p, x, gamma, beta, mean, rstd, y);
+}
+
 /// Mean and rstd per stat group from the partials.
 fn stats_final(p: &ChnormParams, part: &[f32], mean: &mut [f32], rstd: &mut [f32]) {
     let g = Geo::of(p);
@@ -253,8 +265,12 @@ fn rows_of_channels(g: &Geo) -> bool {
 pub fn chnorm_apply(args: &mut CpuArgs) {
     let p: ChnormParams = args.params();
     let (x, gamma, beta, mean, rstd) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3), args.f32_in(4));
-    let y = args.f32_out(0);
-    let g = Geo::of(&p);
+    apply(&p, x, gamma, beta, mean, rstd, args.f32_out(0));
+}
+
+/// y = act((x - mean) · rstd · gamma + beta), rstd from variances with `var_in`.
+fn apply(p: &ChnormParams, x: &[f32], gamma: &[f32], beta: &[f32], mean: &[f32], rstd: &[f32], y: &mut [f32]) {
+    let g = Geo::of(p);
     let rs_of = |t: usize| if p.var_in == 1 { 1.0 / (rstd[t] + p.eps).sqrt() } else { rstd[t] };
     if rows_of_channels(&g) {
         let c = g.c;
