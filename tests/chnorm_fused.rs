@@ -144,6 +144,13 @@ fn run_eager(
 
 #[test]
 fn fused_norm_act_gpu_matches_cpu_twin() {
+    // Each form of the reductions (workgroup memory, subgroups where the adapter has them).
+    use tigel::kernels::chnorm::*;
+    let reducing = [&CHNORM_STATS, &CHNORM_STATS_APPLY, &CHNORM_BWD_REDUCE, &CHNORM_BWD_GROUP, &CHNORM_BWD_GROUP_ACC];
+    for_each_variant(&reducing, |_| fused_norm_act_gpu_matches_cpu_twin_once());
+}
+
+fn fused_norm_act_gpu_matches_cpu_twin_once() {
     let Some(gpu) = gpu() else { return };
     let cpu = cpu();
     let mut rng = Rng::new(seed());

@@ -235,6 +235,8 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &chnorm::CHNORM_BWD_PARTIAL,
     &chnorm::CHNORM_BWD_PARTIAL_ACT,
     &chnorm::CHNORM_BWD_REDUCE,
+    &chnorm::CHNORM_BWD_GROUP,
+    &chnorm::CHNORM_BWD_GROUP_ACC,
     &chnorm::CHNORM_BWD_DX,
     &chnorm::CHNORM_BWD_DX_ACC,
     &chnorm::CHNORM_UPDATE_RUNNING,

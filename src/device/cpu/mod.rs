@@ -60,6 +60,8 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("chnorm", "chnorm_bwd_partial") => chnorm::chnorm_bwd_partial,
         ("chnorm", "chnorm_bwd_partial_act") => chnorm::chnorm_bwd_partial_act,
         ("chnorm", "chnorm_bwd_reduce") => chnorm::chnorm_bwd_reduce,
+        ("chnorm", "chnorm_bwd_group") => chnorm::chnorm_bwd_group,
+        ("chnorm", "chnorm_bwd_group_acc") => chnorm::chnorm_bwd_group_acc,
         ("chnorm", "chnorm_bwd_dx") => chnorm::chnorm_bwd_dx,
         ("chnorm", "chnorm_bwd_dx_acc") => chnorm::chnorm_bwd_dx_acc,
         ("chnorm", "chnorm_update_running") => chnorm::chnorm_update_running,
