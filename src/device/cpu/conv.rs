@@ -273,10 +273,11 @@ fn gather_rows(ys: &[f32], imgs: usize, c: usize, per: usize, t: &mut [f32]) {
     });
 }
 
-/// Bindings: params, x (read), w (read), b (read: the epilogue's bias), y (read_write).
+/// Bindings: params, x (read), w (read), b (read: the epilogue's bias), r (read: its residual),
+/// y (read_write).
 pub fn conv2d_fwd(args: &mut CpuArgs) {
     let p: ConvParams = args.params();
-    let (x, w, bias) = (args.f32_in(0), args.f32_in(1), args.f32_in(2));
+    let (x, w, bias, res) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3));
     let y = args.f32_out(0);
     let g = Geom::new(&p);
     let (howo, depth, image) = (g.howo(), g.depth(), g.ci * g.hpwp());
@@ -308,7 +309,7 @@ pub fn conv2d_fwd(args: &mut CpuArgs) {
             });
         });
     });
-    super::conv_epilogue::apply(&p, bias, &mut y[..g.n * g.co * howo], g.co, howo);
+    super::conv_epilogue::apply(&p, bias, res, &mut y[..g.n * g.co * howo], g.co, howo);
 }
 
 /// Floats of one chunk of dcol rows in `conv2d_bwd_input`: written by the GEMM and read back by col2im
@@ -343,7 +344,7 @@ pub fn conv2d_bwd_input(args: &mut CpuArgs) {
             bwd_input_group(&g, w, dyt, imgs, false, dxu);
         });
     });
-    super::conv_epilogue::apply(&p, bias, &mut dx[..g.n * g.ci * hw], g.ci, hw);
+    super::conv_epilogue::apply(&p, bias, &[], &mut dx[..g.n * g.ci * hw], g.ci, hw);
 }
 
 /// dx planes [imgs, ci, h, w] of one group from its dy [co, imgs*ho*wo]: dcol = w^T * dy in chunks of
