@@ -176,13 +176,15 @@ fn backward(
     let dgamma = Tensor::empty(dev, &[l.c], DType::F32)?;
     let dbeta = Tensor::empty(dev, &[l.c], DType::F32)?;
     let wg = CHNORM_BWD_REDUCE.workgroup_size()[0] as usize;
-    if l.per_sample {
+    let kernel = if acc.is_some() { &CHNORM_BWD_GROUP_ACC } else { &CHNORM_BWD_GROUP };
+    // A device that binds fewer storage buffers (WebGPU's default 8; the accumulating form takes 9)
+    // runs the three passes below instead.
+    if l.per_sample && super::optim_multi::fits(dev, kernel) {
         // A group norm: one workgroup per stat group forms its partials, coefficients and dx, then
         // dgamma and dbeta are summed over the samples (the reduction binds a placeholder for ab).
         let beta = act.map_or(gamma, |a| a.0);
         let mut bufs = vec![&x.buf, &mean.buf, &rstd.buf, &dy.buf, &gamma.buf, &beta.buf, &partial.buf, &dx.buf];
         bufs.extend(acc.map(|a| &a.buf));
-        let kernel = if acc.is_some() { &CHNORM_BWD_GROUP_ACC } else { &CHNORM_BWD_GROUP };
         launch_1d(dev, kernel, &p, &bufs, t * kernel.workgroup_size()[0] as usize)?;
         p.grads_only = 1;
         let none = Tensor::empty(dev, &[2], DType::F32)?;
