@@ -19,6 +19,8 @@
 //                       (so it reads only its own writes) and the workgroup reduction adding the threads'
 //                       sums. Two passes over the partials keep the variance accurate when |mean| >> std,
 //                       as a two-pass variance over x would.
+// chnorm_stats_apply:   chnorm_stats, then the same workgroup writes its group's y as chnorm_apply does
+//                       (group norm's forward in one dispatch).
 // chnorm_apply:         y = act((x - mean) · rstd · gamma + beta) (act: none, or a unary op fused in);
 //                       with var_in, the rstd binding holds variances and rstd = 1 / sqrt(var + eps)
 //                       (batch norm in eval mode, from running statistics).
@@ -30,6 +32,8 @@
 //                       over all samples; for stat group t = i, ab = (mean(g), mean(g · x̂)), g = dy ·
 //                       gamma. Each thread sums a strided share of the partials in order, the workgroup
 //                       reduction adds the threads' sums.
+// chnorm_bwd_group:     group norm: one workgroup per stat group forms its partials, its ab and its dx;
+//                       chnorm_bwd_reduce (grads_only) then sums dgamma and dbeta (two dispatches, not three).
 // chnorm_bwd_dx:        dx = rstd · (g - mean(g) - x̂ · mean(g · x̂)).
 // chnorm_update_running: running = (1 - m) · running + m · batch, per channel, in place; the batch variance
 //                       comes from rstd and eps, unbiased by count / (count - 1).
@@ -40,7 +44,7 @@
 //#include "common/index.wgsl"
 //#include "common/activation.wgsl"
 //#include "common/workgroup_reduce.wgsl"
-//#variant sg subgroups entries=chnorm_stats,chnorm_bwd_reduce
+//#variant sg subgroups entries=chnorm_stats,chnorm_stats_apply,chnorm_bwd_reduce,chnorm_bwd_group,chnorm_bwd_group_acc
 
 const WG: u32 = 256u;
 const WG_SMALL: u32 = 64u;
@@ -56,7 +60,7 @@ struct ChnormParams {
     act: u32,         // 0: no activation; else the fused activation's unary op code + 1
     eps: f32,
     alpha: f32,       // the fused activation's parameter (LeakyRelu's slope)
-    _pad2: u32,
+    grads_only: u32,  // chnorm_bwd_reduce: 1: dgamma and dbeta only (a group norm's chnorm_bwd_group formed ab)
     _pad3: u32,
 }
 
@@ -148,12 +152,9 @@ fn item_at(gr: Group, j: u32, f: u32) -> u32 {
     return part_at(item_plane(gr, j), f, j % cp.chunks);
 }
 
-// WG_REDUCE (256) threads: a batch norm has only C workgroups, each reading N planes.
-@compute @workgroup_size(WG_REDUCE)
-fn chnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let t = wid.y * nwg.x + wid.x;  // uniform in the workgroup, so the barriers below are reached by all
-    if t >= stat_groups() { return; }
+// Mean and rstd of stat group t (uniform in the workgroup, so the barriers inside are reached by all),
+// known to every thread of the workgroup; its first thread writes them out.
+fn group_stats(t: u32, lid: u32) -> vec2<f32> {
     let kk = cp.chunks;
     let gr = group_of(t);
     // The group's (sample, channel, chunk) items, spread over the workgroup; the op keeps 2 · P · K < 2^32.
@@ -176,9 +177,44 @@ fn chnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         q += sp_part[b + kk] + f32(chunk_len(j % kk)) * (d * d);
     }
     let m2 = wg_sum(lid, q);
+    let rstd = 1.0 / sqrt(m2 / gr.count + cp.eps);
     if lid == 0u {
         st_mean[t] = mean;
-        st_rstd[t] = 1.0 / sqrt(m2 / gr.count + cp.eps);
+        st_rstd[t] = rstd;
+    }
+    return vec2<f32>(mean, rstd);
+}
+
+// WG_REDUCE (256) threads: a batch norm has only C workgroups, each reading N planes.
+@compute @workgroup_size(WG_REDUCE)
+fn chnorm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let t = wid.y * nwg.x + wid.x;  // uniform in the workgroup
+    if t >= stat_groups() { return; }
+    group_stats(t, lid);
+}
+
+@group(0) @binding(5) var<storage, read> sa_gamma: array<f32>;
+@group(0) @binding(6) var<storage, read> sa_beta: array<f32>;
+@group(0) @binding(7) var<storage, read_write> sa_y: array<f32>;
+
+// chnorm_stats, then the workgroup applies its group's statistics to the group's elements as
+// chnorm_apply does (group norm: a group is cg consecutive planes of one sample), one dispatch in all.
+@compute @workgroup_size(WG_REDUCE)
+fn chnorm_stats_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let t = wid.y * nwg.x + wid.x;  // uniform in the workgroup
+    if t >= stat_groups() { return; }
+    let st = group_stats(t, lid);
+    let gr = group_of(t);
+    let per = cp.cg * cp.hw;  // elements of the group in one sample
+    for (var j = lid; j < gr.rn * per; j += WG_REDUCE) {
+        let r = j / per;
+        let e = j - r * per;
+        let c = gr.c0 + e / cp.hw;
+        let i = ((gr.n0 + r) * cp.c + gr.c0) * cp.hw + e;
+        let v = (x[i] - st.x) * st.y * sa_gamma[c] + sa_beta[c];
+        sa_y[i] = select(v, unary_op(cp.act - 1u, v, cp.alpha), cp.act != 0u);
     }
 }
 
@@ -295,7 +331,7 @@ fn chnorm_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             dbeta[c] = db;
         }
     }
-    if i >= stat_groups() { return; }
+    if i >= stat_groups() || cp.grads_only == 1u { return; }
     let t = i;
     let gr = group_of(t);
     var sa = 0.0;
@@ -311,6 +347,91 @@ fn chnorm_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     if lid == 0u {
         bc_ab[2u * t] = sa / gr.count;
         bc_ab[2u * t + 1u] = sb / gr.count;
+    }
+}
+
+@group(0) @binding(2) var<storage, read> bg_mean: array<f32>;
+@group(0) @binding(3) var<storage, read> bg_rstd: array<f32>;
+@group(0) @binding(4) var<storage, read> bg_dy: array<f32>;
+@group(0) @binding(5) var<storage, read> bg_gamma: array<f32>;
+@group(0) @binding(6) var<storage, read> bg_beta: array<f32>;
+@group(0) @binding(7) var<storage, read_write> bg_part: array<f32>;
+@group(0) @binding(8) var<storage, read_write> bg_dx: array<f32>;
+@group(0) @binding(9) var<storage, read> bg_acc: array<f32>;
+
+// The norm's output gradient at element i of channel c: dy, or dy through act'(z), z = x̂ · gamma + beta,
+// as chnorm_bwd_partial_act forms it.
+fn bg_dz(i: u32, c: u32, xh: f32) -> f32 {
+    let d = bg_dy[i];
+    if cp.act == 0u { return d; }
+    return d * unary_deriv(cp.act - 1u, xh * bg_gamma[c] + bg_beta[c], cp.alpha);
+}
+
+// Group norm's backward of stat group t (uniform in the workgroup): the chunk partials of its planes as
+// chnorm_bwd_partial(_act) writes them (item j by thread j mod WG_REDUCE, which alone reads it back), the
+// group's mean(g) and mean(g · x̂) as chnorm_bwd_reduce forms them, then dx as chnorm_bwd_dx (dz recomputed
+// rather than stored). Element j of the group is written by thread j mod WG_REDUCE.
+fn bwd_group(t: u32, lid: u32) {
+    let kk = cp.chunks;
+    let gr = group_of(t);
+    let m = bg_mean[t];
+    let rs = bg_rstd[t];
+    var sa = 0.0;
+    var sb = 0.0;
+    for (var j = lid; j < gr.rn * cp.cg * kk; j += WG_REDUCE) {
+        let p = item_plane(gr, j);
+        let k = j % kk;
+        let c = p % cp.c;
+        let base = p * cp.hw;
+        var s1 = 0.0;
+        var s2 = 0.0;
+        for (var e = k; e < cp.hw; e += kk) {
+            let xh = (x[base + e] - m) * rs;
+            let d = bg_dz(base + e, c, xh);
+            s1 += d;
+            s2 += d * xh;
+        }
+        bg_part[part_at(p, 0u, k)] = s1;
+        bg_part[part_at(p, 1u, k)] = s2;
+        let g = bg_gamma[c];
+        sa += g * s1;
+        sb += g * s2;
+    }
+    let a = wg_sum(lid, sa) / gr.count;
+    let b = wg_sum(lid, sb) / gr.count;
+    let per = cp.cg * cp.hw;
+    for (var j = lid; j < gr.rn * per; j += WG_REDUCE) {
+        let r = j / per;
+        let e = j - r * per;
+        let c = gr.c0 + e / cp.hw;
+        let i = ((gr.n0 + r) * cp.c + gr.c0) * cp.hw + e;
+        let xh = (x[i] - m) * rs;
+        bg_dx[i] = rs * (bg_dz(i, c, xh) * bg_gamma[c] - a - xh * b);
+    }
+}
+
+@compute @workgroup_size(WG_REDUCE)
+fn chnorm_bwd_group(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let t = wid.y * nwg.x + wid.x;  // uniform in the workgroup
+    if t >= stat_groups() { return; }
+    bwd_group(t, lid);
+}
+
+// chnorm_bwd_group plus a gradient term from elsewhere: dx = acc + dx, each thread adding to the elements
+// it wrote.
+@compute @workgroup_size(WG_REDUCE)
+fn chnorm_bwd_group_acc(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let t = wid.y * nwg.x + wid.x;  // uniform in the workgroup
+    if t >= stat_groups() { return; }
+    bwd_group(t, lid);
+    let gr = group_of(t);
+    let per = cp.cg * cp.hw;
+    for (var j = lid; j < gr.rn * per; j += WG_REDUCE) {
+        let r = j / per;
+        let i = ((gr.n0 + r) * cp.c + gr.c0) * cp.hw + j - r * per;
+        bg_dx[i] = bg_acc[i] + bg_dx[i];
     }
 }
 

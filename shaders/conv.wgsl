@@ -31,7 +31,9 @@
 //
 // Epilogue of conv2d_fwd and conv2d_bwd_input (the transposed convolution's forward): each result is
 // written as act(acc + b[channel]) (`epilogue`), so a layer's bias and activation cost no dispatch of
-// their own. Without a bias the weights are bound in the bias slot and not read.
+// their own; the bias may also be one per (image, channel) (a per-sample offset such as a diffusion
+// model's time embedding), and conv2d_fwd may add a residual r of the output's shape last. Without a
+// bias or a residual the weights are bound in their slots and not read.
 
 // Variants (the tuner picks one per dispatch size on the running GPU, device::tune): k32 steps 32 deep
 // per pass through workgroup memory (half the barriers and loop overhead; unpadded rows keep both tiles
@@ -60,10 +62,10 @@ struct ConvParams {
     imgs_per_split: u32,  // bwd_weight: images per z slice
     splits: u32,          // bwd_weight: z slices (partial sums)
     accumulate: u32,      // bwd_weight with one split: add into the output (a folded gradient sum)
-    bias: u32,            // fwd, bwd_input: 1: add the channel bias b[channel] to each result
+    bias: u32,            // fwd, bwd_input: 1: add the channel bias b[channel] to each result; 2: b[image, channel]
     act: u32,             // fwd, bwd_input: 0: none; else the fused activation's unary op code + 1
     alpha: f32,           // the fused activation's parameter (LeakyRelu's slope)
-    _pad1: u32,
+    residual: u32,        // fwd: 1: add r (of y's shape) to each result after the activation
     _pad2: u32,
 }
 
@@ -72,8 +74,13 @@ struct ConvParams {
 
 // A result of output channel `ch` through the fused bias and activation.
 fn epilogue(v: f32, b: f32) -> f32 {
-    let z = select(v, v + b, cv.bias == 1u);
+    let z = select(v, v + b, cv.bias != 0u);
     return select(z, unary_op(cv.act - 1u, z, cv.alpha), cv.act != 0u);
+}
+
+// Where the bias of image `img`, channel `ch` of `c` sits: b[ch], or b[img, ch] (bias 2).
+fn bias_at(img: u32, ch: u32, c: u32) -> u32 {
+    return select(ch, img * c + ch, cv.bias == 2u);
 }
 
 // Row I of the block (0..3).
@@ -136,7 +143,8 @@ struct Pix {
 @group(0) @binding(1) var<storage, read> fx: array<f32>;
 @group(0) @binding(2) var<storage, read> fw: array<f32>;
 @group(0) @binding(3) var<storage, read> fb: array<f32>;
-@group(0) @binding(4) var<storage, read_write> fy: array<f32>;
+@group(0) @binding(4) var<storage, read> fr: array<f32>;
+@group(0) @binding(5) var<storage, read_write> fy: array<f32>;
 
 // Pixel `pix` of y: x's image base and the window's top-left corner.
 fn fwd_pixel(pix: u32) -> Pix {
@@ -203,8 +211,10 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         for (var i = 0u; i < 4u; i++) {
             let ch = m0 + 4u * lid3.y + i;
             if ch >= cv.co { break; }
-            let b = select(0.0, fb[ch], cv.bias == 1u);
-            fy[(d.x * cv.co + ch) * howo + d.w] = epilogue(acc_row(acc, i)[j], b);
+            let b = select(0.0, fb[bias_at(d.x, ch, cv.co)], cv.bias != 0u);
+            let at = (d.x * cv.co + ch) * howo + d.w;
+            let v = epilogue(acc_row(acc, i)[j], b);
+            fy[at] = select(v, v + fr[at], cv.residual == 1u);
         }
     }
 }
@@ -310,7 +320,7 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         for (var i = 0u; i < 4u; i++) {
             let ch = m0 + 4u * lid3.y + i;
             if ch >= cv.ci { break; }
-            let b = select(0.0, bb[ch], cv.bias == 1u);
+            let b = select(0.0, bb[bias_at(d.x, ch, cv.ci)], cv.bias != 0u);
             bdx[(d.x * cv.ci + ch) * hw + at] = epilogue(acc_row(acc, i)[j], b);
         }
     }

@@ -144,6 +144,13 @@ fn run_eager(
 
 #[test]
 fn fused_norm_act_gpu_matches_cpu_twin() {
+    // Each form of the reductions (workgroup memory, subgroups where the adapter has them).
+    use tigel::kernels::chnorm::*;
+    let reducing = [&CHNORM_STATS, &CHNORM_STATS_APPLY, &CHNORM_BWD_REDUCE, &CHNORM_BWD_GROUP, &CHNORM_BWD_GROUP_ACC];
+    for_each_variant(&reducing, |_| fused_norm_act_gpu_matches_cpu_twin_once());
+}
+
+fn fused_norm_act_gpu_matches_cpu_twin_once() {
     let Some(gpu) = gpu() else { return };
     let cpu = cpu();
     let mut rng = Rng::new(seed());
@@ -156,6 +163,29 @@ fn fused_norm_act_gpu_matches_cpu_twin() {
             let got = run_eager(&gpu, &shape, groups, act, &inp, Some(&acc));
             for ((g, w), what) in got.iter().zip(&want).zip(["y", "mean", "rstd", "dx", "dgamma", "dbeta"]) {
                 assert_close(&format!("{shape:?} groups {groups:?} {op:?}: {what}"), g, w, 2e-4, 2e-4);
+            }
+        }
+    }
+}
+
+/// Where the device binds only WebGPU's default 8 storage buffers, a group norm's backward takes the
+/// three-pass path (the one-workgroup kernel with a folded sum needs 9): the same numbers as the
+/// adapter's full limits give.
+#[test]
+fn group_norm_backward_on_webgpu_default_limits_matches() {
+    let Some(gpu) = gpu() else { return };
+    let small = webgpu_defaults_device(&gpu);
+    assert!(small.max_storage_buffers() < 9, "{}", small.max_storage_buffers());
+    let mut rng = Rng::new(seed());
+    for (shape, groups) in cases().into_iter().filter(|c| c.1.is_some()) {
+        let act = FusedAct { op: Unary::Silu, alpha: 0.01 };
+        let inp = inputs(&mut rng, &shape);
+        let acc = rng.vec(inp.x.len(), -1.0, 1.0);
+        for a in [None, Some(&acc[..])] {
+            let want = run_eager(&gpu, &shape, groups, act, &inp, a);
+            let got = run_eager(&small, &shape, groups, act, &inp, a);
+            for ((g, w), what) in got.iter().zip(&want).zip(["y", "mean", "rstd", "dx", "dgamma", "dbeta"]) {
+                assert_close(&format!("{shape:?} groups {groups:?} acc {}: {what}", a.is_some()), g, w, 2e-4, 2e-4);
             }
         }
     }

@@ -441,6 +441,17 @@ fn grad_convolutions() {
     check("conv2d_bias_act without bias", &[&[1, 2, 5, 5], &[3, 2, 3, 3]], -1.0, 1.0, |g, p, _| {
         g.conv2d_bias_act(p[0], p[1], None, Some(FusedAct { op: Unary::Tanh, alpha: 0.01 }), s1)
     });
+    // A per-(image, channel) offset ([N, C] and [N, C, 1, 1]) and a residual sum in the epilogue,
+    // together and alone.
+    check("conv2d_add", &[&[2, 3, 5, 4], &[2, 3, 3, 3], &[2, 2], &[2, 2, 5, 4]], -1.0, 1.0, |g, p, _| {
+        g.conv2d_add(p[0], p[1], Some(p[2]), Some(p[3]), s1)
+    });
+    check("conv2d_add offset", &[&[2, 3, 5, 4], &[2, 3, 3, 3], &[2, 2, 1, 1]], -1.0, 1.0, |g, p, _| {
+        g.conv2d_add(p[0], p[1], Some(p[2]), None, s1)
+    });
+    check("conv2d_add residual", &[&[1, 2, 7, 6], &[3, 2, 4, 4], &[1, 3, 3, 3]], -1.0, 1.0, |g, p, _| {
+        g.conv2d_add(p[0], p[1], None, Some(p[2]), s2)
+    });
     // A gradient penalty through a convolution: ‖d/dx Σ leaky(conv(x, w))‖², which differentiates
     // the convolution's backward ops again.
     check("conv gradient penalty", &[&[1, 2, 5, 5], &[2, 2, 3, 3]], -1.0, 1.0, |g, p, _| {

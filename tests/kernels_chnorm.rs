@@ -256,8 +256,13 @@ fn each_case(rng: &mut Rng, mut f: impl FnMut(&[usize], Option<usize>, &Inputs, 
 }
 
 /// The kernels with a workgroup-memory and a subgroup form of their reductions.
-const REDUCING: [&tigel::kernels::Kernel; 2] =
-    [&tigel::kernels::chnorm::CHNORM_STATS, &tigel::kernels::chnorm::CHNORM_BWD_REDUCE];
+const REDUCING: [&tigel::kernels::Kernel; 5] = [
+    &tigel::kernels::chnorm::CHNORM_STATS,
+    &tigel::kernels::chnorm::CHNORM_STATS_APPLY,
+    &tigel::kernels::chnorm::CHNORM_BWD_REDUCE,
+    &tigel::kernels::chnorm::CHNORM_BWD_GROUP,
+    &tigel::kernels::chnorm::CHNORM_BWD_GROUP_ACC,
+];
 
 #[test]
 fn chnorm_gpu_matches_cpu_twin() {

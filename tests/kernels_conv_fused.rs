@@ -55,7 +55,7 @@ fn forward(
     let x = up(d, &[n, ci, h, w], &v.0);
     let wt = if transposed { up(d, &[ci, co, k, k], &v.1) } else { up(d, &[co, ci, k, k], &v.1) };
     let b = up(d, &[co], &v.2);
-    let epi = Epi { bias: bias.then_some(&b), act: fused(act) };
+    let epi = Epi { bias: bias.then_some(&b), act: fused(act), residual: None };
     let y = if transposed {
         cf::conv_transpose2d_bias_act(d, &x, &wt, epi, o, 0).unwrap()
     } else {
@@ -95,6 +95,62 @@ fn conv_epilogue_matches_unfused_ops_and_cpu_twin() {
                             None => first = Some(y),
                             Some(want) => assert_close(&format!("{what}: GPU vs CPU twin"), &y, want, 2e-5, 2e-5),
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A per-(image, channel) bias (conv2d and the transposed convolution) and a residual (conv2d) in the
+/// epilogue: the fused result = the unfused ops on each device, and the GPU = the CPU twin, for every
+/// variant of the convolution kernels.
+#[test]
+fn conv_sample_bias_and_residual_match_unfused_ops_and_cpu_twin() {
+    use tigel::kernels::conv::{CONV2D_BWD_INPUT, CONV2D_BWD_WEIGHT, CONV2D_FWD};
+    for_each_variant(&[&CONV2D_FWD, &CONV2D_BWD_INPUT, &CONV2D_BWD_WEIGHT], |_| sample_bias_and_residual_once());
+}
+
+fn sample_bias_and_residual_once() {
+    let devs: Vec<Device> = std::iter::once(cpu()).chain(gpu()).collect();
+    let mut rng = Rng::new(seed());
+    for c in CASES {
+        let (n, ci, co, h, w, k, s, p) = c;
+        let o = Conv2d { stride: s, padding: p };
+        let v = inputs(&mut rng, c);
+        let ys = cv::conv2d_shape(&[n, ci, h, w], &[co, ci, k, k], o).unwrap().y_shape();
+        let (bv, rv) = (rng.vec(n * co, -1.0, 1.0), rng.vec(ys.iter().product(), -1.0, 1.0));
+        let tb = rng.vec(n * ci, -1.0, 1.0);
+        for (bias, residual) in [(true, true), (true, false), (false, true)] {
+            let what = format!("{c:?} sample bias {bias} residual {residual}");
+            let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+            for d in &devs {
+                let x = up(d, &[n, ci, h, w], &v.0);
+                let wt = up(d, &[co, ci, k, k], &v.1);
+                let (b, r) = (up(d, &[n, co], &bv), up(d, &ys, &rv));
+                let epi = Epi { bias: bias.then_some(&b), act: None, residual: residual.then_some(&r) };
+                let y = cf::conv2d_bias_act(d, &x, &wt, epi, o).unwrap().to_f32(d).unwrap();
+                let mut want = cv::conv2d(d, &x, &wt, o).unwrap();
+                if bias {
+                    want = ew::add(d, &want, &b.reshape(&[n, co, 1, 1]).unwrap()).unwrap();
+                }
+                if residual {
+                    want = ew::add(d, &want, &r).unwrap();
+                }
+                assert_close(&format!("{what}: fused vs unfused"), &y, &want.to_f32(d).unwrap(), 1e-6, 1e-6);
+                // The transposed convolution (of y's shape back to x's) with one bias per (image, input channel).
+                let (yt, b2) = (up(d, &ys, &rv), up(d, &[n, ci], &tb));
+                let epi = Epi { bias: Some(&b2), act: None, residual: None };
+                let t = cf::conv_transpose2d_bias_act(d, &yt, &wt, epi, o, 0).unwrap();
+                let plain = cv::conv_transpose2d(d, &yt, &wt, o, 0).unwrap();
+                let tw = ew::add(d, &plain, &b2.reshape(&[n, ci, 1, 1]).unwrap()).unwrap().to_f32(d).unwrap();
+                let t = t.to_f32(d).unwrap();
+                assert_close(&format!("{what}: transposed fused vs unfused"), &t, &tw, 1e-6, 1e-6);
+                match &first {
+                    None => first = Some((y, t)),
+                    Some((wy, wt)) => {
+                        assert_close(&format!("{what}: GPU vs CPU twin"), &y, wy, 2e-5, 2e-5);
+                        assert_close(&format!("{what}: transposed GPU vs CPU twin"), &t, wt, 2e-5, 2e-5);
                     }
                 }
             }
@@ -191,13 +247,21 @@ fn conv_epilogue_bad_inputs_are_errors() {
     let w = up(&d, &[3, 2, 3, 3], &[0.5; 54]);
     let b = up(&d, &[2], &[0.0; 2]);
     let o = Conv2d { stride: 1, padding: 1 };
-    let e = cf::conv2d_bias_act(&d, &x, &w, Epi { bias: Some(&b), act: None }, o).unwrap_err().to_string();
+    let e =
+        cf::conv2d_bias_act(&d, &x, &w, Epi { bias: Some(&b), act: None, residual: None }, o).unwrap_err().to_string();
     assert!(e.contains("bias") && e.contains('3'), "{e}");
     let gelu = Some(FusedAct { op: Unary::Gelu, alpha: 0.01 });
-    let e = cf::conv2d_bias_act(&d, &x, &w, Epi { bias: None, act: gelu }, o).unwrap_err().to_string();
+    let e = cf::conv2d_bias_act(&d, &x, &w, Epi { bias: None, act: gelu, residual: None }, o).unwrap_err().to_string();
     assert!(e.contains("Gelu"), "{e}");
     let neg = Some(FusedAct { op: Unary::LeakyRelu, alpha: -0.5 });
-    assert!(cf::conv2d_bias_act(&d, &x, &w, Epi { bias: None, act: neg }, o).is_err());
+    assert!(cf::conv2d_bias_act(&d, &x, &w, Epi { bias: None, act: neg, residual: None }, o).is_err());
+    // A residual of another shape than the output's, and any residual on a transposed convolution.
+    let r = up(&d, &[1, 3, 5, 4], &[0.5; 60]);
+    let e = cf::conv2d_bias_act(&d, &x, &w, Epi { bias: None, act: None, residual: Some(&r) }, o).unwrap_err();
+    assert!(e.to_string().contains("residual"), "{e}");
+    let wt = up(&d, &[2, 3, 3, 3], &[0.5; 54]);
+    let e = cf::conv_transpose2d_bias_act(&d, &x, &wt, Epi { bias: None, act: None, residual: Some(&x) }, o, 0);
+    assert!(e.unwrap_err().to_string().contains("residual"));
     let t = up(&d, &[1, 2, 5, 5], &[0.5; 50]);
     let e = bce_mean(&d, &x, &t, Some(&b)).unwrap_err().to_string();
     assert!(e.contains("bias"), "{e}");

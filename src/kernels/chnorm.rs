@@ -9,6 +9,10 @@ include!(concat!(env!("OUT_DIR"), "/params/chnorm.rs"));
 /// Entry point `chnorm_stats` of shaders/chnorm.wgsl: one workgroup per stat group.
 pub static CHNORM_STATS: Kernel = Kernel { shader: "chnorm", entry: "chnorm_stats" };
 
+/// Entry point `chnorm_stats_apply` of shaders/chnorm.wgsl: `chnorm_stats` then `chnorm_apply` of each
+/// stat group by its workgroup.
+pub static CHNORM_STATS_APPLY: Kernel = Kernel { shader: "chnorm", entry: "chnorm_stats_apply" };
+
 /// Entry point `chnorm_apply` of shaders/chnorm.wgsl.
 pub static CHNORM_APPLY: Kernel = Kernel { shader: "chnorm", entry: "chnorm_apply" };
 
@@ -20,6 +24,13 @@ pub static CHNORM_BWD_PARTIAL_ACT: Kernel = Kernel { shader: "chnorm", entry: "c
 
 /// Entry point `chnorm_bwd_reduce` of shaders/chnorm.wgsl: one workgroup per channel or stat group.
 pub static CHNORM_BWD_REDUCE: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_reduce" };
+
+/// Entry point `chnorm_bwd_group` of shaders/chnorm.wgsl: a group norm's partials, coefficients and dx,
+/// one workgroup per stat group.
+pub static CHNORM_BWD_GROUP: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_group" };
+
+/// Entry point `chnorm_bwd_group_acc` of shaders/chnorm.wgsl: `chnorm_bwd_group` with a term added to dx.
+pub static CHNORM_BWD_GROUP_ACC: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_group_acc" };
 
 /// Entry point `chnorm_bwd_dx` of shaders/chnorm.wgsl.
 pub static CHNORM_BWD_DX: Kernel = Kernel { shader: "chnorm", entry: "chnorm_bwd_dx" };

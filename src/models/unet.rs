@@ -6,7 +6,8 @@
 //!                ──► group norm, SiLU, conv 3×3 ──► prediction [B, C, H, W]
 //!
 //! A residual block is x + conv(SiLU(GN(conv(SiLU(GN(x))) + Linear(SiLU(e))))): the time (and class)
-//! embedding e [B, E] enters every block as a per-channel offset. Convolutions carry no bias (each is
+//! embedding e [B, E] enters every block as a per-channel offset. Both sums are the convolutions'
+//! epilogues (`Conv2d::forward_add`), not dispatches of their own. Convolutions carry no bias (each is
 //! followed by a group norm or a residual sum that has one), except the output convolution.
 
 use serde::{Deserialize, Serialize};
@@ -165,18 +166,15 @@ impl ResBlock {
     /// `se` is SiLU(e) [B, E], shared by every block.
     fn forward(&self, g: &mut Graph, x: NodeId, se: NodeId) -> Result<NodeId> {
         let h = self.gn1.forward_act(g, x, Activation::Silu)?;
-        let h = self.conv1.forward(g, h)?;
-        let (b, cout) = (g.shape(h)[0], g.shape(h)[1]);
         let t = self.temb.forward(g, se)?;
-        let t = g.reshape(t, &[b, cout, 1, 1])?;
-        let h = g.add(h, t)?;
+        // The time offset t [B, cout] and the residual sum are added by the convolutions' kernels.
+        let h = self.conv1.forward_add(g, h, Some(t), None)?;
         let h = self.gn2.forward_act(g, h, Activation::Silu)?;
-        let h = self.conv2.forward(g, h)?;
         let skip = match &self.skip {
             Some(s) => s.forward(g, x)?,
             None => x,
         };
-        g.add(skip, h)
+        self.conv2.forward_add(g, h, None, Some(skip))
     }
 }
 

@@ -2,7 +2,7 @@
 //! that their kernel applies as it writes the output (`Graph::conv2d_bias_act`).
 
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId};
 use crate::nn::{Activation, Init, Param};
 use crate::ops::chnorm::FusedAct;
@@ -86,6 +86,19 @@ impl Conv2d {
         let w = g.param(&self.w.tensor);
         let b = bias_node(g, self.b.as_ref());
         g.conv2d_bias_act(x, w, b, act, self.opts)
+    }
+
+    /// conv(x, W) + t + r in one dispatch, for a convolution without a bias of its own: t one offset per
+    /// (image, output channel) ([B, Cout]), r a residual of the output's shape; each optional.
+    pub fn forward_add(&self, g: &mut Graph, x: NodeId, t: Option<NodeId>, r: Option<NodeId>) -> Result<NodeId> {
+        if self.b.is_some() {
+            return Err(Error::invalid(
+                "conv2d_add",
+                format!("{}: a convolution with a bias of its own takes no per-sample offset", self.w.name),
+            ));
+        }
+        let w = g.param(&self.w.tensor);
+        g.conv2d_add(x, w, t, r, self.opts)
     }
 }
 

@@ -12,8 +12,9 @@ use super::{launch_1d, u32_of, want_dtype, want_f32_fit};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernels::chnorm::{
-    ChnormParams, RunningParams, CHNORM_APPLY, CHNORM_BWD_DX, CHNORM_BWD_DX_ACC, CHNORM_BWD_PARTIAL,
-    CHNORM_BWD_PARTIAL_ACT, CHNORM_BWD_REDUCE, CHNORM_STATS, CHNORM_UPDATE_RUNNING,
+    ChnormParams, RunningParams, CHNORM_APPLY, CHNORM_BWD_DX, CHNORM_BWD_DX_ACC, CHNORM_BWD_GROUP,
+    CHNORM_BWD_GROUP_ACC, CHNORM_BWD_PARTIAL, CHNORM_BWD_PARTIAL_ACT, CHNORM_BWD_REDUCE, CHNORM_STATS,
+    CHNORM_STATS_APPLY, CHNORM_UPDATE_RUNNING,
 };
 use crate::ops::elementwise::Unary;
 use crate::tensor::{DType, Tensor};
@@ -121,8 +122,9 @@ impl Layout {
     }
 }
 
-/// Forward with batch statistics: (y, mean [T], rstd [T]) for T stat groups. Two dispatches (three
-/// workgroups' worth of work): the statistics, one workgroup per stat group, then y.
+/// Forward with batch statistics: (y, mean [T], rstd [T]) for T stat groups. Two dispatches: the
+/// statistics, one workgroup per stat group, then y; one for a group norm, whose stat group's
+/// workgroup writes its y too.
 #[allow(clippy::too_many_arguments)]
 fn forward(
     dev: &Device,
@@ -141,6 +143,12 @@ fn forward(
     let rstd = Tensor::empty(dev, &[t], DType::F32)?;
     // One workgroup per stat group: t workgroups of the kernel's size.
     let wg = CHNORM_STATS.workgroup_size()[0] as usize;
+    if l.per_sample {
+        // A group norm's stat group is cg planes of one sample: its workgroup writes y as well.
+        let bufs = [&x.buf, &partial.buf, &mean.buf, &rstd.buf, &gamma.buf, &beta.buf, &y.buf];
+        launch_1d(dev, &CHNORM_STATS_APPLY, &p, &bufs, t * wg)?;
+        return Ok((y, mean, rstd));
+    }
     launch_1d(dev, &CHNORM_STATS, &p, &[&x.buf, &partial.buf, &mean.buf, &rstd.buf], t * wg)?;
     launch_1d(dev, &CHNORM_APPLY, &p, &[&x.buf, &gamma.buf, &beta.buf, &mean.buf, &rstd.buf, &y.buf], x.numel())?;
     Ok((y, mean, rstd))
@@ -161,13 +169,30 @@ fn backward(
     act: Option<(&Tensor, FusedAct)>,
     acc: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let p = l.params(0.0, false, act.map(|a| a.1));
+    let mut p = l.params(0.0, false, act.map(|a| a.1));
     let (planes, k, t) = (l.n * l.c, l.chunks(), l.stat_groups());
     let partial = Tensor::empty(dev, &[planes, 2, k], DType::F32)?;
-    let ab = Tensor::empty(dev, &[t, 2], DType::F32)?;
     let dx = Tensor::empty(dev, &x.shape, DType::F32)?;
     let dgamma = Tensor::empty(dev, &[l.c], DType::F32)?;
     let dbeta = Tensor::empty(dev, &[l.c], DType::F32)?;
+    let wg = CHNORM_BWD_REDUCE.workgroup_size()[0] as usize;
+    let kernel = if acc.is_some() { &CHNORM_BWD_GROUP_ACC } else { &CHNORM_BWD_GROUP };
+    // A device that binds fewer storage buffers (WebGPU's default 8; the accumulating form takes 9)
+    // runs the three passes below instead.
+    if l.per_sample && super::optim_multi::fits(dev, kernel) {
+        // A group norm: one workgroup per stat group forms its partials, coefficients and dx, then
+        // dgamma and dbeta are summed over the samples (the reduction binds a placeholder for ab).
+        let beta = act.map_or(gamma, |a| a.0);
+        let mut bufs = vec![&x.buf, &mean.buf, &rstd.buf, &dy.buf, &gamma.buf, &beta.buf, &partial.buf, &dx.buf];
+        bufs.extend(acc.map(|a| &a.buf));
+        launch_1d(dev, kernel, &p, &bufs, t * kernel.workgroup_size()[0] as usize)?;
+        p.grads_only = 1;
+        let none = Tensor::empty(dev, &[2], DType::F32)?;
+        let bufs = [&partial.buf, &gamma.buf, &none.buf, &dgamma.buf, &dbeta.buf];
+        launch_1d(dev, &CHNORM_BWD_REDUCE, &p, &bufs, l.c * wg)?;
+        return Ok((dx, dgamma, dbeta));
+    }
+    let ab = Tensor::empty(dev, &[t, 2], DType::F32)?;
     // The norm's output gradient: dy itself, or dy through the activation's derivative.
     let dz = match act {
         None => {
@@ -184,7 +209,6 @@ fn backward(
     };
     let bufs = [&partial.buf, &gamma.buf, &ab.buf, &dgamma.buf, &dbeta.buf];
     // One workgroup per channel or stat group, whichever are more.
-    let wg = CHNORM_BWD_REDUCE.workgroup_size()[0] as usize;
     launch_1d(dev, &CHNORM_BWD_REDUCE, &p, &bufs, l.c.max(t) * wg)?;
     let mut bufs = vec![&x.buf, &gamma.buf, &mean.buf, &rstd.buf, &dz.buf, &ab.buf, &dx.buf];
     bufs.extend(acc.map(|a| &a.buf));

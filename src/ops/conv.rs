@@ -511,14 +511,14 @@ pub(super) fn grid(
     }
 }
 
-/// How `conv2d_bwd_weight` splits the batch: (images per split, splits). The CPU twin runs the splits
-/// in parallel and each one's SGEMM is itself parallel, so two splits suffice (measured at N=16 on 2
-/// cores: 2 splits ran as fast as or faster than 1, 4 or 8). A GPU gets enough splits to fill about 256
-/// workgroups, each split at least 256 pixels of reduction so that the partial sums stay small beside
-/// the work. The split depends on the device and the shape only, never on timing.
+/// How `conv2d_bwd_weight` splits the batch: (images per split, splits). The CPU backend takes one
+/// split: its twin cuts the batch in two halves itself and adds them, so no reduction dispatch follows.
+/// A GPU gets enough splits to fill about 256 workgroups, each split at least 256 pixels of reduction
+/// so that the partial sums stay small beside the work. The split depends on the device and the shape
+/// only, never on timing.
 pub fn weight_splits(dev: &Device, s: &ConvShape) -> (usize, usize) {
     let per = if dev.is_cpu() {
-        s.n.div_ceil(s.n.min(2))
+        s.n
     } else {
         let tiles = s.co.div_ceil(TILE) * (s.ci * s.k * s.k).div_ceil(TILE);
         let want = 256usize.div_ceil(tiles).max(1);

@@ -20,40 +20,59 @@ use crate::kernels::conv::{ConvParams, EpilogueParams, CONV2D_BWD_INPUT, CONV2D_
 use crate::kernels::groups_1d;
 use crate::tensor::{DType, Tensor};
 
-/// What a convolution kernel applies to each result before writing it: a channel bias [C] and an
-/// activation (unary op and its parameter), each optional.
+/// What a convolution kernel applies to each result before writing it: y = act(conv + b) + r, the bias
+/// one value per output channel [C] or per (image, channel) [N, C] (any shape of that many values), the
+/// activation a unary op and its parameter, the residual r of y's shape (conv2d only); each optional.
 #[derive(Clone, Copy, Debug)]
 pub struct Epi<'a> {
-    /// One value per output channel.
+    /// One value per output channel, or per image and output channel.
     pub bias: Option<&'a Tensor>,
     /// A `fusable` activation and its parameter.
     pub act: Option<FusedAct>,
+    /// Added to each result last.
+    pub residual: Option<&'a Tensor>,
 }
 
 impl Epi<'_> {
     /// Nothing: the plain convolution.
-    pub const NONE: Epi<'static> = Epi { bias: None, act: None };
+    pub const NONE: Epi<'static> = Epi { bias: None, act: None, residual: None };
 
-    pub(super) fn set(&self, p: &mut ConvParams) {
-        p.bias = self.bias.is_some() as u32;
+    /// Sets the params for an output of `channels` channels (a bias of other than `channels` values is
+    /// one per image, as `check` admits).
+    pub(super) fn set(&self, p: &mut ConvParams, channels: usize) {
+        p.bias = self.bias.map_or(0, |b| if b.numel() == channels { 1 } else { 2 });
+        p.residual = self.residual.is_some() as u32;
         if let Some(a) = self.act {
             p.act = a.op as u32 + 1;
             p.alpha = a.alpha;
         }
     }
 
-    /// Checks the bias against `channels` and the activation.
-    fn check(&self, op: &'static str, channels: usize) -> Result<()> {
+    /// Checks the bias against the output [n, channels, ..] (`y`), the activation and the residual.
+    fn check(&self, op: &'static str, y: &[usize]) -> Result<()> {
+        let (n, channels) = (y[0], y[1]);
         if let Some(b) = self.bias {
-            if b.dtype != DType::F32 || b.numel() != channels || b.buf.words() < channels {
+            let k = b.numel();
+            if b.dtype != DType::F32 || (k != channels && k != n * channels) || b.buf.words() < k {
                 return Err(Error::invalid(
                     op,
                     format!(
-                        "the bias {:?} ({}) must hold {channels} f32 values, one per channel",
+                        "the bias {:?} ({}) must hold {channels} f32 values, one per channel, or {}, one per image and channel",
                         b.shape,
-                        b.dtype.name()
+                        b.dtype.name(),
+                        n * channels
                     ),
                 ));
+            }
+        }
+        if let Some(r) = self.residual {
+            if r.dtype != DType::F32 || r.shape != y {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: r.shape.clone(),
+                    rhs: y.to_vec(),
+                    hint: " (the residual must be f32 of the output's shape)".into(),
+                });
             }
         }
         check_act(op, self.act)
@@ -75,18 +94,19 @@ fn check_act(op: &'static str, act: Option<FusedAct>) -> Result<()> {
     }
 }
 
-/// act(conv2d(x, w) + b): x [N, Cin, H, W], w [Cout, Cin, K, K], b [Cout] (any shape of Cout values).
+/// act(conv2d(x, w) + b) + r: x [N, Cin, H, W], w [Cout, Cin, K, K], b [Cout] or [N, Cout] (any shape of
+/// that many values), r of the output's shape.
 pub fn conv2d_bias_act(dev: &Device, x: &Tensor, w: &Tensor, epi: Epi, opts: Conv2d) -> Result<Tensor> {
     const OP: &str = "conv2d_bias_act";
     let ctx = format!("x {:?}, w {:?}", x.shape, w.shape);
     rank4_f32(OP, "x", x, &ctx)?;
     rank4_f32(OP, "w", w, &ctx)?;
     let s = conv::conv2d_shape(&x.shape, &w.shape, opts)?;
-    epi.check(OP, s.co)?;
+    epi.check(OP, &s.y_shape())?;
     run_fwd(dev, OP, &s, x, w, epi)
 }
 
-/// act(conv_transpose2d(x, w) + b): x [N, Cin, H, W], w [Cin, Cout, K, K], b [Cout].
+/// act(conv_transpose2d(x, w) + b): x [N, Cin, H, W], w [Cin, Cout, K, K], b [Cout] or [N, Cout].
 pub fn conv_transpose2d_bias_act(
     dev: &Device,
     x: &Tensor,
@@ -100,7 +120,10 @@ pub fn conv_transpose2d_bias_act(
     rank4_f32(OP, "x", x, &ctx)?;
     rank4_f32(OP, "w", w, &ctx)?;
     let s = conv::conv_transpose2d_shape(&x.shape, &w.shape, opts, output_padding)?;
-    epi.check(OP, s.ci)?;
+    if epi.residual.is_some() {
+        return Err(Error::invalid(OP, "a transposed convolution's epilogue takes no residual"));
+    }
+    epi.check(OP, &s.x_shape())?;
     run_bwd_input(dev, OP, &s, x, w, epi)
 }
 
@@ -149,10 +172,10 @@ pub(super) fn run_fwd(
 ) -> Result<Tensor> {
     let y = Tensor::empty(dev, &s.y_shape(), DType::F32)?;
     let mut p = s.params(op)?;
-    epi.set(&mut p);
+    epi.set(&mut p, s.co);
     let g = conv::grid(dev, op, s, &mut p, s.co, s.n * s.ho * s.wo, 1)?;
-    let b = epi.bias.unwrap_or(w);
-    dev.dispatch(Dispatch::new(&CONV2D_FWD, &p, &[&x.buf, &w.buf, &b.buf, &y.buf], g))?;
+    let (b, r) = (epi.bias.unwrap_or(w), epi.residual.unwrap_or(w));
+    dev.dispatch(Dispatch::new(&CONV2D_FWD, &p, &[&x.buf, &w.buf, &b.buf, &r.buf, &y.buf], g))?;
     Ok(y)
 }
 
@@ -167,7 +190,7 @@ pub(super) fn run_bwd_input(
 ) -> Result<Tensor> {
     let dx = Tensor::empty(dev, &s.x_shape(), DType::F32)?;
     let mut p = s.params(op)?;
-    epi.set(&mut p);
+    epi.set(&mut p, s.ci);
     // One z per stride phase; columns: the pixels of the largest phase.
     let phases = s.stride.saturating_mul(s.stride);
     let cols = s.n * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);

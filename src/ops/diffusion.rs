@@ -265,6 +265,14 @@ fn want_alpha_bar(op: &'static str, alpha_bar: &Tensor) -> Result<u32> {
 /// be even and positive, `max_period` finite and > 1. Integer fixed point: bit-identical on every device,
 /// within 1e-7 of the exact values for t below 2^16 (about 6e-8 of that is the rounding to f32).
 pub fn timestep_embedding(dev: &Device, t: &Tensor, dim: usize, max_period: f32) -> Result<Tensor> {
+    let out = Tensor::empty(dev, &[t.shape.first().copied().unwrap_or(0), dim], DType::F32)?;
+    timestep_embedding_into(dev, t, dim, max_period, &out)?;
+    Ok(out)
+}
+
+/// `timestep_embedding` written into `out` (f32 [B, dim]), a buffer bound elsewhere (a training step's
+/// input), without a copy.
+pub fn timestep_embedding_into(dev: &Device, t: &Tensor, dim: usize, max_period: f32, out: &Tensor) -> Result<()> {
     const OP: &str = "timestep_embedding";
     want_dtype(OP, t, DType::U32)?;
     if t.rank() != 1 {
@@ -277,18 +285,19 @@ pub fn timestep_embedding(dev: &Device, t: &Tensor, dim: usize, max_period: f32)
         return Err(Error::invalid(OP, format!("max_period = {max_period} must be finite and > 1")));
     }
     let b = t.shape[0];
-    let out = Tensor::empty(dev, &[b, dim], DType::F32)?;
+    if out.dtype != DType::F32 || out.shape != [b, dim] {
+        return Err(Error::invalid(OP, format!("out {:?} ({}) must be f32 [{b}, {dim}]", out.shape, out.dtype.name())));
+    }
     let n = u32_of(OP, "output elements", out.numel())?;
     if n == 0 {
-        return Ok(out);
+        return Ok(());
     }
     let half = dim / 2;
     // ratio = max_period^(-1 / half) < 1; rounding can only bring it to 1 for max_period within 1e-16 of 1.
     let ratio = (max_period as f64).powf(-1.0 / half as f64);
     let ratio = split64(((ratio * 18_446_744_073_709_551_616.0).round()).min(u64::MAX as f64) as u64);
     let p = EmbedParams { n, dim: dim as u32, half: half as u32, _pad: 0, ratio };
-    launch_1d(dev, &TIMESTEP_EMBEDDING, &p, &[&t.buf, &out.buf], n as usize)?;
-    Ok(out)
+    launch_1d(dev, &TIMESTEP_EMBEDDING, &p, &[&t.buf, &out.buf], n as usize)
 }
 
 /// x_t and the predicted noise: f32, one shape, non-empty; returns the element count.
@@ -433,6 +442,7 @@ fn v_convert(
     names: (&str, &str),
     t: &Tensor,
     alpha_bar: &Tensor,
+    into: Option<&Tensor>,
 ) -> Result<Tensor> {
     want_dtype(op, a, DType::F32)?;
     want_dtype(op, b, DType::F32)?;
@@ -454,7 +464,13 @@ fn v_convert(
             hint: " (t must be u32 [B] for inputs [B, ...])".into(),
         });
     }
-    let out = Tensor::empty(dev, &a.shape, DType::F32)?;
+    let out = match into {
+        Some(o) if o.dtype != DType::F32 || o.shape != a.shape => {
+            return Err(Error::ShapeMismatch { op, lhs: o.shape.clone(), rhs: a.shape.clone(), hint: " (out)".into() })
+        }
+        Some(o) => o.clone(),
+        None => Tensor::empty(dev, &a.shape, DType::F32)?,
+    };
     let n = u32_of(op, "elements", a.numel())?;
     if n == 0 {
         return Ok(out);
@@ -467,11 +483,23 @@ fn v_convert(
 /// The noise a v-prediction (Salimans & Ho 2022) stands for: eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t, with
 /// t per row (u32 [B]; values past T - 1 read abar[T - 1]). Feed the result to `ddpm_step` or `ddim_step`.
 pub fn v_to_eps(dev: &Device, v: &Tensor, xt: &Tensor, t: &Tensor, alpha_bar: &Tensor) -> Result<Tensor> {
-    v_convert(dev, "v_to_eps", V_TO_EPS, v, xt, ("v", "x_t"), t, alpha_bar)
+    v_convert(dev, "v_to_eps", V_TO_EPS, v, xt, ("v", "x_t"), t, alpha_bar, None)
 }
 
 /// The v-prediction training target: v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0, t per row (u32 [B], as
 /// `q_sample` returns it).
 pub fn v_target(dev: &Device, x0: &Tensor, eps: &Tensor, t: &Tensor, alpha_bar: &Tensor) -> Result<Tensor> {
-    v_convert(dev, "v_target", V_TARGET, eps, x0, ("eps", "x0"), t, alpha_bar)
+    v_convert(dev, "v_target", V_TARGET, eps, x0, ("eps", "x0"), t, alpha_bar, None)
+}
+
+/// `v_target` written into `out` (f32, x0's shape), a buffer bound elsewhere, without a copy.
+pub fn v_target_into(
+    dev: &Device,
+    x0: &Tensor,
+    eps: &Tensor,
+    t: &Tensor,
+    alpha_bar: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
+    v_convert(dev, "v_target", V_TARGET, eps, x0, ("eps", "x0"), t, alpha_bar, Some(out)).map(|_| ())
 }

@@ -144,3 +144,23 @@ pub fn check_run_dir(run: &std::path::Path, eval: &[u64], train: &[u64], pngs: &
     }
     lines
 }
+
+/// The test GPU's adapter opened again with WebGPU's default limits (8 storage buffers per stage, 16 KiB
+/// of workgroup memory), as a browser that offers only the defaults would give it.
+pub fn webgpu_defaults_device(full: &Device) -> Device {
+    let info = full.adapter_info().expect("a GPU device").clone();
+    let choice = tigel::device::adapter::backend_str(info.backend).parse().expect("a backend tigel names");
+    let adapter = tigel::device::adapter::adapters(choice)
+        .into_iter()
+        .find(|a| a.get_info().name == info.name)
+        .expect("the test GPU's adapter");
+    let (device, queue) = pollster::block_on(adapter.request_device(&tigel::wgpu::DeviceDescriptor {
+        label: Some("WebGPU default limits"),
+        required_limits: tigel::wgpu::Limits::default(),
+        ..Default::default()
+    }))
+    .expect("a device with WebGPU's default limits");
+    let d = Device::from_wgpu(device, queue, info).unwrap();
+    d.set_poison(true);
+    d
+}

@@ -8,18 +8,22 @@ use super::elementwise::unary_in_place;
 use super::CpuArgs;
 use crate::kernels::conv::{ConvParams, EpilogueParams};
 
-/// y planes [n, c, plane] = act(y + b[c]) in place, when `p` asks for a bias or an activation.
-pub fn apply(p: &ConvParams, bias: &[f32], y: &mut [f32], c: usize, plane: usize) {
-    if p.bias == 0 && p.act == 0 {
+/// y planes [n, c, plane] = act(y + b) in place, b = b[c] (bias 1) or b[image, c] (bias 2), when `p`
+/// asks for a bias or an activation; then + r where `p` asks for a residual.
+pub fn apply(p: &ConvParams, bias: &[f32], r: &[f32], y: &mut [f32], c: usize, plane: usize) {
+    if p.bias == 0 && p.act == 0 && p.residual == 0 {
         return;
     }
     y.par_chunks_mut(plane).enumerate().with_min_len(16).for_each(|(pl, v)| {
-        if p.bias == 1 {
-            let b = bias[pl % c];
+        if p.bias != 0 {
+            let b = bias[if p.bias == 2 { pl } else { pl % c }];
             v.iter_mut().for_each(|e| *e += b);
         }
         if p.act != 0 {
             unary_in_place(p.act - 1, p.alpha, v);
+        }
+        if p.residual == 1 {
+            v.iter_mut().zip(&r[pl * plane..]).for_each(|(e, &a)| *e += a);
         }
     });
 }

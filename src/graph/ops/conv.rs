@@ -48,7 +48,28 @@ impl Graph {
         self.f32_in("conv2d_bias_act", x)?;
         self.f32_in("conv2d_bias_act", w)?;
         let s = eager::conv2d_shape(self.shape(x), self.shape(w), opts)?;
-        self.fused_node(ConvBiasAct { opts, act, transposed: None }, x, w, b, s.y_shape())
+        self.fused_node(ConvBiasAct::new(opts, act, None), x, w, b, None, s.y_shape())
+    }
+
+    /// conv2d(x, w) + b + r in one dispatch: b one value per (image, output channel) ([N, Cout], or any
+    /// shape of that many values: a per-sample offset such as a time embedding), r of the output's shape
+    /// (a residual sum); each optional. Without either it is `conv2d`.
+    pub fn conv2d_add(
+        &mut self,
+        x: NodeId,
+        w: NodeId,
+        sample_bias: Option<NodeId>,
+        residual: Option<NodeId>,
+        opts: Conv2d,
+    ) -> Result<NodeId> {
+        if sample_bias.is_none() && residual.is_none() {
+            return self.conv2d(x, w, opts);
+        }
+        self.f32_in("conv2d_add", x)?;
+        self.f32_in("conv2d_add", w)?;
+        let s = eager::conv2d_shape(self.shape(x), self.shape(w), opts)?;
+        let def = ConvBiasAct { sample_bias: sample_bias.is_some(), ..ConvBiasAct::new(opts, None, None) };
+        self.fused_node(def, x, w, sample_bias, residual, s.y_shape())
     }
 
     /// act(conv_transpose2d(x, w) + b) in one dispatch (see `conv2d_bias_act`).
@@ -67,19 +88,23 @@ impl Graph {
         self.f32_in("conv_transpose2d_bias_act", x)?;
         self.f32_in("conv_transpose2d_bias_act", w)?;
         let s = eager::conv_transpose2d_shape(self.shape(x), self.shape(w), opts, output_padding)?;
-        self.fused_node(ConvBiasAct { opts, act, transposed: Some(output_padding) }, x, w, b, s.x_shape())
+        self.fused_node(ConvBiasAct::new(opts, act, Some(output_padding)), x, w, b, None, s.x_shape())
     }
 
-    /// Checks the epilogue of `def` (bias of one value per channel, a fusable activation) and pushes it.
+    /// Checks the epilogue of `def` (a bias of one value per channel, or per image and channel for a
+    /// `sample_bias`; a fusable activation; a residual of the output's shape) and pushes it.
     fn fused_node(
         &mut self,
-        def: ConvBiasAct,
+        mut def: ConvBiasAct,
         x: NodeId,
         w: NodeId,
         b: Option<NodeId>,
+        r: Option<NodeId>,
         shape: Vec<usize>,
     ) -> Result<NodeId> {
         let op = def.name();
+        def.bias = b.is_some();
+        def.residual = r.is_some();
         if let Some(a) = def.act {
             if !fused::fusable(a.op, a.alpha) {
                 return Err(Error::invalid(op, format!("{:?} cannot be fused into a convolution", a.op)));
@@ -88,15 +113,32 @@ impl Graph {
         let mut inputs = vec![x, w];
         if let Some(b) = b {
             self.f32_in(op, b)?;
-            if self.shape(b).iter().product::<usize>() != shape[1] {
+            let (want, per) = if def.sample_bias {
+                (shape[0] * shape[1], "image and output channel")
+            } else {
+                (shape[1], "output channel")
+            };
+            if self.shape(b).iter().product::<usize>() != want {
                 return Err(Error::ShapeMismatch {
                     op,
                     lhs: self.shape(b).to_vec(),
-                    rhs: vec![shape[1]],
-                    hint: " (the bias holds one value per output channel)".into(),
+                    rhs: vec![want],
+                    hint: format!(" (the bias holds one value per {per})"),
                 });
             }
             inputs.push(b);
+        }
+        if let Some(r) = r {
+            self.f32_in(op, r)?;
+            if self.shape(r) != &shape[..] {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: self.shape(r).to_vec(),
+                    rhs: shape,
+                    hint: " (the residual has the output's shape)".into(),
+                });
+            }
+            inputs.push(r);
         }
         Ok(self.push(def, &inputs, shape, DType::F32))
     }
@@ -246,25 +288,37 @@ impl OpDef for ConvBackwardWeightAcc {
     }
 }
 
-/// y = act(conv(x, w) + b), or of the transposed convolution (`transposed`: its output padding):
-/// inputs [x, w] or [x, w, b].
+/// y = act(conv(x, w) + b) + r, or of the transposed convolution (`transposed`: its output padding):
+/// inputs [x, w], then b if `bias`, then r if `residual`. The bias holds one value per channel, or per
+/// (image, channel) with `sample_bias`; a sample bias and a residual come without an activation.
 #[derive(Debug)]
 struct ConvBiasAct {
     opts: Conv2d,
     act: Option<FusedAct>,
     transposed: Option<usize>,
+    bias: bool,
+    sample_bias: bool,
+    residual: bool,
+}
+
+impl ConvBiasAct {
+    fn new(opts: Conv2d, act: Option<FusedAct>, transposed: Option<usize>) -> ConvBiasAct {
+        ConvBiasAct { opts, act, transposed, bias: false, sample_bias: false, residual: false }
+    }
 }
 
 impl OpDef for ConvBiasAct {
     fn name(&self) -> &'static str {
-        if self.transposed.is_some() {
-            "conv_transpose2d_bias_act"
-        } else {
-            "conv2d_bias_act"
+        match (self.transposed, self.sample_bias || self.residual) {
+            (Some(_), _) => "conv_transpose2d_bias_act",
+            (None, true) => "conv2d_add",
+            (None, false) => "conv2d_bias_act",
         }
     }
     fn forward(&self, f: &Fwd) -> Result<Outputs> {
-        let epi = Epi { bias: f.x.get(2).copied(), act: self.act };
+        let bias = self.bias.then(|| f.x[2]);
+        let residual = self.residual.then(|| f.x[2 + self.bias as usize]);
+        let epi = Epi { bias, act: self.act, residual };
         single(match self.transposed {
             Some(op) => fused::conv_transpose2d_bias_act(f.dev, f.x[0], f.x[1], epi, self.opts, op)?,
             None => fused::conv2d_bias_act(f.dev, f.x[0], f.x[1], epi, self.opts)?,
@@ -275,14 +329,18 @@ impl OpDef for ConvBiasAct {
         let (sx, sw) = (g.in_shape(id, 0), g.in_shape(id, 1));
         // dz and db in one pass; the plain convolution's adjoints take dz.
         let ys = g.shape(id).to_vec();
-        let has_bias = g.node(id).inputs.len() == 3;
         let (dz, db) = match self.act {
             Some(_) => {
                 let dz = g.push(ActBiasBackward(self.act), &[id, gy], ys.clone(), DType::F32);
-                (dz, has_bias.then(|| g.output(dz, 1, vec![ys[1]])))
+                (dz, self.bias.then(|| g.output(dz, 1, vec![ys[1]])))
             }
-            // A bias alone: dz is dy, and db its sum over (N, H, W) as a broadcast add's backward has it.
-            None => (gy, if has_bias { Some(g.sum_to(gy, &[ys[1], 1, 1])?) } else { None }),
+            // A bias alone: dz is dy, and db its sum over (N, H, W) (or (H, W) per image), as a
+            // broadcast add's backward has it.
+            None if self.bias => {
+                let to = if self.sample_bias { vec![ys[0], ys[1], 1, 1] } else { vec![ys[1], 1, 1] };
+                (gy, Some(g.sum_to(gy, &to)?))
+            }
+            None => (gy, None),
         };
         let (gx, gw) = match self.transposed {
             Some(_) => (g.conv2d(dz, w, self.opts)?, g.conv2d_backward_weight(dz, x, sw[2], self.opts)?),
@@ -296,6 +354,9 @@ impl OpDef for ConvBiasAct {
             let bs = g.in_shape(id, 2);
             out.push(Some(if g.shape(db) == &bs[..] { db } else { g.reshape(db, &bs)? }));
         }
+        if self.residual {
+            out.push(Some(gy));
+        }
         Ok(out)
     }
     fn reference(&self, x: &[&Value], shape: &[usize]) -> Result<Value> {
@@ -304,12 +365,17 @@ impl OpDef for ConvBiasAct {
             None => Conv(self.opts).reference(&x[..2], shape)?,
         };
         let plane = shape[2] * shape[3];
+        let b = self.bias.then(|| x[2]);
+        let r = self.residual.then(|| x[2 + self.bias as usize]);
         for (i, v) in y.data.iter_mut().enumerate() {
-            if let Some(b) = x.get(2) {
-                *v += b.data[(i / plane) % shape[1]];
+            if let Some(b) = b {
+                *v += b.data[if self.sample_bias { i / plane } else { (i / plane) % shape[1] }];
             }
             if let Some(a) = self.act {
                 *v = super::elementwise::unary_f64(a.op, *v, a.alpha as f64);
+            }
+            if let Some(r) = r {
+                *v += r.data[i];
             }
         }
         Ok(y)

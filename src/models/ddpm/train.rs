@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::ops::diffusion::{self, QSample, ScheduleTensors};
 use crate::ops::elementwise::Binary;
-use crate::ops::{layout, rng, sample};
+use crate::ops::{rng, sample};
 use crate::optim::{OptimizerKind, Schedule as LrSchedule};
 use crate::tensor::{DType, Tensor};
 use crate::train::{TrainConfig, Trainer};
@@ -181,11 +181,9 @@ impl DiffusionTrainer {
         let trainer = Trainer::with_prologue(dev, g, loss, model.params(), tc, step, move || {
             sample::sample_rows_into(dev, &data_t, labels_t.as_ref(), seed_rows, &sc, &x0, lab.as_ref())?;
             diffusion::q_sample_into(dev, &x0, &abar, seed_q, &sc, &qs)?;
-            let e = diffusion::timestep_embedding(dev, &qs.t, TIME_SIN_DIM, MAX_PERIOD)?;
-            layout::copy_into(dev, &e, &tsin)?;
+            diffusion::timestep_embedding_into(dev, &qs.t, TIME_SIN_DIM, MAX_PERIOD, &tsin)?;
             if let Some(vt) = &vt {
-                let v = diffusion::v_target(dev, &x0, &qs.eps, &qs.t, &abar)?;
-                layout::copy_into(dev, &v, vt)?;
+                diffusion::v_target_into(dev, &x0, &qs.eps, &qs.t, &abar, vt)?;
             }
             if lab.is_some() {
                 rng::uniform_step_into(dev, &u, seed_u, rng::step_stride(b), 0.0, 1.0, &sc)?;

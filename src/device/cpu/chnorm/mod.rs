@@ -174,6 +174,18 @@ pub fn chnorm_stats(args: &mut CpuArgs) {
     stats_final(&p, part, args.f32_out(1), args.f32_out(2));
 }
 
+/// Bindings: params, x (read), partial (read_write), mean (read_write), rstd (read_write), gamma (read),
+/// beta (read), y (read_write): `chnorm_stats`, then `chnorm_apply` with those statistics.
+pub fn chnorm_stats_apply(args: &mut CpuArgs) {
+    let p: ChnormParams = args.params();
+    let x = args.f32_in(0);
+    let (gamma, beta) = (args.f32_in(1), args.f32_in(2));
+    let (part, mean, rstd, y) = (args.f32_out(0), args.f32_out(1), args.f32_out(2), args.f32_out(3));
+    partial::stats_partial(&p, x, part);
+    stats_final(&p, part, mean, rstd);
+    apply(&p, x, gamma, beta, mean, rstd, y);
+}
+
 /// Mean and rstd per stat group from the partials.
 fn stats_final(p: &ChnormParams, part: &[f32], mean: &mut [f32], rstd: &mut [f32]) {
     let g = Geo::of(p);
@@ -211,7 +223,9 @@ fn plane_total(pp: &[f32], k: usize) -> (f32, f32) {
 pub fn chnorm_bwd_reduce(args: &mut CpuArgs) {
     let p: ChnormParams = args.params();
     let (part, gamma) = (args.f32_in(0), args.f32_in(1));
-    bwd_coeffs(&p, part, gamma, args.f32_out(0));
+    if p.grads_only == 0 {
+        bwd_coeffs(&p, part, gamma, args.f32_out(0));
+    }
     bwd_params(&p, part, args.f32_out(1), args.f32_out(2));
 }
 
@@ -253,8 +267,12 @@ fn rows_of_channels(g: &Geo) -> bool {
 pub fn chnorm_apply(args: &mut CpuArgs) {
     let p: ChnormParams = args.params();
     let (x, gamma, beta, mean, rstd) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3), args.f32_in(4));
-    let y = args.f32_out(0);
-    let g = Geo::of(&p);
+    apply(&p, x, gamma, beta, mean, rstd, args.f32_out(0));
+}
+
+/// y = act((x - mean) · rstd · gamma + beta), rstd from variances with `var_in`.
+fn apply(p: &ChnormParams, x: &[f32], gamma: &[f32], beta: &[f32], mean: &[f32], rstd: &[f32], y: &mut [f32]) {
+    let g = Geo::of(p);
     let rs_of = |t: usize| if p.var_in == 1 { 1.0 / (rstd[t] + p.eps).sqrt() } else { rstd[t] };
     if rows_of_channels(&g) {
         let c = g.c;
@@ -307,7 +325,13 @@ pub fn chnorm_bwd_partial_act(args: &mut CpuArgs) {
     let (gamma, beta) = (args.f32_in(4), args.f32_in(5));
     let part = args.f32_out(0);
     let dz = args.f32_out(1);
-    let g = Geo::of(&p);
+    act_grad(&p, (x, mean, rstd, dy), gamma, beta, dz);
+    partial::bwd_partial(&p, (x, dz, mean, rstd), part);
+}
+
+/// dz = dy · act'(z), z = x̂ · gamma + beta (ins: x, mean, rstd, dy).
+fn act_grad(p: &ChnormParams, (x, mean, rstd, dy): partial::GradIns, gamma: &[f32], beta: &[f32], dz: &mut [f32]) {
+    let g = Geo::of(p);
     let hw = g.hw;
     let per = planes_per_task(hw);
     dz[..g.planes() * hw].par_chunks_mut(per * hw).enumerate().for_each(|(ti, zc)| {
@@ -326,7 +350,51 @@ pub fn chnorm_bwd_partial_act(args: &mut CpuArgs) {
             unary_backward_in_place(p.act - 1, p.alpha, zc, &dy[s0..s0 + zc.len()]);
         })
     });
+}
+
+/// Bindings: params, x (read), mean (read), rstd (read), dy (read), gamma (read), beta (read), partial
+/// (read_write), dx (read_write): the passes of `chnorm_bwd_partial(_act)`, the coefficients of
+/// `chnorm_bwd_reduce` and `chnorm_bwd_dx`, in order.
+pub fn chnorm_bwd_group(args: &mut CpuArgs) {
+    bwd_group(args, None);
+}
+
+/// Bindings: as `chnorm_bwd_group`, then acc (read): dx = acc + (`chnorm_bwd_group`'s dx).
+pub fn chnorm_bwd_group_acc(args: &mut CpuArgs) {
+    let acc = args.f32_in(6);
+    bwd_group(args, Some(acc));
+}
+
+fn bwd_group(args: &mut CpuArgs, acc: Option<&[f32]>) {
+    let p: ChnormParams = args.params();
+    let (x, mean, rstd, dy) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3));
+    let (gamma, beta) = (args.f32_in(4), args.f32_in(5));
+    let (part, dx) = (args.f32_out(0), args.f32_out(1));
+    let g = Geo::of(&p);
+    let mut scratch = Vec::new();
+    let dz: &[f32] = if p.act == 0 {
+        dy
+    } else {
+        scratch.resize(g.planes() * g.hw, 0.0);
+        act_grad(&p, (x, mean, rstd, dy), gamma, beta, &mut scratch);
+        &scratch
+    };
     partial::bwd_partial(&p, (x, dz, mean, rstd), part);
+    let mut ab = vec![0f32; 2 * g.stat_groups()];
+    bwd_coeffs(&p, part, gamma, &mut ab);
+    bwd_dx(&p, (x, dz, mean, rstd), gamma, &ab, dx);
+    if let Some(acc) = acc {
+        add_acc(&mut dx[..g.planes() * g.hw], acc);
+    }
+}
+
+/// dx += acc, element by element.
+fn add_acc(dx: &mut [f32], acc: &[f32]) {
+    super::par_chunks(dx, |s, ch| {
+        for (o, &a) in ch.iter_mut().zip(&acc[s..]) {
+            *o += a;
+        }
+    });
 }
 
 /// Bindings: params, x (read), gamma (read), mean (read), rstd (read), dy (read), ab (read), dx (read_write).
@@ -334,8 +402,12 @@ pub fn chnorm_bwd_dx(args: &mut CpuArgs) {
     let p: ChnormParams = args.params();
     let (x, gamma, mean, rstd, dy, ab) =
         (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3), args.f32_in(4), args.f32_in(5));
-    let dx = args.f32_out(0);
-    let g = Geo::of(&p);
+    bwd_dx(&p, (x, dy, mean, rstd), gamma, ab, args.f32_out(0));
+}
+
+/// dx = rstd · (dy · gamma - a - x̂ · b), (a, b) = ab[t] of each element's stat group t.
+fn bwd_dx(p: &ChnormParams, (x, dy, mean, rstd): partial::GradIns, gamma: &[f32], ab: &[f32], dx: &mut [f32]) {
+    let g = Geo::of(p);
     if rows_of_channels(&g) {
         let c = g.c;
         let (a, b): (Vec<f32>, Vec<f32>) = ab[..2 * c].chunks_exact(2).map(|v| (v[0], v[1])).unzip();
@@ -382,12 +454,7 @@ pub fn chnorm_bwd_dx_acc(args: &mut CpuArgs) {
     // The plain pass writes dx; the sum is a second pass over it.
     let plain = vec![bytemuck::cast_slice_mut(&mut *dx)];
     chnorm_bwd_dx(&mut CpuArgs { params: args.params, ins: args.ins[..6].to_vec(), outs: plain });
-    let n = (p.n * p.c * p.hw) as usize;
-    super::par_chunks(&mut dx[..n], |s, ch| {
-        for (o, &a) in ch.iter_mut().zip(&acc[s..]) {
-            *o += a;
-        }
-    });
+    add_acc(&mut dx[..(p.n * p.c * p.hw) as usize], acc);
 }
 
 /// Bindings: params, mean (read), rstd (read), running_mean (read_write), running_var (read_write).
