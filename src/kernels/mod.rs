@@ -308,6 +308,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &optim::EMA,
     &optim::GUARD_FINITE,
     &optim::CLIP_GUARD,
+    &optim::CLIP_GUARD_SCALED,
     &optim::ADAM_MULTI,
     &optim::SGD_MULTI,
     &optim::EMA_MULTI,

@@ -4,6 +4,7 @@
 //! and have a variant that fits); and a few kernels run against their CPU twins.
 
 use serde_json::{json, Value};
+use tigel::kernels::chnorm::CHNORM_BWD_GROUP_ACC;
 use tigel::kernels::muon::{MUON_MOMENTUM_MULTI, MUON_MOMENTUM_MULTI_WIDE, MUON_UPDATE_MULTI, MUON_UPDATE_MULTI_WIDE};
 use tigel::kernels::optim::{
     ADAM_MULTI, ADAM_MULTI_WIDE, EMA_MULTI, EMA_MULTI_WIDE, SGD_MULTI, SUMSQ_MULTI, SUMSQ_MULTI_WIDE,
@@ -44,8 +45,9 @@ async fn compile_all(dev: &Device) -> Value {
     }
     let (mut pipelines, mut refused) = (0, Vec::new());
     // Kernels the ops dispatch only where the device binds all their storage buffers (up to 62): below
-    // that the optimizers take fewer tensors per dispatch or one (`ops::optim_multi`, `ops::muon`), and
-    // the QK-norm backward runs as two kernels (`ops::qknorm`); such a device never makes them.
+    // that the optimizers take fewer tensors per dispatch or one (`ops::optim_multi`, `ops::muon`), the
+    // QK-norm backward runs as two kernels (`ops::qknorm`) and a group norm's backward that adds an
+    // earlier gradient as three passes (`ops::chnorm`); such a device never makes them.
     let optional = [
         &ADAM_MULTI,
         &SGD_MULTI,
@@ -59,6 +61,7 @@ async fn compile_all(dev: &Device) -> Value {
         &MUON_UPDATE_MULTI,
         &MUON_UPDATE_MULTI_WIDE,
         &QK_NORM_BWD_FUSED,
+        &CHNORM_BWD_GROUP_ACC,
     ];
     let (unused, kernels): (Vec<&&Kernel>, Vec<&&Kernel>) = ALL_KERNELS
         .iter()
