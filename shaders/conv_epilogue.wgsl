@@ -5,6 +5,7 @@
 // relu and leaky relu (slope > 0) keep the sign, so y > 0 exactly where z > 0; tanh' = 1 - y^2,
 // sigmoid' = y (1 - y). The ops admit only these activations.
 //#include "common/workgroup_reduce.wgsl"
+//#include "common/activation.wgsl"
 
 struct EpilogueParams {
     n: u32,
@@ -22,17 +23,6 @@ struct EpilogueParams {
 @group(0) @binding(2) var<storage, read> edy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> edz: array<f32>;
 @group(0) @binding(4) var<storage, read_write> edb: array<f32>;
-
-// act'(z) from y = act(z), by unary op code (ops::elementwise::Unary).
-fn deriv_from_out(op: u32, y: f32, alpha: f32) -> f32 {
-    switch op {
-        case 9u: { return 1.0 - y * y; }
-        case 10u: { return y * (1.0 - y); }
-        case 11u: { return select(0.0, 1.0, y > 0.0); }
-        case 16u: { return select(alpha, 1.0, y > 0.0); }
-        default: { return 1.0; }
-    }
-}
 
 @compute @workgroup_size(256)
 fn conv_act_bias_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -30,17 +30,6 @@ struct MatmulBiasBwdParams {
 
 var<workgroup> part: array<f32, COLS * LANES>;
 
-// act'(z) from y = act(z), by unary op code (ops::elementwise::Unary).
-fn deriv_from_out(op: u32, y: f32, alpha: f32) -> f32 {
-    switch op {
-        case 9u: { return 1.0 - y * y; }
-        case 10u: { return y * (1.0 - y); }
-        case 11u: { return select(0.0, 1.0, y > 0.0); }
-        case 16u: { return select(alpha, 1.0, y > 0.0); }
-        default: { return 1.0; }
-    }
-}
-
 @compute @workgroup_size(COLS, LANES)
 fn matmul_act_bias_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_id) l: vec3<u32>) {

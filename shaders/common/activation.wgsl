@@ -77,3 +77,16 @@ fn unary_deriv(op: u32, x: f32, alpha: f32) -> f32 {
         default: { return 1.0; }
     }
 }
+
+// act'(z) from y = act(z), by unary op code, for the activations whose derivative the output alone
+// gives: tanh' = 1 - y^2, sigmoid' = y (1 - y), and relu and leaky relu with a positive slope keep the
+// sign, so y > 0 exactly where z > 0. The fused epilogues' backwards keep y and never store z for these.
+fn deriv_from_out(op: u32, y: f32, alpha: f32) -> f32 {
+    switch op {
+        case 9u: { return 1.0 - y * y; }
+        case 10u: { return y * (1.0 - y); }
+        case 11u: { return select(0.0, 1.0, y > 0.0); }
+        case 16u: { return select(alpha, 1.0, y > 0.0); }
+        default: { return 1.0; }
+    }
+}

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::unary_in_place;
+use super::elementwise::{deriv_from_out, unary_in_place};
 use super::CpuArgs;
 use crate::kernels::conv::{ConvParams, EpilogueParams};
 
@@ -26,23 +26,6 @@ pub fn apply(p: &ConvParams, bias: &[f32], r: &[f32], y: &mut [f32], c: usize, p
             v.iter_mut().zip(&r[pl * plane..]).for_each(|(e, &a)| *e += a);
         }
     });
-}
-
-/// act'(z) from y = act(z), as the shader's `deriv_from_out` (op codes of ops::elementwise::Unary).
-fn deriv_from_out(op: u32, y: f32, alpha: f32) -> f32 {
-    match op {
-        9 => 1.0 - y * y,
-        10 => y * (1.0 - y),
-        11 => (y > 0.0) as u32 as f32,
-        16 => {
-            if y > 0.0 {
-                1.0
-            } else {
-                alpha
-            }
-        }
-        _ => 1.0,
-    }
 }
 
 /// Bindings: params, y (read), dy (read), dz (read_write), db (read_write). Each plane's sum, then each

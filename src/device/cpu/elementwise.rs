@@ -50,6 +50,20 @@ pub fn unary_op(op: u32, x: f32, alpha: f32) -> f32 {
     }
 }
 
+/// act'(z) from y = act(z), as common/activation.wgsl's `deriv_from_out`: tanh, sigmoid, relu and leaky
+/// relu (positive slope), whose derivative the output alone gives; 1 for any other code.
+#[inline(always)]
+pub fn deriv_from_out(op: u32, y: f32, alpha: f32) -> f32 {
+    match op {
+        9 => 1.0 - y * y,
+        10 => y * (1.0 - y),
+        11 => (y > 0.0) as u32 as f32,
+        16 if y > 0.0 => 1.0,
+        16 => alpha,
+        _ => 1.0,
+    }
+}
+
 /// f'(x) of `unary_op`, as the shader's `unary_deriv` (tails rewritten so they do not cancel).
 #[inline(always)]
 pub fn unary_deriv(op: u32, x: f32, alpha: f32) -> f32 {

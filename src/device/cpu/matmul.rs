@@ -6,6 +6,7 @@
 
 use rayon::prelude::*;
 
+use super::elementwise::deriv_from_out;
 use super::CpuArgs;
 use crate::host::f16;
 use crate::host::gemm::{sgemm, MatRef};
@@ -115,18 +116,6 @@ pub fn matmul_bias_act(args: &mut CpuArgs) {
         rows.zip(z.par_chunks_mut(n)).for_each(|(row, z)| apply(row, Some(z)));
     } else {
         rows.for_each(|row| apply(row, None));
-    }
-}
-
-/// act'(z) from y = act(z), as shaders/matmul_bias_bwd.wgsl's `deriv_from_out`.
-fn deriv_from_out(op: u32, y: f32, alpha: f32) -> f32 {
-    match op {
-        9 => 1.0 - y * y,
-        10 => y * (1.0 - y),
-        11 => (y > 0.0) as u32 as f32,
-        16 if y > 0.0 => 1.0,
-        16 => alpha,
-        _ => 1.0,
     }
 }
 
