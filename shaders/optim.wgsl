@@ -340,14 +340,13 @@ fn guard_finite(@builtin(local_invocation_index) lid: u32) {
 const GUARD_LOSS: u32 = 1u;
 const GUARD_GRADIENT: u32 = 2u;
 
-// One workgroup: `clip_scale` (the same sum in the same order) when cgp.clip is 1, then what
-// `guard_finite` on the loss and then on the partial sums records: a non-finite partial sum is a
-// non-finite gradient norm, so the norm's pass finds it too.
-@compute @workgroup_size(256)
-fn clip_guard(@builtin(local_invocation_index) lid: u32) {
+// The sum of cg_partials[0..n) in red[0] and the lowest index of a non-finite one in first_bad[0] (NONE
+// if all are finite), the same in every thread after the last barrier. Both clip guards call it: their
+// partials are binding 1 of either.
+fn partials_sum_first_bad(lid: u32, n: u32) {
     var acc = 0.0;
     var bad = NONE;
-    for (var k = lid; k < cgp.n_partials; k += WG) {
+    for (var k = lid; k < n; k += WG) {
         let x = cg_partials[k];
         acc = acc + x;
         if bad == NONE && !is_finite(x) {
@@ -364,6 +363,14 @@ fn clip_guard(@builtin(local_invocation_index) lid: u32) {
         }
         workgroupBarrier();
     }
+}
+
+// One workgroup: `clip_scale` (the same sum in the same order) when cgp.clip is 1, then what
+// `guard_finite` on the loss and then on the partial sums records: a non-finite partial sum is a
+// non-finite gradient norm, so the norm's pass finds it too.
+@compute @workgroup_size(256)
+fn clip_guard(@builtin(local_invocation_index) lid: u32) {
+    partials_sum_first_bad(lid, cgp.n_partials);
     if lid == 0u {
         if cgp.clip == 1u {
             let norm = sqrt(red[0]);
@@ -402,7 +409,7 @@ fn clip_guard(@builtin(local_invocation_index) lid: u32) {
 // this step's gradients carry].
 
 @group(0) @binding(0) var<uniform> sgp: ScaledGuardParams;
-@group(0) @binding(1) var<storage, read> sg_partials: array<f32>;
+// Binding 1, the partial sums, is cg_partials (`partials_sum_first_bad`).
 @group(0) @binding(2) var<storage, read> sg_loss: array<f32>;
 @group(0) @binding(3) var<storage, read_write> sg_step: array<u32>;
 @group(0) @binding(4) var<storage, read_write> sg_clip: array<f32>;
@@ -411,25 +418,7 @@ fn clip_guard(@builtin(local_invocation_index) lid: u32) {
 
 @compute @workgroup_size(256)
 fn clip_guard_scaled(@builtin(local_invocation_index) lid: u32) {
-    var acc = 0.0;
-    var bad = NONE;
-    for (var k = lid; k < sgp.n_partials; k += WG) {
-        let x = sg_partials[k];
-        acc = acc + x;
-        if bad == NONE && !is_finite(x) {
-            bad = k;
-        }
-    }
-    red[lid] = acc;
-    first_bad[lid] = bad;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if lid < s {
-            red[lid] = red[lid] + red[lid + s];
-            first_bad[lid] = min(first_bad[lid], first_bad[lid + s]);
-        }
-        workgroupBarrier();
-    }
+    partials_sum_first_bad(lid, sgp.n_partials);
     if lid != 0u {
         return;
     }

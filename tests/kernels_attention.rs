@@ -349,33 +349,6 @@ fn attention_bad_input_is_an_error() {
     assert_eq!((o.shape, l.shape), (vec![2, 0, 4], vec![2, 2, 0]));
 }
 
-/// The test GPU's adapter opened again with WebGPU's default limits (16 KiB of workgroup memory), as a
-/// browser that offers only the defaults would give it.
-fn webgpu_defaults_device(full: &Device) -> Device {
-    webgpu_defaults_device_with(full, tigel::wgpu::Features::empty())
-}
-
-/// `webgpu_defaults_device` with the optional features `features` where the adapter has them (as a
-/// browser offers subgroups).
-fn webgpu_defaults_device_with(full: &Device, features: tigel::wgpu::Features) -> Device {
-    let info = full.adapter_info().expect("a GPU device").clone();
-    let choice = tigel::device::adapter::backend_str(info.backend).parse().expect("a backend tigel names");
-    let adapter = tigel::device::adapter::adapters(choice)
-        .into_iter()
-        .find(|a| a.get_info().name == info.name)
-        .expect("the test GPU's adapter");
-    let (device, queue) = pollster::block_on(adapter.request_device(&tigel::wgpu::DeviceDescriptor {
-        label: Some("WebGPU default limits"),
-        required_features: features & adapter.features(),
-        required_limits: tigel::wgpu::Limits::default(),
-        ..Default::default()
-    }))
-    .expect("a device with WebGPU's default limits");
-    let d = Device::from_wgpu(device, queue, info).unwrap();
-    d.set_poison(true);
-    d
-}
-
 #[test]
 fn attention_variant_follows_the_workgroup_memory_limit() {
     // The registry's figures: the full tiles need over WebGPU's default 16 KiB, the small ones fit it.

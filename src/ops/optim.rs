@@ -485,32 +485,8 @@ pub fn clip_guard(
     offset: u32,
 ) -> Result<()> {
     const OP: &str = "clip_guard";
-    want_dtype(OP, partials, DType::F32)?;
-    want_dtype(OP, loss, DType::F32)?;
-    want_clip(OP, clip)?;
-    want_step(OP, step)?;
-    want_dtype(OP, flag, DType::U32)?;
-    if flag.numel() != 4 {
-        return Err(Error::invalid(OP, format!("the guard flag must hold four u32, got shape {:?}", flag.shape)));
-    }
-    if loss.numel() != 1 {
-        return Err(Error::invalid(OP, format!("the loss must have one element, it has shape {:?}", loss.shape)));
-    }
-    if let Some(m) = max_norm.filter(|m| !(m.is_finite() && *m > 0.0)) {
-        return Err(bad(OP, "max_norm", m, "must be finite and > 0"));
-    }
-    if n_partials > partials.numel() {
-        return Err(Error::invalid(
-            OP,
-            format!("n_partials = {n_partials} but the partials buffer holds {}", partials.numel()),
-        ));
-    }
-    let p = ClipGuardParams {
-        n_partials: u32_of(OP, "n_partials", n_partials)?,
-        max_norm: max_norm.unwrap_or(0.0),
-        clip: max_norm.is_some() as u32,
-        offset,
-    };
+    let n_partials = check_clip_guard(OP, partials, n_partials, max_norm, loss, step, clip, flag)?;
+    let p = ClipGuardParams { n_partials, max_norm: max_norm.unwrap_or(0.0), clip: max_norm.is_some() as u32, offset };
     let bufs = [&partials.buf, &loss.buf, &step.buf, &clip.buf, &flag.buf];
     dev.dispatch(Dispatch::new(&CLIP_GUARD, &p, &bufs, [1, 1, 1]))
 }
@@ -537,38 +513,19 @@ pub fn clip_guard_scaled(
     offset: u32,
 ) -> Result<()> {
     const OP: &str = "clip_guard_scaled";
-    want_dtype(OP, partials, DType::F32)?;
-    want_dtype(OP, loss, DType::F32)?;
+    let n_partials = check_clip_guard(OP, partials, n_partials, max_norm, loss, step, clip, flag)?;
     want_dtype(OP, scale, DType::F32)?;
-    want_clip(OP, clip)?;
-    want_step(OP, step)?;
-    want_dtype(OP, flag, DType::U32)?;
-    if flag.numel() != 4 || scale.numel() != 4 {
+    if scale.numel() != 4 {
         return Err(Error::invalid(
             OP,
-            format!(
-                "the guard flag and the loss-scale state hold four words, got {:?} and {:?}",
-                flag.shape, scale.shape
-            ),
+            format!("the loss-scale state must hold four f32, got shape {:?}", scale.shape),
         ));
-    }
-    if loss.numel() != 1 {
-        return Err(Error::invalid(OP, format!("the loss must have one element, it has shape {:?}", loss.shape)));
-    }
-    if let Some(m) = max_norm.filter(|m| !(m.is_finite() && *m > 0.0)) {
-        return Err(bad(OP, "max_norm", m, "must be finite and > 0"));
     }
     if let Some(i) = interval.filter(|&i| i == 0 || i > 1 << 24) {
         return Err(bad(OP, "interval", i, "must be in 1..=2^24"));
     }
-    if n_partials > partials.numel() {
-        return Err(Error::invalid(
-            OP,
-            format!("n_partials = {n_partials} but the partials buffer holds {}", partials.numel()),
-        ));
-    }
     let p = ScaledGuardParams {
-        n_partials: u32_of(OP, "n_partials", n_partials)?,
+        n_partials,
         max_norm: max_norm.unwrap_or(0.0),
         clip: max_norm.is_some() as u32,
         offset,
@@ -579,4 +536,39 @@ pub fn clip_guard_scaled(
     };
     let bufs = [&partials.buf, &loss.buf, &step.buf, &clip.buf, &flag.buf, &scale.buf];
     dev.dispatch(Dispatch::new(&CLIP_GUARD_SCALED, &p, &bufs, [1, 1, 1]))
+}
+
+/// The checks `clip_guard` and `clip_guard_scaled` share; the partials' count as the params' u32.
+#[allow(clippy::too_many_arguments)]
+fn check_clip_guard(
+    op: &'static str,
+    partials: &Tensor,
+    n_partials: usize,
+    max_norm: Option<f32>,
+    loss: &Tensor,
+    step: &Tensor,
+    clip: &Tensor,
+    flag: &Tensor,
+) -> Result<u32> {
+    want_dtype(op, partials, DType::F32)?;
+    want_dtype(op, loss, DType::F32)?;
+    want_clip(op, clip)?;
+    want_step(op, step)?;
+    want_dtype(op, flag, DType::U32)?;
+    if flag.numel() != 4 {
+        return Err(Error::invalid(op, format!("the guard flag must hold four u32, got shape {:?}", flag.shape)));
+    }
+    if loss.numel() != 1 {
+        return Err(Error::invalid(op, format!("the loss must have one element, it has shape {:?}", loss.shape)));
+    }
+    if let Some(m) = max_norm.filter(|m| !(m.is_finite() && *m > 0.0)) {
+        return Err(bad(op, "max_norm", m, "must be finite and > 0"));
+    }
+    if n_partials > partials.numel() {
+        return Err(Error::invalid(
+            op,
+            format!("n_partials = {n_partials} but the partials buffer holds {}", partials.numel()),
+        ));
+    }
+    u32_of(op, "n_partials", n_partials)
 }

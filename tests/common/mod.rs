@@ -148,6 +148,12 @@ pub fn check_run_dir(run: &std::path::Path, eval: &[u64], train: &[u64], pngs: &
 /// The test GPU's adapter opened again with WebGPU's default limits (8 storage buffers per stage, 16 KiB
 /// of workgroup memory), as a browser that offers only the defaults would give it.
 pub fn webgpu_defaults_device(full: &Device) -> Device {
+    webgpu_defaults_device_with(full, tigel::wgpu::Features::empty())
+}
+
+/// `webgpu_defaults_device` with the optional features `features` where the adapter has them (as a
+/// browser offers subgroups).
+pub fn webgpu_defaults_device_with(full: &Device, features: tigel::wgpu::Features) -> Device {
     let info = full.adapter_info().expect("a GPU device").clone();
     let choice = tigel::device::adapter::backend_str(info.backend).parse().expect("a backend tigel names");
     let adapter = tigel::device::adapter::adapters(choice)
@@ -156,6 +162,7 @@ pub fn webgpu_defaults_device(full: &Device) -> Device {
         .expect("the test GPU's adapter");
     let (device, queue) = pollster::block_on(adapter.request_device(&tigel::wgpu::DeviceDescriptor {
         label: Some("WebGPU default limits"),
+        required_features: features & adapter.features(),
         required_limits: tigel::wgpu::Limits::default(),
         ..Default::default()
     }))
