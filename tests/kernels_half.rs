@@ -209,3 +209,50 @@ fn silu_gate_backward_reads_f16_projections() {
     let e = silu_gate_backward(&d, &h, &f, &f).unwrap_err().to_string();
     assert!(e.contains("silu_gate_backward"), "{e}");
 }
+
+/// The fused residual-norm backward reading the sum as f16 (`layer_norm_bwd_fused_half`): its twin is
+/// the f32 backward of the widened sum bit for bit, and the GPU agrees with the twin within the f32
+/// kernel's own tolerance against the twin (tests/kernels_norm.rs: column sums of N terms of size ≤ 20
+/// in another order, atol 4e-6·N·20, rtol 1e-5), with and without an accumulated r.
+#[test]
+fn fused_norm_backward_reads_an_f16_sum() {
+    use tigel::host::Rng;
+    use tigel::ops::resnorm::{add_layer_norm, layer_norm_backward_fused};
+    // Odd sizes (a half-filled last word), a row longer than a workgroup, more rows than one.
+    for (n, c) in [(1usize, 7usize), (13, 65), (301, 130), (5, 769)] {
+        let mut rng = Rng::new(seed() ^ (n * c) as u64);
+        let mut draw = |k: usize, lo: f32, hi: f32| (0..k).map(|_| rng.uniform(lo, hi)).collect::<Vec<f32>>();
+        let (x, g, b) = (draw(n * c, -3.0, 3.0), draw(c, -2.0, 2.0), draw(c, -1.0, 1.0));
+        let (dy, r) = (draw(n * c, -1.0, 1.0), draw(n * c, -1.0, 1.0));
+        let run = |d: &Device, half: bool, acc: bool| -> Vec<Vec<f32>> {
+            let t = |s: &[usize], v: &[f32]| Tensor::from_f32(d, s, v).unwrap();
+            let zero = t(&[n, c], &vec![0.0; n * c]);
+            let (gt, bt) = (t(&[c], &g), t(&[c], &b));
+            let (_, _, stats) = add_layer_norm(d, &t(&[n, c], &x), &zero, &gt, &bt, 1e-5).unwrap();
+            let s = if half {
+                Tensor::from_f32_as_f16(d, &[n, c], &x).unwrap()
+            } else {
+                t(&[n, c], &x.iter().map(|&v| f16::round(v)).collect::<Vec<_>>())
+            };
+            let rt = t(&[n, c], &r);
+            let (dx, dg, db) =
+                layer_norm_backward_fused(d, &s, &gt, &stats, &t(&[n, c], &dy), acc.then_some(&rt)).unwrap();
+            [dx, dg, db].iter().map(|v| v.to_f32(d).unwrap()).collect()
+        };
+        for acc in [false, true] {
+            let c0 = cpu();
+            let half = run(&c0, true, acc);
+            assert_eq!(
+                half,
+                run(&c0, false, acc),
+                "[{n}, {c}] acc {acc}: the f16 twin is the f32 backward of the widened sum"
+            );
+            if let Some(gpu) = with_gpu(|d| run(d, true, acc)) {
+                for (k, (a, w)) in gpu.iter().zip(&half).enumerate() {
+                    let what = format!("[{n}, {c}] acc {acc} {}: gpu vs cpu twin", ["dx", "dgamma", "dbeta"][k]);
+                    assert_close(&what, a, w, 4e-6 * n as f32 * 20.0, 1e-5);
+                }
+            }
+        }
+    }
+}

@@ -330,6 +330,7 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &gated::SILU_GATE_BWD_HALF,
     &resnorm::ADD_LAYER_NORM_FWD,
     &resnorm::LAYER_NORM_BWD_FUSED,
+    &resnorm::LAYER_NORM_BWD_FUSED_HALF,
     &qknorm::QK_NORM_FWD,
     &qknorm::QK_NORM_BWD_DX,
     &qknorm::QK_NORM_BWD_PARAMS,

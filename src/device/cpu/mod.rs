@@ -151,6 +151,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         ("gated", "silu_gate_bwd_half") => gated::silu_gate_bwd_half,
         ("resnorm", "add_layer_norm_fwd") => resnorm::add_layer_norm_fwd,
         ("resnorm", "layer_norm_bwd_fused") => resnorm::layer_norm_bwd_fused,
+        ("resnorm", "layer_norm_bwd_fused_half") => resnorm::layer_norm_bwd_fused_half,
         ("qknorm", "qk_norm_fwd") => qknorm::qk_norm_fwd,
         ("qknorm", "qk_norm_bwd_dx") => qknorm::qk_norm_bwd_dx,
         ("qknorm", "qk_norm_bwd_params") => qknorm::qk_norm_bwd_params,
