@@ -256,3 +256,65 @@ fn fused_norm_backward_reads_an_f16_sum() {
         }
     }
 }
+
+/// The QK-norm backward reading the packed projection as f16 (`qk_norm_bwd_{dx,params,fused}_half`):
+/// the twin is the f32 backward of the widened qkv bit for bit, on both paths (one dispatch and two),
+/// and the GPU agrees with the twin within the f32 kernels' own tolerance against the twin
+/// (tests/kernels_qknorm.rs: 1e-4 absolute + 1e-4 relative). Odd sizes, with and without rope.
+#[test]
+fn qk_norm_backward_reads_an_f16_projection() {
+    use tigel::host::Rng;
+    use tigel::ops::qknorm::{qk_norm, qk_norm_backward_with};
+    use tigel::ops::rope::rope_table;
+    for (b, t, h, d, rope) in
+        [(1usize, 1usize, 1usize, 2usize, true), (3, 7, 3, 5, false), (2, 9, 3, 8, true), (5, 33, 4, 32, true)]
+    {
+        let c = h * d;
+        let n = b * t * 3 * c;
+        let mut rng = Rng::new(seed() ^ n as u64);
+        let mut draw = |k: usize, lo: f32, hi: f32| (0..k).map(|_| rng.uniform(lo, hi)).collect::<Vec<f32>>();
+        let (x, dy) = (draw(n, -1.0, 1.0), draw(n, -1.0, 1.0));
+        let (gq, bq, gk, bk) = (draw(d, 0.5, 2.0), draw(d, -1.0, 1.0), draw(d, 0.5, 2.0), draw(d, -1.0, 1.0));
+        let run = |dev: &Device, half: bool, one: bool| -> Vec<Vec<f32>> {
+            let f = |s: &[usize], v: &[f32]| Tensor::from_f32(dev, s, v).unwrap();
+            let ps = [f(&[d], &gq), f(&[d], &bq), f(&[d], &gk), f(&[d], &bk)];
+            let table = rope.then(|| f(&[t, d / 2, 2], &rope_table(t, d, 10_000.0)));
+            let (_, stats) =
+                qk_norm(dev, &f(&[b, t, 3 * c], &x), [&ps[0], &ps[1], &ps[2], &ps[3]], table.as_ref(), h, 1e-5)
+                    .unwrap();
+            let xs = if half {
+                Tensor::from_f32_as_f16(dev, &[b, t, 3 * c], &x).unwrap()
+            } else {
+                f(&[b, t, 3 * c], &x.iter().map(|&v| f16::round(v)).collect::<Vec<_>>())
+            };
+            let (dx, g) = qk_norm_backward_with(
+                dev,
+                &xs,
+                [&ps[0], &ps[2]],
+                &stats,
+                table.as_ref(),
+                &f(&[b, t, 3 * c], &dy),
+                h,
+                one,
+            )
+            .unwrap();
+            std::iter::once(&dx).chain(&g).map(|v| v.to_f32(dev).unwrap()).collect()
+        };
+        let what = format!("{:?}", (b, t, h, d, rope));
+        for one in [true, false] {
+            let c0 = cpu();
+            let half = run(&c0, true, one);
+            assert_eq!(
+                half,
+                run(&c0, false, one),
+                "{what} one dispatch {one}: the f16 twin is the f32 backward of the widened qkv"
+            );
+            if let Some(gpu) = with_gpu(|dev| run(dev, true, one)) {
+                for (k, (a, w)) in gpu.iter().zip(&half).enumerate() {
+                    let name = ["dqkv", "dgamma_q", "dbeta_q", "dgamma_k", "dbeta_k"][k];
+                    assert_close(&format!("{what} one dispatch {one} {name}: gpu vs cpu twin"), a, w, 1e-4, 1e-4);
+                }
+            }
+        }
+    }
+}
