@@ -318,3 +318,49 @@ fn qk_norm_backward_reads_an_f16_projection() {
         }
     }
 }
+
+/// The attention backward reading qkv and its output as f16 (`attention_bwd_half`, both tile sizes):
+/// the twin is the f32 backward of the widened values bit for bit, and the GPU agrees with the twin
+/// within the f32 backward's own tolerance against the twin (tests/kernels_attention.rs: 2e-5 of the
+/// largest |dqkv|, on inputs in [-1.5, 1.5)); the small tiles (a device with WebGPU's default 16 KiB of
+/// workgroup memory) as well. Odd sequence lengths and head dims (a half-filled last word), causal and
+/// full.
+#[test]
+fn attention_backward_reads_f16_qkv_and_output() {
+    use tigel::host::Rng;
+    use tigel::ops::attention::{attention, attention_backward};
+    let shapes =
+        [(1usize, 1usize, 1usize, 3usize, true), (2, 17, 3, 5, true), (1, 33, 2, 64, false), (3, 9, 1, 96, true)];
+    for (b, t, h, d, causal) in shapes {
+        let c = h * d;
+        let mut rng = Rng::new(seed() ^ (b * t * c) as u64);
+        let mut draw = |k: usize| (0..k).map(|_| rng.uniform(-1.5, 1.5)).collect::<Vec<f32>>();
+        let (x, dout) = (draw(b * t * 3 * c), draw(b * t * c));
+        let run = |dev: &Device, half: bool| -> Vec<f32> {
+            let f = |s: &[usize], v: &[f32]| Tensor::from_f32(dev, s, v).unwrap();
+            let (out, lse) = attention(dev, &f(&[b, t, 3 * c], &x), h, causal).unwrap();
+            let o = out.to_f32(dev).unwrap();
+            let stored = |v: &[f32], s: &[usize]| {
+                if half {
+                    Tensor::from_f32_as_f16(dev, s, v).unwrap()
+                } else {
+                    f(s, &v.iter().map(|&v| f16::round(v)).collect::<Vec<_>>())
+                }
+            };
+            let (q, o) = (stored(&x, &[b, t, 3 * c]), stored(&o, &[b, t, c]));
+            attention_backward(dev, &q, &o, &lse, &f(&[b, t, c], &dout), h, causal).unwrap().to_f32(dev).unwrap()
+        };
+        let what = format!("{:?}", (b, t, h, d, causal));
+        let c0 = cpu();
+        let half = run(&c0, true);
+        assert_eq!(half, run(&c0, false), "{what}: the f16 twin is the f32 backward of the widened values");
+        let atol = 2e-5 * half.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if let Some(full) = gpu() {
+            assert_close(&format!("{what}: gpu vs cpu twin"), &run(&full, true), &half, atol, 0.0);
+            if d <= tigel::kernels::attention::SMALL_MAX_HEAD_DIM {
+                let small = webgpu_defaults_device(&full);
+                assert_close(&format!("{what}: gpu small tiles vs cpu twin"), &run(&small, true), &half, atol, 0.0);
+            }
+        }
+    }
+}

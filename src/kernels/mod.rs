@@ -226,6 +226,8 @@ pub static ALL_KERNELS: &[&Kernel] = &[
     &attention::ATTENTION_BWD,
     &attention::ATTENTION_SMALL_FWD,
     &attention::ATTENTION_SMALL_BWD,
+    &attention::ATTENTION_BWD_HALF,
+    &attention::ATTENTION_SMALL_BWD_HALF,
     &batch::TEXT_WINDOWS,
     &cast::CAST_F32_TO_F16,
     &cast::CAST_F16_TO_F32,

@@ -51,6 +51,7 @@ pub fn twin(k: &Kernel) -> Option<CpuTwin> {
         // The small-tile variant computes the same results: one twin serves both.
         ("attention" | "attention_small", "attention_fwd") => attention::attention_fwd,
         ("attention" | "attention_small", "attention_bwd") => attention::attention_bwd,
+        ("attention" | "attention_small", "attention_bwd_half") => attention::attention_bwd_half,
         ("batch", "text_windows") => batch::text_windows,
         ("cast", "cast_f32_to_f16") => cast::cast_f32_to_f16,
         ("cast", "cast_f16_to_f32") => cast::cast_f16_to_f32,
