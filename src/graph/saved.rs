@@ -140,7 +140,8 @@ impl SavedHalf {
 /// The inputs and their second outputs as `node` reads them when the plan stored some as f16 while
 /// they waited (`stored`: the dtypes each stored node's second outputs had): widened back to f32 into
 /// copies that live for this one reader, except the inputs `as_is` (`OpDef::f16_inputs`) when all of
-/// those are f16, which the op reads as they are.
+/// those are f16, which the op reads as they are, and the second outputs it does not read
+/// (`OpDef::second_outputs_read`), which it gets as they are stored.
 pub(crate) fn widened(
     dev: &Device,
     g: &Graph,
@@ -161,7 +162,15 @@ pub(crate) fn widened(
             continue;
         };
         x.push(if as_is.contains(&k) { vals[i].clone() } else { widen(dev, &vals[i], g.node(*i).dtype)? });
-        second.push(a.iter().zip(dtypes).map(|(t, &d)| widen(dev, t, d)).collect::<Result<_>>()?);
+        let read = match &node.op {
+            Op::Def(d) => d.second_outputs_read(k),
+            _ => None,
+        };
+        let unread = |j: usize| read.as_ref().is_some_and(|r| !r.contains(&j));
+        let a = a.iter().zip(dtypes).enumerate();
+        second.push(
+            a.map(|(j, (t, &d))| if unread(j) { Ok(t.clone()) } else { widen(dev, t, d) }).collect::<Result<_>>()?,
+        );
     }
     Ok((x, second))
 }
