@@ -15,6 +15,11 @@
 // qk_norm_bwd_fused: both in one dispatch: workgroups 0..dx_groups do qk_norm_bwd_dx's threads, the 2D
 //   after them qk_norm_bwd_params' columns (the same functions, so the same numbers). It binds 11 storage
 //   buffers: a device with fewer runs the two kernels.
+// qk_norm_bwd_dx_half, qk_norm_bwd_params_half, qk_norm_bwd_fused_half: the three with x stored as f16
+//   pairs (element 2i in the low half of word i, as pack2x16float writes them): under mixed precision
+//   the plan keeps the packed projection in f16 until the backward reads it (graph/saved.rs), and these
+//   read it there without an f32 copy. Each pair of entries runs one body (its `packed` a constant at each
+//   call); the arithmetic is the f32 kernels' on the widened (exact) values.
 //#include "common/index.wgsl"
 //#include "common/workgroup_reduce.wgsl"
 
@@ -95,7 +100,14 @@ fn qk_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 // The backward kernels share bindings 1-4 (x, stats, table, dy); qk_norm_bwd_dx and the fused kernel
 // add γ_q, γ_k and dx (5-7), qk_norm_bwd_params its four outputs (5-8: it binds 8 storage buffers, as
 // WebGPU's default limit allows), the fused kernel its four outputs after dx (8-11).
-@group(0) @binding(1) var<storage, read> bx: array<f32>;
+// x as raw words: f32 bits, or (the `_half` entries) two f16 values per word.
+@group(0) @binding(1) var<storage, read> bx: array<u32>;
+
+// Element i of x: from f16 pairs when `packed`, else f32 bits.
+fn saved_x(i: u32, packed: bool) -> f32 {
+    if packed { return unpack2x16float(bx[i >> 1u])[i & 1u]; }
+    return bitcast<f32>(bx[i]);
+}
 @group(0) @binding(2) var<storage, read> bstats: array<f32>;
 @group(0) @binding(3) var<storage, read> btable: array<f32>;
 @group(0) @binding(4) var<storage, read> bdy: array<f32>;
@@ -118,7 +130,7 @@ fn dn_of(base: u32, j: u32, pos: u32) -> f32 {
 }
 
 // qk_norm_bwd_dx's work for thread `id`: one (row, head slot).
-fn dx_slot(id: u32) {
+fn dx_slot(id: u32, packed: bool) {
     let slots = 3u * qp.heads;
     if id >= qp.rows * slots { return; }
     let r = id / slots;
@@ -141,13 +153,13 @@ fn dx_slot(id: u32) {
     for (var j = 0u; j < d; j++) {
         let g = dn_of(base, j, pos) * select(bgk[j], bgq[j], is_q);
         sg += g;
-        sgx += g * ((bx[base + j] - mean) * rstd);
+        sgx += g * ((saved_x(base + j, packed) - mean) * rstd);
     }
     let mg = sg / f32(d);
     let mgx = sgx / f32(d);
     for (var j = 0u; j < d; j++) {
         let g = dn_of(base, j, pos) * select(bgk[j], bgq[j], is_q);
-        let xh = (bx[base + j] - mean) * rstd;
+        let xh = (saved_x(base + j, packed) - mean) * rstd;
         bdx[base + j] = rstd * (g - mg - xh * mgx);
     }
 }
@@ -155,7 +167,13 @@ fn dx_slot(id: u32) {
 @compute @workgroup_size(256)
 fn qk_norm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    dx_slot(flat_id(wid, nwg, lid, WG));
+    dx_slot(flat_id(wid, nwg, lid, WG), false);
+}
+
+@compute @workgroup_size(256)
+fn qk_norm_bwd_dx_half(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    dx_slot(flat_id(wid, nwg, lid, WG), true);
 }
 
 // qk_norm_bwd_params' outputs.
@@ -165,7 +183,7 @@ fn qk_norm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 @group(0) @binding(8) var<storage, read_write> dbk: array<f32>;
 
 // (dγ_j, dβ_j) of workgroup w's column (q's for w < D, else k's), to every thread.
-fn param_column(w: u32, lid: u32) -> vec2<f32> {
+fn param_column(w: u32, lid: u32, packed: bool) -> vec2<f32> {
     let d = qp.hd;
     let which = w / d;  // 0: q, 1: k
     let j = w - which * d;
@@ -189,7 +207,7 @@ fn param_column(w: u32, lid: u32) -> vec2<f32> {
             let yb = bdy[base + p + half];
             dn = select(yb * cs - ya * sn, ya * cs + yb * sn, j < half);
         }
-        dg += dn * ((bx[base + j] - bstats[st]) * bstats[st + 1u]);
+        dg += dn * ((saved_x(base + j, packed) - bstats[st]) * bstats[st + 1u]);
         db += dn;
     }
     return vec2<f32>(wg_sum(lid, dg), wg_sum(lid, db));
@@ -198,10 +216,20 @@ fn param_column(w: u32, lid: u32) -> vec2<f32> {
 @compute @workgroup_size(256)
 fn qk_norm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
-    let w = flat_id(wid, nwg, 0u, 1u);
+    params_of(flat_id(wid, nwg, 0u, 1u), lid, false);
+}
+
+@compute @workgroup_size(256)
+fn qk_norm_bwd_params_half(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    params_of(flat_id(wid, nwg, 0u, 1u), lid, true);
+}
+
+// qk_norm_bwd_params' work for workgroup w.
+fn params_of(w: u32, lid: u32, packed: bool) {
     let d = qp.hd;
     if w >= 2u * d { return; }  // uniform: the whole workgroup leaves together
-    let sums = param_column(w, lid);
+    let sums = param_column(w, lid, packed);
     if lid == 0u {
         let j = w % d;
         if w < d {
@@ -222,15 +250,25 @@ fn qk_norm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 @compute @workgroup_size(256)
 fn qk_norm_bwd_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let g = flat_id(wid, nwg, 0u, 1u);
+    fused_of(flat_id(wid, nwg, 0u, 1u), lid, false);
+}
+
+@compute @workgroup_size(256)
+fn qk_norm_bwd_fused_half(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    fused_of(flat_id(wid, nwg, 0u, 1u), lid, true);
+}
+
+// qk_norm_bwd_fused's work for workgroup g.
+fn fused_of(g: u32, lid: u32, packed: bool) {
     if g < qp.dx_groups {
-        dx_slot(g * WG + lid);
+        dx_slot(g * WG + lid, packed);
         return;
     }
     let w = g - qp.dx_groups;
     let d = qp.hd;
     if w >= 2u * d { return; }  // uniform: the whole workgroup leaves together
-    let sums = param_column(w, lid);
+    let sums = param_column(w, lid, packed);
     if lid == 0u {
         let j = w % d;
         if w < d {

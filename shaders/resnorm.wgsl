@@ -11,6 +11,11 @@
 //   `accumulate`); workgroups rows..rows + C each sum one column of dγ and dβ over every row, as strided
 //   per-thread partials then the workgroup tree (a fixed order, no atomics). The two kinds of work are
 //   independent, so one dispatch does both instead of three.
+// layer_norm_bwd_fused_half: the same with the sum s stored as f16 pairs (element 2i in the low half of
+//   word i, as pack2x16float writes them): under mixed precision the plan keeps the residual sums in
+//   f16 until the backward reads them (graph/saved.rs), and this reads them there without an f32 copy.
+//   Both entries run one body (`bwd_fused`, its `half` a constant at each call); the arithmetic is the
+//   f32 kernel's on the widened (exact) values.
 //#include "common/index.wgsl"
 //#include "common/workgroup_reduce.wgsl"
 
@@ -65,7 +70,8 @@ fn add_layer_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
 }
 
-@group(0) @binding(1) var<storage, read> bx: array<f32>;
+// The sum s as raw words: f32 bits, or (the `_half` entry) two f16 values per word.
+@group(0) @binding(1) var<storage, read> bx: array<u32>;
 @group(0) @binding(2) var<storage, read> bgamma: array<f32>;
 @group(0) @binding(3) var<storage, read> bstats: array<f32>;
 @group(0) @binding(4) var<storage, read> bdy: array<f32>;
@@ -74,10 +80,26 @@ fn add_layer_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 @group(0) @binding(7) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dbeta: array<f32>;
 
+// Element i of the sum s: from f16 pairs when `half`, else f32 bits.
+fn saved_s(i: u32, half: bool) -> f32 {
+    if half { return unpack2x16float(bx[i >> 1u])[i & 1u]; }
+    return bitcast<f32>(bx[i]);
+}
+
 @compute @workgroup_size(256)
 fn layer_norm_bwd_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
-    let w = flat_id(wid, nwg, 0u, 1u);
+    bwd_fused(flat_id(wid, nwg, 0u, 1u), lid, false);
+}
+
+@compute @workgroup_size(256)
+fn layer_norm_bwd_fused_half(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32) {
+    bwd_fused(flat_id(wid, nwg, 0u, 1u), lid, true);
+}
+
+// Workgroup w's share of layer_norm_bwd_fused: row w of dx, or column w - rows of dγ and dβ.
+fn bwd_fused(w: u32, lid: u32, half: bool) {
     let c = rp.c;
     if w >= rp.rows + c { return; }  // uniform: the whole workgroup leaves together
     if w >= rp.rows {
@@ -87,7 +109,7 @@ fn layer_norm_bwd_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
         var db = 0.0;
         for (var r = lid; r < rp.rows; r += WG) {
             let d = bdy[r * c + j];
-            dg += d * ((bx[r * c + j] - bstats[2u * r]) * bstats[2u * r + 1u]);
+            dg += d * ((saved_s(r * c + j, half) - bstats[2u * r]) * bstats[2u * r + 1u]);
             db += d;
         }
         let sdg = wg_sum(lid, dg);
@@ -106,13 +128,13 @@ fn layer_norm_bwd_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     for (var k = lid; k < c; k += WG) {
         let g = bdy[base + k] * bgamma[k];
         sg += g;
-        sgx += g * ((bx[base + k] - mean) * rstd);
+        sgx += g * ((saved_s(base + k, half) - mean) * rstd);
     }
     let mg = wg_sum(lid, sg) / f32(c);
     let mgx = wg_sum(lid, sgx) / f32(c);
     for (var k = lid; k < c; k += WG) {
         let g = bdy[base + k] * bgamma[k];
-        let xh = (bx[base + k] - mean) * rstd;
+        let xh = (saved_s(base + k, half) - mean) * rstd;
         var d = rstd * (g - mg - xh * mgx);
         if rp.accumulate == 1u {
             d = br[base + k] + d;

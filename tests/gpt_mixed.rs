@@ -112,6 +112,13 @@ fn mixed_keeps_the_saved_activations_in_f16() {
     // Stored once after the forward and widened for the backward's readers; the SwiGLU backward
     // reads its f16 projections as they are.
     assert!(count(&m, "cast::cast_f16_to_f32") > 0 && count(&m, "gated::silu_gate_bwd_half") == 2);
+    // So do the 5 layer norms' backwards (the 4 residual norms and the final one), the 2 QK norms' and
+    // the 2 attentions': no f32 copy of what they read, and none runs its f32 entry.
+    let half =
+        ["resnorm::layer_norm_bwd_fused_half", "qknorm::qk_norm_bwd_fused_half", "attention::attention_bwd_half"];
+    assert_eq!(half.map(|k| count(&m, k)), [5, 2, 2]);
+    let full = ["resnorm::layer_norm_bwd_fused", "qknorm::qk_norm_bwd_fused", "attention::attention_bwd"];
+    assert_eq!(full.map(|k| count(&m, k)), [0, 0, 0]);
     assert_eq!(count(&f, "cast::cast_f16_to_f32") + count(&f, "cast::cast_f32_to_f16"), 0);
     // Most of this step's peak is those activations: storing them as f16 must show.
     assert!((pm as f64) < 0.8 * pf as f64, "mixed peak {pm} B vs f32 {pf} B");

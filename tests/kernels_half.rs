@@ -209,3 +209,162 @@ fn silu_gate_backward_reads_f16_projections() {
     let e = silu_gate_backward(&d, &h, &f, &f).unwrap_err().to_string();
     assert!(e.contains("silu_gate_backward"), "{e}");
 }
+
+/// The fused residual-norm backward reading the sum as f16 (`layer_norm_bwd_fused_half`): its twin is
+/// the f32 backward of the widened sum bit for bit, and the GPU agrees with the twin within the f32
+/// kernel's own tolerance against the twin (tests/kernels_norm.rs: column sums of N terms of size ≤ 20
+/// in another order, atol 4e-6·N·20, rtol 1e-5), with and without an accumulated r.
+#[test]
+fn fused_norm_backward_reads_an_f16_sum() {
+    use tigel::host::Rng;
+    use tigel::ops::resnorm::{add_layer_norm, layer_norm_backward_fused};
+    // Odd sizes (a half-filled last word), a row longer than a workgroup, more rows than one.
+    for (n, c) in [(1usize, 7usize), (13, 65), (301, 130), (5, 769)] {
+        let mut rng = Rng::new(seed() ^ (n * c) as u64);
+        let mut draw = |k: usize, lo: f32, hi: f32| (0..k).map(|_| rng.uniform(lo, hi)).collect::<Vec<f32>>();
+        let (x, g, b) = (draw(n * c, -3.0, 3.0), draw(c, -2.0, 2.0), draw(c, -1.0, 1.0));
+        let (dy, r) = (draw(n * c, -1.0, 1.0), draw(n * c, -1.0, 1.0));
+        let run = |d: &Device, half: bool, acc: bool| -> Vec<Vec<f32>> {
+            let t = |s: &[usize], v: &[f32]| Tensor::from_f32(d, s, v).unwrap();
+            let zero = t(&[n, c], &vec![0.0; n * c]);
+            let (gt, bt) = (t(&[c], &g), t(&[c], &b));
+            let (_, _, stats) = add_layer_norm(d, &t(&[n, c], &x), &zero, &gt, &bt, 1e-5).unwrap();
+            let s = if half {
+                Tensor::from_f32_as_f16(d, &[n, c], &x).unwrap()
+            } else {
+                t(&[n, c], &x.iter().map(|&v| f16::round(v)).collect::<Vec<_>>())
+            };
+            let rt = t(&[n, c], &r);
+            let (dx, dg, db) =
+                layer_norm_backward_fused(d, &s, &gt, &stats, &t(&[n, c], &dy), acc.then_some(&rt)).unwrap();
+            [dx, dg, db].iter().map(|v| v.to_f32(d).unwrap()).collect()
+        };
+        for acc in [false, true] {
+            let c0 = cpu();
+            let half = run(&c0, true, acc);
+            assert_eq!(
+                half,
+                run(&c0, false, acc),
+                "[{n}, {c}] acc {acc}: the f16 twin is the f32 backward of the widened sum"
+            );
+            if let Some(gpu) = with_gpu(|d| run(d, true, acc)) {
+                for (k, (a, w)) in gpu.iter().zip(&half).enumerate() {
+                    let what = format!("[{n}, {c}] acc {acc} {}: gpu vs cpu twin", ["dx", "dgamma", "dbeta"][k]);
+                    assert_close(&what, a, w, 4e-6 * n as f32 * 20.0, 1e-5);
+                }
+            }
+        }
+    }
+}
+
+/// The QK-norm backward reading the packed projection as f16 (`qk_norm_bwd_{dx,params,fused}_half`):
+/// the twin is the f32 backward of the widened qkv bit for bit, on both paths (one dispatch and two),
+/// and the GPU agrees with the twin within the f32 kernels' own tolerance against the twin
+/// (tests/kernels_qknorm.rs: 1e-4 absolute + 1e-4 relative). Odd sizes, with and without rope.
+#[test]
+fn qk_norm_backward_reads_an_f16_projection() {
+    use tigel::host::Rng;
+    use tigel::ops::qknorm::{qk_norm, qk_norm_backward_with};
+    use tigel::ops::rope::rope_table;
+    for (b, t, h, d, rope) in
+        [(1usize, 1usize, 1usize, 2usize, true), (3, 7, 3, 5, false), (2, 9, 3, 8, true), (5, 33, 4, 32, true)]
+    {
+        let c = h * d;
+        let n = b * t * 3 * c;
+        let mut rng = Rng::new(seed() ^ n as u64);
+        let mut draw = |k: usize, lo: f32, hi: f32| (0..k).map(|_| rng.uniform(lo, hi)).collect::<Vec<f32>>();
+        let (x, dy) = (draw(n, -1.0, 1.0), draw(n, -1.0, 1.0));
+        let (gq, bq, gk, bk) = (draw(d, 0.5, 2.0), draw(d, -1.0, 1.0), draw(d, 0.5, 2.0), draw(d, -1.0, 1.0));
+        let run = |dev: &Device, half: bool, one: bool| -> Vec<Vec<f32>> {
+            let f = |s: &[usize], v: &[f32]| Tensor::from_f32(dev, s, v).unwrap();
+            let ps = [f(&[d], &gq), f(&[d], &bq), f(&[d], &gk), f(&[d], &bk)];
+            let table = rope.then(|| f(&[t, d / 2, 2], &rope_table(t, d, 10_000.0)));
+            let (_, stats) =
+                qk_norm(dev, &f(&[b, t, 3 * c], &x), [&ps[0], &ps[1], &ps[2], &ps[3]], table.as_ref(), h, 1e-5)
+                    .unwrap();
+            let xs = if half {
+                Tensor::from_f32_as_f16(dev, &[b, t, 3 * c], &x).unwrap()
+            } else {
+                f(&[b, t, 3 * c], &x.iter().map(|&v| f16::round(v)).collect::<Vec<_>>())
+            };
+            let (dx, g) = qk_norm_backward_with(
+                dev,
+                &xs,
+                [&ps[0], &ps[2]],
+                &stats,
+                table.as_ref(),
+                &f(&[b, t, 3 * c], &dy),
+                h,
+                one,
+            )
+            .unwrap();
+            std::iter::once(&dx).chain(&g).map(|v| v.to_f32(dev).unwrap()).collect()
+        };
+        let what = format!("{:?}", (b, t, h, d, rope));
+        for one in [true, false] {
+            let c0 = cpu();
+            let half = run(&c0, true, one);
+            assert_eq!(
+                half,
+                run(&c0, false, one),
+                "{what} one dispatch {one}: the f16 twin is the f32 backward of the widened qkv"
+            );
+            if let Some(gpu) = with_gpu(|dev| run(dev, true, one)) {
+                for (k, (a, w)) in gpu.iter().zip(&half).enumerate() {
+                    let name = ["dqkv", "dgamma_q", "dbeta_q", "dgamma_k", "dbeta_k"][k];
+                    assert_close(&format!("{what} one dispatch {one} {name}: gpu vs cpu twin"), a, w, 1e-4, 1e-4);
+                }
+            }
+        }
+    }
+}
+
+/// The attention backward reading qkv and its output as f16 (`attention_bwd_half`, both tile sizes):
+/// the twin is the f32 backward of the widened values bit for bit, and the GPU agrees with the twin
+/// within the f32 backward's own tolerance against the twin (tests/kernels_attention.rs: 2e-5 of the
+/// largest |dqkv|, on inputs in [-1.5, 1.5)); the small tiles (a device with WebGPU's default 16 KiB of
+/// workgroup memory) as well. Odd sequence lengths and head dims (a half-filled last word), causal and
+/// full.
+#[test]
+fn attention_backward_reads_f16_qkv_and_output() {
+    use tigel::host::Rng;
+    use tigel::ops::attention::{attention, attention_backward};
+    let shapes =
+        [(1usize, 1usize, 1usize, 3usize, true), (2, 17, 3, 5, true), (1, 33, 2, 64, false), (3, 9, 1, 96, true)];
+    for (b, t, h, d, causal) in shapes {
+        let c = h * d;
+        let mut rng = Rng::new(seed() ^ (b * t * c) as u64);
+        let mut draw = |k: usize| (0..k).map(|_| rng.uniform(-1.5, 1.5)).collect::<Vec<f32>>();
+        let (x, dout) = (draw(b * t * 3 * c), draw(b * t * c));
+        // The forward once, on the CPU, of the f16 values: both engines' backwards read the same out
+        // and lse (as the f32 test's do), and lse matches the qkv they read.
+        let xr: Vec<f32> = x.iter().map(|&v| f16::round(v)).collect();
+        let c0 = cpu();
+        let (out, lse) = attention(&c0, &Tensor::from_f32(&c0, &[b, t, 3 * c], &xr).unwrap(), h, causal).unwrap();
+        let (o, lse) = (out.to_f32(&c0).unwrap(), lse.to_f32(&c0).unwrap());
+        let run = |dev: &Device, half: bool| -> Vec<f32> {
+            let f = |s: &[usize], v: &[f32]| Tensor::from_f32(dev, s, v).unwrap();
+            let lse = f(&[b, h, t], &lse);
+            let stored = |v: &[f32], s: &[usize]| {
+                if half {
+                    Tensor::from_f32_as_f16(dev, s, v).unwrap()
+                } else {
+                    f(s, &v.iter().map(|&v| f16::round(v)).collect::<Vec<_>>())
+                }
+            };
+            let (q, o) = (stored(&x, &[b, t, 3 * c]), stored(&o, &[b, t, c]));
+            attention_backward(dev, &q, &o, &lse, &f(&[b, t, c], &dout), h, causal).unwrap().to_f32(dev).unwrap()
+        };
+        let what = format!("{:?}", (b, t, h, d, causal));
+        let half = run(&c0, true);
+        assert_eq!(half, run(&c0, false), "{what}: the f16 twin is the f32 backward of the widened values");
+        let atol = 2e-5 * half.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if let Some(full) = gpu() {
+            assert_close(&format!("{what}: gpu vs cpu twin"), &run(&full, true), &half, atol, 0.0);
+            if d <= tigel::kernels::attention::SMALL_MAX_HEAD_DIM {
+                let small = webgpu_defaults_device(&full);
+                assert_close(&format!("{what}: gpu small tiles vs cpu twin"), &run(&small, true), &half, atol, 0.0);
+            }
+        }
+    }
+}

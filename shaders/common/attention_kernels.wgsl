@@ -27,7 +27,15 @@ struct Acc {
 }
 
 @group(0) @binding(0) var<uniform> ap: AttentionParams;
-@group(0) @binding(1) var<storage, read> a_qkv: array<f32>;
+// qkv as raw words: f32 bits, or (attention_bwd_half) two f16 values per word, element 2i in the low half
+// of word i, as pack2x16float writes them.
+@group(0) @binding(1) var<storage, read> a_qkv: array<u32>;
+
+// Element i of qkv: from f16 pairs when `packed`, else f32 bits.
+fn qkv_at(i: u32, packed: bool) -> f32 {
+    if packed { return unpack2x16float(a_qkv[i >> 1u])[i & 1u]; }
+    return bitcast<f32>(a_qkv[i]);
+}
 
 // Offset of (b, token 0, part, head h) in qkv; part 0 = q, 1 = k, 2 = v.
 fn qkv_base(b: u32, part: u32, h: u32) -> u32 {
@@ -41,11 +49,12 @@ fn live4(t: u32, g: u32) -> u32 {
     return min(4u, ap.head_dim - 4u * g);
 }
 
-// Head-dim values 4g .. 4g+3 of token t from qkv (base from qkv_base); 0 past D or T.
-fn qkv4(base: u32, t: u32, g: u32) -> vec4<f32> {
+// Head-dim values 4g .. 4g+3 of token t from qkv (base from qkv_base); 0 past D or T. `packed`: qkv
+// holds f16 pairs.
+fn qkv4(base: u32, t: u32, g: u32, packed: bool) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     let at = base + t * 3u * ap.heads * ap.head_dim + 4u * g;
-    for (var k = 0u; k < live4(t, g); k++) { v[k] = a_qkv[at + k]; }
+    for (var k = 0u; k < live4(t, g); k++) { v[k] = qkv_at(at + k, packed); }
     return v;
 }
 
@@ -127,7 +136,7 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let vb = qkv_base(j.b, 2u, j.h);
 
     for (var e = lid; e < BO * j.gn; e += BO * FWD_BS) {
-        f_q[(e / j.gn) * PITCH + e % j.gn] = qkv4(qb, q0 + e / j.gn, e % j.gn);
+        f_q[(e / j.gn) * PITCH + e % j.gn] = qkv4(qb, q0 + e / j.gn, e % j.gn, false);
     }
 
     let ln = lanes_of(j.gn, FWD_BS);  // passes: 1 or 2
@@ -144,8 +153,8 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         for (var e = lid; e < FWD_BS * j.gn; e += BO * FWD_BS) {
             let r = e / j.gn;
             let g = e % j.gn;
-            f_k[r * PITCH + g] = qkv4(kb, k0 + r, g);
-            f_v[r * MAX_G + g] = qkv4(vb, k0 + r, g);
+            f_k[r * PITCH + g] = qkv4(kb, k0 + r, g, false);
+            f_v[r * MAX_G + g] = qkv4(vb, k0 + r, g, false);
         }
         workgroupBarrier();
 
@@ -216,7 +225,7 @@ fn store_out(row: u32, g: u32, gn: u32, v: vec4<f32>) {
 
 @group(0) @binding(2) var<storage, read> b_lse: array<f32>;
 @group(0) @binding(3) var<storage, read> b_dout: array<f32>;
-@group(0) @binding(4) var<storage, read> q_out: array<f32>;
+@group(0) @binding(4) var<storage, read> q_out: array<u32>;  // O as qkv is (f32 bits or f16 pairs)
 @group(0) @binding(5) var<storage, read_write> b_dqkv: array<f32>;
 
 // Offset of (b, token 0, head h) in out / dout ([B, T, C]).
@@ -231,10 +240,16 @@ fn dout4(base: u32, t: u32, g: u32) -> vec4<f32> {
     return v;
 }
 
-fn out4(base: u32, t: u32, g: u32) -> vec4<f32> {
+// Element i of O: from f16 pairs when `packed`, else f32 bits.
+fn out_at(i: u32, packed: bool) -> f32 {
+    if packed { return unpack2x16float(q_out[i >> 1u])[i & 1u]; }
+    return bitcast<f32>(q_out[i]);
+}
+
+fn out4(base: u32, t: u32, g: u32, packed: bool) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     let at = base + t * ap.heads * ap.head_dim + 4u * g;
-    for (var k = 0u; k < live4(t, g); k++) { v[k] = q_out[at + k]; }
+    for (var k = 0u; k < live4(t, g); k++) { v[k] = out_at(at + k, packed); }
     return v;
 }
 
@@ -273,20 +288,20 @@ var<workgroup> b_p: array<f32, BO * BWD_BS>;
 var<workgroup> b_ds: array<f32, BO * BWD_BS>;
 
 // Head-dim values 4g .. of token t of part p of the job's (b, h): 0, 1, 2 = q, k, v from qkv, 3 = dO.
-fn part4(j: Job, p: u32, t: u32, g: u32) -> vec4<f32> {
+fn part4(j: Job, p: u32, t: u32, g: u32, packed: bool) -> vec4<f32> {
     if p == 3u { return dout4(oc_base(j.b, j.h), t, g); }
-    return qkv4(qkv_base(j.b, p, j.h), t, g);
+    return qkv4(qkv_base(j.b, p, j.h), t, g, packed);
 }
 
 // Loads rows t0.. of parts p0 and p1 into the owner tiles (own) or the streamed ones.
-fn load_tiles(j: Job, own: bool, p0: u32, p1: u32, t0: u32, lid: u32) {
+fn load_tiles(j: Job, own: bool, p0: u32, p1: u32, t0: u32, lid: u32, packed: bool) {
     let rows = select(BWD_BS, BO, own);
     for (var e = lid; e < rows * j.gn; e += BO * BWD_BS) {
         let r = e / j.gn;
         let g = e % j.gn;
         let at = r * PITCH + g;
-        let v0 = part4(j, p0, t0 + r, g);
-        let v1 = part4(j, p1, t0 + r, g);
+        let v0 = part4(j, p0, t0 + r, g, packed);
+        let v1 = part4(j, p1, t0 + r, g, packed);
         if own {
             b_own0[at] = v0;
             b_own1[at] = v1;
@@ -341,26 +356,39 @@ fn fold_splits(a0: vec4<f32>, which: u32, o: u32, lane: u32, ln: Lanes, me: Lane
 fn attention_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     // flat is uniform over the workgroup, so both halves' barriers are in uniform control flow.
-    let flat = flat_id(wid, nwg, 0u, 1u);
+    bwd(flat_id(wid, nwg, 0u, 1u), lid3, lid, false);
+}
+
+// attention_bwd with qkv and O stored as f16 pairs: under mixed precision the plan keeps them in f16
+// until the backward reads them (graph/saved.rs), and this reads them there without f32 copies. The
+// arithmetic is attention_bwd's on the widened (exact) values.
+@compute @workgroup_size(BWD_BS, BO)
+fn attention_bwd_half(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    bwd(flat_id(wid, nwg, 0u, 1u), lid3, lid, true);
+}
+
+// Workgroup `flat`'s half of the backward (`packed`: qkv and O hold f16 pairs).
+fn bwd(flat: u32, lid3: vec3<u32>, lid: u32, packed: bool) {
     if flat < ap.groups {
-        bwd_dq(job_of(flat), lid3.x, lid3.y, lid);
+        bwd_dq(job_of(flat), lid3.x, lid3.y, lid, packed);
     } else if flat < 2u * ap.groups {
-        bwd_dkv(job_of(flat - ap.groups), lid3.x, lid3.y, lid);
+        bwd_dkv(job_of(flat - ap.groups), lid3.x, lid3.y, lid, packed);
     }
 }
 
 // dQ of the job's query tile (owner row o, lane `lane`).
-fn bwd_dq(j: Job, lane: u32, o: u32, lid: u32) {
+fn bwd_dq(j: Job, lane: u32, o: u32, lid: u32, packed: bool) {
     let q0 = j.t0;
     let qi = q0 + o;
     let ob = oc_base(j.b, j.h);
 
-    load_tiles(j, true, 0u, 3u, q0, lid);  // q, dO
+    load_tiles(j, true, 0u, 3u, q0, lid, packed);  // q, dO
     workgroupBarrier();
     // delta = dO . O for this row: each lane a strided part of the groups, then the 8 parts in order.
     var part = 0.0;
     for (var g = lane; g < j.gn; g += BWD_BS) {
-        part += dot(b_own1[o * PITCH + g], out4(ob, qi, g));
+        part += dot(b_own1[o * PITCH + g], out4(ob, qi, g, packed));
     }
     b_ds[o * BWD_BS + lane] = part;
     workgroupBarrier();
@@ -382,7 +410,7 @@ fn bwd_dq(j: Job, lane: u32, o: u32, lid: u32) {
     let kt_end = causal_end(n_tiles, q0, BWD_BS);
     for (var kt = 0u; kt < kt_end; kt++) {
         let k0 = kt * BWD_BS;
-        load_tiles(j, false, 1u, 2u, k0, lid);  // k, v
+        load_tiles(j, false, 1u, 2u, k0, lid, packed);  // k, v
         workgroupBarrier();
 
         let kj = k0 + lane;
@@ -410,12 +438,12 @@ fn bwd_dq(j: Job, lane: u32, o: u32, lid: u32) {
 }
 
 // dK and dV of the job's key tile (owner row o, lane `lane`).
-fn bwd_dkv(j: Job, lane: u32, o: u32, lid: u32) {
+fn bwd_dkv(j: Job, lane: u32, o: u32, lid: u32, packed: bool) {
     let k0 = j.t0;
     let ob = oc_base(j.b, j.h);
     let kj = k0 + o;
 
-    load_tiles(j, true, 1u, 2u, k0, lid);  // k, v
+    load_tiles(j, true, 1u, 2u, k0, lid, packed);  // k, v
 
     let ln = lanes_of(j.gn, BWD_BS);
     let me = lane_in(ln, lane);
@@ -429,7 +457,7 @@ fn bwd_dkv(j: Job, lane: u32, o: u32, lid: u32) {
     }
     for (; qt < n_tiles; qt++) {
         let i0 = qt * BWD_BS;
-        load_tiles(j, false, 0u, 3u, i0, lid);  // q, dO
+        load_tiles(j, false, 0u, 3u, i0, lid, packed);  // q, dO
         workgroupBarrier();
 
         let qi = i0 + lane;
@@ -437,7 +465,7 @@ fn bwd_dkv(j: Job, lane: u32, o: u32, lid: u32) {
         // the 16 parts are added in order.
         var part = 0.0;
         for (var g = o; g < j.gn; g += BO) {
-            part += dot(b_str1[lane * PITCH + g], out4(ob, qi, g));
+            part += dot(b_str1[lane * PITCH + g], out4(ob, qi, g, packed));
         }
         b_p[o * BWD_BS + lane] = part;
         workgroupBarrier();

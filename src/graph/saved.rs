@@ -11,8 +11,10 @@
 //!
 //! Only f32 intermediates of at least `MIN_ELEMENTS` elements are stored this way (a smaller tensor
 //! saves less memory than its casts cost in dispatches); inputs, parameters, constants and kept values
-//! never are. Second outputs (a fused residual norm's normalised rows, an attention's row logsumexp)
-//! are stored with their node the same way, each judged by its own size.
+//! never are. Second outputs (a fused residual norm's normalised rows, a gated MLP's projections) are
+//! stored with their node the same way, each judged by its own size, except per-row statistics (a
+//! second output at most 1/`STATS_RATIO` of its node's size: a norm's mean and rstd, an attention's
+//! logsumexp), which stay f32: rounding one would shift its whole row in the backward.
 
 use std::collections::HashMap;
 
@@ -24,6 +26,9 @@ use crate::tensor::{DType, Tensor};
 
 /// The smallest tensor (elements) stored as f16 between the forward and the backward.
 pub const MIN_ELEMENTS: usize = 4096;
+
+/// A second output at most 1/STATS_RATIO the size of its node's value (per-row statistics) stays f32.
+pub const STATS_RATIO: usize = 8;
 
 /// Which intermediates a plan stores as f16 while they wait for the backward, and when.
 pub(crate) struct SavedHalf {
@@ -98,6 +103,11 @@ impl SavedHalf {
         for (k, t) in aux.iter().enumerate() {
             if read.as_ref().is_some_and(|r| !r.contains(&k)) {
                 kept.push(Tensor::empty(dev, &[0], t.dtype)?);
+            } else if t.numel() * STATS_RATIO <= value.numel() {
+                // Row statistics (a norm's mean and rstd, an attention's logsumexp): a rounded one
+                // shifts every value of its row in the backward, and a widening per reader costs a
+                // dispatch for a few KB.
+                kept.push(t.clone());
             } else {
                 kept.push(self.half(dev, t)?);
             }
@@ -140,7 +150,8 @@ impl SavedHalf {
 /// The inputs and their second outputs as `node` reads them when the plan stored some as f16 while
 /// they waited (`stored`: the dtypes each stored node's second outputs had): widened back to f32 into
 /// copies that live for this one reader, except the inputs `as_is` (`OpDef::f16_inputs`) when all of
-/// those are f16, which the op reads as they are.
+/// those are f16, which the op reads as they are, and the second outputs it does not read
+/// (`OpDef::second_outputs_read`), which it gets as they are stored.
 pub(crate) fn widened(
     dev: &Device,
     g: &Graph,
@@ -161,7 +172,15 @@ pub(crate) fn widened(
             continue;
         };
         x.push(if as_is.contains(&k) { vals[i].clone() } else { widen(dev, &vals[i], g.node(*i).dtype)? });
-        second.push(a.iter().zip(dtypes).map(|(t, &d)| widen(dev, t, d)).collect::<Result<_>>()?);
+        let read = match &node.op {
+            Op::Def(d) => d.second_outputs_read(k),
+            _ => None,
+        };
+        let unread = |j: usize| read.as_ref().is_some_and(|r| !r.contains(&j));
+        let a = a.iter().zip(dtypes).enumerate();
+        second.push(
+            a.map(|(j, (t, &d))| if unread(j) { Ok(t.clone()) } else { widen(dev, t, d) }).collect::<Result<_>>()?,
+        );
     }
     Ok((x, second))
 }

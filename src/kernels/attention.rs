@@ -28,6 +28,12 @@ pub static ATTENTION_SMALL_FWD: Kernel = Kernel { shader: "attention_small", ent
 /// Entry point `attention_bwd` of shaders/attention_small.wgsl.
 pub static ATTENTION_SMALL_BWD: Kernel = Kernel { shader: "attention_small", entry: "attention_bwd" };
 
+/// Entry point `attention_bwd_half` of shaders/attention.wgsl (qkv and O stored as f16).
+pub static ATTENTION_BWD_HALF: Kernel = Kernel { shader: "attention", entry: "attention_bwd_half" };
+
+/// Entry point `attention_bwd_half` of shaders/attention_small.wgsl (qkv and O stored as f16).
+pub static ATTENTION_SMALL_BWD_HALF: Kernel = Kernel { shader: "attention_small", entry: "attention_bwd_half" };
+
 /// The attention kernels of one tile size (same bindings, params and results).
 #[derive(Debug)]
 pub struct AttentionKernels {
@@ -35,6 +41,8 @@ pub struct AttentionKernels {
     pub fwd: &'static Kernel,
     /// The backward (dQ, dK and dV in one dispatch).
     pub bwd: &'static Kernel,
+    /// The backward reading qkv and O as f16 pairs (the numbers of `bwd` on the widened values).
+    pub bwd_half: &'static Kernel,
     /// Largest head dim its tiles hold.
     pub max_head_dim: usize,
 }
@@ -42,17 +50,29 @@ pub struct AttentionKernels {
 impl AttentionKernels {
     /// Bytes of workgroup memory its largest kernel uses (from the registry).
     pub fn workgroup_memory(&self) -> u32 {
-        [self.fwd, self.bwd].iter().map(|k| k.info().map_or(u32::MAX, |e| e.workgroup_memory)).max().unwrap_or(0)
+        [self.fwd, self.bwd, self.bwd_half]
+            .iter()
+            .map(|k| k.info().map_or(u32::MAX, |e| e.workgroup_memory))
+            .max()
+            .unwrap_or(0)
     }
 }
 
 /// Tiles for head dims up to `MAX_HEAD_DIM` (about 27 KiB of workgroup memory).
-pub static FULL: AttentionKernels =
-    AttentionKernels { fwd: &ATTENTION_FWD, bwd: &ATTENTION_BWD, max_head_dim: MAX_HEAD_DIM };
+pub static FULL: AttentionKernels = AttentionKernels {
+    fwd: &ATTENTION_FWD,
+    bwd: &ATTENTION_BWD,
+    bwd_half: &ATTENTION_BWD_HALF,
+    max_head_dim: MAX_HEAD_DIM,
+};
 
 /// Tiles for head dims up to `SMALL_MAX_HEAD_DIM`, within WebGPU's default 16 KiB of workgroup memory.
-pub static SMALL: AttentionKernels =
-    AttentionKernels { fwd: &ATTENTION_SMALL_FWD, bwd: &ATTENTION_SMALL_BWD, max_head_dim: SMALL_MAX_HEAD_DIM };
+pub static SMALL: AttentionKernels = AttentionKernels {
+    fwd: &ATTENTION_SMALL_FWD,
+    bwd: &ATTENTION_SMALL_BWD,
+    bwd_half: &ATTENTION_SMALL_BWD_HALF,
+    max_head_dim: SMALL_MAX_HEAD_DIM,
+};
 
 /// The kernels for head dim `head_dim` on a device with `workgroup_memory` bytes of workgroup memory
 /// per workgroup: the full tiles where they fit, else the small ones; None when neither does.

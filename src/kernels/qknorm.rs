@@ -21,3 +21,12 @@ pub static QK_NORM_BWD_PARAMS: Kernel = Kernel { shader: "qknorm", entry: "qk_no
 /// Entry point `qk_norm_bwd_fused` of shaders/qknorm.wgsl: `qk_norm_bwd_dx` and `qk_norm_bwd_params` in
 /// one dispatch (11 storage buffers).
 pub static QK_NORM_BWD_FUSED: Kernel = Kernel { shader: "qknorm", entry: "qk_norm_bwd_fused" };
+
+/// Entry point `qk_norm_bwd_dx_half` of shaders/qknorm.wgsl (x stored as f16).
+pub static QK_NORM_BWD_DX_HALF: Kernel = Kernel { shader: "qknorm", entry: "qk_norm_bwd_dx_half" };
+
+/// Entry point `qk_norm_bwd_params_half` of shaders/qknorm.wgsl (x stored as f16).
+pub static QK_NORM_BWD_PARAMS_HALF: Kernel = Kernel { shader: "qknorm", entry: "qk_norm_bwd_params_half" };
+
+/// Entry point `qk_norm_bwd_fused_half` of shaders/qknorm.wgsl (x stored as f16).
+pub static QK_NORM_BWD_FUSED_HALF: Kernel = Kernel { shader: "qknorm", entry: "qk_norm_bwd_fused_half" };

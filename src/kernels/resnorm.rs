@@ -11,3 +11,6 @@ pub static ADD_LAYER_NORM_FWD: Kernel = Kernel { shader: "resnorm", entry: "add_
 
 /// Entry point `layer_norm_bwd_fused` of shaders/resnorm.wgsl.
 pub static LAYER_NORM_BWD_FUSED: Kernel = Kernel { shader: "resnorm", entry: "layer_norm_bwd_fused" };
+
+/// Entry point `layer_norm_bwd_fused_half` of shaders/resnorm.wgsl (the sum stored as f16).
+pub static LAYER_NORM_BWD_FUSED_HALF: Kernel = Kernel { shader: "resnorm", entry: "layer_norm_bwd_fused_half" };

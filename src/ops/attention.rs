@@ -12,7 +12,7 @@
 //! key tiles (dK and dV), each computing the delta = rowsum(dO * O) of the query rows it meets. They
 //! write disjoint columns of one `dqkv` buffer, each element once: no atomics, no scratch, deterministic.
 
-use super::{u32_of, want_dtype, want_f32_fit};
+use super::{u32_of, want_dtype};
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::attention::{variant, AttentionKernels, AttentionParams, FULL, MAX_HEAD_DIM, SMALL, TILE};
@@ -20,8 +20,8 @@ use crate::kernels::groups_1d;
 use crate::tensor::{DType, Tensor};
 
 /// (B, T, H, D) of a qkv tensor, checked.
-fn dims(op: &'static str, qkv: &Tensor, heads: usize) -> Result<(usize, usize, usize, usize)> {
-    want_dtype(op, qkv, DType::F32)?;
+fn dims(op: &'static str, (qkv, dtype): (&Tensor, DType), heads: usize) -> Result<(usize, usize, usize, usize)> {
+    want_dtype(op, qkv, dtype)?;
     if qkv.rank() != 3 {
         return Err(Error::invalid(
             op,
@@ -86,14 +86,28 @@ fn params(b: usize, t: usize, h: usize, d: usize, causal: bool) -> AttentionPara
 
 /// Checks an f32 tensor of the given shape (an argument of the backward) against qkv's.
 fn want(op: &'static str, what: &str, t: &Tensor, shape: &[usize], qkv: &Tensor) -> Result<()> {
-    want_f32_fit(op, t, qkv, t.shape == shape, || format!("{what} must be {shape:?} for qkv {:?}", qkv.shape))
+    want_in(op, what, t, shape, qkv, DType::F32)
+}
+
+/// `want` for a tensor of `dtype`.
+fn want_in(op: &'static str, what: &str, t: &Tensor, shape: &[usize], qkv: &Tensor, dtype: DType) -> Result<()> {
+    want_dtype(op, t, dtype)?;
+    if t.shape != shape {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: qkv.shape.clone(),
+            rhs: t.shape.clone(),
+            hint: format!(" ({what} must be {shape:?} for qkv {:?})", qkv.shape),
+        });
+    }
+    Ok(())
 }
 
 /// Multi-head self-attention of `qkv` [B, T, 3C] with `heads` heads: returns `out` [B, T, C] and
 /// `lse` [B, H, T] (row log-sum-exp of the scaled scores, for `attention_backward`).
 pub fn attention(dev: &Device, qkv: &Tensor, heads: usize, causal: bool) -> Result<(Tensor, Tensor)> {
     let op = "attention";
-    let (b, t, h, d) = dims(op, qkv, heads)?;
+    let (b, t, h, d) = dims(op, (qkv, DType::F32), heads)?;
     let out = Tensor::empty(dev, &[b, t, h * d], DType::F32)?;
     let lse = Tensor::empty(dev, &[b, h, t], DType::F32)?;
     if b * t == 0 {
@@ -107,7 +121,9 @@ pub fn attention(dev: &Device, qkv: &Tensor, heads: usize, causal: bool) -> Resu
 }
 
 /// Backward of `attention`: from the forward's `qkv`, `out`, `lse` and the gradient `dout` of `out`,
-/// returns `dqkv` [B, T, 3C] in qkv's layout.
+/// returns `dqkv` [B, T, 3C] in qkv's layout. qkv and out may both be f16 (as a mixed-precision plan
+/// keeps them for the backward): the kernel then widens them as it reads (`attention_bwd_half`), the
+/// numbers of the f32 backward of the widened values.
 pub fn attention_backward(
     dev: &Device,
     qkv: &Tensor,
@@ -118,8 +134,10 @@ pub fn attention_backward(
     causal: bool,
 ) -> Result<Tensor> {
     let op = "attention_backward";
-    let (b, t, h, d) = dims(op, qkv, heads)?;
-    want(op, "out", out, &[b, t, h * d], qkv)?;
+    // qkv and out both f16 (as a mixed-precision plan keeps them for the backward) or both f32.
+    let half = qkv.dtype == DType::F16;
+    let (b, t, h, d) = dims(op, (qkv, if half { DType::F16 } else { DType::F32 }), heads)?;
+    want_in(op, "out", out, &[b, t, h * d], qkv, if half { DType::F16 } else { DType::F32 })?;
     want(op, "dout", dout, &[b, t, h * d], qkv)?;
     want(op, "lse", lse, &[b, h, t], qkv)?;
     let dqkv = Tensor::empty(dev, &qkv.shape, DType::F32)?;
@@ -131,6 +149,7 @@ pub fn attention_backward(
     // The query-tile half, then the key-tile half.
     u32_of(op, "2 * batch * heads * tiles", 2 * p.groups as usize)?;
     let groups = groups_1d(2 * p.groups as usize, 1, dev.max_groups_per_dim());
-    dev.dispatch(Dispatch::new(k.bwd, &p, &[&qkv.buf, &lse.buf, &dout.buf, &out.buf, &dqkv.buf], groups))?;
+    let kernel = if half { k.bwd_half } else { k.bwd };
+    dev.dispatch(Dispatch::new(kernel, &p, &[&qkv.buf, &lse.buf, &dout.buf, &out.buf, &dqkv.buf], groups))?;
     Ok(dqkv)
 }

@@ -10,7 +10,10 @@ use super::{launch_1d, u32_of, want_dtype};
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::groups_1d;
-use crate::kernels::qknorm::{QkNormParams, QK_NORM_BWD_DX, QK_NORM_BWD_FUSED, QK_NORM_BWD_PARAMS, QK_NORM_FWD};
+use crate::kernels::qknorm::{
+    QkNormParams, QK_NORM_BWD_DX, QK_NORM_BWD_DX_HALF, QK_NORM_BWD_FUSED, QK_NORM_BWD_FUSED_HALF, QK_NORM_BWD_PARAMS,
+    QK_NORM_BWD_PARAMS_HALF, QK_NORM_FWD,
+};
 use crate::tensor::{DType, Tensor};
 
 /// (B, T, C, D) of qkv [B, T, 3C] split into `heads`, checking an optional rope table as `ops::rope` does.
@@ -104,7 +107,9 @@ pub fn qk_norm(
 }
 
 /// The backward of `qk_norm` from its saved stats: returns (dqkv, dγ_q, dβ_q, dγ_k, dβ_k). One dispatch
-/// where the device binds 11 storage buffers, else two.
+/// where the device binds 11 storage buffers, else two. qkv may be f16 (as a mixed-precision plan keeps
+/// it for the backward): the kernels then widen it as they read (the `_half` entries), the numbers of
+/// the f32 backward of the widened values.
 #[allow(clippy::too_many_arguments)]
 pub fn qk_norm_backward(
     dev: &Device,
@@ -133,7 +138,12 @@ pub fn qk_norm_backward_with(
     one_dispatch: bool,
 ) -> Result<(Tensor, [Tensor; 4])> {
     const OP: &str = "qk_norm_backward";
-    want_dtype(OP, qkv, DType::F32)?;
+    let half = qkv.dtype == DType::F16;
+    want_dtype(OP, qkv, if half { DType::F16 } else { DType::F32 })?;
+    let [fused, dx_only, params_only] = match half {
+        true => [&QK_NORM_BWD_FUSED_HALF, &QK_NORM_BWD_DX_HALF, &QK_NORM_BWD_PARAMS_HALF],
+        false => [&QK_NORM_BWD_FUSED, &QK_NORM_BWD_DX, &QK_NORM_BWD_PARAMS],
+    };
     let dims = qk_norm_shapes(&qkv.shape, table.map(|t| &t.shape[..]), heads)?;
     want_head_params(OP, &[gq, gk], dims.3)?;
     want_dtype(OP, stats, DType::F32)?;
@@ -159,18 +169,18 @@ pub fn qk_norm_backward_with(
     let max = dev.max_groups_per_dim();
     // With no rows the sums are zeros: the column workgroups still run.
     if one_dispatch {
-        let dx_groups = threads.div_ceil(QK_NORM_BWD_FUSED.workgroup_size()[0] as usize);
+        let dx_groups = threads.div_ceil(fused.workgroup_size()[0] as usize);
         let p = QkNormParams { dx_groups: u32_of(OP, "workgroups", dx_groups)?, ..p };
         let bufs: Vec<&crate::device::Buffer> = ins.into_iter().chain([&dx.buf]).chain(outs).collect();
-        dev.dispatch(Dispatch::new(&QK_NORM_BWD_FUSED, &p, &bufs, groups_1d(dx_groups + 2 * d, 1, max)))?;
+        dev.dispatch(Dispatch::new(fused, &p, &bufs, groups_1d(dx_groups + 2 * d, 1, max)))?;
         return Ok((dx, [dgq, dbq, dgk, dbk]));
     }
     if threads > 0 {
         let bufs: Vec<&crate::device::Buffer> = ins.into_iter().chain([&dx.buf]).collect();
-        launch_1d(dev, &QK_NORM_BWD_DX, &p, &bufs, threads)?;
+        launch_1d(dev, dx_only, &p, &bufs, threads)?;
     }
     // The parameters' kernel reads neither γ (8 storage buffers: WebGPU's default limit).
     let bufs: Vec<&crate::device::Buffer> = ins[..4].iter().copied().chain(outs).collect();
-    dev.dispatch(Dispatch::new(&QK_NORM_BWD_PARAMS, &p, &bufs, groups_1d(2 * d, 1, max)))?;
+    dev.dispatch(Dispatch::new(params_only, &p, &bufs, groups_1d(2 * d, 1, max)))?;
     Ok((dx, [dgq, dbq, dgk, dbk]))
 }

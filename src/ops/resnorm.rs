@@ -9,12 +9,18 @@ use super::{u32_of, want_dtype};
 use crate::device::{Device, Dispatch};
 use crate::error::{Error, Result};
 use crate::kernels::groups_1d;
-use crate::kernels::resnorm::{ResNormParams, ADD_LAYER_NORM_FWD, LAYER_NORM_BWD_FUSED};
+use crate::kernels::resnorm::{ResNormParams, ADD_LAYER_NORM_FWD, LAYER_NORM_BWD_FUSED, LAYER_NORM_BWD_FUSED_HALF};
 use crate::tensor::{DType, Tensor};
 
-/// (N, C) of `x` [..., C] with every tensor of `same` f32 of x's shape and `features` f32 [C].
-fn rows_of(op: &'static str, x: &Tensor, same: &[&Tensor], features: &[&Tensor]) -> Result<(usize, usize)> {
-    want_dtype(op, x, DType::F32)?;
+/// (N, C) of `x` [..., C] (of dtype `x_dtype`) with every tensor of `same` f32 of x's shape and
+/// `features` f32 [C].
+fn rows_of(
+    op: &'static str,
+    (x, x_dtype): (&Tensor, DType),
+    same: &[&Tensor],
+    features: &[&Tensor],
+) -> Result<(usize, usize)> {
+    want_dtype(op, x, x_dtype)?;
     let c = match x.shape.last() {
         Some(&c) if c > 0 => c,
         _ => return Err(Error::invalid(op, format!("x of shape {:?} has no non-empty last axis", x.shape))),
@@ -50,7 +56,7 @@ pub fn add_layer_norm(
     eps: f32,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "add_layer_norm";
-    let (n, c) = rows_of(OP, x, &[a], &[gamma, beta])?;
+    let (n, c) = rows_of(OP, (x, DType::F32), &[a], &[gamma, beta])?;
     if !(eps.is_finite() && eps > 0.0) {
         return Err(Error::invalid(OP, format!("eps = {eps} must be finite and > 0")));
     }
@@ -66,7 +72,9 @@ pub fn add_layer_norm(
 }
 
 /// The layer-norm backward from `add_layer_norm`'s stats, in one dispatch: (dx, dγ, dβ), with r added
-/// to dx when given.
+/// to dx when given. The sum x may be f16 (as a mixed-precision plan keeps it for the backward): the
+/// kernel then widens it as it reads (`layer_norm_bwd_fused_half`), the numbers of the f32 backward of
+/// the widened values.
 pub fn layer_norm_backward_fused(
     dev: &Device,
     x: &Tensor,
@@ -77,7 +85,8 @@ pub fn layer_norm_backward_fused(
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "layer_norm_backward_fused";
     let same: Vec<&Tensor> = std::iter::once(dy).chain(r).collect();
-    let (n, c) = rows_of(OP, x, &same, &[gamma])?;
+    let half = x.dtype == DType::F16;
+    let (n, c) = rows_of(OP, (x, if half { DType::F16 } else { DType::F32 }), &same, &[gamma])?;
     want_dtype(OP, stats, DType::F32)?;
     if stats.numel() != 2 * n {
         return Err(Error::invalid(OP, format!("stats must hold (mean, rstd) for {n} rows, got {:?}", stats.shape)));
@@ -96,6 +105,7 @@ pub fn layer_norm_backward_fused(
     let p = ResNormParams { rows: n as u32, c: c as u32, eps: 0.0, accumulate: r.is_some() as u32 };
     let bufs = [&x.buf, &gamma.buf, &stats.buf, &dy.buf, r_buf, &dx.buf, &dgamma.buf, &dbeta.buf];
     let groups = groups_1d(n + c, 1, dev.max_groups_per_dim());
-    dev.dispatch(Dispatch::new(&LAYER_NORM_BWD_FUSED, &p, &bufs, groups))?;
+    let kernel = if half { &LAYER_NORM_BWD_FUSED_HALF } else { &LAYER_NORM_BWD_FUSED };
+    dev.dispatch(Dispatch::new(kernel, &p, &bufs, groups))?;
     Ok((dx, dgamma, dbeta))
 }

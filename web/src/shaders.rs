@@ -9,7 +9,7 @@ use tigel::kernels::muon::{MUON_MOMENTUM_MULTI, MUON_MOMENTUM_MULTI_WIDE, MUON_U
 use tigel::kernels::optim::{
     ADAM_MULTI, ADAM_MULTI_WIDE, EMA_MULTI, EMA_MULTI_WIDE, SGD_MULTI, SUMSQ_MULTI, SUMSQ_MULTI_WIDE,
 };
-use tigel::kernels::qknorm::QK_NORM_BWD_FUSED;
+use tigel::kernels::qknorm::{QK_NORM_BWD_FUSED, QK_NORM_BWD_FUSED_HALF};
 use tigel::kernels::{Kernel, ALL_KERNELS, SHADERS};
 use tigel::{Device, Tensor};
 
@@ -61,6 +61,7 @@ async fn compile_all(dev: &Device) -> Value {
         &MUON_UPDATE_MULTI,
         &MUON_UPDATE_MULTI_WIDE,
         &QK_NORM_BWD_FUSED,
+        &QK_NORM_BWD_FUSED_HALF,
         &CHNORM_BWD_GROUP_ACC,
     ];
     let (unused, kernels): (Vec<&&Kernel>, Vec<&&Kernel>) = ALL_KERNELS

@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use super::CpuArgs;
+use crate::host::f16;
 use crate::kernels::qknorm::{QkNormParams, WG};
 
 /// The shape facts every entry point needs.
@@ -94,15 +95,40 @@ pub fn qk_norm_fwd(args: &mut CpuArgs) {
 
 /// Bindings: params, x, stats, table, dy, gq, gk (read), dx (read_write).
 pub fn qk_norm_bwd_dx(args: &mut CpuArgs) {
-    bwd_dx(args, 0);
+    let x = args.f32_in(0);
+    bwd_dx(args, x, 0);
 }
 
-/// dx from the inputs x, stats, table, dy, γ_q, γ_k into output `out` (qk_norm_bwd_dx's work).
-fn bwd_dx(args: &mut CpuArgs, out: usize) {
+/// Bindings as `qk_norm_bwd_dx`'s, x stored as f16 pairs: `qk_norm_bwd_dx` on the widened (exact) values.
+pub fn qk_norm_bwd_dx_half(args: &mut CpuArgs) {
+    let x = widened_x(args);
+    bwd_dx(args, &x, 0);
+}
+
+/// Bindings as `qk_norm_bwd_params`', x stored as f16 pairs: `qk_norm_bwd_params` on the widened values.
+pub fn qk_norm_bwd_params_half(args: &mut CpuArgs) {
+    let x = widened_x(args);
+    bwd_params(args, &x, 0);
+}
+
+/// Bindings as `qk_norm_bwd_fused`'s, x stored as f16 pairs: `qk_norm_bwd_fused` on the widened values.
+pub fn qk_norm_bwd_fused_half(args: &mut CpuArgs) {
+    let x = widened_x(args);
+    bwd_dx(args, &x, 0);
+    bwd_params(args, &x, 1);
+}
+
+/// Input 0 (x [rows, 3 · heads · D]) stored as f16 pairs, widened (exactly) to f32.
+fn widened_x(args: &CpuArgs) -> Vec<f32> {
+    let dm = dims(&args.params());
+    f16::unpack(args.u32_in(0), dm.rows * 3 * dm.heads * dm.d)
+}
+
+/// dx from x and the inputs stats, table, dy, γ_q, γ_k into output `out` (qk_norm_bwd_dx's work).
+fn bwd_dx(args: &mut CpuArgs, x: &[f32], out: usize) {
     let qp: QkNormParams = args.params();
     let dm = dims(&qp);
-    let (x, stats, table, dy, gq, gk) =
-        (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3), args.f32_in(4), args.f32_in(5));
+    let (stats, table, dy, gq, gk) = (args.f32_in(1), args.f32_in(2), args.f32_in(3), args.f32_in(4), args.f32_in(5));
     let w = 3 * dm.heads * dm.d;
     let dx = &mut args.f32_out(out)[..dm.rows * w];
     dx.par_chunks_mut(w).enumerate().for_each(|(r, dxr)| {
@@ -148,23 +174,25 @@ fn tree_sum(red: &mut [f32; WG]) -> f32 {
 
 /// Bindings: params, x, stats, table, dy (read), dgq, dbq, dgk, dbk (read_write).
 pub fn qk_norm_bwd_params(args: &mut CpuArgs) {
-    bwd_params(args, 0);
+    let x = args.f32_in(0);
+    bwd_params(args, x, 0);
 }
 
 /// Bindings as `qk_norm_bwd_dx`, then dgq, dbq, dgk, dbk (read_write): both kernels' work.
 pub fn qk_norm_bwd_fused(args: &mut CpuArgs) {
-    bwd_dx(args, 0);
-    bwd_params(args, 1);
+    let x = args.f32_in(0);
+    bwd_dx(args, x, 0);
+    bwd_params(args, x, 1);
 }
 
-/// dγ_q, dβ_q, dγ_k, dβ_k into outputs `first`.. (qk_norm_bwd_params' work), from the inputs x, stats,
-/// table, dy (the first four of every backward kernel). Head row i (row r, head h, i = r · heads + h)
+/// dγ_q, dβ_q, dγ_k, dβ_k into outputs `first`.. (qk_norm_bwd_params' work), from x and the inputs
+/// stats, table, dy (the first four of every backward kernel). Head row i (row r, head h, i = r · heads + h)
 /// goes to lane i mod 256, as the shader's threads stride over them; each lane keeps every column's
 /// partials (for q and k), then each column's lanes are added as the shader's tree.
-fn bwd_params(args: &mut CpuArgs, first: usize) {
+fn bwd_params(args: &mut CpuArgs, x: &[f32], first: usize) {
     let qp: QkNormParams = args.params();
     let dm = dims(&qp);
-    let (x, stats, table, dy) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3));
+    let (stats, table, dy) = (args.f32_in(1), args.f32_in(2), args.f32_in(3));
     let (w, d, n) = (3 * dm.heads * dm.d, dm.d, dm.rows * dm.heads);
     // lanes[l] = [dγ_q | dβ_q | dγ_k | dβ_k] partials, D each.
     let lanes: Vec<Vec<f32>> = (0..WG)

@@ -5,6 +5,7 @@
 
 use super::norm;
 use super::{par_chunks, CpuArgs};
+use crate::host::f16;
 use crate::kernels::norm::NormParams;
 use crate::kernels::resnorm::ResNormParams;
 
@@ -55,10 +56,24 @@ pub fn add_layer_norm_fwd(args: &mut CpuArgs) {
 
 /// Bindings: params, x, gamma, stats, dy, r (read), dx, dgamma, dbeta (read_write).
 pub fn layer_norm_bwd_fused(args: &mut CpuArgs) {
+    let x = args.ins[0];
+    bwd_fused(args, x);
+}
+
+/// Bindings as `layer_norm_bwd_fused`'s, x stored as f16 pairs: `layer_norm_bwd_fused` on the widened
+/// (exact) values.
+pub fn layer_norm_bwd_fused_half(args: &mut CpuArgs) {
+    let p: ResNormParams = args.params();
+    let x = f16::unpack(args.u32_in(0), p.rows as usize * p.c as usize);
+    bwd_fused(args, words(&x));
+}
+
+/// The fused layer-norm backward of the sum `x` (f32 words).
+fn bwd_fused(args: &mut CpuArgs, x: &[u32]) {
     let p: ResNormParams = args.params();
     let (n, c) = (p.rows as usize, p.c as usize);
     let (mean, rstd) = split_stats(args.f32_in(2), n);
-    let (x, gamma, dy) = (args.ins[0], args.ins[1], args.ins[3]);
+    let (gamma, dy) = (args.ins[1], args.ins[3]);
     let dx = args.f32_out(0);
     let chunk = n.isqrt().max(8);
     let np = NormParams { rows: p.rows, c: p.c, eps: 0.0, chunk: chunk as u32 };

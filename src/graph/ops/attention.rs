@@ -63,6 +63,14 @@ impl OpDef for AttentionBackward {
         let lse = &f.aux[1][0];
         single(eager::attention_backward(f.dev, f.x[0], f.x[1], lse, f.x[2], self.heads, self.causal)?)
     }
+    fn f16_inputs(&self) -> &'static [usize] {
+        // qkv and the output, as a mixed-precision plan keeps them for the backward.
+        &[0, 1]
+    }
+    fn second_outputs_read(&self, k: usize) -> Option<Vec<usize>> {
+        // The attention's row logsumexp; not those of qkv's node (a QK norm's statistics).
+        Some(if k == 1 { vec![0] } else { vec![] })
+    }
 }
 
 /// Multi-head self-attention of a packed qkv [B, T, 3·C], unfused: scores, mask, softmax, weighted sum.

@@ -89,6 +89,11 @@ impl OpDef for LayerNormBackward {
         let (dx, dg, db) = crate::ops::resnorm::layer_norm_backward_fused(f.dev, f.x[0], f.x[1], stats, f.x[3], r)?;
         Ok((dx, vec![dg, db]))
     }
+    fn f16_inputs(&self) -> &'static [usize] {
+        // x, as a mixed-precision plan keeps it for the backward (the kernel reads it as f16), and the
+        // LayerNorm node, whose value (only its stats are read) then needs no f32 copy either.
+        &[0, 2]
+    }
     fn accumulating(&self) -> Option<Accumulating> {
         (!self.acc).then(|| Accumulating { def: std::sync::Arc::new(LayerNormBackward { acc: true }), in_place: false })
     }

@@ -126,4 +126,9 @@ impl OpDef for QkNormBackward {
         let (dx, [a, b, c, d]) = eager::qk_norm_backward(f.dev, x[0], [x[1], x[2]], stats, table, x[4], self.heads)?;
         Ok((dx, vec![a, b, c, d]))
     }
+    fn f16_inputs(&self) -> &'static [usize] {
+        // qkv, as a mixed-precision plan keeps it for the backward, and the QkNorm node, whose value
+        // (only its stats are read) then needs no f32 copy either.
+        &[0, 3]
+    }
 }

@@ -105,6 +105,10 @@ impl OpDef for NormBackward {
         let (dx, dg, db) = eager::layer_norm_backward_fused(f.dev, f.x[0], f.x[1], stats, f.x[2], r)?;
         Ok((dx, vec![dg, db]))
     }
+    fn f16_inputs(&self) -> &'static [usize] {
+        // The sum, as a mixed-precision plan keeps it for the backward.
+        &[0]
+    }
     fn second_outputs_read(&self, k: usize) -> Option<Vec<usize>> {
         // The sum's row statistics; its normalised rows (output 1) went on through `NormOfSum`.
         Some(if k == 0 { vec![1] } else { vec![] })

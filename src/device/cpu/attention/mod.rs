@@ -16,6 +16,7 @@
 use rayon::prelude::*;
 
 use super::CpuArgs;
+use crate::host::f16;
 use crate::kernels::attention::AttentionParams;
 
 /// Owner rows per block.
@@ -361,9 +362,26 @@ pub fn attention_fwd(args: &mut CpuArgs) {
 /// Bindings: params, qkv, lse, dout, out (read), dqkv (read_write). Writes all of dqkv: the q columns
 /// (the kernel's query-tile half), then the k and v columns (its key-tile half).
 pub fn attention_bwd(args: &mut CpuArgs) {
+    let (qkv, out) = (args.f32_in(0), args.f32_in(3));
+    bwd(args, qkv, out);
+}
+
+/// Bindings as `attention_bwd`'s, qkv and out stored as f16 pairs: `attention_bwd` on the widened (exact)
+/// values.
+pub fn attention_bwd_half(args: &mut CpuArgs) {
     let p: AttentionParams = args.params();
     let g = Geo::new(&p);
-    let (qkv, lse, dout, out) = (args.f32_in(0), args.f32_in(1), args.f32_in(2), args.f32_in(3));
+    let rows = p.batch as usize * g.t;
+    let qkv = f16::unpack(args.u32_in(0), rows * 3 * g.c());
+    let out = f16::unpack(args.u32_in(3), rows * g.c());
+    bwd(args, &qkv, &out);
+}
+
+/// The backward from qkv and out (f32) and the inputs lse and dout into dqkv.
+fn bwd(args: &mut CpuArgs, qkv: &[f32], out: &[f32]) {
+    let p: AttentionParams = args.params();
+    let g = Geo::new(&p);
+    let (lse, dout) = (args.f32_in(1), args.f32_in(2));
     let dqkv = args.f32_out(0);
     let (nb, t) = (p.batch as usize, g.t);
     if nb * g.h * t == 0 {
