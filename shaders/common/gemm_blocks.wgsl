@@ -1,9 +1,9 @@
 // The register-tiled core of the convolution's implicit GEMMs (shaders/conv.wgsl): common/gemm_tile.wgsl's
 // scheme with every size a constant that a variant may change. A workgroup owns a TM x TN block of the
-// result; its WX x WY threads each accumulate an RM x RN register block, made of (RM/4) x (RN/4) 4x4
-// blocks spaced WY (WX) vec4 apart (RM and RN are 4 or 8), so that each read of a shared tile is one vec4 and neighbouring
-// threads read neighbouring vec4; operand tiles TK deep are staged through workgroup memory. The
-// including shader fills `as_` and `bs` (put_a, put_b) and writes the result (acc_at).
+// result; its WX x WY threads each accumulate an RM x RN register block (RM and RN are 4 or 8), made of
+// (RM/4) x (RN/4) 4x4 blocks spaced WY (WX) vec4 apart, so that each read of a shared tile is one vec4 and
+// neighbouring threads read neighbouring vec4; operand tiles TK deep are staged through workgroup memory.
+// The including shader fills `as_` and `bs` (put_a, put_b) and writes the result (acc_at).
 //
 // The family's form (64 x 64, 4 x 4 per thread, 16 deep, padded rows) is gemm_tile.wgsl's, with the same
 // tiles, the same thread mapping and the same order of terms.
