@@ -39,15 +39,17 @@
 // Variants (the tuner picks one per dispatch size on the running GPU, device::tune): k32 steps 32 deep
 // per pass through workgroup memory (half the barriers and loop overhead; unpadded rows keep both tiles
 // at 16 KiB, WebGPU's default limit), k32p the same with padded rows (17 KiB, for adapters with more
-// workgroup memory). r8x4 and r8x8 keep the 64 x 64 block with 8 x 4 (128 threads) or 8 x 8 (64 threads)
-// per thread; t128x64 (rows: output channels, or input channels for conv2d_bwd_input) and t64x128
-// (columns: pixels, or taps for conv2d_bwd_weight) take blocks of two of the family's tiles with 8 x 4 or
-// 4 x 8 per thread, t128x128 four with 8 x 8, unpadded (16 KiB; padded it would be 16.5). The three
-// kernels number their tiles alike (first_block: one axis, folded into y), so `grid=F,1,1` divides it by
-// the F tiles a block holds, a workgroup walking the blocks the rounding leaves over. Every form adds the terms in
-// the same order of depth; a compiler may still contract or unroll the loops differently, so they agree
-// within the GEMM's rounding, not bit for bit. All stay within 16 KiB but k32p (17 KiB, left to the
-// device-limit check).
+// workgroup memory), k8 8 deep (8 threads side by side along the depth of a tile load). r8x4 and r8x8
+// keep the 64 x 64 block with 8 x 4 (128 threads) or 8 x 8 (64 threads) per thread; t128x64 (rows:
+// output channels, or input channels for conv2d_bwd_input) and t64x128 (columns: pixels, or taps for
+// conv2d_bwd_weight) take blocks of two of the family's tiles with 8 x 4 or 4 x 8 per thread, t128x128
+// four with 8 x 8, unpadded (16 KiB; padded it would be 16.5), t128x128k8 the same 8 deep and padded
+// (8.25 KiB). The three kernels number their tiles alike (first_block: one axis, folded into y), so
+// `grid=F,1,1` divides it by the F tiles a block holds, a workgroup walking the blocks the rounding
+// leaves over. Every form adds the terms in the same order of depth; a compiler may still contract or
+// unroll the loops differently, so they agree within the GEMM's rounding, not bit for bit. All stay
+// within 16 KiB but k32p (17 KiB, left to the device-limit check).
+//#variant k8 TK=8u KL=8u
 //#variant k32 TK=32u PAD=0u
 //#variant k32p TK=32u
 //#variant r8x4 RM=8u
@@ -55,6 +57,7 @@
 //#variant t128x64 TM=128u RM=8u grid=2,1,1
 //#variant t64x128 TN=128u RN=8u grid=2,1,1
 //#variant t128x128 TM=128u TN=128u RM=8u RN=8u PAD=0u grid=4,1,1
+//#variant t128x128k8 TM=128u TN=128u RM=8u RN=8u TK=8u KL=8u grid=4,1,1
 
 //#include "common/gemm_blocks.wgsl"
 //#include "common/activation.wgsl"
