@@ -5,12 +5,13 @@
 // Every size below names the convolution in its forward direction: input x [n, ci, h, w], weights
 // w [co, ci, k, k], output y [n, co, ho, wo], ho = (h + 2 pad - k) / stride + 1 (floored).
 //
-// All three are implicit GEMMs on the tiling core matmul.wgsl uses, common/gemm_tile.wgsl (64 x 64 tile per
-// workgroup, 16 x 16 threads with a 4 x 4 register block each, 16-deep steps through workgroup memory):
+// All three are implicit GEMMs on common/gemm_blocks.wgsl, the tiling core of matmul.wgsl with its sizes as
+// constants (the family's form: 64 x 64 tile per workgroup, 16 x 16 threads with a 4 x 4 register block
+// each, 16-deep steps through workgroup memory):
 //   conv2d_fwd         y[co, pixel]  = sum over (ci, kh, kw)            of w[co, ci, kh, kw] * x[...]
 //   conv2d_bwd_input   dx[ci, pixel] = sum over (co, th, tw)            of w[co, ci, kh, kw] * dy[...]
 //   conv2d_bwd_weight  dw[co, (ci, kh, kw)] = sum over (n, oh, ow)      of dy[n, co, oh, ow] * x[...]
-// The im2col matrix is never stored: each 16-deep step gathers its slice from x (or dy) on the fly.
+// The im2col matrix is never stored: each TK-deep step gathers its slice from x (or dy) on the fly.
 // Implicit GEMM rather than a direct loop (one thread per output element, looping over ci, kh, kw):
 // measured on lavapipe (2 busy cores) at N=16, 64->128 channels, 14x14, k=4, s=2, p=1 (205 MFLOP), a
 // direct forward took 2010 ms (0.10 GFLOP/s), this one 555 ms (0.37 GFLOP/s), as fast as matmul on the
@@ -19,7 +20,7 @@
 //
 // Index decoding (divisions, which a software rasteriser runs one lane at a time) is kept out of the
 // inner loops: a thread's pixel (or tap) columns are decoded once before the reduction loop, and its
-// single reduction index per 16-deep step once per step.
+// single reduction index per depth row of a step once per step.
 //
 // conv2d_bwd_input splits dx by stride phase (ih + pad) mod s, (iw + pad) mod s (one phase per z of the
 // grid): within a phase, exactly the taps kh = rh + s*th, kw = rw + s*tw reach a pixel, so the GEMM has
@@ -38,12 +39,27 @@
 // Variants (the tuner picks one per dispatch size on the running GPU, device::tune): k32 steps 32 deep
 // per pass through workgroup memory (half the barriers and loop overhead; unpadded rows keep both tiles
 // at 16 KiB, WebGPU's default limit), k32p the same with padded rows (17 KiB, for adapters with more
-// workgroup memory). Every form adds the terms in the same order of depth; a compiler may still contract
-// or unroll the longer loop differently, so they agree within the GEMM's rounding, not bit for bit.
-//#variant k32 TK=32u PITCH=16u
+// workgroup memory), k8 8 deep (8 threads side by side along the depth of a tile load). r8x4 and r8x8
+// keep the 64 x 64 block with 8 x 4 (128 threads) or 8 x 8 (64 threads) per thread; t128x64 (rows:
+// output channels, or input channels for conv2d_bwd_input) and t64x128 (columns: pixels, or taps for
+// conv2d_bwd_weight) take blocks of two of the family's tiles with 8 x 4 or 4 x 8 per thread, t128x128
+// four with 8 x 8, unpadded (16 KiB; padded it would be 16.5), t128x128k8 the same 8 deep and padded
+// (8.25 KiB). The three kernels number their tiles alike (first_block: one axis, folded into y), so
+// `grid=F,1,1` divides it by the F tiles a block holds, a workgroup walking the blocks the rounding
+// leaves over. Every form adds the terms in the same order of depth; a compiler may still contract or
+// unroll the loops differently, so they agree within the GEMM's rounding, not bit for bit. All stay
+// within 16 KiB but k32p (17 KiB, left to the device-limit check).
+//#variant k8 TK=8u KL=8u
+//#variant k32 TK=32u PAD=0u
 //#variant k32p TK=32u
+//#variant r8x4 RM=8u
+//#variant r8x8 RM=8u RN=8u
+//#variant t128x64 TM=128u RM=8u grid=2,1,1
+//#variant t64x128 TN=128u RN=8u grid=2,1,1
+//#variant t128x128 TM=128u TN=128u RM=8u RN=8u PAD=0u grid=4,1,1
+//#variant t128x128k8 TM=128u TN=128u RM=8u RN=8u TK=8u KL=8u grid=4,1,1
 
-//#include "common/gemm_tile.wgsl"
+//#include "common/gemm_blocks.wgsl"
 //#include "common/activation.wgsl"
 
 struct ConvParams {
@@ -57,8 +73,8 @@ struct ConvParams {
     k: u32,
     stride: u32,
     pad: u32,
-    row_tiles: u32,       // tiles along the result's rows (TM each)
-    col_tiles: u32,       // tiles along its columns (TN each; for bwd_input, of the largest phase)
+    row_tiles: u32,       // 64-row tiles along the result's rows
+    col_tiles: u32,       // 64-column tiles along its columns (for bwd_input, of the largest phase)
     imgs_per_split: u32,  // bwd_weight: images per z slice
     splits: u32,          // bwd_weight: z slices (partial sums)
     accumulate: u32,      // bwd_weight with one split: add into the output (a folded gradient sum)
@@ -83,35 +99,23 @@ fn bias_at(img: u32, ch: u32, c: u32) -> u32 {
     return select(ch, img * c + ch, cv.bias == 2u);
 }
 
-// Row I of the block (0..3).
-fn acc_row(acc: Acc, i: u32) -> vec4<f32> {
-    switch i {
-        case 0u: { return acc.r0; }
-        case 1u: { return acc.r1; }
-        case 2u: { return acc.r2; }
-        default: { return acc.r3; }
-    }
+// The blocks of this form along the result's rows and columns: the host counts 64 x 64 tiles, a
+// TM x TN block holds (TM / 64) x (TN / 64) of them.
+fn blocks() -> vec2<u32> {
+    return vec2<u32>((cv.row_tiles + TM / 64u - 1u) / (TM / 64u), (cv.col_tiles + TN / 64u - 1u) / (TN / 64u));
 }
 
-// Writes one value of the A tile (row i, depth kk) and of the B tile (depth kk, column j).
-fn put_a(kk: u32, i: u32, v: f32) {
-    as_[kk * PITCH + i / 4u][i % 4u] = v;
-}
-fn put_b(kk: u32, j: u32, v: f32) {
-    bs[kk * PITCH + j / 4u][j % 4u] = v;
-}
-// A thread's four B-tile values of depth kk: columns r, r + 16, r + 32, r + 48.
-fn put_b4(kk: u32, r: u32, v: vec4<f32>) {
-    for (var q = 0u; q < 4u; q++) { put_b(kk, r + 16u * q, v[q]); }
+// Block number t as (row block, column block); rows vary fastest so neighbouring workgroups share the
+// gathered column tile.
+fn block_at(t: u32, nb: vec2<u32>) -> vec2<u32> {
+    return vec2<u32>(t % nb.x, t / nb.x);
 }
 
-// The workgroup's tile (row tile, column tile) from a grid folded into y past the per-dimension limit
-// (kernels::groups_1d); rows vary fastest so neighbouring workgroups share the gathered column tile.
-// x = 0xffffffff: past the last tile.
-fn tile_of(wid: vec3<u32>, nwg: vec3<u32>, row_tiles: u32, col_tiles: u32) -> vec2<u32> {
-    let t = wid.y * nwg.x + wid.x;
-    if t >= row_tiles * col_tiles { return vec2<u32>(0xffffffffu, 0u); }
-    return vec2<u32>(t % row_tiles, t / row_tiles);
+// The first block of a workgroup, from a grid folded into y past the per-dimension limit
+// (kernels::groups_1d); a workgroup then takes every (nwg.x * nwg.y)-th block: one in the family's form,
+// and where a variant's divided grid rounds below its number of blocks, the ones left over.
+fn first_block(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
 }
 
 // v as (v / per, r / inner, r % inner, r) with r = v % per: a flat index split into its outer index and
@@ -162,41 +166,33 @@ fn fwd_gather(px: Pix, cbase: u32, kh: u32, kw: u32, ok: bool) -> f32 {
     return fx[px.base + cbase + u32(iy) * cv.w + u32(ix)];
 }
 
-@compute @workgroup_size(16, 16)
-fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let tile = tile_of(wid, nwg, cv.row_tiles, cv.col_tiles);
-    if tile.x == 0xffffffffu { return; }
-    let m0 = tile.x * TM;
-    let n0 = tile.y * TN;
+// One block of y: output channels m0 .., pixels n0 ...
+fn fwd_block(m0: u32, n0: u32, lid3: vec3<u32>, lid: u32) {
     let kk2 = cv.k * cv.k;
     let depth = cv.ci * kk2;
-    // Loads: this thread fills depth rows kq, kq + 16, .. (TK / 16 of them) of both tiles, at
-    // rows/columns r + 16t (t = 0..3).
-    let kq = lid % 16u;
-    let r = lid / 16u;
-    let px0 = fwd_pixel(n0 + r);
-    let px1 = fwd_pixel(n0 + r + 16u);
-    let px2 = fwd_pixel(n0 + r + 32u);
-    let px3 = fwd_pixel(n0 + r + 48u);
+    // Loads: this thread fills depth rows kq, kq + KL, .. (TK / KL of them) of both tiles, at
+    // rows/columns r + RL q (q < LA, LB).
+    let kq = lid % KL;
+    let r = lid / KL;
+    var px: array<Pix, LB>;
+    for (var q = 0u; q < LB; q++) { px[q] = fwd_pixel(n0 + r + RL * q); }
 
     var acc = Acc();
     for (var k0 = 0u; k0 < depth; k0 += TK) {
-        for (var kr = kq; kr < TK; kr += 16u) {
+        for (var kr = kq; kr < TK; kr += KL) {
             let kk = k0 + kr;
             let ok = kk < depth;
             let d = split3(kk, kk2, cv.k);  // (c, kh, kw)
             let kh = d.y;
             let kw = d.z;
             let cbase = d.x * cv.h * cv.w;
-            for (var q = 0u; q < 4u; q++) {
-                let i = r + 16u * q;
+            for (var q = 0u; q < LA; q++) {
+                let i = r + RL * q;
                 var v = 0.0;
                 if ok && m0 + i < cv.co { v = fw[(m0 + i) * depth + kk]; }
                 put_a(kr, i, v);
             }
-            put_b4(kr, r, vec4<f32>(fwd_gather(px0, cbase, kh, kw, ok), fwd_gather(px1, cbase, kh, kw, ok),
-                                    fwd_gather(px2, cbase, kh, kw, ok), fwd_gather(px3, cbase, kh, kw, ok)));
+            for (var q = 0u; q < LB; q++) { put_b(kr, r + RL * q, fwd_gather(px[q], cbase, kh, kw, ok)); }
         }
         workgroupBarrier();
         acc = multiply_tiles(acc, lid3.x, lid3.y);
@@ -204,18 +200,28 @@ fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
 
     let howo = cv.ho * cv.wo;
-    for (var j = 0u; j < 4u; j++) {
-        let pix = n0 + 4u * lid3.x + j;
+    for (var j = 0u; j < RN; j++) {
+        let pix = n0 + acc_col_of(lid3.x, j);
         if pix >= cv.n * howo { break; }
         let d = split3(pix, howo, 1u);  // (img, .., .., pixel in image)
-        for (var i = 0u; i < 4u; i++) {
-            let ch = m0 + 4u * lid3.y + i;
+        for (var i = 0u; i < RM; i++) {
+            let ch = m0 + acc_row_of(lid3.y, i);
             if ch >= cv.co { break; }
             let b = select(0.0, fb[bias_at(d.x, ch, cv.co)], cv.bias != 0u);
             let at = (d.x * cv.co + ch) * howo + d.w;
-            let v = epilogue(acc_row(acc, i)[j], b);
+            let v = epilogue(acc_at(acc, i, j), b);
             fy[at] = select(v, v + fr[at], cv.residual == 1u);
         }
+    }
+}
+
+@compute @workgroup_size(WX, WY)
+fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let nb = blocks();
+    for (var t = first_block(wid, nwg); t < nb.x * nb.y; t += nwg.x * nwg.y) {
+        let b = block_at(t, nb);
+        fwd_block(b.x * TM, b.y * TN, lid3, lid);
     }
 }
 
@@ -255,34 +261,27 @@ fn bwd_gather(px: Pix, cbase: u32, th: u32, tw: u32, ok: bool) -> f32 {
     return bdy[px.base + cbase + u32(oy) * cv.wo + u32(ox)];
 }
 
-@compute @workgroup_size(16, 16)
-fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let tile = tile_of(wid, nwg, cv.row_tiles, cv.col_tiles);
-    if tile.x == 0xffffffffu { return; }
+// One block of dx in stride phase z: input channels m0 .., the phase's pixels n0 ...
+fn bwd_input_block(m0: u32, n0: u32, z: u32, lid3: vec3<u32>, lid: u32) {
     let s = cv.stride;
-    let rh = wid.z / s;
-    let rw = wid.z - rh * s;
+    let rh = z / s;
+    let rw = z - rh * s;
     let ah = phase_axis(cv.h, rh);
     let aw = phase_axis(cv.w, rw);
     let npix = cv.n * ah.y * aw.y;
-    let m0 = tile.x * TM;
-    let n0 = tile.y * TN;
     // Every workgroup of this z takes the same branch.
     if n0 >= npix { return; }
     let taps = ah.z * aw.z;
     let depth = cv.co * taps;
-    let kq = lid % 16u;
-    let r = lid / 16u;
-    let px0 = bwd_pixel(n0 + r, ah, aw);
-    let px1 = bwd_pixel(n0 + r + 16u, ah, aw);
-    let px2 = bwd_pixel(n0 + r + 32u, ah, aw);
-    let px3 = bwd_pixel(n0 + r + 48u, ah, aw);
+    let kq = lid % KL;
+    let r = lid / KL;
+    var px: array<Pix, LB>;
+    for (var q = 0u; q < LB; q++) { px[q] = bwd_pixel(n0 + r + RL * q, ah, aw); }
     let hw_o = cv.ho * cv.wo;
 
     var acc = Acc();
     for (var k0 = 0u; k0 < depth; k0 += TK) {
-        for (var kr = kq; kr < TK; kr += 16u) {
+        for (var kr = kq; kr < TK; kr += KL) {
             let kk = k0 + kr;
             let ok = kk < depth;
             // max(.., 1): a phase without taps has depth 0 and never gets here.
@@ -292,15 +291,14 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
             let tw = d.z;
             // w[c, ci, rh + s*th, rw + s*tw] for ci = m0 + i: consecutive ci are k*k apart.
             let wtap = (c * cv.ci * cv.k + rh + s * th) * cv.k + rw + s * tw;
-            for (var q = 0u; q < 4u; q++) {
-                let i = r + 16u * q;
+            for (var q = 0u; q < LA; q++) {
+                let i = r + RL * q;
                 var v = 0.0;
                 if ok && m0 + i < cv.ci { v = bw[wtap + (m0 + i) * cv.k * cv.k]; }
                 put_a(kr, i, v);
             }
             let cbase = c * hw_o;
-            put_b4(kr, r, vec4<f32>(bwd_gather(px0, cbase, th, tw, ok), bwd_gather(px1, cbase, th, tw, ok),
-                                    bwd_gather(px2, cbase, th, tw, ok), bwd_gather(px3, cbase, th, tw, ok)));
+            for (var q = 0u; q < LB; q++) { put_b(kr, r + RL * q, bwd_gather(px[q], cbase, th, tw, ok)); }
         }
         workgroupBarrier();
         acc = multiply_tiles(acc, lid3.x, lid3.y);
@@ -310,19 +308,29 @@ fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     // A phase without taps (stride > k) gets no terms: its pixels are written as 0.
     let per = ah.y * aw.y;
     let hw = cv.h * cv.w;
-    for (var j = 0u; j < 4u; j++) {
-        let pix = n0 + 4u * lid3.x + j;
+    for (var j = 0u; j < RN; j++) {
+        let pix = n0 + acc_col_of(lid3.x, j);
         if pix >= npix { break; }
         let d = split3(pix, per, aw.y);
         let iy = (ah.x + d.y) * s + rh - cv.pad;
         let ix = (aw.x + d.z) * s + rw - cv.pad;
         let at = iy * cv.w + ix;
-        for (var i = 0u; i < 4u; i++) {
-            let ch = m0 + 4u * lid3.y + i;
+        for (var i = 0u; i < RM; i++) {
+            let ch = m0 + acc_row_of(lid3.y, i);
             if ch >= cv.ci { break; }
             let b = select(0.0, bb[bias_at(d.x, ch, cv.ci)], cv.bias != 0u);
-            bdx[(d.x * cv.ci + ch) * hw + at] = epilogue(acc_row(acc, i)[j], b);
+            bdx[(d.x * cv.ci + ch) * hw + at] = epilogue(acc_at(acc, i, j), b);
         }
+    }
+}
+
+@compute @workgroup_size(WX, WY)
+fn conv2d_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let nb = blocks();
+    for (var t = first_block(wid, nwg); t < nb.x * nb.y; t += nwg.x * nwg.y) {
+        let b = block_at(t, nb);
+        bwd_input_block(b.x * TM, b.y * TN, wid.z, lid3, lid);
     }
 }
 
@@ -351,28 +359,21 @@ fn wgt_gather(tap: Pix, xbase: u32, y0: i32, x0: i32, ok: bool) -> f32 {
     return wx[xbase + tap.base + u32(iy) * cv.w + u32(ix)];
 }
 
-@compute @workgroup_size(16, 16)
-fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let tile = tile_of(wid, nwg, cv.row_tiles, cv.col_tiles);
-    if tile.x == 0xffffffffu { return; }
-    let m0 = tile.x * TM;
-    let n0 = tile.y * TN;
+// One block of split z's partial sum: output channels m0 .., taps n0 ...
+fn bwd_weight_block(m0: u32, n0: u32, z: u32, lid3: vec3<u32>, lid: u32) {
     let howo = cv.ho * cv.wo;
-    let first = wid.z * cv.imgs_per_split;
+    let first = z * cv.imgs_per_split;
     let last = min(first + cv.imgs_per_split, cv.n);
     let kend = select(0u, last * howo, last > first);
-    let kq = lid % 16u;
-    let r = lid / 16u;
-    let tap0 = tap_of(n0 + r);
-    let tap1 = tap_of(n0 + r + 16u);
-    let tap2 = tap_of(n0 + r + 32u);
-    let tap3 = tap_of(n0 + r + 48u);
+    let kq = lid % KL;
+    let r = lid / KL;
+    var tap: array<Pix, LB>;
+    for (var q = 0u; q < LB; q++) { tap[q] = tap_of(n0 + r + RL * q); }
     let chw = cv.ci * cv.h * cv.w;
 
     var acc = Acc();
     for (var k0 = first * howo; k0 < kend; k0 += TK) {
-        for (var kr = kq; kr < TK; kr += 16u) {
+        for (var kr = kq; kr < TK; kr += KL) {
             let pix = k0 + kr;
             let ok = pix < kend;
             let d = split3(pix, howo, cv.wo);  // (img, oh, ow, pixel in image)
@@ -381,8 +382,8 @@ fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             let ow = d.z;
             // dy[img, co, oh, ow] for co = m0 + i: consecutive co are ho*wo apart.
             let dyat = img * cv.co * howo + d.w;
-            for (var t = 0u; t < 4u; t++) {
-                let i = r + 16u * t;
+            for (var q = 0u; q < LA; q++) {
+                let i = r + RL * q;
                 var v = 0.0;
                 if ok && m0 + i < cv.co { v = wdy[dyat + (m0 + i) * howo]; }
                 put_a(kr, i, v);
@@ -390,8 +391,7 @@ fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             let xbase = img * chw;
             let y0 = i32(oh * cv.stride) - i32(cv.pad);
             let x0 = i32(ow * cv.stride) - i32(cv.pad);
-            put_b4(kr, r, vec4<f32>(wgt_gather(tap0, xbase, y0, x0, ok), wgt_gather(tap1, xbase, y0, x0, ok),
-                                    wgt_gather(tap2, xbase, y0, x0, ok), wgt_gather(tap3, xbase, y0, x0, ok)));
+            for (var q = 0u; q < LB; q++) { put_b(kr, r + RL * q, wgt_gather(tap[q], xbase, y0, x0, ok)); }
         }
         workgroupBarrier();
         acc = multiply_tiles(acc, lid3.x, lid3.y);
@@ -399,19 +399,29 @@ fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     }
 
     let cols = cv.ci * cv.k * cv.k;
-    let zbase = wid.z * cv.co * cols;
-    for (var i = 0u; i < 4u; i++) {
-        let ch = m0 + 4u * lid3.y + i;
+    let zbase = z * cv.co * cols;
+    for (var i = 0u; i < RM; i++) {
+        let ch = m0 + acc_row_of(lid3.y, i);
         if ch >= cv.co { break; }
-        for (var j = 0u; j < 4u; j++) {
-            let col = n0 + 4u * lid3.x + j;
+        for (var j = 0u; j < RN; j++) {
+            let col = n0 + acc_col_of(lid3.x, j);
             if col >= cols { break; }
             let at = zbase + ch * cols + col;
             if cv.accumulate == 1u {
-                wpart[at] += acc_row(acc, i)[j];
+                wpart[at] += acc_at(acc, i, j);
             } else {
-                wpart[at] = acc_row(acc, i)[j];
+                wpart[at] = acc_at(acc, i, j);
             }
         }
+    }
+}
+
+@compute @workgroup_size(WX, WY)
+fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let nb = blocks();
+    for (var t = first_block(wid, nwg); t < nb.x * nb.y; t += nwg.x * nwg.y) {
+        let b = block_at(t, nb);
+        bwd_weight_block(b.x * TM, b.y * TN, wid.z, lid3, lid);
     }
 }

@@ -36,8 +36,9 @@ const fn cfg(n: usize, ci: usize, co: usize, h: usize, w: usize, k: usize, s: us
 /// Strides 1, 2 (and 3), padding 0/1/2, K in {1, 3, 4, 5}, odd and 1x1 spatial sizes, 1, 3, 5, 17
 /// channels, batch 1 and 3; more than one 64-wide tile along channels, pixels and taps (the 70-channel
 /// and 14x14 cases); a stride larger than the kernel (input gradient phases no tap reaches); a kernel as
-/// large as the padded input; a weight gradient the GPU splits over the batch.
-const CASES: [Cfg; 18] = [
+/// large as the padded input; a weight gradient the GPU splits over the batch; channels, pixels and taps
+/// that are not multiples of the variants' 128-wide blocks.
+const CASES: [Cfg; 19] = [
     cfg(1, 1, 1, 1, 1, 1, 1, 0),
     cfg(3, 3, 5, 7, 9, 3, 1, 1),
     cfg(1, 5, 3, 7, 9, 4, 2, 1),
@@ -58,6 +59,8 @@ const CASES: [Cfg; 18] = [
     cfg(3, 3, 5, 17, 16, 3, 1, 1),
     // DCGAN-like, at batch 2.
     cfg(2, 64, 128, 14, 14, 4, 2, 1),
+    // 130 channels: three 64-row tiles, a 128-row block and a part of one (the block variants).
+    cfg(2, 3, 130, 6, 5, 3, 2, 1),
 ];
 
 fn opts(c: &Cfg) -> Conv2d {
@@ -235,7 +238,7 @@ fn compare(what: &str, got: &Triple, want: &Triple, r: &Reference, rr: f64) {
 
 #[test]
 fn conv2d_gpu_matches_cpu_twin() {
-    // The family form and every depth variant.
+    // The family form and every variant (depths, register blocks, block shapes).
     for_each_variant(CONV, |name| {
         let Some(gpu) = gpu() else { return };
         let cpu = cpu();

@@ -76,9 +76,21 @@ fn inputs(rng: &mut Rng, c: Case) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     (rng.vec(n * ci * h * w, -1.0, 1.0), rng.vec(co * ci * k * k, -1.0, 1.0), rng.vec(co, -1.0, 1.0))
 }
 
-/// Fused = unfused on each device, and the GPU's fused result = the CPU twin's.
+/// The convolution's three kernels, which share their variants.
+const CONV: &[&tigel::kernels::Kernel] = &[
+    &tigel::kernels::conv::CONV2D_FWD,
+    &tigel::kernels::conv::CONV2D_BWD_INPUT,
+    &tigel::kernels::conv::CONV2D_BWD_WEIGHT,
+];
+
+/// Fused = unfused on each device, and the GPU's fused result = the CPU twin's, for every variant of the
+/// convolution kernels.
 #[test]
 fn conv_epilogue_matches_unfused_ops_and_cpu_twin() {
+    for_each_variant(CONV, |_| epilogue_once());
+}
+
+fn epilogue_once() {
     let devs: Vec<Device> = std::iter::once(cpu()).chain(gpu()).collect();
     let mut rng = Rng::new(seed());
     for c in CASES {
@@ -107,8 +119,7 @@ fn conv_epilogue_matches_unfused_ops_and_cpu_twin() {
 /// variant of the convolution kernels.
 #[test]
 fn conv_sample_bias_and_residual_match_unfused_ops_and_cpu_twin() {
-    use tigel::kernels::conv::{CONV2D_BWD_INPUT, CONV2D_BWD_WEIGHT, CONV2D_FWD};
-    for_each_variant(&[&CONV2D_FWD, &CONV2D_BWD_INPUT, &CONV2D_BWD_WEIGHT], |_| sample_bias_and_residual_once());
+    for_each_variant(CONV, |_| sample_bias_and_residual_once());
 }
 
 fn sample_bias_and_residual_once() {

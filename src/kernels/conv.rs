@@ -7,7 +7,8 @@ use super::Kernel;
 
 include!(concat!(env!("OUT_DIR"), "/params/conv.rs"));
 
-/// Result tile of one workgroup (shaders/conv.wgsl TM x TN).
+/// Result tile of one workgroup in the family's form (shaders/common/gemm_blocks.wgsl TM x TN); the
+/// host counts the grid in these tiles, and a variant's larger block takes several of them.
 pub const TILE: usize = 64;
 
 /// Entry point `conv2d_fwd` of shaders/conv.wgsl.
