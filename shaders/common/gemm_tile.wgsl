@@ -1,6 +1,8 @@
-// The register-tiled core shared by matmul.wgsl and conv.wgsl (an implicit GEMM): a workgroup owns a
-// TM x TN block of the result, 16x16 threads each accumulate a 4x4 sub-block, and operand tiles TK deep
-// are staged through workgroup memory. The including shader fills `as_` and `bs` and writes the result.
+// The register-tiled core of the matmul families (matmul, matmul_pair, matmul_pair_gate, matmul_grouped,
+// matmul_half): a workgroup owns a TM x TN block of the result, 16x16 threads each accumulate a 4x4
+// sub-block, and operand tiles TK deep are staged through workgroup memory. The including shader fills
+// `as_` and `bs` and writes the result. common/gemm_blocks.wgsl is the same scheme with every size a
+// constant (the convolution's implicit GEMMs and their block and register-tile variants).
 
 const TM: u32 = 64u;  // rows of the result per workgroup
 const TN: u32 = 64u;  // columns of the result per workgroup
