@@ -371,6 +371,39 @@ fn sigterm_saves_and_exits_130() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// Two SIGINTs at once (as `timeout -s INT` sends them, to the process and to its group) are one request:
+/// the run finishes its step, saves and exits with 130.
+#[cfg(unix)]
+#[test]
+fn sigint_twice_at_once_saves() {
+    let d = tmp("sigint-once");
+    let mut args = vec!["--backend", "cpu"];
+    args.extend(TINY_GPT);
+    args.extend(["--steps", "1000000", "--eval-every", "1000000", "--out", "r"]);
+    let mut child =
+        tigel_command().current_dir(&d).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("writing") {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "tigel ended early:\n{seen}");
+        seen.push_str(&line);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap().success()
+        && Command::new("kill").args(["-INT", &pid]).status().unwrap().success();
+    assert!(killed);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "stderr:\n{seen}{rest}");
+    assert!(rest.contains("interrupted after step"), "{rest}");
+    let ck = Checkpoint::load(&d.join("r")).unwrap();
+    assert!(ck.step > 0 && ck.step < 1_000_000, "step {}", ck.step);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// A second Ctrl-C exits at once (130, no checkpoint saved), while the first is still finishing its step.
 #[cfg(unix)]
 #[test]
@@ -401,6 +434,8 @@ fn second_sigint_exits_at_once() {
     let int = || assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
     int();
     wait_for("again to quit at once", &mut seen);
+    // Later than the window in which a repeated signal is the same request (cmd::signal).
+    std::thread::sleep(std::time::Duration::from_millis(600));
     let asked = std::time::Instant::now();
     int();
     let mut rest = String::new();

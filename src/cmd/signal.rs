@@ -1,22 +1,40 @@
 //! Ctrl-C and SIGTERM during training: the first finishes the current step, saves a checkpoint and exits
-//! with 130; a second exits at once. The library only sees a flag, through the run's observer.
+//! with 130; a second exits at once. Signals within `SAME_REQUEST` of the first count as the same
+//! request: a tool such as `timeout -s INT` signals the process and its process group at once, and a
+//! terminal's Ctrl-C reaches `cargo run`'s group the same way, so one request can arrive twice. The
+//! library only sees a flag, through the run's observer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use tigel::run::Outcome;
 
 /// Set by the first Ctrl-C or SIGTERM.
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// When the first signal came.
+static FIRST: OnceLock<Instant> = OnceLock::new();
+
+/// Signals this soon after the first are the same request, not a second press (a person's second
+/// Ctrl-C comes later than this).
+const SAME_REQUEST: Duration = Duration::from_millis(250);
+
 /// The exit status of a run stopped by a signal (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// Installs the handler (once per process; a second call changes nothing).
 pub fn install() {
+    // The handler runs on one thread, one signal at a time.
     let _ = ctrlc::set_handler(|| {
+        let now = Instant::now();
         if STOP.swap(true, Ordering::SeqCst) {
+            if FIRST.get().is_some_and(|first| now.duration_since(*first) < SAME_REQUEST) {
+                return;
+            }
             std::process::exit(EXIT_INTERRUPTED);
         }
+        let _ = FIRST.set(now);
         eprintln!("\nstopping after this step and saving a checkpoint (again to quit at once)");
     });
 }
