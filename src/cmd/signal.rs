@@ -1,8 +1,7 @@
 //! Ctrl-C and SIGTERM during training: the first finishes the current step, saves a checkpoint and exits
 //! with 130; a second exits at once. Signals within `SAME_REQUEST` of the first count as the same
-//! request: a tool such as `timeout -s INT` signals the process and its process group at once, and a
-//! terminal's Ctrl-C reaches `cargo run`'s group the same way, so one request can arrive twice. The
-//! library only sees a flag, through the run's observer.
+//! request: a tool such as `timeout -s INT` signals the process and its process group at once, so one
+//! request can arrive twice. The library only sees a flag, through the run's observer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
