@@ -337,11 +337,12 @@ fn resume_after_crash_does_not_duplicate_steps() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-/// SIGTERM finishes the step, saves a checkpoint and exits with 130.
+/// Starts a long tiny-GPT run in `name`, sends `signals` (each `kill` argument, in turn, at once) once
+/// training is under way, and checks that the run finished its step, saved a checkpoint, released its
+/// lock and exited with 130.
 #[cfg(unix)]
-#[test]
-fn sigterm_saves_and_exits_130() {
-    let d = tmp("sigterm");
+fn signalled_run_saves(name: &str, signals: &[&str]) {
+    let d = tmp(name);
     let mut args = vec!["--backend", "cpu"];
     args.extend(TINY_GPT);
     args.extend(["--steps", "1000000", "--eval-every", "1000000", "--out", "r"]);
@@ -356,8 +357,10 @@ fn sigterm_saves_and_exits_130() {
         seen.push_str(&line);
     }
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(killed.success());
+    let pid = child.id().to_string();
+    for sig in signals {
+        assert!(Command::new("kill").args([*sig, &pid]).status().unwrap().success());
+    }
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     let status = child.wait().unwrap();
@@ -371,37 +374,19 @@ fn sigterm_saves_and_exits_130() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// SIGTERM finishes the step, saves a checkpoint and exits with 130.
+#[cfg(unix)]
+#[test]
+fn sigterm_saves_and_exits_130() {
+    signalled_run_saves("sigterm", &["-TERM"]);
+}
+
 /// Two SIGINTs at once (as `timeout -s INT` sends them, to the process and to its group) are one request:
 /// the run finishes its step, saves and exits with 130.
 #[cfg(unix)]
 #[test]
 fn sigint_twice_at_once_saves() {
-    let d = tmp("sigint-once");
-    let mut args = vec!["--backend", "cpu"];
-    args.extend(TINY_GPT);
-    args.extend(["--steps", "1000000", "--eval-every", "1000000", "--out", "r"]);
-    let mut child =
-        tigel_command().current_dir(&d).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("writing") {
-        let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0, "tigel ended early:\n{seen}");
-        seen.push_str(&line);
-    }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap().success()
-        && Command::new("kill").args(["-INT", &pid]).status().unwrap().success();
-    assert!(killed);
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "stderr:\n{seen}{rest}");
-    assert!(rest.contains("interrupted after step"), "{rest}");
-    let ck = Checkpoint::load(&d.join("r")).unwrap();
-    assert!(ck.step > 0 && ck.step < 1_000_000, "step {}", ck.step);
-    let _ = std::fs::remove_dir_all(&d);
+    signalled_run_saves("sigint-once", &["-INT", "-INT"]);
 }
 
 /// A second Ctrl-C exits at once (130, no checkpoint saved), while the first is still finishing its step.
